@@ -1,0 +1,50 @@
+"""The Pulumi program: stack config → validated, sized spec → one ModelDeployment per entry → outputs.
+
+`pulumi preview` runs this file; so does `sgldeploy plan`, offline, under the Pulumi SDK's mock engine.
+"""
+
+import os
+from pathlib import Path
+
+import pulumi
+
+from components.model_deployment import ModelDeployment, ModelDeploymentArgs
+from components.platform import Platform, PlatformArgs
+from sgldeploy.lock import LOCK_NAME
+from sgldeploy.problems import InvalidInput
+from sgldeploy.stack import SECRET_KEYS, resolve
+
+config = pulumi.Config("sgldeploy")
+secrets = {key: config.get_secret(key) for key in SECRET_KEYS}
+lock_file = Path(config.get("lockFile") or Path(__file__).parent / "stacks" / LOCK_NAME)
+try:
+    stack = resolve(config.get_object("platform"), config.get_object("deployments"), lock_file,
+                    {key for key, value in secrets.items() if value is not None})
+except InvalidInput as invalid:
+    raise pulumi.RunError(str(invalid)) from None
+
+region = pulumi.Config("aws").get("region") or os.environ.get("AWS_REGION") or "us-east-1"
+common_labels = {"app.kubernetes.io/part-of": pulumi.get_project(), "sgldeploy.io/stack": pulumi.get_stack()}
+platform = Platform("platform", PlatformArgs(spec=stack.spec.platform, region=region, labels=common_labels))
+
+summaries, api_keys = {}, {}
+for item in stack.deployments:
+    deployment = ModelDeployment(
+        item.spec.name,
+        ModelDeploymentArgs(spec=item.spec, model=item.model, sizing=item.sizing, namespace=platform.namespace,
+                            hf_token=secrets["hfToken"], api_key=secrets["apiKey"]),
+        opts=pulumi.ResourceOptions(providers={"kubernetes": platform.provider}),
+    )
+    placement = item.sizing.placement
+    summaries[item.spec.name] = {
+        "model": item.spec.model.repo, "revision": item.model.sha, "serviceName": deployment.server.service_name,
+        "instanceType": placement.instance_type, "gpusPerReplica": placement.gpus_per_replica,
+        "minReplicas": item.spec.min_replicas, "maxReplicas": item.spec.max_replicas,
+    }
+    if deployment.api_key is not None:
+        api_keys[item.spec.name] = deployment.api_key
+
+pulumi.export("clusterName", platform.cluster_name)
+pulumi.export("namespace", platform.namespace)
+pulumi.export("deployments", summaries)
+pulumi.export("apiKeys", pulumi.Output.secret(api_keys))

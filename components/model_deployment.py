@@ -1,0 +1,86 @@
+"""One entry of `sgldeploy:deployments`: its secrets, its SGLang server and its disruption budget."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import pulumi
+import pulumi_kubernetes as k8s
+import pulumi_random as random
+
+from sgldeploy import serving
+from sgldeploy.lock import LockedModel
+from sgldeploy.sizing import Sizing
+from sgldeploy.spec import DeploymentSpec
+
+from .sglang_server import SglangServer, SglangServerArgs
+
+
+@dataclass(frozen=True)
+class ModelDeploymentArgs:
+    spec: DeploymentSpec
+    model: LockedModel
+    sizing: Sizing
+    namespace: pulumi.Input[str]
+    hf_token: Optional[pulumi.Output[str]]
+    """Hugging Face token (stack secret `sgldeploy:hfToken`); None for public models without one."""
+    api_key: Optional[pulumi.Output[str]]
+    """Client API key (stack secret `sgldeploy:apiKey`); None to generate one when auth is api-key."""
+
+
+class ModelDeployment(pulumi.ComponentResource):
+    server: SglangServer
+    api_key: Optional[pulumi.Output[str]]
+    """The key clients send as `Authorization: Bearer …`, a secret output; None when auth is none."""
+
+    def __init__(self, name: str, args: ModelDeploymentArgs, opts: Optional[pulumi.ResourceOptions] = None):
+        super().__init__("sgldeploy:serving:ModelDeployment", name, None, opts)
+        dep = args.spec
+        child = pulumi.ResourceOptions(parent=self)
+        labels = serving.labels(dep)
+
+        hf_secret = None
+        if args.hf_token is not None:
+            hf_secret = self._secret(f"{name}-hf-token", f"{dep.name}-hf-token", "HF_TOKEN", args.hf_token,
+                                     args.namespace, labels)
+        self.api_key = None
+        api_secret = None
+        if dep.endpoint.auth == "api-key":
+            key = args.api_key
+            if key is None:
+                # No key in the stack config: generate one and keep it, secret, in the stack state.
+                key = random.RandomPassword(f"{name}-api-key", length=48, special=False, opts=child).result
+            self.api_key = pulumi.Output.secret(key)
+            api_secret = self._secret(f"{name}-api-key-secret", f"{dep.name}-api-key", "API_KEY", self.api_key,
+                                      args.namespace, labels)
+
+        refs = serving.SecretRefs(hf_token=f"{dep.name}-hf-token" if hf_secret else None,
+                                  api_key=f"{dep.name}-api-key" if api_secret else None)
+        depends = [s for s in (hf_secret, api_secret) if s is not None]
+        self.server = SglangServer(
+            f"{name}-server",
+            SglangServerArgs(spec=dep, model=args.model, sizing=args.sizing, namespace=args.namespace,
+                             secrets=refs),
+            # Pods reference the Secrets by name; they must exist before the first pod starts.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=depends),
+        )
+        k8s.policy.v1.PodDisruptionBudget(
+            f"{name}-pdb",
+            metadata={"name": dep.name, "namespace": args.namespace, "labels": labels},
+            spec=serving.disruption_budget_spec(dep),
+            # Fixed name, one per deployment; a replacement must free it first.
+            opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(delete_before_replace=True)),
+        )
+        self.register_outputs({"serviceName": self.server.service_name, "apiKey": self.api_key})
+
+    def _secret(self, resource_name: str, secret_name: str, key: str, value: pulumi.Output[str],
+                namespace: pulumi.Input[str], labels: dict[str, str]) -> k8s.core.v1.Secret:
+        return k8s.core.v1.Secret(
+            resource_name,
+            metadata={"name": secret_name, "namespace": namespace, "labels": labels},
+            type="Opaque",
+            string_data={key: pulumi.Output.secret(value)},
+            # Pods reference the Secret by this fixed name; a replacement must free it first.
+            opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True),
+        )

@@ -1,0 +1,75 @@
+"""The cluster every deployment runs on, and the Kubernetes provider that reaches it.
+
+`cluster.create: false` uses an existing EKS cluster by name: nothing about the cluster is created or
+changed, only read (`aws.eks.get_cluster`). The namespace the deployments share is created here.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Optional
+
+import pulumi
+import pulumi_aws as aws
+import pulumi_kubernetes as k8s
+
+from sgldeploy.spec import PlatformSpec
+
+
+@dataclass(frozen=True)
+class PlatformArgs:
+    spec: PlatformSpec
+    region: str
+    labels: dict[str, str]
+
+
+def kubeconfig(cluster_name: str, endpoint: str, ca_data: str, region: str) -> str:
+    """A kubeconfig that authenticates with `aws eks get-token`, so no long-lived credential is stored."""
+    user = {"exec": {"apiVersion": "client.authentication.k8s.io/v1beta1", "command": "aws",
+                     "args": ["eks", "get-token", "--cluster-name", cluster_name, "--region", region,
+                              "--output", "json"]}}
+    return json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": cluster_name,
+        "clusters": [{"name": cluster_name, "cluster": {"server": endpoint,
+                                                        "certificate-authority-data": ca_data}}],
+        "contexts": [{"name": cluster_name, "context": {"cluster": cluster_name, "user": cluster_name}}],
+        "users": [{"name": cluster_name, "user": user}],
+    })
+
+
+class Platform(pulumi.ComponentResource):
+    """The EKS cluster (existing, by name), a server-side-apply Kubernetes provider and the namespace."""
+
+    provider: k8s.Provider
+    """The Kubernetes provider every Kubernetes resource of the stack is created with."""
+    namespace: pulumi.Output[str]
+    """Namespace of all deployments."""
+    cluster_name: pulumi.Output[str]
+
+    def __init__(self, name: str, args: PlatformArgs, opts: Optional[pulumi.ResourceOptions] = None):
+        super().__init__("sgldeploy:platform:Platform", name, None, opts)
+        spec = args.spec
+        if spec.cluster.create:
+            raise pulumi.RunError(
+                "error: sgldeploy:platform.cluster.create: creating the VPC and EKS cluster is not available in "
+                "this version (got true); set create: false and name an existing EKS cluster in cluster.name")
+        cluster = aws.eks.get_cluster_output(name=spec.cluster.name, opts=pulumi.InvokeOutputOptions(parent=self))
+        self.cluster_name = cluster.name
+        config = pulumi.Output.all(cluster.name, cluster.endpoint, cluster.certificate_authorities).apply(
+            lambda v: kubeconfig(v[0], v[1], v[2][0]["data"], args.region))
+        self.provider = k8s.Provider(
+            f"{name}-k8s",
+            kubeconfig=pulumi.Output.secret(config),
+            enable_server_side_apply=True,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        namespace = k8s.core.v1.Namespace(
+            f"{name}-namespace",
+            metadata={"name": spec.namespace, "labels": {**args.labels,
+                                                          "pod-security.kubernetes.io/enforce": "baseline"}},
+            # The namespace name is fixed by the spec; a rename must delete the old one first.
+            opts=pulumi.ResourceOptions(parent=self, provider=self.provider, delete_before_replace=True),
+        )
+        self.namespace = namespace.metadata.apply(lambda m: m["name"])
+        self.register_outputs({"clusterName": self.cluster_name, "namespace": self.namespace})

@@ -1,0 +1,111 @@
+"""Hardware and prices as data: EC2 GPU instances, GPU models and AWS service prices.
+
+The tables live in `sgldeploy/data/*.csv`, each row with its source; this module only reads them.
+Prices are us-east-1 on-demand; another region has no price rather than a wrong one.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Optional
+
+DATA = Path(__file__).parent / "data"
+PRICED_REGION = "us-east-1"
+HOURS_PER_MONTH = 730  # the convention of cost tools (Infracost): 365 × 24 / 12
+
+
+@dataclass(frozen=True)
+class GpuModel:
+    name: str  # the spec's spelling: A100-40GB, H100, …
+    architecture: str
+    compute_capability: float
+    memory_gib: float
+    bf16: bool
+    fp8: bool  # native FP8 compute (W8A8), not weight-only
+    karpenter_gpu_name: str  # value of the karpenter.k8s.aws/instance-gpu-name label
+    source: str
+
+
+@dataclass(frozen=True)
+class InstanceType:
+    name: str
+    gpu: str
+    gpu_count: int
+    gpu_memory_gib: float
+    vcpu: int
+    memory_gib: float
+    local_nvme_gb: int
+    network_gbps: float
+    on_demand_usd_per_hour: Optional[float]  # us-east-1; None where no price was confirmed
+    source: str
+
+
+def _spec_name(csv_name: str) -> str:
+    return csv_name.replace(" ", "-")
+
+
+@cache
+def gpu_models() -> dict[str, GpuModel]:
+    with open(DATA / "gpu-models.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    return {
+        _spec_name(r["gpu_model"]): GpuModel(
+            name=_spec_name(r["gpu_model"]),
+            architecture=r["architecture"],
+            compute_capability=float(r["compute_capability"]),
+            memory_gib=float(r["memory_gib"]),
+            bf16=r["bf16"].startswith("yes"),
+            fp8=r["fp8"].startswith("yes"),
+            karpenter_gpu_name=r["gpu_model"].split()[0].lower(),
+            source=r["source"],
+        )
+        for r in rows
+    }
+
+
+@cache
+def instance_types() -> dict[str, InstanceType]:
+    with open(DATA / "aws-gpu-instances.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    return {
+        r["instance_type"]: InstanceType(
+            name=r["instance_type"],
+            gpu=_spec_name(r["gpu_model"]),
+            gpu_count=int(r["gpu_count"]),
+            gpu_memory_gib=float(r["gpu_memory_gib_per_gpu"]),
+            vcpu=int(r["vcpu"]),
+            memory_gib=float(r["memory_gib"]),
+            local_nvme_gb=int(r["local_nvme_gb"] or 0),
+            network_gbps=float(r["network_gbps"]),
+            on_demand_usd_per_hour=float(r["on_demand_usd_per_hour_us_east_1"])
+            if r["on_demand_usd_per_hour_us_east_1"] else None,
+            source=r["source"],
+        )
+        for r in rows
+    }
+
+
+@dataclass(frozen=True)
+class ServicePrice:
+    item: str
+    unit: str
+    usd: float
+    region: str
+    source: str
+
+
+@cache
+def service_prices() -> dict[str, ServicePrice]:
+    with open(DATA / "aws-service-prices.csv", newline="") as f:
+        return {r["item"]: ServicePrice(r["item"], r["unit"], float(r["usd"]), r["region"], r["source"])
+                for r in csv.DictReader(f)}
+
+
+def instances_with(gpu: str, gpu_count: Optional[int] = None) -> list[InstanceType]:
+    """Instance types carrying `gpu` (and exactly `gpu_count` of them), cheapest first, unpriced last."""
+    found = [i for i in instance_types().values()
+             if i.gpu == gpu and (gpu_count is None or i.gpu_count == gpu_count)]
+    return sorted(found, key=lambda i: (i.on_demand_usd_per_hour is None, i.on_demand_usd_per_hour or 0, i.name))

@@ -1,0 +1,151 @@
+"""Run the real Pulumi program in-process under the Pulumi SDK's mock engine, recording every registration.
+
+This is how `sgldeploy plan` renders a stack without a Pulumi CLI or a cloud account: the program is the
+same `__main__.py` that `pulumi preview` runs, with preview semantics (values computed by the cloud are
+unknown). Each registration is kept with its type, name, parent and inputs exactly as the engine would
+receive them, with secrets replaced by a marker so no secret reaches a plan file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import runpy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import pulumi
+from pulumi.runtime import mocks as pulumi_mocks
+from pulumi.runtime import rpc, settings
+from pulumi.runtime.stack import run_in_stack
+from pulumi.runtime.sync_await import _sync_await
+
+SECRET = "[secret]"
+UNKNOWN = "(known after apply)"
+OFFLINE_ACCOUNT = "000000000000"
+
+
+@dataclass
+class Registration:
+    urn: str
+    type: str
+    name: str
+    parent: Optional[str]
+    custom: bool
+    provider: Optional[str]
+    inputs: dict[str, Any]
+
+
+@dataclass
+class Recording:
+    project: str
+    stack: str
+    resources: list[Registration] = field(default_factory=list)
+    outputs: dict[str, Any] = field(default_factory=dict)
+    log: list[tuple[str, str]] = field(default_factory=list)  # (severity, message)
+
+
+def scrub(value: Any) -> Any:
+    """Replace secrets and unknowns in deserialized inputs by readable markers."""
+    if isinstance(value, dict):
+        if value.get(rpc._special_sig_key) == rpc._special_secret_sig:
+            return SECRET
+        if rpc._special_sig_key in value:  # archives, assets, resource references
+            return {k: scrub(v) for k, v in value.items() if k != rpc._special_sig_key}
+        return {k: scrub(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [scrub(v) for v in value]
+    if value == rpc.UNKNOWN:
+        return UNKNOWN
+    return value
+
+
+class _OfflineMocks(pulumi.runtime.Mocks):
+    """Provider behaviour offline: resources echo their inputs; data sources answer from `invokes`."""
+
+    def __init__(self, invokes: dict[str, Callable[[dict], dict]]):
+        self.invokes = invokes
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs):
+        return f"{args.name}-offline-id", dict(args.inputs)
+
+    def call(self, args: pulumi.runtime.MockCallArgs):
+        handler = self.invokes.get(args.token)
+        if handler is None:
+            raise KeyError(f"the offline plan cannot answer data source {args.token}")
+        return handler(dict(args.args))
+
+
+class _RecordingMonitor(pulumi_mocks.MockMonitor):
+    def __init__(self, mocks: _OfflineMocks, recording: Recording):
+        super().__init__(mocks)
+        self.recording = recording
+
+    def RegisterResource(self, request):
+        response = super().RegisterResource(request)
+        if request.type != "pulumi:pulumi:Stack":
+            inputs = scrub(rpc.deserialize_properties(request.object, keep_unknowns=True))
+            self.recording.resources.append(Registration(
+                urn=response.urn, type=request.type, name=request.name, parent=request.parent or None,
+                custom=bool(request.custom), provider=request.provider or None, inputs=inputs))
+        return response
+
+    def RegisterResourceOutputs(self, request):
+        if request.urn.split("::")[2] == "pulumi:pulumi:Stack":  # the stack itself, not a child
+            outputs = rpc.deserialize_properties(request.outputs, keep_unknowns=True)
+            self.recording.outputs.update(scrub(outputs))
+        return super().RegisterResourceOutputs(request)
+
+
+class _LogCapture(logging.Handler):
+    def __init__(self, recording: Recording):
+        super().__init__(logging.DEBUG)
+        self.recording = recording
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.recording.log.append((record.levelname.lower(), record.getMessage()))
+
+
+def default_invokes(region: str) -> dict[str, Callable[[dict], dict]]:
+    """Offline answers for the data sources the program reads; obviously fake, never a real account."""
+
+    def eks_cluster(args: dict) -> dict:
+        name = args.get("name", "cluster")
+        return {"name": name, "id": name, "arn": f"arn:aws:eks:{region}:{OFFLINE_ACCOUNT}:cluster/{name}",
+                "endpoint": f"https://{name}.eks.offline.invalid",
+                "certificateAuthorities": [{"data": "T0ZGTElORQ=="}], "version": args.get("version", ""),
+                "status": "ACTIVE", "vpcConfig": {"subnetIds": [], "securityGroupIds": []}, "tags": {}}
+
+    return {
+        "aws:eks/getCluster:getCluster": eks_cluster,
+        "aws:index/getRegion:getRegion": lambda args: {"name": region, "region": region, "id": region},
+        "aws:index/getCallerIdentity:getCallerIdentity": lambda args: {
+            "accountId": OFFLINE_ACCOUNT, "arn": f"arn:aws:iam::{OFFLINE_ACCOUNT}:root", "userId": "offline"},
+    }
+
+
+def run_program(program: Path, project: str, stack: str, config: dict[str, str], secret_keys: list[str],
+                invokes: Optional[dict[str, Callable[[dict], dict]]] = None) -> Recording:
+    """Run `program` (a Pulumi `__main__.py`) as `pulumi preview` would, recording every registration.
+
+    `config` maps full keys (`sgldeploy:platform`) to their string values, as the Pulumi CLI passes them.
+    Exceptions the program raises (e.g. pulumi.RunError) propagate to the caller.
+    """
+    recording = Recording(project=project, stack=stack)
+    region = config.get("aws:region", "us-east-1")
+    monitor = _RecordingMonitor(_OfflineMocks(invokes or default_invokes(region)), recording)
+    logger = logging.getLogger(f"sgldeploy.offline.{id(recording)}")
+    logger.propagate = False
+    logger.addHandler(_LogCapture(recording))
+    pulumi.runtime.set_all_config(config, secret_keys)
+    # A fresh event loop per run: the SDK keeps per-loop state, and plans may run many times per process.
+    asyncio.set_event_loop(asyncio.new_event_loop())
+    settings.SETTINGS.rpc_manager.clear()
+    settings.SETTINGS.outputs.clear()
+    pulumi_mocks.set_mocks(monitor.mocks, project=project, stack=stack, preview=True, logger=logger,
+                           monitor=monitor)
+    # set_mocks made a root stack for unit tests; the program gets its own, as under `pulumi preview`.
+    settings.set_root_resource(None)  # type: ignore[arg-type]
+    _sync_await(run_in_stack(lambda: runpy.run_path(str(program), run_name="__main__")))
+    return recording

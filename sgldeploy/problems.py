@@ -1,0 +1,72 @@
+"""Problems in user input, reported one line each in the form DESIGN.md fixes:
+
+    error: <config path>: <what is wrong> (got <value>); <how to fix>
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+NAMESPACE = "sgldeploy"
+_MAX_SHOWN = 80
+
+
+class SpecValueError(ValueError):
+    """Raised by spec validators; carries the three parts of a problem line."""
+
+    def __init__(self, what: str, got: Any, fix: str):
+        super().__init__(what)
+        self.what, self.got, self.fix = what, got, fix
+
+
+@dataclass(frozen=True)
+class Problem:
+    path: str
+    what: str
+    fix: str
+    got: Any = None
+    show_got: bool = True
+
+    def line(self) -> str:
+        got = f" (got {show(self.got)})" if self.show_got else ""
+        return f"error: {self.path}: {self.what}{got}; {self.fix}"
+
+
+class InvalidInput(Exception):
+    """Every problem found in the input, raised once after all checks ran."""
+
+    def __init__(self, problems: Iterable[Problem]):
+        self.problems = list(problems)
+        super().__init__("\n".join(p.line() for p in self.problems))
+
+
+class Verbatim(str):
+    """A `got` that is already phrased (e.g. "1 < 2"), shown without quotes."""
+
+
+def show(value: Any) -> str:
+    """A value as the user wrote it, short enough for one line."""
+    if isinstance(value, Verbatim):
+        text = str(value)
+    elif isinstance(value, str):
+        text = repr(value)
+    elif value is None:
+        text = "nothing"
+    elif isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, dict):
+        text = "an object" if value else "{}"
+    elif isinstance(value, list):
+        text = f"a list of {len(value)}"
+    else:
+        text = str(value)
+    return text if len(text) <= _MAX_SHOWN else text[: _MAX_SHOWN - 1] + "…"
+
+
+def config_path(key: str, loc: Iterable[Any] = ()) -> str:
+    """`sgldeploy:deployments[1].scaling.max_replicas` from a key and a pydantic-style location."""
+    path = f"{NAMESPACE}:{key}"
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return path

@@ -1,0 +1,148 @@
+"""The SGLang server's Kubernetes objects as plain data (no Pulumi): labels, pod template, Service, PDB.
+
+Components wrap these in Pulumi resources; tests check them directly and, once recorded, against the
+Kubernetes schemas. Field names are the Kubernetes API's (camelCase), as in any manifest.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from .lock import LockedModel
+from .sglang_args import API_KEY_ENV, SERVER_PORT, launch_command
+from .sizing import Sizing
+from .spec import DeploymentSpec
+
+GPU_RESOURCE = "nvidia.com/gpu"
+HF_CACHE = "/root/.cache/huggingface"  # the official image runs as root; HF_HOME points here explicitly
+SERVICE_PORT = 80
+PROBE_PERIOD_SECONDS = 10
+
+
+@dataclass(frozen=True)
+class SecretRefs:
+    """Names of the Kubernetes Secrets the pod reads; their values never enter the pod spec."""
+
+    hf_token: Optional[str]  # Secret with key HF_TOKEN, or None for public models without a token
+    api_key: Optional[str]  # Secret with key API_KEY, or None when endpoint.auth is none
+
+
+def labels(dep: DeploymentSpec, component: str = "server") -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": "sglang",
+        "app.kubernetes.io/instance": dep.name,
+        "app.kubernetes.io/component": component,
+        "app.kubernetes.io/managed-by": "sgldeploy",
+    }
+
+
+def selector(dep: DeploymentSpec) -> dict[str, str]:
+    """The immutable subset of labels the Deployment and Service select on."""
+    return {"app.kubernetes.io/instance": dep.name, "app.kubernetes.io/component": "server"}
+
+
+def probes(sizing: Sizing) -> dict[str, dict[str, Any]]:
+    """Startup budget from the model size; cheap readiness; liveness with room for SGLang's 20 s check.
+
+    The port opens only after weights load and CUDA graphs are captured, so the startup probe's
+    budget (failureThreshold × period) must cover the whole cold start.
+    """
+    return {
+        "startupProbe": {"httpGet": {"path": "/ready", "port": "http"}, "periodSeconds": PROBE_PERIOD_SECONDS,
+                         "timeoutSeconds": 5,
+                         "failureThreshold": math.ceil(sizing.startup_budget_seconds / PROBE_PERIOD_SECONDS)},
+        "readinessProbe": {"httpGet": {"path": "/ready", "port": "http"}, "periodSeconds": PROBE_PERIOD_SECONDS,
+                           "timeoutSeconds": 5, "failureThreshold": 3},
+        # /health runs a one-token generation that waits up to 20 s; a shorter timeout kills busy pods.
+        "livenessProbe": {"httpGet": {"path": "/health", "port": "http"}, "periodSeconds": 30,
+                          "timeoutSeconds": 30, "failureThreshold": 5},
+    }
+
+
+def env(dep: DeploymentSpec, secrets: SecretRefs) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = [{"name": "HF_HOME", "value": HF_CACHE}]
+    if secrets.hf_token:
+        out.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": secrets.hf_token,
+                                                                        "key": "HF_TOKEN"}}})
+    if secrets.api_key:
+        out.append({"name": API_KEY_ENV, "valueFrom": {"secretKeyRef": {"name": secrets.api_key,
+                                                                         "key": "API_KEY"}}})
+    out += [{"name": k, "value": v} for k, v in sorted(dep.env.items())]
+    return out
+
+
+def pod_template(dep: DeploymentSpec, model: LockedModel, sizing: Sizing, secrets: SecretRefs,
+                 instance_types: list[str]) -> dict[str, Any]:
+    launch = launch_command(dep, model, sizing, api_key=secrets.api_key is not None)
+    gpus = sizing.placement.gpus_per_replica // sizing.placement.nodes_per_replica
+    memory = f"{int(sizing.memory_request_gib)}Gi"
+    container = {
+        "name": "sglang",
+        "image": dep.serving.image,
+        "command": launch.command,
+        "args": launch.args,
+        "ports": [{"name": "http", "containerPort": SERVER_PORT, "protocol": "TCP"}],
+        "env": env(dep, secrets),
+        "resources": {
+            "requests": {"cpu": f"{sizing.cpu:g}", "memory": memory, GPU_RESOURCE: str(gpus)},
+            # No CPU limit: throttling the tokenizer and scheduler threads only adds latency.
+            "limits": {"memory": memory, GPU_RESOURCE: str(gpus)},
+        },
+        "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"},
+                         {"name": "model-cache", "mountPath": "/root/.cache"}],
+        "securityContext": {"allowPrivilegeEscalation": False},
+        **probes(sizing),
+    }
+    return {
+        "metadata": {"labels": labels(dep), "annotations": {"sgldeploy.io/model": f"{dep.model.repo}@{model.sha}"}},
+        "spec": {
+            "containers": [container],
+            # Let in-flight generations finish when a pod is stopped or moved.
+            "terminationGracePeriodSeconds": 120,
+            "tolerations": [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}],
+            "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+                {"matchExpressions": [{"key": "node.kubernetes.io/instance-type", "operator": "In",
+                                       "values": instance_types}]}]}}},
+            "volumes": [
+                # NCCL and the tokenizer workers use /dev/shm; Docker's 64 MB default is too small.
+                {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": f"{sizing.shm_gib}Gi"}},
+                {"name": "model-cache", "emptyDir": {"sizeLimit": f"{sizing.disk_gib}Gi"}},
+            ],
+        },
+    }
+
+
+def deployment_spec(dep: DeploymentSpec, model: LockedModel, sizing: Sizing, secrets: SecretRefs,
+                    instance_types: list[str]) -> dict[str, Any]:
+    replicas = dep.min_replicas if dep.min_replicas > 0 or dep.state == "stopped" else 1
+    return {
+        "replicas": replicas,
+        "selector": {"matchLabels": selector(dep)},
+        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": dep.rollout.max_surge,
+                                                                "maxUnavailable": dep.rollout.max_unavailable}},
+        # A rollout that has not become ready within the cold-start budget is reported as failed.
+        "progressDeadlineSeconds": sizing.startup_budget_seconds + 300,
+        "template": pod_template(dep, model, sizing, secrets, instance_types),
+    }
+
+
+def service_spec(dep: DeploymentSpec) -> dict[str, Any]:
+    return {
+        "type": "ClusterIP",
+        "selector": selector(dep),
+        "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": "http", "protocol": "TCP"}],
+    }
+
+
+def disruption_budget_spec(dep: DeploymentSpec) -> dict[str, Any]:
+    """always-ready keeps its minimum through node drains; the others allow one replica at a time."""
+    budget: dict[str, Any] = {"selector": {"matchLabels": selector(dep)},
+                              # A crash-looping pod must not block node drains.
+                              "unhealthyPodEvictionPolicy": "AlwaysAllow"}
+    if dep.readiness == "always-ready" and dep.min_replicas > 0:
+        budget["minAvailable"] = dep.min_replicas
+    else:
+        budget["maxUnavailable"] = 1
+    return budget

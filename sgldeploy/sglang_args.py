@@ -1,0 +1,60 @@
+"""The SGLang launch command for one deployment, with full canonical flag names (sglang 0.5.23).
+
+The server's parser accepts unique prefixes (`--tp`); a generator must not rely on that, so every flag
+here is spelled out and the tests parse the result with abbreviations disallowed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .lock import LockedModel
+from .sizing import Sizing
+from .spec import DeploymentSpec
+
+SERVER_PORT = 30000
+ENTRYPOINT = ("python3", "-m", "sglang.launch_server")
+API_KEY_ENV = "SGLANG_API_KEY"
+"""The pod reads the API key from its Secret into this variable; the argv refers to it, never holds it."""
+
+
+@dataclass(frozen=True)
+class LaunchCommand:
+    command: list[str]  # the container's command
+    args: list[str]  # SGLang flags; `$(SGLANG_API_KEY)` is expanded by the kubelet from a Secret-backed env
+
+
+def server_flags(dep: DeploymentSpec, model: LockedModel, sizing: Sizing, api_key: bool) -> list[str]:
+    s = dep.serving
+    flags = [
+        "--model-path", dep.model.repo,
+        "--revision", model.sha,  # the locked commit, so every replica serves the same weights
+        "--served-model-name", dep.served_name,
+        "--host", "0.0.0.0",
+        "--port", str(SERVER_PORT),
+        "--tp-size", str(sizing.placement.tensor_parallel),
+        "--dtype", sizing.dtype,
+        "--context-length", str(sizing.context_length),
+        "--max-running-requests", str(s.max_concurrency),
+        "--mem-fraction-static", f"{sizing.memory.mem_fraction_static:g}",
+    ]
+    if s.quantization != "none":
+        flags += ["--quantization", s.quantization]
+    if s.kv_cache_dtype != "auto":
+        flags += ["--kv-cache-dtype", s.kv_cache_dtype]
+    if dep.model.trust_remote_code:
+        flags.append("--trust-remote-code")
+    if dep.observability.metrics:
+        flags.append("--enable-metrics")
+    if s.speculative:
+        flags += ["--speculative-algorithm", s.speculative.algorithm]
+        if s.speculative.draft_repo:
+            flags += ["--speculative-draft-model-path", s.speculative.draft_repo,
+                      "--speculative-draft-model-revision", s.speculative.draft_revision]
+    if api_key:
+        flags += ["--api-key", f"$({API_KEY_ENV})"]
+    return flags + list(s.extra_args)
+
+
+def launch_command(dep: DeploymentSpec, model: LockedModel, sizing: Sizing, api_key: bool) -> LaunchCommand:
+    return LaunchCommand(command=list(ENTRYPOINT), args=server_flags(dep, model, sizing, api_key))

@@ -1,0 +1,80 @@
+"""From raw stack config to everything the program declares: the spec, each model's locked facts, sizing.
+
+Pure: `__main__.py` feeds it what `pulumi.Config` returns, `sgldeploy validate` what the stack file says.
+All problems (spec, lock, fit, secrets) are gathered and raised once as InvalidInput.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .lock import LockedModel, LockError, lock_key, read_lock
+from .problems import InvalidInput, Problem, config_path
+from .sizing import Sizing, SizingError, size
+from .spec import DeploymentSpec, StackSpec
+from .validate import parse_stack
+
+SECRET_KEYS = ("hfToken", "apiKey")
+SERVABLE_PIPELINES = ("text-generation", "image-text-to-text")
+
+
+@dataclass(frozen=True)
+class ResolvedDeployment:
+    spec: DeploymentSpec
+    model: LockedModel
+    sizing: Sizing
+
+
+@dataclass(frozen=True)
+class ResolvedStack:
+    spec: StackSpec
+    deployments: list[ResolvedDeployment]
+
+
+def resolve(platform: Any, deployments: Any, lock_file: Path, secrets: set[str]) -> ResolvedStack:
+    """Validate and size a stack. `secrets` holds the names (not values) of the secrets that are set."""
+    spec = parse_stack(platform, deployments)
+    try:
+        lock = read_lock(lock_file)
+    except LockError as exc:
+        raise InvalidInput([Problem(config_path("deployments"), str(exc), "see above", show_got=False)]) from None
+    problems: list[Problem] = []
+    resolved: list[ResolvedDeployment] = []
+    for i, dep in enumerate(spec.deployments):
+        at = lambda *loc: config_path("deployments", (i, *loc))  # noqa: E731
+        model = lock.get(lock_key(dep.model.repo, dep.model.revision))
+        if model is None:
+            problems.append(Problem(at("model", "revision"), f"{dep.model.repo}@{dep.model.revision} is not in "
+                                    f"{lock_file.name}", "run `sgldeploy lock` to resolve it on the Hub",
+                                    dep.model.revision))
+            continue
+        if model.pipeline_tag not in SERVABLE_PIPELINES:
+            problems.append(Problem(at("model", "repo"), f"has pipeline {model.pipeline_tag or 'none'}, which "
+                                    "SGLang does not serve as a chat/completions model",
+                                    f"choose a model tagged {' or '.join(SERVABLE_PIPELINES)}", dep.model.repo))
+        if model.custom_code and not dep.model.trust_remote_code:
+            problems.append(Problem(at("model", "trust_remote_code"), "must be true: the model ships its own "
+                                    "Python code", "review the code, then allow it (platform and deployment), or "
+                                    "choose another model", False))
+        if model.gated and "hfToken" not in secrets:
+            problems.append(Problem(config_path("hfToken"), f"is required: {dep.model.repo} is gated",
+                                    "accept the licence on the Hub, then run pulumi config set --secret "
+                                    "sgldeploy:hfToken hf_…", None))
+        try:
+            resolved.append(ResolvedDeployment(dep, model, size(dep, model)))
+        except SizingError as exc:
+            problems.append(Problem(at(*exc.field.split(".")), exc.what, exc.fix, exc.got))
+    if problems:
+        raise InvalidInput(_unique(problems))
+    return ResolvedStack(spec=spec, deployments=resolved)
+
+
+def _unique(problems: list[Problem]) -> list[Problem]:
+    seen, out = set(), []
+    for p in problems:
+        if p.line() not in seen:
+            seen.add(p.line())
+            out.append(p)
+    return out
