@@ -50,7 +50,9 @@ def scrub(value: Any) -> Any:
     """Replace secrets and unknowns in deserialized inputs by readable markers."""
     if isinstance(value, dict):
         if value.get(rpc._special_sig_key) == rpc._special_secret_sig:
-            return SECRET
+            inner = value.get("value")
+            # Keep the keys of a secret map (Secret.stringData) so manifests keep their shape; never values.
+            return {k: SECRET for k in inner} if isinstance(inner, dict) else SECRET
         if rpc._special_sig_key in value:  # archives, assets, resource references
             return {k: scrub(v) for k, v in value.items() if k != rpc._special_sig_key}
         return {k: scrub(v) for k, v in value.items()}

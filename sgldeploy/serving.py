@@ -114,11 +114,16 @@ def pod_template(dep: DeploymentSpec, model: LockedModel, sizing: Sizing, secret
     }
 
 
+def initial_replicas(dep: DeploymentSpec) -> int:
+    """Replicas the Deployment declares: none when stopped, else at least one so the model serves
+    from the first `pulumi up` (scale to zero needs an autoscaler to wake it)."""
+    return 0 if dep.state == "stopped" else max(1, dep.min_replicas)
+
+
 def deployment_spec(dep: DeploymentSpec, model: LockedModel, sizing: Sizing, secrets: SecretRefs,
                     instance_types: list[str]) -> dict[str, Any]:
-    replicas = dep.min_replicas if dep.min_replicas > 0 or dep.state == "stopped" else 1
     return {
-        "replicas": replicas,
+        "replicas": initial_replicas(dep),
         "selector": {"matchLabels": selector(dep)},
         "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": dep.rollout.max_surge,
                                                                 "maxUnavailable": dep.rollout.max_unavailable}},

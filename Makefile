@@ -1,0 +1,41 @@
+# Two commands after a clone: `make plan` and `make test`. Python 3.11 is all they need.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+SGLANG_VENV := .venv-sglang
+SGLANG_VERSION := 0.5.23
+TRITON_VERSION := 3.8.0
+TORCH_CPU_VERSION := 2.13.0
+STACK ?= dev
+
+.PHONY: plan test bench clean schema
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $@
+
+# SGLang's parser needs torch; a CPU build keeps it off the GPU and out of the project's venv.
+$(SGLANG_VENV)/.installed: sglang_image/parser-requirements.txt
+	$(PYTHON) -m venv $(SGLANG_VENV)
+	$(SGLANG_VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps \
+		sglang==$(SGLANG_VERSION) triton==$(TRITON_VERSION)
+	$(SGLANG_VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps torch==$(TORCH_CPU_VERSION) \
+		|| $(SGLANG_VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps \
+			--index-url https://download.pytorch.org/whl/cpu torch==$(TORCH_CPU_VERSION)
+	$(SGLANG_VENV)/bin/pip install --quiet --disable-pip-version-check -r sglang_image/parser-requirements.txt
+	touch $@
+
+plan: $(VENV)/.installed
+	$(VENV)/bin/sgldeploy plan --stack $(STACK)
+
+test: $(VENV)/.installed $(SGLANG_VENV)/.installed
+	SGLANG_PYTHON=$(abspath $(SGLANG_VENV))/bin/python $(VENV)/bin/python -m pytest
+
+schema: $(VENV)/.installed
+	$(VENV)/bin/sgldeploy schema > schema/sgldeploy.schema.json
+
+bench: $(VENV)/.installed
+	$(VENV)/bin/python bench/plan_scaling.py
+
+clean:
+	rm -rf $(VENV) $(SGLANG_VENV) *.egg-info

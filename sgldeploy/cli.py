@@ -1,0 +1,96 @@
+"""`sgldeploy`: validate, plan and describe stacks offline (DESIGN.md, CLI contract).
+
+Exit codes: 0 ok; 1 a mandatory policy is violated; 2 invalid input. Bad input is reported one line per
+problem on stderr, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+from .problems import InvalidInput
+from .stackfile import read_stack_file, stack_path
+
+EXIT_OK, EXIT_POLICY, EXIT_INVALID = 0, 1, 2
+DEFAULT_STACK = "dev"
+
+
+def _stack_args(parser: argparse.ArgumentParser) -> None:
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--stack", metavar="NAME", help=f"read stacks/Pulumi.NAME.yaml (default {DEFAULT_STACK})")
+    where.add_argument("--config", metavar="FILE", type=Path, help="read this stack file")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sgldeploy", description="Serve Hugging Face models with SGLang on "
+                                     "AWS EKS: validate and plan stacks offline.", allow_abbrev=False)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    validate = commands.add_parser("validate", help="check a stack file; exit 2 when invalid")
+    _stack_args(validate)
+    plan = commands.add_parser("plan", help="render a stack offline with the real program")
+    _stack_args(plan)
+    plan.add_argument("--json", metavar="FILE", type=Path, help="write the plan JSON here")
+    plan.add_argument("--manifests", metavar="DIR", type=Path, help="write one YAML file per Kubernetes object")
+    commands.add_parser("schema", help="print the spec's JSON Schema")
+    return parser
+
+
+def _stack_file(args: argparse.Namespace, root: Path):
+    path = args.config if args.config else stack_path(args.stack or DEFAULT_STACK, root)
+    return read_stack_file(path)
+
+
+def _fail(lines: Sequence[str]) -> int:
+    for line in lines:
+        print(line if line.startswith("error:") else f"error: {line}", file=sys.stderr)
+    return EXIT_INVALID
+
+
+def main(argv: Optional[Sequence[str]] = None, root: Optional[Path] = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .plan import PROJECT_ROOT
+    root = root or Path.cwd() if (Path.cwd() / "stacks").is_dir() else PROJECT_ROOT
+    try:
+        if args.command == "schema":
+            from .schema import stack_file_schema
+            print(json.dumps(stack_file_schema(), indent=2))
+            return EXIT_OK
+        stack = _stack_file(args, root)
+        if args.command == "validate":
+            from .lock import lock_path_for
+            from .stack import SECRET_KEYS, resolve
+            resolve(stack.object("sgldeploy:platform"), stack.object("sgldeploy:deployments"),
+                    lock_path_for(stack.path), {k for k in SECRET_KEYS if f"sgldeploy:{k}" in stack.config})
+            print(f"{stack.path}: valid")
+            return EXIT_OK
+        return _plan(args, stack)
+    except InvalidInput as invalid:
+        return _fail([p.line() for p in invalid.problems])
+
+
+def _plan(args: argparse.Namespace, stack) -> int:
+    import pulumi
+
+    from . import plan as planning
+    try:
+        plan = planning.render(stack)
+    except pulumi.RunError as err:
+        return _fail(str(err).splitlines())
+    print(planning.resource_tree(plan))
+    print()
+    print(planning.summary(plan))
+    if args.json:
+        planning.write_json(plan, args.json)
+        print(f"\nplan JSON: {args.json}")
+    if args.manifests:
+        written = planning.write_manifests(plan, args.manifests)
+        print(f"manifests: {len(written)} files in {args.manifests}")
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,201 @@
+"""The offline plan: render a stack file with the real program and describe what it declares.
+
+Produces the plan JSON (version 1, DESIGN.md), the resource tree `pulumi preview` would show, a summary per
+deployment, and one YAML manifest per Kubernetes object exactly as the provider would receive it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from . import cost
+from .engine import Recording, Registration, run_program
+from .lock import lock_path_for
+from .serving import initial_replicas
+from .stack import SECRET_KEYS, ResolvedStack, resolve
+from .stackfile import StackFile
+
+PLAN_VERSION = 1
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROGRAM = PROJECT_ROOT / "__main__.py"
+PROJECT = "sgldeploy"
+
+
+@dataclass
+class Plan:
+    stack: StackFile
+    resolved: ResolvedStack
+    recording: Recording
+
+    @property
+    def region(self) -> str:
+        return self.stack.config.get("aws:region", "us-east-1")
+
+
+def render(stack: StackFile) -> Plan:
+    """Validate (raising InvalidInput), then run the program under the mock engine (raising pulumi.RunError)."""
+    lock_file = lock_path_for(stack.path)
+    secrets = {k for k in SECRET_KEYS if f"{PROJECT}:{k}" in stack.config}
+    resolved = resolve(stack.object(f"{PROJECT}:platform"), stack.object(f"{PROJECT}:deployments"), lock_file,
+                       secrets)
+    config = {**stack.config, f"{PROJECT}:lockFile": str(lock_file)}
+    recording = run_program(PROGRAM, PROJECT, stack.stack, config, stack.secret_keys)
+    return Plan(stack=stack, resolved=resolved, recording=recording)
+
+
+# ---- plan JSON -----------------------------------------------------------------------------------
+
+_FIRST = {"apiVersion": 0, "kind": 1, "metadata": 2, "name": 3, "spec": 4}
+
+
+def normalize(value: Any) -> Any:
+    """Stable, readable values: the engine carries numbers as floats (3.0 → 3) and maps in no fixed order
+    (keys sorted, with apiVersion, kind, metadata, name and spec first, as manifests are usually written)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: normalize(value[k]) for k in sorted(value, key=lambda k: (_FIRST.get(k, 9), k))}
+    if isinstance(value, list):
+        return [normalize(v) for v in value]
+    return value
+
+
+def _resources(plan: Plan) -> list[Registration]:
+    return sorted(plan.recording.resources, key=lambda r: r.urn)
+
+
+def deployment_json(item, region: str) -> dict:
+    p, m, spec = item.sizing.placement, item.sizing.memory, item.spec
+    line = cost.gpu_nodes(item, region)
+    return {
+        "name": spec.name, "model": spec.model.repo, "revision": spec.model.revision, "sha": item.model.sha,
+        "placement": {"instance_type": p.instance_type, "gpu_model": p.gpu_model,
+                      "gpus_per_replica": p.gpus_per_replica, "nodes_per_replica": p.nodes_per_replica,
+                      "tensor_parallel": p.tensor_parallel, "alternatives": list(p.alternatives)},
+        "memory": {"weights_gib": m.weights_gib, "kv_cache_gib": m.kv_cache_gib,
+                   "required_gib_per_gpu": m.required_gib_per_gpu, "gpu_memory_gib": m.gpu_memory_gib,
+                   "mem_fraction_static": m.mem_fraction_static, "context_length": item.sizing.context_length,
+                   "kv_capacity_tokens": m.kv_capacity_tokens},
+        "replicas": {"min": spec.min_replicas, "max": spec.max_replicas,
+                     "running_when_idle": initial_replicas(spec)},
+        "readiness": spec.readiness,
+        "cache_storage": spec.cache_storage,
+        "startup_budget_seconds": item.sizing.startup_budget_seconds,
+        "cost": {"hourly_usd_min": line.hourly_usd_min, "hourly_usd_max": line.hourly_usd_max,
+                 "monthly_usd_min": cost.monthly(line.hourly_usd_min),
+                 "monthly_usd_max": cost.monthly(line.hourly_usd_max)},
+    }
+
+
+def plan_json(plan: Plan) -> dict:
+    items = [cost.gpu_nodes(d, plan.region) for d in plan.resolved.deployments]
+    return {
+        "version": PLAN_VERSION,
+        "stack": plan.stack.stack,
+        "resources": [{"urn": r.urn, "type": r.type, "name": r.name, "parent": r.parent,
+                       "inputs": normalize(r.inputs)} for r in _resources(plan)],
+        "deployments": [deployment_json(d, plan.region) for d in plan.resolved.deployments],
+        "cost": {"currency": "USD", **cost.totals(items), "items": [i.as_json() for i in items]},
+        "policy": {"violations": []},
+        "outputs": normalize(plan.recording.outputs),
+    }
+
+
+# ---- manifests -----------------------------------------------------------------------------------
+
+def kubernetes_objects(plan: Plan) -> list[dict]:
+    """Every Kubernetes object the program declares, as the provider receives it."""
+    return [normalize(r.inputs) for r in _resources(plan)
+            if r.custom and r.type.startswith("kubernetes:") and "kind" in r.inputs]
+
+
+def manifest_name(obj: dict) -> str:
+    meta = obj.get("metadata", {})
+    return f"{obj['kind'].lower()}-{meta.get('namespace') or 'cluster'}-{meta.get('name', 'unnamed')}.yaml"
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write then rename, so a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def write_manifests(plan: Plan, directory: Path) -> list[Path]:
+    written = []
+    for obj in kubernetes_objects(plan):
+        path = directory / manifest_name(obj)
+        write_atomic(path, yaml.safe_dump(obj, sort_keys=False, default_flow_style=False))
+        written.append(path)
+    return written
+
+
+def write_json(plan: Plan, path: Path) -> None:
+    write_atomic(path, json.dumps(plan_json(plan), indent=2, sort_keys=False) + "\n")
+
+
+# ---- text ----------------------------------------------------------------------------------------
+
+def resource_tree(plan: Plan) -> str:
+    """The tree `pulumi preview` prints: type and name, nested under their parents."""
+    stack_urn = f"urn:pulumi:{plan.stack.stack}::{PROJECT}::pulumi:pulumi:Stack::{PROJECT}-{plan.stack.stack}"
+    children: dict[str, list[Registration]] = {}
+    for r in plan.recording.resources:
+        children.setdefault(r.parent or stack_urn, []).append(r)
+    rows = [("", "pulumi:pulumi:Stack", f"{PROJECT}-{plan.stack.stack}")]
+
+    def walk(urn: str, prefix: str) -> None:
+        kids = sorted(children.get(urn, []), key=lambda r: (r.custom, r.type, r.name))
+        for i, r in enumerate(kids):
+            last = i == len(kids) - 1
+            rows.append((prefix + ("└─ " if last else "├─ "), r.type, r.name))
+            walk(r.urn, prefix + ("   " if last else "│  "))
+
+    walk(stack_urn, "")
+    width = max(len(p) + len(t) for p, t, _ in rows) + 2
+    lines = [f"     {'Type':<{width}}Name", *(f" +   {(p + t):<{width}}{n}" for p, t, n in rows)]
+    lines.append(f"\nResources:\n    + {len(rows)} to create")
+    return "\n".join(lines)
+
+
+def _money(value) -> str:
+    return "unpriced" if value is None else f"${value:,.2f}"
+
+
+def summary(plan: Plan) -> str:
+    lines = []
+    for d in plan.resolved.deployments:
+        j = deployment_json(d, plan.region)
+        p, m, c = j["placement"], j["memory"], j["cost"]
+        gpu_mem = m["gpu_memory_gib"]
+        lines += [
+            f"{d.spec.name}: {d.spec.model.repo}@{d.model.sha[:12]} ({d.model.source})",
+            f"  placement  {p['instance_type']} · {p['gpus_per_replica']}× {p['gpu_model']} ({gpu_mem:g} GiB) · "
+            f"TP {p['tensor_parallel']} · {p['nodes_per_replica']} node(s) per replica",
+            f"  memory     {m['weights_gib']:g} GiB weights + {m['kv_cache_gib']:g} GiB KV "
+            f"({m['context_length']} tokens) → {m['required_gib_per_gpu']:g} of {gpu_mem:g} GiB per GPU "
+            f"(mem_fraction_static {m['mem_fraction_static']:g}; KV pool ≈ {m['kv_capacity_tokens']:,} tokens)",
+            f"  replicas   {j['replicas']['min']}–{j['replicas']['max']}, {j['replicas']['running_when_idle']} "
+            f"running when idle (readiness {j['readiness']}, cache {j['cache_storage']}, cold-start budget "
+            f"{j['startup_budget_seconds']} s)",
+            f"  cost       {_money(c['hourly_usd_min'])}–{_money(c['hourly_usd_max'])}/h · "
+            f"{_money(c['monthly_usd_min'])}–{_money(c['monthly_usd_max'])}/month",
+        ]
+    totals = cost.totals([cost.gpu_nodes(d, plan.region) for d in plan.resolved.deployments])
+    lines.append(f"stack cost {_money(totals['hourly_usd_min'])}–{_money(totals['hourly_usd_max'])}/h · "
+                 f"{_money(totals['monthly_usd_min'])}–{_money(totals['monthly_usd_max'])}/month "
+                 f"(GPU nodes, {plan.region} on-demand, 730 h/month)")
+    return "\n".join(lines)
