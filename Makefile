@@ -6,6 +6,9 @@ SGLANG_VERSION := 0.5.23
 TRITON_VERSION := 3.8.0
 TORCH_CPU_VERSION := 2.13.0
 STACK ?= dev
+# Where no CPU wheel of torch is at hand, point pip at PyTorch's CPU index, e.g.
+# make test TORCH_PIP_ARGS='--index-url <PyTorch CPU wheel index>'
+TORCH_PIP_ARGS ?=
 
 .PHONY: plan test bench clean schema
 
@@ -19,9 +22,8 @@ $(SGLANG_VENV)/.installed: sglang_image/parser-requirements.txt
 	$(PYTHON) -m venv $(SGLANG_VENV)
 	$(SGLANG_VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps \
 		sglang==$(SGLANG_VERSION) triton==$(TRITON_VERSION)
-	$(SGLANG_VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps torch==$(TORCH_CPU_VERSION) \
-		|| $(SGLANG_VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps \
-			--index-url https://download.pytorch.org/whl/cpu torch==$(TORCH_CPU_VERSION)
+	$(SGLANG_VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps $(TORCH_PIP_ARGS) \
+		torch==$(TORCH_CPU_VERSION)
 	$(SGLANG_VENV)/bin/pip install --quiet --disable-pip-version-check -r sglang_image/parser-requirements.txt
 	touch $@
 

@@ -260,6 +260,14 @@ class ResourcesSpec(Model):
         "on-demand", description="EC2 capacity: on-demand, spot, or spot with on-demand fallback. "
                                  "Default on-demand.")
     cpu: AutoPositiveNumber = Field("auto", description="CPU cores requested per replica, or auto. Default auto.")
+
+    @field_validator("gpu_count")
+    @classmethod
+    def _tensor_parallel_size(cls, value: Any) -> Any:
+        if value != "auto" and not (value in (1, 2, 4, 8) or value % 8 == 0):
+            raise SpecValueError("must be 1, 2, 4, 8 or a multiple of 8", value, "tensor parallelism splits "
+                                 "attention heads evenly; pick the next allowed size")
+        return value
     memory_gib: AutoPositiveNumber = Field("auto", description="Memory (GiB) per replica, or auto. Default auto.")
     disk_gib: AutoPositiveInt = Field("auto", description="Node root disk (GiB), or auto. Default auto.")
 

@@ -91,10 +91,6 @@ def _deployment_rules(platform: Optional[PlatformSpec], dep: DeploymentSpec, at)
     if dep.state == "running" and dep.readiness == "always-ready" and s.min_replicas == 0:
         out.append(Problem(at("scaling", "min_replicas"), "must be ≥ 1 with readiness always-ready",
                            "raise min_replicas, or choose readiness fast to allow scale to zero", 0))
-    count = dep.resources.gpu_count
-    if count != "auto" and not (count in (1, 2, 4, 8) or count % 8 == 0):
-        out.append(Problem(at("resources", "gpu_count"), "must be 1, 2, 4, 8 or a multiple of 8",
-                           "tensor parallelism splits attention heads evenly; pick the next allowed size", count))
     r = dep.rollout
     if r.canary_percent is not None and r.strategy != "canary":
         out.append(Problem(at("rollout", "canary_percent"), "is only used with strategy canary",

@@ -1,0 +1,76 @@
+"""Shared fixtures: the project root, the committed lock, and stacks rendered offline."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from sgldeploy.lock import read_lock
+from sgldeploy.plan import Plan, render
+from sgldeploy.stackfile import read_stack_file
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared"
+LOCK = ROOT / "stacks" / "models.lock.json"
+QWEN = {"repo": "Qwen/Qwen2.5-7B-Instruct", "revision": "a09a35458c702b33eeacc393d103063234e8bc28"}
+LLAMA_8B = {"repo": "meta-llama/Llama-3.1-8B-Instruct", "revision": "0e9e39f249a16976918f6564b8830bc894c89659"}
+LLAMA_70B = {"repo": "meta-llama/Llama-3.1-70B-Instruct", "revision": "1605565b47bb9346c5515c34102e054115b4f98b"}
+
+
+@pytest.fixture(scope="session")
+def lock():
+    return read_lock(LOCK)
+
+
+def deployment(**fields: Any) -> dict:
+    """A valid raw deployment (Qwen 7B on one L4), with fields overridden; dotted keys reach nested ones."""
+    raw: dict[str, Any] = {"name": "qwen", "model": dict(QWEN), "serving": {"context_length": 16384},
+                           "resources": {"gpu": "L4", "gpu_count": 1}}
+    for key, value in fields.items():
+        *parents, leaf = key.split("__")
+        target = raw
+        for part in parents:
+            target = target.setdefault(part, {})
+        target[leaf] = value
+    return raw
+
+
+def write_stack(tmp_path: Path, platform: dict | None = None, deployments: list | None = None,
+                extra: dict | None = None, name: str = "test") -> Path:
+    """A stack file with its own copy of the committed lock beside it."""
+    config: dict[str, Any] = {"aws:region": "us-east-1",
+                              "sgldeploy:platform": platform or {"cluster": {"name": "test"}, "namespace": "llm"},
+                              "sgldeploy:deployments": deployments if deployments is not None else [deployment()]}
+    config.update(extra or {})
+    path = tmp_path / f"Pulumi.{name}.yaml"
+    path.write_text(yaml.safe_dump({"config": config}))
+    (tmp_path / "models.lock.json").write_text(LOCK.read_text())
+    return path
+
+
+def render_stack(path: Path) -> Plan:
+    return render(read_stack_file(path))
+
+
+def resources_of(plan: Plan, type_: str) -> list:
+    return [r for r in plan.recording.resources if r.type == type_]
+
+
+def with_secret(stack_file: Path, tmp_path: Path, key: str = "hfToken") -> Path:
+    """A copy of a committed stack file with a secret set, as `pulumi config set --secret` would."""
+    data = yaml.safe_load(stack_file.read_text())
+    data["config"][f"sgldeploy:{key}"] = {"secure": "v1:AAAAAAAAAAAAAAAA:opaque-ciphertext"}
+    out = tmp_path / stack_file.name
+    out.write_text(yaml.safe_dump(data))
+    (tmp_path / "models.lock.json").write_text(LOCK.read_text())
+    return out
+
+
+def deep(obj: dict, *path: Any) -> Any:
+    for part in path:
+        obj = obj[part]
+    return copy.deepcopy(obj)

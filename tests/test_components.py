@@ -1,0 +1,158 @@
+"""Components under the Pulumi mock engine: the inputs each child is registered with."""
+
+from __future__ import annotations
+
+import pytest
+
+from sgldeploy.engine import SECRET, UNKNOWN
+from sgldeploy.serving import GPU_RESOURCE
+
+from .conftest import deployment, render_stack, resources_of, write_stack
+
+DEPLOYMENT = "kubernetes:apps/v1:Deployment"
+
+
+@pytest.fixture(scope="module")
+def dev_like(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("stack")
+    path = write_stack(tmp, deployments=[deployment(name="qwen", serving={"context_length": 16384,
+                                                                          "max_concurrency": 16},
+                                                    env={"SGLANG_LOG_LEVEL": "info"})],
+                       extra={"sgldeploy:hfToken": {"secure": "v1:opaque"}})
+    return render_stack(path)
+
+
+def one(plan, type_):
+    found = resources_of(plan, type_)
+    assert len(found) == 1, f"expected one {type_}, got {[r.name for r in found]}"
+    return found[0]
+
+
+def container(plan):
+    return one(plan, DEPLOYMENT).inputs["spec"]["template"]["spec"]["containers"][0]
+
+
+def test_component_tree_and_type_tokens(dev_like):
+    by_name = {r.name: r for r in dev_like.recording.resources}
+    assert by_name["platform"].type == "sgldeploy:platform:Platform"
+    assert by_name["qwen"].type == "sgldeploy:serving:ModelDeployment"
+    assert by_name["qwen-server"].type == "sgldeploy:serving:SglangServer"
+    assert by_name["qwen-server"].parent == by_name["qwen"].urn
+    assert by_name["qwen-server-deployment"].parent == by_name["qwen-server"].urn
+    assert by_name["qwen-pdb"].parent == by_name["qwen"].urn
+    for r in dev_like.recording.resources:
+        if r.parent and r.parent != by_name["platform"].parent:
+            parent = next(p for p in dev_like.recording.resources if p.urn == r.parent)
+            assert r.name.startswith(parent.name), f"{r.urn} is not named after its parent {parent.name}"
+
+
+def test_every_kubernetes_resource_uses_the_platform_provider(dev_like):
+    provider = one(dev_like, "pulumi:providers:kubernetes")
+    assert provider.inputs["enableServerSideApply"] in (True, "true")
+    assert provider.inputs["kubeconfig"] == SECRET
+    for r in dev_like.recording.resources:
+        if r.type.startswith("kubernetes:"):
+            assert r.provider and r.provider.startswith(provider.urn), f"{r.urn} has provider {r.provider}"
+
+
+def test_deployment_runs_the_generated_command(dev_like):
+    c = container(dev_like)
+    assert c["image"] == "lmsysorg/sglang:v0.5.23"
+    assert c["command"] == ["python3", "-m", "sglang.launch_server"]
+    args = c["args"]
+    flag = lambda name: args[args.index(name) + 1]  # noqa: E731
+    assert flag("--model-path") == "Qwen/Qwen2.5-7B-Instruct"
+    assert flag("--revision") == "a09a35458c702b33eeacc393d103063234e8bc28"
+    assert (flag("--host"), flag("--port"), flag("--tp-size")) == ("0.0.0.0", "30000", "1")
+    assert (flag("--context-length"), flag("--max-running-requests")) == ("16384", "16")
+    assert "--enable-metrics" in args
+    assert flag("--api-key") == "$(SGLANG_API_KEY)"
+
+
+def test_secrets_are_read_by_reference_never_inlined(dev_like):
+    env = {e["name"]: e for e in container(dev_like)["env"]}
+    assert env["HF_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "qwen-hf-token", "key": "HF_TOKEN"}
+    assert env["SGLANG_API_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "qwen-api-key", "key": "API_KEY"}
+    assert env["SGLANG_LOG_LEVEL"] == {"name": "SGLANG_LOG_LEVEL", "value": "info"}
+    assert "value" not in env["HF_TOKEN"] and "value" not in env["SGLANG_API_KEY"]
+    secrets = {r.inputs["metadata"]["name"]: r for r in resources_of(dev_like, "kubernetes:core/v1:Secret")}
+    assert set(secrets) == {"qwen-hf-token", "qwen-api-key"}
+    assert secrets["qwen-hf-token"].inputs["stringData"] == {"HF_TOKEN": SECRET}
+    assert secrets["qwen-api-key"].inputs["stringData"] in (SECRET, UNKNOWN)  # generated: unknown in preview
+    assert "offline-secret-placeholder" not in repr(dev_like.recording.resources)
+
+
+def test_resources_probes_and_placement(dev_like):
+    c = container(dev_like)
+    assert c["resources"]["limits"][GPU_RESOURCE] == "1" and c["resources"]["requests"][GPU_RESOURCE] == "1"
+    assert c["resources"]["requests"]["memory"] == c["resources"]["limits"]["memory"]
+    assert "cpu" not in c["resources"]["limits"]
+    assert c["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "http"}
+    assert c["livenessProbe"]["httpGet"]["path"] == "/health"
+    assert c["livenessProbe"]["timeoutSeconds"] > 20  # SGLang's own health check waits 20 s
+    startup = c["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 600
+    pod = one(dev_like, DEPLOYMENT).inputs["spec"]["template"]["spec"]
+    assert {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
+    term = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    types = term[0]["matchExpressions"][0]["values"]
+    assert types[0] == "g6.xlarge" and all(t.startswith(("g6.", "gr6.")) for t in types)  # L4 instances only
+    shm = next(v for v in pod["volumes"] if v["name"] == "dshm")
+    assert shm["emptyDir"]["medium"] == "Memory"
+    assert {"name": "dshm", "mountPath": "/dev/shm"} in c["volumeMounts"]
+
+
+def test_service_and_disruption_budget(dev_like):
+    service = one(dev_like, "kubernetes:core/v1:Service").inputs
+    deployment_ = one(dev_like, DEPLOYMENT).inputs
+    assert service["spec"]["type"] == "ClusterIP"
+    assert service["spec"]["selector"] == deployment_["spec"]["selector"]["matchLabels"]
+    assert service["spec"]["ports"][0]["targetPort"] == "http"
+    pdb = one(dev_like, "kubernetes:policy/v1:PodDisruptionBudget").inputs["spec"]
+    assert pdb["selector"]["matchLabels"] == deployment_["spec"]["selector"]["matchLabels"]
+    assert pdb["maxUnavailable"] == 1  # readiness fast
+
+
+def test_always_ready_keeps_its_minimum_through_drains(tmp_path):
+    plan = render_stack(write_stack(tmp_path, deployments=[deployment(
+        readiness="always-ready", scaling={"min_replicas": 2, "max_replicas": 4})]))
+    assert one(plan, "kubernetes:policy/v1:PodDisruptionBudget").inputs["spec"]["minAvailable"] == 2
+    assert one(plan, DEPLOYMENT).inputs["spec"]["replicas"] == 2
+
+
+def test_given_api_key_is_used_and_no_password_generated(tmp_path):
+    plan = render_stack(write_stack(tmp_path, extra={"sgldeploy:apiKey": {"secure": "v1:opaque"}}))
+    assert resources_of(plan, "random:index/randomPassword:RandomPassword") == []
+    secret = next(r for r in resources_of(plan, "kubernetes:core/v1:Secret")
+                  if r.inputs["metadata"]["name"] == "qwen-api-key")
+    assert secret.inputs["stringData"] == {"API_KEY": SECRET}
+
+
+def test_no_auth_no_api_key_secret_and_stopped_runs_nothing(tmp_path):
+    plan = render_stack(write_stack(tmp_path, deployments=[deployment(
+        endpoint={"auth": "none"}, state="stopped", scaling={"min_replicas": 0, "max_replicas": 0})]))
+    assert resources_of(plan, "kubernetes:core/v1:Secret") == []
+    assert one(plan, DEPLOYMENT).inputs["spec"]["replicas"] == 0
+    assert "--api-key" not in container(plan)["args"]
+
+
+def test_multi_gpu_replica_gets_all_gpus_and_shared_memory(tmp_path, lock):
+    from .conftest import LLAMA_70B
+    plan = render_stack(write_stack(tmp_path, deployments=[{"name": "big", "model": dict(LLAMA_70B),
+                                                            "serving": {"context_length": 32768},
+                                                            "resources": {"gpu": "H100"}}],
+                                    extra={"sgldeploy:hfToken": {"secure": "v1:opaque"}}))
+    c = container(plan)
+    assert c["resources"]["limits"][GPU_RESOURCE] == "8"
+    assert c["args"][c["args"].index("--tp-size") + 1] == "8"
+    pod = one(plan, DEPLOYMENT).inputs["spec"]["template"]["spec"]
+    shm = next(v for v in pod["volumes"] if v["name"] == "dshm")
+    assert int(shm["emptyDir"]["sizeLimit"].rstrip("Gi")) >= 2
+
+
+def test_stack_outputs_summarise_and_keep_keys_secret(dev_like):
+    out = dev_like.recording.outputs
+    assert out["namespace"] == "llm" and out["clusterName"] == "test"
+    assert out["deployments"]["qwen"]["instanceType"] == "g6.xlarge"
+    assert out["deployments"]["qwen"]["serviceName"] == "qwen.llm.svc"
+    assert out["apiKeys"] == SECRET
