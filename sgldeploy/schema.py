@@ -36,8 +36,8 @@ def stack_file_schema() -> dict[str, Any]:
                     "sgldeploy:lockFile": {"type": "string", "description": "Model lock path; default "
                                                                             "stacks/models.lock.json"},
                 },
-                # Provider keys (aws:region, kubernetes:…) and other namespaces belong to their owners.
-                "patternProperties": {"^sgldeploy:": {"not": {}}},
+                # Any other sgldeploy: key is a typo; provider keys (aws:region, …) belong to their owners.
+                "patternProperties": {"^sgldeploy:(?!(platform|deployments|hfToken|apiKey|lockFile)$)": False},
                 "additionalProperties": True,
             },
         },
