@@ -189,8 +189,8 @@ def summary(plan: Plan) -> str:
             f"({m['context_length']} tokens) → {m['required_gib_per_gpu']:g} of {gpu_mem:g} GiB per GPU "
             f"(mem_fraction_static {m['mem_fraction_static']:g}; KV pool ≈ {m['kv_capacity_tokens']:,} tokens)",
             f"  replicas   {j['replicas']['min']}–{j['replicas']['max']}, {j['replicas']['running_when_idle']} "
-            f"running when idle (readiness {j['readiness']}, cache {j['cache_storage']}, cold-start budget "
-            f"{j['startup_budget_seconds']} s)",
+            f"running when idle (readiness {j['readiness']}, cold-start budget {j['startup_budget_seconds']} s)",
+            f"  cache      {j['cache_storage']} requested; this version renders a per-pod emptyDir",
             f"  cost       {_money(c['hourly_usd_min'])}–{_money(c['hourly_usd_max'])}/h · "
             f"{_money(c['monthly_usd_min'])}–{_money(c['monthly_usd_max'])}/month",
         ]
