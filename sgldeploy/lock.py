@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
+
+from .files import write_atomic
 
 LOCK_VERSION = 1
 LOCK_NAME = "models.lock.json"
@@ -97,15 +97,7 @@ def read_lock(path: Path) -> dict[str, LockedModel]:
 
 def write_lock(path: Path, entries: dict[str, dict[str, Any]]) -> None:
     """Write atomically (temp file, then rename), sorted and stable: the same entries give the same bytes."""
-    text = json.dumps({"version": LOCK_VERSION, "models": entries}, indent=2, sort_keys=True) + "\n"
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    write_atomic(path, json.dumps({"version": LOCK_VERSION, "models": entries}, indent=2, sort_keys=True) + "\n")
 
 
 def entry_from_public_facts(row: dict[str, str], requested_revision: str) -> dict[str, Any]:

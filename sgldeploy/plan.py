@@ -7,8 +7,6 @@ deployment, and one YAML manifest per Kubernetes object exactly as the provider 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +15,7 @@ import yaml
 
 from . import cost
 from .engine import Recording, Registration, run_program
+from .files import write_atomic
 from .lock import lock_path_for
 from .serving import initial_replicas
 from .stack import SECRET_KEYS, ResolvedStack, resolve
@@ -119,19 +118,6 @@ def kubernetes_objects(plan: Plan) -> list[dict]:
 def manifest_name(obj: dict) -> str:
     meta = obj.get("metadata", {})
     return f"{obj['kind'].lower()}-{meta.get('namespace') or 'cluster'}-{meta.get('name', 'unnamed')}.yaml"
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write then rename, so a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def write_manifests(plan: Plan, directory: Path) -> list[Path]:
