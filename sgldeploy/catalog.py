@@ -7,6 +7,7 @@ Prices are us-east-1 on-demand; another region has no price rather than a wrong 
 from __future__ import annotations
 
 import csv
+import re
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -40,7 +41,21 @@ class InstanceType:
     local_nvme_gb: int
     network_gbps: float
     on_demand_usd_per_hour: Optional[float]  # us-east-1; None where no price was confirmed
+    spot_usd_per_hour: Optional[float]  # us-east-1, the highest per-AZ price seen; None where unknown
     source: str
+
+    def hourly_usd(self, spot: bool) -> Optional[float]:
+        """Spot where asked and known (upper bound), else on-demand."""
+        return self.spot_usd_per_hour if spot and self.spot_usd_per_hour is not None \
+            else self.on_demand_usd_per_hour
+
+
+_SPOT_RANGE = re.compile(r"spot ([0-9.]+)-([0-9.]+) USD/h")
+
+
+def _spot_upper_bound(hint: str) -> Optional[float]:
+    match = _SPOT_RANGE.search(hint or "")
+    return float(match.group(2)) if match else None
 
 
 def _spec_name(csv_name: str) -> str:
@@ -82,6 +97,7 @@ def instance_types() -> dict[str, InstanceType]:
             network_gbps=float(r["network_gbps"]),
             on_demand_usd_per_hour=float(r["on_demand_usd_per_hour_us_east_1"])
             if r["on_demand_usd_per_hour_us_east_1"] else None,
+            spot_usd_per_hour=_spot_upper_bound(r["spot_hint"]),
             source=r["source"],
         )
         for r in rows

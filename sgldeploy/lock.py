@@ -19,7 +19,9 @@ LOCK_NAME = "models.lock.json"
 
 CONFIG_FIELDS = ("architectures", "hidden_size", "num_hidden_layers", "num_attention_heads",
                  "num_key_value_heads", "head_dim", "vocab_size", "max_position_embeddings",
-                 "num_experts", "quantization_method")
+                 "num_experts", "quantization_method",
+                 # extensions: MLA models (DeepSeek) cache a compressed latent instead of per-head K and V
+                 "kv_lora_rank", "qk_rope_head_dim")
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,8 @@ class LockedModel:
     custom_code: bool
     config: dict[str, Any]
     source: str
+    parameters_by_dtype: dict[str, int]
+    safetensors_bytes: Optional[int]
 
     @property
     def num_layers(self) -> int:
@@ -57,13 +61,27 @@ class LockedModel:
     def max_context(self) -> int:
         return int(self.config["max_position_embeddings"])
 
+    @property
+    def quantization_method(self) -> Optional[str]:
+        return self.config.get("quantization_method")
+
+    @property
+    def kv_lora_rank(self) -> int:
+        return int(self.config.get("kv_lora_rank") or 0)
+
+    @property
+    def qk_rope_head_dim(self) -> int:
+        return int(self.config.get("qk_rope_head_dim") or 0)
+
     @classmethod
     def from_entry(cls, entry: dict[str, Any]) -> "LockedModel":
         return cls(repo=entry["repo"], revision=entry["revision"], sha=entry["sha"],
                    parameters=int(entry["parameters"]), dtype=entry.get("dtype") or "bfloat16",
                    gated=bool(entry.get("gated")), pipeline_tag=entry.get("pipeline_tag"),
                    custom_code=bool(entry.get("custom_code")), config=dict(entry.get("config") or {}),
-                   source=entry.get("source", "hub"))
+                   source=entry.get("source", "hub"),
+                   parameters_by_dtype=dict(entry.get("parameters_by_dtype") or {}),
+                   safetensors_bytes=entry.get("safetensors_bytes"))
 
 
 def lock_key(repo: str, revision: str) -> str:

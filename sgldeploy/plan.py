@@ -80,8 +80,12 @@ def deployment_json(item, region: str) -> dict:
                       "tensor_parallel": p.tensor_parallel, "alternatives": list(p.alternatives)},
         "memory": {"weights_gib": m.weights_gib, "kv_cache_gib": m.kv_cache_gib,
                    "required_gib_per_gpu": m.required_gib_per_gpu, "gpu_memory_gib": m.gpu_memory_gib,
-                   "mem_fraction_static": m.mem_fraction_static, "context_length": item.sizing.context_length,
-                   "kv_capacity_tokens": m.kv_capacity_tokens},
+                   "weights_gib_per_gpu": m.weights_gib_per_gpu, "kv_cache_gib_per_gpu": m.kv_cache_gib_per_gpu,
+                   "reserve_gib_per_gpu": m.reserve_gib_per_gpu, "mem_fraction_static": m.mem_fraction_static,
+                   "context_length": item.sizing.context_length, "kv_tokens": m.kv_tokens,
+                   "kv_capacity_tokens": m.kv_capacity_tokens, "dtype": item.sizing.dtype},
+        "alternatives": {"cheaper_infeasible": [_candidate(c) for c in item.sizing.cheaper_infeasible],
+                         "dearer": [_candidate(c) for c in item.sizing.dearer]},
         "replicas": {"min": spec.min_replicas, "max": spec.max_replicas,
                      "running_when_idle": initial_replicas(spec)},
         "readiness": spec.readiness,
@@ -91,6 +95,13 @@ def deployment_json(item, region: str) -> dict:
                  "monthly_usd_min": cost.monthly(line.hourly_usd_min),
                  "monthly_usd_max": cost.monthly(line.hourly_usd_max)},
     }
+
+
+def _candidate(c) -> dict:
+    return {"instance_type": c.instance.name, "gpu_model": c.instance.gpu, "gpus_per_replica": c.tp,
+            "nodes_per_replica": c.nodes, "hourly_usd": c.hourly_usd,
+            "required_gib_per_gpu": c.memory.required_gib_per_gpu, "gpu_memory_gib": c.memory.gpu_memory_gib,
+            "problem": c.problem}
 
 
 def plan_json(plan: Plan) -> dict:
@@ -157,6 +168,19 @@ def resource_tree(plan: Plan) -> str:
     return "\n".join(lines)
 
 
+def _alternatives(sizing) -> list[str]:
+    def show(c) -> str:
+        why = c.problem or f"needs {c.memory.required_gib_per_gpu:g} of {c.memory.gpu_memory_gib:g} GiB"
+        return f"{c.label} {_money(c.hourly_usd)}/h ({why})"
+
+    lines = []
+    if sizing.cheaper_infeasible:
+        lines.append("  cheaper    " + "; ".join(show(c) for c in sizing.cheaper_infeasible) + ": do not fit")
+    if sizing.dearer:
+        lines.append("  dearer     " + "; ".join(f"{c.label} {_money(c.hourly_usd)}/h" for c in sizing.dearer))
+    return lines
+
+
 def _money(value) -> str:
     return "unpriced" if value is None else f"${value:,.2f}"
 
@@ -171,9 +195,12 @@ def summary(plan: Plan) -> str:
             f"{d.spec.name}: {d.spec.model.repo}@{d.model.sha[:12]} ({d.model.source})",
             f"  placement  {p['instance_type']} · {p['gpus_per_replica']}× {p['gpu_model']} ({gpu_mem:g} GiB) · "
             f"TP {p['tensor_parallel']} · {p['nodes_per_replica']} node(s) per replica",
-            f"  memory     {m['weights_gib']:g} GiB weights + {m['kv_cache_gib']:g} GiB KV "
-            f"({m['context_length']} tokens) → {m['required_gib_per_gpu']:g} of {gpu_mem:g} GiB per GPU "
-            f"(mem_fraction_static {m['mem_fraction_static']:g}; KV pool ≈ {m['kv_capacity_tokens']:,} tokens)",
+            f"  memory     per GPU {m['weights_gib_per_gpu']:g} weights + {m['kv_cache_gib_per_gpu']:g} KV "
+            f"({m['context_length']:,} tokens × {d.spec.serving.max_concurrency} requests) + "
+            f"{m['reserve_gib_per_gpu']:g} reserve = {m['required_gib_per_gpu']:g} of {gpu_mem:g} GiB "
+            f"({m['dtype']}, mem_fraction_static {m['mem_fraction_static']:g}; KV pool ≈ "
+            f"{m['kv_capacity_tokens']:,} tokens)",
+            *_alternatives(d.sizing),
             f"  replicas   {j['replicas']['min']}–{j['replicas']['max']}, {j['replicas']['running_when_idle']} "
             f"running when idle (readiness {j['readiness']}, cold-start budget {j['startup_budget_seconds']} s)",
             f"  cache      {j['cache_storage']} requested; this version renders a per-pod emptyDir",

@@ -1,9 +1,27 @@
-"""GPU placement and memory fit: which instance serves a model, with how many GPUs, and whether it fits.
+"""GPU placement and memory fit: on which instances a model is served, with how many GPUs, at what price.
 
-Memory model (../shared/reference/sglang.md §5, data-notes.md): SGLang keeps weights plus the KV pool in
-`mem_fraction_static` of each GPU's memory and leaves the rest for activations and CUDA graphs. A replica
-fits when its weights and one full-context request's KV cache, split over the tensor-parallel GPUs, fit in
-that static share. With `auto`, the share is what SGLang 0.5.23 itself would pick for the GPU.
+The memory model follows SGLang (../shared/reference/sglang.md §5). On each of the `tp` GPUs of a replica:
+
+    weights per GPU  = weight bytes / tp
+                       (parameters × bytes per parameter for the served dtype or the online quantization;
+                        a pre-quantized checkpoint weighs what its safetensors hold)
+    KV per GPU       = context_length × max_concurrency tokens
+                       × 2 (K and V) × layers × ceil(kv_heads / tp) × head_dim × KV bytes per element
+                       (KV heads are replicated when tp > kv_heads; MLA models keep one latent of
+                        kv_lora_rank + qk_rope_head_dim per layer on every rank)
+    reserve per GPU  = GPU memory × (1 − mem_fraction_static)   (activations, CUDA graphs)
+    fits             ⇔ weights per GPU + KV per GPU + reserve per GPU ≤ GPU memory
+
+With `mem_fraction_static: auto` the fraction is what SGLang 0.5.23 picks for the GPU and tp. Worked example,
+Qwen2.5-7B-Instruct (7,615,616,512 parameters, 28 layers, 4 KV heads of 128) in bf16 on one L4 (22.35 GiB):
+weights 14.19 GiB; KV per token 2 × 28 × 4 × 128 × 2 B = 56 KiB, so 4,096 tokens × 4 requests take
+0.88 GiB; SGLang's fraction for a 22.35 GiB GPU is 0.699, leaving 6.73 GiB reserve; 14.19 + 0.88 + 6.73 =
+21.79 GiB ≤ 22.35: it fits.
+
+Candidates are whole nodes: every instance type of the catalog carries `g` GPUs and a replica uses all of them
+(tp = g), or, for 8-GPU instances, 2 or 4 nodes (tp = 8 × nodes, a LeaderWorkerSet). tp must divide the
+attention heads. The cheapest feasible candidate wins (spot prices when capacity is spot, where known); ties
+go to fewer GPUs, then to more memory headroom.
 """
 
 from __future__ import annotations
@@ -12,24 +30,77 @@ import math
 from dataclasses import dataclass
 from typing import Optional
 
-from .catalog import GpuModel, InstanceType, gpu_models, instance_types, instances_with
+from .catalog import GpuModel, InstanceType, gpu_models, instance_types
 from .lock import LockedModel
 from .spec import GPU_MODELS, DeploymentSpec
 
 GIB = 1024**3
-GPUS_PER_NODE = 8
+MULTI_NODE_COUNTS = (2, 4)
+MULTI_NODE_MIN_GPUS = 8  # only full 8-GPU (EFA-class) nodes are joined into one replica
 
-# Bytes per parameter by quantization method; int4 methods carry group scales, hence above 0.5.
-_QUANT_BYTES = {"fp8": 1.0, "w8a8_fp8": 1.0, "w8a8_int8": 1.0, "modelopt_fp8": 1.0, "mxfp8": 1.0,
-                "awq": 0.56, "awq_marlin": 0.56, "gptq": 0.56, "gptq_marlin": 0.56, "moe_wna16": 0.56,
-                "modelopt_fp4": 0.56, "nvfp4_online": 0.56, "mxfp4": 0.56, "petit_nvfp4": 0.56,
-                "w4afp8": 0.56, "bitsandbytes": 0.56}
-_DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
+# Bytes per parameter of online quantization; int4 methods carry group scales, hence above 0.5.
+QUANT_BYTES = {"fp8": 1.0, "w8a8_fp8": 1.0, "w8a8_int8": 1.0, "modelopt_fp8": 1.0, "mxfp8": 1.0,
+               "awq": 0.56, "awq_marlin": 0.56, "gptq": 0.56, "gptq_marlin": 0.56, "moe_wna16": 0.56,
+               "modelopt_fp4": 0.56, "nvfp4_online": 0.56, "mxfp4": 0.56, "petit_nvfp4": 0.56,
+               "w4afp8": 0.56, "bitsandbytes": 0.56}
+DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
+# Element sizes of safetensors dtypes (packed int4 weights are stored as I32, 8 to an element).
+SAFETENSORS_BYTES = {"F64": 8, "F32": 4, "I32": 4, "U32": 4, "BF16": 2, "F16": 2, "I16": 2, "U16": 2,
+                     "F8_E4M3": 1, "F8_E5M2": 1, "I8": 1, "U8": 1, "BOOL": 1}
 # Minimum compute capability per quantization method in SGLang 0.5.23 (layers/quantization, sglang.md §6).
 MIN_CAPABILITY = {"fp8": 8.0, "w8a8_fp8": 8.9, "modelopt_fp8": 8.9, "awq": 7.5, "awq_marlin": 8.0,
                   "gptq": 6.0, "gptq_marlin": 8.0, "w8a8_int8": 7.5, "bitsandbytes": 7.0, "gguf": 6.0,
                   "modelopt_fp4": 8.0, "nvfp4_online": 10.0, "mxfp8": 10.0, "mxfp4": 8.0, "w4afp8": 9.0,
-                  "petit_nvfp4": 9.0, "moe_wna16": 8.0}
+                  "petit_nvfp4": 9.0, "moe_wna16": 8.0, "compressed-tensors": 8.0}
+FP8_KV_MIN_CAPABILITY = 8.0  # FP8 KV cache kernels (FlashInfer, Triton) need Ampere or newer
+
+
+@dataclass(frozen=True)
+class MemoryFit:
+    weights_gib: float  # the whole replica's weights
+    kv_cache_gib: float  # the whole replica's KV cache for kv_tokens
+    kv_tokens: int  # context_length × max_concurrency
+    weights_gib_per_gpu: float
+    kv_cache_gib_per_gpu: float
+    reserve_gib_per_gpu: float
+    required_gib_per_gpu: float
+    gpu_memory_gib: float
+    mem_fraction_static: float
+    kv_bytes_per_token: int  # one token's K and V over all layers and heads (tp = 1)
+    kv_capacity_tokens: int  # tokens the KV pool holds per replica once weights are loaded
+
+    @property
+    def fits(self) -> bool:
+        return self.required_gib_per_gpu <= self.gpu_memory_gib
+
+    @property
+    def headroom_gib(self) -> float:
+        return round(self.gpu_memory_gib - self.required_gib_per_gpu, 2)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    instance: InstanceType
+    nodes: int
+    tp: int
+    dtype: str
+    memory: MemoryFit
+    hourly_usd: Optional[float]  # per replica (all its nodes)
+    price_basis: str  # on-demand | spot
+    problem: Optional[str] = None  # the GPU cannot run this configuration at all
+
+    @property
+    def feasible(self) -> bool:
+        return self.problem is None and self.memory.fits
+
+    @property
+    def label(self) -> str:
+        nodes = f"{self.nodes}× " if self.nodes > 1 else ""
+        return f"{nodes}{self.instance.name} ({self.tp}× {self.instance.gpu})"
+
+    def rank(self) -> tuple:
+        return (self.hourly_usd is None, self.hourly_usd or 0.0, self.tp, -self.memory.headroom_gib,
+                self.instance.name)
 
 
 @dataclass(frozen=True)
@@ -39,23 +110,9 @@ class Placement:
     gpus_per_replica: int
     nodes_per_replica: int
     tensor_parallel: int
-    alternatives: tuple[str, ...]  # other instance types with the same GPU and count, for the node pool
+    alternatives: tuple[str, ...]  # other feasible instance types of the same shape, for the node pool
     hourly_usd_per_replica: Optional[float]
-
-
-@dataclass(frozen=True)
-class MemoryFit:
-    weights_gib: float
-    kv_cache_gib: float  # one full-context request
-    required_gib_per_gpu: float  # weights and KV per GPU plus what SGLang keeps outside its static share
-    gpu_memory_gib: float
-    mem_fraction_static: float
-    kv_bytes_per_token: int
-    kv_capacity_tokens: int  # tokens the KV pool holds per replica once weights are loaded
-
-    @property
-    def fits(self) -> bool:
-        return self.required_gib_per_gpu <= self.gpu_memory_gib
+    price_basis: str
 
 
 @dataclass(frozen=True)
@@ -69,6 +126,8 @@ class Sizing:
     shm_gib: int
     disk_gib: int
     startup_budget_seconds: int
+    cheaper_infeasible: tuple[Candidate, ...] = ()  # the two nearest cheaper options that do not fit
+    dearer: tuple[Candidate, ...] = ()  # the next two feasible options up in price
 
 
 class SizingError(Exception):
@@ -77,27 +136,40 @@ class SizingError(Exception):
         self.field, self.what, self.fix, self.got = field, what, fix, got
 
 
+# ---- the formula --------------------------------------------------------------------------------
+
 def serving_dtype(dep: DeploymentSpec, model: LockedModel, gpu: GpuModel) -> str:
     """The `--dtype` to pass: the spec's, or bf16/fp16 as the checkpoint and the GPU allow."""
     if dep.serving.precision != "auto":
         return dep.serving.precision
-    if dep.serving.quantization in ("awq", "awq_marlin"):
-        return "float16"  # AWQ kernels take float16 activations only
-    if model.dtype in ("bfloat16", "float32") and not gpu.bf16:
-        return "float16"  # Turing/Volta have no bf16
-    return "bfloat16" if model.dtype in ("bfloat16", "float32") else "float16"
+    if dep.serving.quantization in ("awq", "awq_marlin") or model.quantization_method in ("awq", "gptq"):
+        return "float16"  # AWQ/GPTQ kernels take float16 activations
+    if model.dtype == "float16" or not gpu.bf16:
+        return "float16"  # Turing and Volta have no bf16
+    return "bfloat16"
 
 
 def weight_bytes(dep: DeploymentSpec, model: LockedModel, dtype: str) -> float:
-    per_param = _QUANT_BYTES.get(dep.serving.quantization, _DTYPE_BYTES.get(dtype, 2))
-    if model.config.get("quantization_method") in ("fp8",):
-        per_param = 1.0
-    return model.parameters * per_param
+    if model.quantization_method:  # pre-quantized: the checkpoint's own bytes
+        if model.safetensors_bytes:
+            return float(model.safetensors_bytes)
+        if model.parameters_by_dtype:
+            return float(sum(n * SAFETENSORS_BYTES.get(d, 2) for d, n in model.parameters_by_dtype.items()))
+    if dep.serving.quantization != "none":
+        return model.parameters * QUANT_BYTES.get(dep.serving.quantization, 1.0)
+    return model.parameters * DTYPE_BYTES.get(dtype, 2)
 
 
-def kv_bytes_per_token(dep: DeploymentSpec, model: LockedModel) -> int:
-    element = 1 if dep.serving.kv_cache_dtype.startswith("fp8") else 2
-    return 2 * model.num_layers * model.num_kv_heads * model.head_dim * element
+def _kv_element_bytes(dep: DeploymentSpec, dtype: str) -> int:
+    return 1 if dep.serving.kv_cache_dtype.startswith("fp8") else DTYPE_BYTES.get(dtype, 2)
+
+
+def kv_bytes_per_token(dep: DeploymentSpec, model: LockedModel, dtype: str = "bfloat16", tp: int = 1) -> int:
+    """One token's KV cache on one GPU of a tp-way replica (all of it when tp = 1)."""
+    element = _kv_element_bytes(dep, dtype)
+    if model.kv_lora_rank:
+        return model.num_layers * (model.kv_lora_rank + model.qk_rope_head_dim) * element
+    return 2 * model.num_layers * math.ceil(model.num_kv_heads / tp) * model.head_dim * element
 
 
 def sglang_auto_fraction(gpu_memory_gib: float, tp: int) -> float:
@@ -116,120 +188,157 @@ def sglang_auto_fraction(gpu_memory_gib: float, tp: int) -> float:
 def memory_fit(dep: DeploymentSpec, model: LockedModel, gpu: GpuModel, tp: int, context_length: int,
                dtype: str) -> MemoryFit:
     weights = weight_bytes(dep, model, dtype)
-    per_token = kv_bytes_per_token(dep, model)
-    kv = per_token * context_length
+    tokens = context_length * dep.serving.max_concurrency
+    per_gpu_token = kv_bytes_per_token(dep, model, dtype, tp)
     frac = dep.serving.mem_fraction_static
     fraction = sglang_auto_fraction(gpu.memory_gib, tp) if frac == "auto" else float(frac)
-    outside = gpu.memory_gib * (1 - fraction)
-    required = (weights + kv) / tp / GIB + outside
-    pool = gpu.memory_gib * fraction * tp * GIB - weights
+    weights_gpu = weights / tp / GIB
+    kv_gpu = per_gpu_token * tokens / GIB
+    reserve = gpu.memory_gib * (1 - fraction)
+    pool = gpu.memory_gib * fraction - weights_gpu
     return MemoryFit(
         weights_gib=round(weights / GIB, 2),
-        kv_cache_gib=round(kv / GIB, 2),
-        required_gib_per_gpu=round(required, 2),
+        kv_cache_gib=round(kv_gpu * tp, 2),
+        kv_tokens=tokens,
+        weights_gib_per_gpu=round(weights_gpu, 2),
+        kv_cache_gib_per_gpu=round(kv_gpu, 2),
+        reserve_gib_per_gpu=round(reserve, 2),
+        required_gib_per_gpu=round(weights_gpu + kv_gpu + reserve, 2),
         gpu_memory_gib=gpu.memory_gib,
         mem_fraction_static=fraction,
-        kv_bytes_per_token=per_token,
-        kv_capacity_tokens=max(0, int(pool // per_token)),
+        kv_bytes_per_token=kv_bytes_per_token(dep, model, dtype, 1),
+        kv_capacity_tokens=max(0, int(pool * GIB // per_gpu_token)),
     )
 
 
-def _tp_choices(model: LockedModel, fixed: Optional[int]) -> list[int]:
-    if fixed is not None:
-        return [fixed]
-    return [tp for tp in (1, 2, 4, 8, 16, 32) if model.num_attention_heads % tp == 0]
-
-
-def _gpu_problem(dep: DeploymentSpec, gpu: GpuModel, dtype: str) -> Optional[str]:
-    need = MIN_CAPABILITY.get(dep.serving.quantization)
+def capability_problem(dep: DeploymentSpec, model: LockedModel, gpu: GpuModel, dtype: str) -> Optional[str]:
+    method = dep.serving.quantization if dep.serving.quantization != "none" else model.quantization_method
+    need = MIN_CAPABILITY.get(method or "")
     if need and gpu.compute_capability < need:
-        return f"quantization {dep.serving.quantization} needs compute capability {need}, {gpu.name} has " \
-               f"{gpu.compute_capability}"
+        return f"quantization {method} needs compute capability {need}, {gpu.name} has {gpu.compute_capability}"
     if dtype == "bfloat16" and not gpu.bf16:
-        return f"{gpu.name} has no bfloat16"
+        return f"{gpu.name} (compute capability {gpu.compute_capability}) has no bfloat16; use precision float16"
+    if dep.serving.kv_cache_dtype.startswith("fp8") and gpu.compute_capability < FP8_KV_MIN_CAPABILITY:
+        return f"an FP8 KV cache needs compute capability {FP8_KV_MIN_CAPABILITY}, {gpu.name} has " \
+               f"{gpu.compute_capability}"
     return None
 
 
+# ---- candidates and the choice ------------------------------------------------------------------
+
+def candidates(dep: DeploymentSpec, model: LockedModel, context: int, *, gpu: Optional[str] = None,
+               gpu_count: Optional[int] = None, allowed: tuple[str, ...] = ()) -> list[Candidate]:
+    """Every whole-node placement of the catalog, feasible or not, within the given constraints."""
+    spot = dep.resources.capacity != "on-demand"
+    found = []
+    for inst in instance_types().values():
+        # GPUs outside the spec's list (V100) are below what SGLang's default kernels need.
+        if (gpu and inst.gpu != gpu) or (allowed and inst.name not in allowed) or inst.gpu not in GPU_MODELS:
+            continue
+        counts = (1,) + (MULTI_NODE_COUNTS if inst.gpu_count >= MULTI_NODE_MIN_GPUS else ())
+        for nodes in counts:
+            tp = inst.gpu_count * nodes
+            if (gpu_count and tp != gpu_count) or model.num_attention_heads % tp:
+                continue
+            gpu_model = gpu_models()[inst.gpu]
+            dtype = serving_dtype(dep, model, gpu_model)
+            price = inst.hourly_usd(spot)
+            basis = "spot" if spot and inst.spot_usd_per_hour is not None else "on-demand"
+            found.append(Candidate(
+                instance=inst, nodes=nodes, tp=tp, dtype=dtype,
+                memory=memory_fit(dep, model, gpu_model, tp, context, dtype),
+                hourly_usd=None if price is None else round(price * nodes, 4), price_basis=basis,
+                problem=capability_problem(dep, model, gpu_model, dtype)))
+    return sorted(found, key=Candidate.rank)
+
+
 def size(dep: DeploymentSpec, model: LockedModel) -> Sizing:
-    """The cheapest placement that fits, or the one the spec fixes; SizingError when none does."""
+    """The cheapest feasible placement within the spec's constraints, or SizingError saying what would fit."""
     res = dep.resources
     context = dep.serving.context_length or model.max_context
-    catalog = instance_types()
-    unknown = [t for t in res.instance_types if t not in catalog]
+    unknown = [t for t in res.instance_types if t not in instance_types()]
     if unknown:
         raise SizingError("resources.instance_types", f"has instance types without GPU data: {', '.join(unknown)}",
-                          "use GPU instance types from sgldeploy/data/aws-gpu-instances.csv", unknown[0])
-    gpus = [res.gpu] if res.gpu != "auto" else [g for g in GPU_MODELS if g in gpu_models()]
-    fixed_tp = None if res.gpu_count == "auto" else int(res.gpu_count)
-    candidates: list[tuple[float, Placement, MemoryFit, str]] = []
-    closest: Optional[tuple[MemoryFit, str, int]] = None
-    reasons: list[str] = []
-    for name in gpus:
-        gpu = gpu_models()[name]
-        dtype = serving_dtype(dep, model, gpu)
-        problem = _gpu_problem(dep, gpu, dtype)
-        if problem:
-            reasons.append(problem)
-            continue
-        for tp in _tp_choices(model, fixed_tp):
-            fit = memory_fit(dep, model, gpu, tp, context, dtype)
-            shortfall = fit.required_gib_per_gpu - fit.gpu_memory_gib
-            if closest is None or shortfall < closest[0].required_gib_per_gpu - closest[0].gpu_memory_gib:
-                closest = (fit, name, tp)
-            if not fit.fits:
-                continue
-            placement = _place(name, tp, res.instance_types)
-            if placement is None:
-                continue
-            price = placement.hourly_usd_per_replica
-            candidates.append((math.inf if price is None else price, placement, fit, dtype))
-            break  # more GPUs of the same model only cost more
-    if not candidates:
-        raise _no_fit(dep, context, closest, reasons)
-    _, placement, fit, dtype = min(candidates, key=lambda c: (c[0], c[1].gpus_per_replica))
-    return _finish(dep, model, placement, fit, dtype, context)
+                          "use GPU instance types listed in sgldeploy/data/aws-gpu-instances.csv", unknown[0])
+    constraints = {"gpu": None if res.gpu == "auto" else res.gpu,
+                   "gpu_count": None if res.gpu_count == "auto" else int(res.gpu_count),
+                   "allowed": tuple(res.instance_types)}
+    options = candidates(dep, model, context, **constraints)
+    feasible = [c for c in options if c.feasible]
+    if not feasible:
+        raise _infeasible(dep, model, context, options, constrained=any(constraints.values()))
+    best = feasible[0]
+    same_shape = tuple(c.instance.name for c in feasible[1:]
+                       if c.instance.gpu == best.instance.gpu and c.tp == best.tp and c.nodes == best.nodes)
+    priced = [c for c in options if c.hourly_usd is not None]
+    cheaper = tuple(c for c in priced if c.rank() < best.rank() and not c.feasible)[-2:]
+    dearer = tuple(c for c in feasible[1:] if c.hourly_usd is not None and c.instance.name not in same_shape)[:2]
+    placement = Placement(instance_type=best.instance.name, gpu_model=best.instance.gpu, gpus_per_replica=best.tp,
+                          nodes_per_replica=best.nodes, tensor_parallel=best.tp, alternatives=same_shape,
+                          hourly_usd_per_replica=best.hourly_usd, price_basis=best.price_basis)
+    return _finish(dep, best, placement, context, cheaper, dearer)
 
 
-def _place(gpu: str, tp: int, allowed: list[str]) -> Optional[Placement]:
-    per_node = min(tp, GPUS_PER_NODE)
-    nodes = max(1, tp // GPUS_PER_NODE)
-    options = [i for i in instances_with(gpu, per_node) if not allowed or i.name in allowed]
+def _infeasible(dep: DeploymentSpec, model: LockedModel, context: int, options: list[Candidate],
+                constrained: bool) -> SizingError:
+    field = "resources.gpu" if dep.resources.gpu != "auto" else \
+        "resources.gpu_count" if dep.resources.gpu_count != "auto" else \
+        "resources.instance_types" if dep.resources.instance_types else "model.repo"
+    got = {"resources.gpu": dep.resources.gpu, "resources.gpu_count": dep.resources.gpu_count,
+           "resources.instance_types": ", ".join(dep.resources.instance_types), "model.repo": dep.model.repo}[field]
     if not options:
-        return None
-    best = options[0]
-    price = None if best.on_demand_usd_per_hour is None else round(best.on_demand_usd_per_hour * nodes, 4)
-    return Placement(instance_type=best.name, gpu_model=gpu, gpus_per_replica=tp, nodes_per_replica=nodes,
-                     tensor_parallel=tp, alternatives=tuple(i.name for i in options[1:]),
-                     hourly_usd_per_replica=price)
+        return SizingError(field, "matches no instance type: AWS offers no such GPU count on one node "
+                           "(or 2 and 4 nodes of 8)", "pick gpu_count 1, 4 or 8, or auto", got)
+    capable = [c for c in options if c.problem is None]
+    if not capable:
+        return SizingError(field, f"cannot run this deployment: {options[0].problem}",
+                           "choose another GPU, or change serving.quantization or serving.precision", got)
+    closest = min(capable, key=lambda c: c.memory.required_gib_per_gpu - c.memory.gpu_memory_gib)
+    m = closest.memory
+    what = (f"does not fit: needs {m.required_gib_per_gpu:g} GiB per GPU on {closest.label} "
+            f"({m.weights_gib_per_gpu:g} weights + {m.kv_cache_gib_per_gpu:g} KV for {m.kv_tokens:,} tokens + "
+            f"{m.reserve_gib_per_gpu:g} reserve), the GPU has {m.gpu_memory_gib:g} GiB")
+    if constrained:
+        elsewhere = [c for c in candidates(dep, model, context) if c.feasible]
+        if elsewhere:
+            return SizingError(field, what, f"the cheapest placement that fits is {elsewhere[0].label}; allow "
+                               "it, or lower serving.context_length or serving.max_concurrency", got)
+    return SizingError(field, what, _what_would_fit(dep, capable, context), got)
 
 
-def _no_fit(dep: DeploymentSpec, context: int, closest, reasons: list[str]) -> SizingError:
-    if closest is None:
-        return SizingError("resources.gpu", "cannot run this deployment: " + "; ".join(reasons),
-                           "choose another GPU, or change serving.quantization or serving.precision",
-                           dep.resources.gpu)
-    fit, gpu, tp = closest
-    return SizingError(
-        "resources.gpu" if dep.resources.gpu != "auto" else "model.repo",
-        f"does not fit: needs {fit.required_gib_per_gpu} GiB per GPU on {tp}× {gpu} ({fit.weights_gib} GiB "
-        f"weights + {fit.kv_cache_gib} GiB KV for {context} tokens), the GPU has {fit.gpu_memory_gib} GiB",
-        "use more or larger GPUs, serving.quantization: fp8, or a shorter serving.context_length",
-        dep.resources.gpu if dep.resources.gpu != "auto" else dep.model.repo)
+def _what_would_fit(dep: DeploymentSpec, capable: list[Candidate], context: int) -> str:
+    """Concrete changes that make the cheapest option whose weights fit hold the KV cache too."""
+    hints = []
+    fewer = next((c for c in capable if c.memory.kv_capacity_tokens >= context), None)
+    if fewer:
+        hints.append(f"serving.max_concurrency ≤ {fewer.memory.kv_capacity_tokens // context} fits {fewer.label}")
+    concurrency = dep.serving.max_concurrency
+    shorter = next((c for c in capable if c.memory.kv_capacity_tokens // concurrency >= 512), None)
+    if shorter:
+        hints.append(f"serving.context_length ≤ {shorter.memory.kv_capacity_tokens // concurrency} fits "
+                     f"{shorter.label}")
+    if dep.serving.quantization == "none":
+        hints.append("serving.quantization: fp8 halves the weights")
+    if not dep.serving.kv_cache_dtype.startswith("fp8"):
+        hints.append("serving.kv_cache_dtype: fp8_e4m3 halves the KV cache")
+    return "; ".join(hints) or "no placement in the catalog can hold this model"
 
 
-def _finish(dep: DeploymentSpec, model: LockedModel, placement: Placement, fit: MemoryFit, dtype: str,
-            context: int) -> Sizing:
-    node: InstanceType = instance_types()[placement.instance_type]
+def _finish(dep: DeploymentSpec, best: Candidate, placement: Placement, context: int,
+            cheaper: tuple[Candidate, ...], dearer: tuple[Candidate, ...]) -> Sizing:
+    node = best.instance
     # Leave a core and a fifth of memory for the kubelet, system daemons and the device plugin.
     cpu = float(dep.resources.cpu) if dep.resources.cpu != "auto" else float(max(1, node.vcpu - 1))
     mem = float(dep.resources.memory_gib) if dep.resources.memory_gib != "auto" \
         else float(max(4, math.floor(node.memory_gib * 0.8) - 1))
     # NCCL needs /dev/shm beyond Docker's 64 MB once GPUs talk to each other; one GPU needs little.
-    shm = 1 if placement.gpus_per_replica == 1 else min(16, max(2, int(mem // 8)))
-    weights_per_node = fit.weights_gib / placement.nodes_per_replica
+    shm = 1 if best.tp == 1 else min(16, max(2, int(mem // 8)))
+    weights_per_node = best.memory.weights_gib / best.nodes
     disk = int(dep.resources.disk_gib) if dep.resources.disk_gib != "auto" \
         else int(math.ceil((100 + 2 * weights_per_node) / 50) * 50)
     downloads = dep.cache_storage == "none"
-    budget = min(3600, int(600 + fit.weights_gib * (8 if downloads else 2)))
-    return Sizing(placement=placement, memory=fit, dtype=dtype, context_length=context, cpu=cpu,
-                  memory_request_gib=mem, shm_gib=shm, disk_gib=disk, startup_budget_seconds=budget)
+    # Image pull, CUDA graphs and JIT take ~10 min cold; loading adds ~2 s/GiB locally, ~8 s/GiB from the Hub.
+    budget = min(3600, int(600 + weights_per_node * (8 if downloads else 2)))
+    return Sizing(placement=placement, memory=best.memory, dtype=best.dtype, context_length=context, cpu=cpu,
+                  memory_request_gib=mem, shm_gib=shm, disk_gib=disk, startup_budget_seconds=budget,
+                  cheaper_infeasible=cheaper, dearer=dearer)

@@ -28,7 +28,8 @@ def lock():
 
 def deployment(**fields: Any) -> dict:
     """A valid raw deployment (Qwen 7B on one L4), with fields overridden; dotted keys reach nested ones."""
-    raw: dict[str, Any] = {"name": "qwen", "model": dict(QWEN), "serving": {"context_length": 16384},
+    raw: dict[str, Any] = {"name": "qwen", "model": dict(QWEN),
+                           "serving": {"context_length": 4096, "max_concurrency": 4},
                            "resources": {"gpu": "L4", "gpu_count": 1}}
     for key, value in fields.items():
         *parents, leaf = key.split("__")

@@ -15,8 +15,8 @@ DEPLOYMENT = "kubernetes:apps/v1:Deployment"
 @pytest.fixture(scope="module")
 def dev_like(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("stack")
-    path = write_stack(tmp, deployments=[deployment(name="qwen", serving={"context_length": 16384,
-                                                                          "max_concurrency": 16},
+    path = write_stack(tmp, deployments=[deployment(name="qwen", serving={"context_length": 4096,
+                                                                          "max_concurrency": 4},
                                                     env={"SGLANG_LOG_LEVEL": "info"})],
                        extra={"sgldeploy:hfToken": {"secure": "v1:opaque"}})
     return render_stack(path)
@@ -64,7 +64,7 @@ def test_deployment_runs_the_generated_command(dev_like):
     assert flag("--model-path") == "Qwen/Qwen2.5-7B-Instruct"
     assert flag("--revision") == "a09a35458c702b33eeacc393d103063234e8bc28"
     assert (flag("--host"), flag("--port"), flag("--tp-size")) == ("0.0.0.0", "30000", "1")
-    assert (flag("--context-length"), flag("--max-running-requests")) == ("16384", "16")
+    assert (flag("--context-length"), flag("--max-running-requests")) == ("4096", "4")
     assert "--enable-metrics" in args
     assert flag("--api-key") == "$(SGLANG_API_KEY)"
 
@@ -139,7 +139,8 @@ def test_no_auth_no_api_key_secret_and_stopped_runs_nothing(tmp_path):
 def test_multi_gpu_replica_gets_all_gpus_and_shared_memory(tmp_path, lock):
     from .conftest import LLAMA_70B
     plan = render_stack(write_stack(tmp_path, deployments=[{"name": "big", "model": dict(LLAMA_70B),
-                                                            "serving": {"context_length": 32768},
+                                                            "serving": {"context_length": 16384,
+                                                                        "max_concurrency": 8},
                                                             "resources": {"gpu": "H100"}}],
                                     extra={"sgldeploy:hfToken": {"secure": "v1:opaque"}}))
     c = container(plan)

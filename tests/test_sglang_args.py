@@ -44,7 +44,7 @@ def test_sglang_version_matches_the_image_and_the_makefile():
 
 
 def test_dev_command_parses_with_every_value_intact(lock):
-    dep, cmd = command_for(deployment(serving={"context_length": 16384, "max_concurrency": 16,
+    dep, cmd = command_for(deployment(serving={"context_length": 16384, "max_concurrency": 4,
                                                "quantization": "fp8", "kv_cache_dtype": "fp8_e4m3"}), lock)
     assert cmd.command == list(ENTRYPOINT)
     result = sglang_parse(cmd.args)
@@ -55,7 +55,7 @@ def test_dev_command_parses_with_every_value_intact(lock):
     assert parsed["host"] == "0.0.0.0" and parsed["port"] == 30000
     assert parsed["tp_size"] == 1 and parsed["dtype"] == "bfloat16"
     assert parsed["quantization"] == "fp8" and parsed["kv_cache_dtype"] == "fp8_e4m3"
-    assert parsed["context_length"] == 16384 and parsed["max_running_requests"] == 16
+    assert parsed["context_length"] == 16384 and parsed["max_running_requests"] == 4
     assert 0.5 < parsed["mem_fraction_static"] < 0.95
     assert parsed["enable_metrics"] is True
     assert parsed["served_model_name"] == QWEN["repo"]
@@ -65,7 +65,7 @@ def test_dev_command_parses_with_every_value_intact(lock):
 
 def test_tensor_parallel_speculative_and_extra_args_parse(lock):
     _, cmd = command_for({"name": "big", "model": dict(LLAMA_70B), "serving": {
-        "context_length": 32768, "extra_args": ["--enable-torch-compile"],
+        "context_length": 16384, "max_concurrency": 8, "extra_args": ["--enable-torch-compile"],
         "speculative": {"algorithm": "EAGLE3", "draft_repo": "org/eagle3-draft", "draft_revision": "main"}},
         "resources": {"gpu": "H100"}}, lock)
     result = sglang_parse(cmd.args)
