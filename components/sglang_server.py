@@ -1,4 +1,5 @@
-"""The SGLang server of one deployment: a Deployment of GPU pods and the ClusterIP Service in front."""
+"""The SGLang server of one deployment: its GPU pods (a Deployment, or a LeaderWorkerSet across nodes) and
+the ClusterIP Service in front."""
 
 from __future__ import annotations
 
@@ -26,7 +27,9 @@ class SglangServerArgs:
 
 
 class SglangServer(pulumi.ComponentResource):
-    deployment: k8s.apps.v1.Deployment
+    """A Deployment when a replica fits one node; a LeaderWorkerSet when it spans several."""
+
+    workload: pulumi.CustomResource
     service: k8s.core.v1.Service
     service_name: pulumi.Output[str]
     """In-cluster DNS name clients use: `<name>.<namespace>.svc`."""
@@ -35,17 +38,24 @@ class SglangServer(pulumi.ComponentResource):
         super().__init__("sgldeploy:serving:SglangServer", name, None, opts)
         dep = args.spec
         types = [args.sizing.placement.instance_type, *args.sizing.placement.alternatives]
-        spec = serving.deployment_spec(dep, args.model, args.sizing, args.secrets, types)
-        spec["template"]["spec"].update(args.pod_spec_overrides)
+        multi_node = args.sizing.placement.nodes_per_replica > 1
         metadata = {"name": dep.name, "namespace": args.namespace, "labels": serving.labels(dep)}
         child = pulumi.ResourceOptions(parent=self)
-        self.deployment = k8s.apps.v1.Deployment(
-            f"{name}-deployment", metadata=metadata, spec=spec,
-            # The name is what operators type (`kubectl get deploy NAME`); a replacement must free it first.
-            opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(delete_before_replace=True)),
-        )
+        # The name is what operators type (`kubectl get deploy NAME`); a replacement must free it first.
+        named = pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(delete_before_replace=True))
+        if multi_node:
+            spec = serving.leader_worker_set_spec(dep, args.model, args.sizing, args.secrets, types)
+            for role in ("leaderTemplate", "workerTemplate"):
+                spec["leaderWorkerTemplate"][role]["spec"].update(args.pod_spec_overrides)
+            self.workload = k8s.apiextensions.CustomResource(
+                f"{name}-leader-worker-set", api_version="leaderworkerset.x-k8s.io/v1", kind="LeaderWorkerSet",
+                metadata=metadata, spec=spec, opts=named)
+        else:
+            spec = serving.deployment_spec(dep, args.model, args.sizing, args.secrets, types)
+            spec["template"]["spec"].update(args.pod_spec_overrides)
+            self.workload = k8s.apps.v1.Deployment(f"{name}-deployment", metadata=metadata, spec=spec, opts=named)
         self.service = k8s.core.v1.Service(
-            f"{name}-service", metadata=metadata, spec=serving.service_spec(dep),
+            f"{name}-service", metadata=metadata, spec=serving.service_spec(dep, multi_node),
             # Clients address the model by this DNS name, so it is fixed; a replacement must free it first.
             opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(delete_before_replace=True)),
         )

@@ -19,6 +19,8 @@ GPU_RESOURCE = "nvidia.com/gpu"
 HF_CACHE = "/root/.cache/huggingface"  # the official image runs as root; HF_HOME points here explicitly
 SERVICE_PORT = 80
 PROBE_PERIOD_SECONDS = 10
+DIST_INIT_PORT = 20000  # torch.distributed rendezvous on the leader of a multi-node replica
+ROLE_LABEL = "sgldeploy.io/role"
 
 
 @dataclass(frozen=True)
@@ -39,8 +41,13 @@ def labels(dep: DeploymentSpec, component: str = "server") -> dict[str, str]:
 
 
 def selector(dep: DeploymentSpec) -> dict[str, str]:
-    """The immutable subset of labels the Deployment and Service select on."""
+    """The immutable subset of labels the Deployment, PDB and Service select on."""
     return {"app.kubernetes.io/instance": dep.name, "app.kubernetes.io/component": "server"}
+
+
+def service_selector(dep: DeploymentSpec, multi_node: bool) -> dict[str, str]:
+    """Traffic goes to single pods, or to the leader of each multi-node group (only it serves HTTP)."""
+    return {**selector(dep), ROLE_LABEL: "leader"} if multi_node else selector(dep)
 
 
 def probes(sizing: Sizing) -> dict[str, dict[str, Any]]:
@@ -74,17 +81,25 @@ def env(dep: DeploymentSpec, secrets: SecretRefs) -> list[dict[str, Any]]:
 
 
 def pod_template(dep: DeploymentSpec, model: LockedModel, sizing: Sizing, secrets: SecretRefs,
-                 instance_types: list[str]) -> dict[str, Any]:
+                 instance_types: list[str], role: str = "server") -> dict[str, Any]:
+    """The pod of a one-node replica (`server`), or of the `leader` or a `worker` of a multi-node one."""
     launch = launch_command(dep, model, sizing, api_key=secrets.api_key is not None)
     gpus = sizing.placement.gpus_per_replica // sizing.placement.nodes_per_replica
     memory = f"{int(sizing.memory_request_gib)}Gi"
+    args, extra_env = launch.args, []
+    if role != "server":
+        # LeaderWorkerSet injects the leader's address and the group size; the index comes from the pod label.
+        args = args + ["--dist-init-addr", f"$(LWS_LEADER_ADDRESS):{DIST_INIT_PORT}", "--nnodes",
+                       "$(LWS_GROUP_SIZE)", "--node-rank", "$(LWS_WORKER_INDEX)"]
+        extra_env = [{"name": "LWS_WORKER_INDEX", "valueFrom": {"fieldRef": {
+            "fieldPath": "metadata.labels['leaderworkerset.sigs.k8s.io/worker-index']"}}}]
     container = {
         "name": "sglang",
         "image": dep.serving.image,
         "command": launch.command,
-        "args": launch.args,
+        "args": args,
         "ports": [{"name": "http", "containerPort": SERVER_PORT, "protocol": "TCP"}],
-        "env": env(dep, secrets),
+        "env": env(dep, secrets) + extra_env,
         "resources": {
             "requests": {"cpu": f"{sizing.cpu:g}", "memory": memory, GPU_RESOURCE: str(gpus)},
             # No CPU limit: throttling the tokenizer and scheduler threads only adds latency.
@@ -93,10 +108,12 @@ def pod_template(dep: DeploymentSpec, model: LockedModel, sizing: Sizing, secret
         "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"},
                          {"name": "model-cache", "mountPath": "/root/.cache"}],
         "securityContext": {"allowPrivilegeEscalation": False},
-        **probes(sizing),
+        # Ranks ≥ 1 of a multi-node replica serve no HTTP at all: only the leader and single pods are probed.
+        **(probes(sizing) if role != "worker" else {}),
     }
+    pod_labels = {**labels(dep), **({ROLE_LABEL: role} if role != "server" else {})}
     return {
-        "metadata": {"labels": labels(dep), "annotations": {"sgldeploy.io/model": f"{dep.model.repo}@{model.sha}"}},
+        "metadata": {"labels": pod_labels, "annotations": {"sgldeploy.io/model": f"{dep.model.repo}@{model.sha}"}},
         "spec": {
             "containers": [container],
             # Let in-flight generations finish when a pod is stopped or moved.
@@ -133,10 +150,28 @@ def deployment_spec(dep: DeploymentSpec, model: LockedModel, sizing: Sizing, sec
     }
 
 
-def service_spec(dep: DeploymentSpec) -> dict[str, Any]:
+def leader_worker_set_spec(dep: DeploymentSpec, model: LockedModel, sizing: Sizing, secrets: SecretRefs,
+                           instance_types: list[str]) -> dict[str, Any]:
+    """One replica spread over `nodes_per_replica` nodes: a leader (rank 0, serves HTTP) and workers."""
+    return {
+        "replicas": initial_replicas(dep),
+        "startupPolicy": "LeaderCreated",
+        "rolloutStrategy": {"type": "RollingUpdate", "rollingUpdateConfiguration": {
+            "maxSurge": dep.rollout.max_surge, "maxUnavailable": dep.rollout.max_unavailable}},
+        "leaderWorkerTemplate": {
+            "size": sizing.placement.nodes_per_replica,
+            # A failed rank leaves the others hung in NCCL: restart the whole group together.
+            "restartPolicy": "RecreateGroupOnPodRestart",
+            "leaderTemplate": pod_template(dep, model, sizing, secrets, instance_types, role="leader"),
+            "workerTemplate": pod_template(dep, model, sizing, secrets, instance_types, role="worker"),
+        },
+    }
+
+
+def service_spec(dep: DeploymentSpec, multi_node: bool = False) -> dict[str, Any]:
     return {
         "type": "ClusterIP",
-        "selector": selector(dep),
+        "selector": service_selector(dep, multi_node),
         "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": "http", "protocol": "TCP"}],
     }
 

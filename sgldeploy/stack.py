@@ -63,9 +63,17 @@ def resolve(platform: Any, deployments: Any, lock_file: Path, secrets: set[str])
                                     "accept the licence on the Hub, then run pulumi config set --secret "
                                     "sgldeploy:hfToken hf_…", None))
         try:
-            resolved.append(ResolvedDeployment(dep, model, size(dep, model)))
+            sizing = size(dep, model)
         except SizingError as exc:
             problems.append(Problem(at(*exc.field.split(".")), exc.what, exc.fix, exc.got))
+            continue
+        nodes = sizing.placement.nodes_per_replica
+        if nodes > 1 and not spec.platform.addons.leader_worker_set:
+            problems.append(Problem(config_path("platform", ("addons", "leader_worker_set")),
+                                    f"must be true: {dep.name} spans {nodes} nodes per replica "
+                                    f"({sizing.placement.instance_type})", "enable the LeaderWorkerSet add-on, "
+                                    "or choose a placement that fits one node", False))
+        resolved.append(ResolvedDeployment(dep, model, sizing))
     if problems:
         raise InvalidInput(_unique(problems))
     return ResolvedStack(spec=spec, deployments=resolved)

@@ -157,3 +157,40 @@ def test_stack_outputs_summarise_and_keep_keys_secret(dev_like):
     assert out["deployments"]["qwen"]["instanceType"] == "g6.xlarge"
     assert out["deployments"]["qwen"]["serviceName"] == "qwen.llm.svc"
     assert out["apiKeys"] == SECRET
+
+
+def test_a_replica_spanning_nodes_is_a_leader_worker_set(tmp_path):
+    from . import k8s_schemas
+    from .conftest import LLAMA_70B
+    big = {"name": "big", "model": dict(LLAMA_70B), "serving": {"context_length": 16384, "max_concurrency": 8},
+           "resources": {"gpu": "H100", "gpu_count": 16}}
+    platform = {"cluster": {"name": "test"}, "namespace": "llm", "addons": {"leader_worker_set": True}}
+    plan = render_stack(write_stack(tmp_path, platform=platform, deployments=[big],
+                                    extra={"sgldeploy:hfToken": {"secure": "v1:opaque"}}))
+    assert resources_of(plan, DEPLOYMENT) == []
+    lws = one(plan, "kubernetes:leaderworkerset.x-k8s.io/v1:LeaderWorkerSet").inputs
+    k8s_schemas.validate(lws, "1.33")
+    template = lws["spec"]["leaderWorkerTemplate"]
+    assert template["size"] == 2 and template["restartPolicy"] == "RecreateGroupOnPodRestart"
+    leader = template["leaderTemplate"]["spec"]["containers"][0]
+    worker = template["workerTemplate"]["spec"]["containers"][0]
+    for c in (leader, worker):
+        args = c["args"]
+        assert args[args.index("--tp-size") + 1] == "16"
+        assert args[args.index("--nnodes") + 1] == "$(LWS_GROUP_SIZE)"
+        assert args[args.index("--node-rank") + 1] == "$(LWS_WORKER_INDEX)"
+        assert c["resources"]["limits"][GPU_RESOURCE] == "8"
+    assert "readinessProbe" in leader and "readinessProbe" not in worker  # workers serve no HTTP
+    service = one(plan, "kubernetes:core/v1:Service").inputs["spec"]
+    assert service["selector"]["sgldeploy.io/role"] == "leader"
+    assert template["leaderTemplate"]["metadata"]["labels"]["sgldeploy.io/role"] == "leader"
+
+
+def test_multi_node_placement_needs_the_leader_worker_set_addon(tmp_path):
+    from sgldeploy.problems import InvalidInput
+    from .conftest import LLAMA_70B
+    big = {"name": "big", "model": dict(LLAMA_70B), "serving": {"context_length": 16384, "max_concurrency": 8},
+           "resources": {"gpu": "H100", "gpu_count": 16}}
+    with pytest.raises(InvalidInput) as err:
+        render_stack(write_stack(tmp_path, deployments=[big], extra={"sgldeploy:hfToken": {"secure": "x"}}))
+    assert err.value.problems[0].path == "sgldeploy:platform.addons.leader_worker_set"
