@@ -14,12 +14,30 @@ from sgldeploy.lock import LOCK_NAME
 from sgldeploy.problems import InvalidInput
 from sgldeploy.stack import SECRET_KEYS, resolve
 
+
+
+def resolve_online(repo, revision, problems, at):
+    """A model missing from the lock is resolved on the Hub (HF_TOKEN or the local token cache), with a warning."""
+    from sgldeploy import hub
+    from sgldeploy.lock import LockedModel
+    from sgldeploy.problems import Problem
+
+    try:
+        entry = hub.resolve(repo, revision)
+    except hub.HubError as err:
+        problems.append(Problem(at("model", "repo"), err.what, err.fix, repo))
+        return None
+    pulumi.log.warn(f"{repo}@{revision} is not in {LOCK_NAME}; resolved on the Hub to {entry['sha']}. "
+                    "Run `sgldeploy lock` and commit the lock so every preview sizes the same model.")
+    return LockedModel.from_entry(entry)
+
+
 config = pulumi.Config("sgldeploy")
 secrets = {key: config.get_secret(key) for key in SECRET_KEYS}
 lock_file = Path(config.get("lockFile") or Path(__file__).parent / "stacks" / LOCK_NAME)
 try:
     stack = resolve(config.get_object("platform"), config.get_object("deployments"), lock_file,
-                    {key for key, value in secrets.items() if value is not None})
+                    {key for key, value in secrets.items() if value is not None}, resolve_online)
 except InvalidInput as invalid:
     raise pulumi.RunError(str(invalid)) from None
 

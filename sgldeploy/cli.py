@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+from .lock import LockError
 from .problems import InvalidInput
 from .stackfile import read_stack_file, stack_path
 
@@ -35,6 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
     _stack_args(plan)
     plan.add_argument("--json", metavar="FILE", type=Path, help="write the plan JSON here")
     plan.add_argument("--manifests", metavar="DIR", type=Path, help="write one YAML file per Kubernetes object")
+    lock = commands.add_parser("lock", help="resolve every model on the Hub and write models.lock.json")
+    _stack_args(lock)
+    lock.add_argument("--check", action="store_true", help="write nothing; exit 1 when a locked branch or "
+                      "tag has moved")
     commands.add_parser("schema", help="print the spec's JSON Schema")
     return parser
 
@@ -60,6 +65,8 @@ def main(argv: Optional[Sequence[str]] = None, root: Optional[Path] = None) -> i
             print(json.dumps(stack_file_schema(), indent=2))
             return EXIT_OK
         stack = _stack_file(args, root)
+        if args.command == "lock":
+            return _lock(args, stack)
         if args.command == "validate":
             from .lock import lock_path_for
             from .stack import SECRET_KEYS, resolve
@@ -70,6 +77,24 @@ def main(argv: Optional[Sequence[str]] = None, root: Optional[Path] = None) -> i
         return _plan(args, stack)
     except InvalidInput as invalid:
         return _fail([p.line() for p in invalid.problems])
+    except LockError as err:
+        return _fail([f"{err}"])
+
+
+def _lock(args: argparse.Namespace, stack) -> int:
+    from . import lock_stack
+    token = lock_stack.stack_token(stack)
+    if args.check:
+        report = lock_stack.check(stack, token=token)
+        for line in report.drift:
+            print(f"drift: {line}", file=sys.stderr)
+        print(f"{stack.path}: {len(report.drift)} moved")
+        return EXIT_POLICY if report.drift else EXIT_OK
+    report = lock_stack.lock(stack, token=token)
+    for line in report.written:
+        print(line)
+    print(f"{'unchanged' if report.unchanged else 'wrote'} {stack.path.parent / 'models.lock.json'}")
+    return EXIT_OK
 
 
 def _plan(args: argparse.Namespace, stack) -> int:

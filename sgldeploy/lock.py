@@ -14,6 +14,7 @@ from typing import Any, Optional
 
 from .files import write_atomic
 
+SERVABLE_PIPELINES = ("text-generation", "image-text-to-text")
 LOCK_VERSION = 1
 LOCK_NAME = "models.lock.json"
 

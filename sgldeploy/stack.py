@@ -8,16 +8,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Optional
 
-from .lock import LockedModel, LockError, lock_key, read_lock
+from .lock import SERVABLE_PIPELINES, LockedModel, LockError, lock_key, read_lock
 from .problems import InvalidInput, Problem, config_path
 from .sizing import Sizing, SizingError, size
-from .spec import DeploymentSpec, StackSpec
+from .spec import DeploymentSpec, StackSpec, is_commit
 from .validate import parse_stack
 
 SECRET_KEYS = ("hfToken", "apiKey")
-SERVABLE_PIPELINES = ("text-generation", "image-text-to-text")
 
 
 @dataclass(frozen=True)
@@ -33,8 +32,15 @@ class ResolvedStack:
     deployments: list[ResolvedDeployment]
 
 
-def resolve(platform: Any, deployments: Any, lock_file: Path, secrets: set[str]) -> ResolvedStack:
-    """Validate and size a stack. `secrets` holds the names (not values) of the secrets that are set."""
+MissingResolver = Callable[[str, str, list, Callable[..., str]], Optional[LockedModel]]
+
+
+def resolve(platform: Any, deployments: Any, lock_file: Path, secrets: set[str],
+            resolve_missing: Optional[MissingResolver] = None) -> ResolvedStack:
+    """Validate and size a stack. `secrets` holds the names (not values) of the secrets that are set.
+
+    A model missing from the lock is a problem, unless `resolve_missing` (used by `pulumi preview`) finds it.
+    """
     spec = parse_stack(platform, deployments)
     try:
         lock = read_lock(lock_file)
@@ -45,6 +51,12 @@ def resolve(platform: Any, deployments: Any, lock_file: Path, secrets: set[str])
     for i, dep in enumerate(spec.deployments):
         at = lambda *loc: config_path("deployments", (i, *loc))  # noqa: E731
         model = lock.get(lock_key(dep.model.repo, dep.model.revision))
+        if model is None and resolve_missing is not None:
+            model = resolve_missing(dep.model.repo, dep.model.revision, problems, at)
+        if spec.platform.environment == "production" and not is_commit(dep.model.revision):
+            locked = f"; it is locked at {model.sha}" if model else ""
+            problems.append(Problem(at("model", "revision"), "must be a 40-hex commit in a production stack",
+                                    f"pin the commit the branch or tag resolves to{locked}", dep.model.revision))
         if model is None:
             problems.append(Problem(at("model", "revision"), f"{dep.model.repo}@{dep.model.revision} is not in "
                                     f"{lock_file.name}", "run `sgldeploy lock` to resolve it on the Hub",

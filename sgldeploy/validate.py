@@ -18,7 +18,6 @@ from .spec import (
     DeploymentSpec,
     PlatformSpec,
     StackSpec,
-    is_commit,
 )
 
 MAX_NAME = 40
@@ -106,10 +105,6 @@ def _deployment_rules(platform: Optional[PlatformSpec], dep: DeploymentSpec, at)
         out.append(Problem(at("model", "trust_remote_code"), "runs code from the model repo, which the platform "
                            "does not allow", "set sgldeploy:platform.allow_trust_remote_code: true after reviewing "
                            "the repo's code, or choose a model without custom code", True))
-    if platform and platform.environment == "production" and not is_commit(dep.model.revision):
-        out.append(Problem(at("model", "revision"), "must be a 40-hex commit in a production stack",
-                           "pin the commit the branch or tag resolves to (see stacks/models.lock.json)",
-                           dep.model.revision))
     e = dep.endpoint
     if e.exposure == "cluster" and (e.tls_certificate_arn or e.hostname):
         field = "tls_certificate_arn" if e.tls_certificate_arn else "hostname"

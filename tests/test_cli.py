@@ -14,7 +14,7 @@ import yaml
 
 from sgldeploy.cli import main
 
-from .conftest import ROOT, deployment, write_stack
+from .conftest import QWEN, ROOT, deployment, write_stack
 
 CIPHERTEXT = "v1:Q2lwaGVydGV4dC1uZXZlci1zaG93bg=="
 
@@ -118,11 +118,16 @@ def test_schema_matches_the_committed_file_and_checks_stack_files():
      "sgldeploy:hfToken: is required: meta-llama/Llama-3.1-8B-Instruct is gated"),
     ("model missing from lock", {"sgldeploy:deployments": [deployment(model={"repo": "org/unknown-model"})]},
      "sgldeploy:deployments[0].model.revision: org/unknown-model@main is not in models.lock.json"),
+    ("branch in production", {"sgldeploy:platform": {"environment": "production", "cluster": {"name": "x"}},
+                              "sgldeploy:deployments": [deployment(model={"repo": QWEN["repo"], "revision": "v1"})]},
+     "sgldeploy:deployments[0].model.revision: must be a 40-hex commit in a production stack"),
     ("does not fit", {"sgldeploy:deployments": [deployment(serving={"context_length": 131072})]},
      "sgldeploy:deployments[0].resources.gpu: does not fit"),
 ])
 def test_invalid_stacks_exit_2_with_one_line_each(tmp_path, case, content, expected):
-    path = write_stack(tmp_path, deployments=content.pop("sgldeploy:deployments"), extra=content)
+    content = dict(content)
+    path = write_stack(tmp_path, platform=content.pop("sgldeploy:platform", None),
+                       deployments=content.pop("sgldeploy:deployments"), extra=content)
     for command in ("validate", "plan"):
         result = run_cli(command, "--config", str(path))
         assert result.returncode == 2, f"{case}: {result.stdout}"

@@ -10,9 +10,6 @@ from sgldeploy.validate import parse_stack
 
 from .conftest import QWEN, deployment
 
-PROD = {"environment": "production"}
-
-
 def problems(platform, deployments) -> list[str]:
     with pytest.raises(InvalidInput) as err:
         parse_stack(platform, deployments)
@@ -113,8 +110,6 @@ INVALID = [
      "sgldeploy:deployments[0].model.revision", "NUL"),
     ("revision with space", None, [deployment(model={**QWEN, "revision": "my branch"})],
      "sgldeploy:deployments[0].model.revision", "whitespace"),
-    ("branch in production", PROD, [deployment(model={**QWEN, "revision": "main"})],
-     "sgldeploy:deployments[0].model.revision", "40-hex commit"),
     ("trust_remote_code not allowed", None, [deployment(model={**QWEN, "trust_remote_code": True})],
      "sgldeploy:deployments[0].model.trust_remote_code", "allow_trust_remote_code"),
     ("min > max", None, [deployment(scaling={"min_replicas": 2, "max_replicas": 1})],

@@ -1,0 +1,184 @@
+"""Resolve models on the Hugging Face Hub into lock entries, with the `huggingface_hub` client.
+
+What a lock entry records: the commit a branch or tag resolves to, every file with its size and sha256
+(LFS) or git blob id, parameter counts by dtype read from the safetensors headers (ranged reads, no weights
+downloaded), the config.json fields sizing needs, the pipeline tag, whether the repo is gated and whether it
+ships code. `HF_ENDPOINT` and `HF_TOKEN` are honoured by the client; transient faults are retried here,
+since the client retries neither `model_info` nor 5xx answers (../shared/reference/huggingface-hub-client.md).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, TypeVar
+
+import httpx2
+from huggingface_hub import HfApi, hf_hub_download
+from huggingface_hub.errors import (
+    GatedRepoError,
+    LocalEntryNotFoundError,
+    NotASafetensorsRepoError,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
+
+from .lock import CONFIG_FIELDS, SERVABLE_PIPELINES
+
+PICKLE_WEIGHTS = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+TOKEN_FIX = "accept the licence on the model's Hub page, then set the token with pulumi config set --secret " \
+            "sgldeploy:hfToken hf_…"
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Retry:
+    """Bounded retries with exponential backoff for connection errors, 5xx and 429 (honouring Retry-After)."""
+
+    attempts: int = 5
+    first_delay: float = 1.0
+    max_delay: float = 16.0
+    sleep: Callable[[float], None] = time.sleep
+
+    def delay(self, attempt: int, error: Exception) -> float:
+        response = getattr(error, "response", None)
+        after = response.headers.get("Retry-After") if response is not None else None
+        if after and after.strip().isdigit():
+            return min(float(after), self.max_delay * 4)
+        return min(self.first_delay * 2 ** attempt, self.max_delay)
+
+
+class HubError(Exception):
+    """A model that cannot be locked, with the line's three parts."""
+
+    def __init__(self, what: str, fix: str):
+        super().__init__(f"{what}; {fix}")
+        self.what, self.fix = what, fix
+
+
+def _status(error: Exception) -> Optional[int]:
+    response = getattr(error, "response", None)
+    return getattr(response, "status_code", None)
+
+
+def _transient(error: Exception) -> bool:
+    if isinstance(error, (httpx2.TransportError, LocalEntryNotFoundError, ConnectionError, TimeoutError)):
+        return True
+    status = _status(error)
+    return status is not None and (status >= 500 or status == 429 or status == 408)
+
+
+def call(repo: str, what: str, fn: Callable[[], T], retry: Retry) -> T:
+    """Run one client call; retry transient faults; turn the final failure into one clear HubError."""
+    last: Optional[Exception] = None
+    for attempt in range(retry.attempts):
+        try:
+            return fn()
+        except GatedRepoError as error:
+            who = "this token has no access" if _status(error) == 403 else "no valid token was given"
+            raise HubError(f"{repo} is gated and {who} (HTTP {_status(error)})", TOKEN_FIX) from None
+        except NotASafetensorsRepoError:
+            raise HubError(f"{repo} has no model.safetensors or model.safetensors.index.json", "choose a repo "
+                           "whose weights SGLang loads as safetensors") from None
+        except RevisionNotFoundError:
+            raise HubError(f"{repo} has no revision of that name (HTTP 404)", "check the branch, tag or commit "
+                           "on the model's Hub page") from None
+        except RepositoryNotFoundError as error:
+            status = _status(error)
+            if status in (401, 403):
+                raise HubError(f"{repo} is gated or private and cannot be read (HTTP {status})", TOKEN_FIX) \
+                    from None
+            raise HubError(f"{repo} does not exist on the Hub (HTTP 404), or is private", "check the repo id; "
+                           "for a private repo, " + TOKEN_FIX.split(", then ")[1]) from None
+        except Exception as error:  # noqa: BLE001 — every other failure is classified below
+            if not _transient(error):
+                if _status(error) in (401, 403):
+                    raise HubError(f"{repo} cannot be read (HTTP {_status(error)})", TOKEN_FIX) from None
+                raise
+            last = error
+            if attempt + 1 < retry.attempts:
+                retry.sleep(retry.delay(attempt, error))
+    raise HubError(f"gave up on {repo} after {retry.attempts} attempts at {what}: {_describe(last)}",
+                   "the Hub or the network is failing; try again later, or check HF_ENDPOINT")
+
+
+def _describe(error: Optional[Exception]) -> str:
+    status = _status(error)
+    return f"HTTP {status}" if status else type(error).__name__
+
+
+# ---- resolution ---------------------------------------------------------------------------------
+
+def resolve(repo: str, revision: str, *, token: Optional[str] = None, endpoint: Optional[str] = None,
+            retry: Retry = Retry(), cache_dir: Optional[str] = None) -> dict[str, Any]:
+    """A version 1 lock entry for `repo@revision`, or HubError naming what is wrong."""
+    api = HfApi(endpoint=endpoint, token=token)
+    info = call(repo, "model_info", lambda: api.model_info(repo, revision=revision, files_metadata=True), retry)
+    sha = info.sha
+    siblings = info.siblings or []
+    names = [s.rfilename for s in siblings]
+    _check_paths(repo, names)
+    safetensors = [n for n in names if n.endswith(".safetensors")]
+    if not safetensors:
+        pickles = [n for n in names if n.endswith(PICKLE_WEIGHTS)]
+        what = f"{repo} has no safetensors weights" + (f", only pickle files ({', '.join(pickles[:3])})"
+                                                       if pickles else "")
+        raise HubError(what, "pickle weights can run code when loaded; choose a repo (or a revision) that ships "
+                       ".safetensors files")
+    if info.pipeline_tag not in SERVABLE_PIPELINES:
+        raise HubError(f"{repo} has pipeline tag {info.pipeline_tag or 'none'}, which sgldeploy does not serve",
+                       f"choose a model tagged {' or '.join(SERVABLE_PIPELINES)}")
+    config_path = call(repo, "config.json", lambda: hf_hub_download(
+        repo, "config.json", revision=sha, token=token, endpoint=endpoint, cache_dir=cache_dir), retry)
+    with open(config_path) as f:
+        config = json.load(f)
+    metadata = call(repo, "safetensors headers", lambda: api.get_safetensors_metadata(repo, revision=sha), retry)
+    by_dtype = {dtype: int(n) for dtype, n in sorted(metadata.parameter_count.items())}
+    files = [{"path": s.rfilename, "size": s.lfs.size if s.lfs else s.size,
+              "sha256": s.lfs.sha256 if s.lfs else None, "blob_id": s.blob_id}
+             for s in sorted(siblings, key=lambda s: s.rfilename)]
+    return {
+        "repo": repo,
+        "revision": revision,
+        "sha": sha,
+        "pipeline_tag": info.pipeline_tag,
+        "gated": bool(info.gated),
+        "custom_code": "auto_map" in config or any(n.endswith(".py") for n in names),
+        "parameters": sum(by_dtype.values()),
+        "dtype": config.get("torch_dtype") or config.get("dtype") or "bfloat16",
+        "parameters_by_dtype": by_dtype,
+        "safetensors_bytes": sum(f["size"] or 0 for f in files if f["path"].endswith(".safetensors")),
+        "files": files,
+        "config": config_fields(config),
+        "source": "hub",
+    }
+
+
+def config_fields(config: dict[str, Any]) -> dict[str, Any]:
+    """The config.json fields sizing needs; multimodal models keep them under text_config."""
+    text = config.get("text_config") or {}
+    picked = {name: config.get(name, text.get(name)) for name in CONFIG_FIELDS}
+    picked["num_experts"] = config.get("num_experts") or config.get("num_local_experts") or \
+        config.get("n_routed_experts")
+    quant = config.get("quantization_config") or {}
+    picked["quantization_method"] = quant.get("quant_method")
+    if picked.get("head_dim") is None and picked.get("hidden_size") and picked.get("num_attention_heads"):
+        picked["head_dim"] = picked["hidden_size"] // picked["num_attention_heads"]
+    return picked
+
+
+def _check_paths(repo: str, names: list[str]) -> None:
+    """A file list that could escape the cache directory is refused outright."""
+    for name in names:
+        parts = name.split("/")
+        if name.startswith("/") or "\\" in name or ".." in parts or "\0" in name or not all(parts):
+            raise HubError(f"{repo} lists a file path that escapes its directory: {name!r}",
+                           "do not use this repo; report it to the Hub")
+
+
+def current_sha(repo: str, revision: str, *, token: Optional[str] = None, endpoint: Optional[str] = None,
+                retry: Retry = Retry()) -> str:
+    api = HfApi(endpoint=endpoint, token=token)
+    return call(repo, "model_info", lambda: api.model_info(repo, revision=revision).sha, retry)
+

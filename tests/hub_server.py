@@ -1,0 +1,210 @@
+"""A Hugging Face Hub API served on loopback, for driving the real `huggingface_hub` client in tests.
+
+It implements what the client calls to resolve a model: model info by revision (with file metadata),
+HEAD and GET (with ranges) of `resolve/` URLs, the error headers the client maps to its exceptions, and
+injected faults (5xx, 429 with Retry-After, dropped connections) to test retries. Repos are built by the
+tests from real files (safetensors written with the `safetensors` package).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Optional
+from urllib.parse import unquote, urlparse
+
+LFS_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
+
+
+def git_blob_id(data: bytes) -> str:
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+@dataclass
+class Repo:
+    repo_id: str
+    commits: dict[str, dict[str, bytes]] = field(default_factory=dict)  # sha → files
+    refs: dict[str, str] = field(default_factory=dict)  # branch or tag → sha
+    pipeline_tag: Optional[str] = "text-generation"
+    gated: bool = False
+    private: bool = False
+    tokens: tuple[str, ...] = ()  # tokens with access, for gated or private repos
+
+    def commit(self, files: dict[str, bytes], ref: str = "main") -> str:
+        sha = hashlib.sha1(json.dumps(sorted((k, hashlib.sha256(v).hexdigest()) for k, v in files.items()))
+                           .encode() + str(len(self.commits)).encode()).hexdigest()
+        self.commits[sha] = dict(files)
+        self.refs[ref] = sha
+        return sha
+
+    def sha_for(self, revision: str) -> Optional[str]:
+        if revision in self.commits:
+            return revision
+        return self.refs.get(revision)
+
+
+@dataclass
+class Fault:
+    """Answer matching requests with `status` (0: drop the connection) the next `times` times."""
+
+    path_pattern: str
+    status: int
+    times: int = 1
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class LoopbackHub:
+    def __init__(self) -> None:
+        self.repos: dict[str, Repo] = {}
+        self.faults: list[Fault] = []
+        self.requests: list[tuple[str, str]] = []  # (method, path)
+        self.lock = threading.Lock()
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def __enter__(self) -> "LoopbackHub":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def add(self, repo: Repo) -> Repo:
+        self.repos[repo.repo_id] = repo
+        return repo
+
+    def fail(self, path_pattern: str, status: int, times: int = 1, **headers: str) -> None:
+        self.faults.append(Fault(path_pattern, status, times, headers))
+
+    def _take_fault(self, path: str) -> Optional[Fault]:
+        with self.lock:
+            for fault in self.faults:
+                if fault.times > 0 and re.search(fault.path_pattern, path):
+                    fault.times -= 1
+                    return fault
+        return None
+
+    def _handler(self):
+        hub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args) -> None:  # quiet
+                pass
+
+            def do_HEAD(self) -> None:
+                self._serve(body=False)
+
+            def do_GET(self) -> None:
+                self._serve(body=True)
+
+            def do_POST(self) -> None:  # telemetry and anything else unmodelled
+                self._reply(200, b"{}", {"Content-Type": "application/json"})
+
+            def _reply(self, status: int, data: bytes = b"", headers: Optional[dict] = None, body: bool = True,
+                       length: Optional[int] = None) -> None:
+                self.send_response(status)
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(data) if length is None else length))
+                self.end_headers()
+                if body and data and self.command != "HEAD":  # a HEAD answer never carries a body
+                    self.wfile.write(data)
+
+            def _error(self, status: int, code: str, message: str = "") -> None:
+                data = json.dumps({"error": message or code}).encode()
+                self._reply(status, data, {"X-Error-Code": code, "X-Error-Message": message or code,
+                                           "Content-Type": "application/json"})
+
+            def _serve(self, body: bool) -> None:
+                path = urlparse(self.path).path
+                hub.requests.append((self.command, path))
+                fault = hub._take_fault(path)
+                if fault is not None:
+                    if fault.status == 0:
+                        self.close_connection = True
+                        self.connection.close()
+                        return
+                    self._reply(fault.status, b"fault", fault.headers)
+                    return
+                info = re.match(r"^/api/models/([^/]+/[^/]+)(?:/revision/(.+))?$", path)
+                if info:
+                    return self._model_info(unquote(info.group(1)), unquote(info.group(2) or "main"))
+                resolve = re.match(r"^/([^/]+/[^/]+)/resolve/([^/]+)/(.+)$", path)
+                if resolve:
+                    return self._resolve(unquote(resolve.group(1)), unquote(resolve.group(2)),
+                                         unquote(resolve.group(3)), body)
+                self._reply(200, b"{}", {"Content-Type": "application/json"}, body)
+
+            def _token(self) -> Optional[str]:
+                auth = self.headers.get("Authorization", "")
+                return auth[len("Bearer "):] if auth.startswith("Bearer ") else None
+
+            def _repo(self, repo_id: str) -> Optional[Repo]:
+                repo = hub.repos.get(repo_id)
+                if repo is None or (repo.private and self._token() not in repo.tokens):
+                    self._error(401 if self._token() is None else 404, "RepoNotFound", "Repository not found")
+                    return None
+                return repo
+
+            def _model_info(self, repo_id: str, revision: str) -> None:
+                repo = self._repo(repo_id)
+                if repo is None:
+                    return
+                sha = repo.sha_for(revision)
+                if sha is None:
+                    return self._error(404, "RevisionNotFound", f"Invalid rev id: {revision}")
+                files = repo.commits[sha]
+                siblings = []
+                for name, data in sorted(files.items()):
+                    sibling = {"rfilename": name, "size": len(data), "blobId": git_blob_id(data)}
+                    if name.endswith(LFS_SUFFIXES):
+                        sibling["lfs"] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data),
+                                          "pointerSize": 134}
+                    siblings.append(sibling)
+                data = {"_id": repo_id, "id": repo_id, "modelId": repo_id, "sha": sha, "private": repo.private,
+                        "gated": "manual" if repo.gated else False, "disabled": False, "downloads": 0, "likes": 0,
+                        "pipeline_tag": repo.pipeline_tag, "tags": [], "siblings": siblings,
+                        "lastModified": "2026-01-01T00:00:00.000Z", "createdAt": "2026-01-01T00:00:00.000Z"}
+                self._reply(200, json.dumps(data).encode(), {"Content-Type": "application/json"})
+
+            def _resolve(self, repo_id: str, revision: str, filename: str, body: bool) -> None:
+                repo = self._repo(repo_id)
+                if repo is None:
+                    return
+                if repo.gated and self._token() not in repo.tokens:
+                    status = 401 if self._token() is None else 403
+                    return self._error(status, "GatedRepo", "Access to this model is restricted")
+                sha = repo.sha_for(revision)
+                if sha is None:
+                    return self._error(404, "RevisionNotFound", f"Invalid rev id: {revision}")
+                data = repo.commits[sha].get(filename)
+                if data is None:
+                    return self._error(404, "EntryNotFound", f"{filename} does not exist")
+                lfs = filename.endswith(LFS_SUFFIXES)
+                etag = hashlib.sha256(data).hexdigest() if lfs else git_blob_id(data)
+                headers = {"X-Repo-Commit": sha, "ETag": f'"{etag}"', "Accept-Ranges": "bytes",
+                           "Content-Type": "application/octet-stream"}
+                if lfs:
+                    headers.update({"X-Linked-Etag": f'"{etag}"', "X-Linked-Size": str(len(data))})
+                ranged = re.match(r"bytes=(\d+)-(\d*)", self.headers.get("Range", ""))
+                if ranged:
+                    start = int(ranged.group(1))
+                    end = min(int(ranged.group(2)) if ranged.group(2) else len(data) - 1, len(data) - 1)
+                    part = data[start:end + 1]
+                    headers["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
+                    return self._reply(206, part, headers, body)
+                self._reply(200, data, headers, body, length=len(data))
+
+        return Handler
