@@ -48,11 +48,12 @@ def loopback(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
     monkeypatch.delenv("HF_TOKEN", raising=False)
     with LoopbackHub() as server:
+        server.cache = str(tmp_path / "hf-cache")  # the client reads HF_HOME at import: pass it explicitly
         yield server
 
 
 def resolve(server: LoopbackHub, repo: str, revision: str = "main", token: str | None = None) -> dict:
-    return hub.resolve(repo, revision, token=token, endpoint=server.endpoint, retry=NO_WAIT)
+    return hub.resolve(repo, revision, token=token, endpoint=server.endpoint, retry=NO_WAIT, cache_dir=server.cache)
 
 
 def refused(server: LoopbackHub, repo: str, revision: str = "main", token: str | None = None) -> hub.HubError:
@@ -147,7 +148,7 @@ def test_transient_faults_are_retried_then_succeed(loopback, status, headers):
     loopback.fail(r"^/api/models/org/flaky", status, times=2, **headers)
     waits: list[float] = []
     entry = hub.resolve("org/flaky", "main", endpoint=loopback.endpoint,
-                        retry=hub.Retry(attempts=4, sleep=waits.append))
+                        retry=hub.Retry(attempts=4, sleep=waits.append), cache_dir=loopback.cache)
     assert entry["parameters"] == 643_072
     assert len(waits) == 2
     if "Retry-After" in headers:
