@@ -10,6 +10,7 @@ since the client retries neither `model_info` nor 5xx answers (../shared/referen
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, TypeVar
@@ -113,6 +114,9 @@ def _describe(error: Optional[Exception]) -> str:
 def resolve(repo: str, revision: str, *, token: Optional[str] = None, endpoint: Optional[str] = None,
             retry: Retry = Retry(), cache_dir: Optional[str] = None) -> dict[str, Any]:
     """A version 1 lock entry for `repo@revision`, or HubError naming what is wrong."""
+    # The client reads HF_ENDPOINT and HF_HUB_CACHE once, at import; read them at call time instead.
+    endpoint = endpoint or os.environ.get("HF_ENDPOINT")
+    cache_dir = cache_dir or os.environ.get("HF_HUB_CACHE")
     api = HfApi(endpoint=endpoint, token=token)
     info = call(repo, "model_info", lambda: api.model_info(repo, revision=revision, files_metadata=True), retry)
     sha = info.sha
@@ -179,6 +183,6 @@ def _check_paths(repo: str, names: list[str]) -> None:
 
 def current_sha(repo: str, revision: str, *, token: Optional[str] = None, endpoint: Optional[str] = None,
                 retry: Retry = Retry()) -> str:
-    api = HfApi(endpoint=endpoint, token=token)
+    api = HfApi(endpoint=endpoint or os.environ.get("HF_ENDPOINT"), token=token)
     return call(repo, "model_info", lambda: api.model_info(repo, revision=revision).sha, retry)
 

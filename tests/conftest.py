@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 import copy
+import os
+
+# Nothing in the tests may reach the real Hub: unless a test points it at its loopback Hub, the client
+# talks to a closed loopback port. Set before anything imports huggingface_hub.
+os.environ["HF_ENDPOINT"] = "http://127.0.0.1:9"
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+os.environ.pop("HF_TOKEN", None)
 from pathlib import Path
 from typing import Any
 

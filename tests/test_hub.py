@@ -45,9 +45,8 @@ def sharded_model(config: dict = CONFIG, extra: dict | None = None) -> dict[str,
 @pytest.fixture
 def loopback(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
-    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
-    monkeypatch.delenv("HF_TOKEN", raising=False)
     with LoopbackHub() as server:
+        monkeypatch.setenv("HF_ENDPOINT", server.endpoint)
         server.cache = str(tmp_path / "hf-cache")  # the client reads HF_HOME at import: pass it explicitly
         yield server
 
@@ -241,3 +240,22 @@ def test_production_branch_is_refused_with_the_commit_to_pin(loopback, tmp_path)
     assert result.returncode == 2
     assert f"must be a 40-hex commit in a production stack (got 'main'); pin the commit the branch or tag " \
            f"resolves to; it is locked at {sha}" in result.stderr
+
+
+def test_preview_resolves_a_model_missing_from_the_lock_and_warns(loopback, tmp_path, monkeypatch):
+    from sgldeploy.engine import run_program
+    from sgldeploy.plan import PROGRAM
+    from sgldeploy.stackfile import read_stack_file
+
+    sha = loopback.add(Repo("org/tiny")).commit(sharded_model())
+    monkeypatch.setenv("HF_ENDPOINT", loopback.endpoint)  # as `pulumi preview` would run with it set
+    monkeypatch.setenv("HF_HUB_CACHE", loopback.cache)
+    stack = read_stack_file(stack_for(tmp_path, "org/tiny"))
+    config = {**stack.config, "sgldeploy:lockFile": str(tmp_path / "models.lock.json")}  # no lock at all
+    recording = run_program(PROGRAM, "sgldeploy", stack.stack, config, stack.secret_keys)
+    warnings = [message for level, message in recording.log if level == "warning"]
+    assert any("org/tiny@main is not in models.lock.json" in w and sha in w and "sgldeploy lock" in w
+               for w in warnings), recording.log
+    deployment = next(r for r in recording.resources if r.type == "kubernetes:apps/v1:Deployment")
+    args = deployment.inputs["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--revision") + 1] == sha
