@@ -58,7 +58,7 @@ def _fail(lines: Sequence[str]) -> int:
 def main(argv: Optional[Sequence[str]] = None, root: Optional[Path] = None) -> int:
     args = build_parser().parse_args(argv)
     from .plan import PROJECT_ROOT
-    root = root or Path.cwd() if (Path.cwd() / "stacks").is_dir() else PROJECT_ROOT
+    root = root or (Path.cwd() if (Path.cwd() / "stacks").is_dir() else PROJECT_ROOT)
     try:
         if args.command == "schema":
             from .schema import stack_file_schema
@@ -105,6 +105,9 @@ def _plan(args: argparse.Namespace, stack) -> int:
         plan = planning.render(stack)
     except pulumi.RunError as err:
         return _fail(str(err).splitlines())
+    for level, message in plan.recording.log:
+        if level in ("warning", "error"):
+            print(f"{level}: {message}", file=sys.stderr)
     print(planning.resource_tree(plan))
     print()
     print(planning.summary(plan))

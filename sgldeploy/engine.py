@@ -137,17 +137,23 @@ def run_program(program: Path, project: str, stack: str, config: dict[str, str],
     recording = Recording(project=project, stack=stack)
     region = config.get("aws:region", "us-east-1")
     monitor = _RecordingMonitor(_OfflineMocks(invokes or default_invokes(region)), recording)
-    logger = logging.getLogger(f"sgldeploy.offline.{id(recording)}")
+    logger = logging.getLogger("sgldeploy.offline")
     logger.propagate = False
-    logger.addHandler(_LogCapture(recording))
+    capture = _LogCapture(recording)
+    logger.addHandler(capture)
     pulumi.runtime.set_all_config(config, secret_keys)
     # A fresh event loop per run: the SDK keeps per-loop state, and plans may run many times per process.
-    asyncio.set_event_loop(asyncio.new_event_loop())
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
     settings.SETTINGS.rpc_manager.clear()
     settings.SETTINGS.outputs.clear()
     pulumi_mocks.set_mocks(monitor.mocks, project=project, stack=stack, preview=True, logger=logger,
                            monitor=monitor)
     # set_mocks made a root stack for unit tests; the program gets its own, as under `pulumi preview`.
     settings.set_root_resource(None)  # type: ignore[arg-type]
-    _sync_await(run_in_stack(lambda: runpy.run_path(str(program), run_name="__main__")))
+    try:
+        _sync_await(run_in_stack(lambda: runpy.run_path(str(program), run_name="__main__")))
+    finally:
+        logger.removeHandler(capture)
+        loop.close()
     return recording
