@@ -49,12 +49,16 @@ class Repo:
 
 @dataclass
 class Fault:
-    """Answer matching requests with `status` (0: drop the connection) the next `times` times."""
+    """Spoil the next `times` matching requests: answer `status` (0: drop the connection at once), or with
+    status 200 serve the real answer cut off after `truncate_after` bytes, or with bytes flipped (`corrupt`)."""
 
     path_pattern: str
     status: int
     times: int = 1
     headers: dict[str, str] = field(default_factory=dict)
+    truncate_after: Optional[int] = None
+    corrupt: bool = False
+    range_start: Optional[int] = None  # only requests for a byte range starting here
 
 
 class LoopbackHub:
@@ -87,9 +91,15 @@ class LoopbackHub:
     def fail(self, path_pattern: str, status: int, times: int = 1, **headers: str) -> None:
         self.faults.append(Fault(path_pattern, status, times, headers))
 
-    def _take_fault(self, path: str) -> Optional[Fault]:
+    def spoil(self, path_pattern: str, times: int = 1, truncate_after: Optional[int] = None,
+              corrupt: bool = False, range_start: Optional[int] = None) -> None:
+        self.faults.append(Fault(path_pattern, 200, times, {}, truncate_after, corrupt, range_start))
+
+    def _take_fault(self, path: str, range_start: Optional[int]) -> Optional[Fault]:
         with self.lock:
             for fault in self.faults:
+                if fault.range_start is not None and fault.range_start != range_start:
+                    continue
                 if fault.times > 0 and re.search(fault.path_pattern, path):
                     fault.times -= 1
                     return fault
@@ -131,8 +141,10 @@ class LoopbackHub:
             def _serve(self, body: bool) -> None:
                 path = urlparse(self.path).path
                 hub.requests.append((self.command, path))
-                fault = hub._take_fault(path)
-                if fault is not None:
+                ranged = re.match(r"bytes=(\d+)-", self.headers.get("Range", ""))
+                fault = hub._take_fault(path, int(ranged.group(1)) if ranged else None)
+                self.spoiled = fault if fault is not None and fault.status == 200 else None
+                if fault is not None and fault.status != 200:
                     if fault.status == 0:
                         self.close_connection = True
                         self.connection.close()
@@ -200,12 +212,26 @@ class LoopbackHub:
                 if lfs:
                     headers.update({"X-Linked-Etag": f'"{etag}"', "X-Linked-Size": str(len(data))})
                 ranged = re.match(r"bytes=(\d+)-(\d*)", self.headers.get("Range", ""))
+                status, part = 200, data
                 if ranged:
                     start = int(ranged.group(1))
                     end = min(int(ranged.group(2)) if ranged.group(2) else len(data) - 1, len(data) - 1)
-                    part = data[start:end + 1]
+                    status, part = 206, data[start:end + 1]
                     headers["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
-                    return self._reply(206, part, headers, body)
-                self._reply(200, data, headers, body, length=len(data))
+                if self.spoiled is not None and body:
+                    if self.spoiled.corrupt:
+                        part = bytes(b ^ 0xFF for b in part[:64]) + part[64:]
+                    if self.spoiled.truncate_after is not None:
+                        self.send_response(status)
+                        for k, v in headers.items():
+                            self.send_header(k, v)
+                        self.send_header("Content-Length", str(len(part)))
+                        self.end_headers()
+                        self.wfile.write(part[:self.spoiled.truncate_after])
+                        self.wfile.flush()
+                        self.close_connection = True
+                        self.connection.shutdown(2)
+                        return
+                self._reply(status, part, headers, body)
 
         return Handler

@@ -1,0 +1,391 @@
+"""Fetch exactly the files SGLang needs for one model commit, verified, into DEST/ORG/NAME/SHA/.
+
+    python prefetch.py --repo ORG/NAME --revision REV --dest DIR [--workers 8]
+
+HF_ENDPOINT and HF_TOKEN come from the environment (the token is never printed or written). The revision is
+resolved to its commit first, so a moving branch can never mix two versions. Only safetensors weights and
+the config, tokenizer and processor files are fetched; pickle weights never are. Files are fetched in
+parallel ranged chunks, each chunk retried on connection resets, 5xx, 429 (Retry-After) and short bodies;
+chunks already on disk are kept, so an interrupted run resumes where it stopped. Every file is checked
+against the Hub's size and sha256 (git blob id for small files) and every safetensors header must parse and
+fit its file; only then is `.complete` written, atomically. A run over a complete cache transfers nothing.
+
+Exit codes: 0 complete; 2 bad arguments; 3 access denied (gated or private: 401/403); 4 repo, revision or
+file not found; 5 verification failed (a corrupt file is discarded); 6 disk full or not writable; 7 the Hub
+kept failing after retries; 8 the repo's file list is unsafe (a path escaping the cache).
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import fnmatch
+import hashlib
+import json
+import os
+import re
+import struct
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import httpx2
+from huggingface_hub import HfApi
+from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
+from huggingface_hub.file_download import hf_hub_url
+from huggingface_hub.utils import build_hf_headers, get_session
+
+OK, BAD_ARGS, DENIED, NOT_FOUND, CORRUPT, DISK, GAVE_UP, UNSAFE = 0, 2, 3, 4, 5, 6, 7, 8
+CHUNK = 16 * 2**20
+PIECE = 2**20  # bytes read from the socket per write: memory stays flat whatever the file size
+ATTEMPTS = 6
+WANTED = ("*.safetensors", "model.safetensors.index.json", "config.json", "generation_config.json",
+          "tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json",
+          "added_tokens.json", "vocab.json", "vocab.txt", "merges.txt", "*.tiktoken", "chat_template.json",
+          "chat_template.jinja", "preprocessor_config.json", "processor_config.json")
+REPO_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
+COMMIT = re.compile(r"^[0-9a-f]{40}$")
+COMPLETE = ".complete"
+PARTIAL = ".partial"
+
+
+class PrefetchError(Exception):
+    def __init__(self, code: int, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    path: str
+    size: int
+    sha256: Optional[str]  # LFS files
+    blob_id: Optional[str]  # git blob sha1, for the others
+
+
+# ---- what to fetch, and where ----------------------------------------------------------------------
+
+def cache_dir(dest: Path, repo: str, sha: str) -> Path:
+    """DEST/ORG/NAME/SHA from validated parts only."""
+    org, name = repo.split("/")
+    if not (REPO_PART.match(org) and REPO_PART.match(name) and ".." not in repo and COMMIT.match(sha)):
+        raise PrefetchError(UNSAFE, f"refusing to build a cache path from repo {repo!r} and commit {sha!r}")
+    return dest / org / name / sha
+
+
+def safe_relative(path: str) -> str:
+    parts = path.split("/")
+    if path.startswith("/") or "\\" in path or "\0" in path or ".." in parts or not all(parts) or \
+            any(p in (".", PARTIAL, COMPLETE) for p in parts):
+        raise PrefetchError(UNSAFE, f"the repo lists a file path that escapes the cache: {path!r}")
+    return path
+
+
+def wanted(path: str) -> bool:
+    name = path.rsplit("/", 1)[-1]
+    return "/" not in path and any(fnmatch.fnmatch(name, pattern) for pattern in WANTED)
+
+
+def select(siblings) -> list[RemoteFile]:
+    for s in siblings:
+        safe_relative(s.rfilename)  # the whole list is checked, not only what we fetch
+    files = [RemoteFile(s.rfilename, s.lfs.size if s.lfs else (s.size or 0), s.lfs.sha256 if s.lfs else None,
+                        s.blob_id) for s in siblings if wanted(s.rfilename)]
+    if not any(f.path.endswith(".safetensors") for f in files):
+        raise PrefetchError(NOT_FOUND, "the repo has no safetensors weights at this revision")
+    return sorted(files, key=lambda f: f.path)
+
+
+# ---- verification --------------------------------------------------------------------------------
+
+def digest(path: Path) -> tuple[str, str]:
+    """sha256 of the file and its git blob id, in one pass."""
+    size = path.stat().st_size
+    sha256, blob = hashlib.sha256(), hashlib.sha1(b"blob %d\0" % size)
+    with open(path, "rb") as f:
+        while piece := f.read(8 * PIECE):
+            sha256.update(piece)
+            blob.update(piece)
+    return sha256.hexdigest(), blob.hexdigest()
+
+
+def safetensors_problem(path: Path) -> Optional[str]:
+    """The header must parse with the safetensors package and every tensor must lie inside the file."""
+    from safetensors import safe_open
+
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        raw = f.read(8)
+        if len(raw) < 8:
+            return "shorter than a safetensors header"
+        header_len = struct.unpack("<Q", raw)[0]
+        if header_len > size - 8:
+            return f"header length {header_len} runs past the end of the file ({size} bytes)"
+        try:
+            header = json.loads(f.read(header_len))
+        except ValueError:
+            return "header is not valid JSON"
+    end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+    if 8 + header_len + end != size:
+        return f"tensors end at byte {8 + header_len + end}, the file has {size}"
+    try:
+        with safe_open(str(path), framework="numpy") as st:
+            st.keys()
+    except Exception as exc:  # noqa: BLE001 — the package's own verdict, whatever its type
+        return f"does not open as safetensors ({exc})"
+    return None
+
+
+def verify(path: Path, remote: RemoteFile) -> tuple[Optional[str], str]:
+    """(problem or None, sha256)."""
+    if path.stat().st_size != remote.size:
+        return f"size {path.stat().st_size}, the Hub says {remote.size}", ""
+    sha256, blob = digest(path)
+    if remote.sha256 and sha256 != remote.sha256:
+        return f"sha256 {sha256[:12]}…, the Hub says {remote.sha256[:12]}…", sha256
+    if not remote.sha256 and remote.blob_id and blob != remote.blob_id:
+        return f"git blob {blob[:12]}…, the Hub says {remote.blob_id[:12]}…", sha256
+    if remote.path.endswith(".safetensors"):  # `path` may be the .part file being checked
+        problem = safetensors_problem(path)
+        if problem:
+            return problem, sha256
+    return None, sha256
+
+
+# ---- transfer ------------------------------------------------------------------------------------
+
+class Transfer:
+    """Parallel ranged chunks with per-chunk retries; progress kept on disk so a later run resumes."""
+
+    def __init__(self, repo: str, sha: str, endpoint: Optional[str], workers: int, log: Callable[[str], None],
+                 sleep: Callable[[float], None] = time.sleep):
+        self.repo, self.sha, self.endpoint, self.workers, self.log, self.sleep = \
+            repo, sha, endpoint, workers, log, sleep
+        self.session = get_session()
+        self.headers = build_hf_headers()  # HF_TOKEN or the local token; never logged
+        self.bytes = 0
+        self.lock = threading.Lock()
+
+    def url(self, path: str) -> str:
+        return hf_hub_url(self.repo, path, revision=self.sha, endpoint=self.endpoint)
+
+    def fetch(self, remote: RemoteFile, part: Path) -> None:
+        done_file = part.with_name(part.name + ".done")
+        chunks = max(1, -(-remote.size // CHUNK))
+        done: set[int] = set()
+        if part.exists() and done_file.exists() and part.stat().st_size == remote.size:
+            done = set(json.loads(done_file.read_text()))
+        else:
+            part.parent.mkdir(parents=True, exist_ok=True)
+            with open(part, "wb") as f:
+                if remote.size:
+                    os.posix_fallocate(f.fileno(), 0, remote.size)  # a full disk fails here, not midway
+        todo = [i for i in range(chunks) if i not in done]
+        if done:
+            self.log(f"resuming {remote.path}: {len(done)} of {chunks} chunks already on disk")
+        fd = os.open(part, os.O_WRONLY)
+        try:
+            with ThreadPoolExecutor(max_workers=min(self.workers, len(todo) or 1)) as pool:
+                for index in pool.map(lambda i: self._chunk(remote, fd, i), todo):
+                    with self.lock:
+                        done.add(index)
+                        _write_atomic(done_file, json.dumps(sorted(done)))
+        finally:
+            os.close(fd)
+
+    def _chunk(self, remote: RemoteFile, fd: int, index: int) -> int:
+        start = index * CHUNK
+        end = min(start + CHUNK, remote.size) - 1
+        headers = {**self.headers, "Range": f"bytes={start}-{end}"} if remote.size else dict(self.headers)
+        last = "no answer"
+        for attempt in range(ATTEMPTS):
+            offset = start
+            try:
+                with self.session.stream("GET", self.url(remote.path), headers=headers, follow_redirects=True,
+                                         timeout=httpx2.Timeout(60.0, connect=10.0)) as response:
+                    status = response.status_code
+                    if status in (401, 403):
+                        raise PrefetchError(DENIED, f"{self.repo} denied {remote.path} (HTTP {status}): accept "
+                                            "the licence on the Hub and give a token with access (HF_TOKEN)")
+                    if status == 404:
+                        raise PrefetchError(NOT_FOUND, f"{self.repo}@{self.sha} has no {remote.path} (HTTP 404)")
+                    if status == 429 or status >= 500 or status not in (200, 206):
+                        retry_after = response.headers.get("Retry-After", "")
+                        raise _Transient(f"HTTP {status}", float(retry_after) if retry_after.isdigit() else None)
+                    if status == 200 and start:
+                        raise _Transient("the server ignored the byte range", None)
+                    for piece in response.iter_bytes(PIECE):
+                        os.pwrite(fd, piece, offset)
+                        offset += len(piece)
+                        with self.lock:
+                            self.bytes += len(piece)
+                if offset != end + 1:
+                    raise _Transient(f"body ended at byte {offset} of {end + 1}", None)
+                return index
+            except PrefetchError:
+                raise
+            except OSError as exc:
+                if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
+                    raise PrefetchError(DISK, f"cannot write {remote.path}: {exc.strerror}") from None
+                last = f"{type(exc).__name__}"
+                wait = None
+            except _Transient as exc:
+                last, wait = exc.reason, exc.retry_after
+            except httpx2.TransportError as exc:
+                last, wait = type(exc).__name__, None
+            if attempt + 1 < ATTEMPTS:
+                self.sleep(wait if wait is not None else min(0.5 * 2 ** attempt, 8.0))
+        raise PrefetchError(GAVE_UP, f"gave up on {self.repo} {remote.path} bytes {start}-{end} after {ATTEMPTS} "
+                            f"attempts: {last}")
+
+
+class _Transient(Exception):
+    def __init__(self, reason: str, retry_after: Optional[float]):
+        super().__init__(reason)
+        self.reason, self.retry_after = reason, retry_after
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+# ---- the run -------------------------------------------------------------------------------------
+
+def resolve(repo: str, revision: str, endpoint: Optional[str], sleep: Callable[[float], None]):
+    api = HfApi(endpoint=endpoint)
+    last = ""
+    for attempt in range(ATTEMPTS):
+        try:
+            return api.model_info(repo, revision=revision, files_metadata=True)
+        except GatedRepoError as exc:
+            code = getattr(exc.response, "status_code", 403)
+            raise PrefetchError(DENIED, f"{repo} is gated (HTTP {code}): accept the licence on the Hub and give a "
+                                "token with access (HF_TOKEN)") from None
+        except RevisionNotFoundError:
+            raise PrefetchError(NOT_FOUND, f"{repo} has no revision {revision!r} (HTTP 404)") from None
+        except RepositoryNotFoundError as exc:
+            code = getattr(exc.response, "status_code", 404)
+            kind = DENIED if code in (401, 403) else NOT_FOUND
+            raise PrefetchError(kind, f"{repo} not found or private (HTTP {code}); check the id and HF_TOKEN") \
+                from None
+        except Exception as exc:  # noqa: BLE001 — classified: transient faults are retried, others end the run
+            response = getattr(exc, "response", None)
+            status = getattr(response, "status_code", None)
+            if status is not None and status < 500 and status != 429:
+                raise PrefetchError(DENIED if status in (401, 403) else NOT_FOUND,
+                                    f"{repo}: HTTP {status} resolving {revision!r}") from None
+            last = f"HTTP {status}" if status else type(exc).__name__
+            after = response.headers.get("Retry-After", "") if response is not None else ""
+            if attempt + 1 < ATTEMPTS:
+                sleep(float(after) if after.isdigit() else min(0.5 * 2 ** attempt, 8.0))
+    raise PrefetchError(GAVE_UP, f"gave up resolving {repo}@{revision} after {ATTEMPTS} attempts: {last}")
+
+
+def complete_matches(target: Path, files: list[RemoteFile]) -> bool:
+    """A `.complete` that lists exactly these files, with their sizes on disk and the Hub's hashes."""
+    marker = target / COMPLETE
+    if not marker.exists():
+        return False
+    try:
+        recorded = {f["path"]: f for f in json.loads(marker.read_text())["files"]}
+    except (ValueError, KeyError, TypeError):
+        return False
+    if set(recorded) != {f.path for f in files}:
+        return False
+    for f in files:
+        entry, local = recorded[f.path], target / f.path
+        if not local.is_file() or local.stat().st_size != f.size or entry.get("size") != f.size:
+            return False
+        if f.sha256 and entry.get("sha256") != f.sha256:
+            return False
+    return True
+
+
+def prefetch(repo: str, revision: str, dest: Path, *, workers: int = 8, endpoint: Optional[str] = None,
+             log: Callable[[str], None] = print, sleep: Callable[[float], None] = time.sleep) -> dict:
+    """Fill DEST/ORG/NAME/SHA and write `.complete`; return the summary. Raises PrefetchError."""
+    started = time.monotonic()
+    if not (len(repo.split("/")) == 2 and all(REPO_PART.match(p) for p in repo.split("/"))):
+        raise PrefetchError(BAD_ARGS, f"--repo must be ORG/NAME (got {repo!r})")
+    endpoint = endpoint or os.environ.get("HF_ENDPOINT")
+    info = resolve(repo, revision, endpoint, sleep)
+    target = cache_dir(dest, repo, info.sha)
+    files = select(info.siblings or [])
+    summary = {"repo": repo, "sha": info.sha, "path": str(target), "files": len(files), "skipped": 0,
+               "bytes": 0, "seconds": 0.0}
+    if complete_matches(target, files):
+        summary.update(skipped=len(files), seconds=round(time.monotonic() - started, 3))
+        return summary
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        (target / COMPLETE).unlink(missing_ok=True)  # whatever follows, an unverified cache is never complete
+    except OSError as exc:
+        raise PrefetchError(DISK, f"cannot write to {dest}: {exc.strerror}") from None
+    transfer = Transfer(repo, info.sha, endpoint, workers, log, sleep)
+    recorded = []
+    for remote in files:
+        final = target / remote.path
+        if final.is_file() and verify(final, remote)[0] is None:  # cached by verification, not by existence
+            summary["skipped"] += 1
+            recorded.append({"path": remote.path, "size": remote.size, "sha256": digest(final)[0]})
+            continue
+        part = target / PARTIAL / (remote.path + ".part")
+        file_started = time.monotonic()
+        try:
+            transfer.fetch(remote, part)
+        except OSError as exc:  # preallocation or the directory itself: the disk is full or read-only
+            part.unlink(missing_ok=True)  # free what was reserved
+            raise PrefetchError(DISK, f"cannot write {remote.path} ({remote.size / 1e6:.1f} MB) under {dest}: "
+                                f"{exc.strerror}") from None
+        problem, sha256 = verify(part, remote)
+        if problem:
+            part.unlink(missing_ok=True)
+            part.with_name(part.name + ".done").unlink(missing_ok=True)
+            raise PrefetchError(CORRUPT, f"{remote.path} failed verification: {problem}; discarded, run again")
+        os.replace(part, final)
+        part.with_name(part.name + ".done").unlink(missing_ok=True)
+        recorded.append({"path": remote.path, "size": remote.size, "sha256": sha256})
+        log(f"fetched {remote.path} ({remote.size / 1e6:.1f} MB in {time.monotonic() - file_started:.1f} s)")
+    _write_atomic(target / COMPLETE, json.dumps({"repo": repo, "sha": info.sha, "files": recorded}, indent=1))
+    try:
+        (target / PARTIAL).rmdir()
+    except OSError:
+        pass
+    summary.update(bytes=transfer.bytes, seconds=round(time.monotonic() - started, 3))
+    return summary
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repo", required=True, help="Hugging Face repo id, ORG/NAME")
+    parser.add_argument("--revision", required=True, help="branch, tag or commit; resolved to the commit first")
+    parser.add_argument("--dest", required=True, type=Path, help="cache root; files land in DEST/ORG/NAME/SHA/")
+    parser.add_argument("--workers", type=int, default=8, help="parallel ranged requests (default 8)")
+    args = parser.parse_args(argv)
+    log = (lambda line: print(line, file=sys.stderr, flush=True))
+    try:
+        summary = prefetch(args.repo, args.revision, args.dest, workers=max(1, args.workers), log=log)
+    except PrefetchError as err:
+        print(f"prefetch: error: {err}", file=sys.stderr)
+        return err.code
+    except OSError as err:  # anything else the file system refuses
+        print(f"prefetch: error: cannot use {args.dest}: {err.strerror or err}", file=sys.stderr)
+        return DISK
+    except KeyboardInterrupt:
+        print("prefetch: interrupted; run again to resume", file=sys.stderr)
+        return 130
+    rate = summary["bytes"] / 1e6 / summary["seconds"] if summary["seconds"] else 0.0
+    print(f"prefetch: {summary['repo']}@{summary['sha']} complete in {summary['path']}: {summary['files']} files "
+          f"({summary['skipped']} already verified), {summary['bytes'] / 1e6:.1f} MB in {summary['seconds']:.2f} s "
+          f"({rate:.0f} MB/s)", file=sys.stderr)
+    return OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
