@@ -28,7 +28,7 @@ import struct
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -40,8 +40,9 @@ from huggingface_hub.file_download import hf_hub_url
 from huggingface_hub.utils import build_hf_headers, get_session
 
 OK, BAD_ARGS, DENIED, NOT_FOUND, CORRUPT, DISK, GAVE_UP, UNSAFE = 0, 2, 3, 4, 5, 6, 7, 8
-CHUNK = 16 * 2**20
-PIECE = 2**20  # bytes read from the socket per write: memory stays flat whatever the file size
+CHUNK = 64 * 2**20  # one ranged request; also the unit of resume
+PIECE = 4 * 2**20  # bytes read per write: memory stays flat whatever the file size
+WORKERS = 4  # parallel requests: more only adds lock contention on small machines
 ATTEMPTS = 6
 WANTED = ("*.safetensors", "model.safetensors.index.json", "config.json", "generation_config.json",
           "tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json",
@@ -102,15 +103,16 @@ def select(siblings) -> list[RemoteFile]:
 
 # ---- verification --------------------------------------------------------------------------------
 
-def digest(path: Path) -> tuple[str, str]:
-    """sha256 of the file and its git blob id, in one pass."""
+def digest(path: Path, blob_id: bool = True) -> tuple[str, str]:
+    """sha256 of the file and (when asked) its git blob id, in one pass."""
     size = path.stat().st_size
-    sha256, blob = hashlib.sha256(), hashlib.sha1(b"blob %d\0" % size)
+    sha256, blob = hashlib.sha256(), hashlib.sha1(b"blob %d\0" % size) if blob_id else None
     with open(path, "rb") as f:
-        while piece := f.read(8 * PIECE):
+        while piece := f.read(8 * 2**20):
             sha256.update(piece)
-            blob.update(piece)
-    return sha256.hexdigest(), blob.hexdigest()
+            if blob is not None:
+                blob.update(piece)
+    return sha256.hexdigest(), blob.hexdigest() if blob is not None else ""
 
 
 def safetensors_problem(path: Path) -> Optional[str]:
@@ -144,7 +146,7 @@ def verify(path: Path, remote: RemoteFile) -> tuple[Optional[str], str]:
     """(problem or None, sha256)."""
     if path.stat().st_size != remote.size:
         return f"size {path.stat().st_size}, the Hub says {remote.size}", ""
-    sha256, blob = digest(path)
+    sha256, blob = digest(path, blob_id=not remote.sha256)  # LFS files are checked by sha256 alone
     if remote.sha256 and sha256 != remote.sha256:
         return f"sha256 {sha256[:12]}…, the Hub says {remote.sha256[:12]}…", sha256
     if not remote.sha256 and remote.blob_id and blob != remote.blob_id:
@@ -158,6 +160,25 @@ def verify(path: Path, remote: RemoteFile) -> tuple[Optional[str], str]:
 
 # ---- transfer ------------------------------------------------------------------------------------
 
+@dataclass
+class _Plan:
+    """One file in flight: its partial file, open descriptor and which chunks are on disk."""
+
+    remote: RemoteFile
+    part: Path
+    done_file: Path
+    fd: int
+    chunks: int
+    done: set
+    todo: list
+    started: float
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
 class Transfer:
     """Parallel ranged chunks with per-chunk retries; progress kept on disk so a later run resumes."""
 
@@ -169,11 +190,38 @@ class Transfer:
         self.headers = build_hf_headers()  # HF_TOKEN or the local token; never logged
         self.bytes = 0
         self.lock = threading.Lock()
+        self.progress = None  # the library's progress bar, when stderr is a terminal
 
     def url(self, path: str) -> str:
         return hf_hub_url(self.repo, path, revision=self.sha, endpoint=self.endpoint)
 
-    def fetch(self, remote: RemoteFile, part: Path) -> None:
+    def fetch_all(self, files: list[RemoteFile], part_of: Callable[[RemoteFile], Path],
+                  finish: Callable[[RemoteFile, Path], None]) -> None:
+        """Fetch every missing chunk of every file in one pool; check each file (`finish`) as soon as its
+        last chunk lands, while the other files are still arriving. Raises the first failure."""
+        plans = [self._prepare(remote, part_of(remote)) for remote in files]
+        with ThreadPoolExecutor(self.workers) as pool, ThreadPoolExecutor(2) as checks:
+            chunk_futures = {pool.submit(self._chunk, plan.remote, plan.fd, i): (plan, i)
+                             for plan in plans for i in plan.todo}
+            check_futures = [checks.submit(self._finish, plan, finish) for plan in plans if not plan.todo]
+            try:
+                for future in as_completed(chunk_futures):
+                    future.result()
+                    plan, index = chunk_futures[future]
+                    plan.done.add(index)
+                    _write_atomic(plan.done_file, json.dumps(sorted(plan.done)))
+                    if len(plan.done) == plan.chunks:
+                        check_futures.append(checks.submit(self._finish, plan, finish))
+                for future in check_futures:
+                    future.result()
+            except BaseException:
+                pool.shutdown(cancel_futures=True)
+                raise
+            finally:
+                for plan in plans:
+                    plan.close()
+
+    def _prepare(self, remote: RemoteFile, part: Path) -> "_Plan":
         done_file = part.with_name(part.name + ".done")
         chunks = max(1, -(-remote.size // CHUNK))
         done: set[int] = set()
@@ -184,23 +232,23 @@ class Transfer:
             with open(part, "wb") as f:
                 if remote.size:
                     os.posix_fallocate(f.fileno(), 0, remote.size)  # a full disk fails here, not midway
-        todo = [i for i in range(chunks) if i not in done]
         if done:
             self.log(f"resuming {remote.path}: {len(done)} of {chunks} chunks already on disk")
-        fd = os.open(part, os.O_WRONLY)
-        try:
-            with ThreadPoolExecutor(max_workers=min(self.workers, len(todo) or 1)) as pool:
-                for index in pool.map(lambda i: self._chunk(remote, fd, i), todo):
-                    with self.lock:
-                        done.add(index)
-                        _write_atomic(done_file, json.dumps(sorted(done)))
-        finally:
-            os.close(fd)
+        return _Plan(remote, part, done_file, os.open(part, os.O_WRONLY), chunks, done,
+                     [i for i in range(chunks) if i not in done], time.monotonic())
+
+    @staticmethod
+    def _finish(plan: "_Plan", finish: Callable[[RemoteFile, Path], None]) -> None:
+        plan.close()
+        finish(plan.remote, plan.part)
 
     def _chunk(self, remote: RemoteFile, fd: int, index: int) -> int:
         start = index * CHUNK
         end = min(start + CHUNK, remote.size) - 1
-        headers = {**self.headers, "Range": f"bytes={start}-{end}"} if remote.size else dict(self.headers)
+        # identity encoding: the raw bytes on the wire are the file's bytes
+        headers = {**self.headers, "Accept-Encoding": "identity"}
+        if remote.size:
+            headers["Range"] = f"bytes={start}-{end}"
         last = "no answer"
         for attempt in range(ATTEMPTS):
             offset = start
@@ -218,11 +266,13 @@ class Transfer:
                         raise _Transient(f"HTTP {status}", float(retry_after) if retry_after.isdigit() else None)
                     if status == 200 and start:
                         raise _Transient("the server ignored the byte range", None)
-                    for piece in response.iter_bytes(PIECE):
+                    for piece in response.iter_raw(PIECE):
                         os.pwrite(fd, piece, offset)
                         offset += len(piece)
                         with self.lock:
                             self.bytes += len(piece)
+                            if self.progress is not None:
+                                self.progress.update(len(piece))
                 if offset != end + 1:
                     raise _Transient(f"body ended at byte {offset} of {end + 1}", None)
                 return index
@@ -307,7 +357,7 @@ def complete_matches(target: Path, files: list[RemoteFile]) -> bool:
     return True
 
 
-def prefetch(repo: str, revision: str, dest: Path, *, workers: int = 8, endpoint: Optional[str] = None,
+def prefetch(repo: str, revision: str, dest: Path, *, workers: int = WORKERS, endpoint: Optional[str] = None,
              log: Callable[[str], None] = print, sleep: Callable[[float], None] = time.sleep) -> dict:
     """Fill DEST/ORG/NAME/SHA and write `.complete`; return the summary. Raises PrefetchError."""
     started = time.monotonic()
@@ -328,31 +378,42 @@ def prefetch(repo: str, revision: str, dest: Path, *, workers: int = 8, endpoint
     except OSError as exc:
         raise PrefetchError(DISK, f"cannot write to {dest}: {exc.strerror}") from None
     transfer = Transfer(repo, info.sha, endpoint, workers, log, sleep)
-    recorded = []
+    if sys.stderr.isatty():
+        from huggingface_hub.utils import tqdm
+        transfer.progress = tqdm(total=sum(f.size for f in files), unit="B", unit_scale=True, desc=repo)
+    recorded: dict[str, dict] = {}
+    missing = []
     for remote in files:
         final = target / remote.path
         if final.is_file() and verify(final, remote)[0] is None:  # cached by verification, not by existence
             summary["skipped"] += 1
-            recorded.append({"path": remote.path, "size": remote.size, "sha256": digest(final)[0]})
-            continue
-        part = target / PARTIAL / (remote.path + ".part")
-        file_started = time.monotonic()
-        try:
-            transfer.fetch(remote, part)
-        except OSError as exc:  # preallocation or the directory itself: the disk is full or read-only
-            part.unlink(missing_ok=True)  # free what was reserved
-            raise PrefetchError(DISK, f"cannot write {remote.path} ({remote.size / 1e6:.1f} MB) under {dest}: "
-                                f"{exc.strerror}") from None
+            recorded[remote.path] = {"path": remote.path, "size": remote.size,
+                                     "sha256": digest(final, blob_id=False)[0]}
+        else:
+            missing.append(remote)
+
+    def place(remote: RemoteFile, part: Path) -> None:
         problem, sha256 = verify(part, remote)
         if problem:
             part.unlink(missing_ok=True)
             part.with_name(part.name + ".done").unlink(missing_ok=True)
             raise PrefetchError(CORRUPT, f"{remote.path} failed verification: {problem}; discarded, run again")
-        os.replace(part, final)
+        os.replace(part, target / remote.path)
         part.with_name(part.name + ".done").unlink(missing_ok=True)
-        recorded.append({"path": remote.path, "size": remote.size, "sha256": sha256})
-        log(f"fetched {remote.path} ({remote.size / 1e6:.1f} MB in {time.monotonic() - file_started:.1f} s)")
-    _write_atomic(target / COMPLETE, json.dumps({"repo": repo, "sha": info.sha, "files": recorded}, indent=1))
+        recorded[remote.path] = {"path": remote.path, "size": remote.size, "sha256": sha256}
+        log(f"fetched {remote.path} ({remote.size / 1e6:.1f} MB)")
+
+    try:
+        transfer.fetch_all(missing, lambda remote: target / PARTIAL / (remote.path + ".part"), place)
+    except OSError as exc:  # preallocation or the directory itself: the disk is full or read-only
+        for remote in missing:
+            if remote.path not in recorded:
+                (target / PARTIAL / (remote.path + ".part")).unlink(missing_ok=True)  # free what was reserved
+        raise PrefetchError(DISK, f"cannot write under {dest}: {exc.strerror}") from None
+    if transfer.progress is not None:
+        transfer.progress.close()
+    entries = [recorded[f.path] for f in files]
+    _write_atomic(target / COMPLETE, json.dumps({"repo": repo, "sha": info.sha, "files": entries}, indent=1))
     try:
         (target / PARTIAL).rmdir()
     except OSError:
@@ -366,7 +427,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--repo", required=True, help="Hugging Face repo id, ORG/NAME")
     parser.add_argument("--revision", required=True, help="branch, tag or commit; resolved to the commit first")
     parser.add_argument("--dest", required=True, type=Path, help="cache root; files land in DEST/ORG/NAME/SHA/")
-    parser.add_argument("--workers", type=int, default=8, help="parallel ranged requests (default 8)")
+    parser.add_argument("--workers", type=int, default=WORKERS, help=f"parallel ranged requests (default {WORKERS})")
     args = parser.parse_args(argv)
     log = (lambda line: print(line, file=sys.stderr, flush=True))
     try:

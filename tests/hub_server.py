@@ -34,8 +34,12 @@ class Repo:
     private: bool = False
     tokens: tuple[str, ...] = ()  # tokens with access, for gated or private repos
 
+    digests: dict[int, tuple[str, str]] = field(default_factory=dict)  # id → (sha256, git blob id)
+
     def commit(self, files: dict[str, bytes], ref: str = "main") -> str:
-        sha = hashlib.sha1(json.dumps(sorted((k, hashlib.sha256(v).hexdigest()) for k, v in files.items()))
+        for data in files.values():  # hashed once here, not on every request
+            self.digests[id(data)] = (hashlib.sha256(data).hexdigest(), git_blob_id(data))
+        sha = hashlib.sha1(json.dumps(sorted((k, self.digests[id(v)][0]) for k, v in files.items()))
                            .encode() + str(len(self.commits)).encode()).hexdigest()
         self.commits[sha] = dict(files)
         self.refs[ref] = sha
@@ -181,10 +185,10 @@ class LoopbackHub:
                 files = repo.commits[sha]
                 siblings = []
                 for name, data in sorted(files.items()):
-                    sibling = {"rfilename": name, "size": len(data), "blobId": git_blob_id(data)}
+                    sha256, blob = repo.digests[id(data)]
+                    sibling = {"rfilename": name, "size": len(data), "blobId": blob}
                     if name.endswith(LFS_SUFFIXES):
-                        sibling["lfs"] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data),
-                                          "pointerSize": 134}
+                        sibling["lfs"] = {"sha256": sha256, "size": len(data), "pointerSize": 134}
                     siblings.append(sibling)
                 data = {"_id": repo_id, "id": repo_id, "modelId": repo_id, "sha": sha, "private": repo.private,
                         "gated": "manual" if repo.gated else False, "disabled": False, "downloads": 0, "likes": 0,
@@ -206,7 +210,7 @@ class LoopbackHub:
                 if data is None:
                     return self._error(404, "EntryNotFound", f"{filename} does not exist")
                 lfs = filename.endswith(LFS_SUFFIXES)
-                etag = hashlib.sha256(data).hexdigest() if lfs else git_blob_id(data)
+                etag = repo.digests[id(data)][0 if lfs else 1]
                 headers = {"X-Repo-Commit": sha, "ETag": f'"{etag}"', "Accept-Ranges": "bytes",
                            "Content-Type": "application/octet-stream"}
                 if lfs:

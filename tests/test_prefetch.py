@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT / "sglang_image"))
 import prefetch  # noqa: E402
 
 TOOL = ROOT / "sglang_image" / "prefetch.py"
-SHARD_MIB = 48  # two shards: ~100 MB per repo, enough for many chunks per file
+SHARD_MIB = 48  # two shards: ~100 MB per repo
 
 
 def big_model(seed: int = 0) -> dict[str, bytes]:
@@ -37,6 +37,12 @@ def big_model(seed: int = 0) -> dict[str, bytes]:
             del files[name]
     return {**files, **shards, "model.safetensors.index.json": json.dumps(index).encode(),
             "pytorch_model.bin": b"pickled weights are never fetched", "README.md": b"not needed either"}
+
+
+@pytest.fixture(autouse=True)
+def small_chunks(monkeypatch):
+    """In-process runs use 8 MiB chunks, so each shard spans several and resuming has something to skip."""
+    monkeypatch.setattr(prefetch, "CHUNK", 8 * 2**20)
 
 
 @pytest.fixture
