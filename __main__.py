@@ -43,7 +43,9 @@ except InvalidInput as invalid:
 
 region = pulumi.Config("aws").get("region") or os.environ.get("AWS_REGION") or "us-east-1"
 common_labels = {"app.kubernetes.io/part-of": pulumi.get_project(), "sgldeploy.io/stack": pulumi.get_stack()}
-platform = Platform("platform", PlatformArgs(spec=stack.spec.platform, region=region, labels=common_labels))
+node_cache = any(item.spec.cache_storage == "node-local" for item in stack.deployments)
+platform = Platform("platform", PlatformArgs(spec=stack.spec.platform, region=region, labels=common_labels,
+                                             node_cache=node_cache))
 
 summaries, api_keys = {}, {}
 for item in stack.deployments:

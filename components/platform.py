@@ -22,6 +22,8 @@ class PlatformArgs:
     spec: PlatformSpec
     region: str
     labels: dict[str, str]
+    node_cache: bool = False
+    """Some deployment caches weights on its nodes (hostPath), which the baseline pod security level forbids."""
 
 
 def kubeconfig(cluster_name: str, endpoint: str, ca_data: str, region: str) -> str:
@@ -64,10 +66,14 @@ class Platform(pulumi.ComponentResource):
             enable_server_side_apply=True,
             opts=pulumi.ResourceOptions(parent=self),
         )
+        # Baseline pod security, unless a node-local weight cache needs its hostPath; the warnings stay on.
+        enforce = "privileged" if args.node_cache else "baseline"
         namespace = k8s.core.v1.Namespace(
             f"{name}-namespace",
             metadata={"name": spec.namespace, "labels": {**args.labels,
-                                                          "pod-security.kubernetes.io/enforce": "baseline"}},
+                                                          "pod-security.kubernetes.io/enforce": enforce,
+                                                          "pod-security.kubernetes.io/warn": "baseline",
+                                                          "pod-security.kubernetes.io/audit": "baseline"}},
             # The namespace name is fixed by the spec; a rename must delete the old one first.
             opts=pulumi.ResourceOptions(parent=self, provider=self.provider, delete_before_replace=True),
         )

@@ -422,13 +422,17 @@ def prefetch(repo: str, revision: str, dest: Path, *, workers: int = WORKERS, en
     return summary
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repo", required=True, help="Hugging Face repo id, ORG/NAME")
     parser.add_argument("--revision", required=True, help="branch, tag or commit; resolved to the commit first")
     parser.add_argument("--dest", required=True, type=Path, help="cache root; files land in DEST/ORG/NAME/SHA/")
     parser.add_argument("--workers", type=int, default=WORKERS, help=f"parallel ranged requests (default {WORKERS})")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
     log = (lambda line: print(line, file=sys.stderr, flush=True))
     try:
         summary = prefetch(args.repo, args.revision, args.dest, workers=max(1, args.workers), log=log)

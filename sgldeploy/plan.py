@@ -15,6 +15,7 @@ import yaml
 
 from . import cost
 from .engine import Recording, Registration, run_program
+from . import weight_cache
 from .files import write_atomic
 from .lock import lock_path_for
 from .serving import initial_replicas
@@ -90,11 +91,23 @@ def deployment_json(item, region: str) -> dict:
                      "running_when_idle": initial_replicas(spec)},
         "readiness": spec.readiness,
         "cache_storage": spec.cache_storage,
+        "cache": {"storage": spec.cache_storage, "why": weight_cache.explain(spec)},
+        "cold_start_seconds": _cold_start(item),
         "startup_budget_seconds": item.sizing.startup_budget_seconds,
         "cost": {"hourly_usd_min": line.hourly_usd_min, "hourly_usd_max": line.hourly_usd_max,
                  "monthly_usd_min": cost.monthly(line.hourly_usd_min),
                  "monthly_usd_max": cost.monthly(line.hourly_usd_max)},
     }
+
+
+def _cold_start(item) -> dict:
+    p, spec = item.sizing.placement, item.spec
+    out = {}
+    for case, warm in (("new_node", False), ("warm_node", True)):
+        c = weight_cache.cold_start(spec, item.sizing.memory.weights_gib, p.nodes_per_replica, warm_node=warm)
+        out[case] = {"node": c.node_s, "image": c.image_s, "weights": c.weights_s, "engine": c.engine_s,
+                     "total": c.total_s, "assumes": c.note}
+    return out
 
 
 def _candidate(c) -> dict:
@@ -203,7 +216,10 @@ def summary(plan: Plan) -> str:
             *_alternatives(d.sizing),
             f"  replicas   {j['replicas']['min']}–{j['replicas']['max']}, {j['replicas']['running_when_idle']} "
             f"running when idle (readiness {j['readiness']}, cold-start budget {j['startup_budget_seconds']} s)",
-            f"  cache      {j['cache_storage']} requested; this version renders a per-pod emptyDir",
+            f"  cache      {j['cache']['why']}",
+            f"  cold start {j['cold_start_seconds']['new_node']['total']} s on a new node "
+            f"({j['cold_start_seconds']['new_node']['assumes']}), "
+            f"{j['cold_start_seconds']['warm_node']['total']} s on a warm one",
             f"  cost       {_money(c['hourly_usd_min'])}–{_money(c['hourly_usd_max'])}/h · "
             f"{_money(c['monthly_usd_min'])}–{_money(c['monthly_usd_max'])}/month",
         ]

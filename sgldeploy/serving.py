@@ -10,13 +10,14 @@ import math
 from dataclasses import dataclass
 from typing import Any, Optional
 
+from . import weight_cache
 from .lock import LockedModel
 from .sglang_args import API_KEY_ENV, SERVER_PORT, launch_command
 from .sizing import Sizing
 from .spec import DeploymentSpec
+from .weight_cache import CachePlan
 
 GPU_RESOURCE = "nvidia.com/gpu"
-HF_CACHE = "/root/.cache/huggingface"  # the official image runs as root; HF_HOME points here explicitly
 SERVICE_PORT = 80
 PROBE_PERIOD_SECONDS = 10
 DIST_INIT_PORT = 20000  # torch.distributed rendezvous on the leader of a multi-node replica
@@ -68,11 +69,16 @@ def probes(sizing: Sizing) -> dict[str, dict[str, Any]]:
     }
 
 
-def env(dep: DeploymentSpec, secrets: SecretRefs) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = [{"name": "HF_HOME", "value": HF_CACHE}]
-    if secrets.hf_token:
-        out.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": secrets.hf_token,
-                                                                        "key": "HF_TOKEN"}}})
+def token_env(secrets: SecretRefs) -> Optional[dict[str, Any]]:
+    if not secrets.hf_token:
+        return None
+    return {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": secrets.hf_token, "key": "HF_TOKEN"}}}
+
+
+def env(dep: DeploymentSpec, secrets: SecretRefs, cache: CachePlan) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = list(cache.server_env)
+    if secrets.hf_token and cache.hub_on_start:  # a server reading a local cache never needs the token
+        out.append(token_env(secrets))
     if secrets.api_key:
         out.append({"name": API_KEY_ENV, "valueFrom": {"secretKeyRef": {"name": secrets.api_key,
                                                                          "key": "API_KEY"}}})
@@ -83,7 +89,9 @@ def env(dep: DeploymentSpec, secrets: SecretRefs) -> list[dict[str, Any]]:
 def pod_template(dep: DeploymentSpec, model: LockedModel, sizing: Sizing, secrets: SecretRefs,
                  instance_types: list[str], role: str = "server") -> dict[str, Any]:
     """The pod of a one-node replica (`server`), or of the `leader` or a `worker` of a multi-node one."""
-    launch = launch_command(dep, model, sizing, api_key=secrets.api_key is not None)
+    cache = weight_cache.plan(dep, model, sizing.disk_gib, token_env(secrets))
+    launch = launch_command(dep, model, sizing, api_key=secrets.api_key is not None,
+                            model_path=None if cache.hub_on_start else cache.model_path)
     gpus = sizing.placement.gpus_per_replica // sizing.placement.nodes_per_replica
     memory = f"{int(sizing.memory_request_gib)}Gi"
     args, extra_env = launch.args, []
@@ -99,14 +107,13 @@ def pod_template(dep: DeploymentSpec, model: LockedModel, sizing: Sizing, secret
         "command": launch.command,
         "args": args,
         "ports": [{"name": "http", "containerPort": SERVER_PORT, "protocol": "TCP"}],
-        "env": env(dep, secrets) + extra_env,
+        "env": env(dep, secrets, cache) + extra_env,
         "resources": {
             "requests": {"cpu": f"{sizing.cpu:g}", "memory": memory, GPU_RESOURCE: str(gpus)},
             # No CPU limit: throttling the tokenizer and scheduler threads only adds latency.
             "limits": {"memory": memory, GPU_RESOURCE: str(gpus)},
         },
-        "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"},
-                         {"name": "model-cache", "mountPath": "/root/.cache"}],
+        "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}, *cache.server_mounts],
         "securityContext": {"allowPrivilegeEscalation": False},
         # Ranks ≥ 1 of a multi-node replica serve no HTTP at all: only the leader and single pods are probed.
         **(probes(sizing) if role != "worker" else {}),
@@ -115,6 +122,9 @@ def pod_template(dep: DeploymentSpec, model: LockedModel, sizing: Sizing, secret
     return {
         "metadata": {"labels": pod_labels, "annotations": {"sgldeploy.io/model": f"{dep.model.repo}@{model.sha}"}},
         "spec": {
+            # The prefetch init container exits non-zero unless the cache is complete and verified, so the
+            # server never starts on a partial one.
+            **({"initContainers": cache.init_containers} if cache.init_containers else {}),
             "containers": [container],
             # Let in-flight generations finish when a pod is stopped or moved.
             "terminationGracePeriodSeconds": 120,
@@ -125,7 +135,7 @@ def pod_template(dep: DeploymentSpec, model: LockedModel, sizing: Sizing, secret
             "volumes": [
                 # NCCL and the tokenizer workers use /dev/shm; Docker's 64 MB default is too small.
                 {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": f"{sizing.shm_gib}Gi"}},
-                {"name": "model-cache", "emptyDir": {"sizeLimit": f"{sizing.disk_gib}Gi"}},
+                *cache.volumes,
             ],
         },
     }
@@ -144,8 +154,8 @@ def deployment_spec(dep: DeploymentSpec, model: LockedModel, sizing: Sizing, sec
         "selector": {"matchLabels": selector(dep)},
         "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": dep.rollout.max_surge,
                                                                 "maxUnavailable": dep.rollout.max_unavailable}},
-        # A rollout that has not become ready within the cold-start budget is reported as failed.
-        "progressDeadlineSeconds": sizing.startup_budget_seconds + 300,
+        # A rollout not ready within a cold node, a first download and the startup budget is reported failed.
+        "progressDeadlineSeconds": sizing.rollout_deadline_seconds,
         "template": pod_template(dep, model, sizing, secrets, instance_types),
     }
 

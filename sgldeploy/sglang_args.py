@@ -24,11 +24,14 @@ class LaunchCommand:
     args: list[str]  # SGLang flags; `$(SGLANG_API_KEY)` is expanded by the kubelet from a Secret-backed env
 
 
-def server_flags(dep: DeploymentSpec, model: LockedModel, sizing: Sizing, api_key: bool) -> list[str]:
+def server_flags(dep: DeploymentSpec, model: LockedModel, sizing: Sizing, api_key: bool,
+                 model_path: str | None = None) -> list[str]:
+    """SGLang's flags; `model_path` is a local cache directory of the locked commit, or None for the Hub."""
     s = dep.serving
+    source = ["--model-path", model_path] if model_path else \
+        ["--model-path", dep.model.repo, "--revision", model.sha]  # the locked commit: every replica alike
     flags = [
-        "--model-path", dep.model.repo,
-        "--revision", model.sha,  # the locked commit, so every replica serves the same weights
+        *source,
         "--served-model-name", dep.served_name,
         "--host", "0.0.0.0",
         "--port", str(SERVER_PORT),
@@ -56,5 +59,6 @@ def server_flags(dep: DeploymentSpec, model: LockedModel, sizing: Sizing, api_ke
     return flags + list(s.extra_args)
 
 
-def launch_command(dep: DeploymentSpec, model: LockedModel, sizing: Sizing, api_key: bool) -> LaunchCommand:
-    return LaunchCommand(command=list(ENTRYPOINT), args=server_flags(dep, model, sizing, api_key))
+def launch_command(dep: DeploymentSpec, model: LockedModel, sizing: Sizing, api_key: bool,
+                   model_path: str | None = None) -> LaunchCommand:
+    return LaunchCommand(command=list(ENTRYPOINT), args=server_flags(dep, model, sizing, api_key, model_path))

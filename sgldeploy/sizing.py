@@ -32,6 +32,7 @@ from typing import Optional
 
 from .catalog import GpuModel, InstanceType, gpu_models, instance_types
 from .lock import LockedModel
+from . import weight_cache
 from .spec import GPU_MODELS, DeploymentSpec
 
 GIB = 1024**3
@@ -125,7 +126,8 @@ class Sizing:
     memory_request_gib: float
     shm_gib: int
     disk_gib: int
-    startup_budget_seconds: int
+    startup_budget_seconds: int  # the startup probe's window: load, engine start, cold JIT
+    rollout_deadline_seconds: int  # a new node, the image, a first download, then the startup budget
     cheaper_infeasible: tuple[Candidate, ...] = ()  # the two nearest cheaper options that do not fit
     dearer: tuple[Candidate, ...] = ()  # the next two feasible options up in price
 
@@ -336,9 +338,13 @@ def _finish(dep: DeploymentSpec, best: Candidate, placement: Placement, context:
     weights_per_node = best.memory.weights_gib / best.nodes
     disk = int(dep.resources.disk_gib) if dep.resources.disk_gib != "auto" \
         else int(math.ceil((100 + 2 * weights_per_node) / 50) * 50)
-    downloads = dep.cache_storage == "none"
-    # Image pull, CUDA graphs and JIT take ~10 min cold; loading adds ~2 s/GiB locally, ~8 s/GiB from the Hub.
-    budget = min(3600, int(600 + weights_per_node * (8 if downloads else 2)))
+    warm = weight_cache.cold_start(dep, best.memory.weights_gib, best.nodes, warm_node=True)
+    # Twice the expected load and engine start, plus ten minutes for kernels compiled cold (JIT caches empty).
+    budget = min(3600, 2 * (warm.weights_s + warm.engine_s) + 600)
+    first_download = int(weights_per_node * 1073.741824 / weight_cache.HUB_MB_S) \
+        if dep.cache_storage != "none" else 0  # the prefetch init container, before the server starts
+    deadline = weight_cache.NODE_PROVISIONING_S + weight_cache.IMAGE_PULL_S + first_download + budget
     return Sizing(placement=placement, memory=best.memory, dtype=best.dtype, context_length=context, cpu=cpu,
                   memory_request_gib=mem, shm_gib=shm, disk_gib=disk, startup_budget_seconds=budget,
+                  rollout_deadline_seconds=deadline,
                   cheaper_infeasible=cheaper, dearer=dearer)

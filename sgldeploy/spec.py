@@ -288,10 +288,13 @@ class ScalingSpec(Model):
 
 
 class CacheSpec(Model):
-    storage: CacheStorage = Field("auto", description="Where weights are cached; auto follows readiness. "
-                                                      "Default auto.")
+    storage: CacheStorage = Field("auto", description="Where weights are cached: node-local (the GPU node's "
+                                                      "NVMe), efs, fsx-lustre, none (download on start), or auto "
+                                                      "(follows readiness). Default auto.")
     size_gib: AutoPositiveInt = Field("auto", description="Cache size (GiB), or auto from the model size. "
                                                           "Default auto.")
+    prefetch_image: Optional[str] = Field(None, min_length=1, description="Image holding sgldeploy's prefetch "
+                                          "tool (built from sglang_image/); required when weights are cached.")
 
 
 class HealthCheckSpec(Model):

@@ -36,7 +36,7 @@ def lock():
 def deployment(**fields: Any) -> dict:
     """A valid raw deployment (Qwen 7B on one L4), with fields overridden; dotted keys reach nested ones."""
     raw: dict[str, Any] = {"name": "qwen", "model": dict(QWEN),
-                           "serving": {"context_length": 4096, "max_concurrency": 4},
+                           "serving": {"context_length": 4096, "max_concurrency": 4}, "cache": {"storage": "none"},
                            "resources": {"gpu": "L4", "gpu_count": 1}}
     for key, value in fields.items():
         *parents, leaf = key.split("__")

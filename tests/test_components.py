@@ -141,6 +141,7 @@ def test_multi_gpu_replica_gets_all_gpus_and_shared_memory(tmp_path, lock):
     plan = render_stack(write_stack(tmp_path, deployments=[{"name": "big", "model": dict(LLAMA_70B),
                                                             "serving": {"context_length": 16384,
                                                                         "max_concurrency": 8},
+                                                            "cache": {"storage": "none"},
                                                             "resources": {"gpu": "H100"}}],
                                     extra={"sgldeploy:hfToken": {"secure": "v1:opaque"}}))
     c = container(plan)
@@ -163,7 +164,7 @@ def test_a_replica_spanning_nodes_is_a_leader_worker_set(tmp_path):
     from . import k8s_schemas
     from .conftest import LLAMA_70B
     big = {"name": "big", "model": dict(LLAMA_70B), "serving": {"context_length": 16384, "max_concurrency": 8},
-           "resources": {"gpu": "H100", "gpu_count": 16}}
+           "resources": {"gpu": "H100", "gpu_count": 16}, "cache": {"storage": "none"}}
     platform = {"cluster": {"name": "test"}, "namespace": "llm", "addons": {"leader_worker_set": True}}
     plan = render_stack(write_stack(tmp_path, platform=platform, deployments=[big],
                                     extra={"sgldeploy:hfToken": {"secure": "v1:opaque"}}))
@@ -190,7 +191,7 @@ def test_multi_node_placement_needs_the_leader_worker_set_addon(tmp_path):
     from sgldeploy.problems import InvalidInput
     from .conftest import LLAMA_70B
     big = {"name": "big", "model": dict(LLAMA_70B), "serving": {"context_length": 16384, "max_concurrency": 8},
-           "resources": {"gpu": "H100", "gpu_count": 16}}
+           "resources": {"gpu": "H100", "gpu_count": 16}, "cache": {"storage": "none"}}
     with pytest.raises(InvalidInput) as err:
         render_stack(write_stack(tmp_path, deployments=[big], extra={"sgldeploy:hfToken": {"secure": "x"}}))
     assert err.value.problems[0].path == "sgldeploy:platform.addons.leader_worker_set"

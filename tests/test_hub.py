@@ -167,7 +167,8 @@ def test_permanent_failure_names_repo_and_what_was_tried(loopback):
 
 def stack_for(tmp_path: Path, repo: str, revision: str = "main", environment: str = "development") -> Path:
     deployment = {"name": "tiny", "model": {"repo": repo, "revision": revision},
-                  "resources": {"gpu": "L4", "gpu_count": 1}, "serving": {"max_concurrency": 4}}
+                  "resources": {"gpu": "L4", "gpu_count": 1}, "serving": {"max_concurrency": 4},
+                  "cache": {"storage": "none"}}
     path = tmp_path / "Pulumi.test.yaml"
     path.write_text(yaml.safe_dump({"config": {
         "sgldeploy:platform": {"environment": environment, "cluster": {"name": "x"}},

@@ -31,7 +31,7 @@ def test_minimal_deployment_gets_documented_defaults():
 
 @pytest.mark.parametrize("readiness", list(READINESS_DEFAULTS))
 def test_readiness_sets_defaults_in_one_place(readiness):
-    dep = parse_stack(None, [deployment(readiness=readiness, scaling={"max_replicas": 2})]).deployments[0]
+    dep = parse_stack(None, [deployment(readiness=readiness, scaling={"max_replicas": 2}, cache={})]).deployments[0]
     defaults = READINESS_DEFAULTS[readiness]
     assert dep.min_replicas == defaults["min_replicas"]
     assert dep.cache_storage == defaults["cache_storage"]

@@ -1,0 +1,132 @@
+"""Where a deployment's weights live, as pod volumes and containers (no Pulumi), and what a cold start costs.
+
+- `none`: SGLang downloads from the Hub into a per-pod emptyDir on every start.
+- `node-local`: a directory on the GPU node (`NODE_CACHE_PATH`, on the instance-store NVMe where the node
+  class mounts it there) shared by every pod of the node. An init container runs the prefetch tool
+  (sglang_image/prefetch.py), which fetches the locked commit only when it is not already complete and
+  verified, and exits non-zero otherwise, so the server never starts on a partial cache. The server mounts
+  the directory read-only, loads from the local path with HF_HUB_OFFLINE=1 and never touches the Hub.
+  The SGLang JIT kernel cache is kept beside it, so kernels are compiled once per node.
+- `efs`, `fsx-lustre`: shared file systems; not rendered by this version (refused with a clear line).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from .lock import LockedModel
+from .spec import DeploymentSpec
+
+NODE_CACHE_PATH = "/mnt/sgldeploy-cache"  # the GPU node class mounts the instance-store NVMe here
+MODELS_MOUNT = "/models"
+JIT_MOUNT = "/root/.cache/sglang"
+PREFETCH_PYTHON = "/opt/sgldeploy/venv/bin/python"  # the tool's own environment in the image (Dockerfile)
+PREFETCH_TOOL = "/opt/sgldeploy/prefetch.py"
+RENDERED = ("none", "node-local")
+
+
+@dataclass(frozen=True)
+class CachePlan:
+    storage: str
+    model_path: str  # what SGLang gets as --model-path
+    volumes: list[dict[str, Any]]
+    server_mounts: list[dict[str, Any]]
+    server_env: list[dict[str, Any]]
+    init_containers: list[dict[str, Any]] = field(default_factory=list)
+    hub_on_start: bool = True  # does a starting pod download the weights from the Hub?
+    uses_host_path: bool = False
+
+
+def local_model_dir(repo: str, sha: str) -> str:
+    return f"{MODELS_MOUNT}/{repo}/{sha}"
+
+
+def plan(dep: DeploymentSpec, model: LockedModel, disk_gib: int, token_env: Optional[dict[str, Any]]) -> CachePlan:
+    """The cache of `dep`'s effective storage. `token_env` is the HF_TOKEN env entry (a Secret reference)."""
+    storage = dep.cache_storage
+    if storage == "none":
+        return CachePlan(
+            storage=storage, model_path=dep.model.repo,
+            volumes=[{"name": "hf-cache", "emptyDir": {"sizeLimit": f"{disk_gib}Gi"}}],
+            server_mounts=[{"name": "hf-cache", "mountPath": "/root/.cache"}],
+            server_env=[{"name": "HF_HOME", "value": "/root/.cache/huggingface"}])
+    if storage != "node-local":
+        raise ValueError(f"cache storage {storage} is not rendered by this version")
+    image = dep.cache.prefetch_image
+    prefetch = {
+        "name": "prefetch",
+        "image": image,
+        "command": [PREFETCH_PYTHON, PREFETCH_TOOL],
+        "args": ["--repo", dep.model.repo, "--revision", model.sha, "--dest", MODELS_MOUNT],
+        "env": [{"name": "HF_HUB_DISABLE_TELEMETRY", "value": "1"}, *([token_env] if token_env else [])],
+        "volumeMounts": [{"name": "model-cache", "mountPath": MODELS_MOUNT}],
+        "resources": {"requests": {"cpu": "2", "memory": "2Gi"}, "limits": {"memory": "2Gi"}},
+        "securityContext": {"allowPrivilegeEscalation": False},
+    }
+    return CachePlan(
+        storage=storage, model_path=local_model_dir(dep.model.repo, model.sha),
+        volumes=[
+            {"name": "model-cache", "hostPath": {"path": f"{NODE_CACHE_PATH}/models", "type": "DirectoryOrCreate"}},
+            {"name": "jit-cache", "hostPath": {"path": f"{NODE_CACHE_PATH}/jit", "type": "DirectoryOrCreate"}},
+        ],
+        server_mounts=[{"name": "model-cache", "mountPath": MODELS_MOUNT, "readOnly": True},
+                       {"name": "jit-cache", "mountPath": JIT_MOUNT}],
+        server_env=[{"name": "HF_HUB_OFFLINE", "value": "1"}, {"name": "SGLANG_CACHE_DIR", "value": JIT_MOUNT}],
+        init_containers=[prefetch], hub_on_start=False, uses_host_path=True)
+
+
+def explain(dep: DeploymentSpec) -> str:
+    """Why the cache is what it is, for the plan."""
+    storage = dep.cache_storage
+    what = {"none": "none: every replica downloads from the Hub when it starts",
+            "node-local": f"node-local: weights verified on the GPU node's disk ({NODE_CACHE_PATH}), fetched once "
+                          "per node by the prefetch init container; replicas load them without the Hub",
+            "efs": "efs", "fsx-lustre": "fsx-lustre"}[storage]
+    if dep.cache.storage == "auto":
+        return f"{what} (auto: readiness {dep.readiness})"
+    return what
+
+
+# ---- cold start ------------------------------------------------------------------------------------
+
+# Assumptions, each from a published figure (../shared/reference/serving-anchors.md §2, sglang.md §3):
+NODE_PROVISIONING_S = 90  # Karpenter launching a GPU instance and the node joining (EKS, AL2023 NVIDIA AMI)
+IMAGE_PULL_S = 70  # the SGLang image (~9 GB) on a new node: llm-d measured 69 s for 8.9 GB without streaming
+IMPORTS_S = 60  # Python and CUDA imports: llm-d measured 73 s for vLLM
+ENGINE_START_S = 75  # KV pool, CUDA graph capture, warm-up: llm-d measured 73 s engine init
+HUB_MB_S = 250  # one node downloading from the Hub, per node
+NVME_MB_S = 1500  # reading safetensors from the instance-store NVMe
+DOWNLOAD_TO_VRAM_MB_S = 1400  # copying weights into GPU memory (llm-d: 61 GiB in 43 s)
+
+
+@dataclass(frozen=True)
+class ColdStart:
+    node_s: int
+    image_s: int
+    weights_s: int
+    engine_s: int
+    note: str
+
+    @property
+    def total_s(self) -> int:
+        return self.node_s + self.image_s + self.weights_s + self.engine_s
+
+
+def cold_start(dep: DeploymentSpec, weights_gib: float, nodes: int, warm_node: bool) -> ColdStart:
+    """Seconds from a scale-up decision to a ready replica, for the first replica of a deployment at rest."""
+    mb_per_node = weights_gib * 1.073741824e3 / nodes
+    if dep.cache_storage == "none":
+        weights = mb_per_node / HUB_MB_S + mb_per_node / DOWNLOAD_TO_VRAM_MB_S
+        where = f"weights from the Hub at {HUB_MB_S} MB/s"
+    elif warm_node:
+        weights = mb_per_node / NVME_MB_S + mb_per_node / DOWNLOAD_TO_VRAM_MB_S
+        where = f"weights from the node's cache at {NVME_MB_S} MB/s"
+    else:  # a new node's disk is empty: the prefetch downloads once, then the server reads the local copy
+        weights = mb_per_node / HUB_MB_S + mb_per_node / NVME_MB_S + mb_per_node / DOWNLOAD_TO_VRAM_MB_S
+        where = f"a first download at {HUB_MB_S} MB/s into the node's cache"
+    node = 0 if warm_node else NODE_PROVISIONING_S
+    image = 0 if warm_node else IMAGE_PULL_S
+    note = ("a warm node: no provisioning or image pull" if warm_node
+            else f"a new node ({NODE_PROVISIONING_S} s) and image pull ({IMAGE_PULL_S} s)") + f"; {where}"
+    return ColdStart(node, image, int(round(weights)), IMPORTS_S + ENGINE_START_S, note)

@@ -1,0 +1,139 @@
+"""Weight caches as rendered: readiness levels produce different pods; cold starts by hand."""
+
+from __future__ import annotations
+
+import re
+import sys
+
+import pytest
+
+from sgldeploy import weight_cache
+from sgldeploy.problems import InvalidInput
+from sgldeploy.validate import parse_stack
+
+from .conftest import QWEN, ROOT, deployment, render_stack, resources_of, write_stack
+
+sys.path.insert(0, str(ROOT / "sglang_image"))
+import prefetch  # noqa: E402
+
+IMAGE = "registry.example/sgldeploy/sglang:v0.5.23"
+
+
+def pod_of(plan):
+    deployment_ = resources_of(plan, "kubernetes:apps/v1:Deployment")[0]
+    return deployment_.inputs["spec"]["template"]["spec"]
+
+
+def namespace_labels(plan):
+    return resources_of(plan, "kubernetes:core/v1:Namespace")[0].inputs["metadata"]["labels"]
+
+
+@pytest.fixture(scope="module")
+def fast(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("fast")
+    return render_stack(write_stack(tmp, deployments=[deployment(readiness="fast", cache={"prefetch_image": IMAGE})],
+                                    extra={"sgldeploy:hfToken": {"secure": "v1:x"}}))
+
+
+def test_fast_caches_on_the_node_behind_a_verifying_init_container(fast, lock):
+    pod = pod_of(fast)
+    sha = QWEN["revision"]
+    init = pod["initContainers"][0]
+    assert init["name"] == "prefetch" and init["image"] == IMAGE
+    assert init["command"] == [weight_cache.PREFETCH_PYTHON, weight_cache.PREFETCH_TOOL]
+    assert init["args"] == ["--repo", QWEN["repo"], "--revision", sha, "--dest", "/models"]
+    parsed = prefetch.build_parser().parse_args(init["args"])  # the tool's own parser accepts them
+    assert (parsed.repo, parsed.revision, str(parsed.dest)) == (QWEN["repo"], sha, "/models")
+    assert {e["name"] for e in init["env"]} == {"HF_HUB_DISABLE_TELEMETRY", "HF_TOKEN"}
+    server = pod["containers"][0]
+    args = server["args"]
+    assert args[args.index("--model-path") + 1] == f"/models/{QWEN['repo']}/{sha}"
+    assert "--revision" not in args  # the local directory is the commit
+    env = {e["name"]: e for e in server["env"]}
+    assert env["HF_HUB_OFFLINE"]["value"] == "1" and "HF_TOKEN" not in env  # the server never needs the Hub
+    assert env["SGLANG_CACHE_DIR"]["value"] == weight_cache.JIT_MOUNT
+    mounts = {m["name"]: m for m in server["volumeMounts"]}
+    assert mounts["model-cache"] == {"name": "model-cache", "mountPath": "/models", "readOnly": True}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["model-cache"]["hostPath"]["path"] == f"{weight_cache.NODE_CACHE_PATH}/models"
+    assert namespace_labels(fast)["pod-security.kubernetes.io/enforce"] == "privileged"
+    assert namespace_labels(fast)["pod-security.kubernetes.io/warn"] == "baseline"
+
+
+def test_cold_start_downloads_on_every_start_and_keeps_baseline_security(tmp_path):
+    plan = render_stack(write_stack(tmp_path, deployments=[deployment(readiness="cold-start", cache={})]))
+    pod = pod_of(plan)
+    assert "initContainers" not in pod
+    server = pod["containers"][0]
+    args = server["args"]
+    assert args[args.index("--model-path") + 1] == QWEN["repo"] and "--revision" in args
+    assert {"name": "HF_HOME", "value": "/root/.cache/huggingface"} in server["env"]
+    assert not any("hostPath" in v for v in pod["volumes"])
+    assert namespace_labels(plan)["pod-security.kubernetes.io/enforce"] == "baseline"
+    assert plan.resolved.deployments[0].spec.min_replicas == 0
+
+
+def test_always_ready_keeps_a_replica_and_caches_too(tmp_path):
+    plan = render_stack(write_stack(tmp_path, deployments=[deployment(
+        readiness="always-ready", scaling={"min_replicas": 1, "max_replicas": 2}, cache={"prefetch_image": IMAGE})]))
+    pod = pod_of(plan)
+    assert pod["initContainers"][0]["name"] == "prefetch"
+    assert resources_of(plan, "kubernetes:apps/v1:Deployment")[0].inputs["spec"]["replicas"] == 1
+
+
+@pytest.mark.parametrize("cache, path, fragment", [
+    ({"storage": "efs"}, "cache.storage", "efs is not rendered by this version"),
+    ({"storage": "fsx-lustre"}, "cache.storage", "fsx-lustre is not rendered"),
+    ({}, "cache.prefetch_image", "is required: weights are cached node-local (readiness fast)"),
+])
+def test_caches_that_cannot_be_rendered_are_refused(tmp_path, cache, path, fragment):
+    with pytest.raises(InvalidInput) as err:
+        render_stack(write_stack(tmp_path, deployments=[deployment(cache=cache)]))
+    lines = [p.line() for p in err.value.problems]
+    assert any(line.startswith(f"error: sgldeploy:deployments[0].{path}: ") and fragment in line for line in lines)
+
+
+def test_cold_start_estimates_by_hand():
+    dep = parse_stack(None, [deployment(readiness="fast", cache={"prefetch_image": IMAGE})]).deployments[0]
+    mb = 14.19 * 1073.741824  # 15,236 MB of weights
+    warm = weight_cache.cold_start(dep, 14.19, 1, warm_node=True)
+    assert warm.node_s == 0 and warm.image_s == 0
+    assert warm.weights_s == round(mb / 1500 + mb / 1400)  # NVMe, then into GPU memory: 21 s
+    assert warm.engine_s == 135 and warm.total_s == 156
+    new = weight_cache.cold_start(dep, 14.19, 1, warm_node=False)
+    assert new.weights_s == round(mb / 250 + mb / 1500 + mb / 1400)  # a first download: 82 s
+    assert new.total_s == 90 + 70 + new.weights_s + 135
+    hub = parse_stack(None, [deployment(readiness="cold-start", cache={})]).deployments[0]
+    assert weight_cache.cold_start(hub, 14.19, 1, warm_node=True).weights_s == round(mb / 250 + mb / 1400)
+
+
+def test_startup_budget_and_rollout_deadline_follow_the_storage(fast, lock):
+    sizing = fast.resolved.deployments[0].sizing
+    assert sizing.startup_budget_seconds == 2 * (21 + 135) + 600
+    pod_deadline = resources_of(fast, "kubernetes:apps/v1:Deployment")[0].inputs["spec"]["progressDeadlineSeconds"]
+    first_download = int(14.19 * 1073.741824 / 250)
+    assert pod_deadline == 90 + 70 + first_download + sizing.startup_budget_seconds
+
+
+def test_plan_explains_the_cache_and_the_cold_start(fast):
+    from sgldeploy.plan import deployment_json, summary
+    j = deployment_json(fast.resolved.deployments[0], "us-east-1")
+    assert j["cache"]["storage"] == "node-local" and "auto: readiness fast" in j["cache"]["why"]
+    assert j["cold_start_seconds"]["warm_node"]["total"] < j["cold_start_seconds"]["new_node"]["total"]
+    text = summary(fast)
+    assert re.search(r"cold start \d+ s on a new node .*, \d+ s on a warm one", text)
+
+
+def test_dockerfile_pins_the_same_sglang_and_installs_the_tool():
+    dockerfile = (ROOT / "sglang_image" / "Dockerfile").read_text()
+    makefile = (ROOT / "Makefile").read_text()
+    version = re.search(r"^SGLANG_VERSION := (\S+)$", makefile, re.M).group(1)
+    assert f"ARG SGLANG_VERSION={version}" in dockerfile
+    assert "FROM lmsysorg/sglang:v${SGLANG_VERSION}" in dockerfile
+    assert "COPY prefetch.py /opt/sgldeploy/prefetch.py" in dockerfile
+    assert weight_cache.PREFETCH_PYTHON.startswith("/opt/sgldeploy/venv/")
+    pins = (ROOT / "sglang_image" / "prefetch-requirements.txt").read_text()
+    project = (ROOT / "pyproject.toml").read_text()
+    for line in pins.splitlines():
+        if line and not line.startswith("#"):
+            assert f'"{line}"' in project or f'"{line.replace("-hub", "_hub")}"' in project, line
