@@ -52,7 +52,8 @@ for item in stack.deployments:
     deployment = ModelDeployment(
         item.spec.name,
         ModelDeploymentArgs(spec=item.spec, model=item.model, sizing=item.sizing, namespace=platform.namespace,
-                            hf_token=secrets["hfToken"], api_key=secrets["apiKey"]),
+                            hf_token=secrets["hfToken"], api_key=secrets["apiKey"], network=platform.network,
+                            namespace_name=stack.spec.platform.namespace, tags=stack.spec.platform.tags),
         opts=pulumi.ResourceOptions(providers={"kubernetes": platform.provider}),
     )
     placement = item.sizing.placement

@@ -9,12 +9,14 @@ import pulumi
 import pulumi_kubernetes as k8s
 import pulumi_random as random
 
-from sgldeploy import serving
+from sgldeploy import serving, weight_cache
 from sgldeploy.lock import LockedModel
 from sgldeploy.sizing import Sizing
 from sgldeploy.spec import DeploymentSpec
 
+from .platform import ClusterNetwork
 from .sglang_server import SglangServer, SglangServerArgs
+from .weight_cache import SharedWeightCache, SharedWeightCacheArgs
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,10 @@ class ModelDeploymentArgs:
     """Hugging Face token (stack secret `sgldeploy:hfToken`); None for public models without one."""
     api_key: Optional[pulumi.Output[str]]
     """Client API key (stack secret `sgldeploy:apiKey`); None to generate one when auth is api-key."""
+    network: Optional[ClusterNetwork] = None
+    """The cluster's network, for caches on shared file systems."""
+    namespace_name: str = ""
+    tags: Optional[dict[str, str]] = None
 
 
 class ModelDeployment(pulumi.ComponentResource):
@@ -58,11 +64,22 @@ class ModelDeployment(pulumi.ComponentResource):
         refs = serving.SecretRefs(hf_token=f"{dep.name}-hf-token" if hf_secret else None,
                                   api_key=f"{dep.name}-api-key" if api_secret else None)
         depends = [s for s in (hf_secret, api_secret) if s is not None]
+        self.cache = None
+        if dep.cache_storage in weight_cache.SHARED:
+            self.cache = SharedWeightCache(
+                f"{name}-cache",
+                SharedWeightCacheArgs(spec=dep, model=args.model, weights_gib=args.sizing.memory.weights_gib,
+                                      namespace=args.namespace, network=args.network,
+                                      token_env=serving.token_env(refs), tags=args.tags or {},
+                                      volume_name=f"{args.namespace_name}-{dep.name}-weights"),
+                # The Job reads the token Secret (a copy: `depends` grows below, and must not include the Job).
+                opts=pulumi.ResourceOptions(parent=self, depends_on=list(depends)))
+            depends.append(self.cache.job)  # pods roll only once the commit is in the cache
         self.server = SglangServer(
             f"{name}-server",
             SglangServerArgs(spec=dep, model=args.model, sizing=args.sizing, namespace=args.namespace,
                              secrets=refs),
-            # Pods reference the Secrets by name; they must exist before the first pod starts.
+            # Pods reference the Secrets by name, and a shared cache must hold the commit, before they start.
             opts=pulumi.ResourceOptions(parent=self, depends_on=depends),
         )
         k8s.policy.v1.PodDisruptionBudget(

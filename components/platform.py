@@ -40,6 +40,21 @@ def kubeconfig(cluster_name: str, endpoint: str, ca_data: str, region: str) -> s
     })
 
 
+def _field(result, name: str):
+    """A field of an invoke result: typed output objects and plain maps (as mocks return them) alike."""
+    if hasattr(result, name):
+        return getattr(result, name)
+    camel = name.split("_")[0] + "".join(part.title() for part in name.split("_")[1:])
+    return result.get(name, result.get(camel))
+
+
+@dataclass(frozen=True)
+class ClusterNetwork:
+    vpc_id: str
+    subnet_ids: list[str]  # the cluster's subnets, where nodes run
+    security_group_id: str  # the cluster security group every node carries
+
+
 class Platform(pulumi.ComponentResource):
     """The EKS cluster (existing, by name), a server-side-apply Kubernetes provider and the namespace."""
 
@@ -48,6 +63,7 @@ class Platform(pulumi.ComponentResource):
     namespace: pulumi.Output[str]
     """Namespace of all deployments."""
     cluster_name: pulumi.Output[str]
+    network: ClusterNetwork
 
     def __init__(self, name: str, args: PlatformArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("sgldeploy:platform:Platform", name, None, opts)
@@ -56,10 +72,14 @@ class Platform(pulumi.ComponentResource):
             raise pulumi.RunError(
                 "error: sgldeploy:platform.cluster.create: creating the VPC and EKS cluster is not available in "
                 "this version (got true); set create: false and name an existing EKS cluster in cluster.name")
-        cluster = aws.eks.get_cluster_output(name=spec.cluster.name, opts=pulumi.InvokeOutputOptions(parent=self))
-        self.cluster_name = cluster.name
-        config = pulumi.Output.all(cluster.name, cluster.endpoint, cluster.certificate_authorities).apply(
-            lambda v: kubeconfig(v[0], v[1], v[2][0]["data"], args.region))
+        # Read once, as plain values: the network facts decide how many mount targets a shared cache gets.
+        cluster = aws.eks.get_cluster(name=spec.cluster.name, opts=pulumi.InvokeOptions(parent=self))
+        self.cluster_name = pulumi.Output.from_input(cluster.name)
+        vpc = cluster.vpc_config
+        self.network = ClusterNetwork(vpc_id=_field(vpc, "vpc_id"), subnet_ids=list(_field(vpc, "subnet_ids")),
+                                      security_group_id=_field(vpc, "cluster_security_group_id"))
+        config = kubeconfig(cluster.name, cluster.endpoint, _field(cluster.certificate_authorities[0], "data"),
+                            args.region)
         self.provider = k8s.Provider(
             f"{name}-k8s",
             kubeconfig=pulumi.Output.secret(config),

@@ -12,7 +12,12 @@ fit its file; only then is `.complete` written, atomically. A run over a complet
 
 Exit codes: 0 complete; 2 bad arguments; 3 access denied (gated or private: 401/403); 4 repo, revision or
 file not found; 5 verification failed (a corrupt file is discarded); 6 disk full or not writable; 7 the Hub
-kept failing after retries; 8 the repo's file list is unsafe (a path escaping the cache).
+kept failing after retries; 8 the repo's file list is unsafe (a path escaping the cache); 9 (--wait-complete)
+the cache did not become complete in time.
+
+`--wait-complete SECONDS` touches no network: it waits until another run (a prefetch Job filling a shared
+cache) has written `.complete` for the commit and every file it lists is present at its size. Serving pods
+run it as an init container, so they never start on a partial cache.
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, Revi
 from huggingface_hub.file_download import hf_hub_url
 from huggingface_hub.utils import build_hf_headers, get_session
 
-OK, BAD_ARGS, DENIED, NOT_FOUND, CORRUPT, DISK, GAVE_UP, UNSAFE = 0, 2, 3, 4, 5, 6, 7, 8
+OK, BAD_ARGS, DENIED, NOT_FOUND, CORRUPT, DISK, GAVE_UP, UNSAFE, INCOMPLETE = 0, 2, 3, 4, 5, 6, 7, 8, 9
 CHUNK = 64 * 2**20  # one ranged request; also the unit of resume
 PIECE = 4 * 2**20  # bytes read per write: memory stays flat whatever the file size
 WORKERS = 4  # parallel requests: more only adds lock contention on small machines
@@ -428,11 +433,46 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--revision", required=True, help="branch, tag or commit; resolved to the commit first")
     parser.add_argument("--dest", required=True, type=Path, help="cache root; files land in DEST/ORG/NAME/SHA/")
     parser.add_argument("--workers", type=int, default=WORKERS, help=f"parallel ranged requests (default {WORKERS})")
+    parser.add_argument("--wait-complete", type=float, metavar="SECONDS", help="fetch nothing: wait up to SECONDS "
+                        "for another run to complete this commit's cache (exit 9 if it does not)")
     return parser
+
+
+def wait_complete(repo: str, sha: str, dest: Path, seconds: float, poll: float = 5.0,
+                  log: Callable[[str], None] = print) -> dict:
+    """Wait for `.complete` of DEST/ORG/NAME/SHA with every listed file at its recorded size."""
+    if not COMMIT.match(sha):
+        raise PrefetchError(BAD_ARGS, f"--wait-complete needs --revision to be a 40-hex commit (got {sha!r})")
+    target = cache_dir(dest, repo, sha)
+    deadline = time.monotonic() + seconds
+    while True:
+        marker = target / COMPLETE
+        if marker.exists():
+            recorded = json.loads(marker.read_text())["files"]
+            missing = [f["path"] for f in recorded
+                       if not (target / safe_relative(f["path"])).is_file()
+                       or (target / f["path"]).stat().st_size != f["size"]]
+            if not missing:
+                return {"repo": repo, "sha": sha, "path": str(target), "files": len(recorded)}
+            raise PrefetchError(CORRUPT, f"{target} is marked complete but lacks {', '.join(missing[:3])}")
+        if time.monotonic() >= deadline:
+            raise PrefetchError(INCOMPLETE, f"{target} is not complete after {seconds:.0f} s; is the prefetch Job "
+                                "running? (kubectl get jobs)")
+        log(f"waiting for {target}/{COMPLETE}")
+        time.sleep(poll)
 
 
 def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.wait_complete is not None:
+        try:
+            done = wait_complete(args.repo, args.revision, args.dest, args.wait_complete,
+                                 log=lambda line: print(line, file=sys.stderr, flush=True))
+        except PrefetchError as err:
+            print(f"prefetch: error: {err}", file=sys.stderr)
+            return err.code
+        print(f"prefetch: {done['path']} is complete ({done['files']} files)", file=sys.stderr)
+        return OK
     log = (lambda line: print(line, file=sys.stderr, flush=True))
     try:
         summary = prefetch(args.repo, args.revision, args.dest, workers=max(1, args.workers), log=log)

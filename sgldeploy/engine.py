@@ -35,6 +35,7 @@ class Registration:
     custom: bool
     provider: Optional[str]
     inputs: dict[str, Any]
+    dependencies: list[str] = field(default_factory=list)  # URNs this one waits for (depends_on, inputs)
 
 
 @dataclass
@@ -90,7 +91,8 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
             inputs = scrub(rpc.deserialize_properties(request.object, keep_unknowns=True))
             self.recording.resources.append(Registration(
                 urn=response.urn, type=request.type, name=request.name, parent=request.parent or None,
-                custom=bool(request.custom), provider=request.provider or None, inputs=inputs))
+                custom=bool(request.custom), provider=request.provider or None, inputs=inputs,
+                dependencies=sorted(request.dependencies)))
         return response
 
     def RegisterResourceOutputs(self, request):
@@ -117,7 +119,11 @@ def default_invokes(region: str) -> dict[str, Callable[[dict], dict]]:
         return {"name": name, "id": name, "arn": f"arn:aws:eks:{region}:{OFFLINE_ACCOUNT}:cluster/{name}",
                 "endpoint": f"https://{name}.eks.offline.invalid",
                 "certificateAuthorities": [{"data": "T0ZGTElORQ=="}], "version": args.get("version", ""),
-                "status": "ACTIVE", "vpcConfig": {"subnetIds": [], "securityGroupIds": []}, "tags": {}}
+                "status": "ACTIVE", "tags": {},
+                "vpcConfig": {"vpcId": "vpc-offline", "subnetIds": ["subnet-offline-a", "subnet-offline-b"],
+                              "securityGroupIds": [], "clusterSecurityGroupId": "sg-offline-cluster",
+                              "endpointPrivateAccess": True, "endpointPublicAccess": False,
+                              "publicAccessCidrs": []}}
 
     return {
         "aws:eks/getCluster:getCluster": eks_cluster,

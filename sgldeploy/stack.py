@@ -15,7 +15,6 @@ from .problems import InvalidInput, Problem, config_path
 from .sizing import Sizing, SizingError, size
 from .spec import DeploymentSpec, StackSpec, is_commit
 from .validate import parse_stack
-from .weight_cache import RENDERED
 
 SECRET_KEYS = ("hfToken", "apiKey")
 
@@ -82,13 +81,15 @@ def resolve(platform: Any, deployments: Any, lock_file: Path, secrets: set[str],
             continue
         storage = dep.cache_storage
         why = f" (readiness {dep.readiness})" if dep.cache.storage == "auto" else ""
-        if storage not in RENDERED:
-            problems.append(Problem(at("cache", "storage"), f"{storage}{why} is not rendered by this version",
-                                    "use node-local or none", storage))
-        elif storage == "node-local" and not dep.cache.prefetch_image:
-            problems.append(Problem(at("cache", "prefetch_image"), f"is required: weights are cached node-local{why}",
+        if storage != "none" and not dep.cache.prefetch_image:
+            problems.append(Problem(at("cache", "prefetch_image"), f"is required: weights are cached {storage}{why}",
                                     "build and push sglang_image/ (see README), then set its image here; or set "
                                     "cache.storage: none", None))
+        addon = {"efs": "efs_csi", "fsx-lustre": "fsx_csi"}.get(storage)
+        if addon and not getattr(spec.platform.addons, addon):
+            problems.append(Problem(config_path("platform", ("addons", addon)), f"must be true: {dep.name} caches "
+                                    f"weights on {storage}", f"enable the {addon} add-on, or choose another "
+                                    "cache.storage", False))
         nodes = sizing.placement.nodes_per_replica
         if nodes > 1 and not spec.platform.addons.leader_worker_set:
             problems.append(Problem(config_path("platform", ("addons", "leader_worker_set")),

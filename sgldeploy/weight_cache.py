@@ -7,11 +7,16 @@
   verified, and exits non-zero otherwise, so the server never starts on a partial cache. The server mounts
   the directory read-only, loads from the local path with HF_HUB_OFFLINE=1 and never touches the Hub.
   The SGLang JIT kernel cache is kept beside it, so kernels are compiled once per node.
-- `efs`, `fsx-lustre`: shared file systems; not rendered by this version (refused with a clear line).
+- `efs`, `fsx-lustre`: a file system shared by every node (components/weight_cache.py creates it, its
+  PersistentVolume and claim). A prefetch Job per (model, commit) fills it before the Deployment rolls;
+  serving pods wait in an init container until that commit's `.complete` is there, then mount the claim
+  read-only. A new commit gets a new directory and a new Job; the old directory stays, so a rollback is
+  instant. The JIT kernel cache lives on the same file system.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -23,7 +28,9 @@ MODELS_MOUNT = "/models"
 JIT_MOUNT = "/root/.cache/sglang"
 PREFETCH_PYTHON = "/opt/sgldeploy/venv/bin/python"  # the tool's own environment in the image (Dockerfile)
 PREFETCH_TOOL = "/opt/sgldeploy/prefetch.py"
-RENDERED = ("none", "node-local")
+RENDERED = ("none", "node-local", "efs", "fsx-lustre")
+SHARED = ("efs", "fsx-lustre")
+WAIT_FOR_CACHE_SECONDS = 3 * 3600  # the prefetch Job of a large model on a new file system
 
 
 @dataclass(frozen=True)
@@ -51,19 +58,17 @@ def plan(dep: DeploymentSpec, model: LockedModel, disk_gib: int, token_env: Opti
             volumes=[{"name": "hf-cache", "emptyDir": {"sizeLimit": f"{disk_gib}Gi"}}],
             server_mounts=[{"name": "hf-cache", "mountPath": "/root/.cache"}],
             server_env=[{"name": "HF_HOME", "value": "/root/.cache/huggingface"}])
-    if storage != "node-local":
-        raise ValueError(f"cache storage {storage} is not rendered by this version")
-    image = dep.cache.prefetch_image
-    prefetch = {
-        "name": "prefetch",
-        "image": image,
-        "command": [PREFETCH_PYTHON, PREFETCH_TOOL],
-        "args": ["--repo", dep.model.repo, "--revision", model.sha, "--dest", MODELS_MOUNT],
-        "env": [{"name": "HF_HUB_DISABLE_TELEMETRY", "value": "1"}, *([token_env] if token_env else [])],
-        "volumeMounts": [{"name": "model-cache", "mountPath": MODELS_MOUNT}],
-        "resources": {"requests": {"cpu": "2", "memory": "2Gi"}, "limits": {"memory": "2Gi"}},
-        "securityContext": {"allowPrivilegeEscalation": False},
-    }
+    if storage in SHARED:
+        wait = prefetch_container(dep, model, None, read_only=True)
+        wait.update(name="wait-for-cache", args=wait["args"] + ["--wait-complete", str(WAIT_FOR_CACHE_SECONDS)],
+                    resources={"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "256Mi"}})
+        return CachePlan(
+            storage=storage, model_path=local_model_dir(dep.model.repo, model.sha),
+            volumes=[{"name": "model-cache", "persistentVolumeClaim": {"claimName": claim_name(dep)}}],
+            server_mounts=[{"name": "model-cache", "mountPath": MODELS_MOUNT, "readOnly": True},
+                           {"name": "model-cache", "mountPath": JIT_MOUNT, "subPath": ".jit"}],
+            server_env=[{"name": "HF_HUB_OFFLINE", "value": "1"}, {"name": "SGLANG_CACHE_DIR", "value": JIT_MOUNT}],
+            init_containers=[wait], hub_on_start=False)
     return CachePlan(
         storage=storage, model_path=local_model_dir(dep.model.repo, model.sha),
         volumes=[
@@ -73,7 +78,54 @@ def plan(dep: DeploymentSpec, model: LockedModel, disk_gib: int, token_env: Opti
         server_mounts=[{"name": "model-cache", "mountPath": MODELS_MOUNT, "readOnly": True},
                        {"name": "jit-cache", "mountPath": JIT_MOUNT}],
         server_env=[{"name": "HF_HUB_OFFLINE", "value": "1"}, {"name": "SGLANG_CACHE_DIR", "value": JIT_MOUNT}],
-        init_containers=[prefetch], hub_on_start=False, uses_host_path=True)
+        init_containers=[prefetch_container(dep, model, token_env)], hub_on_start=False, uses_host_path=True)
+
+
+def claim_name(dep: DeploymentSpec) -> str:
+    return f"{dep.name}-weights"
+
+
+def prefetch_container(dep: DeploymentSpec, model: LockedModel, token_env: Optional[dict[str, Any]],
+                       read_only: bool = False) -> dict[str, Any]:
+    """The prefetch tool for the locked commit, writing under /models (init container or Job)."""
+    return {
+        "name": "prefetch",
+        "image": dep.cache.prefetch_image,
+        "command": [PREFETCH_PYTHON, PREFETCH_TOOL],
+        "args": ["--repo", dep.model.repo, "--revision", model.sha, "--dest", MODELS_MOUNT],
+        "env": [{"name": "HF_HUB_DISABLE_TELEMETRY", "value": "1"}, *([token_env] if token_env else [])],
+        "volumeMounts": [{"name": "model-cache", "mountPath": MODELS_MOUNT, **({"readOnly": True} if read_only
+                                                                                else {})}],
+        "resources": {"requests": {"cpu": "2", "memory": "2Gi"}, "limits": {"memory": "2Gi"}},
+        "securityContext": {"allowPrivilegeEscalation": False},
+    }
+
+
+def prefetch_job_spec(dep: DeploymentSpec, model: LockedModel, token_env: Optional[dict[str, Any]]) -> dict:
+    """A Job that fills a shared cache with one commit; re-running it over a complete cache costs nothing."""
+    labels = {"app.kubernetes.io/instance": dep.name, "app.kubernetes.io/component": "prefetch",
+              "app.kubernetes.io/managed-by": "sgldeploy"}
+    return {
+        "backoffLimit": 6,
+        "template": {
+            "metadata": {"labels": labels},
+            "spec": {
+                "restartPolicy": "OnFailure",
+                "containers": [prefetch_container(dep, model, token_env)],
+                "volumes": [{"name": "model-cache", "persistentVolumeClaim": {"claimName": claim_name(dep)}}],
+            },
+        },
+    }
+
+
+def shared_size_gib(dep: DeploymentSpec, weights_gib: float) -> int:
+    """The shared cache's size: the spec's, or room for two commits (the served one and the next)."""
+    if dep.cache.size_gib != "auto":
+        return int(dep.cache.size_gib)
+    need = 2 * weights_gib * 1.1
+    if dep.cache_storage == "fsx-lustre":
+        return max(1200, math.ceil(need / 1200) * 1200)  # PERSISTENT_2 capacity comes in 1,200 GiB steps
+    return max(100, math.ceil(need / 100) * 100)
 
 
 def explain(dep: DeploymentSpec) -> str:
@@ -82,7 +134,9 @@ def explain(dep: DeploymentSpec) -> str:
     what = {"none": "none: every replica downloads from the Hub when it starts",
             "node-local": f"node-local: weights verified on the GPU node's disk ({NODE_CACHE_PATH}), fetched once "
                           "per node by the prefetch init container; replicas load them without the Hub",
-            "efs": "efs", "fsx-lustre": "fsx-lustre"}[storage]
+            "efs": "efs: one EFS file system shared by every node; a prefetch Job fills it once per commit",
+            "fsx-lustre": "fsx-lustre: one FSx for Lustre file system shared by every node, filled once per commit "
+                          "by a prefetch Job"}[storage]
     if dep.cache.storage == "auto":
         return f"{what} (auto: readiness {dep.readiness})"
     return what
@@ -97,6 +151,7 @@ IMPORTS_S = 60  # Python and CUDA imports: llm-d measured 73 s for vLLM
 ENGINE_START_S = 75  # KV pool, CUDA graph capture, warm-up: llm-d measured 73 s engine init
 HUB_MB_S = 250  # one node downloading from the Hub, per node
 NVME_MB_S = 1500  # reading safetensors from the instance-store NVMe
+SHARED_MB_S = {"efs": 300, "fsx-lustre": 1000}  # per client: EFS elastic throughput; FSx 250 MB/s/TiB × 4 TiB
 DOWNLOAD_TO_VRAM_MB_S = 1400  # copying weights into GPU memory (llm-d: 61 GiB in 43 s)
 
 
@@ -119,6 +174,10 @@ def cold_start(dep: DeploymentSpec, weights_gib: float, nodes: int, warm_node: b
     if dep.cache_storage == "none":
         weights = mb_per_node / HUB_MB_S + mb_per_node / DOWNLOAD_TO_VRAM_MB_S
         where = f"weights from the Hub at {HUB_MB_S} MB/s"
+    elif dep.cache_storage in SHARED:  # filled before the rollout, whatever the node
+        rate = SHARED_MB_S[dep.cache_storage]
+        weights = mb_per_node / rate + mb_per_node / DOWNLOAD_TO_VRAM_MB_S
+        where = f"weights from {dep.cache_storage} at {rate} MB/s"
     elif warm_node:
         weights = mb_per_node / NVME_MB_S + mb_per_node / DOWNLOAD_TO_VRAM_MB_S
         where = f"weights from the node's cache at {NVME_MB_S} MB/s"

@@ -81,16 +81,92 @@ def test_always_ready_keeps_a_replica_and_caches_too(tmp_path):
     assert resources_of(plan, "kubernetes:apps/v1:Deployment")[0].inputs["spec"]["replicas"] == 1
 
 
-@pytest.mark.parametrize("cache, path, fragment", [
-    ({"storage": "efs"}, "cache.storage", "efs is not rendered by this version"),
-    ({"storage": "fsx-lustre"}, "cache.storage", "fsx-lustre is not rendered"),
-    ({}, "cache.prefetch_image", "is required: weights are cached node-local (readiness fast)"),
-])
-def test_caches_that_cannot_be_rendered_are_refused(tmp_path, cache, path, fragment):
+def test_a_cache_needs_the_prefetch_image_and_its_csi_addon(tmp_path):
     with pytest.raises(InvalidInput) as err:
-        render_stack(write_stack(tmp_path, deployments=[deployment(cache=cache)]))
+        render_stack(write_stack(tmp_path, deployments=[deployment(cache={"storage": "efs"})]))
     lines = [p.line() for p in err.value.problems]
-    assert any(line.startswith(f"error: sgldeploy:deployments[0].{path}: ") and fragment in line for line in lines)
+    assert any(line.startswith("error: sgldeploy:deployments[0].cache.prefetch_image: is required: weights are "
+                               "cached efs") for line in lines)
+    assert any(line.startswith("error: sgldeploy:platform.addons.efs_csi: must be true: qwen caches weights on efs")
+               for line in lines)
+    with pytest.raises(InvalidInput) as err:
+        render_stack(write_stack(tmp_path, deployments=[deployment(cache={})]))
+    assert "is required: weights are cached node-local (readiness fast)" in err.value.problems[0].line()
+
+
+def shared(tmp_path, storage: str):
+    addon = {"efs": "efs_csi", "fsx-lustre": "fsx_csi"}[storage]
+    platform = {"cluster": {"name": "test"}, "namespace": "llm", "addons": {addon: True}}
+    return render_stack(write_stack(tmp_path, platform=platform, deployments=[deployment(
+        cache={"storage": storage, "prefetch_image": IMAGE})], extra={"sgldeploy:hfToken": {"secure": "v1:x"}}))
+
+
+def one(plan, type_):
+    found = resources_of(plan, type_)
+    assert len(found) == 1, [r.name for r in found]
+    return found[0]
+
+
+def test_efs_cache_is_filled_by_a_job_before_pods_roll(tmp_path):
+    from . import k8s_schemas
+    plan = shared(tmp_path, "efs")
+    fs = one(plan, "aws:efs/fileSystem:FileSystem").inputs
+    assert fs["encrypted"] is True and fs["throughputMode"] == "elastic"
+    group = one(plan, "aws:ec2/securityGroup:SecurityGroup")
+    assert group.inputs["vpcId"] == "vpc-offline"
+    assert [(r["fromPort"], r["toPort"], r["securityGroups"]) for r in group.inputs["ingress"]] == \
+        [(2049, 2049, ["sg-offline-cluster"])]
+    targets = resources_of(plan, "aws:efs/mountTarget:MountTarget")
+    assert sorted(t.inputs["subnetId"] for t in targets) == ["subnet-offline-a", "subnet-offline-b"]
+    volume = one(plan, "kubernetes:core/v1:PersistentVolume").inputs
+    assert volume["metadata"]["name"] == "llm-qwen-weights"
+    assert volume["spec"]["csi"]["driver"] == "efs.csi.aws.com"
+    assert volume["spec"]["persistentVolumeReclaimPolicy"] == "Retain"
+    claim = one(plan, "kubernetes:core/v1:PersistentVolumeClaim").inputs
+    assert claim["metadata"]["name"] == "qwen-weights" and claim["spec"]["volumeName"] == "llm-qwen-weights"
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
+    job = one(plan, "kubernetes:batch/v1:Job")
+    assert job.name.endswith(f"-prefetch-{QWEN['revision'][:12]}")
+    container = job.inputs["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"] == ["--repo", QWEN["repo"], "--revision", QWEN["revision"], "--dest", "/models"]
+    assert any(e["name"] == "HF_TOKEN" and "valueFrom" in e for e in container["env"])
+    pod = pod_of(plan)
+    wait = pod["initContainers"][0]
+    assert wait["name"] == "wait-for-cache" and "--wait-complete" in wait["args"]
+    assert wait["volumeMounts"][0]["readOnly"] is True
+    assert prefetch.build_parser().parse_args(wait["args"]).wait_complete > 0
+    assert {"name": "model-cache", "persistentVolumeClaim": {"claimName": "qwen-weights"}} in pod["volumes"]
+    server = pod["containers"][0]
+    assert {"name": "model-cache", "mountPath": "/models", "readOnly": True} in server["volumeMounts"]
+    workload = resources_of(plan, "kubernetes:apps/v1:Deployment")[0]
+    assert job.urn in workload.dependencies or any(job.urn in r.dependencies for r in plan.recording.resources
+                                                   if r.type == "sgldeploy:serving:SglangServer")
+    for obj in (volume, claim, job.inputs, workload.inputs):
+        checked, dropped = k8s_schemas.without_markers(obj)
+        assert all(d.startswith("spec.csi.") for d in dropped), dropped  # ids known only after apply
+        k8s_schemas.validate(checked, "1.33")
+    assert namespace_labels(plan)["pod-security.kubernetes.io/enforce"] == "baseline"  # no hostPath
+
+
+def test_fsx_cache_is_sized_in_lustre_steps(tmp_path):
+    plan = shared(tmp_path, "fsx-lustre")
+    fs = one(plan, "aws:fsx/lustreFileSystem:LustreFileSystem").inputs
+    assert fs["storageCapacity"] == 1200 and fs["deploymentType"] == "PERSISTENT_2"
+    assert fs["subnetIds"] == "subnet-offline-a"  # one subnet: a Lustre file system lives in one zone
+    ports = sorted((r["fromPort"], r["toPort"]) for r in one(plan, "aws:ec2/securityGroup:SecurityGroup")
+                   .inputs["ingress"])
+    assert ports == [(988, 988), (988, 988), (1018, 1023), (1018, 1023)]  # from nodes, and between servers
+    assert one(plan, "kubernetes:core/v1:PersistentVolume").inputs["spec"]["csi"]["driver"] == "fsx.csi.aws.com"
+    assert resources_of(plan, "aws:efs/mountTarget:MountTarget") == []
+
+
+def test_shared_cache_size_by_hand():
+    dep = parse_stack(None, [deployment(cache={"storage": "fsx-lustre"})]).deployments[0]
+    assert weight_cache.shared_size_gib(dep, 600.0) == 1200 * 2  # 2 commits × 600 × 1.1 = 1,320 → 2,400
+    efs = parse_stack(None, [deployment(cache={"storage": "efs"})]).deployments[0]
+    assert weight_cache.shared_size_gib(efs, 14.19) == 100
+    fixed = parse_stack(None, [deployment(cache={"storage": "efs", "size_gib": 64})]).deployments[0]
+    assert weight_cache.shared_size_gib(fixed, 14.19) == 64
 
 
 def test_cold_start_estimates_by_hand():
