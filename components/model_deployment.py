@@ -82,6 +82,14 @@ class ModelDeployment(pulumi.ComponentResource):
             # Pods reference the Secrets by name, and a shared cache must hold the commit, before they start.
             opts=pulumi.ResourceOptions(parent=self, depends_on=depends),
         )
+        if dep.readiness == "fast" and dep.state == "running":
+            placement = args.sizing.placement
+            k8s.apps.v1.DaemonSet(
+                f"{name}-image-prepull",
+                metadata={"name": f"{dep.name}-image-prepull", "namespace": args.namespace, "labels": labels},
+                spec=weight_cache.prepull_daemon_set_spec(dep, [placement.instance_type, *placement.alternatives]),
+                # Fixed name, one per deployment; a replacement must free it first.
+                opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(delete_before_replace=True)))
         k8s.policy.v1.PodDisruptionBudget(
             f"{name}-pdb",
             metadata={"name": dep.name, "namespace": args.namespace, "labels": labels},

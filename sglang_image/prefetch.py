@@ -34,7 +34,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -177,11 +177,14 @@ class _Plan:
     done: set
     todo: list
     started: float
+    closing: threading.Lock = field(default_factory=threading.Lock)
 
     def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
+        """Idempotent and thread-safe: a descriptor closed twice could close a file another thread opened."""
+        with self.closing:
+            fd, self.fd = self.fd, -1
+        if fd >= 0:
+            os.close(fd)
 
 
 class Transfer:
@@ -204,27 +207,31 @@ class Transfer:
                   finish: Callable[[RemoteFile, Path], None]) -> None:
         """Fetch every missing chunk of every file in one pool; check each file (`finish`) as soon as its
         last chunk lands, while the other files are still arriving. Raises the first failure."""
-        plans = [self._prepare(remote, part_of(remote)) for remote in files]
-        with ThreadPoolExecutor(self.workers) as pool, ThreadPoolExecutor(2) as checks:
-            chunk_futures = {pool.submit(self._chunk, plan.remote, plan.fd, i): (plan, i)
-                             for plan in plans for i in plan.todo}
-            check_futures = [checks.submit(self._finish, plan, finish) for plan in plans if not plan.todo]
-            try:
-                for future in as_completed(chunk_futures):
-                    future.result()
-                    plan, index = chunk_futures[future]
-                    plan.done.add(index)
-                    _write_atomic(plan.done_file, json.dumps(sorted(plan.done)))
-                    if len(plan.done) == plan.chunks:
-                        check_futures.append(checks.submit(self._finish, plan, finish))
-                for future in check_futures:
-                    future.result()
-            except BaseException:
-                pool.shutdown(cancel_futures=True)
-                raise
-            finally:
-                for plan in plans:
-                    plan.close()
+        plans: list[_Plan] = []
+        try:
+            for remote in files:
+                plans.append(self._prepare(remote, part_of(remote)))
+            with ThreadPoolExecutor(self.workers) as pool, ThreadPoolExecutor(2) as checks:
+                chunk_futures = {pool.submit(self._chunk, plan.remote, plan.fd, i): (plan, i)
+                                 for plan in plans for i in plan.todo}
+                check_futures = [checks.submit(self._finish, plan, finish) for plan in plans if not plan.todo]
+                try:
+                    for future in as_completed(chunk_futures):
+                        future.result()
+                        plan, index = chunk_futures[future]
+                        plan.done.add(index)
+                        _write_atomic(plan.done_file, json.dumps(sorted(plan.done)))
+                        if len(plan.done) == plan.chunks:
+                            check_futures.append(checks.submit(self._finish, plan, finish))
+                    for future in check_futures:
+                        future.result()
+                except BaseException:
+                    pool.shutdown(cancel_futures=True)
+                    checks.shutdown(cancel_futures=True)
+                    raise
+        finally:  # once both pools have stopped: no thread still writes or reads through these
+            for plan in plans:
+                plan.close()
 
     def _prepare(self, remote: RemoteFile, part: Path) -> "_Plan":
         done_file = part.with_name(part.name + ".done")

@@ -81,6 +81,40 @@ def plan(dep: DeploymentSpec, model: LockedModel, disk_gib: int, token_env: Opti
         init_containers=[prefetch_container(dep, model, token_env)], hub_on_start=False, uses_host_path=True)
 
 
+PAUSE_IMAGE = "registry.k8s.io/pause:3.10"
+
+
+def prepull_daemon_set_spec(dep: DeploymentSpec, instance_types: list[str]) -> dict[str, Any]:
+    """`fast` readiness: every GPU node the deployment can land on pulls its images as soon as it joins, so a
+    replica scaling up from zero does not wait for a multi-gigabyte pull. The init containers only pull and
+    exit; a pause container keeps the pod (and so the images) on the node at almost no cost."""
+    labels = {"app.kubernetes.io/instance": dep.name, "app.kubernetes.io/component": "image-prepull",
+              "app.kubernetes.io/managed-by": "sgldeploy"}
+    images = [dep.serving.image] + ([dep.cache.prefetch_image] if dep.cache.prefetch_image and
+                                    dep.cache.prefetch_image != dep.serving.image else [])
+    pulls = [{"name": f"pull-{i}", "image": image, "command": ["sh", "-c", "true"],
+              "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"memory": "64Mi"}},
+              "securityContext": {"allowPrivilegeEscalation": False}} for i, image in enumerate(images)]
+    return {
+        "selector": {"matchLabels": labels},
+        "template": {
+            "metadata": {"labels": labels},
+            "spec": {
+                "initContainers": pulls,
+                "containers": [{"name": "pause", "image": PAUSE_IMAGE,
+                                "resources": {"requests": {"cpu": "1m", "memory": "8Mi"},
+                                              "limits": {"memory": "16Mi"}},
+                                "securityContext": {"allowPrivilegeEscalation": False}}],
+                "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+                "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [{"matchExpressions": [{"key": "node.kubernetes.io/instance-type",
+                                                                 "operator": "In", "values": instance_types}]}]}}},
+                "terminationGracePeriodSeconds": 1,
+            },
+        },
+    }
+
+
 def claim_name(dep: DeploymentSpec) -> str:
     return f"{dep.name}-weights"
 

@@ -162,7 +162,7 @@ def test_a_truncated_safetensors_header_is_refused(tmp_path, monkeypatch):
         broken = save({"w": np.ones((64, 64), dtype=np.float32)})[:40]  # header cut: the Hub's sha is of this
         server.add(Repo("org/broken")).commit({"config.json": b"{}", "model.safetensors": broken})
         result = run(server, tmp_path / "cache", repo="org/broken")
-    assert result.returncode == prefetch.CORRUPT
+    assert result.returncode == prefetch.CORRUPT, result.stderr
     assert "model.safetensors failed verification" in result.stderr and "header" in result.stderr
 
 
@@ -225,3 +225,23 @@ def test_a_full_disk_fails_clearly_and_leaves_no_complete(hub_with_model, tmp_pa
         assert not list(mount.rglob(".complete"))
     finally:
         subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_wait_complete_touches_no_network_and_times_out_clearly(hub_with_model, tmp_path):
+    dest = tmp_path / "cache"
+    sha = hub_with_model.sha
+    requests_before = len(hub_with_model.requests)
+    with pytest.raises(prefetch.PrefetchError) as err:
+        prefetch.wait_complete("org/big", sha, dest, seconds=0, log=lambda line: None)
+    assert err.value.code == prefetch.INCOMPLETE and "is not complete after 0 s" in str(err.value)
+    assert len(hub_with_model.requests) == requests_before
+    assert run(hub_with_model, dest).returncode == 0  # the prefetch Job's run
+    done = prefetch.wait_complete("org/big", sha, dest, seconds=0, log=lambda line: None)
+    assert done["files"] == 6
+    (dest / "org" / "big" / sha / "tokenizer.json").unlink()  # a cache damaged after it was completed
+    with pytest.raises(prefetch.PrefetchError) as err:
+        prefetch.wait_complete("org/big", sha, dest, seconds=0, log=lambda line: None)
+    assert err.value.code == prefetch.CORRUPT and "lacks tokenizer.json" in str(err.value)
+    cli = subprocess.run([sys.executable, str(TOOL), "--repo", "org/big", "--revision", "main", "--dest", str(dest),
+                          "--wait-complete", "0"], capture_output=True, text=True, timeout=60)
+    assert cli.returncode == prefetch.BAD_ARGS and "40-hex commit" in cli.stderr

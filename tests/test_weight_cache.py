@@ -60,6 +60,20 @@ def test_fast_caches_on_the_node_behind_a_verifying_init_container(fast, lock):
     assert namespace_labels(fast)["pod-security.kubernetes.io/warn"] == "baseline"
 
 
+def test_fast_pre_pulls_the_images_on_every_gpu_node_it_may_use(fast):
+    from . import k8s_schemas
+    daemon_set = resources_of(fast, "kubernetes:apps/v1:DaemonSet")[0].inputs
+    k8s_schemas.validate(daemon_set, "1.33")
+    pod = daemon_set["spec"]["template"]["spec"]
+    assert [c["image"] for c in pod["initContainers"]] == ["lmsysorg/sglang:v0.5.23", IMAGE]
+    assert pod["containers"][0]["image"] == weight_cache.PAUSE_IMAGE
+    types = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
+        "nodeSelectorTerms"][0]["matchExpressions"][0]["values"]
+    assert types == pod_of(fast)["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
+        "nodeSelectorTerms"][0]["matchExpressions"][0]["values"]
+    assert "nvidia.com/gpu" not in str(pod["containers"][0]["resources"])  # pulls images, never holds a GPU
+
+
 def test_cold_start_downloads_on_every_start_and_keeps_baseline_security(tmp_path):
     plan = render_stack(write_stack(tmp_path, deployments=[deployment(readiness="cold-start", cache={})]))
     pod = pod_of(plan)
@@ -71,6 +85,7 @@ def test_cold_start_downloads_on_every_start_and_keeps_baseline_security(tmp_pat
     assert not any("hostPath" in v for v in pod["volumes"])
     assert namespace_labels(plan)["pod-security.kubernetes.io/enforce"] == "baseline"
     assert plan.resolved.deployments[0].spec.min_replicas == 0
+    assert resources_of(plan, "kubernetes:apps/v1:DaemonSet") == []  # nothing kept warm
 
 
 def test_always_ready_keeps_a_replica_and_caches_too(tmp_path):
