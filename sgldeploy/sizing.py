@@ -54,6 +54,10 @@ MIN_CAPABILITY = {"fp8": 8.0, "w8a8_fp8": 8.9, "modelopt_fp8": 8.9, "awq": 7.5, 
                   "modelopt_fp4": 8.0, "nvfp4_online": 10.0, "mxfp8": 10.0, "mxfp4": 8.0, "w4afp8": 9.0,
                   "petit_nvfp4": 9.0, "moe_wna16": 8.0, "compressed-tensors": 8.0}
 FP8_KV_MIN_CAPABILITY = 8.0  # FP8 KV cache kernels (FlashInfer, Triton) need Ampere or newer
+# Architectures whose activations overflow float16 (max 65504): a bf16 checkpoint of these must not be cast
+# to fp16 on GPUs without bf16. Gemma 3: huggingface/transformers#36822 and #39972; Gemma 4:
+# unslothai/unsloth#5074 and #5092 (gate/up projections saturate at fp16's maximum).
+FP16_UNSAFE_ARCHITECTURE_PREFIXES = ("Gemma3", "Gemma4")
 
 
 @dataclass(frozen=True)
@@ -220,6 +224,11 @@ def capability_problem(dep: DeploymentSpec, model: LockedModel, gpu: GpuModel, d
         return f"quantization {method} needs compute capability {need}, {gpu.name} has {gpu.compute_capability}"
     if dtype == "bfloat16" and not gpu.bf16:
         return f"{gpu.name} (compute capability {gpu.compute_capability}) has no bfloat16; use precision float16"
+    architectures = model.config.get("architectures") or []
+    if dtype == "float16" and model.dtype == "bfloat16" and \
+            any(a.startswith(FP16_UNSAFE_ARCHITECTURE_PREFIXES) for a in architectures):
+        return f"{architectures[0]} overflows in float16 and {gpu.name} has no bfloat16" if not gpu.bf16 else \
+            f"{architectures[0]} overflows in float16; use precision bfloat16 or auto"
     if dep.serving.kv_cache_dtype.startswith("fp8") and gpu.compute_capability < FP8_KV_MIN_CAPABILITY:
         return f"an FP8 KV cache needs compute capability {FP8_KV_MIN_CAPABILITY}, {gpu.name} has " \
                f"{gpu.compute_capability}"

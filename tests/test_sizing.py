@@ -268,3 +268,20 @@ def test_choice_is_feasible_and_nothing_cheaper_is(model, dep):
     for c in candidates(dep, model, dep.serving.context_length):
         if c.hourly_usd is not None and c.hourly_usd < p.hourly_usd_per_replica and c.problem is None:
             assert not by_hand(dep, model, c.instance.gpu, c.tp, c.dtype), f"{c.label} is cheaper and fits"
+
+
+def test_models_that_overflow_in_fp16_are_not_cast_down():
+    gemma3 = facts(4_300_079_472, 34, 8, 4, 256, architectures=["Gemma3ForConditionalGeneration"])
+    on_t4 = spec(resources={"gpu": "T4", "gpu_count": 1}, serving={"context_length": 2048, "max_concurrency": 1})
+    with pytest.raises(SizingError) as err:
+        size(on_t4, gemma3)
+    assert "Gemma3ForConditionalGeneration overflows in float16 and T4 has no bfloat16" in err.value.what
+    forced = spec(resources={"gpu": "L4", "gpu_count": 1}, serving={"precision": "float16"})
+    with pytest.raises(SizingError) as err:
+        size(forced, gemma3)
+    assert "use precision bfloat16 or auto" in err.value.what
+    chosen = size(spec(resources={"gpu": "auto", "gpu_count": "auto"},
+                       serving={"context_length": 2048, "max_concurrency": 1}), gemma3)
+    assert chosen.placement.gpu_model != "T4" and chosen.dtype == "bfloat16"  # T4 is cheaper, but unsafe
+    llama_on_t4 = size(on_t4, facts(1_235_814_400, 16, 32, 8, 64, context=4096))
+    assert llama_on_t4.dtype == "float16"  # other bf16 checkpoints are cast down as SGLang users do
