@@ -39,6 +39,7 @@ schema: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(VENV)/bin/python bench/plan_scaling.py
 	$(VENV)/bin/python bench/sizing_and_lock.py
+	$(VENV)/bin/python bench/prefetch.py
 
 clean:
 	rm -rf $(VENV) $(SGLANG_VENV) *.egg-info

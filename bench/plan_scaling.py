@@ -29,7 +29,9 @@ SIZES = (1, 10, 100)
 def stack_file(directory: Path, count: int) -> Path:
     deployments = [{"name": f"qwen-{i}", "model": {"repo": "Qwen/Qwen2.5-7B-Instruct",
                                                    "revision": "a09a35458c702b33eeacc393d103063234e8bc28"},
-                    "serving": {"context_length": 16384}, "resources": {"gpu": "L4", "gpu_count": 1},
+                    "serving": {"context_length": 4096, "max_concurrency": 4},
+                    "resources": {"gpu": "L4", "gpu_count": 1},
+                    "cache": {"prefetch_image": "registry.example/sgldeploy/sglang:v0.5.23"},
                     "scaling": {"min_replicas": 0, "max_replicas": 2}} for i in range(count)]
     path = directory / f"Pulumi.bench{count}.yaml"
     path.write_text(yaml.safe_dump({"config": {"aws:region": "us-east-1",

@@ -178,3 +178,10 @@ def test_readme_quickstart_is_the_two_commands():
     assert [c.split()[1] for c in commands] == ["plan", "test"]
     ci = (ROOT / ".ci" / "run").read_text()
     assert [line for line in ci.splitlines() if line and not line.startswith(("#", "set ", "cd "))] == ["make test"]
+
+
+def test_benchmark_stacks_stay_valid(tmp_path):
+    sys.path.insert(0, str(ROOT / "bench"))
+    import plan_scaling
+
+    assert main(["validate", "--config", str(plan_scaling.stack_file(tmp_path, 3))]) == 0
