@@ -45,7 +45,8 @@ def resolve(platform: Any, deployments: Any, lock_file: Path, secrets: set[str],
     try:
         lock = read_lock(lock_file)
     except LockError as exc:
-        raise InvalidInput([Problem(config_path("deployments"), str(exc), "see above", show_got=False)]) from None
+        raise InvalidInput([Problem(str(lock_file), f"is not a usable model lock ({exc})",
+                                    "re-create it with `sgldeploy lock`", show_got=False)]) from None
     problems: list[Problem] = []
     resolved: list[ResolvedDeployment] = []
     for i, dep in enumerate(spec.deployments):
@@ -53,53 +54,68 @@ def resolve(platform: Any, deployments: Any, lock_file: Path, secrets: set[str],
         model = lock.get(lock_key(dep.model.repo, dep.model.revision))
         if model is None and resolve_missing is not None:
             model = resolve_missing(dep.model.repo, dep.model.revision, problems, at)
-        if spec.platform.environment == "production" and not is_commit(dep.model.revision):
-            locked = f"; it is locked at {model.sha}" if model else ""
-            problems.append(Problem(at("model", "revision"), "must be a 40-hex commit in a production stack",
-                                    f"pin the commit the branch or tag resolves to{locked}", dep.model.revision))
+        problems += _model_problems(spec, dep, model, lock_file, secrets, at)
         if model is None:
-            problems.append(Problem(at("model", "revision"), f"{dep.model.repo}@{dep.model.revision} is not in "
-                                    f"{lock_file.name}", "run `sgldeploy lock` to resolve it on the Hub",
-                                    dep.model.revision))
             continue
-        if model.pipeline_tag not in SERVABLE_PIPELINES:
-            problems.append(Problem(at("model", "repo"), f"has pipeline {model.pipeline_tag or 'none'}, which "
-                                    "SGLang does not serve as a chat/completions model",
-                                    f"choose a model tagged {' or '.join(SERVABLE_PIPELINES)}", dep.model.repo))
-        if model.custom_code and not dep.model.trust_remote_code:
-            problems.append(Problem(at("model", "trust_remote_code"), "must be true: the model ships its own "
-                                    "Python code", "review the code, then allow it (platform and deployment), or "
-                                    "choose another model", False))
-        if model.gated and "hfToken" not in secrets:
-            problems.append(Problem(config_path("hfToken"), f"is required: {dep.model.repo} is gated",
-                                    "accept the licence on the Hub, then run pulumi config set --secret "
-                                    "sgldeploy:hfToken hf_…", None))
         try:
             sizing = size(dep, model)
         except SizingError as exc:
             problems.append(Problem(at(*exc.field.split(".")), exc.what, exc.fix, exc.got))
             continue
-        storage = dep.cache_storage
-        why = f" (readiness {dep.readiness})" if dep.cache.storage == "auto" else ""
-        if storage != "none" and not dep.cache.prefetch_image:
-            problems.append(Problem(at("cache", "prefetch_image"), f"is required: weights are cached {storage}{why}",
-                                    "build and push sglang_image/ (see README), then set its image here; or set "
-                                    "cache.storage: none", None))
-        addon = {"efs": "efs_csi", "fsx-lustre": "fsx_csi"}.get(storage)
-        if addon and not getattr(spec.platform.addons, addon):
-            problems.append(Problem(config_path("platform", ("addons", addon)), f"must be true: {dep.name} caches "
-                                    f"weights on {storage}", f"enable the {addon} add-on, or choose another "
-                                    "cache.storage", False))
-        nodes = sizing.placement.nodes_per_replica
-        if nodes > 1 and not spec.platform.addons.leader_worker_set:
-            problems.append(Problem(config_path("platform", ("addons", "leader_worker_set")),
-                                    f"must be true: {dep.name} spans {nodes} nodes per replica "
-                                    f"({sizing.placement.instance_type})", "enable the LeaderWorkerSet add-on, "
-                                    "or choose a placement that fits one node", False))
+        problems += _placement_problems(spec, dep, sizing, at)
         resolved.append(ResolvedDeployment(dep, model, sizing))
     if problems:
         raise InvalidInput(_unique(problems))
     return ResolvedStack(spec=spec, deployments=resolved)
+
+
+def _model_problems(spec: StackSpec, dep: DeploymentSpec, model: Optional[LockedModel], lock_file: Path,
+                    secrets: set[str], at: Callable[..., str]) -> list[Problem]:
+    """What the lock says about the model: pinned, servable, its code allowed, its licence accepted."""
+    out = []
+    if spec.platform.environment == "production" and not is_commit(dep.model.revision):
+        locked = f"; it is locked at {model.sha}" if model else ""
+        out.append(Problem(at("model", "revision"), "must be a 40-hex commit in a production stack",
+                           f"pin the commit the branch or tag resolves to{locked}", dep.model.revision))
+    if model is None:
+        out.append(Problem(at("model", "revision"), f"{dep.model.repo}@{dep.model.revision} is not in "
+                           f"{lock_file.name}", "run `sgldeploy lock` to resolve it on the Hub", dep.model.revision))
+        return out
+    if model.pipeline_tag not in SERVABLE_PIPELINES:
+        out.append(Problem(at("model", "repo"), f"has pipeline {model.pipeline_tag or 'none'}, which SGLang does not "
+                           "serve as a chat/completions model",
+                           f"choose a model tagged {' or '.join(SERVABLE_PIPELINES)}", dep.model.repo))
+    if model.custom_code and not dep.model.trust_remote_code:
+        out.append(Problem(at("model", "trust_remote_code"), "must be true: the model ships its own Python code",
+                           "review the code, then allow it (platform and deployment), or choose another model",
+                           False))
+    if model.gated and "hfToken" not in secrets:
+        out.append(Problem(config_path("hfToken"), f"is required: {dep.model.repo} is gated",
+                           "accept the licence on the Hub, then run pulumi config set --secret sgldeploy:hfToken "
+                           "hf_…", None))
+    return out
+
+
+def _placement_problems(spec: StackSpec, dep: DeploymentSpec, sizing: Sizing, at: Callable[..., str]) -> list[Problem]:
+    """What the chosen placement and cache need from the platform."""
+    out = []
+    storage = dep.cache_storage
+    why = f" (readiness {dep.readiness})" if dep.cache.storage == "auto" else ""
+    if storage != "none" and not dep.cache.prefetch_image:
+        out.append(Problem(at("cache", "prefetch_image"), f"is required: weights are cached {storage}{why}",
+                           "build and push sglang_image/ (see README), then set its image here; or set "
+                           "cache.storage: none", None))
+    addon = {"efs": "efs_csi", "fsx-lustre": "fsx_csi"}.get(storage)
+    if addon and not getattr(spec.platform.addons, addon):
+        out.append(Problem(config_path("platform", ("addons", addon)), f"must be true: {dep.name} caches weights "
+                           f"on {storage}", f"enable the {addon} add-on, or choose another cache.storage", False))
+    nodes = sizing.placement.nodes_per_replica
+    if nodes > 1 and not spec.platform.addons.leader_worker_set:
+        out.append(Problem(config_path("platform", ("addons", "leader_worker_set")),
+                           f"must be true: {dep.name} spans {nodes} nodes per replica "
+                           f"({sizing.placement.instance_type})", "enable the LeaderWorkerSet add-on, or choose a "
+                           "placement that fits one node", False))
+    return out
 
 
 def _unique(problems: list[Problem]) -> list[Problem]:

@@ -185,3 +185,12 @@ def test_benchmark_stacks_stay_valid(tmp_path):
     import plan_scaling
 
     assert main(["validate", "--config", str(plan_scaling.stack_file(tmp_path, 3))]) == 0
+
+
+def test_a_broken_lock_is_one_clear_line(tmp_path):
+    path = write_stack(tmp_path)
+    (tmp_path / "models.lock.json").write_text("{not json")
+    result = run_cli("validate", "--config", str(path))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "models.lock.json: is not a usable model lock" in result.stderr
+    assert "re-create it with `sgldeploy lock`" in result.stderr
