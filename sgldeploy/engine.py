@@ -133,8 +133,12 @@ def default_invokes(region: str) -> dict[str, Callable[[dict], dict]]:
     }
 
 
+PROGRAM_TIMEOUT_SECONDS = 300.0  # a stack of hundreds of deployments renders in seconds; a hang never ends
+
+
 def run_program(program: Path, project: str, stack: str, config: dict[str, str], secret_keys: list[str],
-                invokes: Optional[dict[str, Callable[[dict], dict]]] = None) -> Recording:
+                invokes: Optional[dict[str, Callable[[dict], dict]]] = None,
+                timeout: float = PROGRAM_TIMEOUT_SECONDS) -> Recording:
     """Run `program` (a Pulumi `__main__.py`) as `pulumi preview` would, recording every registration.
 
     `config` maps full keys (`sgldeploy:platform`) to their string values, as the Pulumi CLI passes them.
@@ -158,7 +162,13 @@ def run_program(program: Path, project: str, stack: str, config: dict[str, str],
     # set_mocks made a root stack for unit tests; the program gets its own, as under `pulumi preview`.
     settings.set_root_resource(None)  # type: ignore[arg-type]
     try:
-        _sync_await(run_in_stack(lambda: runpy.run_path(str(program), run_name="__main__")))
+        _sync_await(asyncio.wait_for(run_in_stack(lambda: runpy.run_path(str(program), run_name="__main__")),
+                                     timeout))
+    except asyncio.TimeoutError:
+        raise pulumi.RunError(
+            f"error: {program.name}: the program did not finish within {timeout:.0f} s (got a resource waiting "
+            "for an output that never resolves); look for a depends_on cycle, e.g. a resource depending on its "
+            "own child") from None
     finally:
         logger.removeHandler(capture)
         loop.close()

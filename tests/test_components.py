@@ -195,3 +195,25 @@ def test_multi_node_placement_needs_the_leader_worker_set_addon(tmp_path):
     with pytest.raises(InvalidInput) as err:
         render_stack(write_stack(tmp_path, deployments=[big], extra={"sgldeploy:hfToken": {"secure": "x"}}))
     assert err.value.problems[0].path == "sgldeploy:platform.addons.leader_worker_set"
+
+
+def test_a_program_that_never_finishes_fails_cleanly(tmp_path):
+    import pulumi
+
+    from sgldeploy.engine import run_program
+    program = tmp_path / "__main__.py"
+    program.write_text(
+        "import pulumi, pulumi_kubernetes as k8s\n"
+        "class C(pulumi.ComponentResource):\n"
+        "    def __init__(self, name, deps):\n"
+        "        super().__init__('test:index:C', name, None, pulumi.ResourceOptions(depends_on=deps))\n"
+        "        self.child = k8s.core.v1.ConfigMap(f'{name}-child', data={'a': 'b'},\n"
+        "                                           opts=pulumi.ResourceOptions(parent=self))\n"
+        "deps = []\n"
+        "deps.append(C('c', deps).child)  # the component waits on its own child\n")
+    with pytest.raises(pulumi.RunError) as err:
+        run_program(program, "sgldeploy", "test", {}, [], timeout=3)
+    assert "did not finish within 3 s" in str(err.value) and "depends_on cycle" in str(err.value)
+    # The engine recovers: the next program in the same process renders normally.
+    plan = render_stack(write_stack(tmp_path))
+    assert resources_of(plan, DEPLOYMENT)
