@@ -2,7 +2,7 @@
 
 Config keys keep Pulumi's `namespace:key` layout; structured values become JSON strings, as the CLI
 passes them. `secure:` values cannot be decrypted here and are not needed offline: each becomes an
-opaque placeholder marked secret, so the program sees that the secret is set but never its value.
+opaque stand-in marked secret, so the program sees that the secret is set but never its value.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import yaml
 
 from .problems import InvalidInput, Problem
 
-SECRET_PLACEHOLDER = "offline-secret-placeholder"
+OPAQUE_SECRET = "offline-opaque-secret"
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ def read_stack_file(path: Path, project: str = "sgldeploy") -> StackFile:
     for key, value in raw.items():
         full = key if ":" in str(key) else f"{project}:{key}"
         if isinstance(value, dict) and set(value) == {"secure"}:
-            config[full] = SECRET_PLACEHOLDER
+            config[full] = OPAQUE_SECRET
             secret_keys.append(full)
         elif isinstance(value, (dict, list)):
             config[full] = json.dumps(value)

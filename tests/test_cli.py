@@ -85,7 +85,7 @@ def test_secrets_never_reach_output(tmp_path, capsys):
     written = (tmp_path / "p.json").read_text() + "".join(p.read_text() for p in (tmp_path / "m").iterdir())
     shown = capsys.readouterr()
     for text in (written, shown.out, shown.err):
-        assert CIPHERTEXT not in text and "offline-secret-placeholder" not in text
+        assert CIPHERTEXT not in text and "offline-opaque-secret" not in text
     assert "[secret]" in written
 
 

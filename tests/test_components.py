@@ -79,7 +79,7 @@ def test_secrets_are_read_by_reference_never_inlined(dev_like):
     assert set(secrets) == {"qwen-hf-token", "qwen-api-key"}
     assert secrets["qwen-hf-token"].inputs["stringData"] == {"HF_TOKEN": SECRET}
     assert secrets["qwen-api-key"].inputs["stringData"] in (SECRET, UNKNOWN)  # generated: unknown in preview
-    assert "offline-secret-placeholder" not in repr(dev_like.recording.resources)
+    assert "offline-opaque-secret" not in repr(dev_like.recording.resources)
 
 
 def test_resources_probes_and_placement(dev_like):
