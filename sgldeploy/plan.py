@@ -91,7 +91,7 @@ def deployment_json(item, region: str) -> dict:
                      "running_when_idle": initial_replicas(spec)},
         "readiness": spec.readiness,
         "cache_storage": spec.cache_storage,
-        "cache": {"storage": spec.cache_storage, "why": weight_cache.explain(spec)},
+        "cache": {"storage": spec.cache_storage, "why": weight_cache.explain(spec, item.cache_reason)},
         "cold_start_seconds": _cold_start(item),
         "startup_budget_seconds": item.sizing.startup_budget_seconds,
         "cost": {"hourly_usd_min": line.hourly_usd_min, "hourly_usd_max": line.hourly_usd_max,

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from . import weight_cache
 from .lock import SERVABLE_PIPELINES, LockedModel, LockError, lock_key, read_lock
 from .problems import InvalidInput, Problem, config_path
 from .sizing import Sizing, SizingError, size
@@ -21,9 +22,10 @@ SECRET_KEYS = ("hfToken", "apiKey")
 
 @dataclass(frozen=True)
 class ResolvedDeployment:
-    spec: DeploymentSpec
+    spec: DeploymentSpec  # with `cache.storage: auto` replaced by the storage chosen for it
     model: LockedModel
     sizing: Sizing
+    cache_reason: str = ""  # how `auto` chose the cache, for the plan
 
 
 @dataclass(frozen=True)
@@ -62,8 +64,14 @@ def resolve(platform: Any, deployments: Any, lock_file: Path, secrets: set[str],
         except SizingError as exc:
             problems.append(Problem(at(*exc.field.split(".")), exc.what, exc.fix, exc.got))
             continue
+        reason = ""
+        if dep.cache.storage == "auto":  # decided by readiness, size and replica bounds, then sized again
+            storage, reason = weight_cache.choose(dep, spec.platform.addons, sizing.memory.weights_gib,
+                                                  sizing.placement.nodes_per_replica)
+            dep = dep.model_copy(update={"cache": dep.cache.model_copy(update={"storage": storage})})
+            sizing = size(dep, model)
         problems += _placement_problems(spec, dep, sizing, at)
-        resolved.append(ResolvedDeployment(dep, model, sizing))
+        resolved.append(ResolvedDeployment(dep, model, sizing, reason))
     if problems:
         raise InvalidInput(_unique(problems))
     return ResolvedStack(spec=spec, deployments=resolved)
@@ -100,9 +108,8 @@ def _placement_problems(spec: StackSpec, dep: DeploymentSpec, sizing: Sizing, at
     """What the chosen placement and cache need from the platform."""
     out = []
     storage = dep.cache_storage
-    why = f" (readiness {dep.readiness})" if dep.cache.storage == "auto" else ""
     if storage != "none" and not dep.cache.prefetch_image:
-        out.append(Problem(at("cache", "prefetch_image"), f"is required: weights are cached {storage}{why}",
+        out.append(Problem(at("cache", "prefetch_image"), f"is required: weights are cached {storage}",
                            "build and push sglang_image/ (see README), then set its image here; or set "
                            "cache.storage: none", None))
     addon = {"efs": "efs_csi", "fsx-lustre": "fsx_csi"}.get(storage)

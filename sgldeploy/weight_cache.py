@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from .lock import LockedModel
-from .spec import DeploymentSpec
+from .spec import READINESS_DEFAULTS, AddonsSpec, DeploymentSpec
 
 NODE_CACHE_PATH = "/mnt/sgldeploy-cache"  # the GPU node class mounts the instance-store NVMe here
 MODELS_MOUNT = "/models"
@@ -162,8 +162,28 @@ def shared_size_gib(dep: DeploymentSpec, weights_gib: float) -> int:
     return max(100, math.ceil(need / 100) * 100)
 
 
-def explain(dep: DeploymentSpec) -> str:
-    """Why the cache is what it is, for the plan."""
+SHARE_FROM_GIB = 100  # below this, a download per node is cheaper than a file system
+SHARE_FROM_NODES = 3  # a shared copy pays off once three or more nodes would each download the weights
+
+
+def choose(dep: DeploymentSpec, addons: AddonsSpec, weights_gib: float, nodes_per_replica: int) -> tuple[str, str]:
+    """`cache.storage: auto`: (storage, why) from the readiness level, the model's size and the replica bounds."""
+    default = READINESS_DEFAULTS[dep.readiness]["cache_storage"]
+    if default == "none":
+        return default, f"auto: readiness {dep.readiness} keeps nothing warm"
+    nodes = max(1, dep.max_replicas) * nodes_per_replica
+    if weights_gib >= SHARE_FROM_GIB and nodes >= SHARE_FROM_NODES:
+        repeat = f"{weights_gib:.0f} GiB on up to {nodes} nodes would be downloaded {nodes} times"
+        for storage, addon in (("fsx-lustre", "fsx_csi"), ("efs", "efs_csi")):
+            if getattr(addons, addon):
+                return storage, f"auto: readiness {dep.readiness}; {repeat}, so one shared copy is filled once"
+        return default, f"auto: readiness {dep.readiness}; {repeat} (enable the fsx_csi or efs_csi add-on to " \
+                        "fill one shared copy instead)"
+    return default, f"auto: readiness {dep.readiness}, {weights_gib:.0f} GiB on at most {nodes} node(s)"
+
+
+def explain(dep: DeploymentSpec, reason: str = "") -> str:
+    """Why the cache is what it is, for the plan; `reason` says how `auto` decided."""
     storage = dep.cache_storage
     what = {"none": "none: every replica downloads from the Hub when it starts",
             "node-local": f"node-local: weights verified on the GPU node's disk ({NODE_CACHE_PATH}), fetched once "
@@ -171,9 +191,7 @@ def explain(dep: DeploymentSpec) -> str:
             "efs": "efs: one EFS file system shared by every node; a prefetch Job fills it once per commit",
             "fsx-lustre": "fsx-lustre: one FSx for Lustre file system shared by every node, filled once per commit "
                           "by a prefetch Job"}[storage]
-    if dep.cache.storage == "auto":
-        return f"{what} (auto: readiness {dep.readiness})"
-    return what
+    return f"{what} ({reason})" if reason else what
 
 
 # ---- cold start ------------------------------------------------------------------------------------

@@ -106,7 +106,7 @@ def test_a_cache_needs_the_prefetch_image_and_its_csi_addon(tmp_path):
                for line in lines)
     with pytest.raises(InvalidInput) as err:
         render_stack(write_stack(tmp_path, deployments=[deployment(cache={})]))
-    assert "is required: weights are cached node-local (readiness fast)" in err.value.problems[0].line()
+    assert "is required: weights are cached node-local" in err.value.problems[0].line()
 
 
 def shared(tmp_path, storage: str):
@@ -228,3 +228,34 @@ def test_dockerfile_pins_the_same_sglang_and_installs_the_tool():
     for line in pins.splitlines():
         if line and not line.startswith("#"):
             assert f'"{line}"' in project or f'"{line.replace("-hub", "_hub")}"' in project, line
+
+
+@pytest.mark.parametrize("readiness, weights, replicas, addons, storage, fragment", [
+    ("cold-start", 131.4, 4, {"fsx_csi": True}, "none", "keeps nothing warm"),
+    ("fast", 14.2, 8, {"fsx_csi": True}, "node-local", "14 GiB on at most 8 node(s)"),
+    ("always-ready", 131.4, 2, {"fsx_csi": True}, "node-local", "on at most 2 node(s)"),
+    ("always-ready", 131.4, 4, {"fsx_csi": True, "efs_csi": True}, "fsx-lustre", "downloaded 4 times"),
+    ("fast", 131.4, 4, {"efs_csi": True}, "efs", "one shared copy is filled once"),
+    ("fast", 131.4, 4, {}, "node-local", "enable the fsx_csi or efs_csi add-on"),
+])
+def test_auto_cache_follows_readiness_size_and_replica_bounds(readiness, weights, replicas, addons, storage,
+                                                              fragment):
+    from sgldeploy.spec import AddonsSpec
+    dep = parse_stack(None, [deployment(readiness=readiness, cache={},
+                                        scaling={"min_replicas": 1 if readiness == "always-ready" else 0,
+                                                 "max_replicas": replicas})]).deployments[0]
+    chosen, why = weight_cache.choose(dep, AddonsSpec(**addons), weights, 1)
+    assert chosen == storage and why.startswith(f"auto: readiness {readiness}") and fragment in why
+
+
+def test_auto_choice_reaches_the_rendered_resources(tmp_path):
+    from .conftest import LLAMA_70B
+    platform = {"cluster": {"name": "test"}, "namespace": "llm", "addons": {"fsx_csi": True}}
+    big = {"name": "big", "model": dict(LLAMA_70B), "readiness": "always-ready",
+           "serving": {"context_length": 8192, "max_concurrency": 8},
+           "scaling": {"min_replicas": 1, "max_replicas": 4}, "cache": {"prefetch_image": IMAGE}}
+    plan = render_stack(write_stack(tmp_path, platform=platform, deployments=[big],
+                                    extra={"sgldeploy:hfToken": {"secure": "v1:x"}}))
+    item = plan.resolved.deployments[0]
+    assert item.spec.cache_storage == "fsx-lustre" and "downloaded 4 times" in item.cache_reason
+    assert resources_of(plan, "aws:fsx/lustreFileSystem:LustreFileSystem")
