@@ -102,26 +102,3 @@ def instance_types() -> dict[str, InstanceType]:
         )
         for r in rows
     }
-
-
-@dataclass(frozen=True)
-class ServicePrice:
-    item: str
-    unit: str
-    usd: float
-    region: str
-    source: str
-
-
-@cache
-def service_prices() -> dict[str, ServicePrice]:
-    with open(DATA / "aws-service-prices.csv", newline="") as f:
-        return {r["item"]: ServicePrice(r["item"], r["unit"], float(r["usd"]), r["region"], r["source"])
-                for r in csv.DictReader(f)}
-
-
-def instances_with(gpu: str, gpu_count: Optional[int] = None) -> list[InstanceType]:
-    """Instance types carrying `gpu` (and exactly `gpu_count` of them), cheapest first, unpriced last."""
-    found = [i for i in instance_types().values()
-             if i.gpu == gpu and (gpu_count is None or i.gpu_count == gpu_count)]
-    return sorted(found, key=lambda i: (i.on_demand_usd_per_hour is None, i.on_demand_usd_per_hour or 0, i.name))

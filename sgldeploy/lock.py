@@ -98,8 +98,8 @@ class LockError(Exception):
     pass
 
 
-def read_lock(path: Path) -> dict[str, LockedModel]:
-    """The lock's entries by `repo@revision`; an absent file is an empty lock."""
+def read_lock_entries(path: Path) -> dict[str, dict[str, Any]]:
+    """The lock's entries as written, checked to be usable; an absent file is an empty lock."""
     if not path.exists():
         return {}
     try:
@@ -108,10 +108,18 @@ def read_lock(path: Path) -> dict[str, LockedModel]:
         raise LockError(f"{path}: cannot read the model lock ({exc}); re-create it with `sgldeploy lock`") from None
     if not isinstance(data, dict) or data.get("version") != LOCK_VERSION:
         raise LockError(f"{path}: not a version {LOCK_VERSION} model lock; re-create it with `sgldeploy lock`")
+    entries = data.get("models", {})
     try:
-        return {key: LockedModel.from_entry(entry) for key, entry in data.get("models", {}).items()}
-    except (KeyError, TypeError, ValueError) as exc:
+        for entry in entries.values():
+            LockedModel.from_entry(entry)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise LockError(f"{path}: an entry lacks {exc}; re-create it with `sgldeploy lock`") from None
+    return entries
+
+
+def read_lock(path: Path) -> dict[str, LockedModel]:
+    """The lock's entries by `repo@revision`; an absent file is an empty lock."""
+    return {key: LockedModel.from_entry(entry) for key, entry in read_lock_entries(path).items()}
 
 
 def write_lock(path: Path, entries: dict[str, dict[str, Any]]) -> None:

@@ -7,16 +7,14 @@ when the Pulumi CLI is at hand), else from `HF_TOKEN`, else from the local token
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Optional
 
 from . import hub
-from .lock import lock_key, lock_path_for, read_lock, write_lock
+from .lock import lock_key, lock_path_for, read_lock, read_lock_entries, write_lock
 from .problems import InvalidInput, Problem, config_path
 from .spec import is_commit
 from .stackfile import StackFile
@@ -57,7 +55,7 @@ def lock(stack: StackFile, *, token: Optional[str] = None, endpoint: Optional[st
          retry: hub.Retry = hub.Retry()) -> LockReport:
     """Resolve the stack's models and merge them into its lock (entries of other stacks are kept)."""
     path = lock_path_for(stack.path)
-    existing = _raw_entries(path)
+    existing = read_lock_entries(path)
     entries = dict(existing)
     problems: list[Problem] = []
     report = LockReport()
@@ -103,9 +101,3 @@ def check(stack: StackFile, *, token: Optional[str] = None, endpoint: Optional[s
         raise InvalidInput(problems)
     return report
 
-
-def _raw_entries(path: Path) -> dict:
-    if not path.exists():
-        return {}
-    read_lock(path)  # raises a clear LockError on a broken file
-    return json.loads(path.read_text()).get("models", {})

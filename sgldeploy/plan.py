@@ -90,7 +90,6 @@ def deployment_json(item, region: str) -> dict:
         "replicas": {"min": spec.min_replicas, "max": spec.max_replicas,
                      "running_when_idle": initial_replicas(spec)},
         "readiness": spec.readiness,
-        "cache_storage": spec.cache_storage,
         "cache": {"storage": spec.cache_storage, "why": weight_cache.explain(spec, item.cache_reason)},
         "cold_start_seconds": _cold_start(item),
         "startup_budget_seconds": item.sizing.startup_budget_seconds,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import os
 
 # Nothing in the tests may reach the real Hub: unless a test points it at its loopback Hub, the client
@@ -77,8 +76,3 @@ def with_secret(stack_file: Path, tmp_path: Path, key: str = "hfToken") -> Path:
     (tmp_path / "models.lock.json").write_text(LOCK.read_text())
     return out
 
-
-def deep(obj: dict, *path: Any) -> Any:
-    for part in path:
-        obj = obj[part]
-    return copy.deepcopy(obj)

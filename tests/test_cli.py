@@ -194,3 +194,12 @@ def test_a_broken_lock_is_one_clear_line(tmp_path):
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "models.lock.json: is not a usable model lock" in result.stderr
     assert "re-create it with `sgldeploy lock`" in result.stderr
+
+
+def test_committed_lock_regenerates_from_the_published_facts():
+    from sgldeploy.lock import lock_from_public_facts, read_lock_entries
+
+    from .conftest import LLAMA_8B, LLAMA_70B, QWEN, SHARED
+    entries = lock_from_public_facts(SHARED / "data" / "models.csv", {
+        ref["repo"]: [ref["revision"]] for ref in (QWEN, LLAMA_8B, LLAMA_70B)})
+    assert entries == read_lock_entries(ROOT / "stacks" / "models.lock.json")

@@ -190,7 +190,7 @@ def test_lock_writes_a_stable_lock_and_plans_use_it(loopback, tmp_path):
     assert f"org/tiny@main → {sha}" in first.stdout
     lock_file = tmp_path / "models.lock.json"
     written = lock_file.read_bytes()
-    assert read_lock(lock_file)[f"org/tiny@main"].sha == sha
+    assert read_lock(lock_file)["org/tiny@main"].sha == sha
     again = cli(loopback, "lock", "--config", str(stack))
     assert again.returncode == 0 and "unchanged" in again.stdout
     assert lock_file.read_bytes() == written, "re-locking with nothing changed must change no byte"
@@ -213,7 +213,7 @@ def test_lock_check_reports_a_moved_branch(loopback, tmp_path):
     new_sha = repo.commit(sharded_model(extra={"README.md": b"new"}))
     drift = cli(loopback, "lock", "--check", "--config", str(stack))
     assert drift.returncode == 1
-    assert f"org/moving@main moved" in drift.stderr and new_sha in drift.stderr
+    assert "org/moving@main moved" in drift.stderr and new_sha in drift.stderr
 
 
 def test_lock_failures_are_one_line_each(loopback, tmp_path):
