@@ -1,7 +1,8 @@
 """What a stack costs to run: GPU nodes at minimum and at full scale-out, from the catalog's prices.
 
-Monthly figures are hourly × 730. Prices are us-east-1 on-demand (sgldeploy/data); another region, or an
-instance without a confirmed price, is reported as unpriced rather than as zero.
+Monthly figures are hourly × 730. Prices are us-east-1, on-demand or spot as sizing chose them
+(sgldeploy/data); another region, or an instance without a confirmed price, is reported as unpriced rather
+than as zero.
 """
 
 from __future__ import annotations
@@ -32,9 +33,9 @@ def gpu_nodes(item: ResolvedDeployment, region: str) -> CostItem:
     low = initial_replicas(spec)  # what runs when idle: the Deployment's own replica count
     nodes_min, nodes_max = low * p.nodes_per_replica, spec.max_replicas * p.nodes_per_replica
     what = f"{p.instance_type} × {p.nodes_per_replica} node(s) per replica, {low}–{spec.max_replicas} " \
-           f"replicas, on-demand"
-    if spec.resources.capacity != "on-demand":
-        what += f" prices (capacity {spec.resources.capacity} may cost less)"
+           f"replicas, {p.price_basis} price"
+    if spec.resources.capacity != "on-demand" and p.price_basis == "on-demand":
+        what += f" (no spot price known; capacity {spec.resources.capacity} may cost less)"
     price = p.hourly_usd_per_replica / p.nodes_per_replica if p.hourly_usd_per_replica is not None else None
     if region != PRICED_REGION or price is None:
         why = f"no price for {region}" if region != PRICED_REGION else f"no confirmed price for {p.instance_type}"

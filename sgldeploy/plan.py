@@ -225,5 +225,5 @@ def summary(plan: Plan) -> str:
     totals = cost.totals([cost.gpu_nodes(d, plan.region) for d in plan.resolved.deployments])
     lines.append(f"stack cost {_money(totals['hourly_usd_min'])}–{_money(totals['hourly_usd_max'])}/h · "
                  f"{_money(totals['monthly_usd_min'])}–{_money(totals['monthly_usd_max'])}/month "
-                 f"(GPU nodes, {plan.region} on-demand, 730 h/month)")
+                 f"(GPU nodes, {plan.region} prices as sized, 730 h/month)")
     return "\n".join(lines)
