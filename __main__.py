@@ -10,10 +10,11 @@ import pulumi
 
 from components.model_deployment import ModelDeployment, ModelDeploymentArgs
 from components.platform import Platform, PlatformArgs
+from sgldeploy import cost
 from sgldeploy.lock import LOCK_NAME
+from sgldeploy.policy.facts import deployment_facts, platform_facts
 from sgldeploy.problems import InvalidInput
 from sgldeploy.stack import SECRET_KEYS, resolve
-
 
 
 def resolve_online(repo, revision, problems, at):
@@ -35,17 +36,20 @@ def resolve_online(repo, revision, problems, at):
 config = pulumi.Config("sgldeploy")
 secrets = {key: config.get_secret(key) for key in SECRET_KEYS}
 lock_file = Path(config.get("lockFile") or Path(__file__).parent / "stacks" / LOCK_NAME)
+usage_file = config.get("usageFile")  # assumed traffic for the usage-based cost lines; defaults otherwise
+region = pulumi.Config("aws").get("region") or os.environ.get("AWS_REGION") or "us-east-1"
 try:
     stack = resolve(config.get_object("platform"), config.get_object("deployments"), lock_file,
                     {key for key, value in secrets.items() if value is not None}, resolve_online)
+    estimate = cost.estimate(stack, region, cost.Usage.read(Path(usage_file) if usage_file else None))
 except InvalidInput as invalid:
     raise pulumi.RunError(str(invalid)) from None
 
-region = pulumi.Config("aws").get("region") or os.environ.get("AWS_REGION") or "us-east-1"
 common_labels = {"app.kubernetes.io/part-of": pulumi.get_project(), "sgldeploy.io/stack": pulumi.get_stack()}
 node_cache = any(item.spec.cache_storage == "node-local" for item in stack.deployments)
 platform = Platform("platform", PlatformArgs(spec=stack.spec.platform, region=region, labels=common_labels,
-                                             node_cache=node_cache))
+                                             node_cache=node_cache,
+                                             facts=platform_facts(stack.spec.platform, region, estimate)))
 
 summaries, api_keys = {}, {}
 for item in stack.deployments:
@@ -53,14 +57,18 @@ for item in stack.deployments:
         item.spec.name,
         ModelDeploymentArgs(spec=item.spec, model=item.model, sizing=item.sizing, namespace=platform.namespace,
                             hf_token=secrets["hfToken"], api_key=secrets["apiKey"], network=platform.network,
-                            namespace_name=stack.spec.platform.namespace, tags=stack.spec.platform.tags),
+                            namespace_name=stack.spec.platform.namespace, tags=stack.spec.platform.tags,
+                            facts=deployment_facts(item, stack.spec.platform, region, estimate)),
         opts=pulumi.ResourceOptions(providers={"kubernetes": platform.provider}),
     )
     placement = item.sizing.placement
+    spend = estimate.deployment_totals(item.spec.name)
+    pulumi.log.info(f"cost {cost.one_line(item.spec.name, spend)}", deployment)
     summaries[item.spec.name] = {
         "model": item.spec.model.repo, "revision": item.model.sha, "serviceName": deployment.server.service_name,
         "instanceType": placement.instance_type, "gpusPerReplica": placement.gpus_per_replica,
         "minReplicas": item.spec.min_replicas, "maxReplicas": item.spec.max_replicas,
+        "estimatedMonthlyCostMin": spend["monthly_usd_min"], "estimatedMonthlyCostMax": spend["monthly_usd_max"],
     }
     if deployment.api_key is not None:
         api_keys[item.spec.name] = deployment.api_key
@@ -69,3 +77,10 @@ pulumi.export("clusterName", platform.cluster_name)
 pulumi.export("namespace", platform.namespace)
 pulumi.export("deployments", summaries)
 pulumi.export("apiKeys", pulumi.Output.secret(api_keys))
+# The cost estimate as outputs: `pulumi preview` shows their change, which is the cost diff (USD, 730 h/month).
+stack_spend = estimate.stack_totals()
+pulumi.log.info(f"cost {cost.one_line('stack', stack_spend)}")
+pulumi.export("estimatedMonthlyCostMin", stack_spend["monthly_usd_min"])
+pulumi.export("estimatedMonthlyCostMax", stack_spend["monthly_usd_max"])
+pulumi.export("estimatedHourlyCostMin", stack_spend["hourly_usd_min"])
+pulumi.export("estimatedHourlyCostMax", stack_spend["hourly_usd_max"])

@@ -33,6 +33,8 @@ class ModelDeploymentArgs:
     """The cluster's network, for caches on shared file systems."""
     namespace_name: str = ""
     tags: Optional[dict[str, str]] = None
+    facts: Optional[dict] = None
+    """Model, fit, endpoint and cost facts (sgldeploy.policy.facts), for policies to read."""
 
 
 class ModelDeployment(pulumi.ComponentResource):
@@ -41,7 +43,8 @@ class ModelDeployment(pulumi.ComponentResource):
     """The key clients send as `Authorization: Bearer …`, a secret output; None when auth is none."""
 
     def __init__(self, name: str, args: ModelDeploymentArgs, opts: Optional[pulumi.ResourceOptions] = None):
-        super().__init__("sgldeploy:serving:ModelDeployment", name, None, opts)
+        # The facts are the component's inputs, so CrossGuard policies and the offline plan read the same values.
+        super().__init__("sgldeploy:serving:ModelDeployment", name, args.facts, opts)
         dep = args.spec
         child = pulumi.ResourceOptions(parent=self)
         labels = serving.labels(dep)
@@ -97,7 +100,8 @@ class ModelDeployment(pulumi.ComponentResource):
             # Fixed name, one per deployment; a replacement must free it first.
             opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(delete_before_replace=True)),
         )
-        self.register_outputs({"serviceName": self.server.service_name, "apiKey": self.api_key})
+        self.register_outputs({**(args.facts or {}), "serviceName": self.server.service_name,
+                               "apiKey": self.api_key})
 
     def _secret(self, resource_name: str, secret_name: str, key: str, value: pulumi.Output[str],
                 namespace: pulumi.Input[str], labels: dict[str, str]) -> k8s.core.v1.Secret:

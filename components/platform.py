@@ -24,6 +24,8 @@ class PlatformArgs:
     labels: dict[str, str]
     node_cache: bool = False
     """Some deployment caches weights on its nodes (hostPath), which the baseline pod security level forbids."""
+    facts: Optional[dict] = None
+    """Environment, budget and the platform's own cost (sgldeploy.policy.facts), for policies to read."""
 
 
 def kubeconfig(cluster_name: str, endpoint: str, ca_data: str, region: str) -> str:
@@ -66,7 +68,8 @@ class Platform(pulumi.ComponentResource):
     network: ClusterNetwork
 
     def __init__(self, name: str, args: PlatformArgs, opts: Optional[pulumi.ResourceOptions] = None):
-        super().__init__("sgldeploy:platform:Platform", name, None, opts)
+        # The facts are the component's inputs, so CrossGuard policies and the offline plan read the same values.
+        super().__init__("sgldeploy:platform:Platform", name, args.facts, opts)
         spec = args.spec
         if spec.cluster.create:
             raise pulumi.RunError(
@@ -98,4 +101,4 @@ class Platform(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, provider=self.provider, delete_before_replace=True),
         )
         self.namespace = namespace.metadata.apply(lambda m: m["name"])
-        self.register_outputs({"clusterName": self.cluster_name, "namespace": self.namespace})
+        self.register_outputs({**(args.facts or {}), "clusterName": self.cluster_name, "namespace": self.namespace})

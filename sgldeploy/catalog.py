@@ -102,3 +102,21 @@ def instance_types() -> dict[str, InstanceType]:
         )
         for r in rows
     }
+
+
+@dataclass(frozen=True)
+class ServicePrice:
+    item: str  # e.g. alb, nat_gateway, efs_standard
+    unit: str  # hour, lcu-hour, gb-month, gb, cluster-hour, instance-hour
+    usd: float
+    region: str
+    source: str
+
+
+@cache
+def service_prices() -> dict[str, ServicePrice]:
+    """Prices of the non-GPU parts of a stack (control plane, load balancers, storage, NAT, transfer)."""
+    with open(DATA / "aws-service-prices.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    return {r["item"]: ServicePrice(item=r["item"], unit=r["unit"], usd=float(r["usd"]), region=r["region"],
+                                    source=r["source"]) for r in rows}

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from .lock import LockError
-from .problems import InvalidInput
+from .problems import InvalidInput, Problem
 from .stackfile import read_stack_file, stack_path
 
 EXIT_OK, EXIT_POLICY, EXIT_INVALID = 0, 1, 2
@@ -36,6 +36,14 @@ def build_parser() -> argparse.ArgumentParser:
     _stack_args(plan)
     plan.add_argument("--json", metavar="FILE", type=Path, help="write the plan JSON here")
     plan.add_argument("--manifests", metavar="DIR", type=Path, help="write one YAML file per Kubernetes object")
+    plan.add_argument("--compare", metavar="PREVIOUS_PLAN_JSON", type=Path,
+                      help="diff cost and resources against a plan JSON written earlier (e.g. from the base branch)")
+    plan.add_argument("--markdown", metavar="FILE", type=Path, help="write the cost estimate (and diff, with "
+                      "--compare) as a pull-request comment")
+    plan.add_argument("--policy-config", metavar="FILE", type=Path, help="policy pack config, in the format of "
+                      "`pulumi preview --policy-pack-config`")
+    plan.add_argument("--usage", metavar="FILE", type=Path, help="YAML of usage assumptions for usage-based cost "
+                      "lines (see README)")
     lock = commands.add_parser("lock", help="resolve every model on the Hub and write models.lock.json")
     _stack_args(lock)
     lock.add_argument("--check", action="store_true", help="write nothing; exit 1 when a locked branch or "
@@ -97,12 +105,27 @@ def _lock(args: argparse.Namespace, stack) -> int:
     return EXIT_OK
 
 
+def _previous_plan(path: Path) -> dict:
+    from .diff import check_plan
+    try:
+        return check_plan(json.loads(path.read_text()), str(path))
+    except (OSError, ValueError) as err:
+        raise InvalidInput([Problem(str(path), f"cannot be read as JSON ({err.__class__.__name__})",
+                                    "write it with `sgldeploy plan --json FILE`", show_got=False)]) from None
+
+
 def _plan(args: argparse.Namespace, stack) -> int:
     import pulumi
 
+    from . import diff as diffing
     from . import plan as planning
+    from . import report
+    from .files import write_atomic
+    from .policy import pack
+    previous = _previous_plan(args.compare) if args.compare else None
+    policy_settings = pack.read_settings(args.policy_config)
     try:
-        plan = planning.render(stack)
+        plan = planning.render(stack, usage_file=args.usage, policy_settings=policy_settings)
     except pulumi.RunError as err:
         return _fail(str(err).splitlines())
     for level, message in plan.recording.log:
@@ -111,13 +134,24 @@ def _plan(args: argparse.Namespace, stack) -> int:
     print(planning.resource_tree(plan))
     print()
     print(planning.summary(plan))
+    document = planning.plan_json(plan)
+    if previous is not None:
+        document["diff"] = diffing.diff(previous, document)
+        print()
+        print(report.text(document["diff"]))
+    print()
+    print(planning.policy_report(plan))
     if args.json:
-        planning.write_json(plan, args.json)
+        write_atomic(args.json, json.dumps(document, indent=2) + "\n")
         print(f"\nplan JSON: {args.json}")
     if args.manifests:
         written = planning.write_manifests(plan, args.manifests)
         print(f"manifests: {len(written)} files in {args.manifests}")
-    return EXIT_OK
+    if args.markdown:
+        against = document.get("diff") or diffing.diff(diffing.EMPTY_PLAN, document)
+        write_atomic(args.markdown, report.markdown(against, document, document["policy"]["violations"]))
+        print(f"markdown: {args.markdown}")
+    return EXIT_POLICY if plan.mandatory_violations else EXIT_OK
 
 
 if __name__ == "__main__":

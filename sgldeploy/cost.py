@@ -1,57 +1,272 @@
-"""What a stack costs to run: GPU nodes at minimum and at full scale-out, from the catalog's prices.
+"""What a stack costs to run, line by line, at minimum and at full scale-out, from the catalog's prices.
 
-Monthly figures are hourly × 730. Prices are us-east-1, on-demand or spot as sizing chose them
-(sgldeploy/data); another region, or an instance without a confirmed price, is reported as unpriced rather
-than as zero.
+Provisioned lines (GPU nodes, their disks, caches, load balancers, the cluster) are priced from the spec and
+sizing; usage-based lines (load balancer capacity units, NAT data, data transfer) from a usage file with
+documented defaults, and are kept apart, as Infracost does. Monthly figures are hourly × 730. Prices are
+us-east-1 (sgldeploy/data, each with its source); another region, or an instance without a confirmed price,
+is reported as unpriced rather than as zero. Pure: no Pulumi.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Optional
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Optional
 
-from .catalog import HOURS_PER_MONTH, PRICED_REGION
+import yaml
+
+from .catalog import HOURS_PER_MONTH, PRICED_REGION, service_prices
+from .problems import InvalidInput, Problem
 from .serving import initial_replicas
-from .stack import ResolvedDeployment
+from .spec import PlatformSpec
+from .stack import ResolvedDeployment, ResolvedStack
+from . import weight_cache
+
+SYSTEM_NODE_INSTANCE = "m6i.large"  # the on-demand node group that runs controllers and add-ons
+SYSTEM_NODE_COUNT = 2  # one per availability zone, so controllers survive a zone outage
+SYSTEM_NODE_DISK_GIB = 50
+NAT_GATEWAYS = 2  # one per availability zone of a created VPC: a zone's nodes never depend on another zone
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Assumed usage for the usage-based lines; a usage file (`--usage FILE`) overrides any of them."""
+
+    load_balancer_capacity_units_per_hour: float = 1.0  # ALB LCUs or NLB NLCUs consumed on average
+    data_transfer_out_gb_per_month: float = 50.0  # per public endpoint: responses to clients on the internet
+    nat_gateway_gb_per_month: float = 100.0  # per created VPC: image pulls, Hub downloads, AWS APIs
+
+    @classmethod
+    def read(cls, path: Optional[Path]) -> "Usage":
+        """The defaults, overridden by a YAML mapping of the same keys; every problem reported at once."""
+        if path is None:
+            return cls()
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError) as err:
+            raise InvalidInput([Problem(str(path), f"cannot be read as YAML ({err.__class__.__name__})",
+                                        "pass a YAML file of usage assumptions", show_got=False)]) from None
+        known = {f.name for f in fields(cls)}
+        if not isinstance(raw, dict):
+            raise InvalidInput([Problem(str(path), "must be a mapping of usage assumptions", f"use keys: "
+                                        f"{', '.join(sorted(known))}", raw)])
+        problems = []
+        for key, value in raw.items():
+            if key not in known:
+                problems.append(Problem(f"{path}: {key}", "is not a usage assumption",
+                                        f"use one of: {', '.join(sorted(known))}", key))
+            elif isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                problems.append(Problem(f"{path}: {key}", "must be a number ≥ 0", "e.g. 100", value))
+        if problems:
+            raise InvalidInput(problems)
+        return cls(**{k: float(v) for k, v in raw.items()})
 
 
 @dataclass(frozen=True)
 class CostItem:
-    resource: str
-    description: str
-    hourly_usd_min: Optional[float]
+    resource: str  # `<deployment>/<part>` or `platform/<part>`
+    description: str  # what is priced and what it assumes
+    hourly_usd_min: Optional[float]  # None: no price (named in the description), never a silent zero
     hourly_usd_max: Optional[float]
+    deployment: Optional[str] = None  # None for the platform's own lines
+    usage_based: bool = False
+    drivers: dict[str, Any] = field(default_factory=dict)  # the inputs the price follows, for cost diffs
 
     def as_json(self) -> dict:
         return {"resource": self.resource, "description": self.description,
-                "hourly_usd_min": self.hourly_usd_min, "hourly_usd_max": self.hourly_usd_max}
+                "hourly_usd_min": _round(self.hourly_usd_min), "hourly_usd_max": _round(self.hourly_usd_max),
+                "monthly_usd_min": monthly(self.hourly_usd_min), "monthly_usd_max": monthly(self.hourly_usd_max),
+                "deployment": self.deployment, "usage_based": self.usage_based, "drivers": self.drivers}
 
+
+def monthly(hourly: Optional[float]) -> Optional[float]:
+    """Monthly USD, to the cent, from an unrounded hourly figure."""
+    return None if hourly is None else round(hourly * HOURS_PER_MONTH, 2)
+
+
+def _round(hourly: Optional[float]) -> Optional[float]:
+    return None if hourly is None else round(hourly, 4)
+
+
+def _price(item: str, region: str) -> Optional[float]:
+    price = service_prices()[item]
+    return price.usd if price.region == region else None
+
+
+def _line(resource: str, what: str, unit_usd: Optional[float], low: float, high: float, region: str,
+          **kw) -> CostItem:
+    """A line of `low`–`high` units at `unit_usd` per unit-hour, or unpriced with the reason named."""
+    if unit_usd is None:
+        why = f"no price for {region}" if region != PRICED_REGION else "no confirmed price"
+        return CostItem(resource, f"{what}; {why}", None, None, **kw)
+    return CostItem(resource, what, unit_usd * low, unit_usd * high, **kw)  # rounded only when shown
+
+
+# ---- one deployment ------------------------------------------------------------------------------
 
 def gpu_nodes(item: ResolvedDeployment, region: str) -> CostItem:
-    p = item.sizing.placement
-    spec = item.spec
-    low = initial_replicas(spec)  # what runs when idle: the Deployment's own replica count
+    p, spec = item.sizing.placement, item.spec
+    low = initial_replicas(spec)  # what runs when idle: the workload's own replica count
     nodes_min, nodes_max = low * p.nodes_per_replica, spec.max_replicas * p.nodes_per_replica
     what = f"{p.instance_type} × {p.nodes_per_replica} node(s) per replica, {low}–{spec.max_replicas} " \
            f"replicas, {p.price_basis} price"
     if spec.resources.capacity != "on-demand" and p.price_basis == "on-demand":
         what += f" (no spot price known; capacity {spec.resources.capacity} may cost less)"
+    if p.price_basis == "spot":
+        what += " (the highest per-zone spot price seen; spot prices move)"
     price = p.hourly_usd_per_replica / p.nodes_per_replica if p.hourly_usd_per_replica is not None else None
-    if region != PRICED_REGION or price is None:
-        why = f"no price for {region}" if region != PRICED_REGION else f"no confirmed price for {p.instance_type}"
-        return CostItem(f"{spec.name}/gpu-nodes", f"{what}; {why}", None, None)
-    return CostItem(f"{spec.name}/gpu-nodes", what, round(price * nodes_min, 4), round(price * nodes_max, 4))
+    if region != PRICED_REGION:
+        price = None
+    drivers = {"instance_type": p.instance_type, "price_basis": p.price_basis, "usd_per_node_hour": price,
+               "nodes_min": nodes_min, "nodes_max": nodes_max}
+    return _line(f"{spec.name}/gpu-nodes", what, price, nodes_min, nodes_max, region, deployment=spec.name,
+                 drivers=drivers)
 
 
-def monthly(hourly: Optional[float]) -> Optional[float]:
-    return None if hourly is None else round(hourly * HOURS_PER_MONTH, 2)
+def node_disks(item: ResolvedDeployment, region: str) -> CostItem:
+    p, spec = item.sizing.placement, item.spec
+    nodes_min, nodes_max = initial_replicas(spec) * p.nodes_per_replica, spec.max_replicas * p.nodes_per_replica
+    gib = item.sizing.disk_gib
+    gp3 = _price("ebs_gp3", region)
+    return _line(f"{spec.name}/node-disks", f"{gib} GiB gp3 root volume per GPU node, {nodes_min}–{nodes_max} nodes",
+                 None if gp3 is None else gp3 * gib / HOURS_PER_MONTH, nodes_min, nodes_max, region,
+                 deployment=spec.name, drivers={"disk_gib": gib, "nodes_min": nodes_min, "nodes_max": nodes_max})
 
+
+def cache_storage(item: ResolvedDeployment, region: str) -> Optional[CostItem]:
+    """Shared caches cost whether or not replicas run; node-local NVMe is part of the instance price."""
+    spec = item.spec
+    storage = spec.cache_storage
+    if storage == "efs":
+        gib = round(item.sizing.memory.weights_gib, 1)  # EFS bills the bytes stored: one commit's weights
+        what = f"EFS Standard, {gib:g} GiB stored (one commit's weights; two during a rollout)"
+        unit = _price("efs_standard", region)
+    elif storage == "fsx-lustre":
+        gib = weight_cache.shared_size_gib(spec, item.sizing.memory.weights_gib)  # FSx bills provisioned size
+        what = f"FSx for Lustre PERSISTENT_2 125 MB/s/TiB, {gib} GiB provisioned (price approximate, see catalog)"
+        unit = _price("fsx_lustre_persistent_125", region)
+    else:
+        return None
+    return _line(f"{spec.name}/cache", what, None if unit is None else unit * gib / HOURS_PER_MONTH, 1, 1, region,
+                 deployment=spec.name, drivers={"storage": storage, "size_gib": gib})
+
+
+def endpoint(item: ResolvedDeployment, region: str, usage: Usage) -> list[CostItem]:
+    """The load balancer the AWS Load Balancer Controller creates for a public or internal endpoint."""
+    spec, ep = item.spec, item.spec.endpoint
+    if ep.exposure == "cluster":
+        return []
+    kind = ep.load_balancer
+    units = usage.load_balancer_capacity_units_per_hour
+    lines = [
+        _line(f"{spec.name}/load-balancer", f"{ep.exposure} {kind.upper()}, hourly charge (it runs even at zero "
+              "replicas)", _price(kind, region), 1, 1, region, deployment=spec.name,
+              drivers={"load_balancer": kind, "exposure": ep.exposure}),
+        _line(f"{spec.name}/load-balancer-capacity", f"{units:g} {'LCU' if kind == 'alb' else 'NLCU'}/h assumed "
+              "(usage file: load_balancer_capacity_units_per_hour)",
+              _price("alb_lcu" if kind == "alb" else "nlb_nlcu", region), units, units, region,
+              deployment=spec.name, usage_based=True, drivers={"capacity_units_per_hour": units}),
+    ]
+    if ep.exposure == "public":
+        gb = usage.data_transfer_out_gb_per_month
+        unit = _price("data_transfer_out_first_10tb", region)
+        lines.append(_line(f"{spec.name}/data-transfer-out", f"{gb:g} GB/month to the internet assumed (usage "
+                           "file: data_transfer_out_gb_per_month)",
+                           None if unit is None else unit * gb / HOURS_PER_MONTH, 1, 1, region,
+                           deployment=spec.name, usage_based=True, drivers={"gb_per_month": gb}))
+    return lines
+
+
+def deployment_items(item: ResolvedDeployment, region: str, usage: Usage) -> list[CostItem]:
+    cache = cache_storage(item, region)
+    return [gpu_nodes(item, region), node_disks(item, region), *([cache] if cache else []),
+            *endpoint(item, region, usage)]
+
+
+# ---- the platform --------------------------------------------------------------------------------
+
+def platform_items(platform: PlatformSpec, region: str, usage: Usage) -> list[CostItem]:
+    """What the stack itself runs; an existing cluster's own costs belong to whoever created it."""
+    if not platform.cluster.create:
+        return []
+    gp3 = _price("ebs_gp3", region)
+    nat = NAT_GATEWAYS
+    nat_gb = usage.nat_gateway_gb_per_month
+    nat_data = _price("nat_gateway_data", region)
+    return [
+        _line("platform/eks-control-plane", "EKS control plane, standard support (a version in extended support "
+              "costs $0.60/h)", _price("eks_cluster_standard_support", region), 1, 1, region,
+              drivers={"kubernetes_version": platform.cluster.kubernetes_version}),
+        _line("platform/system-nodes", f"{SYSTEM_NODE_COUNT} × {SYSTEM_NODE_INSTANCE} on-demand for controllers and "
+              "add-ons, with 50 GiB gp3 each", None if gp3 is None or _price("ec2_m6i_large", region) is None
+              else _price("ec2_m6i_large", region) + gp3 * SYSTEM_NODE_DISK_GIB / HOURS_PER_MONTH,
+              SYSTEM_NODE_COUNT, SYSTEM_NODE_COUNT, region,
+              drivers={"instance_type": SYSTEM_NODE_INSTANCE, "nodes": SYSTEM_NODE_COUNT}),
+        _line("platform/nat-gateways", f"{nat} NAT gateways, one per availability zone", _price("nat_gateway", region),
+              nat, nat, region, drivers={"nat_gateways": nat}),
+        _line("platform/nat-data", f"{nat_gb:g} GB/month through NAT assumed (usage file: nat_gateway_gb_per_month)",
+              None if nat_data is None else nat_data * nat_gb / HOURS_PER_MONTH, 1, 1, region, usage_based=True,
+              drivers={"gb_per_month": nat_gb}),
+    ]
+
+
+# ---- totals --------------------------------------------------------------------------------------
 
 def totals(items: list[CostItem]) -> dict:
-    def total(attr: str) -> Optional[float]:
-        values = [getattr(i, attr) for i in items]
-        return None if any(v is None for v in values) else round(sum(values), 4)
+    """Hourly and monthly at min and max; None when any line is unpriced (a partial sum would mislead)."""
+    def total(attr: str, subset: list[CostItem]) -> Optional[float]:
+        values = [getattr(i, attr) for i in subset]
+        return None if any(v is None for v in values) else sum(values)
 
-    lo, hi = total("hourly_usd_min"), total("hourly_usd_max")
-    return {"hourly_usd_min": lo, "hourly_usd_max": hi, "monthly_usd_min": monthly(lo),
-            "monthly_usd_max": monthly(hi)}
+    lo, hi = total("hourly_usd_min", items), total("hourly_usd_max", items)
+    usage = [i for i in items if i.usage_based]
+    return {"hourly_usd_min": _round(lo), "hourly_usd_max": _round(hi), "monthly_usd_min": monthly(lo),
+            "monthly_usd_max": monthly(hi),
+            "usage_monthly_usd_min": monthly(total("hourly_usd_min", usage)),
+            "usage_monthly_usd_max": monthly(total("hourly_usd_max", usage)),
+            "unpriced": [i.resource for i in items if i.hourly_usd_min is None]}
+
+
+@dataclass(frozen=True)
+class Estimate:
+    region: str
+    items: tuple[CostItem, ...]
+    usage: Usage
+
+    def of(self, deployment: Optional[str]) -> list[CostItem]:
+        """The lines of one deployment, or the platform's own (None)."""
+        return [i for i in self.items if i.deployment == deployment]
+
+    def deployment_totals(self, name: str) -> dict:
+        return totals(self.of(name))
+
+    def stack_totals(self) -> dict:
+        return totals(list(self.items))
+
+
+def estimate(stack: ResolvedStack, region: str, usage: Optional[Usage] = None) -> Estimate:
+    usage = usage or Usage()
+    items = platform_items(stack.spec.platform, region, usage)
+    for item in stack.deployments:
+        items += deployment_items(item, region, usage)
+    return Estimate(region=region, items=tuple(items), usage=usage)
+
+
+def money(value: Optional[float]) -> str:
+    return "unpriced" if value is None else f"${value:,.2f}"
+
+
+def span(low: Optional[float], high: Optional[float]) -> str:
+    """Never one number where min and max differ."""
+    return money(low) if low == high else f"{money(low)}–{money(high)}"
+
+
+def one_line(name: str, t: dict) -> str:
+    """The summary `pulumi preview` logs and the plan prints, per deployment or stack."""
+    text = f"{name}: {span(t['hourly_usd_min'], t['hourly_usd_max'])}/h, " \
+           f"{span(t['monthly_usd_min'], t['monthly_usd_max'])}/month (min–max replicas, 730 h)"
+    if t["usage_monthly_usd_max"]:
+        text += f", of which usage-based {span(t['usage_monthly_usd_min'], t['usage_monthly_usd_max'])}/month"
+    if t["unpriced"]:
+        text += f"; unpriced: {', '.join(t['unpriced'])}"
+    return text

@@ -7,9 +7,9 @@ deployment, and one YAML manifest per Kubernetes object exactly as the provider 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import yaml
 
@@ -18,6 +18,8 @@ from .engine import Recording, Registration, run_program
 from . import weight_cache
 from .files import write_atomic
 from .lock import lock_path_for
+from .policy import pack
+from .policy.rules import Resource
 from .serving import initial_replicas
 from .stack import SECRET_KEYS, ResolvedStack, resolve
 from .stackfile import StackFile
@@ -33,21 +35,41 @@ class Plan:
     stack: StackFile
     resolved: ResolvedStack
     recording: Recording
+    estimate: cost.Estimate
+    violations: list[pack.Violation] = field(default_factory=list)
 
     @property
     def region(self) -> str:
         return self.stack.config.get("aws:region", "us-east-1")
 
+    @property
+    def mandatory_violations(self) -> list[pack.Violation]:
+        return [v for v in self.violations if v.level == "mandatory"]
 
-def render(stack: StackFile) -> Plan:
-    """Validate (raising InvalidInput), then run the program under the mock engine (raising pulumi.RunError)."""
+
+def render(stack: StackFile, usage_file: Optional[Path] = None,
+           policy_settings: Optional[dict[str, pack.Settings]] = None) -> Plan:
+    """Validate (raising InvalidInput), run the program under the mock engine (raising pulumi.RunError), then
+    price it and run the policy pack over what it declared."""
     lock_file = lock_path_for(stack.path)
     secrets = {k for k in SECRET_KEYS if f"{PROJECT}:{k}" in stack.config}
     resolved = resolve(stack.object(f"{PROJECT}:platform"), stack.object(f"{PROJECT}:deployments"), lock_file,
                        secrets)
+    usage = cost.Usage.read(usage_file)
     config = {**stack.config, f"{PROJECT}:lockFile": str(lock_file)}
+    if usage_file is not None:
+        config[f"{PROJECT}:usageFile"] = str(usage_file)
     recording = run_program(PROGRAM, PROJECT, stack.stack, config, stack.secret_keys)
-    return Plan(stack=stack, resolved=resolved, recording=recording)
+    plan = Plan(stack=stack, resolved=resolved, recording=recording,
+                estimate=cost.estimate(resolved, stack.config.get("aws:region", "us-east-1"), usage))
+    plan.violations = pack.evaluate(policy_resources(recording), policy_settings)
+    return plan
+
+
+def policy_resources(recording: Recording) -> list[Resource]:
+    """The recorded resources as a policy sees them: type, name, URN, inputs, parent."""
+    return [Resource(type=r.type, name=r.name, urn=r.urn, props=normalize(r.inputs), parent=r.parent)
+            for r in recording.resources]
 
 
 # ---- plan JSON -----------------------------------------------------------------------------------
@@ -71,9 +93,9 @@ def _resources(plan: Plan) -> list[Registration]:
     return sorted(plan.recording.resources, key=lambda r: r.urn)
 
 
-def deployment_json(item, region: str) -> dict:
+def deployment_json(item, estimate: cost.Estimate) -> dict:
     p, m, spec = item.sizing.placement, item.sizing.memory, item.spec
-    line = cost.gpu_nodes(item, region)
+    spend = estimate.deployment_totals(spec.name)
     return {
         "name": spec.name, "model": spec.model.repo, "revision": spec.model.revision, "sha": item.model.sha,
         "placement": {"instance_type": p.instance_type, "gpu_model": p.gpu_model,
@@ -93,9 +115,7 @@ def deployment_json(item, region: str) -> dict:
         "cache": {"storage": spec.cache_storage, "why": weight_cache.explain(spec, item.cache_reason)},
         "cold_start_seconds": _cold_start(item),
         "startup_budget_seconds": item.sizing.startup_budget_seconds,
-        "cost": {"hourly_usd_min": line.hourly_usd_min, "hourly_usd_max": line.hourly_usd_max,
-                 "monthly_usd_min": cost.monthly(line.hourly_usd_min),
-                 "monthly_usd_max": cost.monthly(line.hourly_usd_max)},
+        "cost": spend,
     }
 
 
@@ -117,15 +137,16 @@ def _candidate(c) -> dict:
 
 
 def plan_json(plan: Plan) -> dict:
-    items = [cost.gpu_nodes(d, plan.region) for d in plan.resolved.deployments]
     return {
         "version": PLAN_VERSION,
         "stack": plan.stack.stack,
         "resources": [{"urn": r.urn, "type": r.type, "name": r.name, "parent": r.parent,
                        "inputs": normalize(r.inputs)} for r in _resources(plan)],
-        "deployments": [deployment_json(d, plan.region) for d in plan.resolved.deployments],
-        "cost": {"currency": "USD", **cost.totals(items), "items": [i.as_json() for i in items]},
-        "policy": {"violations": []},
+        "deployments": [deployment_json(d, plan.estimate) for d in plan.resolved.deployments],
+        "cost": {"currency": "USD", "region": plan.estimate.region, "hours_per_month": cost.HOURS_PER_MONTH,
+                 **plan.estimate.stack_totals(), "platform": plan.estimate.deployment_totals(None),
+                 "usage": vars(plan.estimate.usage), "items": [i.as_json() for i in plan.estimate.items]},
+        "policy": {"pack": pack.PACK_NAME, "violations": [v.as_json() for v in plan.violations]},
         "outputs": normalize(plan.recording.outputs),
     }
 
@@ -193,14 +214,13 @@ def _alternatives(sizing) -> list[str]:
     return lines
 
 
-def _money(value) -> str:
-    return "unpriced" if value is None else f"${value:,.2f}"
+_money = cost.money
 
 
 def summary(plan: Plan) -> str:
     lines = []
     for d in plan.resolved.deployments:
-        j = deployment_json(d, plan.region)
+        j = deployment_json(d, plan.estimate)
         p, m, c = j["placement"], j["memory"], j["cost"]
         gpu_mem = m["gpu_memory_gib"]
         lines += [
@@ -219,11 +239,32 @@ def summary(plan: Plan) -> str:
             f"  cold start {j['cold_start_seconds']['new_node']['total']} s on a new node "
             f"({j['cold_start_seconds']['new_node']['assumes']}), "
             f"{j['cold_start_seconds']['warm_node']['total']} s on a warm one",
-            f"  cost       {_money(c['hourly_usd_min'])}–{_money(c['hourly_usd_max'])}/h · "
-            f"{_money(c['monthly_usd_min'])}–{_money(c['monthly_usd_max'])}/month",
+            f"  cost       {cost.span(c['hourly_usd_min'], c['hourly_usd_max'])}/h · "
+            f"{cost.span(c['monthly_usd_min'], c['monthly_usd_max'])}/month",
+            *_cost_lines(plan.estimate.of(d.spec.name)),
         ]
-    totals = cost.totals([cost.gpu_nodes(d, plan.region) for d in plan.resolved.deployments])
-    lines.append(f"stack cost {_money(totals['hourly_usd_min'])}–{_money(totals['hourly_usd_max'])}/h · "
-                 f"{_money(totals['monthly_usd_min'])}–{_money(totals['monthly_usd_max'])}/month "
-                 f"(GPU nodes, {plan.region} prices as sized, 730 h/month)")
+    platform = plan.estimate.of(None)
+    if platform:
+        lines += ["platform", *_cost_lines(platform)]
+    lines.append(f"stack cost {cost.one_line('stack', plan.estimate.stack_totals()).split(': ', 1)[1]} "
+                 f"({plan.region} prices, {'usage file' if plan.estimate.usage != cost.Usage() else 'default usage'})")
     return "\n".join(lines)
+
+
+def _cost_lines(items: list[cost.CostItem]) -> list[str]:
+    return [f"    {i.resource.split('/', 1)[1]:<24} {cost.span(cost.monthly(i.hourly_usd_min), cost.monthly(i.hourly_usd_max)):>24}"
+            f"/month{'  (usage-based)' if i.usage_based else ''}  {i.description}" for i in items]
+
+
+def policy_report(plan: Plan) -> str:
+    """Violations as the Pulumi CLI lists them: pack, then each policy, level, resource and message."""
+    if not plan.violations:
+        return f"Policies: {len(pack.POLICIES)} policies of pack {pack.PACK_NAME} passed"
+    lines = [f"Policies:\n    {pack.PACK_NAME}"]
+    for v in plan.violations:
+        mark = "❌" if v.level == "mandatory" else "⚠️"
+        lines.append(f"        - [{v.level}]  {v.policy}  ({v.resource.split('::')[-1] or 'stack'})")
+        lines.append(f"          {mark} {v.message}")
+    counts = f"{len(plan.mandatory_violations)} mandatory, {len(plan.violations) - len(plan.mandatory_violations)} " \
+             "advisory"
+    return "\n".join(lines + [f"    {counts}"])

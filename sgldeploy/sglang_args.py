@@ -14,6 +14,7 @@ from .spec import DeploymentSpec
 
 SERVER_PORT = 30000
 ENTRYPOINT = ("python3", "-m", "sglang.launch_server")
+NON_SAFETENSORS_QUANTIZATIONS = ("gguf", "bitsandbytes")  # these load through their own loaders
 API_KEY_ENV = "SGLANG_API_KEY"
 """The pod reads the API key from its Secret into this variable; the argv refers to it, never holds it."""
 
@@ -41,6 +42,9 @@ def server_flags(dep: DeploymentSpec, model: LockedModel, sizing: Sizing, api_ke
         "--max-running-requests", str(s.max_concurrency),
         "--mem-fraction-static", f"{sizing.memory.mem_fraction_static:g}",
     ]
+    if s.quantization not in NON_SAFETENSORS_QUANTIZATIONS:
+        # Never unpickle weights: SGLang's `auto` falls back to .bin files when a repo has both.
+        flags += ["--load-format", "safetensors"]
     if s.quantization != "none":
         flags += ["--quantization", s.quantization]
     if s.kv_cache_dtype != "auto":
@@ -56,6 +60,9 @@ def server_flags(dep: DeploymentSpec, model: LockedModel, sizing: Sizing, api_ke
                       "--speculative-draft-model-revision", s.speculative.draft_revision]
     if api_key:
         flags += ["--api-key", f"$({API_KEY_ENV})"]
+    if "--load-format" in flags and any(arg.split("=")[0] == "--load-format" for arg in s.extra_args):
+        at = flags.index("--load-format")
+        del flags[at:at + 2]  # the user's own choice (e.g. runai_streamer); the policy pack still checks it
     return flags + list(s.extra_args)
 
 

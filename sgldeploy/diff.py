@@ -1,0 +1,172 @@
+"""Compare two plan JSONs: the cost diff (Infracost style) and the resource diff (a dry run's + - ~ ±).
+
+Pure: both sides are plan JSON (version 1) as `sgldeploy plan --json` writes it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from .problems import InvalidInput, Problem
+
+# Inputs a change of which replaces the resource rather than updating it: Kubernetes fields the API server
+# rejects updates of, and AWS arguments the provider schema marks ForceNew.
+REPLACE_ON_CHANGE: dict[str, tuple[str, ...]] = {
+    "kubernetes:": ("metadata.name", "metadata.namespace"),
+    "kubernetes:apps/v1:Deployment": ("spec.selector",),
+    "kubernetes:apps/v1:DaemonSet": ("spec.selector",),
+    "kubernetes:apps/v1:StatefulSet": ("spec.selector", "spec.volumeClaimTemplates", "spec.serviceName"),
+    "kubernetes:batch/v1:Job": ("spec.template", "spec.selector", "spec.completionMode"),
+    "kubernetes:core/v1:PersistentVolume": ("spec.csi", "spec.nfs", "spec.hostPath", "spec.storageClassName"),
+    "kubernetes:core/v1:PersistentVolumeClaim": ("spec.accessModes", "spec.storageClassName", "spec.volumeName",
+                                                 "spec.selector", "spec.volumeMode"),
+    "kubernetes:core/v1:Service": ("spec.clusterIP",),
+    "aws:efs/fileSystem:FileSystem": ("creationToken", "encrypted", "kmsKeyId", "performanceMode",
+                                      "availabilityZoneName"),
+    "aws:efs/mountTarget:MountTarget": ("fileSystemId", "subnetId", "ipAddress"),
+    "aws:fsx/lustreFileSystem:LustreFileSystem": ("subnetIds", "deploymentType", "storageType", "kmsKeyId",
+                                                  "perUnitStorageThroughput", "fileSystemTypeVersion"),
+    "aws:ec2/securityGroup:SecurityGroup": ("name", "namePrefix", "vpcId", "description"),
+    "random:index/randomPassword:RandomPassword": ("length", "special", "upper", "lower", "numeric",
+                                                   "overrideSpecial", "keepers"),
+}
+
+DEPLOYMENT_DRIVERS = (  # deployment fields whose change explains a cost change, as (label, path)
+    ("model", ("model",)), ("revision", ("sha",)), ("instance_type", ("placement", "instance_type")),
+    ("gpus_per_replica", ("placement", "gpus_per_replica")), ("nodes_per_replica", ("placement", "nodes_per_replica")),
+    ("min_replicas", ("replicas", "min")), ("max_replicas", ("replicas", "max")),
+    ("running_when_idle", ("replicas", "running_when_idle")), ("cache", ("cache", "storage")),
+)
+
+
+def check_plan(data: Any, where: str) -> dict:
+    """A previous plan JSON, or one clear problem."""
+    if not isinstance(data, dict) or data.get("version") != 1 or "cost" not in data or "deployments" not in data:
+        got = data.get("version") if isinstance(data, dict) else type(data).__name__
+        raise InvalidInput([Problem(where, "is not a sgldeploy plan JSON of version 1",
+                                    "write it with `sgldeploy plan --json FILE` from the base branch", got)])
+    return data
+
+
+def _get(d: dict, path: tuple[str, ...]) -> Any:
+    for key in path:
+        d = (d or {}).get(key)
+    return d
+
+
+def _change(old: Any, new: Any) -> Optional[str]:
+    return None if old == new else f"{_show(old)} → {_show(new)}"
+
+
+def _show(value: Any) -> str:
+    return "none" if value is None else str(value)
+
+
+def _delta(old: Optional[float], new: Optional[float]) -> dict:
+    if old is None or new is None:
+        return {"old": old, "new": new, "diff": None, "percent": None}
+    diff = round(new - old, 2)
+    percent = None if old == 0 else round(100 * diff / old, 1)
+    return {"old": old, "new": new, "diff": diff, "percent": percent}
+
+
+def _costs(entry: Optional[dict]) -> dict:
+    c = (entry or {}).get("cost") or {}
+    return {"monthly_usd_min": c.get("monthly_usd_min", 0 if entry is None else None),
+            "monthly_usd_max": c.get("monthly_usd_max", 0 if entry is None else None)}
+
+
+def _status(old: Any, new: Any, changed: bool) -> str:
+    return "added" if old is None else "removed" if new is None else "changed" if changed else "unchanged"
+
+
+def cost_diff(old: dict, new: dict) -> dict:
+    olds = {d["name"]: d for d in old["deployments"]}
+    news = {d["name"]: d for d in new["deployments"]}
+    deployments = []
+    for name in sorted(olds.keys() | news.keys(), key=lambda n: (n not in news, n)):
+        o, n = olds.get(name), news.get(name)
+        co, cn = _costs(o), _costs(n)
+        changes = [] if o is None or n is None else [
+            f"{label} {c}" for label, path in DEPLOYMENT_DRIVERS if (c := _change(_get(o, path), _get(n, path)))]
+        deployments.append({"name": name, "status": _status(o, n, bool(changes) or co != cn), "changes": changes,
+                            **{k: _delta(co[k], cn[k]) for k in co}})
+    oi = {i["resource"]: i for i in old["cost"].get("items", [])}
+    ni = {i["resource"]: i for i in new["cost"].get("items", [])}
+    items = []
+    for resource in sorted(oi.keys() | ni.keys()):
+        o, n = oi.get(resource), ni.get(resource)
+        drivers_o, drivers_n = (o or {}).get("drivers") or {}, (n or {}).get("drivers") or {}
+        changes = [] if o is None or n is None else [
+            f"{k} {c}" for k in sorted(drivers_o.keys() | drivers_n.keys())
+            if (c := _change(drivers_o.get(k), drivers_n.get(k)))]
+        mo = {"monthly_usd_min": (o or {}).get("monthly_usd_min", 0), "monthly_usd_max": (o or {}).get("monthly_usd_max", 0)}
+        mn = {"monthly_usd_min": (n or {}).get("monthly_usd_min", 0), "monthly_usd_max": (n or {}).get("monthly_usd_max", 0)}
+        status = _status(o, n, bool(changes) or mo != mn)
+        if status == "unchanged":
+            continue
+        items.append({"resource": resource, "status": status, "changes": changes,
+                      "description": (n or o)["description"], "usage_based": (n or o).get("usage_based", False),
+                      **{k: _delta(mo[k], mn[k]) for k in mo}})
+    total = {k: _delta(old["cost"].get(k), new["cost"].get(k)) for k in ("monthly_usd_min", "monthly_usd_max")}
+    return {"total": total, "deployments": deployments, "items": items}
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict) and value:
+        out = {}
+        for k, v in value.items():
+            out.update(_flatten(v, f"{prefix}.{k}" if prefix else k))
+        return out
+    if isinstance(value, list) and value:
+        out = {}
+        for i, v in enumerate(value):
+            out.update(_flatten(v, f"{prefix}[{i}]"))
+        return out
+    return {prefix: value}
+
+
+def _forces_replace(rtype: str, path: str) -> Optional[str]:
+    common = REPLACE_ON_CHANGE["kubernetes:"] if rtype.startswith("kubernetes:") else ()
+    for prefix in (*common, *REPLACE_ON_CHANGE.get(rtype, ())):
+        if path == prefix or path.startswith(prefix + ".") or path.startswith(prefix + "["):
+            return prefix
+    return None
+
+
+def _key(urn: str) -> str:
+    """A URN without its stack: the same resource in a plan of a copy of the stack compares equal."""
+    return urn.split("::", 1)[-1]
+
+
+def resource_diff(old: dict, new: dict) -> dict:
+    olds = {_key(r["urn"]): r for r in old.get("resources", [])}
+    news = {_key(r["urn"]): r for r in new.get("resources", [])}
+    out: dict[str, list] = {"added": [], "removed": [], "changed": [], "replaced": [], "same": []}
+    for urn in sorted(news.keys() - olds.keys()):
+        out["added"].append({"urn": news[urn]["urn"], "type": news[urn]["type"], "name": news[urn]["name"]})
+    for urn in sorted(olds.keys() - news.keys()):
+        out["removed"].append({"urn": olds[urn]["urn"], "type": olds[urn]["type"], "name": olds[urn]["name"]})
+    for urn in sorted(olds.keys() & news.keys()):
+        o, n = _flatten(olds[urn]["inputs"]), _flatten(news[urn]["inputs"])
+        paths = sorted(p for p in o.keys() | n.keys() if o.get(p) != n.get(p))
+        entry = {"urn": news[urn]["urn"], "type": news[urn]["type"], "name": news[urn]["name"]}
+        if not paths:
+            out["same"].append(entry)
+            continue
+        entry["changes"] = [f"{p}: {_show(o.get(p))} → {_show(n.get(p))}" for p in paths]
+        causes = sorted({c for p in paths if (c := _forces_replace(news[urn]["type"], p))})
+        if causes:
+            out["replaced"].append({**entry, "because": causes})
+        else:
+            out["changed"].append(entry)
+    return out
+
+
+EMPTY_PLAN = {"version": 1, "stack": None, "resources": [], "deployments": [],
+              "cost": {"monthly_usd_min": 0, "monthly_usd_max": 0, "items": []}}
+"""What a first plan is compared with: nothing existed before."""
+
+
+def diff(old: dict, new: dict) -> dict:
+    return {"base_stack": old.get("stack"), "cost": cost_diff(old, new), "resources": resource_diff(old, new)}

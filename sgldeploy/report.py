@@ -1,0 +1,104 @@
+"""Cost diffs for people: the pull-request comment (Markdown, from a jinja2 template) and the terminal text.
+
+Layout after Infracost: a headline with direction, amount and percent; a table per deployment (previous, new,
+diff, at min and at max replicas); the per-line cost diff with the inputs that drive it; the resource diff;
+policy violations; a footer naming the price basis.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import jinja2
+
+from .cost import money, span
+
+MAX_CHANGES_SHOWN = 8  # changed inputs listed per resource; the JSON diff has them all
+MARK = {"added": "+", "removed": "-", "changed": "~"}
+
+_ENV = jinja2.Environment(loader=jinja2.PackageLoader("sgldeploy", "templates"), undefined=jinja2.StrictUndefined,
+                          keep_trailing_newline=True, autoescape=False)
+
+
+def _signed(delta: dict) -> str:
+    diff = delta["diff"]
+    if diff is None:
+        return "unpriced"
+    text = ("+" if diff > 0 else "-" if diff < 0 else "±") + money(abs(diff))
+    return text + (f" ({delta['percent']:+g}%)" if delta["percent"] is not None and diff else "")
+
+
+def _headline(total: dict) -> dict:
+    top = total["monthly_usd_max"]
+    diff = top["diff"] or 0
+    return {"diff": diff, "percent": top["percent"], "verb": "increase" if diff > 0 else "decrease",
+            "emoji": "📈" if diff > 0 else "📉"}
+
+
+def _coverage(new_plan: dict) -> str:
+    items = new_plan["cost"]["items"]
+    usage = sum(1 for i in items if i.get("usage_based"))
+    unpriced = sum(1 for i in items if i["hourly_usd_min"] is None)
+    custom = sum(1 for r in new_plan["resources"] if not r["type"].startswith(("sgldeploy:", "pulumi:")))
+    return (f"{len(items) - usage - unpriced} provisioned cost lines estimated, {usage} usage-based, {unpriced} "
+            f"unpriced; the other {custom} declared resources (Kubernetes objects, security groups, secrets) are "
+            "free of charge.")
+
+
+def context(diff: dict, new_plan: dict, violations: list[dict]) -> dict[str, Any]:
+    cost = diff["cost"]
+    platform_lines = [i for i in cost["items"] if i["resource"].startswith("platform/")]
+    platform = None
+    if platform_lines or new_plan["cost"].get("platform", {}).get("monthly_usd_max"):
+        platform = _platform_delta(diff, new_plan)
+    return {
+        "stack": new_plan["stack"], "base_stack": diff["base_stack"], "total": cost["total"],
+        "headline": _headline(cost["total"]), "deployments": cost["deployments"], "platform": platform,
+        "items": cost["items"], "resources": diff["resources"], "violations": violations,
+        "coverage": _coverage(new_plan), "region": new_plan["cost"].get("region", "us-east-1"),
+        "hours": new_plan["cost"].get("hours_per_month", 730), "mark": MARK, "max_changes": MAX_CHANGES_SHOWN,
+        "span": span, "signed": _signed, "amount": lambda v: money(abs(v)),
+        "percent": lambda p: "" if p is None else f" ({p:+g}%)",
+    }
+
+
+def _platform_delta(diff: dict, new_plan: dict) -> dict:
+    """Stack total minus the deployments: the cluster's own lines, old and new."""
+    total = diff["cost"]["total"]
+    out = {}
+    for key in ("monthly_usd_min", "monthly_usd_max"):
+        parts = {side: [d[key][side] for d in diff["cost"]["deployments"]] for side in ("old", "new")}
+        old = None if total[key]["old"] is None or None in parts["old"] else \
+            round(total[key]["old"] - sum(v or 0 for v in parts["old"]), 2)
+        new = None if total[key]["new"] is None or None in parts["new"] else \
+            round(total[key]["new"] - sum(v or 0 for v in parts["new"]), 2)
+        out[key] = {"old": old, "new": new, "diff": None if old is None or new is None else round(new - old, 2),
+                    "percent": None if not old or new is None else round(100 * (new - old) / old, 1)}
+    return out
+
+
+def markdown(diff: dict, new_plan: dict, violations: Optional[list[dict]] = None) -> str:
+    return _ENV.get_template("cost_comment.md.j2").render(**context(diff, new_plan, violations or []))
+
+
+def text(diff: dict) -> str:
+    """The terminal version: headline, per deployment, then each changed line and resource."""
+    cost = diff["cost"]
+    total = cost["total"]
+    lines = [f"Cost diff against {diff['base_stack']}: monthly {span(total['monthly_usd_min']['old'], total['monthly_usd_max']['old'])}"
+             f" → {span(total['monthly_usd_min']['new'], total['monthly_usd_max']['new'])} "
+             f"({_signed(total['monthly_usd_min'])} at min, {_signed(total['monthly_usd_max'])} at max replicas)"]
+    for d in cost["deployments"]:
+        lines.append(f"  {d['name']:<24} {d['status']:<9} {_signed(d['monthly_usd_min'])} at min, "
+                     f"{_signed(d['monthly_usd_max'])} at max" + (f"  ({'; '.join(d['changes'])})" if d["changes"] else ""))
+    for i in cost["items"]:
+        lines.append(f"  {MARK[i['status']]} {i['resource']:<36} {_signed(i['monthly_usd_max'])} at max"
+                     + (f"  ({'; '.join(i['changes'])})" if i["changes"] else ""))
+    r = diff["resources"]
+    lines.append(f"Resources: {len(r['added'])} to create, {len(r['changed'])} to update, {len(r['replaced'])} to "
+                 f"replace, {len(r['removed'])} to delete, {len(r['same'])} unchanged")
+    for mark, key in (("+", "added"), ("-", "removed"), ("±", "replaced"), ("~", "changed")):
+        for e in r[key]:
+            why = f"  (replace: {', '.join(e['because'])})" if key == "replaced" else ""
+            lines.append(f"  {mark} {e['type']}  {e['name']}{why}")
+    return "\n".join(lines)
