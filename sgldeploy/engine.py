@@ -149,6 +149,7 @@ def run_program(program: Path, project: str, stack: str, config: dict[str, str],
     monitor = _RecordingMonitor(_OfflineMocks(invokes or default_invokes(region)), recording)
     logger = logging.getLogger("sgldeploy.offline")
     logger.propagate = False
+    logger.setLevel(logging.DEBUG)  # keep info lines too (the cost summary); the CLI shows only warnings and errors
     capture = _LogCapture(recording)
     logger.addHandler(capture)
     pulumi.runtime.set_all_config(config, secret_keys)

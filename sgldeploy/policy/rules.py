@@ -227,11 +227,12 @@ def instances_and_regions(r: Resource, config: dict) -> list[str]:
         return []
     out = []
     families = config["allowed_instance_families"]
-    for instance in [r.props["placement"]["instanceType"], *r.props["placement"]["alternatives"]]:
-        family = instance.split(".")[0]
-        if families and family not in families:
-            out.append(f"{r.name}: instance type {instance} (family {family}) is not allowed (allowed: "
-                       f"{', '.join(families)}); set resources.instance_types or resources.gpu accordingly")
+    instances = [r.props["placement"]["instanceType"], *r.props["placement"]["alternatives"]]
+    refused = [i for i in instances if families and i.split(".")[0] not in families]
+    if refused:
+        out.append(f"{r.name}: instance type {', '.join(refused)} (family {refused[0].split('.')[0]}) is not "
+                   f"allowed (allowed: {', '.join(families)}); set resources.instance_types or resources.gpu "
+                   "accordingly")
     regions = config["allowed_regions"]
     if regions and r.props["region"] not in regions:
         out.append(f"{r.name}: region {r.props['region']} is not allowed (allowed: {', '.join(regions)}); "
