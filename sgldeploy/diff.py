@@ -59,7 +59,21 @@ def _change(old: Any, new: Any) -> Optional[str]:
 
 
 def _show(value: Any) -> str:
-    return "none" if value is None else str(value)
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _list_change(old: Any, new: Any) -> str:
+    """A list of plain values as what left and what came, e.g. instance types or flags."""
+    old, new = old if isinstance(old, list) else [], new if isinstance(new, list) else []
+    gone = [_show(v) for v in old if v not in new]
+    came = [_show(v) for v in new if v not in old]
+    if not gone and not came:
+        return "reordered"
+    return " ".join([*(f"-{v}" for v in gone), *(f"+{v}" for v in came)])
 
 
 def _delta(old: Optional[float], new: Optional[float]) -> dict:
@@ -118,6 +132,8 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
         for k, v in value.items():
             out.update(_flatten(v, f"{prefix}.{k}" if prefix else k))
         return out
+    if isinstance(value, list) and value and all(not isinstance(v, (dict, list)) for v in value):
+        return {prefix: value}  # a list of plain values is one input (args, instance types)
     if isinstance(value, list) and value:
         out = {}
         for i, v in enumerate(value):
@@ -154,7 +170,9 @@ def resource_diff(old: dict, new: dict) -> dict:
         if not paths:
             out["same"].append(entry)
             continue
-        entry["changes"] = [f"{p}: {_show(o.get(p))} → {_show(n.get(p))}" for p in paths]
+        entry["changes"] = [f"{p}: {_list_change(o.get(p), n.get(p))}" if isinstance(o.get(p), list) or
+                            isinstance(n.get(p), list) else f"{p}: {_show(o.get(p))} → {_show(n.get(p))}"
+                            for p in paths]
         causes = sorted({c for p in paths if (c := _forces_replace(news[urn]["type"], p))})
         if causes:
             out["replaced"].append({**entry, "because": causes})

@@ -246,8 +246,9 @@ def summary(plan: Plan) -> str:
     platform = plan.estimate.of(None)
     if platform:
         lines += ["platform", *_cost_lines(platform)]
-    lines.append(f"stack cost {cost.one_line('stack', plan.estimate.stack_totals()).split(': ', 1)[1]} "
-                 f"({plan.region} prices, {'usage file' if plan.estimate.usage != cost.Usage() else 'default usage'})")
+    usage = "usage file" if plan.estimate.usage != cost.Usage() else "default usage assumptions"
+    lines.append(f"stack cost {cost.one_line('stack', plan.estimate.stack_totals()).split(': ', 1)[1]}; "
+                 f"{plan.region} prices, {usage}")
     return "\n".join(lines)
 
 

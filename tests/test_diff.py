@@ -1,0 +1,161 @@
+"""`plan --compare` and `--markdown`: cost and resource diffs of real plans, and golden pull-request comments.
+
+Regenerate the golden files after an intended change with `SGLDEPLOY_UPDATE_GOLDEN=1 make test`, and review them.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sgldeploy import diff, report
+from sgldeploy.plan import plan_json
+from sgldeploy.problems import InvalidInput
+
+from .conftest import LOCK, render_stack
+from .test_cli import run_cli
+
+GOLDEN = Path(__file__).parent / "golden"
+DEV = LOCK.parent / "Pulumi.dev.yaml"
+
+
+def dev_variant(tmp_path: Path, change) -> Path:
+    """The committed dev stack with `change(config)` applied, under the same stack name (same URNs)."""
+    data = yaml.safe_load(DEV.read_text())
+    change(data["config"])
+    folder = tmp_path / "variant"
+    folder.mkdir(exist_ok=True)
+    (folder / "models.lock.json").write_text(LOCK.read_text())
+    path = folder / "Pulumi.dev.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def scale_up(config):
+    dep = config["sgldeploy:deployments"][0]
+    dep["resources"]["gpu"] = "L40S"
+    dep["scaling"]["max_replicas"] = 4
+    dep["endpoint"] = {"exposure": "public", "load_balancer": "nlb", "auth": "api-key",
+                       "tls_certificate_arn": "arn:aws:acm:us-east-1:123456789012:certificate/abc-123"}
+    config["sgldeploy:platform"]["budget_usd_per_month"] = 10000
+
+
+@pytest.fixture(scope="module")
+def plans(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("plans")
+    base = plan_json(render_stack(DEV))
+    scaled = plan_json(render_stack(dev_variant(tmp, scale_up)))
+    return base, scaled
+
+
+def check_golden(name: str, text: str) -> None:
+    path = GOLDEN / name
+    if os.environ.get("SGLDEPLOY_UPDATE_GOLDEN"):
+        path.write_text(text)
+    assert text == path.read_text(), f"{name} differs; if intended, regenerate with SGLDEPLOY_UPDATE_GOLDEN=1"
+
+
+def test_cost_diff_names_what_drives_the_change(plans):
+    base, scaled = plans
+    d = diff.diff(base, scaled)
+    total = d["cost"]["total"]["monthly_usd_max"]
+    assert total["old"] == base["cost"]["monthly_usd_max"] and total["new"] == scaled["cost"]["monthly_usd_max"]
+    assert total["diff"] == round(total["new"] - total["old"], 2) and total["percent"] > 100
+    [dep] = d["cost"]["deployments"]
+    assert dep["status"] == "changed"
+    assert dep["changes"] == ["instance_type g6.xlarge → g6e.xlarge", "max_replicas 2 → 4"]
+    items = {i["resource"]: i for i in d["cost"]["items"]}
+    assert items["qwen-7b/gpu-nodes"]["status"] == "changed"
+    assert "instance_type g6.xlarge → g6e.xlarge" in items["qwen-7b/gpu-nodes"]["changes"]
+    assert items["qwen-7b/load-balancer"]["status"] == "added"
+    assert items["qwen-7b/load-balancer"]["monthly_usd_max"]["new"] == round(0.0225 * 730, 2)
+    assert items["qwen-7b/data-transfer-out"]["usage_based"]
+
+
+def test_resource_diff_of_the_same_stack(plans):
+    base, scaled = plans
+    r = diff.diff(base, scaled)["resources"]
+    assert r["added"] == [] and r["removed"] == [] and r["replaced"] == []
+    changed = {e["name"]: e["changes"] for e in r["changed"]}
+    assert "qwen-7b-server-deployment" in changed
+    assert any("g6e.xlarge" in c for c in changed["qwen-7b-server-deployment"])
+    assert "platform-namespace" not in changed  # nothing about the namespace changed
+    assert diff.diff(base, base)["resources"]["changed"] == []
+
+
+def test_replacement_when_an_immutable_input_changes(plans):
+    base, _ = plans
+    new = copy.deepcopy(base)
+    for r in new["resources"]:
+        if r["type"] == "kubernetes:apps/v1:Deployment":
+            r["inputs"]["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"] = "other"
+        if r["type"] == "kubernetes:core/v1:Service":
+            r["inputs"]["metadata"]["name"] = "renamed"
+    replaced = {e["name"]: e["because"] for e in diff.diff(base, new)["resources"]["replaced"]}
+    assert replaced == {"qwen-7b-server-deployment": ["spec.selector"], "qwen-7b-server-service": ["metadata.name"]}
+
+
+def test_golden_comment_for_a_cost_increase(plans):
+    base, scaled = plans
+    check_golden("dev-scale-up.md", report.markdown(diff.diff(base, scaled), scaled))
+
+
+def test_golden_comment_for_a_cost_decrease(plans):
+    base, scaled = plans
+    check_golden("dev-scale-down.md", report.markdown(diff.diff(scaled, base), base))
+
+
+def test_golden_comment_for_a_first_plan_and_for_no_change(plans):
+    base, _ = plans
+    check_golden("dev-new.md", report.markdown(diff.diff(diff.EMPTY_PLAN, base), base))
+    unchanged = report.markdown(diff.diff(base, base), base)
+    check_golden("dev-unchanged.md", unchanged)
+    assert "Monthly cost will not change" in unchanged
+
+
+def test_comment_lists_policy_violations(plans):
+    base, _ = plans
+    text = report.markdown(diff.diff(base, base), base, [{"policy": "stack-budget", "level": "mandatory",
+                                                          "resource": "", "message": "stack: over budget"}])
+    assert "**Policy violations (1):**" in text and "- `mandatory` **stack-budget**: stack: over budget" in text
+
+
+def test_never_a_single_number_where_min_and_max_differ(plans):
+    base, scaled = plans
+    text = report.markdown(diff.diff(base, scaled), scaled)
+    lo, hi = scaled["cost"]["monthly_usd_min"], scaled["cost"]["monthly_usd_max"]
+    assert f"${lo:,.2f}–${hi:,.2f}" in text
+
+
+def test_previous_plan_must_be_a_plan():
+    with pytest.raises(InvalidInput) as err:
+        diff.check_plan({"version": 2}, "old.json")
+    assert err.value.problems[0].line() == ("error: old.json: is not a sgldeploy plan JSON of version 1 (got 2); "
+                                            "write it with `sgldeploy plan --json FILE` from the base branch")
+
+
+def test_cli_compare_writes_diff_json_and_markdown(tmp_path, plans):
+    base, _ = plans
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps(base))
+    variant = dev_variant(tmp_path, scale_up)
+    out, md = tmp_path / "new.json", tmp_path / "comment.md"
+    result = run_cli("plan", "--config", str(variant), "--compare", str(old), "--json", str(out),
+                     "--markdown", str(md))
+    assert result.returncode == 0, result.stderr
+    assert "Cost diff against dev: monthly" in result.stdout
+    assert "qwen-7b                  changed" in result.stdout
+    written = json.loads(out.read_text())
+    assert written["diff"]["cost"]["deployments"][0]["changes"] == ["instance_type g6.xlarge → g6e.xlarge",
+                                                                     "max_replicas 2 → 4"]
+    assert md.read_text().startswith("<!-- sgldeploy-cost-comment stack=dev -->")
+
+    old.write_text("[]")
+    result = run_cli("plan", "--stack", "dev", "--compare", str(old))
+    assert result.returncode == 2 and "is not a sgldeploy plan JSON of version 1" in result.stderr
+    assert "Traceback" not in result.stderr
