@@ -40,6 +40,7 @@ bench: $(VENV)/.installed
 	$(VENV)/bin/python bench/plan_scaling.py
 	$(VENV)/bin/python bench/sizing_and_lock.py
 	$(VENV)/bin/python bench/prefetch.py
+	$(VENV)/bin/python bench/cost_and_policy.py
 
 clean:
 	rm -rf $(VENV) $(SGLANG_VENV) *.egg-info
