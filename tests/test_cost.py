@@ -178,3 +178,14 @@ def test_dev_stack_hand_computed(tmp_path):
                                                                                "max_replicas": 2})]))
     assert plan.recording.outputs["estimatedMonthlyCostMin"] == round(0.8048 * 730 + 12, 2)
     assert plan.recording.outputs["estimatedMonthlyCostMax"] == round(2 * (0.8048 * 730 + 12), 2)
+
+
+def test_staging_stack_hand_computed(tmp_path):
+    """g6e.xlarge 1–3 replicas, 150 GiB disks, an internal ALB with 1 LCU/h assumed."""
+    plan = render_stack(with_secret(LOCK.parent / "Pulumi.staging.yaml", tmp_path))
+    per_node = 1.861 * 730 + 150 * 0.08
+    alb = 0.0225 * 730 + 0.008 * 730
+    totals = plan.estimate.stack_totals()
+    assert totals["monthly_usd_min"] == pytest.approx(per_node + alb, abs=0.006)  # $1,392.795, to the cent
+    assert totals["monthly_usd_max"] == pytest.approx(3 * per_node + alb, abs=0.006)
+    assert totals["usage_monthly_usd_min"] == round(0.008 * 730, 2)
