@@ -6,7 +6,6 @@ deployment, and one YAML manifest per Kubernetes object exactly as the provider 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -171,10 +170,6 @@ def write_manifests(plan: Plan, directory: Path) -> list[Path]:
         write_atomic(path, yaml.safe_dump(obj, sort_keys=False, default_flow_style=False))
         written.append(path)
     return written
-
-
-def write_json(plan: Plan, path: Path) -> None:
-    write_atomic(path, json.dumps(plan_json(plan), indent=2, sort_keys=False) + "\n")
 
 
 # ---- text ----------------------------------------------------------------------------------------

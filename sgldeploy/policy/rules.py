@@ -9,7 +9,7 @@ engines. Messages name the resource, the value, what is allowed and the fix.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterator, Optional
 
 from ..catalog import gpu_models
@@ -25,7 +25,6 @@ class Resource:
     urn: str
     props: dict[str, Any]
     parent: Optional[str] = None
-    children: tuple[str, ...] = field(default=())
 
 
 def is_deployment(r: Resource) -> bool:
