@@ -147,11 +147,13 @@ def safetensors_problem(path: Path) -> Optional[str]:
     return None
 
 
-def verify(path: Path, remote: RemoteFile) -> tuple[Optional[str], str]:
-    """(problem or None, sha256)."""
+def verify(path: Path, remote: RemoteFile, sha256: Optional[str] = None) -> tuple[Optional[str], str]:
+    """(problem or None, sha256). `sha256` is the file's, when already computed from its bytes on disk."""
     if path.stat().st_size != remote.size:
         return f"size {path.stat().st_size}, the Hub says {remote.size}", ""
-    sha256, blob = digest(path, blob_id=not remote.sha256)  # LFS files are checked by sha256 alone
+    blob = ""
+    if sha256 is None or not remote.sha256:
+        sha256, blob = digest(path, blob_id=not remote.sha256)  # LFS files are checked by sha256 alone
     if remote.sha256 and sha256 != remote.sha256:
         return f"sha256 {sha256[:12]}…, the Hub says {remote.sha256[:12]}…", sha256
     if not remote.sha256 and remote.blob_id and blob != remote.blob_id:
@@ -178,6 +180,33 @@ class _Plan:
     todo: list
     started: float
     closing: threading.Lock = field(default_factory=threading.Lock)
+    # sha256 of the chunks on disk, advanced in order as they land, so a file is verified moments after its
+    # last byte rather than by reading it all again at the end
+    hasher: "hashlib._Hash" = field(default_factory=hashlib.sha256)
+    hashed: int = 0  # chunks fed to `hasher`
+    hashing: threading.Lock = field(default_factory=threading.Lock)
+
+    def hash_ready(self) -> None:
+        """Feed every chunk that is on disk and next in order to the hasher; safe to call from any thread."""
+        with self.hashing:
+            if self.hashed >= self.chunks or self.hashed not in self.done:
+                return  # nothing new in order, or the file is hashed (and may be renamed) already
+            with open(self.part, "rb", buffering=0) as f:
+                while self.hashed < self.chunks and self.hashed in self.done:
+                    f.seek(self.hashed * CHUNK)
+                    left = min(CHUNK, self.remote.size - self.hashed * CHUNK)
+                    while left > 0:
+                        piece = f.read(min(PIECE * 2, left))
+                        if not piece:
+                            return  # shorter than expected: verification reports the size
+                        self.hasher.update(piece)
+                        left -= len(piece)
+                    self.hashed += 1
+
+    def sha256(self) -> Optional[str]:
+        """The file's sha256 once every chunk was hashed in order, else None."""
+        self.hash_ready()
+        return self.hasher.hexdigest() if self.hashed == self.chunks else None
 
     def close(self) -> None:
         """Idempotent and thread-safe: a descriptor closed twice could close a file another thread opened."""
@@ -204,7 +233,7 @@ class Transfer:
         return hf_hub_url(self.repo, path, revision=self.sha, endpoint=self.endpoint)
 
     def fetch_all(self, files: list[RemoteFile], part_of: Callable[[RemoteFile], Path],
-                  finish: Callable[[RemoteFile, Path], None]) -> None:
+                  finish: Callable[[RemoteFile, Path, Optional[str]], None]) -> None:
         """Fetch every missing chunk of every file in one pool; check each file (`finish`) as soon as its
         last chunk lands, while the other files are still arriving. Raises the first failure."""
         plans: list[_Plan] = []
@@ -223,6 +252,8 @@ class Transfer:
                         _write_atomic(plan.done_file, json.dumps(sorted(plan.done)))
                         if len(plan.done) == plan.chunks:
                             check_futures.append(checks.submit(self._finish, plan, finish))
+                        elif plan.remote.sha256:
+                            check_futures.append(checks.submit(plan.hash_ready))
                     for future in check_futures:
                         future.result()
                 except BaseException:
@@ -250,9 +281,9 @@ class Transfer:
                      [i for i in range(chunks) if i not in done], time.monotonic())
 
     @staticmethod
-    def _finish(plan: "_Plan", finish: Callable[[RemoteFile, Path], None]) -> None:
+    def _finish(plan: "_Plan", finish: Callable[[RemoteFile, Path, Optional[str]], None]) -> None:
         plan.close()
-        finish(plan.remote, plan.part)
+        finish(plan.remote, plan.part, plan.sha256() if plan.remote.sha256 else None)
 
     def _chunk(self, remote: RemoteFile, fd: int, index: int) -> int:
         start = index * CHUNK
@@ -404,8 +435,8 @@ def prefetch(repo: str, revision: str, dest: Path, *, workers: int = WORKERS, en
         else:
             missing.append(remote)
 
-    def place(remote: RemoteFile, part: Path) -> None:
-        problem, sha256 = verify(part, remote)
+    def place(remote: RemoteFile, part: Path, sha256: Optional[str]) -> None:
+        problem, sha256 = verify(part, remote, sha256)
         if problem:
             part.unlink(missing_ok=True)
             part.with_name(part.name + ".done").unlink(missing_ok=True)

@@ -94,17 +94,21 @@ def pod_template(dep: DeploymentSpec, model: LockedModel, sizing: Sizing, secret
                             model_path=None if cache.hub_on_start else cache.model_path)
     gpus = sizing.placement.gpus_per_replica // sizing.placement.nodes_per_replica
     memory = f"{int(sizing.memory_request_gib)}Gi"
-    args, extra_env = launch.args, []
+    command, args, extra_env = launch.command, launch.args, []
+    if weight_cache.serves_through_entrypoint(dep):
+        # A second guard after the init container: the image's entrypoint refuses a cache without .complete.
+        command = [weight_cache.SERVE_ENTRYPOINT, *command]
+        extra_env.append({"name": weight_cache.MODEL_DIR_ENV, "value": cache.model_path})
     if role != "server":
         # LeaderWorkerSet injects the leader's address and the group size; the index comes from the pod label.
         args = args + ["--dist-init-addr", f"$(LWS_LEADER_ADDRESS):{DIST_INIT_PORT}", "--nnodes",
                        "$(LWS_GROUP_SIZE)", "--node-rank", "$(LWS_WORKER_INDEX)"]
-        extra_env = [{"name": "LWS_WORKER_INDEX", "valueFrom": {"fieldRef": {
+        extra_env += [{"name": "LWS_WORKER_INDEX", "valueFrom": {"fieldRef": {
             "fieldPath": "metadata.labels['leaderworkerset.sigs.k8s.io/worker-index']"}}}]
     container = {
         "name": "sglang",
         "image": dep.serving.image,
-        "command": launch.command,
+        "command": command,
         "args": args,
         "ports": [{"name": "http", "containerPort": SERVER_PORT, "protocol": "TCP"}],
         "env": env(dep, secrets, cache) + extra_env,

@@ -28,6 +28,8 @@ MODELS_MOUNT = "/models"
 JIT_MOUNT = "/root/.cache/sglang"
 PREFETCH_PYTHON = "/opt/sgldeploy/venv/bin/python"  # the tool's own environment in the image (Dockerfile)
 PREFETCH_TOOL = "/opt/sgldeploy/prefetch.py"
+SERVE_ENTRYPOINT = "/opt/sgldeploy/serve.sh"  # checks .complete, then execs SGLang (sglang_image/serve.sh)
+MODEL_DIR_ENV = "SGLDEPLOY_MODEL_DIR"
 RENDERED = ("none", "node-local", "efs", "fsx-lustre")
 SHARED = ("efs", "fsx-lustre")
 WAIT_FOR_CACHE_SECONDS = 3 * 3600  # the prefetch Job of a large model on a new file system
@@ -43,6 +45,11 @@ class CachePlan:
     init_containers: list[dict[str, Any]] = field(default_factory=list)
     hub_on_start: bool = True  # does a starting pod download the weights from the Hub?
     uses_host_path: bool = False
+
+
+def serves_through_entrypoint(dep: DeploymentSpec) -> bool:
+    """The sgldeploy image (the prefetch image) also serves, so its entrypoint can check the cache itself."""
+    return dep.cache_storage != "none" and dep.serving.image == dep.cache.prefetch_image
 
 
 def local_model_dir(repo: str, sha: str) -> str:

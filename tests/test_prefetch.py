@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -22,9 +23,10 @@ sys.path.insert(0, str(ROOT / "sglang_image"))
 import prefetch  # noqa: E402
 
 TOOL = ROOT / "sglang_image" / "prefetch.py"
-SHARD_MIB = 48  # two shards: ~100 MB per repo
+SHARD_MIB = 128  # two shards: a 268 MB repo, generated once per session
 
 
+@functools.cache
 def big_model(seed: int = 0) -> dict[str, bytes]:
     rng = np.random.default_rng(seed)
     rows = SHARD_MIB * 2**20 // (4 * 4096)
@@ -87,6 +89,9 @@ def test_fresh_download_is_complete_and_verified(hub_with_model, tmp_path):
     assert not (target / ".partial").exists()
     assert "complete in" in result.stderr and "MB/s" in result.stderr
     assert result.stderr.count("fetched ") == len(fetched)  # one line per file when not on a terminal
+    serve = subprocess.run(["sh", str(ROOT / "sglang_image" / "serve.sh"), "echo", "serving"], capture_output=True,
+                           text=True, env={**os.environ, "SGLDEPLOY_MODEL_DIR": str(target)}, timeout=30)
+    assert serve.returncode == 0 and serve.stdout == "serving\n"  # the image's entrypoint accepts this cache
 
 
 def test_second_run_transfers_nothing(hub_with_model, tmp_path):

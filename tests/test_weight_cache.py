@@ -259,3 +259,56 @@ def test_auto_choice_reaches_the_rendered_resources(tmp_path):
     item = plan.resolved.deployments[0]
     assert item.spec.cache_storage == "fsx-lustre" and "downloaded 4 times" in item.cache_reason
     assert resources_of(plan, "aws:fsx/lustreFileSystem:LustreFileSystem")
+
+
+def test_upstream_image_serves_without_the_entrypoint(fast):
+    server = pod_of(fast)["containers"][0]
+    assert server["command"] == ["python3", "-m", "sglang.launch_server"]
+    assert weight_cache.MODEL_DIR_ENV not in {e["name"] for e in server["env"]}
+
+
+def test_sgldeploy_image_serves_through_its_cache_checking_entrypoint(tmp_path):
+    raw = deployment(readiness="fast", cache={"prefetch_image": IMAGE},
+                     serving={"context_length": 4096, "max_concurrency": 4, "image": IMAGE})
+    server = pod_of(render_stack(write_stack(tmp_path, deployments=[raw])))["containers"][0]
+    assert server["command"] == [weight_cache.SERVE_ENTRYPOINT, "python3", "-m", "sglang.launch_server"]
+    env = {e["name"]: e.get("value") for e in server["env"]}
+    model_dir = f"/models/{QWEN['repo']}/{QWEN['revision']}"
+    assert env[weight_cache.MODEL_DIR_ENV] == model_dir
+    assert server["args"][server["args"].index("--model-path") + 1] == model_dir
+    dockerfile = (ROOT / "sglang_image" / "Dockerfile").read_text()
+    assert f'ENTRYPOINT ["{weight_cache.SERVE_ENTRYPOINT}"]' in dockerfile
+    assert f"COPY serve.sh {weight_cache.SERVE_ENTRYPOINT}" in dockerfile
+
+
+def _serve(model_dir, *command):
+    """sglang_image/serve.sh as the image runs it, with SGLDEPLOY_MODEL_DIR set when `model_dir` is given."""
+    import os
+    import subprocess
+    env = {k: v for k, v in os.environ.items() if k != weight_cache.MODEL_DIR_ENV}
+    if model_dir:
+        env[weight_cache.MODEL_DIR_ENV] = str(model_dir)
+    return subprocess.run(["sh", str(ROOT / "sglang_image" / "serve.sh"), *command], env=env,
+                          capture_output=True, text=True, timeout=30)
+
+
+def test_entrypoint_refuses_a_cache_without_its_complete_marker(tmp_path):
+    sha = QWEN["revision"]
+    model_dir = tmp_path / "models" / "Qwen" / "Qwen2.5-7B-Instruct" / sha
+    model_dir.mkdir(parents=True)
+    result = _serve(model_dir, "echo", "serving")
+    assert result.returncode == 9 and result.stdout == ""
+    assert "has no .complete: the weight cache is missing or unverified" in result.stderr
+
+    (model_dir / ".complete").write_text('{"repo": "Qwen/Qwen2.5-7B-Instruct", "sha": "' + "0" * 40 + '"}')
+    result = _serve(model_dir, "echo", "serving")
+    assert result.returncode == 9 and f"does not name commit {sha}" in result.stderr
+
+    (model_dir / ".complete").write_text(f'{{\n "repo": "Qwen/Qwen2.5-7B-Instruct",\n "sha": "{sha}",\n "files": []\n}}')
+    result = _serve(model_dir, "echo", "serving")
+    assert result.returncode == 0 and result.stdout == "serving\n"
+
+
+def test_entrypoint_without_a_cache_runs_the_command_as_given():
+    result = _serve(None, "sh", "-c", "echo $0 $1", "a", "b")
+    assert result.returncode == 0 and result.stdout == "a b\n"
