@@ -4,9 +4,11 @@ Generates a repo of ≥ 1 GB of real safetensors shards, serves it from the test
   1. curl fetches every wanted file in parallel (--parallel, one connection per file): the baseline;
   2. the prefetch tool fetches the same files into an empty cache (a fresh process);
   3. the prefetch tool runs again over the complete cache (a fresh process).
-Prints MB/s of each, the ratio prefetch / curl, the warm re-run time and the tool's peak memory (max RSS).
+Each is run --rounds times, interleaved, each into an empty directory, since two cores shared by the server
+and the client make single runs noisy. Prints best and median wall time and MB/s of each, the ratios
+prefetch / curl (of the best and of the medians), the warm re-run time and the tool's peak memory (max RSS).
 
-    .venv/bin/python bench/prefetch.py [--gib 1.0]
+    .venv/bin/python bench/prefetch.py [--gib 1.0] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -68,6 +72,7 @@ def serve(gib: float) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gib", type=float, default=1.0, help="size of the generated weights")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved runs of each")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
@@ -79,24 +84,38 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "HF_ENDPOINT": endpoint, "HF_HUB_DISABLE_TELEMETRY": "1",
                "HF_HOME": f"{tmp}/hf-home"}
-        curl_dir = Path(tmp, "curl")
-        curl_dir.mkdir()
-        curl = ["curl", "--silent", "--fail", "--parallel", "--parallel-max", str(len(files))]
-        for name in files:
-            curl += ["-o", str(curl_dir / name), f"{endpoint}/bench/model/resolve/{sha}/{name}"]
-        curl_s, _ = timed(curl, env)
-        cold_s, cold_rss = timed([sys.executable, str(TOOL), "--repo", "bench/model", "--revision", "main",
-                                  "--dest", f"{tmp}/cache"], env)
+        curl_runs, cold_runs, rss = [], [], []
+        for i in range(args.rounds):
+            curl_dir = Path(tmp, f"curl-{i}")
+            curl_dir.mkdir()
+            curl = ["curl", "--silent", "--fail", "--parallel", "--parallel-max", str(len(files))]
+            for name in files:
+                curl += ["-o", str(curl_dir / name), f"{endpoint}/bench/model/resolve/{sha}/{name}"]
+            curl_runs.append(timed(curl, env)[0])
+            shutil.rmtree(curl_dir)
+            cache = f"{tmp}/cache-{i}"
+            seconds, peak = timed([sys.executable, str(TOOL), "--repo", "bench/model", "--revision", "main",
+                                   "--dest", cache], env)
+            cold_runs.append(seconds)
+            rss.append(peak)
+            if i < args.rounds - 1:
+                shutil.rmtree(cache)
         warm_s, warm_rss = timed([sys.executable, str(TOOL), "--repo", "bench/model", "--revision", "main",
-                                  "--dest", f"{tmp}/cache"], env)
+                                  "--dest", cache], env)
     hub.stdin.close()
     hub.wait()
     mb = total / 1e6
-    print(f"repo: {len(files)} files, {mb:,.0f} MB")
-    print(f"curl --parallel (baseline):  {curl_s:6.2f} s  {mb / curl_s:7.0f} MB/s")
-    print(f"prefetch, empty cache:       {cold_s:6.2f} s  {mb / cold_s:7.0f} MB/s  "
-          f"ratio to curl {curl_s / cold_s:.2f}  peak RSS {cold_rss:.0f} MiB (includes verification)")
-    print(f"prefetch, complete cache:    {warm_s:6.2f} s  (peak RSS {warm_rss:.0f} MiB)")
+    curl_best, curl_med = min(curl_runs), statistics.median(curl_runs)
+    cold_best, cold_med = min(cold_runs), statistics.median(cold_runs)
+    print(f"repo: {len(files)} files, {mb:,.0f} MB; {args.rounds} rounds (best / median)")
+    print(f"curl --parallel (baseline):  {curl_best:5.2f} / {curl_med:5.2f} s  "
+          f"{mb / curl_best:5.0f} / {mb / curl_med:5.0f} MB/s")
+    print(f"prefetch, empty cache:       {cold_best:5.2f} / {cold_med:5.2f} s  "
+          f"{mb / cold_best:5.0f} / {mb / cold_med:5.0f} MB/s  (includes start-up, resolution, verification)")
+    print(f"ratio prefetch / curl:       {curl_best / cold_best:.2f} of the best, {curl_med / cold_med:.2f} of the "
+          f"medians (target ≥ 0.8)")
+    print(f"prefetch peak RSS:           {max(rss):.0f} MiB")
+    print(f"prefetch, complete cache:    {warm_s:5.2f} s  (peak RSS {warm_rss:.0f} MiB)")
 
 
 if __name__ == "__main__":
