@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pulumi
 
-from components.model_deployment import ModelDeployment, ModelDeploymentArgs
+from components.model_deployment import ModelDeployment, ModelDeploymentArgs, NodesArgs
 from components.platform import Platform, PlatformArgs
 from sgldeploy import cost
 from sgldeploy.lock import LOCK_NAME
@@ -58,7 +58,11 @@ for item in stack.deployments:
         ModelDeploymentArgs(spec=item.spec, model=item.model, sizing=item.sizing, namespace=platform.namespace,
                             hf_token=secrets["hfToken"], api_key=secrets["apiKey"], network=platform.network,
                             namespace_name=stack.spec.platform.namespace, tags=stack.spec.platform.tags,
-                            facts=deployment_facts(item, stack.spec.platform, region, estimate)),
+                            facts=deployment_facts(item, stack.spec.platform, region, estimate),
+                            nodes=NodesArgs(provisioner=stack.spec.platform.node_provisioner,
+                                            cluster_name=stack.spec.platform.cluster.name,
+                                            node_role_name=platform.node_role_name,
+                                            node_role_arn=platform.node_role_arn)),
         opts=pulumi.ResourceOptions(providers={"kubernetes": platform.provider}),
     )
     placement = item.sizing.placement

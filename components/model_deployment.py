@@ -9,14 +9,25 @@ import pulumi
 import pulumi_kubernetes as k8s
 import pulumi_random as random
 
-from sgldeploy import serving, weight_cache
+from sgldeploy import node_pool, serving, weight_cache
 from sgldeploy.lock import LockedModel
 from sgldeploy.sizing import Sizing
 from sgldeploy.spec import DeploymentSpec
 
+from .node_pool import GpuNodePool, GpuNodePoolArgs
 from .platform import ClusterNetwork
 from .sglang_server import SglangServer, SglangServerArgs
 from .weight_cache import SharedWeightCache, SharedWeightCacheArgs
+
+
+@dataclass(frozen=True)
+class NodesArgs:
+    """Where the deployment's GPU node pool comes from (the platform's settings)."""
+
+    provisioner: str  # karpenter or managed-node-group
+    cluster_name: str
+    node_role_name: str
+    node_role_arn: pulumi.Input[str]
 
 
 @dataclass(frozen=True)
@@ -35,6 +46,8 @@ class ModelDeploymentArgs:
     tags: Optional[dict[str, str]] = None
     facts: Optional[dict] = None
     """Model, fit, endpoint and cost facts (sgldeploy.policy.facts), for policies to read."""
+    nodes: Optional[NodesArgs] = None
+    """A node pool of its own (with `network`); None to run on GPU nodes the cluster already has."""
 
 
 class ModelDeployment(pulumi.ComponentResource):
@@ -64,6 +77,15 @@ class ModelDeployment(pulumi.ComponentResource):
             api_secret = self._secret(f"{name}-api-key-secret", f"{dep.name}-api-key", "API_KEY", self.api_key,
                                       args.namespace, labels)
 
+        self.node_pool = None
+        pool = None
+        if args.nodes is not None and args.network is not None:
+            pool = node_pool.pool_id(args.namespace_name, dep)
+            self.node_pool = GpuNodePool(f"{name}-nodes", GpuNodePoolArgs(
+                spec=dep, sizing=args.sizing, pool=pool, provisioner=args.nodes.provisioner,
+                cluster_name=args.nodes.cluster_name, network=args.network,
+                node_role_name=args.nodes.node_role_name, node_role_arn=args.nodes.node_role_arn,
+                tags=args.tags or {}), opts=child)
         refs = serving.SecretRefs(hf_token=f"{dep.name}-hf-token" if hf_secret else None,
                                   api_key=f"{dep.name}-api-key" if api_secret else None)
         depends = [s for s in (hf_secret, api_secret) if s is not None]
@@ -81,7 +103,7 @@ class ModelDeployment(pulumi.ComponentResource):
         self.server = SglangServer(
             f"{name}-server",
             SglangServerArgs(spec=dep, model=args.model, sizing=args.sizing, namespace=args.namespace,
-                             secrets=refs),
+                             secrets=refs, pool=pool),
             # Pods reference the Secrets by name, and a shared cache must hold the commit, before they start.
             opts=pulumi.ResourceOptions(parent=self, depends_on=depends),
         )
@@ -90,7 +112,8 @@ class ModelDeployment(pulumi.ComponentResource):
             k8s.apps.v1.DaemonSet(
                 f"{name}-image-prepull",
                 metadata={"name": f"{dep.name}-image-prepull", "namespace": args.namespace, "labels": labels},
-                spec=weight_cache.prepull_daemon_set_spec(dep, [placement.instance_type, *placement.alternatives]),
+                spec=weight_cache.prepull_daemon_set_spec(dep, [placement.instance_type, *placement.alternatives],
+                                                          node_pool.pod_scheduling(pool) if pool else None),
                 # Fixed name, one per deployment; a replacement must free it first.
                 opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(delete_before_replace=True)))
         k8s.policy.v1.PodDisruptionBudget(

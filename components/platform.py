@@ -66,6 +66,11 @@ class Platform(pulumi.ComponentResource):
     """Namespace of all deployments."""
     cluster_name: pulumi.Output[str]
     network: ClusterNetwork
+    node_role_name: str
+    """IAM role the GPU nodes assume (EC2NodeClass `role`, managed node groups)."""
+    node_role_arn: pulumi.Output[str]
+    kubeconfig: pulumi.Output[str]
+    """Secret: authenticates with `aws eks get-token`, so it holds no credential, but names the endpoint."""
 
     def __init__(self, name: str, args: PlatformArgs, opts: Optional[pulumi.ResourceOptions] = None):
         # The facts are the component's inputs, so CrossGuard policies and the offline plan read the same values.
@@ -83,9 +88,13 @@ class Platform(pulumi.ComponentResource):
                                       security_group_id=_field(vpc, "cluster_security_group_id"))
         config = kubeconfig(cluster.name, cluster.endpoint, _field(cluster.certificate_authorities[0], "data"),
                             args.region)
+        self.kubeconfig = pulumi.Output.secret(config)
+        self.node_role_name = spec.node_role or f"KarpenterNodeRole-{spec.cluster.name}"
+        account = aws.get_caller_identity(opts=pulumi.InvokeOptions(parent=self)).account_id
+        self.node_role_arn = pulumi.Output.from_input(f"arn:aws:iam::{account}:role/{self.node_role_name}")
         self.provider = k8s.Provider(
             f"{name}-k8s",
-            kubeconfig=pulumi.Output.secret(config),
+            kubeconfig=self.kubeconfig,
             enable_server_side_apply=True,
             opts=pulumi.ResourceOptions(parent=self),
         )

@@ -22,6 +22,8 @@ class SglangServerArgs:
     sizing: Sizing
     namespace: pulumi.Input[str]
     secrets: serving.SecretRefs
+    pool: Optional[str] = None
+    """The deployment's node pool (sgldeploy.node_pool.pool_id); None for any GPU node."""
     pod_spec_overrides: dict[str, Any] = field(default_factory=dict)
     """Extra pod spec fields merged over the generated ones (wrap, don't hide), e.g. priorityClassName."""
 
@@ -44,14 +46,14 @@ class SglangServer(pulumi.ComponentResource):
         # The name is what operators type (`kubectl get deploy NAME`); a replacement must free it first.
         named = pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(delete_before_replace=True))
         if multi_node:
-            spec = serving.leader_worker_set_spec(dep, args.model, args.sizing, args.secrets, types)
+            spec = serving.leader_worker_set_spec(dep, args.model, args.sizing, args.secrets, types, pool=args.pool)
             for role in ("leaderTemplate", "workerTemplate"):
                 spec["leaderWorkerTemplate"][role]["spec"].update(args.pod_spec_overrides)
             self.workload = k8s.apiextensions.CustomResource(
                 f"{name}-leader-worker-set", api_version="leaderworkerset.x-k8s.io/v1", kind="LeaderWorkerSet",
                 metadata=metadata, spec=spec, opts=named)
         else:
-            spec = serving.deployment_spec(dep, args.model, args.sizing, args.secrets, types)
+            spec = serving.deployment_spec(dep, args.model, args.sizing, args.secrets, types, pool=args.pool)
             spec["template"]["spec"].update(args.pod_spec_overrides)
             self.workload = k8s.apps.v1.Deployment(f"{name}-deployment", metadata=metadata, spec=spec, opts=named)
         self.service = k8s.core.v1.Service(

@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from . import weight_cache
+from . import node_pool, weight_cache
 from .lock import LockedModel
 from .sglang_args import API_KEY_ENV, SERVER_PORT, launch_command
 from .sizing import Sizing
@@ -87,8 +87,9 @@ def env(dep: DeploymentSpec, secrets: SecretRefs, cache: CachePlan) -> list[dict
 
 
 def pod_template(dep: DeploymentSpec, model: LockedModel, sizing: Sizing, secrets: SecretRefs,
-                 instance_types: list[str], role: str = "server") -> dict[str, Any]:
-    """The pod of a one-node replica (`server`), or of the `leader` or a `worker` of a multi-node one."""
+                 instance_types: list[str], role: str = "server", pool: Optional[str] = None) -> dict[str, Any]:
+    """The pod of a one-node replica (`server`), or of the `leader` or a `worker` of a multi-node one; on the
+    deployment's own node pool when `pool` names it."""
     cache = weight_cache.plan(dep, model, sizing.disk_gib, token_env(secrets))
     launch = launch_command(dep, model, sizing, api_key=secrets.api_key is not None,
                             model_path=None if cache.hub_on_start else cache.model_path)
@@ -124,7 +125,8 @@ def pod_template(dep: DeploymentSpec, model: LockedModel, sizing: Sizing, secret
     }
     pod_labels = {**labels(dep), **({ROLE_LABEL: role} if role != "server" else {})}
     return {
-        "metadata": {"labels": pod_labels, "annotations": {"sgldeploy.io/model": f"{dep.model.repo}@{model.sha}"}},
+        "metadata": {"labels": pod_labels, "annotations": {"sgldeploy.io/model": f"{dep.model.repo}@{model.sha}",
+                                                           **(node_pool.DO_NOT_DISRUPT if pool else {})}},
         "spec": {
             # The prefetch init container exits non-zero unless the cache is complete and verified, so the
             # server never starts on a partial one.
@@ -132,7 +134,8 @@ def pod_template(dep: DeploymentSpec, model: LockedModel, sizing: Sizing, secret
             "containers": [container],
             # Let in-flight generations finish when a pod is stopped or moved.
             "terminationGracePeriodSeconds": 120,
-            "tolerations": [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}],
+            **(node_pool.pod_scheduling(pool) if pool else
+               {"tolerations": [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}]}),
             "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
                 {"matchExpressions": [{"key": "node.kubernetes.io/instance-type", "operator": "In",
                                        "values": instance_types}]}]}}},
@@ -152,7 +155,7 @@ def initial_replicas(dep: DeploymentSpec) -> int:
 
 
 def deployment_spec(dep: DeploymentSpec, model: LockedModel, sizing: Sizing, secrets: SecretRefs,
-                    instance_types: list[str]) -> dict[str, Any]:
+                    instance_types: list[str], pool: Optional[str] = None) -> dict[str, Any]:
     return {
         "replicas": initial_replicas(dep),
         "selector": {"matchLabels": selector(dep)},
@@ -160,12 +163,12 @@ def deployment_spec(dep: DeploymentSpec, model: LockedModel, sizing: Sizing, sec
                                                                 "maxUnavailable": dep.rollout.max_unavailable}},
         # A rollout not ready within a cold node, a first download and the startup budget is reported failed.
         "progressDeadlineSeconds": sizing.rollout_deadline_seconds,
-        "template": pod_template(dep, model, sizing, secrets, instance_types),
+        "template": pod_template(dep, model, sizing, secrets, instance_types, pool=pool),
     }
 
 
 def leader_worker_set_spec(dep: DeploymentSpec, model: LockedModel, sizing: Sizing, secrets: SecretRefs,
-                           instance_types: list[str]) -> dict[str, Any]:
+                           instance_types: list[str], pool: Optional[str] = None) -> dict[str, Any]:
     """One replica spread over `nodes_per_replica` nodes: a leader (rank 0, serves HTTP) and workers."""
     return {
         "replicas": initial_replicas(dep),
@@ -176,8 +179,8 @@ def leader_worker_set_spec(dep: DeploymentSpec, model: LockedModel, sizing: Sizi
             "size": sizing.placement.nodes_per_replica,
             # A failed rank leaves the others hung in NCCL: restart the whole group together.
             "restartPolicy": "RecreateGroupOnPodRestart",
-            "leaderTemplate": pod_template(dep, model, sizing, secrets, instance_types, role="leader"),
-            "workerTemplate": pod_template(dep, model, sizing, secrets, instance_types, role="worker"),
+            "leaderTemplate": pod_template(dep, model, sizing, secrets, instance_types, role="leader", pool=pool),
+            "workerTemplate": pod_template(dep, model, sizing, secrets, instance_types, role="worker", pool=pool),
         },
     }
 

@@ -180,7 +180,11 @@ class PlatformSpec(Model):
     namespace: str = Field("sgldeploy", max_length=63, description="Kubernetes namespace of all deployments "
                                                                    "(DNS-1123 label). Default sgldeploy.")
     node_provisioner: Literal["karpenter", "managed-node-group"] = Field(
-        "karpenter", description="How GPU nodes are provisioned. Default karpenter.")
+        "karpenter", description="How GPU nodes are provisioned: a Karpenter NodePool and EC2NodeClass, or an EKS "
+                                 "managed node group, per deployment. Default karpenter.")
+    node_role: Optional[str] = Field(None, min_length=1, max_length=64, pattern=r"^[\w+=,.@-]+$",
+                                     description="IAM role name the GPU nodes assume, for an existing cluster; "
+                                                 "default KarpenterNodeRole-<cluster name> (Karpenter's convention).")
     addons: AddonsSpec = Field(default_factory=AddonsSpec, description="Cluster add-ons installed as pinned "
                                                                        "Helm releases.")
     budget_usd_per_month: Optional[float] = Field(None, ge=0, description="Monthly budget in USD for the whole "

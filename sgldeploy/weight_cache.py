@@ -91,10 +91,12 @@ def plan(dep: DeploymentSpec, model: LockedModel, disk_gib: int, token_env: Opti
 PAUSE_IMAGE = "registry.k8s.io/pause:3.10"
 
 
-def prepull_daemon_set_spec(dep: DeploymentSpec, instance_types: list[str]) -> dict[str, Any]:
+def prepull_daemon_set_spec(dep: DeploymentSpec, instance_types: list[str],
+                            scheduling: Optional[dict[str, Any]] = None) -> dict[str, Any]:
     """`fast` readiness: every GPU node the deployment can land on pulls its images as soon as it joins, so a
     replica scaling up from zero does not wait for a multi-gigabyte pull. The init containers only pull and
-    exit; a pause container keeps the pod (and so the images) on the node at almost no cost."""
+    exit; a pause container keeps the pod (and so the images) on the node at almost no cost. `scheduling`
+    (node selector and tolerations) puts it on the deployment's own node pool."""
     labels = {"app.kubernetes.io/instance": dep.name, "app.kubernetes.io/component": "image-prepull",
               "app.kubernetes.io/managed-by": "sgldeploy"}
     images = [dep.serving.image] + ([dep.cache.prefetch_image] if dep.cache.prefetch_image and
@@ -112,7 +114,8 @@ def prepull_daemon_set_spec(dep: DeploymentSpec, instance_types: list[str]) -> d
                                 "resources": {"requests": {"cpu": "1m", "memory": "8Mi"},
                                               "limits": {"memory": "16Mi"}},
                                 "securityContext": {"allowPrivilegeEscalation": False}}],
-                "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+                **(scheduling or {"tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists",
+                                                   "effect": "NoSchedule"}]}),
                 "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
                     "nodeSelectorTerms": [{"matchExpressions": [{"key": "node.kubernetes.io/instance-type",
                                                                  "operator": "In", "values": instance_types}]}]}}},
