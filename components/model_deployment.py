@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 import pulumi
@@ -48,6 +48,8 @@ class ModelDeploymentArgs:
     """Model, fit, endpoint and cost facts (sgldeploy.policy.facts), for policies to read."""
     nodes: Optional[NodesArgs] = None
     """A node pool of its own (with `network`); None to run on GPU nodes the cluster already has."""
+    addon_releases: dict = field(default_factory=dict)
+    """Add-ons this stack installs (ClusterAddons.releases): custom resources wait for their CRDs."""
 
 
 class ModelDeployment(pulumi.ComponentResource):
@@ -85,7 +87,9 @@ class ModelDeployment(pulumi.ComponentResource):
                 spec=dep, sizing=args.sizing, pool=pool, provisioner=args.nodes.provisioner,
                 cluster_name=args.nodes.cluster_name, network=args.network,
                 node_role_name=args.nodes.node_role_name, node_role_arn=args.nodes.node_role_arn,
-                tags=args.tags or {}), opts=child)
+                tags=args.tags or {}),
+                # NodePool and EC2NodeClass need Karpenter's CRDs, when this stack installs Karpenter.
+                opts=pulumi.ResourceOptions(parent=self, depends_on=_installed(args, "karpenter")))
         refs = serving.SecretRefs(hf_token=f"{dep.name}-hf-token" if hf_secret else None,
                                   api_key=f"{dep.name}-api-key" if api_secret else None)
         depends = [s for s in (hf_secret, api_secret) if s is not None]
@@ -98,8 +102,11 @@ class ModelDeployment(pulumi.ComponentResource):
                                       token_env=serving.token_env(refs), tags=args.tags or {},
                                       volume_name=f"{args.namespace_name}-{dep.name}-weights"),
                 # The Job reads the token Secret (a copy: `depends` grows below, and must not include the Job).
-                opts=pulumi.ResourceOptions(parent=self, depends_on=list(depends)))
+                opts=pulumi.ResourceOptions(parent=self, depends_on=list(depends) + _installed(
+                    args, "efs_csi" if dep.cache_storage == "efs" else "fsx_csi")))
             depends.append(self.cache.job)  # pods roll only once the commit is in the cache
+        if args.sizing.placement.nodes_per_replica > 1:
+            depends += _installed(args, "leader_worker_set")  # the LeaderWorkerSet CRD must exist first
         self.server = SglangServer(
             f"{name}-server",
             SglangServerArgs(spec=dep, model=args.model, sizing=args.sizing, namespace=args.namespace,
@@ -136,3 +143,9 @@ class ModelDeployment(pulumi.ComponentResource):
             # Pods reference the Secret by this fixed name; a replacement must free it first.
             opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True),
         )
+
+
+def _installed(args: ModelDeploymentArgs, addon: str) -> list:
+    """The add-on's Helm release when this stack installs it; nothing when it already exists or is unused."""
+    release = args.addon_releases.get(addon)
+    return [release] if release is not None else []

@@ -14,7 +14,10 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
+from sgldeploy.addons import ClusterFacts
 from sgldeploy.spec import PlatformSpec
+
+from .addons import ClusterAddons, ClusterAddonsArgs
 
 
 @dataclass(frozen=True)
@@ -110,4 +113,10 @@ class Platform(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, provider=self.provider, delete_before_replace=True),
         )
         self.namespace = namespace.metadata.apply(lambda m: m["name"])
+        facts = ClusterFacts(name=spec.cluster.name, region=args.region, account=account,
+                             vpc_id=self.network.vpc_id, node_role_name=self.node_role_name,
+                             interruption_queue=f"Karpenter-{spec.cluster.name}")
+        self.addons = ClusterAddons(f"{name}-addons", ClusterAddonsArgs(spec=spec.addons, cluster=facts,
+                                                                        tags=spec.tags),
+                                    opts=pulumi.ResourceOptions(parent=self, providers={"kubernetes": self.provider}))
         self.register_outputs({**(args.facts or {}), "clusterName": self.cluster_name, "namespace": self.namespace})

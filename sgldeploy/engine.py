@@ -59,7 +59,7 @@ def scrub(value: Any) -> Any:
         return {k: scrub(v) for k, v in value.items()}
     if isinstance(value, list):
         return [scrub(v) for v in value]
-    if value == rpc.UNKNOWN:
+    if isinstance(value, pulumi.output.Unknown) or value == rpc.UNKNOWN:  # outputs of resources not yet created
         return UNKNOWN
     return value
 
@@ -149,7 +149,7 @@ def run_program(program: Path, project: str, stack: str, config: dict[str, str],
     monitor = _RecordingMonitor(_OfflineMocks(invokes or default_invokes(region)), recording)
     logger = logging.getLogger("sgldeploy.offline")
     logger.propagate = False
-    logger.setLevel(logging.DEBUG)  # keep info lines too (the cost summary); the CLI shows only warnings and errors
+    logger.setLevel(logging.INFO)  # keep info lines too (the cost summary); the CLI shows only warnings and errors
     capture = _LogCapture(recording)
     logger.addHandler(capture)
     pulumi.runtime.set_all_config(config, secret_keys)

@@ -50,7 +50,8 @@ def pool_taint(pool: str) -> dict[str, str]:
 
 
 def node_labels(pool: str, sizing: Sizing) -> dict[str, str]:
-    return {POOL_LABEL: pool, GPU_LABEL: sizing.placement.gpu_model}
+    # nvidia.com/gpu.present is what the NVIDIA device plugin's chart selects nodes by when no NFD runs.
+    return {POOL_LABEL: pool, GPU_LABEL: sizing.placement.gpu_model, "nvidia.com/gpu.present": "true"}
 
 
 def pod_scheduling(pool: str) -> dict[str, Any]:

@@ -153,23 +153,39 @@ class ClusterSpec(Model):
         return value
 
 
+def _addon(value: Any) -> Any:
+    if value is True or value is False or value == "existing":
+        return value
+    raise SpecValueError("must be true, false or existing", value,
+                         "true installs it, existing references one already on the cluster, false leaves it out")
+
+
+Addon = Annotated[Any, PlainValidator(_addon),
+                  WithJsonSchema({"anyOf": [{"type": "boolean"}, {"const": "existing"}]})]
+"""true: sgldeploy installs it; "existing": already installed, only referenced; false: not used."""
+_TRI = "true (install), existing (already installed) or false. Default"
+
+
 class AddonsSpec(Model):
-    karpenter: bool = Field(True, description="Karpenter, which provisions GPU nodes on demand. Default true.")
-    keda: bool = Field(True, description="KEDA, which scales replicas on SGLang metrics. Default true.")
-    keda_http: bool = Field(True, description="KEDA HTTP add-on, which holds requests while scaling from zero. "
-                                              "Default true.")
-    aws_load_balancer_controller: bool = Field(True, description="AWS Load Balancer Controller for ALB/NLB "
-                                                                 "endpoints. Default true.")
-    nvidia_device_plugin: bool = Field(True, description="NVIDIA device plugin, which exposes nvidia.com/gpu. "
-                                                         "Default true.")
-    prometheus: bool = Field(True, description="Prometheus operator stack for metrics, alerts and autoscaling "
-                                               "signals. Default true.")
-    leader_worker_set: bool = Field(False, description="LeaderWorkerSet, needed when one replica spans nodes. "
-                                                       "Default false.")
-    external_secrets: bool = Field(False, description="External Secrets Operator. Default false.")
-    efs_csi: bool = Field(False, description="EFS CSI driver, needed for `cache.storage: efs`. Default false.")
-    fsx_csi: bool = Field(False, description="FSx for Lustre CSI driver, needed for `cache.storage: fsx-lustre`. "
-                                             "Default false.")
+    """Each add-on: true (sgldeploy installs it, pinned), "existing" (already on the cluster: referenced, never
+    reinstalled) or false (not used)."""
+
+    karpenter: Addon = Field(True, description=f"Karpenter, which provisions GPU nodes on demand. {_TRI} true.")
+    keda: Addon = Field(True, description=f"KEDA, which scales replicas on SGLang metrics. {_TRI} true.")
+    keda_http: Addon = Field(True, description=f"KEDA HTTP add-on, which holds requests while scaling from zero. "
+                                               f"{_TRI} true.")
+    aws_load_balancer_controller: Addon = Field(True, description=f"AWS Load Balancer Controller for ALB/NLB "
+                                                                  f"endpoints. {_TRI} true.")
+    nvidia_device_plugin: Addon = Field(True, description=f"NVIDIA device plugin, which exposes nvidia.com/gpu. "
+                                                          f"{_TRI} true.")
+    prometheus: Addon = Field(True, description=f"Prometheus operator stack (kube-prometheus-stack) for metrics, "
+                                                f"alerts and autoscaling signals. {_TRI} true.")
+    leader_worker_set: Addon = Field(False, description=f"LeaderWorkerSet, needed when one replica spans nodes. "
+                                                        f"{_TRI} false.")
+    external_secrets: Addon = Field(False, description=f"External Secrets Operator. {_TRI} false.")
+    efs_csi: Addon = Field(False, description=f"EFS CSI driver, needed for `cache.storage: efs`. {_TRI} false.")
+    fsx_csi: Addon = Field(False, description=f"FSx for Lustre CSI driver, needed for `cache.storage: fsx-lustre`. "
+                                              f"{_TRI} false.")
 
 
 class PlatformSpec(Model):

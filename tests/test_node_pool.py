@@ -81,7 +81,8 @@ def test_one_gpu_pool_fits_the_placement_and_prepares_the_nvme_cache(karpenter):
     assert requirement(pool, "karpenter.sh/capacity-type") == ["on-demand"]
     assert pool["spec"]["limits"] == {"nvidia.com/gpu": "2"}  # max 1 replica + 1 surge, 1 GPU each
     assert pool["spec"]["template"]["metadata"]["labels"] == {node_pool.POOL_LABEL: "llm-qwen",
-                                                              node_pool.GPU_LABEL: "L4"}
+                                                              node_pool.GPU_LABEL: "L4",
+                                                              "nvidia.com/gpu.present": "true"}
     user_data = node_class["spec"]["userData"]
     assert user_data.startswith("MIME-Version: 1.0") and "/mnt/sgldeploy-cache" in user_data
     checked = subprocess.run(["bash", "-n"], input=node_pool.NODE_CACHE_SCRIPT, text=True, capture_output=True)
