@@ -87,9 +87,7 @@ class ModelDeployment(pulumi.ComponentResource):
                 spec=dep, sizing=args.sizing, pool=pool, provisioner=args.nodes.provisioner,
                 cluster_name=args.nodes.cluster_name, network=args.network,
                 node_role_name=args.nodes.node_role_name, node_role_arn=args.nodes.node_role_arn,
-                tags=args.tags or {}),
-                # NodePool and EC2NodeClass need Karpenter's CRDs, when this stack installs Karpenter.
-                opts=pulumi.ResourceOptions(parent=self, depends_on=_installed(args, "karpenter")))
+                tags=args.tags or {}, crds=_installed(args, "karpenter")), opts=child)
         refs = serving.SecretRefs(hf_token=f"{dep.name}-hf-token" if hf_secret else None,
                                   api_key=f"{dep.name}-api-key" if api_secret else None)
         depends = [s for s in (hf_secret, api_secret) if s is not None]

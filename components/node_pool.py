@@ -33,6 +33,8 @@ class GpuNodePoolArgs:
     node_role_name: str
     node_role_arn: pulumi.Input[str]
     tags: dict[str, str] = field(default_factory=dict)
+    crds: list = field(default_factory=list)
+    """Resources that install the Karpenter CRDs (its Helm release), which the custom resources wait for."""
 
 
 class GpuNodePool(pulumi.ComponentResource):
@@ -57,12 +59,13 @@ class GpuNodePool(pulumi.ComponentResource):
                     security_group_ids=[args.network.security_group_id], tags=tags,
                     placement_group=args.pool if placement_group else None),
                 # Karpenter resolves the placement group by name when it launches a node.
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[placement_group] if placement_group else []))
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[*args.crds, *([placement_group] if placement_group
+                                                                                   else [])]))
             pool = k8s.apiextensions.CustomResource(
                 f"{name}-node-pool", api_version="karpenter.sh/v1", kind="NodePool",
                 metadata={"name": args.pool}, spec=node_pool.node_pool_spec(dep, sizing, args.pool),
                 # The NodePool names its EC2NodeClass; Karpenter launches nothing until that class is ready.
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[node_class]))
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[*args.crds, node_class]))
             self.name = pool.metadata.apply(lambda m: m["name"])
         else:
             template = aws.ec2.LaunchTemplate(
