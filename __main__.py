@@ -74,12 +74,14 @@ for item in stack.deployments:
         "instanceType": placement.instance_type, "gpusPerReplica": placement.gpus_per_replica,
         "minReplicas": item.spec.min_replicas, "maxReplicas": item.spec.max_replicas,
         "estimatedMonthlyCostMin": spend["monthly_usd_min"], "estimatedMonthlyCostMax": spend["monthly_usd_max"],
+        "nodePool": deployment.node_pool.name if deployment.node_pool is not None else None,
     }
     if deployment.api_key is not None:
         api_keys[item.spec.name] = deployment.api_key
 
 pulumi.export("clusterName", platform.cluster_name)
 pulumi.export("namespace", platform.namespace)
+pulumi.export("kubeconfig", platform.kubeconfig)  # secret; `pulumi stack output kubeconfig --show-secrets`
 pulumi.export("deployments", summaries)
 pulumi.export("apiKeys", pulumi.Output.secret(api_keys))
 # The cost estimate as outputs: `pulumi preview` shows their change, which is the cost diff (USD, 730 h/month).

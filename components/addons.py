@@ -4,6 +4,7 @@ reinstalled. The chart table, values and policies are data in sgldeploy/addons.p
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from typing import Optional
@@ -46,9 +47,8 @@ class ClusterAddons(pulumi.ComponentResource):
             before: list[pulumi.Resource] = []
             if chart.addon == "karpenter":
                 before += self._interruption_queue(f"{name}-karpenter", args)
-            document = catalog.policy(chart, args.cluster)
-            if document is not None:
-                before.append(self._pod_identity(f"{name}-{chart.release}", chart, document, args))
+            if chart.service_account is not None:  # it calls AWS APIs
+                before.append(self._pod_identity(f"{name}-{chart.release}", chart, args))
             self.releases[chart.addon] = k8s.helm.v3.Release(
                 f"{name}-{chart.release}",
                 name=chart.release, chart=chart.chart, version=chart.version,
@@ -61,12 +61,14 @@ class ClusterAddons(pulumi.ComponentResource):
         self.register_outputs({"installed": {a: c.version for a, c in ((c.addon, c) for c in plan.install)},
                                "existing": plan.existing})
 
-    def _pod_identity(self, name: str, chart: catalog.Chart, document: dict,
-                      args: ClusterAddonsArgs) -> aws.eks.PodIdentityAssociation:
+    def _pod_identity(self, name: str, chart: catalog.Chart, args: ClusterAddonsArgs) -> aws.eks.PodIdentityAssociation:
         child = pulumi.ResourceOptions(parent=self)
         role = aws.iam.Role(f"{name}-role", assume_role_policy=POD_IDENTITY_TRUST, tags=args.tags, opts=child,
                             description=f"{chart.release} in {args.cluster.name} (sgldeploy)")
-        aws.iam.RolePolicy(f"{name}-policy", role=role.id, policy=json.dumps(document), opts=child)
+        # The VPC id is an output when this stack creates the VPC; the policy is written once it is known.
+        document = pulumi.Output.from_input(args.cluster.vpc_id).apply(
+            lambda vpc: json.dumps(catalog.policy(chart, dataclasses.replace(args.cluster, vpc_id=vpc))))
+        aws.iam.RolePolicy(f"{name}-policy", role=role.id, policy=document, opts=child)
         return aws.eks.PodIdentityAssociation(f"{name}-identity", cluster_name=args.cluster.name,
                                               namespace=chart.namespace, service_account=chart.service_account,
                                               role_arn=role.arn, tags=args.tags, opts=child)

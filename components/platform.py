@@ -18,6 +18,7 @@ from sgldeploy.addons import ClusterFacts
 from sgldeploy.spec import PlatformSpec
 
 from .addons import ClusterAddons, ClusterAddonsArgs
+from .cluster import EksCluster, EksClusterArgs
 
 
 @dataclass(frozen=True)
@@ -55,9 +56,11 @@ def _field(result, name: str):
 
 @dataclass(frozen=True)
 class ClusterNetwork:
-    vpc_id: str
-    subnet_ids: list[str]  # the cluster's subnets, where nodes run
-    security_group_id: str  # the cluster security group every node carries
+    """Plain values for an existing cluster; outputs of the resources for a created one."""
+
+    vpc_id: pulumi.Input[str]
+    subnet_ids: list[pulumi.Input[str]]  # the cluster's subnets, where nodes run
+    security_group_id: pulumi.Input[str]  # the cluster security group every node carries
 
 
 class Platform(pulumi.ComponentResource):
@@ -79,22 +82,32 @@ class Platform(pulumi.ComponentResource):
         # The facts are the component's inputs, so CrossGuard policies and the offline plan read the same values.
         super().__init__("sgldeploy:platform:Platform", name, args.facts, opts)
         spec = args.spec
-        if spec.cluster.create:
-            raise pulumi.RunError(
-                "error: sgldeploy:platform.cluster.create: creating the VPC and EKS cluster is not available in "
-                "this version (got true); set create: false and name an existing EKS cluster in cluster.name")
-        # Read once, as plain values: the network facts decide how many mount targets a shared cache gets.
-        cluster = aws.eks.get_cluster(name=spec.cluster.name, opts=pulumi.InvokeOptions(parent=self))
-        self.cluster_name = pulumi.Output.from_input(cluster.name)
-        vpc = cluster.vpc_config
-        self.network = ClusterNetwork(vpc_id=_field(vpc, "vpc_id"), subnet_ids=list(_field(vpc, "subnet_ids")),
-                                      security_group_id=_field(vpc, "cluster_security_group_id"))
-        config = kubeconfig(cluster.name, cluster.endpoint, _field(cluster.certificate_authorities[0], "data"),
-                            args.region)
-        self.kubeconfig = pulumi.Output.secret(config)
         self.node_role_name = spec.node_role or f"KarpenterNodeRole-{spec.cluster.name}"
         account = aws.get_caller_identity(opts=pulumi.InvokeOptions(parent=self)).account_id
-        self.node_role_arn = pulumi.Output.from_input(f"arn:aws:iam::{account}:role/{self.node_role_name}")
+        ready: list[pulumi.Resource] = []
+        if spec.cluster.create:
+            eks = EksCluster(f"{name}-cluster", EksClusterArgs(spec=spec.cluster, region=args.region,
+                                                               node_role_name=self.node_role_name, tags=spec.tags),
+                             opts=pulumi.ResourceOptions(parent=self))
+            cluster = eks.cluster
+            self.cluster_name = cluster.name
+            self.network = ClusterNetwork(vpc_id=eks.vpc_id, subnet_ids=eks.private_subnet_ids,
+                                          security_group_id=cluster.vpc_config.cluster_security_group_id)
+            config = pulumi.Output.all(cluster.name, cluster.endpoint, cluster.certificate_authority.data).apply(
+                lambda v: kubeconfig(v[0], v[1], v[2], args.region))
+            self.node_role_arn = eks.node_role.arn
+            ready.append(eks.system_nodes)  # add-on pods need nodes to run on
+        else:
+            # Read once, as plain values: the network facts decide how many mount targets a shared cache gets.
+            cluster = aws.eks.get_cluster(name=spec.cluster.name, opts=pulumi.InvokeOptions(parent=self))
+            self.cluster_name = pulumi.Output.from_input(cluster.name)
+            vpc = cluster.vpc_config
+            self.network = ClusterNetwork(vpc_id=_field(vpc, "vpc_id"), subnet_ids=list(_field(vpc, "subnet_ids")),
+                                          security_group_id=_field(vpc, "cluster_security_group_id"))
+            config = kubeconfig(cluster.name, cluster.endpoint, _field(cluster.certificate_authorities[0], "data"),
+                                args.region)
+            self.node_role_arn = pulumi.Output.from_input(f"arn:aws:iam::{account}:role/{self.node_role_name}")
+        self.kubeconfig = pulumi.Output.secret(config)
         self.provider = k8s.Provider(
             f"{name}-k8s",
             kubeconfig=self.kubeconfig,
@@ -118,5 +131,6 @@ class Platform(pulumi.ComponentResource):
                              interruption_queue=f"Karpenter-{spec.cluster.name}")
         self.addons = ClusterAddons(f"{name}-addons", ClusterAddonsArgs(spec=spec.addons, cluster=facts,
                                                                         tags=spec.tags),
-                                    opts=pulumi.ResourceOptions(parent=self, providers={"kubernetes": self.provider}))
+                                    opts=pulumi.ResourceOptions(parent=self, providers={"kubernetes": self.provider},
+                                                                depends_on=ready))
         self.register_outputs({**(args.facts or {}), "clusterName": self.cluster_name, "namespace": self.namespace})

@@ -70,7 +70,7 @@ class ClusterFacts:
     name: str
     region: str
     account: str
-    vpc_id: str
+    vpc_id: Any  # a string, or an output when this stack creates the VPC
     node_role_name: str
     interruption_queue: str = ""
 

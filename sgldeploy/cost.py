@@ -21,11 +21,8 @@ from .serving import initial_replicas
 from .spec import PlatformSpec
 from .stack import ResolvedDeployment, ResolvedStack
 from . import weight_cache
-
-SYSTEM_NODE_INSTANCE = "m6i.large"  # the on-demand node group that runs controllers and add-ons
-SYSTEM_NODE_COUNT = 2  # one per availability zone, so controllers survive a zone outage
-SYSTEM_NODE_DISK_GIB = 50
-NAT_GATEWAYS = 2  # one per availability zone of a created VPC: a zone's nodes never depend on another zone
+from .network import SYSTEM_NODE_DISK_GIB, SYSTEM_NODE_INSTANCE, SYSTEM_NODES as SYSTEM_NODE_COUNT, \
+    ZONES as NAT_GATEWAYS
 
 
 @dataclass(frozen=True)

@@ -71,7 +71,8 @@ class _OfflineMocks(pulumi.runtime.Mocks):
         self.invokes = invokes
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs):
-        return f"{args.name}-offline-id", dict(args.inputs)
+        # No id: as in `pulumi preview`, ids of resources still to be created are unknown until apply.
+        return "", dict(args.inputs)
 
     def call(self, args: pulumi.runtime.MockCallArgs):
         handler = self.invokes.get(args.token)
@@ -128,6 +129,8 @@ def default_invokes(region: str) -> dict[str, Callable[[dict], dict]]:
     return {
         "aws:eks/getCluster:getCluster": eks_cluster,
         "aws:index/getRegion:getRegion": lambda args: {"name": region, "region": region, "id": region},
+        "aws:index/getAvailabilityZones:getAvailabilityZones": lambda args: {
+            "id": region, "names": [f"{region}{z}" for z in "abc"], "zoneIds": [f"offline-az{i}" for i in (1, 2, 3)]},
         "aws:index/getCallerIdentity:getCallerIdentity": lambda args: {
             "accountId": OFFLINE_ACCOUNT, "arn": f"arn:aws:iam::{OFFLINE_ACCOUNT}:root", "userId": "offline"},
     }

@@ -153,10 +153,12 @@ def test_missing_and_unreadable_stack_files(tmp_path):
 
 
 def test_program_errors_are_clean_too(tmp_path):
-    path = write_stack(tmp_path, platform={"cluster": {"create": True}})
+    usage = tmp_path / "usage.yaml"
+    usage.write_text("lcu: 1\n")  # read by the program itself (stack config sgldeploy:usageFile), not the CLI
+    path = write_stack(tmp_path, extra={"sgldeploy:usageFile": str(usage)})
     result = run_cli("plan", "--config", str(path))
     assert result.returncode == 2
-    assert "sgldeploy:platform.cluster.create" in assert_clean_errors(result.stderr)[0]
+    assert f"{usage}: lcu: is not a usage assumption" in assert_clean_errors(result.stderr)[0]
 
 
 def test_usage_errors_exit_2():

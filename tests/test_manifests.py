@@ -38,6 +38,9 @@ def test_every_object_validates(stack_objects):
     kinds = set()
     for obj in objects:
         checked, dropped = k8s_schemas.without_markers(obj)
+        # A created cluster's subnets and security group have ids only after apply.
+        dropped = [d for d in dropped if not (obj["kind"] == "EC2NodeClass" and d.startswith(
+            ("spec.subnetSelectorTerms[", "spec.securityGroupSelectorTerms[")))]
         assert {d.split(".")[0] for d in dropped} <= MAY_BE_UNKNOWN, f"{obj['kind']}/{obj['metadata']['name']}: unknown {dropped}"
         k8s_schemas.validate(checked, version)
         kinds.add(obj["kind"])
