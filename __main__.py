@@ -62,7 +62,8 @@ for item in stack.deployments:
                             nodes=NodesArgs(provisioner=stack.spec.platform.node_provisioner,
                                             cluster_name=stack.spec.platform.cluster.name,
                                             node_role_name=platform.node_role_name,
-                                            node_role_arn=platform.node_role_arn),
+                                            node_role_arn=platform.node_role_arn,
+                                            efa=bool(stack.spec.platform.addons.efa_device_plugin)),
                             addon_releases=platform.addons.releases),
         opts=pulumi.ResourceOptions(providers={"kubernetes": platform.provider}),
     )

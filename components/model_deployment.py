@@ -28,6 +28,8 @@ class NodesArgs:
     cluster_name: str
     node_role_name: str
     node_role_arn: pulumi.Input[str]
+    efa: bool = False
+    """The EFA device plugin runs (installed or existing): replicas spanning nodes request the adapters."""
 
 
 @dataclass(frozen=True)
@@ -108,7 +110,8 @@ class ModelDeployment(pulumi.ComponentResource):
         self.server = SglangServer(
             f"{name}-server",
             SglangServerArgs(spec=dep, model=args.model, sizing=args.sizing, namespace=args.namespace,
-                             secrets=refs, pool=pool),
+                             secrets=refs, pool=pool,
+                             efa=node_pool.efa_interfaces(args.sizing) if args.nodes and args.nodes.efa else 0),
             # Pods reference the Secrets by name, and a shared cache must hold the commit, before they start.
             opts=pulumi.ResourceOptions(parent=self, depends_on=depends),
         )

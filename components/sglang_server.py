@@ -23,6 +23,8 @@ class SglangServerArgs:
     namespace: pulumi.Input[str]
     secrets: serving.SecretRefs
     pool: Optional[str] = None
+    efa: int = 0
+    """Elastic Fabric Adapters each pod of a replica spanning nodes requests (0: none)."""
     """The deployment's node pool (sgldeploy.node_pool.pool_id); None for any GPU node."""
     pod_spec_overrides: dict[str, Any] = field(default_factory=dict)
     """Extra pod spec fields merged over the generated ones (wrap, don't hide), e.g. priorityClassName."""
@@ -46,7 +48,8 @@ class SglangServer(pulumi.ComponentResource):
         # The name is what operators type (`kubectl get deploy NAME`); a replacement must free it first.
         named = pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(delete_before_replace=True))
         if multi_node:
-            spec = serving.leader_worker_set_spec(dep, args.model, args.sizing, args.secrets, types, pool=args.pool)
+            spec = serving.leader_worker_set_spec(dep, args.model, args.sizing, args.secrets, types, pool=args.pool,
+                                                  efa=args.efa)
             for role in ("leaderTemplate", "workerTemplate"):
                 spec["leaderWorkerTemplate"][role]["spec"].update(args.pod_spec_overrides)
             self.workload = k8s.apiextensions.CustomResource(

@@ -48,6 +48,10 @@ CHARTS: tuple[Chart, ...] = (
           "prometheus-community/helm-charts charts/kube-prometheus-stack/Chart.yaml @cf408a29"),
     Chart("leader_worker_set", "lws", "oci://registry.k8s.io/lws/charts/lws", None, "0.10.0", "lws-system", None,
           "runs replicas that span several nodes", "kubernetes-sigs/lws site docs (install by Helm) @060ab4d"),
+    Chart("efa_device_plugin", "aws-efa-k8s-device-plugin", "aws-efa-k8s-device-plugin",
+          "https://aws.github.io/eks-charts", "v0.5.30", "kube-system", None,
+          "advertises vpc.amazonaws.com/efa, so replicas spanning nodes talk NCCL over EFA",
+          "aws/eks-charts stable/aws-efa-k8s-device-plugin/Chart.yaml @5239609"),
     Chart("external_secrets", "external-secrets", "external-secrets", "https://charts.external-secrets.io", "2.9.0",
           "external-secrets", "external-secrets", "syncs HF tokens held in AWS Secrets Manager",
           "external-secrets/external-secrets deploy/charts/external-secrets/Chart.yaml @cc5bfbc2"),
@@ -99,6 +103,8 @@ def values(chart: Chart, cluster: ClusterFacts) -> dict[str, Any]:
                 "grafana": {"enabled": False}}
     if chart.addon == "external_secrets":
         return {"installCRDs": True, "serviceAccount": {"name": chart.service_account}}
+    if chart.addon == "efa_device_plugin":
+        return {"tolerations": GPU_NODE_TOLERATIONS}  # its default affinity already lists the EFA instance types
     if chart.addon in ("efs_csi", "fsx_csi"):
         return {"node": {"tolerateAllTaints": True}}
     return {}

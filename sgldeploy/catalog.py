@@ -43,6 +43,7 @@ class InstanceType:
     on_demand_usd_per_hour: Optional[float]  # us-east-1; None where no price was confirmed
     spot_usd_per_hour: Optional[float]  # us-east-1, the highest per-AZ price seen; None where unknown
     source: str
+    efa_interfaces: int = 0  # Elastic Fabric Adapter interfaces the type supports (aws-gpu-efa.csv)
 
     def hourly_usd(self, spot: bool) -> Optional[float]:
         """Spot where asked and known (upper bound), else on-demand."""
@@ -85,6 +86,8 @@ def gpu_models() -> dict[str, GpuModel]:
 def instance_types() -> dict[str, InstanceType]:
     with open(DATA / "aws-gpu-instances.csv", newline="") as f:
         rows = list(csv.DictReader(f))
+    with open(DATA / "aws-gpu-efa.csv", newline="") as f:
+        efa = {r["instance_type"]: int(r["efa_interfaces"]) for r in csv.DictReader(f)}
     return {
         r["instance_type"]: InstanceType(
             name=r["instance_type"],
@@ -99,6 +102,7 @@ def instance_types() -> dict[str, InstanceType]:
             if r["on_demand_usd_per_hour_us_east_1"] else None,
             spot_usd_per_hour=_spot_upper_bound(r["spot_hint"]),
             source=r["source"],
+            efa_interfaces=efa.get(r["instance_type"], 0),
         )
         for r in rows
     }

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any, Optional
 
+from . import catalog
 from .sizing import Sizing
 from .spec import DeploymentSpec
 from .weight_cache import NODE_CACHE_PATH
@@ -79,6 +80,18 @@ def gpu_limit(dep: DeploymentSpec, sizing: Sizing) -> int:
 
 def multi_node(sizing: Sizing) -> bool:
     return sizing.placement.nodes_per_replica > 1
+
+
+EFA_RESOURCE = "vpc.amazonaws.com/efa"
+
+
+def efa_interfaces(sizing: Sizing) -> int:
+    """EFA interfaces each pod of a replica spanning nodes requests: what every allowed instance type has (one
+    pod per node), or 0 for one-node replicas and types without EFA."""
+    if not multi_node(sizing):
+        return 0
+    known = catalog.instance_types()
+    return min((known[t].efa_interfaces for t in instance_types(sizing) if t in known), default=0)
 
 
 # ---- Karpenter ---------------------------------------------------------------------------------------

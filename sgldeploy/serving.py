@@ -87,9 +87,10 @@ def env(dep: DeploymentSpec, secrets: SecretRefs, cache: CachePlan) -> list[dict
 
 
 def pod_template(dep: DeploymentSpec, model: LockedModel, sizing: Sizing, secrets: SecretRefs,
-                 instance_types: list[str], role: str = "server", pool: Optional[str] = None) -> dict[str, Any]:
+                 instance_types: list[str], role: str = "server", pool: Optional[str] = None,
+                 efa: int = 0) -> dict[str, Any]:
     """The pod of a one-node replica (`server`), or of the `leader` or a `worker` of a multi-node one; on the
-    deployment's own node pool when `pool` names it."""
+    deployment's own node pool when `pool` names it, with `efa` Elastic Fabric Adapters for NCCL."""
     cache = weight_cache.plan(dep, model, sizing.disk_gib, token_env(secrets))
     launch = launch_command(dep, model, sizing, api_key=secrets.api_key is not None,
                             model_path=None if cache.hub_on_start else cache.model_path)
@@ -106,6 +107,9 @@ def pod_template(dep: DeploymentSpec, model: LockedModel, sizing: Sizing, secret
                        "$(LWS_GROUP_SIZE)", "--node-rank", "$(LWS_WORKER_INDEX)"]
         extra_env += [{"name": "LWS_WORKER_INDEX", "valueFrom": {"fieldRef": {
             "fieldPath": "metadata.labels['leaderworkerset.sigs.k8s.io/worker-index']"}}}]
+    fabric = {node_pool.EFA_RESOURCE: str(efa)} if efa else {}
+    if efa:  # NCCL's libfabric plugin (aws-ofi-nccl, when the image has it) then runs over EFA, not TCP
+        extra_env += [{"name": "FI_PROVIDER", "value": "efa"}]
     container = {
         "name": "sglang",
         "image": dep.serving.image,
@@ -114,9 +118,9 @@ def pod_template(dep: DeploymentSpec, model: LockedModel, sizing: Sizing, secret
         "ports": [{"name": "http", "containerPort": SERVER_PORT, "protocol": "TCP"}],
         "env": env(dep, secrets, cache) + extra_env,
         "resources": {
-            "requests": {"cpu": f"{sizing.cpu:g}", "memory": memory, GPU_RESOURCE: str(gpus)},
+            "requests": {"cpu": f"{sizing.cpu:g}", "memory": memory, GPU_RESOURCE: str(gpus), **fabric},
             # No CPU limit: throttling the tokenizer and scheduler threads only adds latency.
-            "limits": {"memory": memory, GPU_RESOURCE: str(gpus)},
+            "limits": {"memory": memory, GPU_RESOURCE: str(gpus), **fabric},
         },
         "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}, *cache.server_mounts],
         "securityContext": {"allowPrivilegeEscalation": False},
@@ -168,7 +172,7 @@ def deployment_spec(dep: DeploymentSpec, model: LockedModel, sizing: Sizing, sec
 
 
 def leader_worker_set_spec(dep: DeploymentSpec, model: LockedModel, sizing: Sizing, secrets: SecretRefs,
-                           instance_types: list[str], pool: Optional[str] = None) -> dict[str, Any]:
+                           instance_types: list[str], pool: Optional[str] = None, efa: int = 0) -> dict[str, Any]:
     """One replica spread over `nodes_per_replica` nodes: a leader (rank 0, serves HTTP) and workers."""
     return {
         "replicas": initial_replicas(dep),
@@ -179,8 +183,10 @@ def leader_worker_set_spec(dep: DeploymentSpec, model: LockedModel, sizing: Sizi
             "size": sizing.placement.nodes_per_replica,
             # A failed rank leaves the others hung in NCCL: restart the whole group together.
             "restartPolicy": "RecreateGroupOnPodRestart",
-            "leaderTemplate": pod_template(dep, model, sizing, secrets, instance_types, role="leader", pool=pool),
-            "workerTemplate": pod_template(dep, model, sizing, secrets, instance_types, role="worker", pool=pool),
+            "leaderTemplate": pod_template(dep, model, sizing, secrets, instance_types, role="leader", pool=pool,
+                                           efa=efa),
+            "workerTemplate": pod_template(dep, model, sizing, secrets, instance_types, role="worker", pool=pool,
+                                           efa=efa),
         },
     }
 

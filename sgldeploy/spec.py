@@ -182,6 +182,8 @@ class AddonsSpec(Model):
                                                 f"alerts and autoscaling signals. {_TRI} true.")
     leader_worker_set: Addon = Field(False, description=f"LeaderWorkerSet, needed when one replica spans nodes. "
                                                         f"{_TRI} false.")
+    efa_device_plugin: Addon = Field(False, description=f"AWS EFA device plugin: replicas that span nodes then get "
+                                                        f"the nodes' Elastic Fabric Adapters for NCCL. {_TRI} false.")
     external_secrets: Addon = Field(False, description=f"External Secrets Operator. {_TRI} false.")
     efs_csi: Addon = Field(False, description=f"EFS CSI driver, needed for `cache.storage: efs`. {_TRI} false.")
     fsx_csi: Addon = Field(False, description=f"FSx for Lustre CSI driver, needed for `cache.storage: fsx-lustre`. "

@@ -14,7 +14,8 @@ from .conftest import LLAMA_70B, deployment, render_stack, resources_of, write_s
 
 RELEASE = "kubernetes:helm.sh/v3:Release"
 ALL = {"karpenter": True, "keda": True, "keda_http": True, "aws_load_balancer_controller": True,
-       "nvidia_device_plugin": True, "prometheus": True, "leader_worker_set": True, "external_secrets": True,
+       "nvidia_device_plugin": True, "prometheus": True, "leader_worker_set": True, "efa_device_plugin": True,
+       "external_secrets": True,
        "efs_csi": True, "fsx_csi": True}
 
 
@@ -33,7 +34,7 @@ def releases(plan) -> dict[str, dict]:
 
 def test_every_chart_is_pinned_to_an_exact_version_with_its_source():
     for chart in addons.CHARTS:
-        assert re.fullmatch(r"\d+\.\d+\.\d+", chart.version), chart
+        assert re.fullmatch(r"v?\d+\.\d+\.\d+", chart.version), chart  # as the chart spells it (eks-charts: v…)
         assert chart.why and chart.source and chart.namespace
         assert chart.chart.startswith("oci://") == (chart.repository is None)
     assert {c.addon for c in addons.CHARTS} == set(ALL)
@@ -130,3 +131,33 @@ def test_existing_add_ons_are_referenced_not_installed(tmp_path):
     assert resources_of(plan, "kubernetes:karpenter.sh/v1:NodePool")[0].dependencies == [
         r.urn for r in resources_of(plan, "kubernetes:karpenter.k8s.aws/v1:EC2NodeClass")]
     assert component.type == "sgldeploy:platform:ClusterAddons"
+
+
+def test_replicas_spanning_nodes_use_every_efa_interface_when_the_plugin_runs(everything, tmp_path):
+    lws = next(r.inputs for r in everything.recording.resources if r.inputs.get("kind") == "LeaderWorkerSet")
+    for role in ("leaderTemplate", "workerTemplate"):
+        container = lws["spec"]["leaderWorkerTemplate"][role]["spec"]["containers"][0]
+        assert container["resources"]["limits"]["vpc.amazonaws.com/efa"] == "32"  # p5.48xlarge
+        assert {"name": "FI_PROVIDER", "value": "efa"} in container["env"]
+    plugin = releases(everything)["aws-efa-k8s-device-plugin"].inputs["values"]
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in plugin["tolerations"]
+    one_node = resources_of(everything, "kubernetes:apps/v1:Deployment")[0].inputs
+    assert "vpc.amazonaws.com/efa" not in one_node["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+
+    big = {"name": "big", "model": dict(LLAMA_70B), "serving": {"context_length": 16384, "max_concurrency": 8},
+           "resources": {"gpu": "H100", "gpu_count": 16}, "cache": {"storage": "none"}}
+    plain = render_stack(write_stack(tmp_path, platform={"cluster": {"name": "gpu"}, "namespace": "llm",
+                                                         "addons": {"leader_worker_set": True}},
+                                     deployments=[big], extra={"sgldeploy:hfToken": {"secure": "v1:x"}}))
+    lws = next(r.inputs for r in plain.recording.resources if r.inputs.get("kind") == "LeaderWorkerSet")
+    container = lws["spec"]["leaderWorkerTemplate"]["leaderTemplate"]["spec"]["containers"][0]
+    assert "vpc.amazonaws.com/efa" not in container["resources"]["limits"]  # no plugin: NCCL over TCP
+
+
+def test_efa_table_covers_the_catalog():
+    from sgldeploy.catalog import instance_types
+    types = instance_types()
+    assert types["p5.48xlarge"].efa_interfaces == 32 and types["p4d.24xlarge"].efa_interfaces == 4
+    assert types["g6.xlarge"].efa_interfaces == 0
+    no_efa = [t.name for t in types.values() if t.gpu_count == 8 and t.efa_interfaces == 0]
+    assert no_efa == ["p3.16xlarge"]  # a pool holding it requests no EFA (efa_interfaces takes the minimum)
