@@ -6,6 +6,7 @@ pod scheduling that matches them.
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -98,5 +99,4 @@ class GpuNodePool(pulumi.ComponentResource):
 
 
 def _base64(text: str) -> str:
-    import base64
     return base64.b64encode(text.encode()).decode()

@@ -122,8 +122,13 @@ def cost_diff(old: dict, new: dict) -> dict:
         items.append({"resource": resource, "status": status, "changes": changes,
                       "description": (n or o)["description"], "usage_based": (n or o).get("usage_based", False),
                       **{k: _delta(mo[k], mn[k]) for k in mo}})
-    total = {k: _delta(old["cost"].get(k), new["cost"].get(k)) for k in ("monthly_usd_min", "monthly_usd_max")}
-    return {"total": total, "deployments": deployments, "items": items}
+    keys = ("monthly_usd_min", "monthly_usd_max")
+    total = {k: _delta(old["cost"].get(k), new["cost"].get(k)) for k in keys}
+    old_platform, new_platform = old["cost"].get("platform") or {}, new["cost"].get("platform") or {}
+    platform = None  # the cluster's own lines (created clusters only), when either side has any
+    if old_platform.get("monthly_usd_max") or new_platform.get("monthly_usd_max"):
+        platform = {k: _delta(old_platform.get(k, 0), new_platform.get(k, 0)) for k in keys}
+    return {"total": total, "deployments": deployments, "platform": platform, "items": items}
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:

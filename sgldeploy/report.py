@@ -47,34 +47,15 @@ def _coverage(new_plan: dict) -> str:
 
 def context(diff: dict, new_plan: dict, violations: list[dict]) -> dict[str, Any]:
     cost = diff["cost"]
-    platform_lines = [i for i in cost["items"] if i["resource"].startswith("platform/")]
-    platform = None
-    if platform_lines or new_plan["cost"].get("platform", {}).get("monthly_usd_max"):
-        platform = _platform_delta(diff, new_plan)
     return {
         "stack": new_plan["stack"], "base_stack": diff["base_stack"], "total": cost["total"],
-        "headline": _headline(cost["total"]), "deployments": cost["deployments"], "platform": platform,
+        "headline": _headline(cost["total"]), "deployments": cost["deployments"], "platform": cost["platform"],
         "items": cost["items"], "resources": diff["resources"], "violations": violations,
         "coverage": _coverage(new_plan), "region": new_plan["cost"].get("region", "us-east-1"),
         "hours": new_plan["cost"].get("hours_per_month", 730), "mark": MARK, "max_changes": MAX_CHANGES_SHOWN,
         "span": span, "signed": _signed, "amount": lambda v: money(abs(v)),
         "percent": lambda p: "" if p is None else f" ({p:+g}%)",
     }
-
-
-def _platform_delta(diff: dict, new_plan: dict) -> dict:
-    """Stack total minus the deployments: the cluster's own lines, old and new."""
-    total = diff["cost"]["total"]
-    out = {}
-    for key in ("monthly_usd_min", "monthly_usd_max"):
-        parts = {side: [d[key][side] for d in diff["cost"]["deployments"]] for side in ("old", "new")}
-        old = None if total[key]["old"] is None or None in parts["old"] else \
-            round(total[key]["old"] - sum(v or 0 for v in parts["old"]), 2)
-        new = None if total[key]["new"] is None or None in parts["new"] else \
-            round(total[key]["new"] - sum(v or 0 for v in parts["new"]), 2)
-        out[key] = {"old": old, "new": new, "diff": None if old is None or new is None else round(new - old, 2),
-                    "percent": None if not old or new is None else round(100 * (new - old) / old, 1)}
-    return out
 
 
 def markdown(diff: dict, new_plan: dict, violations: Optional[list[dict]] = None) -> str:

@@ -159,3 +159,19 @@ def test_cli_compare_writes_diff_json_and_markdown(tmp_path, plans):
     result = run_cli("plan", "--stack", "dev", "--compare", str(old))
     assert result.returncode == 2 and "is not a sgldeploy plan JSON of version 1" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_created_cluster_shows_as_its_own_row(plans, tmp_path):
+    base, _ = plans
+
+    def create(config):
+        config["sgldeploy:platform"]["cluster"]["create"] = True
+    created = plan_json(render_stack(dev_variant(tmp_path, create)))
+    d = diff.diff(base, created)
+    platform = d["cost"]["platform"]
+    assert platform["monthly_usd_max"]["old"] == 0
+    assert platform["monthly_usd_max"]["new"] == created["cost"]["platform"]["monthly_usd_max"] > 0
+    text = report.markdown(d, created)
+    assert f"| platform | $0.00 | ${platform['monthly_usd_max']['new']:,.2f} |" in text
+    assert "+ platform/eks-control-plane" in text
+    assert diff.diff(base, base)["cost"]["platform"] is None
