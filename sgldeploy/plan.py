@@ -130,7 +130,7 @@ def _cold_start(item) -> dict:
 
 def _candidate(c) -> dict:
     return {"instance_type": c.instance.name, "gpu_model": c.instance.gpu, "gpus_per_replica": c.tp,
-            "nodes_per_replica": c.nodes, "hourly_usd": c.hourly_usd,
+            "nodes_per_replica": c.nodes, "hourly_usd": None if c.hourly_usd is None else round(c.hourly_usd, 4),
             "required_gib_per_gpu": c.memory.required_gib_per_gpu, "gpu_memory_gib": c.memory.gpu_memory_gib,
             "problem": c.problem}
 

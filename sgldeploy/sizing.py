@@ -258,7 +258,7 @@ def candidates(dep: DeploymentSpec, model: LockedModel, context: int, *, gpu: Op
             found.append(Candidate(
                 instance=inst, nodes=nodes, tp=tp, dtype=dtype,
                 memory=memory_fit(dep, model, gpu_model, tp, context, dtype),
-                hourly_usd=None if price is None else round(price * nodes, 4), price_basis=basis,
+                hourly_usd=None if price is None else price * nodes, price_basis=basis,  # rounded only when shown
                 problem=capability_problem(dep, model, gpu_model, dtype)))
     return sorted(found, key=Candidate.rank)
 

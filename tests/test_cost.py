@@ -189,3 +189,18 @@ def test_staging_stack_hand_computed(tmp_path):
     assert totals["monthly_usd_min"] == pytest.approx(per_node + alb, abs=0.006)  # $1,392.795, to the cent
     assert totals["monthly_usd_max"] == pytest.approx(3 * per_node + alb, abs=0.006)
     assert totals["usage_monthly_usd_min"] == round(0.008 * 730, 2)
+
+
+def test_prod_stack_hand_computed(tmp_path):
+    """A created cluster; Llama 8B on g6e.xlarge (2–6, 150 GiB disks) and 70B on p4d.24xlarge (1–2, 400 GiB
+    disks), each behind an internal ALB with 1 LCU/h assumed."""
+    plan = render_stack(with_secret(LOCK.parent / "Pulumi.prod.yaml", tmp_path))
+    alb = 0.0225 * 730 + 0.008 * 730
+    small = 1.861 * 730 + 150 * 0.08
+    large = 21.957642 * 730 + 400 * 0.08
+    platform = 0.10 * 730 + 2 * (0.096 * 730 + 50 * 0.08) + 2 * 0.045 * 730 + 100 * 0.045
+    totals = plan.estimate.stack_totals()
+    assert totals["monthly_usd_min"] == pytest.approx(2 * small + large + 2 * alb + platform, abs=0.02)
+    assert totals["monthly_usd_max"] == pytest.approx(6 * small + 2 * large + 2 * alb + platform, abs=0.02)
+    assert totals["usage_monthly_usd_max"] == pytest.approx(2 * 0.008 * 730 + 100 * 0.045, abs=0.01)
+    assert plan.estimate.deployment_totals(None)["monthly_usd_max"] == pytest.approx(platform, abs=0.01)
