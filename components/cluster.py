@@ -112,7 +112,8 @@ class EksCluster(pulumi.ComponentResource):
             # IMDSv2 only, one hop: pods cannot reach the node's credentials.
             metadata_options={"http_endpoint": "enabled", "http_tokens": "required", "http_put_response_hop_limit": 1},
             block_device_mappings=[{"device_name": "/dev/xvda", "ebs": {
-                "volume_size": network.SYSTEM_NODE_DISK_GIB, "volume_type": "gp3", "encrypted": "true", "delete_on_termination": "true"}}],
+                "volume_size": network.SYSTEM_NODE_DISK_GIB, "volume_type": "gp3", "encrypted": "true",
+                "delete_on_termination": "true"}}],
             tags=tags, opts=child)
         self.system_nodes = aws.eks.NodeGroup(
             f"{name}-system-nodes", cluster_name=self.cluster.name, node_group_name="system",

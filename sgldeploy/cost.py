@@ -114,7 +114,8 @@ def gpu_nodes(item: ResolvedDeployment, region: str) -> CostItem:
     price = p.hourly_usd_per_replica / p.nodes_per_replica if p.hourly_usd_per_replica is not None else None
     if region != PRICED_REGION:
         price = None
-    drivers = {"instance_type": p.instance_type, "price_basis": p.price_basis, "usd_per_node_hour": None if price is None else round(price, 6),
+    drivers = {"instance_type": p.instance_type, "price_basis": p.price_basis,
+               "usd_per_node_hour": None if price is None else round(price, 6),
                "nodes_min": nodes_min, "nodes_max": nodes_max}
     return _line(f"{spec.name}/gpu-nodes", what, price, nodes_min, nodes_max, region, deployment=spec.name,
                  drivers=drivers)

@@ -114,8 +114,8 @@ def cost_diff(old: dict, new: dict) -> dict:
         changes = [] if o is None or n is None else [
             f"{k} {c}" for k in sorted(drivers_o.keys() | drivers_n.keys())
             if (c := _change(drivers_o.get(k), drivers_n.get(k)))]
-        mo = {"monthly_usd_min": (o or {}).get("monthly_usd_min", 0), "monthly_usd_max": (o or {}).get("monthly_usd_max", 0)}
-        mn = {"monthly_usd_min": (n or {}).get("monthly_usd_min", 0), "monthly_usd_max": (n or {}).get("monthly_usd_max", 0)}
+        mo = {k: (o or {}).get(k, 0) for k in ("monthly_usd_min", "monthly_usd_max")}  # absent: costs nothing
+        mn = {k: (n or {}).get(k, 0) for k in ("monthly_usd_min", "monthly_usd_max")}
         status = _status(o, n, bool(changes) or mo != mn)
         if status == "unchanged":
             continue

@@ -248,7 +248,8 @@ def summary(plan: Plan) -> str:
 
 
 def _cost_lines(items: list[cost.CostItem]) -> list[str]:
-    return [f"    {i.resource.split('/', 1)[1]:<24} {cost.span(cost.monthly(i.hourly_usd_min), cost.monthly(i.hourly_usd_max)):>24}"
+    return [f"    {i.resource.split('/', 1)[1]:<24} "
+            f"{cost.span(cost.monthly(i.hourly_usd_min), cost.monthly(i.hourly_usd_max)):>24}"
             f"/month{'  (usage-based)' if i.usage_based else ''}  {i.description}" for i in items]
 
 

@@ -66,12 +66,14 @@ def text(diff: dict) -> str:
     """The terminal version: headline, per deployment, then each changed line and resource."""
     cost = diff["cost"]
     total = cost["total"]
-    lines = [f"Cost diff against {diff['base_stack']}: monthly {span(total['monthly_usd_min']['old'], total['monthly_usd_max']['old'])}"
+    old = span(total["monthly_usd_min"]["old"], total["monthly_usd_max"]["old"])
+    lines = [f"Cost diff against {diff['base_stack']}: monthly {old}"
              f" → {span(total['monthly_usd_min']['new'], total['monthly_usd_max']['new'])} "
              f"({_signed(total['monthly_usd_min'])} at min, {_signed(total['monthly_usd_max'])} at max replicas)"]
     for d in cost["deployments"]:
+        why = f"  ({'; '.join(d['changes'])})" if d["changes"] else ""
         lines.append(f"  {d['name']:<24} {d['status']:<9} {_signed(d['monthly_usd_min'])} at min, "
-                     f"{_signed(d['monthly_usd_max'])} at max" + (f"  ({'; '.join(d['changes'])})" if d["changes"] else ""))
+                     f"{_signed(d['monthly_usd_max'])} at max{why}")
     for i in cost["items"]:
         lines.append(f"  {MARK[i['status']]} {i['resource']:<36} {_signed(i['monthly_usd_max'])} at max"
                      + (f"  ({'; '.join(i['changes'])})" if i["changes"] else ""))

@@ -290,11 +290,11 @@ def production_availability(resources: list[Resource], config: dict) -> list[tup
         if not is_deployment(r) or r.props["environment"] != "production":
             continue
         if r.props["readiness"] == "always-ready" and r.props["replicas"]["min"] < 1:
-            out.append((r.urn, f"{r.name}: always-ready with min_replicas {r.props['replicas']['min']} (allowed: ≥ 1); "
-                               "set scaling.min_replicas: 1 or more"))
+            out.append((r.urn, f"{r.name}: always-ready with min_replicas {r.props['replicas']['min']} "
+                               "(allowed: ≥ 1); set scaling.min_replicas: 1 or more"))
         if r.props["rollout"]["maxUnavailable"] != 0:
-            out.append((r.urn, f"{r.name}: rollout.max_unavailable {r.props['rollout']['maxUnavailable']} (allowed: 0); "
-                               "set rollout.max_unavailable: 0 and use max_surge"))
+            out.append((r.urn, f"{r.name}: rollout.max_unavailable {r.props['rollout']['maxUnavailable']} "
+                               "(allowed: 0); set rollout.max_unavailable: 0 and use max_surge"))
         kinds = {by_urn[u].props.get("kind") for u in _descendants(r.urn, resources)}
         if "PodDisruptionBudget" not in kinds:
             out.append((r.urn, f"{r.name}: no PodDisruptionBudget guards its pods; keep the deployment's PDB"))
