@@ -64,6 +64,7 @@ for item in stack.deployments:
                                             node_role_name=platform.node_role_name,
                                             node_role_arn=platform.node_role_arn,
                                             efa=bool(stack.spec.platform.addons.efa_device_plugin)),
+                            prometheus=bool(stack.spec.platform.addons.prometheus),
                             addon_releases=platform.addons.releases),
         opts=pulumi.ResourceOptions(providers={"kubernetes": platform.provider}),
     )

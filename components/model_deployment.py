@@ -15,6 +15,7 @@ from sgldeploy.sizing import Sizing
 from sgldeploy.spec import DeploymentSpec
 
 from .node_pool import GpuNodePool, GpuNodePoolArgs
+from .observability import Observability, ObservabilityArgs
 from .platform import ClusterNetwork
 from .sglang_server import SglangServer, SglangServerArgs
 from .weight_cache import SharedWeightCache, SharedWeightCacheArgs
@@ -50,6 +51,8 @@ class ModelDeploymentArgs:
     """Model, fit, endpoint and cost facts (sgldeploy.policy.facts), for policies to read."""
     nodes: Optional[NodesArgs] = None
     """A node pool of its own (with `network`); None to run on GPU nodes the cluster already has."""
+    prometheus: bool = False
+    """The Prometheus operator runs (installed or existing): scrape, alerts and dashboard are rendered."""
     addon_releases: dict = field(default_factory=dict)
     """Add-ons this stack installs (ClusterAddons.releases): custom resources wait for their CRDs."""
 
@@ -124,6 +127,10 @@ class ModelDeployment(pulumi.ComponentResource):
                                                           node_pool.pod_scheduling(pool) if pool else None),
                 # Fixed name, one per deployment; a replacement must free it first.
                 opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(delete_before_replace=True)))
+        if dep.observability.metrics and args.prometheus:
+            Observability(f"{name}-observability", ObservabilityArgs(
+                spec=dep, namespace=args.namespace, namespace_name=args.namespace_name,
+                crds=_installed(args, "prometheus")), opts=child)
         k8s.policy.v1.PodDisruptionBudget(
             f"{name}-pdb",
             metadata={"name": dep.name, "namespace": args.namespace, "labels": labels},
