@@ -11,6 +11,7 @@ import pulumi
 from components.model_deployment import ModelDeployment, ModelDeploymentArgs, NodesArgs
 from components.platform import Platform, PlatformArgs
 from sgldeploy import cost
+from sgldeploy.autoscaling import DEFAULT_PROMETHEUS
 from sgldeploy.lock import LOCK_NAME
 from sgldeploy.policy.facts import deployment_facts, platform_facts
 from sgldeploy.problems import InvalidInput
@@ -64,7 +65,8 @@ for item in stack.deployments:
                                             node_role_name=platform.node_role_name,
                                             node_role_arn=platform.node_role_arn,
                                             efa=bool(stack.spec.platform.addons.efa_device_plugin)),
-                            prometheus=bool(stack.spec.platform.addons.prometheus),
+                            addons=stack.spec.platform.addons,
+                            prometheus_url=stack.spec.platform.prometheus_url or DEFAULT_PROMETHEUS,
                             addon_releases=platform.addons.releases),
         opts=pulumi.ResourceOptions(providers={"kubernetes": platform.provider}),
     )

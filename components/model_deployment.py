@@ -9,11 +9,12 @@ import pulumi
 import pulumi_kubernetes as k8s
 import pulumi_random as random
 
-from sgldeploy import node_pool, serving, weight_cache
+from sgldeploy import autoscaling, node_pool, serving, weight_cache
 from sgldeploy.lock import LockedModel
 from sgldeploy.sizing import Sizing
-from sgldeploy.spec import DeploymentSpec
+from sgldeploy.spec import AddonsSpec, DeploymentSpec
 
+from .autoscaler import Autoscaler, AutoscalerArgs
 from .node_pool import GpuNodePool, GpuNodePoolArgs
 from .observability import Observability, ObservabilityArgs
 from .platform import ClusterNetwork
@@ -51,8 +52,9 @@ class ModelDeploymentArgs:
     """Model, fit, endpoint and cost facts (sgldeploy.policy.facts), for policies to read."""
     nodes: Optional[NodesArgs] = None
     """A node pool of its own (with `network`); None to run on GPU nodes the cluster already has."""
-    prometheus: bool = False
-    """The Prometheus operator runs (installed or existing): scrape, alerts and dashboard are rendered."""
+    addons: Optional[AddonsSpec] = None
+    """The platform's add-ons (installed or existing): KEDA for autoscaling, Prometheus for monitoring."""
+    prometheus_url: str = autoscaling.DEFAULT_PROMETHEUS
     addon_releases: dict = field(default_factory=dict)
     """Add-ons this stack installs (ClusterAddons.releases): custom resources wait for their CRDs."""
 
@@ -93,6 +95,8 @@ class ModelDeployment(pulumi.ComponentResource):
                 cluster_name=args.nodes.cluster_name, network=args.network,
                 node_role_name=args.nodes.node_role_name, node_role_arn=args.nodes.node_role_arn,
                 tags=args.tags or {}, crds=_installed(args, "karpenter")), opts=child)
+        scaling = autoscaling.for_stack(dep, args.addons) if args.addons is not None else \
+            autoscaling.Plan("none", "no add-ons given")
         refs = serving.SecretRefs(hf_token=f"{dep.name}-hf-token" if hf_secret else None,
                                   api_key=f"{dep.name}-api-key" if api_secret else None)
         depends = [s for s in (hf_secret, api_secret) if s is not None]
@@ -113,11 +117,19 @@ class ModelDeployment(pulumi.ComponentResource):
         self.server = SglangServer(
             f"{name}-server",
             SglangServerArgs(spec=dep, model=args.model, sizing=args.sizing, namespace=args.namespace,
-                             secrets=refs, pool=pool,
+                             secrets=refs, pool=pool, autoscaled=scaling.kind != "none",
                              efa=node_pool.efa_interfaces(args.sizing) if args.nodes and args.nodes.efa else 0),
             # Pods reference the Secrets by name, and a shared cache must hold the commit, before they start.
             opts=pulumi.ResourceOptions(parent=self, depends_on=depends),
         )
+        self.autoscaler = None
+        if scaling.kind != "none":
+            self.autoscaler = Autoscaler(f"{name}-autoscaler", AutoscalerArgs(
+                spec=dep, sizing=args.sizing, kind=scaling.kind, namespace=args.namespace,
+                namespace_name=args.namespace_name, prometheus=args.prometheus_url,
+                crds=_installed(args, "keda") + (_installed(args, "keda_http") if scaling.kind == "http" else [])),
+                # It scales the workload, which must exist first.
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[self.server]))
         if dep.readiness == "fast" and dep.state == "running":
             placement = args.sizing.placement
             k8s.apps.v1.DaemonSet(
@@ -127,7 +139,7 @@ class ModelDeployment(pulumi.ComponentResource):
                                                           node_pool.pod_scheduling(pool) if pool else None),
                 # Fixed name, one per deployment; a replacement must free it first.
                 opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(delete_before_replace=True)))
-        if dep.observability.metrics and args.prometheus:
+        if dep.observability.metrics and args.addons is not None and args.addons.prometheus:
             Observability(f"{name}-observability", ObservabilityArgs(
                 spec=dep, namespace=args.namespace, namespace_name=args.namespace_name,
                 crds=_installed(args, "prometheus")), opts=child)

@@ -25,6 +25,8 @@ class SglangServerArgs:
     pool: Optional[str] = None
     efa: int = 0
     """Elastic Fabric Adapters each pod of a replica spanning nodes requests (0: none)."""
+    autoscaled: bool = False
+    """An autoscaler owns the replica count after the first apply."""
     """The deployment's node pool (sgldeploy.node_pool.pool_id); None for any GPU node."""
     pod_spec_overrides: dict[str, Any] = field(default_factory=dict)
     """Extra pod spec fields merged over the generated ones (wrap, don't hide), e.g. priorityClassName."""
@@ -47,6 +49,9 @@ class SglangServer(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         # The name is what operators type (`kubectl get deploy NAME`); a replacement must free it first.
         named = pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(delete_before_replace=True))
+        # The autoscaler owns the replica count; a later `pulumi up` must not reset what it chose.
+        workload_opts = pulumi.ResourceOptions.merge(named, pulumi.ResourceOptions(
+            ignore_changes=["spec.replicas"])) if args.autoscaled else named
         if multi_node:
             spec = serving.leader_worker_set_spec(dep, args.model, args.sizing, args.secrets, types, pool=args.pool,
                                                   efa=args.efa)
@@ -54,11 +59,12 @@ class SglangServer(pulumi.ComponentResource):
                 spec["leaderWorkerTemplate"][role]["spec"].update(args.pod_spec_overrides)
             self.workload = k8s.apiextensions.CustomResource(
                 f"{name}-leader-worker-set", api_version="leaderworkerset.x-k8s.io/v1", kind="LeaderWorkerSet",
-                metadata=metadata, spec=spec, opts=named)
+                metadata=metadata, spec=spec, opts=workload_opts)
         else:
             spec = serving.deployment_spec(dep, args.model, args.sizing, args.secrets, types, pool=args.pool)
             spec["template"]["spec"].update(args.pod_spec_overrides)
-            self.workload = k8s.apps.v1.Deployment(f"{name}-deployment", metadata=metadata, spec=spec, opts=named)
+            self.workload = k8s.apps.v1.Deployment(f"{name}-deployment", metadata=metadata, spec=spec,
+                                                   opts=workload_opts)
         self.service = k8s.core.v1.Service(
             f"{name}-service", metadata=metadata, spec=serving.service_spec(dep, multi_node),
             # Clients address the model by this DNS name, so it is fixed; a replacement must free it first.

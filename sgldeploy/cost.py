@@ -17,7 +17,7 @@ import yaml
 
 from .catalog import HOURS_PER_MONTH, PRICED_REGION, service_prices
 from .problems import InvalidInput, Problem
-from .serving import initial_replicas
+from .autoscaling import replicas_when_idle
 from .spec import PlatformSpec
 from .stack import ResolvedDeployment, ResolvedStack
 from . import weight_cache
@@ -101,9 +101,10 @@ def _line(resource: str, what: str, unit_usd: Optional[float], low: float, high:
 
 # ---- one deployment ------------------------------------------------------------------------------
 
-def gpu_nodes(item: ResolvedDeployment, region: str) -> CostItem:
+def gpu_nodes(item: ResolvedDeployment, region: str, idle: int) -> CostItem:
+    """`idle`: replicas running with no traffic (0 when the deployment scales to zero)."""
     p, spec = item.sizing.placement, item.spec
-    low = initial_replicas(spec)  # what runs when idle: the workload's own replica count
+    low = idle
     nodes_min, nodes_max = low * p.nodes_per_replica, spec.max_replicas * p.nodes_per_replica
     what = f"{p.instance_type} × {p.nodes_per_replica} node(s) per replica, {low}–{spec.max_replicas} " \
            f"replicas, {p.price_basis} price"
@@ -121,9 +122,9 @@ def gpu_nodes(item: ResolvedDeployment, region: str) -> CostItem:
                  drivers=drivers)
 
 
-def node_disks(item: ResolvedDeployment, region: str) -> CostItem:
+def node_disks(item: ResolvedDeployment, region: str, idle: int) -> CostItem:
     p, spec = item.sizing.placement, item.spec
-    nodes_min, nodes_max = initial_replicas(spec) * p.nodes_per_replica, spec.max_replicas * p.nodes_per_replica
+    nodes_min, nodes_max = idle * p.nodes_per_replica, spec.max_replicas * p.nodes_per_replica
     gib = item.sizing.disk_gib
     gp3 = _price("ebs_gp3", region)
     return _line(f"{spec.name}/node-disks", f"{gib} GiB gp3 root volume per GPU node, {nodes_min}–{nodes_max} nodes",
@@ -175,9 +176,9 @@ def endpoint(item: ResolvedDeployment, region: str, usage: Usage) -> list[CostIt
     return lines
 
 
-def deployment_items(item: ResolvedDeployment, region: str, usage: Usage) -> list[CostItem]:
+def deployment_items(item: ResolvedDeployment, region: str, usage: Usage, idle: int) -> list[CostItem]:
     cache = cache_storage(item, region)
-    return [gpu_nodes(item, region), node_disks(item, region), *([cache] if cache else []),
+    return [gpu_nodes(item, region, idle), node_disks(item, region, idle), *([cache] if cache else []),
             *endpoint(item, region, usage)]
 
 
@@ -246,7 +247,7 @@ def estimate(stack: ResolvedStack, region: str, usage: Optional[Usage] = None) -
     usage = usage or Usage()
     items = platform_items(stack.spec.platform, region, usage)
     for item in stack.deployments:
-        items += deployment_items(item, region, usage)
+        items += deployment_items(item, region, usage, replicas_when_idle(item.spec, stack.spec.platform.addons))
     return Estimate(region=region, items=tuple(items), usage=usage)
 
 

@@ -36,6 +36,7 @@ class Registration:
     provider: Optional[str]
     inputs: dict[str, Any]
     dependencies: list[str] = field(default_factory=list)  # URNs this one waits for (depends_on, inputs)
+    ignore_changes: list[str] = field(default_factory=list)  # inputs a later update leaves as they are
 
 
 @dataclass
@@ -93,7 +94,7 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
             self.recording.resources.append(Registration(
                 urn=response.urn, type=request.type, name=request.name, parent=request.parent or None,
                 custom=bool(request.custom), provider=request.provider or None, inputs=inputs,
-                dependencies=sorted(request.dependencies)))
+                dependencies=sorted(request.dependencies), ignore_changes=list(request.ignoreChanges)))
         return response
 
     def RegisterResourceOutputs(self, request):

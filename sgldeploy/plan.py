@@ -19,7 +19,8 @@ from .files import write_atomic
 from .lock import lock_path_for
 from .policy import pack
 from .policy.rules import Resource
-from .serving import initial_replicas
+from . import autoscaling
+from .autoscaling import replicas_when_idle
 from .stack import SECRET_KEYS, ResolvedStack, resolve
 from .stackfile import StackFile
 
@@ -92,7 +93,7 @@ def _resources(plan: Plan) -> list[Registration]:
     return sorted(plan.recording.resources, key=lambda r: r.urn)
 
 
-def deployment_json(item, estimate: cost.Estimate) -> dict:
+def deployment_json(item, estimate: cost.Estimate, addons) -> dict:
     p, m, spec = item.sizing.placement, item.sizing.memory, item.spec
     spend = estimate.deployment_totals(spec.name)
     return {
@@ -109,7 +110,10 @@ def deployment_json(item, estimate: cost.Estimate) -> dict:
         "alternatives": {"cheaper_infeasible": [_candidate(c) for c in item.sizing.cheaper_infeasible],
                          "dearer": [_candidate(c) for c in item.sizing.dearer]},
         "replicas": {"min": spec.min_replicas, "max": spec.max_replicas,
-                     "running_when_idle": initial_replicas(spec)},
+                     "running_when_idle": replicas_when_idle(spec, addons),
+                     "autoscaling": autoscaling.for_stack(spec, addons).why,
+                     "first_request_wait_seconds": autoscaling.wait_seconds(spec, item.sizing)
+                     if autoscaling.for_stack(spec, addons).kind == "http" else None},
         "readiness": spec.readiness,
         "cache": {"storage": spec.cache_storage, "why": weight_cache.explain(spec, item.cache_reason)},
         "cold_start_seconds": _cold_start(item),
@@ -141,7 +145,8 @@ def plan_json(plan: Plan) -> dict:
         "stack": plan.stack.stack,
         "resources": [{"urn": r.urn, "type": r.type, "name": r.name, "parent": r.parent,
                        "inputs": normalize(r.inputs)} for r in _resources(plan)],
-        "deployments": [deployment_json(d, plan.estimate) for d in plan.resolved.deployments],
+        "deployments": [deployment_json(d, plan.estimate, plan.resolved.spec.platform.addons)
+                        for d in plan.resolved.deployments],
         "cost": {"currency": "USD", "region": plan.estimate.region, "hours_per_month": cost.HOURS_PER_MONTH,
                  **plan.estimate.stack_totals(), "platform": plan.estimate.deployment_totals(None),
                  "usage": vars(plan.estimate.usage), "items": [i.as_json() for i in plan.estimate.items]},
@@ -215,7 +220,7 @@ _money = cost.money
 def summary(plan: Plan) -> str:
     lines = []
     for d in plan.resolved.deployments:
-        j = deployment_json(d, plan.estimate)
+        j = deployment_json(d, plan.estimate, plan.resolved.spec.platform.addons)
         p, m, c = j["placement"], j["memory"], j["cost"]
         gpu_mem = m["gpu_memory_gib"]
         lines += [
@@ -230,6 +235,9 @@ def summary(plan: Plan) -> str:
             *_alternatives(d.sizing),
             f"  replicas   {j['replicas']['min']}–{j['replicas']['max']}, {j['replicas']['running_when_idle']} "
             f"running when idle (readiness {j['readiness']}, cold-start budget {j['startup_budget_seconds']} s)",
+            f"  scaling    {j['replicas']['autoscaling']}" + (
+                f"; from zero the first request waits up to {j['replicas']['first_request_wait_seconds']} s"
+                if j["replicas"]["first_request_wait_seconds"] else ""),
             f"  cache      {j['cache']['why']}",
             f"  cold start {j['cold_start_seconds']['new_node']['total']} s on a new node "
             f"({j['cold_start_seconds']['new_node']['assumes']}), "

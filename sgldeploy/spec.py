@@ -205,6 +205,9 @@ class PlatformSpec(Model):
                                                  "default KarpenterNodeRole-<cluster name> (Karpenter's convention).")
     addons: AddonsSpec = Field(default_factory=AddonsSpec, description="Cluster add-ons installed as pinned "
                                                                        "Helm releases.")
+    prometheus_url: Optional[str] = Field(None, pattern=r"^https?://[^\s]+$",
+                                          description="Prometheus the autoscaler queries; default the one the "
+                                                      "prometheus add-on runs (kube-prometheus-stack).")
     budget_usd_per_month: Optional[float] = Field(None, ge=0, description="Monthly budget in USD for the whole "
                                                                           "stack at max replicas; null for none.")
     tags: dict[str, str] = Field(default_factory=dict, description="AWS tags added to every taggable resource.")

@@ -102,8 +102,13 @@ def test_resources_probes_and_placement(dev_like):
     assert {"name": "dshm", "mountPath": "/dev/shm"} in c["volumeMounts"]
 
 
+def server_service(plan):
+    """The model's own Service (an autoscaled deployment at zero also has a `-proxy` one)."""
+    return next(r for r in resources_of(plan, "kubernetes:core/v1:Service") if r.name.endswith("-server-service"))
+
+
 def test_service_and_disruption_budget(dev_like):
-    service = one(dev_like, "kubernetes:core/v1:Service").inputs
+    service = server_service(dev_like).inputs
     deployment_ = one(dev_like, DEPLOYMENT).inputs
     assert service["spec"]["type"] == "ClusterIP"
     assert service["spec"]["selector"] == deployment_["spec"]["selector"]["matchLabels"]
@@ -182,7 +187,7 @@ def test_a_replica_spanning_nodes_is_a_leader_worker_set(tmp_path):
         assert args[args.index("--node-rank") + 1] == "$(LWS_WORKER_INDEX)"
         assert c["resources"]["limits"][GPU_RESOURCE] == "8"
     assert "readinessProbe" in leader and "readinessProbe" not in worker  # workers serve no HTTP
-    service = one(plan, "kubernetes:core/v1:Service").inputs["spec"]
+    service = server_service(plan).inputs["spec"]
     assert service["selector"]["sgldeploy.io/role"] == "leader"
     assert template["leaderTemplate"]["metadata"]["labels"]["sgldeploy.io/role"] == "leader"
 

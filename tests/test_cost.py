@@ -39,11 +39,16 @@ def test_gpu_nodes_and_disks_at_min_and_max_replicas():
     assert totals["usage_monthly_usd_max"] == 0 and totals["unpriced"] == []
 
 
-def test_min_zero_still_prices_the_replica_that_runs_until_autoscaling_exists():
+def test_min_zero_costs_nothing_when_idle_if_it_can_scale_from_zero():
     est = estimate(deployment(scaling={"min_replicas": 0, "max_replicas": 2}))
     gpu = est.of("qwen")[0]
-    assert gpu.drivers["nodes_min"] == 1 and "1–2 replicas" in gpu.description
-    assert cost.monthly(gpu.hourly_usd_min) == 587.50
+    assert gpu.drivers["nodes_min"] == 0 and "0–2 replicas" in gpu.description
+    assert cost.monthly(gpu.hourly_usd_min) == 0 and cost.monthly(gpu.hourly_usd_max) == round(2 * 0.8048 * 730, 2)
+    # Without the KEDA HTTP add-on nothing can wake it: one replica stays up, and is paid for.
+    est = estimate(deployment(scaling={"min_replicas": 0, "max_replicas": 2}),
+                   platform={**PLATFORM, "addons": {"keda_http": False}})
+    gpu = est.of("qwen")[0]
+    assert gpu.drivers["nodes_min"] == 1 and cost.monthly(gpu.hourly_usd_min) == 587.50
 
 
 def test_stopped_costs_nothing_but_its_shared_cache():
@@ -176,7 +181,7 @@ def test_committed_stacks_price_every_line_and_preview_outputs_agree(tmp_path):
 def test_dev_stack_hand_computed(tmp_path):
     plan = render_stack(write_stack(tmp_path, deployments=[deployment(scaling={"min_replicas": 0,
                                                                                "max_replicas": 2})]))
-    assert plan.recording.outputs["estimatedMonthlyCostMin"] == round(0.8048 * 730 + 12, 2)
+    assert plan.recording.outputs["estimatedMonthlyCostMin"] == 0  # asleep at zero when idle
     assert plan.recording.outputs["estimatedMonthlyCostMax"] == round(2 * (0.8048 * 730 + 12), 2)
 
 

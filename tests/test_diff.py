@@ -94,7 +94,7 @@ def test_replacement_when_an_immutable_input_changes(plans):
     for r in new["resources"]:
         if r["type"] == "kubernetes:apps/v1:Deployment":
             r["inputs"]["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"] = "other"
-        if r["type"] == "kubernetes:core/v1:Service":
+        if r["name"] == "qwen-7b-server-service":
             r["inputs"]["metadata"]["name"] = "renamed"
     replaced = {e["name"]: e["because"] for e in diff.diff(base, new)["resources"]["replaced"]}
     assert replaced == {"qwen-7b-server-deployment": ["spec.selector"], "qwen-7b-server-service": ["metadata.name"]}

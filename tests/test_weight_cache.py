@@ -210,7 +210,7 @@ def test_startup_budget_and_rollout_deadline_follow_the_storage(fast, lock):
 
 def test_plan_explains_the_cache_and_the_cold_start(fast):
     from sgldeploy.plan import deployment_json, summary
-    j = deployment_json(fast.resolved.deployments[0], fast.estimate)
+    j = deployment_json(fast.resolved.deployments[0], fast.estimate, fast.resolved.spec.platform.addons)
     assert j["cache"]["storage"] == "node-local" and "auto: readiness fast" in j["cache"]["why"]
     assert j["cold_start_seconds"]["warm_node"]["total"] < j["cold_start_seconds"]["new_node"]["total"]
     text = summary(fast)
