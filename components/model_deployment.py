@@ -15,6 +15,7 @@ from sgldeploy.sizing import Sizing
 from sgldeploy.spec import AddonsSpec, DeploymentSpec
 
 from .autoscaler import Autoscaler, AutoscalerArgs
+from .endpoint import Endpoint, EndpointArgs
 from .node_pool import GpuNodePool, GpuNodePoolArgs
 from .observability import Observability, ObservabilityArgs
 from .platform import ClusterNetwork
@@ -130,6 +131,12 @@ class ModelDeployment(pulumi.ComponentResource):
                 crds=_installed(args, "keda") + (_installed(args, "keda_http") if scaling.kind == "http" else [])),
                 # It scales the workload, which must exist first.
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[self.server]))
+        if dep.endpoint.exposure != "cluster":
+            Endpoint(f"{name}-endpoint", EndpointArgs(
+                spec=dep, namespace=args.namespace, multi_node=args.sizing.placement.nodes_per_replica > 1,
+                through_interceptor=scaling.kind == "http", tags=args.tags or {}),
+                # The AWS Load Balancer Controller turns these into load balancers, once it runs.
+                opts=pulumi.ResourceOptions(parent=self, depends_on=_installed(args, "aws_load_balancer_controller")))
         if dep.readiness == "fast" and dep.state == "running":
             placement = args.sizing.placement
             k8s.apps.v1.DaemonSet(

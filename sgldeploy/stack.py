@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from . import weight_cache
+from . import autoscaling, endpoint, weight_cache
 from .lock import SERVABLE_PIPELINES, LockedModel, LockError, lock_key, read_lock
 from .problems import InvalidInput, Problem, config_path
 from .sizing import Sizing, SizingError, size
@@ -116,6 +116,10 @@ def _placement_problems(spec: StackSpec, dep: DeploymentSpec, sizing: Sizing, at
     if addon and not getattr(spec.platform.addons, addon):
         out.append(Problem(config_path("platform", ("addons", addon)), f"must be true: {dep.name} caches weights "
                            f"on {storage}", f"enable the {addon} add-on, or choose another cache.storage", False))
+    from_zero = autoscaling.for_stack(dep, spec.platform.addons).kind == "http"
+    wrong = endpoint.problem(dep, from_zero)
+    if wrong:
+        out.append(Problem(at(*wrong[0].split(".")), wrong[1], wrong[2], getattr(dep.endpoint, wrong[0].split(".")[1])))
     nodes = sizing.placement.nodes_per_replica
     if nodes > 1 and not spec.platform.addons.leader_worker_set:
         out.append(Problem(config_path("platform", ("addons", "leader_worker_set")),

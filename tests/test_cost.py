@@ -103,7 +103,8 @@ def test_node_local_and_no_cache_add_no_line():
 
 def test_public_endpoint_load_balancer_and_usage_lines_kept_apart(tmp_path):
     est = estimate(deployment(endpoint={"exposure": "public", "load_balancer": "nlb",
-                                        "tls_certificate_arn": "arn:aws:acm:us-east-1:123456789012:certificate/x"}))
+                                        "tls_certificate_arn": "arn:aws:acm:us-east-1:123456789012:certificate/x"},
+                              scaling={"min_replicas": 1, "max_replicas": 2}))
     got = {i.resource: i for i in est.items}
     assert cost.monthly(got["qwen/load-balancer"].hourly_usd_max) == round(0.0225 * 730, 2)
     capacity = got["qwen/load-balancer-capacity"]
@@ -116,7 +117,8 @@ def test_public_endpoint_load_balancer_and_usage_lines_kept_apart(tmp_path):
     usage_file = tmp_path / "usage.yaml"
     usage_file.write_text("load_balancer_capacity_units_per_hour: 3\ndata_transfer_out_gb_per_month: 1000\n")
     est = estimate(deployment(endpoint={"exposure": "public", "load_balancer": "alb",
-                                        "tls_certificate_arn": "arn:aws:acm:us-east-1:123456789012:certificate/x"}),
+                                        "tls_certificate_arn": "arn:aws:acm:us-east-1:123456789012:certificate/x",
+                                        "hostname": "llm.example.com"}),
                    usage=cost.Usage.read(usage_file))
     got = {i.resource: i for i in est.items}
     assert cost.monthly(got["qwen/load-balancer-capacity"].hourly_usd_max) == round(3 * 0.008 * 730, 2)

@@ -40,6 +40,7 @@ def scale_up(config):
     dep = config["sgldeploy:deployments"][0]
     dep["resources"]["gpu"] = "L40S"
     dep["scaling"]["max_replicas"] = 4
+    dep["scaling"]["min_replicas"] = 1  # an NLB cannot hold requests at zero
     dep["endpoint"] = {"exposure": "public", "load_balancer": "nlb", "auth": "api-key",
                        "tls_certificate_arn": "arn:aws:acm:us-east-1:123456789012:certificate/abc-123"}
     config["sgldeploy:platform"]["budget_usd_per_month"] = 10000
@@ -68,7 +69,8 @@ def test_cost_diff_names_what_drives_the_change(plans):
     assert total["diff"] == round(total["new"] - total["old"], 2) and total["percent"] > 100
     [dep] = d["cost"]["deployments"]
     assert dep["status"] == "changed"
-    assert dep["changes"] == ["instance_type g6.xlarge → g6e.xlarge", "max_replicas 2 → 4"]
+    assert dep["changes"] == ["instance_type g6.xlarge → g6e.xlarge", "min_replicas 0 → 1", "max_replicas 2 → 4",
+                              "running_when_idle 0 → 1"]
     items = {i["resource"]: i for i in d["cost"]["items"]}
     assert items["qwen-7b/gpu-nodes"]["status"] == "changed"
     assert "instance_type g6.xlarge → g6e.xlarge" in items["qwen-7b/gpu-nodes"]["changes"]
@@ -80,7 +82,11 @@ def test_cost_diff_names_what_drives_the_change(plans):
 def test_resource_diff_of_the_same_stack(plans):
     base, scaled = plans
     r = diff.diff(base, scaled)["resources"]
-    assert r["added"] == [] and r["removed"] == [] and r["replaced"] == []
+    # min 1 and a public NLB: an NLB endpoint and a ScaledObject replace the HTTP add-on's objects
+    assert {e["name"] for e in r["added"]} == {"qwen-7b-endpoint", "qwen-7b-endpoint-nlb",
+                                               "qwen-7b-autoscaler-scaled-object"}
+    assert {e["name"] for e in r["removed"]} == {"qwen-7b-autoscaler-http-scaled-object", "qwen-7b-autoscaler-proxy"}
+    assert r["replaced"] == []
     changed = {e["name"]: e["changes"] for e in r["changed"]}
     assert "qwen-7b-server-deployment" in changed
     assert any("g6e.xlarge" in c for c in changed["qwen-7b-server-deployment"])
@@ -151,8 +157,8 @@ def test_cli_compare_writes_diff_json_and_markdown(tmp_path, plans):
     assert "Cost diff against dev: monthly" in result.stdout
     assert "qwen-7b                  changed" in result.stdout
     written = json.loads(out.read_text())
-    assert written["diff"]["cost"]["deployments"][0]["changes"] == ["instance_type g6.xlarge → g6e.xlarge",
-                                                                     "max_replicas 2 → 4"]
+    assert written["diff"]["cost"]["deployments"][0]["changes"] == [
+        "instance_type g6.xlarge → g6e.xlarge", "min_replicas 0 → 1", "max_replicas 2 → 4", "running_when_idle 0 → 1"]
     assert md.read_text().startswith("<!-- sgldeploy-cost-comment stack=dev -->")
 
     old.write_text("[]")
