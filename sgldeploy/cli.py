@@ -115,8 +115,12 @@ def _previous_plan(path: Path) -> dict:
 
 
 def _plan(args: argparse.Namespace, stack) -> int:
+    import atexit
+
     import pulumi
 
+    from .engine import close_leftover_event_loops
+    atexit.register(close_leftover_event_loops)  # a clean exit: nothing printed by interpreter shutdown
     from . import diff as diffing
     from . import plan as planning
     from . import report

@@ -9,6 +9,7 @@ receive them, with secrets replaced by a marker so no secret reaches a plan file
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import runpy
 from dataclasses import dataclass, field
@@ -135,6 +136,16 @@ def default_invokes(region: str) -> dict[str, Callable[[dict], dict]]:
         "aws:index/getCallerIdentity:getCallerIdentity": lambda args: {
             "accountId": OFFLINE_ACCOUNT, "arn": f"arn:aws:iam::{OFFLINE_ACCOUNT}:root", "userId": "offline"},
     }
+
+
+def close_leftover_event_loops() -> None:
+    """Close the event loops the SDK opened in its worker threads and never closed, while their sockets are
+    still open: left to interpreter shutdown, they print "Exception ignored … Invalid file descriptor". For a
+    process about to exit (the CLI registers it with atexit); a later plan in the same process would find them
+    closed."""
+    for obj in gc.get_objects():
+        if isinstance(obj, asyncio.BaseEventLoop) and not obj.is_closed() and not obj.is_running():
+            obj.close()
 
 
 PROGRAM_TIMEOUT_SECONDS = 300.0  # a stack of hundreds of deployments renders in seconds; a hang never ends

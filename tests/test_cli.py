@@ -44,6 +44,7 @@ def test_plan_dev_writes_json_and_manifests(tmp_path):
     out, manifests = tmp_path / "plan.json", tmp_path / "manifests"
     result = run_cli("plan", "--stack", "dev", "--json", str(out), "--manifests", str(manifests))
     assert result.returncode == 0, result.stderr
+    assert result.stderr == ""  # nothing at all, not even interpreter-shutdown noise from the SDK's event loops
     assert "sgldeploy:serving:ModelDeployment" in result.stdout and "qwen-7b" in result.stdout
     assert "g6.xlarge" in result.stdout and "1× L4" in result.stdout
     plan = json.loads(out.read_text())
