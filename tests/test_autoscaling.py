@@ -115,3 +115,12 @@ def test_the_plan_says_what_the_first_request_waits(tmp_path):
     replicas = plan_json(plan)["deployments"][0]["replicas"]
     assert replicas["running_when_idle"] == 0 and replicas["first_request_wait_seconds"] > 0
     assert f"the first request waits up to {replicas['first_request_wait_seconds']} s" in summary(plan)
+
+
+def test_stopped_runs_nothing_and_its_pool_launches_nothing(tmp_path):
+    plan = render(tmp_path, state="stopped", scaling={"min_replicas": 1, "max_replicas": 3})
+    assert resources_of(plan, SCALED) == [] and resources_of(plan, HTTP_SCALED) == []
+    assert workload(plan).inputs["spec"]["replicas"] == 0
+    pool = resources_of(plan, "kubernetes:karpenter.sh/v1:NodePool")[0].inputs
+    assert pool["spec"]["limits"] == {"nvidia.com/gpu": "0"}
+    assert resources_of(plan, "kubernetes:core/v1:Service")  # clients' address stays
