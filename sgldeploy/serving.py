@@ -123,7 +123,8 @@ def pod_template(dep: DeploymentSpec, model: LockedModel, sizing: Sizing, secret
             "limits": {"memory": memory, GPU_RESOURCE: str(gpus), **fabric},
         },
         "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}, *cache.server_mounts],
-        "securityContext": {"allowPrivilegeEscalation": False},
+        # EFA's registered memory must stay locked in RAM: the one capability a replica over EFA needs.
+        "securityContext": weight_cache.container_security(*(["IPC_LOCK"] if efa else [])),
         # Ranks ≥ 1 of a multi-node replica serve no HTTP at all: only the leader and single pods are probed.
         **(probes(sizing) if role != "worker" else {}),
     }
@@ -138,6 +139,7 @@ def pod_template(dep: DeploymentSpec, model: LockedModel, sizing: Sizing, secret
             "containers": [container],
             # Let in-flight generations finish when a pod is stopped or moved.
             "terminationGracePeriodSeconds": 120,
+            **weight_cache.POD_SECURITY,
             **(node_pool.pod_scheduling(pool) if pool else
                {"tolerations": [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}]}),
             "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [

@@ -52,6 +52,18 @@ def serves_through_entrypoint(dep: DeploymentSpec) -> bool:
     return dep.cache_storage != "none" and dep.serving.image == dep.cache.prefetch_image
 
 
+def container_security(*add: str) -> dict[str, Any]:
+    """No privilege escalation and no Linux capabilities beyond those named (the images run as root)."""
+    return {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"], **({"add": list(add)} if add else {})}}
+
+
+POD_SECURITY = {
+    "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
+    # None of sgldeploy's pods talks to the Kubernetes API: no token in them.
+    "automountServiceAccountToken": False,
+}
+
+
 def local_model_dir(repo: str, sha: str) -> str:
     return f"{MODELS_MOUNT}/{repo}/{sha}"
 
@@ -103,7 +115,7 @@ def prepull_daemon_set_spec(dep: DeploymentSpec, instance_types: list[str],
                                     dep.cache.prefetch_image != dep.serving.image else [])
     pulls = [{"name": f"pull-{i}", "image": image, "command": ["sh", "-c", "true"],
               "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"memory": "64Mi"}},
-              "securityContext": {"allowPrivilegeEscalation": False}} for i, image in enumerate(images)]
+              "securityContext": container_security()} for i, image in enumerate(images)]
     return {
         "selector": {"matchLabels": labels},
         "template": {
@@ -113,13 +125,14 @@ def prepull_daemon_set_spec(dep: DeploymentSpec, instance_types: list[str],
                 "containers": [{"name": "pause", "image": PAUSE_IMAGE,
                                 "resources": {"requests": {"cpu": "1m", "memory": "8Mi"},
                                               "limits": {"memory": "16Mi"}},
-                                "securityContext": {"allowPrivilegeEscalation": False}}],
+                                "securityContext": container_security()}],
                 **(scheduling or {"tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists",
                                                    "effect": "NoSchedule"}]}),
                 "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
                     "nodeSelectorTerms": [{"matchExpressions": [{"key": "node.kubernetes.io/instance-type",
                                                                  "operator": "In", "values": instance_types}]}]}}},
                 "terminationGracePeriodSeconds": 1,
+                **POD_SECURITY,
             },
         },
     }
@@ -141,7 +154,7 @@ def prefetch_container(dep: DeploymentSpec, model: LockedModel, token_env: Optio
         "volumeMounts": [{"name": "model-cache", "mountPath": MODELS_MOUNT, **({"readOnly": True} if read_only
                                                                                 else {})}],
         "resources": {"requests": {"cpu": "2", "memory": "2Gi"}, "limits": {"memory": "2Gi"}},
-        "securityContext": {"allowPrivilegeEscalation": False},
+        "securityContext": container_security(),
     }
 
 
@@ -155,6 +168,7 @@ def prefetch_job_spec(dep: DeploymentSpec, model: LockedModel, token_env: Option
             "metadata": {"labels": labels},
             "spec": {
                 "restartPolicy": "OnFailure",
+                **POD_SECURITY,
                 "containers": [prefetch_container(dep, model, token_env)],
                 "volumes": [{"name": "model-cache", "persistentVolumeClaim": {"claimName": claim_name(dep)}}],
             },

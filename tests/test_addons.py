@@ -161,3 +161,9 @@ def test_efa_table_covers_the_catalog():
     assert types["g6.xlarge"].efa_interfaces == 0
     no_efa = [t.name for t in types.values() if t.gpu_count == 8 and t.efa_interfaces == 0]
     assert no_efa == ["p3.16xlarge"]  # a pool holding it requests no EFA (efa_interfaces takes the minimum)
+
+
+def test_only_pods_over_efa_keep_ipc_lock(everything):
+    lws = next(r.inputs for r in everything.recording.resources if r.inputs.get("kind") == "LeaderWorkerSet")
+    ctx = lws["spec"]["leaderWorkerTemplate"]["workerTemplate"]["spec"]["containers"][0]["securityContext"]
+    assert ctx["capabilities"] == {"drop": ["ALL"], "add": ["IPC_LOCK"]}

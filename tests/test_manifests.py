@@ -62,3 +62,19 @@ def test_crd_schemas_load_and_reject_bad_custom_resources():
            "spec": {"scaleTargetRef": {}, "triggers": []}}
     with pytest.raises(jsonschema.ValidationError):
         k8s_schemas.validate(bad, "1.33")
+
+
+def test_every_pod_runs_with_the_runtime_seccomp_profile_no_token_and_no_capabilities(stack_objects):
+    from sgldeploy.policy.rules import containers, pod_specs
+    name, _, objects = stack_objects
+    workloads = [o for o in objects if o["kind"] in ("Deployment", "DaemonSet", "Job", "LeaderWorkerSet")]
+    assert workloads
+    for obj in workloads:
+        for where, pod in pod_specs(obj):
+            label = f"{name} {obj['kind']}/{obj['metadata']['name']} {where}"
+            assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, label
+            assert pod["automountServiceAccountToken"] is False, label
+        for where, c, _ in containers(obj):
+            ctx = c["securityContext"]
+            assert ctx["allowPrivilegeEscalation"] is False and ctx["capabilities"]["drop"] == ["ALL"], where
+            assert ctx["capabilities"].get("add", []) == [], where  # IPC_LOCK only for replicas over EFA
