@@ -31,8 +31,6 @@ class NodesArgs:
     cluster_name: str
     node_role_name: str
     node_role_arn: pulumi.Input[str]
-    efa: bool = False
-    """The EFA device plugin runs (installed or existing): replicas spanning nodes request the adapters."""
 
 
 @dataclass(frozen=True)
@@ -119,7 +117,9 @@ class ModelDeployment(pulumi.ComponentResource):
             f"{name}-server",
             SglangServerArgs(spec=dep, model=args.model, sizing=args.sizing, namespace=args.namespace,
                              secrets=refs, pool=pool, autoscaled=scaling.kind != "none",
-                             efa=node_pool.efa_interfaces(args.sizing) if args.nodes and args.nodes.efa else 0),
+                             # With the EFA device plugin running, replicas spanning nodes request the adapters.
+                             efa=node_pool.efa_interfaces(args.sizing)
+                             if args.nodes and args.addons is not None and args.addons.efa_device_plugin else 0),
             # Pods reference the Secrets by name, and a shared cache must hold the commit, before they start.
             opts=pulumi.ResourceOptions(parent=self, depends_on=depends),
         )
@@ -138,11 +138,10 @@ class ModelDeployment(pulumi.ComponentResource):
                 # The AWS Load Balancer Controller turns these into load balancers, once it runs.
                 opts=pulumi.ResourceOptions(parent=self, depends_on=_installed(args, "aws_load_balancer_controller")))
         if dep.readiness == "fast" and dep.state == "running":
-            placement = args.sizing.placement
             k8s.apps.v1.DaemonSet(
                 f"{name}-image-prepull",
                 metadata={"name": f"{dep.name}-image-prepull", "namespace": args.namespace, "labels": labels},
-                spec=weight_cache.prepull_daemon_set_spec(dep, [placement.instance_type, *placement.alternatives],
+                spec=weight_cache.prepull_daemon_set_spec(dep, node_pool.instance_types(args.sizing),
                                                           node_pool.pod_scheduling(pool) if pool else None),
                 # Fixed name, one per deployment; a replacement must free it first.
                 opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(delete_before_replace=True)))

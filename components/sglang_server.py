@@ -9,7 +9,7 @@ from typing import Any, Optional
 import pulumi
 import pulumi_kubernetes as k8s
 
-from sgldeploy import serving
+from sgldeploy import node_pool, serving
 from sgldeploy.lock import LockedModel
 from sgldeploy.sizing import Sizing
 from sgldeploy.spec import DeploymentSpec
@@ -43,7 +43,7 @@ class SglangServer(pulumi.ComponentResource):
     def __init__(self, name: str, args: SglangServerArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("sgldeploy:serving:SglangServer", name, None, opts)
         dep = args.spec
-        types = [args.sizing.placement.instance_type, *args.sizing.placement.alternatives]
+        types = node_pool.instance_types(args.sizing)
         multi_node = args.sizing.placement.nodes_per_replica > 1
         metadata = {"name": dep.name, "namespace": args.namespace, "labels": serving.labels(dep)}
         child = pulumi.ResourceOptions(parent=self)

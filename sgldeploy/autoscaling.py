@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from . import observability
+from .serving import initial_replicas
 from .sizing import Sizing
 from .spec import DeploymentSpec
 from .weight_cache import cold_start
@@ -114,6 +115,4 @@ def for_stack(dep: DeploymentSpec, addons) -> Plan:
 def replicas_when_idle(dep: DeploymentSpec, addons) -> int:
     """What runs, and is paid for, with no traffic: nothing when the HTTP add-on can wake the deployment,
     otherwise the Deployment's own count (at least one while running)."""
-    if for_stack(dep, addons).kind == "http":
-        return 0
-    return 0 if dep.state == "stopped" else max(1, dep.min_replicas)
+    return 0 if for_stack(dep, addons).kind == "http" else initial_replicas(dep)

@@ -96,14 +96,14 @@ def endpoint_labels(dep: DeploymentSpec) -> dict[str, str]:
     return labels(dep, component="endpoint")
 
 
-def problem(dep: DeploymentSpec, scales_from_zero: bool) -> Optional[tuple[str, str, str]]:
-    """(field, what, fix) when the endpoint cannot serve a deployment that sleeps at zero."""
+def problem(dep: DeploymentSpec, scales_from_zero: bool) -> Optional[tuple[str, str, str, Any]]:
+    """(field, what, fix, got) when the endpoint cannot serve a deployment that sleeps at zero."""
     if not scales_from_zero or dep.endpoint.exposure == "cluster":
         return None
     if dep.endpoint.load_balancer == "nlb":
         return ("endpoint.load_balancer", "cannot hold requests while a replica starts from zero",
-                "use load_balancer: alb (with a hostname), or set scaling.min_replicas: 1")
+                "use load_balancer: alb (with a hostname), or set scaling.min_replicas: 1", "nlb")
     if not dep.endpoint.hostname:
         return ("endpoint.hostname", "is required to scale a load-balanced endpoint from zero: the HTTP add-on "
-                "routes requests by Host", "set the DNS name clients use, or set scaling.min_replicas: 1")
+                "routes requests by Host", "set the DNS name clients use, or set scaling.min_replicas: 1", None)
     return None

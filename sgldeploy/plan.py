@@ -96,6 +96,7 @@ def _resources(plan: Plan) -> list[Registration]:
 def deployment_json(item, estimate: cost.Estimate, addons) -> dict:
     p, m, spec = item.sizing.placement, item.sizing.memory, item.spec
     spend = estimate.deployment_totals(spec.name)
+    scaling = autoscaling.for_stack(spec, addons)
     return {
         "name": spec.name, "model": spec.model.repo, "revision": spec.model.revision, "sha": item.model.sha,
         "placement": {"instance_type": p.instance_type, "gpu_model": p.gpu_model,
@@ -111,9 +112,9 @@ def deployment_json(item, estimate: cost.Estimate, addons) -> dict:
                          "dearer": [_candidate(c) for c in item.sizing.dearer]},
         "replicas": {"min": spec.min_replicas, "max": spec.max_replicas,
                      "running_when_idle": replicas_when_idle(spec, addons),
-                     "autoscaling": autoscaling.for_stack(spec, addons).why,
+                     "autoscaling": scaling.why,
                      "first_request_wait_seconds": autoscaling.wait_seconds(spec, item.sizing)
-                     if autoscaling.for_stack(spec, addons).kind == "http" else None},
+                     if scaling.kind == "http" else None},
         "readiness": spec.readiness,
         "cache": {"storage": spec.cache_storage, "why": weight_cache.explain(spec, item.cache_reason)},
         "cold_start_seconds": _cold_start(item),

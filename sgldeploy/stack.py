@@ -119,7 +119,8 @@ def _placement_problems(spec: StackSpec, dep: DeploymentSpec, sizing: Sizing, at
     from_zero = autoscaling.for_stack(dep, spec.platform.addons).kind == "http"
     wrong = endpoint.problem(dep, from_zero)
     if wrong:
-        out.append(Problem(at(*wrong[0].split(".")), wrong[1], wrong[2], getattr(dep.endpoint, wrong[0].split(".")[1])))
+        field, what, fix, got = wrong
+        out.append(Problem(at(*field.split(".")), what, fix, got))
     nodes = sizing.placement.nodes_per_replica
     if nodes > 1 and not spec.platform.addons.leader_worker_set:
         out.append(Problem(config_path("platform", ("addons", "leader_worker_set")),
