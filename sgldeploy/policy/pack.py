@@ -17,6 +17,7 @@ from typing import Any, Callable, Optional
 import jsonschema
 
 from ..problems import InvalidInput, Problem
+from ..weight_cache import NODE_CACHE_PATH
 from . import rules
 from .rules import Resource
 
@@ -75,7 +76,7 @@ POLICIES: tuple[PolicyDef, ...] = (
                                      "(off: throttling SGLang's scheduler threads only adds latency)"}}),
     PolicyDef("no-privileged-containers", "No privileged containers, privilege escalation or host namespaces; "
               "host paths only under the node cache.", "mandatory", rules.no_privilege,
-              {"allowed_host_paths": _strings([rules.NODE_CACHE_PATH], "host path prefixes pods may mount")}),
+              {"allowed_host_paths": _strings([NODE_CACHE_PATH], "host path prefixes pods may mount")}),
     PolicyDef("gpu-caps", "GPUs at max replicas stay under a cap per deployment and per stack.", "mandatory",
               rules.gpu_caps,
               {"max_gpus_per_deployment": {"type": "integer", "minimum": 0, "default": 64,

@@ -14,7 +14,6 @@ from typing import Any, Iterator, Optional
 
 from ..catalog import gpu_models
 from ..sizing import FP8_KV_MIN_CAPABILITY, MIN_CAPABILITY
-from ..weight_cache import NODE_CACHE_PATH
 from .facts import DEPLOYMENT_TYPE, PLATFORM_TYPE
 
 
