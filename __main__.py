@@ -29,8 +29,10 @@ def resolve_online(repo, revision, problems, at):
     except hub.HubError as err:
         problems.append(Problem(at("model", "repo"), err.what, err.fix, repo))
         return None
-    pulumi.log.warn(f"{repo}@{revision} is not in {LOCK_NAME}; resolved on the Hub to {entry['sha']}. "
-                    "Run `sgldeploy lock` and commit the lock so every preview sizes the same model.")
+    pulumi.log.warn(
+        f"{repo}@{revision} is not in {LOCK_NAME}; resolved on the Hub to {entry['sha']}. "
+        "Run `sgldeploy lock` and commit the lock so every preview sizes the same model."
+    )
     return LockedModel.from_entry(entry)
 
 
@@ -40,43 +42,70 @@ lock_file = Path(config.get("lockFile") or Path(__file__).parent / "stacks" / LO
 usage_file = config.get("usageFile")  # assumed traffic for the usage-based cost lines; defaults otherwise
 region = pulumi.Config("aws").get("region") or os.environ.get("AWS_REGION") or "us-east-1"
 try:
-    stack = resolve(config.get_object("platform"), config.get_object("deployments"), lock_file,
-                    {key for key, value in secrets.items() if value is not None}, resolve_online)
+    stack = resolve(
+        config.get_object("platform"),
+        config.get_object("deployments"),
+        lock_file,
+        {key for key, value in secrets.items() if value is not None},
+        resolve_online,
+    )
     estimate = cost.estimate(stack, region, cost.Usage.read(Path(usage_file) if usage_file else None))
 except InvalidInput as invalid:
     raise pulumi.RunError(str(invalid)) from None
 
 common_labels = {"app.kubernetes.io/part-of": pulumi.get_project(), "sgldeploy.io/stack": pulumi.get_stack()}
 node_cache = any(item.spec.cache_storage == "node-local" for item in stack.deployments)
-platform = Platform("platform", PlatformArgs(spec=stack.spec.platform, region=region, labels=common_labels,
-                                             node_cache=node_cache,
-                                             facts=platform_facts(stack.spec.platform, region, estimate)))
+platform = Platform(
+    "platform",
+    PlatformArgs(
+        spec=stack.spec.platform,
+        region=region,
+        labels=common_labels,
+        node_cache=node_cache,
+        facts=platform_facts(stack.spec.platform, region, estimate),
+    ),
+)
 
 summaries, api_keys = {}, {}
 for item in stack.deployments:
     deployment = ModelDeployment(
         item.spec.name,
-        ModelDeploymentArgs(spec=item.spec, model=item.model, sizing=item.sizing, namespace=platform.namespace,
-                            hf_token=secrets["hfToken"], api_key=secrets["apiKey"], network=platform.network,
-                            namespace_name=stack.spec.platform.namespace, tags=stack.spec.platform.tags,
-                            facts=deployment_facts(item, stack.spec.platform, region, estimate),
-                            nodes=NodesArgs(provisioner=stack.spec.platform.node_provisioner,
-                                            cluster_name=stack.spec.platform.cluster.name,
-                                            node_role_name=platform.node_role_name,
-                                            node_role_arn=platform.node_role_arn),
-                            addons=stack.spec.platform.addons,
-                            prometheus_url=stack.spec.platform.prometheus_url or DEFAULT_PROMETHEUS,
-                            addon_releases=platform.addons.releases),
+        ModelDeploymentArgs(
+            spec=item.spec,
+            model=item.model,
+            sizing=item.sizing,
+            namespace=platform.namespace,
+            hf_token=secrets["hfToken"],
+            api_key=secrets["apiKey"],
+            network=platform.network,
+            namespace_name=stack.spec.platform.namespace,
+            tags=stack.spec.platform.tags,
+            facts=deployment_facts(item, stack.spec.platform, region, estimate),
+            nodes=NodesArgs(
+                provisioner=stack.spec.platform.node_provisioner,
+                cluster_name=stack.spec.platform.cluster.name,
+                node_role_name=platform.node_role_name,
+                node_role_arn=platform.node_role_arn,
+            ),
+            addons=stack.spec.platform.addons,
+            prometheus_url=stack.spec.platform.prometheus_url or DEFAULT_PROMETHEUS,
+            addon_releases=platform.addons.releases,
+        ),
         opts=pulumi.ResourceOptions(providers={"kubernetes": platform.provider}),
     )
     placement = item.sizing.placement
     spend = estimate.deployment_totals(item.spec.name)
     pulumi.log.info(f"cost {cost.one_line(item.spec.name, spend)}", deployment)
     summaries[item.spec.name] = {
-        "model": item.spec.model.repo, "revision": item.model.sha, "serviceName": deployment.server.service_name,
-        "instanceType": placement.instance_type, "gpusPerReplica": placement.gpus_per_replica,
-        "minReplicas": item.spec.min_replicas, "maxReplicas": item.spec.max_replicas,
-        "estimatedMonthlyCostMin": spend["monthly_usd_min"], "estimatedMonthlyCostMax": spend["monthly_usd_max"],
+        "model": item.spec.model.repo,
+        "revision": item.model.sha,
+        "serviceName": deployment.server.service_name,
+        "instanceType": placement.instance_type,
+        "gpusPerReplica": placement.gpus_per_replica,
+        "minReplicas": item.spec.min_replicas,
+        "maxReplicas": item.spec.max_replicas,
+        "estimatedMonthlyCostMin": spend["monthly_usd_min"],
+        "estimatedMonthlyCostMax": spend["monthly_usd_max"],
         "nodePool": deployment.node_pool.name if deployment.node_pool is not None else None,
     }
     if deployment.api_key is not None:

@@ -19,12 +19,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from plan_scaling import stack_file  # noqa: E402
+from plan_scaling import stack_file
 
-from sgldeploy import cost  # noqa: E402
-from sgldeploy.plan import policy_resources, render  # noqa: E402
-from sgldeploy.policy import pack  # noqa: E402
-from sgldeploy.stackfile import read_stack_file  # noqa: E402
+from sgldeploy import cost
+from sgldeploy.plan import policy_resources, render
+from sgldeploy.policy import pack
+from sgldeploy.stackfile import read_stack_file
 
 
 def timed(fn, repeat: int):
@@ -53,8 +53,10 @@ def main() -> None:
     print(f"recorded resources     {len(resources)}")
     print(f"plan, total            {plan_s:.3f} s")
     print(f"pricing                {price_s * 1000:.1f} ms per estimate (×2 per plan)")
-    print(f"policy evaluation      {policy_s * 1000:.1f} ms ({len(pack.POLICIES)} policies, "
-          f"{len(violations)} violations)")
+    print(
+        f"policy evaluation      {policy_s * 1000:.1f} ms ({len(pack.POLICIES)} policies, "
+        f"{len(violations)} violations)"
+    )
     print(f"share of the plan      {100 * added / plan_s:.1f}% (pricing ×2 + policies, of the whole plan)")
 
 

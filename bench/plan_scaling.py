@@ -27,16 +27,32 @@ SIZES = (1, 10, 100)
 
 
 def stack_file(directory: Path, count: int) -> Path:
-    deployments = [{"name": f"qwen-{i}", "model": {"repo": "Qwen/Qwen2.5-7B-Instruct",
-                                                   "revision": "a09a35458c702b33eeacc393d103063234e8bc28"},
-                    "serving": {"context_length": 4096, "max_concurrency": 4},
-                    "resources": {"gpu": "L4", "gpu_count": 1},
-                    "cache": {"prefetch_image": "registry.example/sgldeploy/sglang:v0.5.23"},
-                    "scaling": {"min_replicas": 0, "max_replicas": 2}} for i in range(count)]
+    deployments = [
+        {
+            "name": f"qwen-{i}",
+            "model": {
+                "repo": "Qwen/Qwen2.5-7B-Instruct",
+                "revision": "a09a35458c702b33eeacc393d103063234e8bc28",
+            },
+            "serving": {"context_length": 4096, "max_concurrency": 4},
+            "resources": {"gpu": "L4", "gpu_count": 1},
+            "cache": {"prefetch_image": "registry.example/sgldeploy/sglang:v0.5.23"},
+            "scaling": {"min_replicas": 0, "max_replicas": 2},
+        }
+        for i in range(count)
+    ]
     path = directory / f"Pulumi.bench{count}.yaml"
-    path.write_text(yaml.safe_dump({"config": {"aws:region": "us-east-1",
-                                               "sgldeploy:platform": {"cluster": {"name": "bench"}},
-                                               "sgldeploy:deployments": deployments}}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "config": {
+                    "aws:region": "us-east-1",
+                    "sgldeploy:platform": {"cluster": {"name": "bench"}},
+                    "sgldeploy:deployments": deployments,
+                }
+            }
+        )
+    )
     shutil.copy(ROOT / "stacks" / "models.lock.json", directory / "models.lock.json")
     return path
 
@@ -73,7 +89,9 @@ def main() -> None:
             wall, mem = results[count]
             print(f"{f'{count} deployment(s)':<28}{wall:>9.2f}{mem:>10.0f}{wall / baseline[0]:>12.2f}")
     (w1, m1), (w100, m100) = results[1], results[100]
-    print(f"\nmarginal per deployment (1 → 100): {(w100 - w1) / 99 * 1000:.1f} ms, {(m100 - m1) / 99:.2f} MiB")
+    print(
+        f"\nmarginal per deployment (1 → 100): {(w100 - w1) / 99 * 1000:.1f} ms, {(m100 - m1) / 99:.2f} MiB"
+    )
     (w10, _) = results[10]
     print(f"marginal per deployment (1 → 10):  {(w10 - w1) / 9 * 1000:.1f} ms")
 

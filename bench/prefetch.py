@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np  # noqa: F401 — generate() needs it in the server process
+import numpy as np
 from safetensors.numpy import save
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,8 +64,17 @@ def serve(gib: float) -> None:
     files = generate(gib)
     with LoopbackHub() as server:
         sha = server.add(Repo("bench/model")).commit(files)
-        print(json.dumps({"endpoint": server.endpoint, "sha": sha, "files": list(files),
-                          "bytes": sum(len(v) for v in files.values())}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "endpoint": server.endpoint,
+                    "sha": sha,
+                    "files": list(files),
+                    "bytes": sum(len(v) for v in files.values()),
+                }
+            ),
+            flush=True,
+        )
         sys.stdin.read()  # until the parent closes the pipe
 
 
@@ -77,13 +86,21 @@ def main() -> None:
     args = parser.parse_args()
     if args.serve:
         return serve(args.gib)
-    hub = subprocess.Popen([sys.executable, __file__, "--serve", "--gib", str(args.gib)], stdin=subprocess.PIPE,
-                           stdout=subprocess.PIPE, text=True)
+    hub = subprocess.Popen(
+        [sys.executable, __file__, "--serve", "--gib", str(args.gib)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     info = json.loads(hub.stdout.readline())
     files, total, sha, endpoint = info["files"], info["bytes"], info["sha"], info["endpoint"]
     with tempfile.TemporaryDirectory() as tmp:
-        env = {**os.environ, "HF_ENDPOINT": endpoint, "HF_HUB_DISABLE_TELEMETRY": "1",
-               "HF_HOME": f"{tmp}/hf-home"}
+        env = {
+            **os.environ,
+            "HF_ENDPOINT": endpoint,
+            "HF_HUB_DISABLE_TELEMETRY": "1",
+            "HF_HOME": f"{tmp}/hf-home",
+        }
         curl_runs, cold_runs, rss = [], [], []
         for i in range(args.rounds):
             curl_dir = Path(tmp, f"curl-{i}")
@@ -94,26 +111,35 @@ def main() -> None:
             curl_runs.append(timed(curl, env)[0])
             shutil.rmtree(curl_dir)
             cache = f"{tmp}/cache-{i}"
-            seconds, peak = timed([sys.executable, str(TOOL), "--repo", "bench/model", "--revision", "main",
-                                   "--dest", cache], env)
+            seconds, peak = timed(
+                [sys.executable, str(TOOL), "--repo", "bench/model", "--revision", "main", "--dest", cache],
+                env,
+            )
             cold_runs.append(seconds)
             rss.append(peak)
             if i < args.rounds - 1:
                 shutil.rmtree(cache)
-        warm_s, warm_rss = timed([sys.executable, str(TOOL), "--repo", "bench/model", "--revision", "main",
-                                  "--dest", cache], env)
+        warm_s, warm_rss = timed(
+            [sys.executable, str(TOOL), "--repo", "bench/model", "--revision", "main", "--dest", cache], env
+        )
     hub.stdin.close()
     hub.wait()
     mb = total / 1e6
     curl_best, curl_med = min(curl_runs), statistics.median(curl_runs)
     cold_best, cold_med = min(cold_runs), statistics.median(cold_runs)
     print(f"repo: {len(files)} files, {mb:,.0f} MB; {args.rounds} rounds (best / median)")
-    print(f"curl --parallel (baseline):  {curl_best:5.2f} / {curl_med:5.2f} s  "
-          f"{mb / curl_best:5.0f} / {mb / curl_med:5.0f} MB/s")
-    print(f"prefetch, empty cache:       {cold_best:5.2f} / {cold_med:5.2f} s  "
-          f"{mb / cold_best:5.0f} / {mb / cold_med:5.0f} MB/s  (includes start-up, resolution, verification)")
-    print(f"ratio prefetch / curl:       {curl_best / cold_best:.2f} of the best, {curl_med / cold_med:.2f} of the "
-          f"medians (target ≥ 0.8)")
+    print(
+        f"curl --parallel (baseline):  {curl_best:5.2f} / {curl_med:5.2f} s  "
+        f"{mb / curl_best:5.0f} / {mb / curl_med:5.0f} MB/s"
+    )
+    print(
+        f"prefetch, empty cache:       {cold_best:5.2f} / {cold_med:5.2f} s  "
+        f"{mb / cold_best:5.0f} / {mb / cold_med:5.0f} MB/s  (includes start-up, resolution, verification)"
+    )
+    print(
+        f"ratio prefetch / curl:       {curl_best / cold_best:.2f} of the best, {curl_med / cold_med:.2f} of the "
+        f"medians (target ≥ 0.8)"
+    )
     print(f"prefetch peak RSS:           {max(rss):.0f} MiB")
     print(f"prefetch, complete cache:    {warm_s:5.2f} s  (peak RSS {warm_rss:.0f} MiB)")
 

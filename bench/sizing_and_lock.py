@@ -39,19 +39,43 @@ def models(count: int) -> list[LockedModel]:
     out = []
     for i in range(count):
         heads = (8, 16, 32, 64, 128)[i % 5]
-        out.append(LockedModel(
-            repo=f"org/m{i}", revision="main", sha="0" * 40, parameters=(1 + i * 7 % 400) * 10**9,
-            dtype="bfloat16", gated=False, pipeline_tag="text-generation", custom_code=False, source="bench",
-            config={"num_hidden_layers": 16 + i % 80, "num_attention_heads": heads,
-                    "num_key_value_heads": max(1, heads // (1, 2, 4, 8)[i % 4]), "head_dim": 128,
-                    "max_position_embeddings": 32768},
-            parameters_by_dtype={}, safetensors_bytes=None))
+        out.append(
+            LockedModel(
+                repo=f"org/m{i}",
+                revision="main",
+                sha="0" * 40,
+                parameters=(1 + i * 7 % 400) * 10**9,
+                dtype="bfloat16",
+                gated=False,
+                pipeline_tag="text-generation",
+                custom_code=False,
+                source="bench",
+                config={
+                    "num_hidden_layers": 16 + i % 80,
+                    "num_attention_heads": heads,
+                    "num_key_value_heads": max(1, heads // (1, 2, 4, 8)[i % 4]),
+                    "head_dim": 128,
+                    "max_position_embeddings": 32768,
+                },
+                parameters_by_dtype={},
+                safetensors_bytes=None,
+            )
+        )
     return out
 
 
 def bench_sizing() -> None:
-    dep = parse_stack(None, [{"name": "m", "model": {"repo": "org/m"}, "resources": {"gpu": "auto"},
-                              "serving": {"context_length": 8192, "max_concurrency": 8}}]).deployments[0]
+    dep = parse_stack(
+        None,
+        [
+            {
+                "name": "m",
+                "model": {"repo": "org/m"},
+                "resources": {"gpu": "auto"},
+                "serving": {"context_length": 8192, "max_concurrency": 8},
+            }
+        ],
+    ).deployments[0]
     batch = models(100)
     start = time.perf_counter()
     for m in batch:
@@ -69,9 +93,11 @@ def bench_sizing() -> None:
     elapsed = time.perf_counter() - start
     peak = tracemalloc.get_traced_memory()[1] / 2**20
     tracemalloc.stop()
-    print(f"sizing 100 models over the catalog: {elapsed:.3f} s ({elapsed * 10:.1f} ms/model), "
-          f"peak {peak:.1f} MiB, {placed} placed, {100 - placed} infeasible; "
-          f"{elapsed / baseline:.0f}× one fixed placement per model ({baseline * 1000:.1f} ms)")
+    print(
+        f"sizing 100 models over the catalog: {elapsed:.3f} s ({elapsed * 10:.1f} ms/model), "
+        f"peak {peak:.1f} MiB, {placed} placed, {100 - placed} infeasible; "
+        f"{elapsed / baseline:.0f}× one fixed placement per model ({baseline * 1000:.1f} ms)"
+    )
 
 
 def repo_files() -> dict[str, bytes]:
@@ -83,10 +109,17 @@ def repo_files() -> dict[str, bytes]:
         files[name] = save(tensors)
         weight_map.update({k: name for k in tensors})
     files["model.safetensors.index.json"] = json.dumps({"metadata": {}, "weight_map": weight_map}).encode()
-    files["config.json"] = json.dumps({"architectures": ["LlamaForCausalLM"], "hidden_size": 256,
-                                       "num_hidden_layers": 8, "num_attention_heads": 8,
-                                       "num_key_value_heads": 8, "max_position_embeddings": 4096,
-                                       "torch_dtype": "float16"}).encode()
+    files["config.json"] = json.dumps(
+        {
+            "architectures": ["LlamaForCausalLM"],
+            "hidden_size": 256,
+            "num_hidden_layers": 8,
+            "num_attention_heads": 8,
+            "num_key_value_heads": 8,
+            "max_position_embeddings": 4096,
+            "torch_dtype": "float16",
+        }
+    ).encode()
     for i in range(30 - len(files)):
         files[f"extra/file-{i:02d}.txt"] = f"file {i}".encode()
     return files
@@ -100,8 +133,10 @@ def bench_lock() -> None:
             start = time.perf_counter()
             entry = hub.resolve("org/thirty", "main", endpoint=server.endpoint)
             elapsed = time.perf_counter() - start
-            print(f"lock a {len(files)}-file repo ({label}): {elapsed:.2f} s, {len(entry['files'])} files, "
-                  f"{entry['parameters']:,} parameters, {len(server.requests)} requests so far")
+            print(
+                f"lock a {len(files)}-file repo ({label}): {elapsed:.2f} s, {len(entry['files'])} files, "
+                f"{entry['parameters']:,} parameters, {len(server.requests)} requests so far"
+            )
 
 
 if __name__ == "__main__":

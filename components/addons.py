@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass
-from typing import Optional
 
 import pulumi
 import pulumi_aws as aws
@@ -16,9 +15,18 @@ import pulumi_kubernetes as k8s
 from sgldeploy import addons as catalog
 from sgldeploy.spec import AddonsSpec
 
-POD_IDENTITY_TRUST = json.dumps({"Version": "2012-10-17", "Statement": [{
-    "Effect": "Allow", "Principal": {"Service": "pods.eks.amazonaws.com"},
-    "Action": ["sts:AssumeRole", "sts:TagSession"]}]})
+POD_IDENTITY_TRUST = json.dumps(
+    {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"Service": "pods.eks.amazonaws.com"},
+                "Action": ["sts:AssumeRole", "sts:TagSession"],
+            }
+        ],
+    }
+)
 
 INTERRUPTION_EVENTS = {  # what Karpenter drains a node ahead of (its interruption handling)
     "spot-interruption": {"source": ["aws.ec2"], "detail-type": ["EC2 Spot Instance Interruption Warning"]},
@@ -39,7 +47,7 @@ class ClusterAddons(pulumi.ComponentResource):
     releases: dict[str, k8s.helm.v3.Release]
     """Installed add-ons by spec name; custom resources of an add-on's CRDs depend on its release."""
 
-    def __init__(self, name: str, args: ClusterAddonsArgs, opts: Optional[pulumi.ResourceOptions] = None):
+    def __init__(self, name: str, args: ClusterAddonsArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("sgldeploy:platform:ClusterAddons", name, None, opts)
         plan = catalog.plan(args.spec)
         self.releases = {}
@@ -51,41 +59,91 @@ class ClusterAddons(pulumi.ComponentResource):
                 before.append(self._pod_identity(f"{name}-{chart.release}", chart, args))
             self.releases[chart.addon] = k8s.helm.v3.Release(
                 f"{name}-{chart.release}",
-                name=chart.release, chart=chart.chart, version=chart.version,
+                name=chart.release,
+                chart=chart.chart,
+                version=chart.version,
                 repository_opts={"repo": chart.repository} if chart.repository else None,
-                namespace=chart.namespace, create_namespace=True, values=catalog.values(chart, args.cluster),
-                atomic=True, cleanup_on_fail=True, timeout=900,
+                namespace=chart.namespace,
+                create_namespace=True,
+                values=catalog.values(chart, args.cluster),
+                atomic=True,
+                cleanup_on_fail=True,
+                timeout=900,
                 # Its service account must have AWS credentials (and Karpenter its queue) before it starts.
-                opts=pulumi.ResourceOptions(parent=self, depends_on=before))
+                opts=pulumi.ResourceOptions(parent=self, depends_on=before),
+            )
         self.existing = plan.existing
-        self.register_outputs({"installed": {a: c.version for a, c in ((c.addon, c) for c in plan.install)},
-                               "existing": plan.existing})
+        self.register_outputs(
+            {
+                "installed": {a: c.version for a, c in ((c.addon, c) for c in plan.install)},
+                "existing": plan.existing,
+            }
+        )
 
-    def _pod_identity(self, name: str, chart: catalog.Chart, args: ClusterAddonsArgs) -> aws.eks.PodIdentityAssociation:
+    def _pod_identity(
+        self, name: str, chart: catalog.Chart, args: ClusterAddonsArgs
+    ) -> aws.eks.PodIdentityAssociation:
         child = pulumi.ResourceOptions(parent=self)
-        role = aws.iam.Role(f"{name}-role", assume_role_policy=POD_IDENTITY_TRUST, tags=args.tags, opts=child,
-                            description=f"{chart.release} in {args.cluster.name} (sgldeploy)")
+        role = aws.iam.Role(
+            f"{name}-role",
+            assume_role_policy=POD_IDENTITY_TRUST,
+            tags=args.tags,
+            opts=child,
+            description=f"{chart.release} in {args.cluster.name} (sgldeploy)",
+        )
         # The VPC id is an output when this stack creates the VPC; the policy is written once it is known.
         document = pulumi.Output.from_input(args.cluster.vpc_id).apply(
-            lambda vpc: json.dumps(catalog.policy(chart, dataclasses.replace(args.cluster, vpc_id=vpc))))
+            lambda vpc: json.dumps(catalog.policy(chart, dataclasses.replace(args.cluster, vpc_id=vpc)))
+        )
         aws.iam.RolePolicy(f"{name}-policy", role=role.id, policy=document, opts=child)
-        return aws.eks.PodIdentityAssociation(f"{name}-identity", cluster_name=args.cluster.name,
-                                              namespace=chart.namespace, service_account=chart.service_account,
-                                              role_arn=role.arn, tags=args.tags, opts=child)
+        return aws.eks.PodIdentityAssociation(
+            f"{name}-identity",
+            cluster_name=args.cluster.name,
+            namespace=chart.namespace,
+            service_account=chart.service_account,
+            role_arn=role.arn,
+            tags=args.tags,
+            opts=child,
+        )
 
     def _interruption_queue(self, name: str, args: ClusterAddonsArgs) -> list[pulumi.Resource]:
         child = pulumi.ResourceOptions(parent=self)
-        queue = aws.sqs.Queue(f"{name}-interruptions", name=args.cluster.interruption_queue,
-                              message_retention_seconds=300, sqs_managed_sse_enabled=True, tags=args.tags,
-                              opts=child)
-        policy = aws.sqs.QueuePolicy(f"{name}-interruptions-policy", queue_url=queue.id, policy=queue.arn.apply(
-            lambda arn: json.dumps({"Version": "2012-10-17", "Statement": [{
-                "Effect": "Allow", "Principal": {"Service": ["events.amazonaws.com", "sqs.amazonaws.com"]},
-                "Action": "sqs:SendMessage", "Resource": arn}]})), opts=child)
+        queue = aws.sqs.Queue(
+            f"{name}-interruptions",
+            name=args.cluster.interruption_queue,
+            message_retention_seconds=300,
+            sqs_managed_sse_enabled=True,
+            tags=args.tags,
+            opts=child,
+        )
+        policy = aws.sqs.QueuePolicy(
+            f"{name}-interruptions-policy",
+            queue_url=queue.id,
+            policy=queue.arn.apply(
+                lambda arn: json.dumps(
+                    {
+                        "Version": "2012-10-17",
+                        "Statement": [
+                            {
+                                "Effect": "Allow",
+                                "Principal": {"Service": ["events.amazonaws.com", "sqs.amazonaws.com"]},
+                                "Action": "sqs:SendMessage",
+                                "Resource": arn,
+                            }
+                        ],
+                    }
+                )
+            ),
+            opts=child,
+        )
         made: list[pulumi.Resource] = [queue, policy]
         for event, pattern in INTERRUPTION_EVENTS.items():
-            rule = aws.cloudwatch.EventRule(f"{name}-{event}", event_pattern=json.dumps(pattern), tags=args.tags,
-                                            opts=child)
-            made.append(aws.cloudwatch.EventTarget(f"{name}-{event}-target", rule=rule.name, arn=queue.arn,
-                                                   opts=child))
+            rule = aws.cloudwatch.EventRule(
+                f"{name}-{event}", event_pattern=json.dumps(pattern), tags=args.tags, opts=child
+            )
+            made.append(
+                aws.cloudwatch.EventTarget(
+                    f"{name}-{event}-target", rule=rule.name, arn=queue.arn, opts=child
+                )
+            )
         return made

@@ -4,7 +4,6 @@ into the load balancer itself. Specs in sgldeploy/endpoint.py."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -24,7 +23,7 @@ class EndpointArgs:
 
 
 class Endpoint(pulumi.ComponentResource):
-    def __init__(self, name: str, args: EndpointArgs, opts: Optional[pulumi.ResourceOptions] = None):
+    def __init__(self, name: str, args: EndpointArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("sgldeploy:traffic:Endpoint", name, None, opts)
         dep = args.spec
         # The object's name is fixed (operators and DNS records refer to it); a replacement must free it first.
@@ -34,14 +33,25 @@ class Endpoint(pulumi.ComponentResource):
             namespace = endpoint.INTERCEPTOR_NAMESPACE if args.through_interceptor else args.namespace
             k8s.networking.v1.Ingress(
                 f"{name}-ingress",
-                metadata={"name": dep.name, "namespace": namespace, "labels": endpoint.endpoint_labels(dep),
-                          "annotations": endpoint.alb_annotations(dep, args.tags)},
-                spec=endpoint.ingress_spec(dep, args.through_interceptor), opts=named)
+                metadata={
+                    "name": dep.name,
+                    "namespace": namespace,
+                    "labels": endpoint.endpoint_labels(dep),
+                    "annotations": endpoint.alb_annotations(dep, args.tags),
+                },
+                spec=endpoint.ingress_spec(dep, args.through_interceptor),
+                opts=named,
+            )
         else:
             k8s.core.v1.Service(
                 f"{name}-nlb",
-                metadata={"name": f"{dep.name}-nlb", "namespace": args.namespace,
-                          "labels": endpoint.endpoint_labels(dep),
-                          "annotations": endpoint.nlb_annotations(dep, args.tags)},
-                spec=endpoint.nlb_service_spec(dep, args.multi_node), opts=named)
+                metadata={
+                    "name": f"{dep.name}-nlb",
+                    "namespace": args.namespace,
+                    "labels": endpoint.endpoint_labels(dep),
+                    "annotations": endpoint.nlb_annotations(dep, args.tags),
+                },
+                spec=endpoint.nlb_service_spec(dep, args.multi_node),
+                opts=named,
+            )
         self.register_outputs({})

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -39,31 +39,31 @@ class ModelDeploymentArgs:
     model: LockedModel
     sizing: Sizing
     namespace: pulumi.Input[str]
-    hf_token: Optional[pulumi.Output[str]]
+    hf_token: pulumi.Output[str] | None
     """Hugging Face token (stack secret `sgldeploy:hfToken`); None for public models without one."""
-    api_key: Optional[pulumi.Output[str]]
+    api_key: pulumi.Output[str] | None
     """Client API key (stack secret `sgldeploy:apiKey`); None to generate one when auth is api-key."""
-    network: Optional[ClusterNetwork] = None
+    network: ClusterNetwork | None = None
     """The cluster's network, for caches on shared file systems."""
     namespace_name: str = ""
-    tags: Optional[dict[str, str]] = None
-    facts: Optional[dict] = None
+    tags: dict[str, str] | None = None
+    facts: dict[str, Any] | None = None
     """Model, fit, endpoint and cost facts (sgldeploy.policy.facts), for policies to read."""
-    nodes: Optional[NodesArgs] = None
+    nodes: NodesArgs | None = None
     """A node pool of its own (with `network`); None to run on GPU nodes the cluster already has."""
-    addons: Optional[AddonsSpec] = None
+    addons: AddonsSpec | None = None
     """The platform's add-ons (installed or existing): KEDA for autoscaling, Prometheus for monitoring."""
     prometheus_url: str = autoscaling.DEFAULT_PROMETHEUS
-    addon_releases: dict = field(default_factory=dict)
+    addon_releases: dict[str, Any] = field(default_factory=dict)
     """Add-ons this stack installs (ClusterAddons.releases): custom resources wait for their CRDs."""
 
 
 class ModelDeployment(pulumi.ComponentResource):
     server: SglangServer
-    api_key: Optional[pulumi.Output[str]]
+    api_key: pulumi.Output[str] | None
     """The key clients send as `Authorization: Bearer …`, a secret output; None when auth is none."""
 
-    def __init__(self, name: str, args: ModelDeploymentArgs, opts: Optional[pulumi.ResourceOptions] = None):
+    def __init__(self, name: str, args: ModelDeploymentArgs, opts: pulumi.ResourceOptions | None = None):
         # The facts are the component's inputs, so CrossGuard policies and the offline plan read the same values.
         super().__init__("sgldeploy:serving:ModelDeployment", name, args.facts, opts)
         dep = args.spec
@@ -72,8 +72,9 @@ class ModelDeployment(pulumi.ComponentResource):
 
         hf_secret = None
         if args.hf_token is not None:
-            hf_secret = self._secret(f"{name}-hf-token", f"{dep.name}-hf-token", "HF_TOKEN", args.hf_token,
-                                     args.namespace, labels)
+            hf_secret = self._secret(
+                f"{name}-hf-token", f"{dep.name}-hf-token", "HF_TOKEN", args.hf_token, args.namespace, labels
+            )
         self.api_key = None
         api_secret = None
         if dep.endpoint.auth == "api-key":
@@ -82,73 +83,144 @@ class ModelDeployment(pulumi.ComponentResource):
                 # No key in the stack config: generate one and keep it, secret, in the stack state.
                 key = random.RandomPassword(f"{name}-api-key", length=48, special=False, opts=child).result
             self.api_key = pulumi.Output.secret(key)
-            api_secret = self._secret(f"{name}-api-key-secret", f"{dep.name}-api-key", "API_KEY", self.api_key,
-                                      args.namespace, labels)
+            api_secret = self._secret(
+                f"{name}-api-key-secret",
+                f"{dep.name}-api-key",
+                "API_KEY",
+                self.api_key,
+                args.namespace,
+                labels,
+            )
 
         self.node_pool = None
         pool = None
         if args.nodes is not None and args.network is not None:
             pool = node_pool.pool_id(args.namespace_name, dep)
-            self.node_pool = GpuNodePool(f"{name}-nodes", GpuNodePoolArgs(
-                spec=dep, sizing=args.sizing, pool=pool, provisioner=args.nodes.provisioner,
-                cluster_name=args.nodes.cluster_name, network=args.network,
-                node_role_name=args.nodes.node_role_name, node_role_arn=args.nodes.node_role_arn,
-                tags=args.tags or {}, crds=_installed(args, "karpenter")), opts=child)
-        scaling = autoscaling.for_stack(dep, args.addons) if args.addons is not None else \
-            autoscaling.Plan("none", "no add-ons given")
-        refs = serving.SecretRefs(hf_token=f"{dep.name}-hf-token" if hf_secret else None,
-                                  api_key=f"{dep.name}-api-key" if api_secret else None)
+            self.node_pool = GpuNodePool(
+                f"{name}-nodes",
+                GpuNodePoolArgs(
+                    spec=dep,
+                    sizing=args.sizing,
+                    pool=pool,
+                    provisioner=args.nodes.provisioner,
+                    cluster_name=args.nodes.cluster_name,
+                    network=args.network,
+                    node_role_name=args.nodes.node_role_name,
+                    node_role_arn=args.nodes.node_role_arn,
+                    tags=args.tags or {},
+                    crds=_installed(args, "karpenter"),
+                ),
+                opts=child,
+            )
+        scaling = (
+            autoscaling.for_stack(dep, args.addons)
+            if args.addons is not None
+            else autoscaling.Plan("none", "no add-ons given")
+        )
+        refs = serving.SecretRefs(
+            hf_token=f"{dep.name}-hf-token" if hf_secret else None,
+            api_key=f"{dep.name}-api-key" if api_secret else None,
+        )
         depends = [s for s in (hf_secret, api_secret) if s is not None]
         self.cache = None
         if dep.cache_storage in weight_cache.SHARED:
+            if args.network is None:
+                raise ValueError(f"{dep.name}: a {dep.cache_storage} weight cache needs the cluster network")
             self.cache = SharedWeightCache(
                 f"{name}-cache",
-                SharedWeightCacheArgs(spec=dep, model=args.model, weights_gib=args.sizing.memory.weights_gib,
-                                      namespace=args.namespace, network=args.network,
-                                      token_env=serving.token_env(refs), tags=args.tags or {},
-                                      volume_name=f"{args.namespace_name}-{dep.name}-weights"),
+                SharedWeightCacheArgs(
+                    spec=dep,
+                    model=args.model,
+                    weights_gib=args.sizing.memory.weights_gib,
+                    namespace=args.namespace,
+                    network=args.network,
+                    token_env=serving.token_env(refs),
+                    tags=args.tags or {},
+                    volume_name=f"{args.namespace_name}-{dep.name}-weights",
+                ),
                 # The Job reads the token Secret (a copy: `depends` grows below, and must not include the Job).
-                opts=pulumi.ResourceOptions(parent=self, depends_on=list(depends) + _installed(
-                    args, "efs_csi" if dep.cache_storage == "efs" else "fsx_csi")))
+                opts=pulumi.ResourceOptions(
+                    parent=self,
+                    depends_on=list(depends)
+                    + _installed(args, "efs_csi" if dep.cache_storage == "efs" else "fsx_csi"),
+                ),
+            )
             depends.append(self.cache.job)  # pods roll only once the commit is in the cache
         if args.sizing.placement.nodes_per_replica > 1:
             depends += _installed(args, "leader_worker_set")  # the LeaderWorkerSet CRD must exist first
         self.server = SglangServer(
             f"{name}-server",
-            SglangServerArgs(spec=dep, model=args.model, sizing=args.sizing, namespace=args.namespace,
-                             secrets=refs, pool=pool, autoscaled=scaling.kind != "none",
-                             # With the EFA device plugin running, replicas spanning nodes request the adapters.
-                             efa=node_pool.efa_interfaces(args.sizing)
-                             if args.nodes and args.addons is not None and args.addons.efa_device_plugin else 0),
+            SglangServerArgs(
+                spec=dep,
+                model=args.model,
+                sizing=args.sizing,
+                namespace=args.namespace,
+                secrets=refs,
+                pool=pool,
+                autoscaled=scaling.kind != "none",
+                # With the EFA device plugin running, replicas spanning nodes request the adapters.
+                efa=node_pool.efa_interfaces(args.sizing)
+                if args.nodes and args.addons is not None and args.addons.efa_device_plugin
+                else 0,
+            ),
             # Pods reference the Secrets by name, and a shared cache must hold the commit, before they start.
             opts=pulumi.ResourceOptions(parent=self, depends_on=depends),
         )
         self.autoscaler = None
         if scaling.kind != "none":
-            self.autoscaler = Autoscaler(f"{name}-autoscaler", AutoscalerArgs(
-                spec=dep, sizing=args.sizing, kind=scaling.kind, namespace=args.namespace,
-                namespace_name=args.namespace_name, prometheus=args.prometheus_url,
-                crds=_installed(args, "keda") + (_installed(args, "keda_http") if scaling.kind == "http" else [])),
+            self.autoscaler = Autoscaler(
+                f"{name}-autoscaler",
+                AutoscalerArgs(
+                    spec=dep,
+                    sizing=args.sizing,
+                    kind=scaling.kind,
+                    namespace=args.namespace,
+                    namespace_name=args.namespace_name,
+                    prometheus=args.prometheus_url,
+                    crds=_installed(args, "keda")
+                    + (_installed(args, "keda_http") if scaling.kind == "http" else []),
+                ),
                 # It scales the workload, which must exist first.
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[self.server]))
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[self.server]),
+            )
         if dep.endpoint.exposure != "cluster":
-            Endpoint(f"{name}-endpoint", EndpointArgs(
-                spec=dep, namespace=args.namespace, multi_node=args.sizing.placement.nodes_per_replica > 1,
-                through_interceptor=scaling.kind == "http", tags=args.tags or {}),
+            Endpoint(
+                f"{name}-endpoint",
+                EndpointArgs(
+                    spec=dep,
+                    namespace=args.namespace,
+                    multi_node=args.sizing.placement.nodes_per_replica > 1,
+                    through_interceptor=scaling.kind == "http",
+                    tags=args.tags or {},
+                ),
                 # The AWS Load Balancer Controller turns these into load balancers, once it runs.
-                opts=pulumi.ResourceOptions(parent=self, depends_on=_installed(args, "aws_load_balancer_controller")))
+                opts=pulumi.ResourceOptions(
+                    parent=self, depends_on=_installed(args, "aws_load_balancer_controller")
+                ),
+            )
         if dep.readiness == "fast" and dep.state == "running":
             k8s.apps.v1.DaemonSet(
                 f"{name}-image-prepull",
                 metadata={"name": f"{dep.name}-image-prepull", "namespace": args.namespace, "labels": labels},
-                spec=weight_cache.prepull_daemon_set_spec(dep, node_pool.instance_types(args.sizing),
-                                                          node_pool.pod_scheduling(pool) if pool else None),
+                spec=weight_cache.prepull_daemon_set_spec(
+                    dep,
+                    node_pool.instance_types(args.sizing),
+                    node_pool.pod_scheduling(pool) if pool else None,
+                ),
                 # Fixed name, one per deployment; a replacement must free it first.
-                opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(delete_before_replace=True)))
+                opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(delete_before_replace=True)),
+            )
         if dep.observability.metrics and args.addons is not None and args.addons.prometheus:
-            Observability(f"{name}-observability", ObservabilityArgs(
-                spec=dep, namespace=args.namespace, namespace_name=args.namespace_name,
-                crds=_installed(args, "prometheus")), opts=child)
+            Observability(
+                f"{name}-observability",
+                ObservabilityArgs(
+                    spec=dep,
+                    namespace=args.namespace,
+                    namespace_name=args.namespace_name,
+                    crds=_installed(args, "prometheus"),
+                ),
+                opts=child,
+            )
         k8s.policy.v1.PodDisruptionBudget(
             f"{name}-pdb",
             metadata={"name": dep.name, "namespace": args.namespace, "labels": labels},
@@ -156,22 +228,30 @@ class ModelDeployment(pulumi.ComponentResource):
             # Fixed name, one per deployment; a replacement must free it first.
             opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(delete_before_replace=True)),
         )
-        self.register_outputs({**(args.facts or {}), "serviceName": self.server.service_name,
-                               "apiKey": self.api_key})
+        self.register_outputs(
+            {**(args.facts or {}), "serviceName": self.server.service_name, "apiKey": self.api_key}
+        )
 
-    def _secret(self, resource_name: str, secret_name: str, key: str, value: pulumi.Output[str],
-                namespace: pulumi.Input[str], labels: dict[str, str]) -> k8s.core.v1.Secret:
+    def _secret(
+        self,
+        resource_name: str,
+        secret_name: str,
+        key: str,
+        value: pulumi.Output[str],
+        namespace: pulumi.Input[str],
+        labels: dict[str, str],
+    ) -> k8s.core.v1.Secret:
         return k8s.core.v1.Secret(
             resource_name,
             metadata={"name": secret_name, "namespace": namespace, "labels": labels},
             type="Opaque",
-            string_data={key: pulumi.Output.secret(value)},
+            string_data={key: pulumi.Output.secret(value)},  # type: ignore[arg-type]  # the SDK's stub infers Never
             # Pods reference the Secret by this fixed name; a replacement must free it first.
             opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True),
         )
 
 
-def _installed(args: ModelDeploymentArgs, addon: str) -> list:
+def _installed(args: ModelDeploymentArgs, addon: str) -> list[Any]:
     """The add-on's Helm release when this stack installs it; nothing when it already exists or is unused."""
     release = args.addon_releases.get(addon)
     return [release] if release is not None else []

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any
 
 import pulumi
 import pulumi_aws as aws
@@ -34,14 +34,14 @@ class GpuNodePoolArgs:
     node_role_name: str
     node_role_arn: pulumi.Input[str]
     tags: dict[str, str] = field(default_factory=dict)
-    crds: list = field(default_factory=list)
+    crds: list[Any] = field(default_factory=list)
     """Resources that install the Karpenter CRDs (its Helm release), which the custom resources wait for."""
 
 
 class GpuNodePool(pulumi.ComponentResource):
     name: pulumi.Output[str]
 
-    def __init__(self, name: str, args: GpuNodePoolArgs, opts: Optional[pulumi.ResourceOptions] = None):
+    def __init__(self, name: str, args: GpuNodePoolArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("sgldeploy:nodes:GpuNodePool", name, None, opts)
         dep, sizing = args.spec, args.sizing
         child = pulumi.ResourceOptions(parent=self)
@@ -49,51 +49,86 @@ class GpuNodePool(pulumi.ComponentResource):
         placement_group = None
         if node_pool.multi_node(sizing):
             # The nodes of one replica talk NCCL to each other: keep them close on the network.
-            placement_group = aws.ec2.PlacementGroup(f"{name}-placement-group", name=args.pool, strategy="cluster",
-                                                     tags=tags, opts=child)
+            placement_group = aws.ec2.PlacementGroup(
+                f"{name}-placement-group", name=args.pool, strategy="cluster", tags=tags, opts=child
+            )
         if args.provisioner == "karpenter":
             node_class = k8s.apiextensions.CustomResource(
-                f"{name}-node-class", api_version="karpenter.k8s.aws/v1", kind="EC2NodeClass",
+                f"{name}-node-class",
+                api_version="karpenter.k8s.aws/v1",
+                kind="EC2NodeClass",
                 metadata={"name": args.pool},
                 spec=node_pool.ec2_node_class_spec(
-                    dep, sizing, role=args.node_role_name, subnet_ids=args.network.subnet_ids,
-                    security_group_ids=[args.network.security_group_id], tags=tags,
-                    placement_group=args.pool if placement_group else None),
+                    dep,
+                    sizing,
+                    role=args.node_role_name,
+                    subnet_ids=args.network.subnet_ids,
+                    security_group_ids=[args.network.security_group_id],
+                    tags=tags,
+                    placement_group=args.pool if placement_group else None,
+                ),
                 # Karpenter resolves the placement group by name when it launches a node.
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[*args.crds, *([placement_group] if placement_group
-                                                                                   else [])]))
+                opts=pulumi.ResourceOptions(
+                    parent=self, depends_on=[*args.crds, *([placement_group] if placement_group else [])]
+                ),
+            )
             pool = k8s.apiextensions.CustomResource(
-                f"{name}-node-pool", api_version="karpenter.sh/v1", kind="NodePool",
-                metadata={"name": args.pool}, spec=node_pool.node_pool_spec(dep, sizing, args.pool),
+                f"{name}-node-pool",
+                api_version="karpenter.sh/v1",
+                kind="NodePool",
+                metadata={"name": args.pool},
+                spec=node_pool.node_pool_spec(dep, sizing, args.pool),
                 # The NodePool names its EC2NodeClass; Karpenter launches nothing until that class is ready.
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[*args.crds, node_class]))
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[*args.crds, node_class]),
+            )
             self.name = pool.metadata.apply(lambda m: m["name"])
         else:
             template = aws.ec2.LaunchTemplate(
                 f"{name}-launch-template",
                 # IMDSv2 only, one hop: pods cannot reach the node's credentials.
-                metadata_options={"http_endpoint": "enabled", "http_tokens": "required",
-                                  "http_put_response_hop_limit": 1},
-                block_device_mappings=[{"device_name": "/dev/xvda", "ebs": {
-                    "volume_size": sizing.disk_gib, "volume_type": "gp3", "encrypted": "true",
-                    "delete_on_termination": "true"}}],
-                user_data=_base64(node_pool.node_cache_user_data()) if dep.cache_storage == "node-local" else None,
+                metadata_options={
+                    "http_endpoint": "enabled",
+                    "http_tokens": "required",
+                    "http_put_response_hop_limit": 1,
+                },
+                block_device_mappings=[
+                    {
+                        "device_name": "/dev/xvda",
+                        "ebs": {
+                            "volume_size": sizing.disk_gib,
+                            "volume_type": "gp3",
+                            "encrypted": "true",
+                            "delete_on_termination": "true",
+                        },
+                    }
+                ],
+                user_data=_base64(node_pool.node_cache_user_data())
+                if dep.cache_storage == "node-local"
+                else None,
                 placement={"group_name": placement_group.name} if placement_group else None,
                 tag_specifications=[{"resource_type": "instance", "tags": tags}],
-                tags=tags, opts=child)
+                tags=tags,
+                opts=child,
+            )
             nodes = node_pool.max_nodes(dep, sizing)
             group = aws.eks.NodeGroup(
                 f"{name}-node-group",
-                cluster_name=args.cluster_name, node_group_name=args.pool, node_role_arn=args.node_role_arn,
-                subnet_ids=args.network.subnet_ids, instance_types=node_pool.instance_types(sizing),
-                ami_type=node_pool.MANAGED_AMI_TYPE, capacity_type=node_pool.managed_capacity_type(dep),
+                cluster_name=args.cluster_name,
+                node_group_name=args.pool,
+                node_role_arn=args.node_role_arn,
+                subnet_ids=args.network.subnet_ids,
+                instance_types=node_pool.instance_types(sizing),
+                ami_type=node_pool.MANAGED_AMI_TYPE,
+                capacity_type=node_pool.managed_capacity_type(dep),
                 scaling_config={"min_size": 0, "max_size": max(1, nodes), "desired_size": 0},
-                labels=node_pool.node_labels(args.pool, sizing), taints=node_pool.managed_taints(args.pool),
+                labels=node_pool.node_labels(args.pool, sizing),
+                taints=node_pool.managed_taints(args.pool),
                 launch_template={"id": template.id, "version": template.latest_version.apply(str)},
                 update_config={"max_unavailable": 1},
                 tags={**tags, **node_pool.autoscaler_tags(args.cluster_name, args.pool, sizing)},
                 # The Cluster Autoscaler owns the desired size once the group exists.
-                opts=pulumi.ResourceOptions(parent=self, ignore_changes=["scalingConfig.desiredSize"]))
+                opts=pulumi.ResourceOptions(parent=self, ignore_changes=["scalingConfig.desiredSize"]),
+            )
             self.name = group.node_group_name
         self.register_outputs({"name": self.name})
 

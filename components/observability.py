@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -17,27 +17,46 @@ class ObservabilityArgs:
     spec: DeploymentSpec
     namespace: pulumi.Input[str]
     namespace_name: str
-    crds: list = field(default_factory=list)
+    crds: list[Any] = field(default_factory=list)
     """The Prometheus operator's Helm release when this stack installs it: its CRDs come first."""
 
 
 class Observability(pulumi.ComponentResource):
-    def __init__(self, name: str, args: ObservabilityArgs, opts: Optional[pulumi.ResourceOptions] = None):
+    def __init__(self, name: str, args: ObservabilityArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("sgldeploy:observability:Observability", name, None, opts)
         dep = args.spec
-        metadata = {"name": dep.name, "namespace": args.namespace, "labels": observability.monitoring_labels(dep)}
+        labels = observability.monitoring_labels(dep)
+        metadata: dict[str, Any] = {
+            "name": dep.name,
+            "namespace": args.namespace,
+            "labels": labels,
+        }
         # ServiceMonitor and PrometheusRule are the Prometheus operator's kinds: its CRDs must exist first.
         after_crds = pulumi.ResourceOptions(parent=self, depends_on=list(args.crds))
         k8s.apiextensions.CustomResource(
-            f"{name}-service-monitor", api_version="monitoring.coreos.com/v1", kind="ServiceMonitor",
-            metadata=metadata, spec=observability.service_monitor_spec(dep), opts=after_crds)
+            f"{name}-service-monitor",
+            api_version="monitoring.coreos.com/v1",
+            kind="ServiceMonitor",
+            metadata=metadata,
+            spec=observability.service_monitor_spec(dep),
+            opts=after_crds,
+        )
         k8s.apiextensions.CustomResource(
-            f"{name}-alerts", api_version="monitoring.coreos.com/v1", kind="PrometheusRule",
-            metadata=metadata, spec=observability.prometheus_rule_spec(dep, args.namespace_name), opts=after_crds)
+            f"{name}-alerts",
+            api_version="monitoring.coreos.com/v1",
+            kind="PrometheusRule",
+            metadata=metadata,
+            spec=observability.prometheus_rule_spec(dep, args.namespace_name),
+            opts=after_crds,
+        )
         k8s.core.v1.ConfigMap(
             f"{name}-dashboard",
-            metadata={**metadata, "name": f"{dep.name}-dashboard",
-                      "labels": {**metadata["labels"], **observability.DASHBOARD_LABEL}},
+            metadata={
+                **metadata,
+                "name": f"{dep.name}-dashboard",
+                "labels": {**labels, **observability.DASHBOARD_LABEL},
+            },
             data=observability.dashboard_config_map_data(dep, args.namespace_name),
-            opts=pulumi.ResourceOptions(parent=self))
+            opts=pulumi.ResourceOptions(parent=self),
+        )
         self.register_outputs({})

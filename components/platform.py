@@ -7,8 +7,9 @@ changed, only read (`aws.eks.get_cluster`). The namespace the deployments share 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any
 
 import pulumi
 import pulumi_aws as aws
@@ -28,25 +29,43 @@ class PlatformArgs:
     labels: dict[str, str]
     node_cache: bool = False
     """Some deployment caches weights on its nodes (hostPath), which the baseline pod security level forbids."""
-    facts: Optional[dict] = None
+    facts: dict[str, Any] | None = None
     """Environment, budget and the platform's own cost (sgldeploy.policy.facts), for policies to read."""
 
 
 def kubeconfig(cluster_name: str, endpoint: str, ca_data: str, region: str) -> str:
     """A kubeconfig that authenticates with `aws eks get-token`, so no long-lived credential is stored."""
-    user = {"exec": {"apiVersion": "client.authentication.k8s.io/v1beta1", "command": "aws",
-                     "args": ["eks", "get-token", "--cluster-name", cluster_name, "--region", region,
-                              "--output", "json"]}}
-    return json.dumps({
-        "apiVersion": "v1", "kind": "Config", "current-context": cluster_name,
-        "clusters": [{"name": cluster_name, "cluster": {"server": endpoint,
-                                                        "certificate-authority-data": ca_data}}],
-        "contexts": [{"name": cluster_name, "context": {"cluster": cluster_name, "user": cluster_name}}],
-        "users": [{"name": cluster_name, "user": user}],
-    })
+    user = {
+        "exec": {
+            "apiVersion": "client.authentication.k8s.io/v1beta1",
+            "command": "aws",
+            "args": [
+                "eks",
+                "get-token",
+                "--cluster-name",
+                cluster_name,
+                "--region",
+                region,
+                "--output",
+                "json",
+            ],
+        }
+    }
+    return json.dumps(
+        {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "current-context": cluster_name,
+            "clusters": [
+                {"name": cluster_name, "cluster": {"server": endpoint, "certificate-authority-data": ca_data}}
+            ],
+            "contexts": [{"name": cluster_name, "context": {"cluster": cluster_name, "user": cluster_name}}],
+            "users": [{"name": cluster_name, "user": user}],
+        }
+    )
 
 
-def _field(result, name: str):
+def _field(result: Any, name: str) -> Any:
     """A field of an invoke result: typed output objects and plain maps (as mocks return them) alike."""
     if hasattr(result, name):
         return getattr(result, name)
@@ -59,7 +78,7 @@ class ClusterNetwork:
     """Plain values for an existing cluster; outputs of the resources for a created one."""
 
     vpc_id: pulumi.Input[str]
-    subnet_ids: list[pulumi.Input[str]]  # the cluster's subnets, where nodes run
+    subnet_ids: Sequence[pulumi.Input[str]]  # the cluster's subnets, where nodes run
     security_group_id: pulumi.Input[str]  # the cluster security group every node carries
 
 
@@ -78,7 +97,7 @@ class Platform(pulumi.ComponentResource):
     kubeconfig: pulumi.Output[str]
     """Secret: authenticates with `aws eks get-token`, so it holds no credential, but names the endpoint."""
 
-    def __init__(self, name: str, args: PlatformArgs, opts: Optional[pulumi.ResourceOptions] = None):
+    def __init__(self, name: str, args: PlatformArgs, opts: pulumi.ResourceOptions | None = None):
         # The facts are the component's inputs, so CrossGuard policies and the offline plan read the same values.
         super().__init__("sgldeploy:platform:Platform", name, args.facts, opts)
         spec = args.spec
@@ -86,15 +105,23 @@ class Platform(pulumi.ComponentResource):
         account = aws.get_caller_identity(opts=pulumi.InvokeOptions(parent=self)).account_id
         ready: list[pulumi.Resource] = []
         if spec.cluster.create:
-            eks = EksCluster(f"{name}-cluster", EksClusterArgs(spec=spec.cluster, region=args.region,
-                                                               node_role_name=self.node_role_name, tags=spec.tags),
-                             opts=pulumi.ResourceOptions(parent=self))
+            eks = EksCluster(
+                f"{name}-cluster",
+                EksClusterArgs(
+                    spec=spec.cluster, region=args.region, node_role_name=self.node_role_name, tags=spec.tags
+                ),
+                opts=pulumi.ResourceOptions(parent=self),
+            )
             cluster = eks.cluster
             self.cluster_name = cluster.name
-            self.network = ClusterNetwork(vpc_id=eks.vpc_id, subnet_ids=eks.private_subnet_ids,
-                                          security_group_id=cluster.vpc_config.cluster_security_group_id)
-            config = pulumi.Output.all(cluster.name, cluster.endpoint, cluster.certificate_authority.data).apply(
-                lambda v: kubeconfig(v[0], v[1], v[2], args.region))
+            self.network = ClusterNetwork(
+                vpc_id=eks.vpc_id,
+                subnet_ids=eks.private_subnet_ids,
+                security_group_id=cluster.vpc_config.cluster_security_group_id,
+            )
+            config: pulumi.Input[str] = pulumi.Output.all(
+                cluster.name, cluster.endpoint, cluster.certificate_authority.data
+            ).apply(lambda v: kubeconfig(v[0], v[1], v[2], args.region))
             self.node_role_arn = eks.node_role.arn
             ready.append(eks.system_nodes)  # add-on pods need nodes to run on
         else:
@@ -102,11 +129,20 @@ class Platform(pulumi.ComponentResource):
             cluster = aws.eks.get_cluster(name=spec.cluster.name, opts=pulumi.InvokeOptions(parent=self))
             self.cluster_name = pulumi.Output.from_input(cluster.name)
             vpc = cluster.vpc_config
-            self.network = ClusterNetwork(vpc_id=_field(vpc, "vpc_id"), subnet_ids=list(_field(vpc, "subnet_ids")),
-                                          security_group_id=_field(vpc, "cluster_security_group_id"))
-            config = kubeconfig(cluster.name, cluster.endpoint, _field(cluster.certificate_authorities[0], "data"),
-                                args.region)
-            self.node_role_arn = pulumi.Output.from_input(f"arn:aws:iam::{account}:role/{self.node_role_name}")
+            self.network = ClusterNetwork(
+                vpc_id=_field(vpc, "vpc_id"),
+                subnet_ids=list(_field(vpc, "subnet_ids")),
+                security_group_id=_field(vpc, "cluster_security_group_id"),
+            )
+            config = kubeconfig(
+                cluster.name,
+                cluster.endpoint,
+                _field(cluster.certificate_authorities[0], "data"),
+                args.region,
+            )
+            self.node_role_arn = pulumi.Output.from_input(
+                f"arn:aws:iam::{account}:role/{self.node_role_name}"
+            )
         self.kubeconfig = pulumi.Output.secret(config)
         self.provider = k8s.Provider(
             f"{name}-k8s",
@@ -118,19 +154,34 @@ class Platform(pulumi.ComponentResource):
         enforce = "privileged" if args.node_cache else "baseline"
         namespace = k8s.core.v1.Namespace(
             f"{name}-namespace",
-            metadata={"name": spec.namespace, "labels": {**args.labels,
-                                                          "pod-security.kubernetes.io/enforce": enforce,
-                                                          "pod-security.kubernetes.io/warn": "baseline",
-                                                          "pod-security.kubernetes.io/audit": "baseline"}},
+            metadata={
+                "name": spec.namespace,
+                "labels": {
+                    **args.labels,
+                    "pod-security.kubernetes.io/enforce": enforce,
+                    "pod-security.kubernetes.io/warn": "baseline",
+                    "pod-security.kubernetes.io/audit": "baseline",
+                },
+            },
             # The namespace name is fixed by the spec; a rename must delete the old one first.
             opts=pulumi.ResourceOptions(parent=self, provider=self.provider, delete_before_replace=True),
         )
         self.namespace = namespace.metadata.apply(lambda m: m["name"])
-        facts = ClusterFacts(name=spec.cluster.name, region=args.region, account=account,
-                             vpc_id=self.network.vpc_id, node_role_name=self.node_role_name,
-                             interruption_queue=f"Karpenter-{spec.cluster.name}")
-        self.addons = ClusterAddons(f"{name}-addons", ClusterAddonsArgs(spec=spec.addons, cluster=facts,
-                                                                        tags=spec.tags),
-                                    opts=pulumi.ResourceOptions(parent=self, providers={"kubernetes": self.provider},
-                                                                depends_on=ready))
-        self.register_outputs({**(args.facts or {}), "clusterName": self.cluster_name, "namespace": self.namespace})
+        facts = ClusterFacts(
+            name=spec.cluster.name,
+            region=args.region,
+            account=account,
+            vpc_id=self.network.vpc_id,
+            node_role_name=self.node_role_name,
+            interruption_queue=f"Karpenter-{spec.cluster.name}",
+        )
+        self.addons = ClusterAddons(
+            f"{name}-addons",
+            ClusterAddonsArgs(spec=spec.addons, cluster=facts, tags=spec.tags),
+            opts=pulumi.ResourceOptions(
+                parent=self, providers={"kubernetes": self.provider}, depends_on=ready
+            ),
+        )
+        self.register_outputs(
+            {**(args.facts or {}), "clusterName": self.cluster_name, "namespace": self.namespace}
+        )

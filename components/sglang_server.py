@@ -4,7 +4,7 @@ the ClusterIP Service in front."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -22,7 +22,7 @@ class SglangServerArgs:
     sizing: Sizing
     namespace: pulumi.Input[str]
     secrets: serving.SecretRefs
-    pool: Optional[str] = None
+    pool: str | None = None
     efa: int = 0
     """Elastic Fabric Adapters each pod of a replica spanning nodes requests (0: none)."""
     autoscaled: bool = False
@@ -40,7 +40,7 @@ class SglangServer(pulumi.ComponentResource):
     service_name: pulumi.Output[str]
     """In-cluster DNS name clients use: `<name>.<namespace>.svc`."""
 
-    def __init__(self, name: str, args: SglangServerArgs, opts: Optional[pulumi.ResourceOptions] = None):
+    def __init__(self, name: str, args: SglangServerArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("sgldeploy:serving:SglangServer", name, None, opts)
         dep = args.spec
         types = node_pool.instance_types(args.sizing)
@@ -50,23 +50,35 @@ class SglangServer(pulumi.ComponentResource):
         # The name is what operators type (`kubectl get deploy NAME`); a replacement must free it first.
         named = pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(delete_before_replace=True))
         # The autoscaler owns the replica count; a later `pulumi up` must not reset what it chose.
-        workload_opts = pulumi.ResourceOptions.merge(named, pulumi.ResourceOptions(
-            ignore_changes=["spec.replicas"])) if args.autoscaled else named
+        workload_opts = (
+            pulumi.ResourceOptions.merge(named, pulumi.ResourceOptions(ignore_changes=["spec.replicas"]))
+            if args.autoscaled
+            else named
+        )
         if multi_node:
-            spec = serving.leader_worker_set_spec(dep, args.model, args.sizing, args.secrets, types, pool=args.pool,
-                                                  efa=args.efa)
+            spec = serving.leader_worker_set_spec(
+                dep, args.model, args.sizing, args.secrets, types, pool=args.pool, efa=args.efa
+            )
             for role in ("leaderTemplate", "workerTemplate"):
                 spec["leaderWorkerTemplate"][role]["spec"].update(args.pod_spec_overrides)
             self.workload = k8s.apiextensions.CustomResource(
-                f"{name}-leader-worker-set", api_version="leaderworkerset.x-k8s.io/v1", kind="LeaderWorkerSet",
-                metadata=metadata, spec=spec, opts=workload_opts)
+                f"{name}-leader-worker-set",
+                api_version="leaderworkerset.x-k8s.io/v1",
+                kind="LeaderWorkerSet",
+                metadata=metadata,
+                spec=spec,
+                opts=workload_opts,
+            )
         else:
             spec = serving.deployment_spec(dep, args.model, args.sizing, args.secrets, types, pool=args.pool)
             spec["template"]["spec"].update(args.pod_spec_overrides)
-            self.workload = k8s.apps.v1.Deployment(f"{name}-deployment", metadata=metadata, spec=spec,
-                                                   opts=workload_opts)
+            self.workload = k8s.apps.v1.Deployment(
+                f"{name}-deployment", metadata=metadata, spec=spec, opts=workload_opts
+            )
         self.service = k8s.core.v1.Service(
-            f"{name}-service", metadata=metadata, spec=serving.service_spec(dep, multi_node),
+            f"{name}-service",
+            metadata=metadata,
+            spec=serving.service_spec(dep, multi_node),
             # Clients address the model by this DNS name, so it is fixed; a replacement must free it first.
             opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(delete_before_replace=True)),
         )

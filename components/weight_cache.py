@@ -7,7 +7,7 @@ The pod side (init container that waits for `.complete`, read-only mount) is in 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 import pulumi
 import pulumi_aws as aws
@@ -30,7 +30,7 @@ class SharedWeightCacheArgs:
     weights_gib: float
     namespace: pulumi.Input[str]
     network: ClusterNetwork
-    token_env: Optional[dict[str, Any]]
+    token_env: dict[str, Any] | None
     """HF_TOKEN as a Secret reference for the Job, or None."""
     tags: dict[str, str]
     volume_name: str
@@ -42,26 +42,41 @@ class SharedWeightCache(pulumi.ComponentResource):
     job: k8s.batch.v1.Job
     """Completes when the commit is in the cache; the serving workload depends on it."""
 
-    def __init__(self, name: str, args: SharedWeightCacheArgs, opts: Optional[pulumi.ResourceOptions] = None):
+    def __init__(self, name: str, args: SharedWeightCacheArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("sgldeploy:cache:SharedWeightCache", name, None, opts)
         dep, storage = args.spec, args.spec.cache_storage
         if not args.network.subnet_ids:
-            raise pulumi.RunError(f"error: sgldeploy:deployments.{dep.name}.cache.storage: the cluster reports no "
-                                  f"subnets to reach {storage} from (got none); check the EKS cluster's VPC")
+            raise pulumi.RunError(
+                f"error: sgldeploy:deployments.{dep.name}.cache.storage: the cluster reports no "
+                f"subnets to reach {storage} from (got none); check the EKS cluster's VPC"
+            )
         size = weight_cache.shared_size_gib(dep, args.weights_gib)
         tags = {**args.tags, "sgldeploy.io/deployment": dep.name}
         child = pulumi.ResourceOptions(parent=self)
         ports = [(NFS_PORT, NFS_PORT)] if storage == "efs" else list(LUSTRE_PORTS)
         group = aws.ec2.SecurityGroup(
-            f"{name}-security-group", vpc_id=args.network.vpc_id,
+            f"{name}-security-group",
+            vpc_id=args.network.vpc_id,
             description=f"{storage} weight cache of {dep.name}: reachable from the cluster's nodes only",
-            ingress=[{"protocol": "tcp", "from_port": lo, "to_port": hi,
-                      "security_groups": [args.network.security_group_id]} for lo, hi in ports]
+            ingress=[
+                {
+                    "protocol": "tcp",
+                    "from_port": lo,
+                    "to_port": hi,
+                    "security_groups": [args.network.security_group_id],
+                }
+                for lo, hi in ports
+            ]
             # Lustre servers also talk to each other on the same ports.
-            + ([{"protocol": "tcp", "from_port": lo, "to_port": hi, "self": True} for lo, hi in ports]
-               if storage == "fsx-lustre" else []),
+            + (
+                [{"protocol": "tcp", "from_port": lo, "to_port": hi, "self": True} for lo, hi in ports]
+                if storage == "fsx-lustre"
+                else []
+            ),
             egress=[{"protocol": "-1", "from_port": 0, "to_port": 0, "cidr_blocks": ["0.0.0.0/0"]}],
-            tags={**tags, "Name": f"{name}-weights"}, opts=child)
+            tags={**tags, "Name": f"{name}-weights"},
+            opts=child,
+        )
         if storage == "efs":
             source = self._efs(name, args, group, tags, child)
         else:
@@ -69,43 +84,91 @@ class SharedWeightCache(pulumi.ComponentResource):
         volume = k8s.core.v1.PersistentVolume(
             f"{name}-volume",
             metadata={"name": args.volume_name, "labels": {"app.kubernetes.io/instance": dep.name}},
-            spec={"capacity": {"storage": f"{size}Gi"}, "accessModes": ["ReadWriteMany"],
-                  # Weights outlive a deleted claim: a recreated deployment finds them still there.
-                  "persistentVolumeReclaimPolicy": "Retain", "storageClassName": "", "csi": source},
+            spec={
+                "capacity": {"storage": f"{size}Gi"},
+                "accessModes": ["ReadWriteMany"],
+                # Weights outlive a deleted claim: a recreated deployment finds them still there.
+                "persistentVolumeReclaimPolicy": "Retain",
+                "storageClassName": "",
+                "csi": source,
+            },
             # The claim binds to this name; a replacement must free it first.
-            opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True))
+            opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True),
+        )
         self.claim = k8s.core.v1.PersistentVolumeClaim(
             f"{name}-claim",
-            metadata={"name": weight_cache.claim_name(dep), "namespace": args.namespace,
-                      "labels": {"app.kubernetes.io/instance": dep.name}},
-            spec={"accessModes": ["ReadWriteMany"], "storageClassName": "", "volumeName": args.volume_name,
-                  "resources": {"requests": {"storage": f"{size}Gi"}}},
+            metadata={
+                "name": weight_cache.claim_name(dep),
+                "namespace": args.namespace,
+                "labels": {"app.kubernetes.io/instance": dep.name},
+            },
+            spec={
+                "accessModes": ["ReadWriteMany"],
+                "storageClassName": "",
+                "volumeName": args.volume_name,
+                "resources": {"requests": {"storage": f"{size}Gi"}},
+            },
             # Pods mount the claim by this name, and it binds only once the volume exists.
-            opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True, depends_on=[volume]))
+            opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True, depends_on=[volume]),
+        )
         self.job = k8s.batch.v1.Job(
             # One Job per commit: a new revision fills a new directory while the old one keeps serving.
             f"{name}-prefetch-{args.model.sha[:12]}",
             metadata={"namespace": args.namespace, "labels": {"app.kubernetes.io/instance": dep.name}},
             spec=weight_cache.prefetch_job_spec(dep, args.model, args.token_env),
             # The Job writes through the claim, which must be bound first.
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.claim]))
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.claim]),
+        )
         self.register_outputs({"claimName": self.claim.metadata.name, "sizeGib": size})
 
     @staticmethod
-    def _efs(name: str, args: SharedWeightCacheArgs, group, tags: dict, child) -> dict:
+    def _efs(
+        name: str,
+        args: SharedWeightCacheArgs,
+        group: aws.ec2.SecurityGroup,
+        tags: dict[str, Any],
+        child: pulumi.ResourceOptions,
+    ) -> dict[str, Any]:
         fs = aws.efs.FileSystem(
-            f"{name}-efs", encrypted=True, performance_mode="generalPurpose", throughput_mode="elastic",
-            tags={**tags, "Name": f"{name}-weights"}, opts=child)
+            f"{name}-efs",
+            encrypted=True,
+            performance_mode="generalPurpose",
+            throughput_mode="elastic",
+            tags={**tags, "Name": f"{name}-weights"},
+            opts=child,
+        )
         for i, subnet in enumerate(args.network.subnet_ids):
-            aws.efs.MountTarget(f"{name}-mount-{i}", file_system_id=fs.id, subnet_id=subnet,
-                                security_groups=[group.id], opts=child)
+            aws.efs.MountTarget(
+                f"{name}-mount-{i}",
+                file_system_id=fs.id,
+                subnet_id=subnet,
+                security_groups=[group.id],
+                opts=child,
+            )
         return {"driver": "efs.csi.aws.com", "volumeHandle": fs.id}
 
     @staticmethod
-    def _fsx(name: str, args: SharedWeightCacheArgs, group, size: int, tags: dict, child) -> dict:
+    def _fsx(
+        name: str,
+        args: SharedWeightCacheArgs,
+        group: aws.ec2.SecurityGroup,
+        size: int,
+        tags: dict[str, Any],
+        child: pulumi.ResourceOptions,
+    ) -> dict[str, Any]:
         fs = aws.fsx.LustreFileSystem(
-            f"{name}-fsx", storage_capacity=size, deployment_type="PERSISTENT_2", per_unit_storage_throughput=250,
-            data_compression_type="LZ4", subnet_ids=args.network.subnet_ids[0], security_group_ids=[group.id],
-            tags={**tags, "Name": f"{name}-weights"}, opts=child)
-        return {"driver": "fsx.csi.aws.com", "volumeHandle": fs.id,
-                "volumeAttributes": {"dnsname": fs.dns_name, "mountname": fs.mount_name}}
+            f"{name}-fsx",
+            storage_capacity=size,
+            deployment_type="PERSISTENT_2",
+            per_unit_storage_throughput=250,
+            data_compression_type="LZ4",
+            subnet_ids=args.network.subnet_ids[0],
+            security_group_ids=[group.id],
+            tags={**tags, "Name": f"{name}-weights"},
+            opts=child,
+        )
+        return {
+            "driver": "fsx.csi.aws.com",
+            "volumeHandle": fs.id,
+            "volumeAttributes": {"dnsname": fs.dns_name, "mountname": fs.mount_name},
+        }

@@ -21,8 +21,12 @@ from pulumi_policy import (
 from sgldeploy.policy.pack import PACK_NAME, POLICIES, PolicyDef
 from sgldeploy.policy.rules import Resource
 
-LEVEL = {"advisory": EnforcementLevel.ADVISORY, "mandatory": EnforcementLevel.MANDATORY,
-         "remediate": EnforcementLevel.REMEDIATE, "disabled": EnforcementLevel.DISABLED}
+LEVEL = {
+    "advisory": EnforcementLevel.ADVISORY,
+    "mandatory": EnforcementLevel.MANDATORY,
+    "remediate": EnforcementLevel.REMEDIATE,
+    "disabled": EnforcementLevel.DISABLED,
+}
 
 
 def plain(value: Any) -> Any:
@@ -43,15 +47,25 @@ def _resource_validation(policy: PolicyDef):
         resource = Resource(type=args.resource_type, name=args.name, urn=args.urn, props=plain(args.props))
         for message in policy.check(resource, _config(policy, args)):
             report_violation(message)
+
     return validate
 
 
 def _stack_validation(policy: PolicyDef):
     def validate(args, report_violation) -> None:
-        resources = [Resource(type=r.resource_type, name=r.name, urn=r.urn, props=plain(r.props),
-                              parent=r.parent.urn if r.parent is not None else None) for r in args.resources]
+        resources = [
+            Resource(
+                type=r.resource_type,
+                name=r.name,
+                urn=r.urn,
+                props=plain(r.props),
+                parent=r.parent.urn if r.parent is not None else None,
+            )
+            for r in args.resources
+        ]
         for urn, message in policy.check(resources, _config(policy, args)):
             report_violation(message, urn or None)
+
     return validate
 
 
@@ -59,10 +73,20 @@ def build_policies() -> list:
     policies = []
     for p in POLICIES:
         schema = PolicyConfigSchema(properties=p.config) if p.config else None
-        kind, validate = (StackValidationPolicy, _stack_validation(p)) if p.stack else \
-            (ResourceValidationPolicy, _resource_validation(p))
-        policies.append(kind(name=p.name, description=p.description, validate=validate,
-                             enforcement_level=LEVEL[p.level], config_schema=schema))
+        kind, validate = (
+            (StackValidationPolicy, _stack_validation(p))
+            if p.stack
+            else (ResourceValidationPolicy, _resource_validation(p))
+        )
+        policies.append(
+            kind(
+                name=p.name,
+                description=p.description,
+                validate=validate,
+                enforcement_level=LEVEL[p.level],
+                config_schema=schema,
+            )
+        )
     return policies
 
 

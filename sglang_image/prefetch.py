@@ -33,10 +33,10 @@ import struct
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
 
 import httpx2
 from huggingface_hub import HfApi
@@ -49,10 +49,25 @@ CHUNK = 64 * 2**20  # one ranged request; also the unit of resume
 PIECE = 4 * 2**20  # bytes read per write: memory stays flat whatever the file size
 WORKERS = max(2, min(8, os.cpu_count() or 2))  # parallel requests: one per core, 2 to 8 (measured in bench/)
 ATTEMPTS = 6
-WANTED = ("*.safetensors", "model.safetensors.index.json", "config.json", "generation_config.json",
-          "tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json",
-          "added_tokens.json", "vocab.json", "vocab.txt", "merges.txt", "*.tiktoken", "chat_template.json",
-          "chat_template.jinja", "preprocessor_config.json", "processor_config.json")
+WANTED = (
+    "*.safetensors",
+    "model.safetensors.index.json",
+    "config.json",
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "tokenizer.model",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.json",
+    "vocab.txt",
+    "merges.txt",
+    "*.tiktoken",
+    "chat_template.json",
+    "chat_template.jinja",
+    "preprocessor_config.json",
+    "processor_config.json",
+)
 REPO_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 COMMIT = re.compile(r"^[0-9a-f]{40}$")
 COMPLETE = ".complete"
@@ -69,11 +84,12 @@ class PrefetchError(Exception):
 class RemoteFile:
     path: str
     size: int
-    sha256: Optional[str]  # LFS files
-    blob_id: Optional[str]  # git blob sha1, for the others
+    sha256: str | None  # LFS files
+    blob_id: str | None  # git blob sha1, for the others
 
 
 # ---- what to fetch, and where ----------------------------------------------------------------------
+
 
 def cache_dir(dest: Path, repo: str, sha: str) -> Path:
     """DEST/ORG/NAME/SHA from validated parts only."""
@@ -85,8 +101,14 @@ def cache_dir(dest: Path, repo: str, sha: str) -> Path:
 
 def safe_relative(path: str) -> str:
     parts = path.split("/")
-    if path.startswith("/") or "\\" in path or "\0" in path or ".." in parts or not all(parts) or \
-            any(p in (".", PARTIAL, COMPLETE) for p in parts):
+    if (
+        path.startswith("/")
+        or "\\" in path
+        or "\0" in path
+        or ".." in parts
+        or not all(parts)
+        or any(p in (".", PARTIAL, COMPLETE) for p in parts)
+    ):
         raise PrefetchError(UNSAFE, f"the repo lists a file path that escapes the cache: {path!r}")
     return path
 
@@ -99,14 +121,20 @@ def wanted(path: str) -> bool:
 def select(siblings) -> list[RemoteFile]:
     for s in siblings:
         safe_relative(s.rfilename)  # the whole list is checked, not only what we fetch
-    files = [RemoteFile(s.rfilename, s.lfs.size if s.lfs else (s.size or 0), s.lfs.sha256 if s.lfs else None,
-                        s.blob_id) for s in siblings if wanted(s.rfilename)]
+    files = [
+        RemoteFile(
+            s.rfilename, s.lfs.size if s.lfs else (s.size or 0), s.lfs.sha256 if s.lfs else None, s.blob_id
+        )
+        for s in siblings
+        if wanted(s.rfilename)
+    ]
     if not any(f.path.endswith(".safetensors") for f in files):
         raise PrefetchError(NOT_FOUND, "the repo has no safetensors weights at this revision")
     return sorted(files, key=lambda f: f.path)
 
 
 # ---- verification --------------------------------------------------------------------------------
+
 
 def digest(path: Path, blob_id: bool = True) -> tuple[str, str]:
     """sha256 of the file and (when asked) its git blob id, in one pass."""
@@ -120,7 +148,7 @@ def digest(path: Path, blob_id: bool = True) -> tuple[str, str]:
     return sha256.hexdigest(), blob.hexdigest() if blob is not None else ""
 
 
-def safetensors_problem(path: Path) -> Optional[str]:
+def safetensors_problem(path: Path) -> str | None:
     """The header must parse with the safetensors package and every tensor must lie inside the file."""
     from safetensors import safe_open
 
@@ -142,12 +170,12 @@ def safetensors_problem(path: Path) -> Optional[str]:
     try:
         with safe_open(str(path), framework="numpy") as st:
             st.keys()
-    except Exception as exc:  # noqa: BLE001 — the package's own verdict, whatever its type
+    except Exception as exc:
         return f"does not open as safetensors ({exc})"
     return None
 
 
-def verify(path: Path, remote: RemoteFile, sha256: Optional[str] = None) -> tuple[Optional[str], str]:
+def verify(path: Path, remote: RemoteFile, sha256: str | None = None) -> tuple[str | None, str]:
     """(problem or None, sha256). `sha256` is the file's, when already computed from its bytes on disk."""
     if path.stat().st_size != remote.size:
         return f"size {path.stat().st_size}, the Hub says {remote.size}", ""
@@ -167,6 +195,7 @@ def verify(path: Path, remote: RemoteFile, sha256: Optional[str] = None) -> tupl
 
 # ---- transfer ------------------------------------------------------------------------------------
 
+
 @dataclass
 class _Plan:
     """One file in flight: its partial file, open descriptor and which chunks are on disk."""
@@ -182,7 +211,7 @@ class _Plan:
     closing: threading.Lock = field(default_factory=threading.Lock)
     # sha256 of the chunks on disk, advanced in order as they land, so a file is verified moments after its
     # last byte rather than by reading it all again at the end
-    hasher: "hashlib._Hash" = field(default_factory=hashlib.sha256)
+    hasher: hashlib._Hash = field(default_factory=hashlib.sha256)
     hashed: int = 0  # chunks fed to `hasher`
     hashing: threading.Lock = field(default_factory=threading.Lock)
 
@@ -203,18 +232,18 @@ class _Plan:
                         left -= len(piece)
                     self.hashed += 1
 
-    def hasher_if_next(self, index: int) -> "Optional[hashlib._Hash]":
+    def hasher_if_next(self, index: int) -> hashlib._Hash | None:
         """A copy of the hasher when every chunk before `index` is hashed: the chunk is then hashed as it
         arrives, with no second read; a failed attempt just drops the copy."""
         with self.hashing:
             return self.hasher.copy() if self.remote.sha256 and self.hashed == index else None
 
-    def take_hash(self, index: int, hasher: "hashlib._Hash") -> None:
+    def take_hash(self, index: int, hasher: hashlib._Hash) -> None:
         with self.hashing:
             if self.hashed == index:
                 self.hasher, self.hashed = hasher, index + 1
 
-    def sha256(self) -> Optional[str]:
+    def sha256(self) -> str | None:
         """The file's sha256 once every chunk was hashed in order, else None."""
         self.hash_ready()
         return self.hasher.hexdigest() if self.hashed == self.chunks else None
@@ -230,10 +259,23 @@ class _Plan:
 class Transfer:
     """Parallel ranged chunks with per-chunk retries; progress kept on disk so a later run resumes."""
 
-    def __init__(self, repo: str, sha: str, endpoint: Optional[str], workers: int, log: Callable[[str], None],
-                 sleep: Callable[[float], None] = time.sleep):
-        self.repo, self.sha, self.endpoint, self.workers, self.log, self.sleep = \
-            repo, sha, endpoint, workers, log, sleep
+    def __init__(
+        self,
+        repo: str,
+        sha: str,
+        endpoint: str | None,
+        workers: int,
+        log: Callable[[str], None],
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        self.repo, self.sha, self.endpoint, self.workers, self.log, self.sleep = (
+            repo,
+            sha,
+            endpoint,
+            workers,
+            log,
+            sleep,
+        )
         self.session = get_session()
         self.headers = build_hf_headers()  # HF_TOKEN or the local token; never logged
         self.bytes = 0
@@ -243,8 +285,12 @@ class Transfer:
     def url(self, path: str) -> str:
         return hf_hub_url(self.repo, path, revision=self.sha, endpoint=self.endpoint)
 
-    def fetch_all(self, files: list[RemoteFile], part_of: Callable[[RemoteFile], Path],
-                  finish: Callable[[RemoteFile, Path, Optional[str]], None]) -> None:
+    def fetch_all(
+        self,
+        files: list[RemoteFile],
+        part_of: Callable[[RemoteFile], Path],
+        finish: Callable[[RemoteFile, Path, str | None], None],
+    ) -> None:
         """Fetch every missing chunk of every file in one pool; check each file (`finish`) as soon as its
         last chunk lands, while the other files are still arriving. Raises the first failure."""
         plans: list[_Plan] = []
@@ -252,8 +298,9 @@ class Transfer:
             for remote in files:
                 plans.append(self._prepare(remote, part_of(remote)))
             with ThreadPoolExecutor(self.workers) as pool, ThreadPoolExecutor(2) as checks:
-                chunk_futures = {pool.submit(self._chunk, plan, i): (plan, i)
-                                 for plan in plans for i in plan.todo}
+                chunk_futures = {
+                    pool.submit(self._chunk, plan, i): (plan, i) for plan in plans for i in plan.todo
+                }
                 check_futures = [checks.submit(self._finish, plan, finish) for plan in plans if not plan.todo]
                 try:
                     for future in as_completed(chunk_futures):
@@ -275,7 +322,7 @@ class Transfer:
             for plan in plans:
                 plan.close()
 
-    def _prepare(self, remote: RemoteFile, part: Path) -> "_Plan":
+    def _prepare(self, remote: RemoteFile, part: Path) -> _Plan:
         done_file = part.with_name(part.name + ".done")
         chunks = max(1, -(-remote.size // CHUNK))
         done: set[int] = set()
@@ -288,11 +335,19 @@ class Transfer:
                     os.posix_fallocate(f.fileno(), 0, remote.size)  # a full disk fails here, not midway
         if done:
             self.log(f"resuming {remote.path}: {len(done)} of {chunks} chunks already on disk")
-        return _Plan(remote, part, done_file, os.open(part, os.O_WRONLY), chunks, done,
-                     [i for i in range(chunks) if i not in done], time.monotonic())
+        return _Plan(
+            remote,
+            part,
+            done_file,
+            os.open(part, os.O_WRONLY),
+            chunks,
+            done,
+            [i for i in range(chunks) if i not in done],
+            time.monotonic(),
+        )
 
     @staticmethod
-    def _finish(plan: "_Plan", finish: Callable[[RemoteFile, Path, Optional[str]], None]) -> None:
+    def _finish(plan: _Plan, finish: Callable[[RemoteFile, Path, str | None], None]) -> None:
         plan.close()
         finish(plan.remote, plan.part, plan.sha256() if plan.remote.sha256 else None)
 
@@ -309,17 +364,29 @@ class Transfer:
             offset = start
             hasher = plan.hasher_if_next(index)
             try:
-                with self.session.stream("GET", self.url(remote.path), headers=headers, follow_redirects=True,
-                                         timeout=httpx2.Timeout(60.0, connect=10.0)) as response:
+                with self.session.stream(
+                    "GET",
+                    self.url(remote.path),
+                    headers=headers,
+                    follow_redirects=True,
+                    timeout=httpx2.Timeout(60.0, connect=10.0),
+                ) as response:
                     status = response.status_code
                     if status in (401, 403):
-                        raise PrefetchError(DENIED, f"{self.repo} denied {remote.path} (HTTP {status}): accept "
-                                            "the licence on the Hub and give a token with access (HF_TOKEN)")
+                        raise PrefetchError(
+                            DENIED,
+                            f"{self.repo} denied {remote.path} (HTTP {status}): accept "
+                            "the licence on the Hub and give a token with access (HF_TOKEN)",
+                        )
                     if status == 404:
-                        raise PrefetchError(NOT_FOUND, f"{self.repo}@{self.sha} has no {remote.path} (HTTP 404)")
+                        raise PrefetchError(
+                            NOT_FOUND, f"{self.repo}@{self.sha} has no {remote.path} (HTTP 404)"
+                        )
                     if status == 429 or status >= 500 or status not in (200, 206):
                         retry_after = response.headers.get("Retry-After", "")
-                        raise _Transient(f"HTTP {status}", float(retry_after) if retry_after.isdigit() else None)
+                        raise _Transient(
+                            f"HTTP {status}", float(retry_after) if retry_after.isdigit() else None
+                        )
                     if status == 200 and start:
                         raise _Transient("the server ignored the byte range", None)
                     for piece in response.iter_raw():  # as read from the socket: no re-chunking copies
@@ -348,13 +415,15 @@ class Transfer:
             except httpx2.TransportError as exc:
                 last, wait = type(exc).__name__, None
             if attempt + 1 < ATTEMPTS:
-                self.sleep(wait if wait is not None else min(0.5 * 2 ** attempt, 8.0))
-        raise PrefetchError(GAVE_UP, f"gave up on {self.repo} {remote.path} bytes {start}-{end} after {ATTEMPTS} "
-                            f"attempts: {last}")
+                self.sleep(wait if wait is not None else min(0.5 * 2**attempt, 8.0))
+        raise PrefetchError(
+            GAVE_UP,
+            f"gave up on {self.repo} {remote.path} bytes {start}-{end} after {ATTEMPTS} attempts: {last}",
+        )
 
 
 class _Transient(Exception):
-    def __init__(self, reason: str, retry_after: Optional[float]):
+    def __init__(self, reason: str, retry_after: float | None):
         super().__init__(reason)
         self.reason, self.retry_after = reason, retry_after
 
@@ -367,7 +436,8 @@ def _write_atomic(path: Path, text: str) -> None:
 
 # ---- the run -------------------------------------------------------------------------------------
 
-def resolve(repo: str, revision: str, endpoint: Optional[str], sleep: Callable[[float], None]):
+
+def resolve(repo: str, revision: str, endpoint: str | None, sleep: Callable[[float], None]):
     api = HfApi(endpoint=endpoint)
     last = ""
     for attempt in range(ATTEMPTS):
@@ -375,25 +445,31 @@ def resolve(repo: str, revision: str, endpoint: Optional[str], sleep: Callable[[
             return api.model_info(repo, revision=revision, files_metadata=True)
         except GatedRepoError as exc:
             code = getattr(exc.response, "status_code", 403)
-            raise PrefetchError(DENIED, f"{repo} is gated (HTTP {code}): accept the licence on the Hub and give a "
-                                "token with access (HF_TOKEN)") from None
+            raise PrefetchError(
+                DENIED,
+                f"{repo} is gated (HTTP {code}): accept the licence on the Hub and give a "
+                "token with access (HF_TOKEN)",
+            ) from None
         except RevisionNotFoundError:
             raise PrefetchError(NOT_FOUND, f"{repo} has no revision {revision!r} (HTTP 404)") from None
         except RepositoryNotFoundError as exc:
             code = getattr(exc.response, "status_code", 404)
             kind = DENIED if code in (401, 403) else NOT_FOUND
-            raise PrefetchError(kind, f"{repo} not found or private (HTTP {code}); check the id and HF_TOKEN") \
-                from None
-        except Exception as exc:  # noqa: BLE001 — classified: transient faults are retried, others end the run
+            raise PrefetchError(
+                kind, f"{repo} not found or private (HTTP {code}); check the id and HF_TOKEN"
+            ) from None
+        except Exception as exc:
             response = getattr(exc, "response", None)
             status = getattr(response, "status_code", None)
             if status is not None and status < 500 and status != 429:
-                raise PrefetchError(DENIED if status in (401, 403) else NOT_FOUND,
-                                    f"{repo}: HTTP {status} resolving {revision!r}") from None
+                raise PrefetchError(
+                    DENIED if status in (401, 403) else NOT_FOUND,
+                    f"{repo}: HTTP {status} resolving {revision!r}",
+                ) from None
             last = f"HTTP {status}" if status else type(exc).__name__
             after = response.headers.get("Retry-After", "") if response is not None else ""
             if attempt + 1 < ATTEMPTS:
-                sleep(float(after) if after.isdigit() else min(0.5 * 2 ** attempt, 8.0))
+                sleep(float(after) if after.isdigit() else min(0.5 * 2**attempt, 8.0))
     raise PrefetchError(GAVE_UP, f"gave up resolving {repo}@{revision} after {ATTEMPTS} attempts: {last}")
 
 
@@ -417,8 +493,16 @@ def complete_matches(target: Path, files: list[RemoteFile]) -> bool:
     return True
 
 
-def prefetch(repo: str, revision: str, dest: Path, *, workers: int = WORKERS, endpoint: Optional[str] = None,
-             log: Callable[[str], None] = print, sleep: Callable[[float], None] = time.sleep) -> dict:
+def prefetch(
+    repo: str,
+    revision: str,
+    dest: Path,
+    *,
+    workers: int = WORKERS,
+    endpoint: str | None = None,
+    log: Callable[[str], None] = print,
+    sleep: Callable[[float], None] = time.sleep,
+) -> dict:
     """Fill DEST/ORG/NAME/SHA and write `.complete`; return the summary. Raises PrefetchError."""
     started = time.monotonic()
     if not (len(repo.split("/")) == 2 and all(REPO_PART.match(p) for p in repo.split("/"))):
@@ -427,8 +511,15 @@ def prefetch(repo: str, revision: str, dest: Path, *, workers: int = WORKERS, en
     info = resolve(repo, revision, endpoint, sleep)
     target = cache_dir(dest, repo, info.sha)
     files = select(info.siblings or [])
-    summary = {"repo": repo, "sha": info.sha, "path": str(target), "files": len(files), "skipped": 0,
-               "bytes": 0, "seconds": 0.0}
+    summary = {
+        "repo": repo,
+        "sha": info.sha,
+        "path": str(target),
+        "files": len(files),
+        "skipped": 0,
+        "bytes": 0,
+        "seconds": 0.0,
+    }
     if complete_matches(target, files):
         summary.update(skipped=len(files), seconds=round(time.monotonic() - started, 3))
         return summary
@@ -440,6 +531,7 @@ def prefetch(repo: str, revision: str, dest: Path, *, workers: int = WORKERS, en
     transfer = Transfer(repo, info.sha, endpoint, workers, log, sleep)
     if sys.stderr.isatty():
         from huggingface_hub.utils import tqdm
+
         transfer.progress = tqdm(total=sum(f.size for f in files), unit="B", unit_scale=True, desc=repo)
     recorded: dict[str, dict] = {}
     missing = []
@@ -447,17 +539,22 @@ def prefetch(repo: str, revision: str, dest: Path, *, workers: int = WORKERS, en
         final = target / remote.path
         if final.is_file() and verify(final, remote)[0] is None:  # cached by verification, not by existence
             summary["skipped"] += 1
-            recorded[remote.path] = {"path": remote.path, "size": remote.size,
-                                     "sha256": digest(final, blob_id=False)[0]}
+            recorded[remote.path] = {
+                "path": remote.path,
+                "size": remote.size,
+                "sha256": digest(final, blob_id=False)[0],
+            }
         else:
             missing.append(remote)
 
-    def place(remote: RemoteFile, part: Path, sha256: Optional[str]) -> None:
+    def place(remote: RemoteFile, part: Path, sha256: str | None) -> None:
         problem, sha256 = verify(part, remote, sha256)
         if problem:
             part.unlink(missing_ok=True)
             part.with_name(part.name + ".done").unlink(missing_ok=True)
-            raise PrefetchError(CORRUPT, f"{remote.path} failed verification: {problem}; discarded, run again")
+            raise PrefetchError(
+                CORRUPT, f"{remote.path} failed verification: {problem}; discarded, run again"
+            )
         os.replace(part, target / remote.path)
         part.with_name(part.name + ".done").unlink(missing_ok=True)
         recorded[remote.path] = {"path": remote.path, "size": remote.size, "sha256": sha256}
@@ -485,16 +582,28 @@ def prefetch(repo: str, revision: str, dest: Path, *, workers: int = WORKERS, en
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repo", required=True, help="Hugging Face repo id, ORG/NAME")
-    parser.add_argument("--revision", required=True, help="branch, tag or commit; resolved to the commit first")
-    parser.add_argument("--dest", required=True, type=Path, help="cache root; files land in DEST/ORG/NAME/SHA/")
-    parser.add_argument("--workers", type=int, default=WORKERS, help=f"parallel ranged requests (default {WORKERS})")
-    parser.add_argument("--wait-complete", type=float, metavar="SECONDS", help="fetch nothing: wait up to SECONDS "
-                        "for another run to complete this commit's cache (exit 9 if it does not)")
+    parser.add_argument(
+        "--revision", required=True, help="branch, tag or commit; resolved to the commit first"
+    )
+    parser.add_argument(
+        "--dest", required=True, type=Path, help="cache root; files land in DEST/ORG/NAME/SHA/"
+    )
+    parser.add_argument(
+        "--workers", type=int, default=WORKERS, help=f"parallel ranged requests (default {WORKERS})"
+    )
+    parser.add_argument(
+        "--wait-complete",
+        type=float,
+        metavar="SECONDS",
+        help="fetch nothing: wait up to SECONDS "
+        "for another run to complete this commit's cache (exit 9 if it does not)",
+    )
     return parser
 
 
-def wait_complete(repo: str, sha: str, dest: Path, seconds: float, poll: float = 5.0,
-                  log: Callable[[str], None] = print) -> dict:
+def wait_complete(
+    repo: str, sha: str, dest: Path, seconds: float, poll: float = 5.0, log: Callable[[str], None] = print
+) -> dict:
     """Wait for `.complete` of DEST/ORG/NAME/SHA with every listed file at its recorded size."""
     if not COMMIT.match(sha):
         raise PrefetchError(BAD_ARGS, f"--wait-complete needs --revision to be a 40-hex commit (got {sha!r})")
@@ -504,31 +613,45 @@ def wait_complete(repo: str, sha: str, dest: Path, seconds: float, poll: float =
         marker = target / COMPLETE
         if marker.exists():
             recorded = json.loads(marker.read_text())["files"]
-            missing = [f["path"] for f in recorded
-                       if not (target / safe_relative(f["path"])).is_file()
-                       or (target / f["path"]).stat().st_size != f["size"]]
+            missing = [
+                f["path"]
+                for f in recorded
+                if not (target / safe_relative(f["path"])).is_file()
+                or (target / f["path"]).stat().st_size != f["size"]
+            ]
             if not missing:
                 return {"repo": repo, "sha": sha, "path": str(target), "files": len(recorded)}
             raise PrefetchError(CORRUPT, f"{target} is marked complete but lacks {', '.join(missing[:3])}")
         if time.monotonic() >= deadline:
-            raise PrefetchError(INCOMPLETE, f"{target} is not complete after {seconds:.0f} s; is the prefetch Job "
-                                "running? (kubectl get jobs)")
+            raise PrefetchError(
+                INCOMPLETE,
+                f"{target} is not complete after {seconds:.0f} s; is the prefetch Job "
+                "running? (kubectl get jobs)",
+            )
         log(f"waiting for {target}/{COMPLETE}")
         time.sleep(poll)
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.wait_complete is not None:
         try:
-            done = wait_complete(args.repo, args.revision, args.dest, args.wait_complete,
-                                 log=lambda line: print(line, file=sys.stderr, flush=True))
+            done = wait_complete(
+                args.repo,
+                args.revision,
+                args.dest,
+                args.wait_complete,
+                log=lambda line: print(line, file=sys.stderr, flush=True),
+            )
         except PrefetchError as err:
             print(f"prefetch: error: {err}", file=sys.stderr)
             return err.code
         print(f"prefetch: {done['path']} is complete ({done['files']} files)", file=sys.stderr)
         return OK
-    log = (lambda line: print(line, file=sys.stderr, flush=True))
+
+    def log(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
     try:
         summary = prefetch(args.repo, args.revision, args.dest, workers=max(1, args.workers), log=log)
     except PrefetchError as err:
@@ -541,9 +664,12 @@ def main(argv: Optional[list[str]] = None) -> int:
         print("prefetch: interrupted; run again to resume", file=sys.stderr)
         return 130
     rate = summary["bytes"] / 1e6 / summary["seconds"] if summary["seconds"] else 0.0
-    print(f"prefetch: {summary['repo']}@{summary['sha']} complete in {summary['path']}: {summary['files']} files "
-          f"({summary['skipped']} already verified), {summary['bytes'] / 1e6:.1f} MB in {summary['seconds']:.2f} s "
-          f"({rate:.0f} MB/s)", file=sys.stderr)
+    print(
+        f"prefetch: {summary['repo']}@{summary['sha']} complete in {summary['path']}: {summary['files']} files "
+        f"({summary['skipped']} already verified), {summary['bytes'] / 1e6:.1f} MB in {summary['seconds']:.2f} s "
+        f"({rate:.0f} MB/s)",
+        file=sys.stderr,
+    )
     return OK
 
 

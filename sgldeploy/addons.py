@@ -8,9 +8,10 @@ Versions were read from each chart's Chart.yaml in its upstream repository (the 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 from .node_pool import GPU_LABEL, POOL_LABEL
+from .spec import AddonsSpec
 
 
 @dataclass(frozen=True)
@@ -18,56 +19,143 @@ class Chart:
     addon: str  # the spec field under platform.addons
     release: str
     chart: str  # chart name, or an oci:// reference
-    repository: Optional[str]  # None for OCI charts
+    repository: str | None  # None for OCI charts
     version: str
     namespace: str
-    service_account: Optional[str]  # the one that gets AWS permissions, when it needs any
+    service_account: str | None  # the one that gets AWS permissions, when it needs any
     why: str
     source: str
 
 
 CHARTS: tuple[Chart, ...] = (
-    Chart("karpenter", "karpenter", "oci://public.ecr.aws/karpenter/karpenter", None, "1.14.1", "kube-system",
-          "karpenter", "launches the GPU nodes each NodePool describes",
-          "aws/karpenter-provider-aws charts/karpenter/Chart.yaml @1d927085 (the CRDs' commit)"),
-    Chart("keda", "keda", "keda", "https://kedacore.github.io/charts", "2.20.2", "keda", None,
-          "scales replicas on SGLang's Prometheus metrics", "kedacore/charts keda/Chart.yaml @1444d00"),
-    Chart("keda_http", "keda-add-ons-http", "keda-add-ons-http", "https://kedacore.github.io/charts", "0.15.0", "keda",
-          None, "holds requests while a deployment scales from zero",
-          "kedacore/charts http-add-on/Chart.yaml @1444d00"),
-    Chart("aws_load_balancer_controller", "aws-load-balancer-controller", "aws-load-balancer-controller",
-          "https://aws.github.io/eks-charts", "3.5.0", "kube-system", "aws-load-balancer-controller",
-          "turns endpoint Services and Ingresses into NLBs and ALBs",
-          "kubernetes-sigs/aws-load-balancer-controller helm/aws-load-balancer-controller/Chart.yaml @225f4456"),
-    Chart("nvidia_device_plugin", "nvidia-device-plugin", "nvidia-device-plugin",
-          "https://nvidia.github.io/k8s-device-plugin", "0.20.0", "kube-system", None,
-          "advertises nvidia.com/gpu on GPU nodes (the AL2023 NVIDIA AMI ships the driver, not the plugin)",
-          "NVIDIA/k8s-device-plugin deployments/helm/nvidia-device-plugin/Chart.yaml @1b826acc"),
-    Chart("prometheus", "kube-prometheus-stack", "kube-prometheus-stack",
-          "https://prometheus-community.github.io/helm-charts", "88.5.3", "monitoring", None,
-          "scrapes SGLang metrics for autoscaling and alerts",
-          "prometheus-community/helm-charts charts/kube-prometheus-stack/Chart.yaml @cf408a29"),
-    Chart("leader_worker_set", "lws", "oci://registry.k8s.io/lws/charts/lws", None, "0.10.0", "lws-system", None,
-          "runs replicas that span several nodes", "kubernetes-sigs/lws site docs (install by Helm) @060ab4d"),
-    Chart("efa_device_plugin", "aws-efa-k8s-device-plugin", "aws-efa-k8s-device-plugin",
-          "https://aws.github.io/eks-charts", "v0.5.30", "kube-system", None,
-          "advertises vpc.amazonaws.com/efa, so replicas spanning nodes talk NCCL over EFA",
-          "aws/eks-charts stable/aws-efa-k8s-device-plugin/Chart.yaml @5239609"),
-    Chart("external_secrets", "external-secrets", "external-secrets", "https://charts.external-secrets.io", "2.9.0",
-          "external-secrets", "external-secrets", "syncs HF tokens held in AWS Secrets Manager",
-          "external-secrets/external-secrets deploy/charts/external-secrets/Chart.yaml @cc5bfbc2"),
-    Chart("efs_csi", "aws-efs-csi-driver", "aws-efs-csi-driver",
-          "https://kubernetes-sigs.github.io/aws-efs-csi-driver/", "4.4.1", "kube-system", None,
-          "mounts EFS weight caches (static volumes: no AWS permissions needed)",
-          "kubernetes-sigs/aws-efs-csi-driver charts/aws-efs-csi-driver/Chart.yaml @a4fc6760"),
-    Chart("fsx_csi", "aws-fsx-csi-driver", "aws-fsx-csi-driver", "https://kubernetes-sigs.github.io/aws-fsx-csi-driver",
-          "1.17.0", "kube-system", None, "mounts FSx for Lustre weight caches (static volumes: no AWS permissions)",
-          "kubernetes-sigs/aws-fsx-csi-driver charts/aws-fsx-csi-driver/Chart.yaml @5b227125"),
+    Chart(
+        "karpenter",
+        "karpenter",
+        "oci://public.ecr.aws/karpenter/karpenter",
+        None,
+        "1.14.1",
+        "kube-system",
+        "karpenter",
+        "launches the GPU nodes each NodePool describes",
+        "aws/karpenter-provider-aws charts/karpenter/Chart.yaml @1d927085 (the CRDs' commit)",
+    ),
+    Chart(
+        "keda",
+        "keda",
+        "keda",
+        "https://kedacore.github.io/charts",
+        "2.20.2",
+        "keda",
+        None,
+        "scales replicas on SGLang's Prometheus metrics",
+        "kedacore/charts keda/Chart.yaml @1444d00",
+    ),
+    Chart(
+        "keda_http",
+        "keda-add-ons-http",
+        "keda-add-ons-http",
+        "https://kedacore.github.io/charts",
+        "0.15.0",
+        "keda",
+        None,
+        "holds requests while a deployment scales from zero",
+        "kedacore/charts http-add-on/Chart.yaml @1444d00",
+    ),
+    Chart(
+        "aws_load_balancer_controller",
+        "aws-load-balancer-controller",
+        "aws-load-balancer-controller",
+        "https://aws.github.io/eks-charts",
+        "3.5.0",
+        "kube-system",
+        "aws-load-balancer-controller",
+        "turns endpoint Services and Ingresses into NLBs and ALBs",
+        "kubernetes-sigs/aws-load-balancer-controller helm/aws-load-balancer-controller/Chart.yaml @225f4456",
+    ),
+    Chart(
+        "nvidia_device_plugin",
+        "nvidia-device-plugin",
+        "nvidia-device-plugin",
+        "https://nvidia.github.io/k8s-device-plugin",
+        "0.20.0",
+        "kube-system",
+        None,
+        "advertises nvidia.com/gpu on GPU nodes (the AL2023 NVIDIA AMI ships the driver, not the plugin)",
+        "NVIDIA/k8s-device-plugin deployments/helm/nvidia-device-plugin/Chart.yaml @1b826acc",
+    ),
+    Chart(
+        "prometheus",
+        "kube-prometheus-stack",
+        "kube-prometheus-stack",
+        "https://prometheus-community.github.io/helm-charts",
+        "88.5.3",
+        "monitoring",
+        None,
+        "scrapes SGLang metrics for autoscaling and alerts",
+        "prometheus-community/helm-charts charts/kube-prometheus-stack/Chart.yaml @cf408a29",
+    ),
+    Chart(
+        "leader_worker_set",
+        "lws",
+        "oci://registry.k8s.io/lws/charts/lws",
+        None,
+        "0.10.0",
+        "lws-system",
+        None,
+        "runs replicas that span several nodes",
+        "kubernetes-sigs/lws site docs (install by Helm) @060ab4d",
+    ),
+    Chart(
+        "efa_device_plugin",
+        "aws-efa-k8s-device-plugin",
+        "aws-efa-k8s-device-plugin",
+        "https://aws.github.io/eks-charts",
+        "v0.5.30",
+        "kube-system",
+        None,
+        "advertises vpc.amazonaws.com/efa, so replicas spanning nodes talk NCCL over EFA",
+        "aws/eks-charts stable/aws-efa-k8s-device-plugin/Chart.yaml @5239609",
+    ),
+    Chart(
+        "external_secrets",
+        "external-secrets",
+        "external-secrets",
+        "https://charts.external-secrets.io",
+        "2.9.0",
+        "external-secrets",
+        "external-secrets",
+        "syncs HF tokens held in AWS Secrets Manager",
+        "external-secrets/external-secrets deploy/charts/external-secrets/Chart.yaml @cc5bfbc2",
+    ),
+    Chart(
+        "efs_csi",
+        "aws-efs-csi-driver",
+        "aws-efs-csi-driver",
+        "https://kubernetes-sigs.github.io/aws-efs-csi-driver/",
+        "4.4.1",
+        "kube-system",
+        None,
+        "mounts EFS weight caches (static volumes: no AWS permissions needed)",
+        "kubernetes-sigs/aws-efs-csi-driver charts/aws-efs-csi-driver/Chart.yaml @a4fc6760",
+    ),
+    Chart(
+        "fsx_csi",
+        "aws-fsx-csi-driver",
+        "aws-fsx-csi-driver",
+        "https://kubernetes-sigs.github.io/aws-fsx-csi-driver",
+        "1.17.0",
+        "kube-system",
+        None,
+        "mounts FSx for Lustre weight caches (static volumes: no AWS permissions)",
+        "kubernetes-sigs/aws-fsx-csi-driver charts/aws-fsx-csi-driver/Chart.yaml @5b227125",
+    ),
 )
 BY_ADDON = {c.addon: c for c in CHARTS}
 
-GPU_NODE_TOLERATIONS = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
-                        {"key": POOL_LABEL, "operator": "Exists", "effect": "NoSchedule"}]
+GPU_NODE_TOLERATIONS = [
+    {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
+    {"key": POOL_LABEL, "operator": "Exists", "effect": "NoSchedule"},
+]
 """Node agents (device plugin, CSI node drivers) must run on every GPU pool despite its taints."""
 
 
@@ -84,29 +172,53 @@ class ClusterFacts:
 def values(chart: Chart, cluster: ClusterFacts) -> dict[str, Any]:
     """The chart values sgldeploy sets; everything else keeps the chart's defaults."""
     if chart.addon == "karpenter":
-        return {"settings": {"clusterName": cluster.name, "interruptionQueue": cluster.interruption_queue},
-                "serviceAccount": {"name": chart.service_account},
-                "controller": {"resources": {"requests": {"cpu": "500m", "memory": "1Gi"},
-                                             "limits": {"memory": "1Gi"}}}}
+        return {
+            "settings": {"clusterName": cluster.name, "interruptionQueue": cluster.interruption_queue},
+            "serviceAccount": {"name": chart.service_account},
+            "controller": {
+                "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"memory": "1Gi"}}
+            },
+        }
     if chart.addon == "aws_load_balancer_controller":
-        return {"clusterName": cluster.name, "region": cluster.region, "vpcId": cluster.vpc_id,
-                "serviceAccount": {"name": chart.service_account}}
+        return {
+            "clusterName": cluster.name,
+            "region": cluster.region,
+            "vpcId": cluster.vpc_id,
+            "serviceAccount": {"name": chart.service_account},
+        }
     if chart.addon == "nvidia_device_plugin":
         # The chart looks for NFD labels by default; sgldeploy's GPU nodes carry their own label instead.
-        return {"tolerations": GPU_NODE_TOLERATIONS, "affinity": {"nodeAffinity": {
-            "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
-                {"matchExpressions": [{"key": GPU_LABEL, "operator": "Exists"}]}]}}}}
+        return {
+            "tolerations": GPU_NODE_TOLERATIONS,
+            "affinity": {
+                "nodeAffinity": {
+                    "requiredDuringSchedulingIgnoredDuringExecution": {
+                        "nodeSelectorTerms": [
+                            {"matchExpressions": [{"key": GPU_LABEL, "operator": "Exists"}]}
+                        ]
+                    }
+                }
+            },
+        }
     if chart.addon == "prometheus":
         # Pick up every ServiceMonitor and PrometheusRule, not only those labelled for this release.
-        return {"prometheus": {"prometheusSpec": {"serviceMonitorSelectorNilUsesHelmValues": False,
-                                                  "podMonitorSelectorNilUsesHelmValues": False,
-                                                  "ruleSelectorNilUsesHelmValues": False,
-                                                  "retention": "15d"}},
-                "grafana": {"enabled": False}}
+        return {
+            "prometheus": {
+                "prometheusSpec": {
+                    "serviceMonitorSelectorNilUsesHelmValues": False,
+                    "podMonitorSelectorNilUsesHelmValues": False,
+                    "ruleSelectorNilUsesHelmValues": False,
+                    "retention": "15d",
+                }
+            },
+            "grafana": {"enabled": False},
+        }
     if chart.addon == "external_secrets":
         return {"installCRDs": True, "serviceAccount": {"name": chart.service_account}}
     if chart.addon == "efa_device_plugin":
-        return {"tolerations": GPU_NODE_TOLERATIONS}  # its default affinity already lists the EFA instance types
+        return {
+            "tolerations": GPU_NODE_TOLERATIONS
+        }  # its default affinity already lists the EFA instance types
     if chart.addon in ("efs_csi", "fsx_csi"):
         return {"node": {"tolerateAllTaints": True}}
     return {}
@@ -114,84 +226,197 @@ def values(chart: Chart, cluster: ClusterFacts) -> dict[str, Any]:
 
 # ---- AWS permissions, least privilege ------------------------------------------------------------------
 
-def _statement(sid: str, actions: list[str], resources: list[str], condition: Optional[dict] = None) -> dict:
-    return {"Sid": sid, "Effect": "Allow", "Action": actions, "Resource": resources,
-            **({"Condition": condition} if condition else {})}
+
+def _statement(
+    sid: str, actions: list[str], resources: list[str], condition: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    return {
+        "Sid": sid,
+        "Effect": "Allow",
+        "Action": actions,
+        "Resource": resources,
+        **({"Condition": condition} if condition else {}),
+    }
 
 
-def policy(chart: Chart, cluster: ClusterFacts) -> Optional[dict[str, Any]]:
+def policy(chart: Chart, cluster: ClusterFacts) -> dict[str, Any] | None:
     """The IAM policy of the add-on's service account, or None when it calls no AWS API."""
     owned = {"StringEquals": {f"aws:ResourceTag/kubernetes.io/cluster/{cluster.name}": "owned"}}
     if chart.addon == "karpenter":
         ec2 = f"arn:aws:ec2:{cluster.region}"
-        return {"Version": "2012-10-17", "Statement": [
-            _statement("Launch", ["ec2:RunInstances", "ec2:CreateFleet", "ec2:CreateLaunchTemplate", "ec2:CreateTags"],
-                       [f"{ec2}:*:*"]),
-            _statement("TerminateOwned", ["ec2:TerminateInstances", "ec2:DeleteLaunchTemplate"],
-                       [f"{ec2}:*:instance/*", f"{ec2}:*:launch-template/*"],
-                       {**owned, "StringLike": {"aws:ResourceTag/karpenter.sh/nodepool": "*"}}),
-            _statement("Read", ["ec2:DescribeAvailabilityZones", "ec2:DescribeImages", "ec2:DescribeInstances",
-                                "ec2:DescribeInstanceTypeOfferings", "ec2:DescribeInstanceTypes",
-                                "ec2:DescribeLaunchTemplates", "ec2:DescribeSecurityGroups",
-                                "ec2:DescribeSpotPriceHistory", "ec2:DescribeSubnets", "ec2:DescribePlacementGroups",
-                                "ec2:DescribeCapacityReservations",
-                                "pricing:GetProducts"], ["*"]),
-            _statement("AmiParameters", ["ssm:GetParameter"],
-                       [f"arn:aws:ssm:{cluster.region}::parameter/aws/service/*"]),
-            _statement("PassNodeRole", ["iam:PassRole"],
-                       [f"arn:aws:iam::{cluster.account}:role/{cluster.node_role_name}"],
-                       {"StringEquals": {"iam:PassedToService": ["ec2.amazonaws.com"]}}),
-            _statement("InstanceProfiles", ["iam:CreateInstanceProfile", "iam:TagInstanceProfile",
-                                            "iam:AddRoleToInstanceProfile", "iam:RemoveRoleFromInstanceProfile",
-                                            "iam:DeleteInstanceProfile", "iam:GetInstanceProfile",
-                                            "iam:ListInstanceProfiles"],
-                       [f"arn:aws:iam::{cluster.account}:instance-profile/*"]),
-            _statement("Cluster", ["eks:DescribeCluster"],
-                       [f"arn:aws:eks:{cluster.region}:{cluster.account}:cluster/{cluster.name}"]),
-            _statement("Interruptions", ["sqs:DeleteMessage", "sqs:GetQueueUrl", "sqs:ReceiveMessage"],
-                       [f"arn:aws:sqs:{cluster.region}:{cluster.account}:{cluster.interruption_queue}"]),
-        ]}
+        return {
+            "Version": "2012-10-17",
+            "Statement": [
+                _statement(
+                    "Launch",
+                    ["ec2:RunInstances", "ec2:CreateFleet", "ec2:CreateLaunchTemplate", "ec2:CreateTags"],
+                    [f"{ec2}:*:*"],
+                ),
+                _statement(
+                    "TerminateOwned",
+                    ["ec2:TerminateInstances", "ec2:DeleteLaunchTemplate"],
+                    [f"{ec2}:*:instance/*", f"{ec2}:*:launch-template/*"],
+                    {**owned, "StringLike": {"aws:ResourceTag/karpenter.sh/nodepool": "*"}},
+                ),
+                _statement(
+                    "Read",
+                    [
+                        "ec2:DescribeAvailabilityZones",
+                        "ec2:DescribeImages",
+                        "ec2:DescribeInstances",
+                        "ec2:DescribeInstanceTypeOfferings",
+                        "ec2:DescribeInstanceTypes",
+                        "ec2:DescribeLaunchTemplates",
+                        "ec2:DescribeSecurityGroups",
+                        "ec2:DescribeSpotPriceHistory",
+                        "ec2:DescribeSubnets",
+                        "ec2:DescribePlacementGroups",
+                        "ec2:DescribeCapacityReservations",
+                        "pricing:GetProducts",
+                    ],
+                    ["*"],
+                ),
+                _statement(
+                    "AmiParameters",
+                    ["ssm:GetParameter"],
+                    [f"arn:aws:ssm:{cluster.region}::parameter/aws/service/*"],
+                ),
+                _statement(
+                    "PassNodeRole",
+                    ["iam:PassRole"],
+                    [f"arn:aws:iam::{cluster.account}:role/{cluster.node_role_name}"],
+                    {"StringEquals": {"iam:PassedToService": ["ec2.amazonaws.com"]}},
+                ),
+                _statement(
+                    "InstanceProfiles",
+                    [
+                        "iam:CreateInstanceProfile",
+                        "iam:TagInstanceProfile",
+                        "iam:AddRoleToInstanceProfile",
+                        "iam:RemoveRoleFromInstanceProfile",
+                        "iam:DeleteInstanceProfile",
+                        "iam:GetInstanceProfile",
+                        "iam:ListInstanceProfiles",
+                    ],
+                    [f"arn:aws:iam::{cluster.account}:instance-profile/*"],
+                ),
+                _statement(
+                    "Cluster",
+                    ["eks:DescribeCluster"],
+                    [f"arn:aws:eks:{cluster.region}:{cluster.account}:cluster/{cluster.name}"],
+                ),
+                _statement(
+                    "Interruptions",
+                    ["sqs:DeleteMessage", "sqs:GetQueueUrl", "sqs:ReceiveMessage"],
+                    [f"arn:aws:sqs:{cluster.region}:{cluster.account}:{cluster.interruption_queue}"],
+                ),
+            ],
+        }
     if chart.addon == "aws_load_balancer_controller":
         tagged = {"Null": {"aws:ResourceTag/elbv2.k8s.aws/cluster": "false"}}
-        return {"Version": "2012-10-17", "Statement": [
-            _statement("ServiceLinkedRole", ["iam:CreateServiceLinkedRole"], ["*"],
-                       {"StringEquals": {"iam:AWSServiceName": "elasticloadbalancing.amazonaws.com"}}),
-            _statement("Read", ["ec2:DescribeAccountAttributes", "ec2:DescribeAddresses",
-                                "ec2:DescribeAvailabilityZones",
-                                "ec2:DescribeInternetGateways", "ec2:DescribeVpcs", "ec2:DescribeVpcPeeringConnections",
-                                "ec2:DescribeSubnets", "ec2:DescribeSecurityGroups", "ec2:DescribeInstances",
-                                "ec2:DescribeNetworkInterfaces", "ec2:DescribeTags", "ec2:GetSecurityGroupsForVpc",
-                                "ec2:DescribeIpamPools", "ec2:DescribeRouteTables",
-                                "elasticloadbalancing:Describe*", "acm:ListCertificates", "acm:DescribeCertificate",
-                                "iam:ListServerCertificates", "iam:GetServerCertificate"], ["*"]),
-            _statement("SecurityGroups", ["ec2:CreateSecurityGroup", "ec2:CreateTags"],
-                       [f"arn:aws:ec2:{cluster.region}:{cluster.account}:security-group/*",
-                        f"arn:aws:ec2:{cluster.region}:{cluster.account}:vpc/{cluster.vpc_id}"]),
-            _statement("OwnSecurityGroups", ["ec2:AuthorizeSecurityGroupIngress", "ec2:RevokeSecurityGroupIngress",
-                                             "ec2:DeleteSecurityGroup", "ec2:DeleteTags"],
-                       [f"arn:aws:ec2:{cluster.region}:{cluster.account}:security-group/*"], tagged),
-            _statement("Create", ["elasticloadbalancing:CreateLoadBalancer", "elasticloadbalancing:CreateTargetGroup",
-                                  "elasticloadbalancing:CreateListener", "elasticloadbalancing:CreateRule",
-                                  "elasticloadbalancing:AddTags"],
-                       [f"arn:aws:elasticloadbalancing:{cluster.region}:{cluster.account}:*"],
-                       {"Null": {"aws:RequestTag/elbv2.k8s.aws/cluster": "false"}}),
-            _statement("Manage", ["elasticloadbalancing:ModifyLoadBalancerAttributes",
-                                  "elasticloadbalancing:SetIpAddressType",
-                                  "elasticloadbalancing:SetSecurityGroups", "elasticloadbalancing:SetSubnets",
-                                  "elasticloadbalancing:DeleteLoadBalancer", "elasticloadbalancing:ModifyTargetGroup",
-                                  "elasticloadbalancing:ModifyTargetGroupAttributes",
-                                  "elasticloadbalancing:DeleteTargetGroup", "elasticloadbalancing:RegisterTargets",
-                                  "elasticloadbalancing:DeregisterTargets", "elasticloadbalancing:ModifyListener",
-                                  "elasticloadbalancing:DeleteListener", "elasticloadbalancing:ModifyRule",
-                                  "elasticloadbalancing:DeleteRule", "elasticloadbalancing:AddListenerCertificates",
-                                  "elasticloadbalancing:RemoveListenerCertificates",
-                                  "elasticloadbalancing:RemoveTags", "elasticloadbalancing:AddTags"],
-                       [f"arn:aws:elasticloadbalancing:{cluster.region}:{cluster.account}:*"], tagged),
-        ]}
+        return {
+            "Version": "2012-10-17",
+            "Statement": [
+                _statement(
+                    "ServiceLinkedRole",
+                    ["iam:CreateServiceLinkedRole"],
+                    ["*"],
+                    {"StringEquals": {"iam:AWSServiceName": "elasticloadbalancing.amazonaws.com"}},
+                ),
+                _statement(
+                    "Read",
+                    [
+                        "ec2:DescribeAccountAttributes",
+                        "ec2:DescribeAddresses",
+                        "ec2:DescribeAvailabilityZones",
+                        "ec2:DescribeInternetGateways",
+                        "ec2:DescribeVpcs",
+                        "ec2:DescribeVpcPeeringConnections",
+                        "ec2:DescribeSubnets",
+                        "ec2:DescribeSecurityGroups",
+                        "ec2:DescribeInstances",
+                        "ec2:DescribeNetworkInterfaces",
+                        "ec2:DescribeTags",
+                        "ec2:GetSecurityGroupsForVpc",
+                        "ec2:DescribeIpamPools",
+                        "ec2:DescribeRouteTables",
+                        "elasticloadbalancing:Describe*",
+                        "acm:ListCertificates",
+                        "acm:DescribeCertificate",
+                        "iam:ListServerCertificates",
+                        "iam:GetServerCertificate",
+                    ],
+                    ["*"],
+                ),
+                _statement(
+                    "SecurityGroups",
+                    ["ec2:CreateSecurityGroup", "ec2:CreateTags"],
+                    [
+                        f"arn:aws:ec2:{cluster.region}:{cluster.account}:security-group/*",
+                        f"arn:aws:ec2:{cluster.region}:{cluster.account}:vpc/{cluster.vpc_id}",
+                    ],
+                ),
+                _statement(
+                    "OwnSecurityGroups",
+                    [
+                        "ec2:AuthorizeSecurityGroupIngress",
+                        "ec2:RevokeSecurityGroupIngress",
+                        "ec2:DeleteSecurityGroup",
+                        "ec2:DeleteTags",
+                    ],
+                    [f"arn:aws:ec2:{cluster.region}:{cluster.account}:security-group/*"],
+                    tagged,
+                ),
+                _statement(
+                    "Create",
+                    [
+                        "elasticloadbalancing:CreateLoadBalancer",
+                        "elasticloadbalancing:CreateTargetGroup",
+                        "elasticloadbalancing:CreateListener",
+                        "elasticloadbalancing:CreateRule",
+                        "elasticloadbalancing:AddTags",
+                    ],
+                    [f"arn:aws:elasticloadbalancing:{cluster.region}:{cluster.account}:*"],
+                    {"Null": {"aws:RequestTag/elbv2.k8s.aws/cluster": "false"}},
+                ),
+                _statement(
+                    "Manage",
+                    [
+                        "elasticloadbalancing:ModifyLoadBalancerAttributes",
+                        "elasticloadbalancing:SetIpAddressType",
+                        "elasticloadbalancing:SetSecurityGroups",
+                        "elasticloadbalancing:SetSubnets",
+                        "elasticloadbalancing:DeleteLoadBalancer",
+                        "elasticloadbalancing:ModifyTargetGroup",
+                        "elasticloadbalancing:ModifyTargetGroupAttributes",
+                        "elasticloadbalancing:DeleteTargetGroup",
+                        "elasticloadbalancing:RegisterTargets",
+                        "elasticloadbalancing:DeregisterTargets",
+                        "elasticloadbalancing:ModifyListener",
+                        "elasticloadbalancing:DeleteListener",
+                        "elasticloadbalancing:ModifyRule",
+                        "elasticloadbalancing:DeleteRule",
+                        "elasticloadbalancing:AddListenerCertificates",
+                        "elasticloadbalancing:RemoveListenerCertificates",
+                        "elasticloadbalancing:RemoveTags",
+                        "elasticloadbalancing:AddTags",
+                    ],
+                    [f"arn:aws:elasticloadbalancing:{cluster.region}:{cluster.account}:*"],
+                    tagged,
+                ),
+            ],
+        }
     if chart.addon == "external_secrets":
-        return {"Version": "2012-10-17", "Statement": [
-            _statement("ReadSgldeploySecrets", ["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"],
-                       [f"arn:aws:secretsmanager:{cluster.region}:{cluster.account}:secret:sgldeploy/*"])]}
+        return {
+            "Version": "2012-10-17",
+            "Statement": [
+                _statement(
+                    "ReadSgldeploySecrets",
+                    ["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"],
+                    [f"arn:aws:secretsmanager:{cluster.region}:{cluster.account}:secret:sgldeploy/*"],
+                )
+            ],
+        }
     return None
 
 
@@ -203,7 +428,7 @@ class Plan:
     existing: list[str] = field(default_factory=list)
 
 
-def plan(addons) -> Plan:
+def plan(addons: AddonsSpec) -> Plan:
     """From the spec's AddonsSpec: true → install, "existing" → reference."""
     out = Plan()
     for chart in CHARTS:

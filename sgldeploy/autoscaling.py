@@ -5,19 +5,21 @@ zero, the KEDA HTTP add-on, whose interceptor holds each request while a replica
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 from . import observability
 from .serving import initial_replicas
 from .sizing import Sizing
-from .spec import DeploymentSpec
+from .spec import AddonsSpec, DeploymentSpec
 from .weight_cache import cold_start
 
 DEFAULT_PROMETHEUS = "http://kube-prometheus-stack-prometheus.monitoring.svc:9090"
 """The Prometheus that kube-prometheus-stack (the `prometheus` add-on) runs."""
 INTERCEPTOR = "keda-add-ons-http-interceptor-proxy.keda.svc.cluster.local"
 INTERCEPTOR_PORT = 8080
-RESPONSE_HEADER_TIMEOUT = "600s"  # a long completion sends its headers only when it is done (without streaming)
+RESPONSE_HEADER_TIMEOUT = (
+    "600s"  # a long completion sends its headers only when it is done (without streaming)
+)
 POLLING_SECONDS = 15
 
 
@@ -34,10 +36,16 @@ def plan(dep: DeploymentSpec, keda: bool, keda_http: bool) -> Plan:
         return Plan("none", "platform.addons.keda is false: replicas stay at the Deployment's count")
     if dep.min_replicas == 0:
         if not keda_http:
-            return Plan("none", "min_replicas 0 needs the KEDA HTTP add-on to hold requests while a replica "
-                                "starts; platform.addons.keda_http is false, so one replica stays up")
-        return Plan("http", f"scale to zero after {dep.idle_timeout_seconds} s idle; the HTTP add-on holds "
-                            "requests while a replica starts")
+            return Plan(
+                "none",
+                "min_replicas 0 needs the KEDA HTTP add-on to hold requests while a replica "
+                "starts; platform.addons.keda_http is false, so one replica stays up",
+            )
+        return Plan(
+            "http",
+            f"scale to zero after {dep.idle_timeout_seconds} s idle; the HTTP add-on holds "
+            "requests while a replica starts",
+        )
     if dep.min_replicas == dep.max_replicas:
         return Plan("none", f"min_replicas = max_replicas = {dep.max_replicas}: nothing to scale")
     return Plan("metrics", f"{dep.scaling.metric} with target {dep.scaling.target:g} per replica")
@@ -52,26 +60,44 @@ def target_ref(dep: DeploymentSpec, sizing: Sizing) -> dict[str, str]:
 def trigger(dep: DeploymentSpec, namespace: str, prometheus: str) -> dict[str, Any]:
     metric, target = dep.scaling.metric, dep.scaling.target
     if metric in ("cpu-utilization", "memory-utilization"):
-        return {"type": metric.split("-")[0], "metricType": "Utilization", "metadata": {"value": f"{target:g}"}}
+        return {
+            "type": metric.split("-")[0],
+            "metricType": "Utilization",
+            "metadata": {"value": f"{target:g}"},
+        }
     if metric == "gpu-utilization":  # DCGM exporter's gauge, averaged over the deployment's pods
         query = f'avg(DCGM_FI_DEV_GPU_UTIL{{namespace="{namespace}",pod=~"{dep.name}-.*"}})'
     else:
-        query = observability.query(dep, namespace, "queue_depth" if metric == "queue-depth" else "running_requests")
-    return {"type": "prometheus", "metricType": "AverageValue",
-            "metadata": {"serverAddress": prometheus, "query": query, "threshold": f"{target:g}"}}
+        query = observability.query(
+            dep, namespace, "queue_depth" if metric == "queue-depth" else "running_requests"
+        )
+    return {
+        "type": "prometheus",
+        "metricType": "AverageValue",
+        "metadata": {"serverAddress": prometheus, "query": query, "threshold": f"{target:g}"},
+    }
 
 
-def scaled_object_spec(dep: DeploymentSpec, sizing: Sizing, namespace: str, prometheus: str) -> dict[str, Any]:
+def scaled_object_spec(
+    dep: DeploymentSpec, sizing: Sizing, namespace: str, prometheus: str
+) -> dict[str, Any]:
     return {
         "scaleTargetRef": target_ref(dep, sizing),
         "minReplicaCount": dep.min_replicas,
         "maxReplicaCount": dep.max_replicas,
         "pollingInterval": POLLING_SECONDS,
-        "advanced": {"horizontalPodAutoscalerConfig": {"behavior": {
-            # Scale down one replica at a time, only after the lower count held for the spec's delay.
-            "scaleDown": {"stabilizationWindowSeconds": dep.scaling.scale_down_delay_seconds,
-                          "policies": [{"type": "Pods", "value": 1, "periodSeconds": 60}]},
-            "scaleUp": {"stabilizationWindowSeconds": 0}}}},
+        "advanced": {
+            "horizontalPodAutoscalerConfig": {
+                "behavior": {
+                    # Scale down one replica at a time, only after the lower count held for the spec's delay.
+                    "scaleDown": {
+                        "stabilizationWindowSeconds": dep.scaling.scale_down_delay_seconds,
+                        "policies": [{"type": "Pods", "value": 1, "periodSeconds": 60}],
+                    },
+                    "scaleUp": {"stabilizationWindowSeconds": 0},
+                }
+            }
+        },
         "triggers": [trigger(dep, namespace, prometheus)],
     }
 
@@ -88,8 +114,9 @@ def wait_seconds(dep: DeploymentSpec, sizing: Sizing) -> int:
     return int(start.total_s * 4 / 3)
 
 
-def http_scaled_object_spec(dep: DeploymentSpec, sizing: Sizing, namespace: str,
-                            hostname: Optional[str] = None) -> dict[str, Any]:
+def http_scaled_object_spec(
+    dep: DeploymentSpec, sizing: Sizing, namespace: str, hostname: str | None = None
+) -> dict[str, Any]:
     short = f"{dep.name}-proxy.{namespace}.svc"
     return {
         "hosts": [short, proxy_host(dep, namespace), *([hostname] if hostname else [])],
@@ -98,21 +125,27 @@ def http_scaled_object_spec(dep: DeploymentSpec, sizing: Sizing, namespace: str,
         "scaledownPeriod": dep.idle_timeout_seconds,
         # Requests in flight per replica (running plus queued) is what SGLang's batch can take.
         "scalingMetric": {"concurrency": {"targetValue": max(1, int(dep.scaling.target))}},
-        "timeouts": {"conditionWait": f"{wait_seconds(dep, sizing)}s", "responseHeader": RESPONSE_HEADER_TIMEOUT},
+        "timeouts": {
+            "conditionWait": f"{wait_seconds(dep, sizing)}s",
+            "responseHeader": RESPONSE_HEADER_TIMEOUT,
+        },
     }
 
 
 def proxy_service_spec() -> dict[str, Any]:
-    return {"type": "ExternalName", "externalName": INTERCEPTOR,
-            "ports": [{"name": "http", "port": INTERCEPTOR_PORT, "targetPort": INTERCEPTOR_PORT}]}
+    return {
+        "type": "ExternalName",
+        "externalName": INTERCEPTOR,
+        "ports": [{"name": "http", "port": INTERCEPTOR_PORT, "targetPort": INTERCEPTOR_PORT}],
+    }
 
 
-def for_stack(dep: DeploymentSpec, addons) -> Plan:
+def for_stack(dep: DeploymentSpec, addons: AddonsSpec) -> Plan:
     """The plan from the platform's add-ons (installed or existing both count)."""
     return plan(dep, bool(addons.keda), bool(addons.keda_http))
 
 
-def replicas_when_idle(dep: DeploymentSpec, addons) -> int:
+def replicas_when_idle(dep: DeploymentSpec, addons: AddonsSpec) -> int:
     """What runs, and is paid for, with no traffic: nothing when the HTTP add-on can wake the deployment,
     otherwise the Deployment's own count (at least one while running)."""
     return 0 if for_stack(dep, addons).kind == "http" else initial_replicas(dep)

@@ -11,7 +11,6 @@ import re
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Optional
 
 DATA = Path(__file__).parent / "data"
 PRICED_REGION = "us-east-1"
@@ -40,21 +39,24 @@ class InstanceType:
     memory_gib: float
     local_nvme_gb: int
     network_gbps: float
-    on_demand_usd_per_hour: Optional[float]  # us-east-1; None where no price was confirmed
-    spot_usd_per_hour: Optional[float]  # us-east-1, the highest per-AZ price seen; None where unknown
+    on_demand_usd_per_hour: float | None  # us-east-1; None where no price was confirmed
+    spot_usd_per_hour: float | None  # us-east-1, the highest per-AZ price seen; None where unknown
     source: str
     efa_interfaces: int = 0  # Elastic Fabric Adapter interfaces the type supports (aws-gpu-efa.csv)
 
-    def hourly_usd(self, spot: bool) -> Optional[float]:
+    def hourly_usd(self, spot: bool) -> float | None:
         """Spot where asked and known (upper bound), else on-demand."""
-        return self.spot_usd_per_hour if spot and self.spot_usd_per_hour is not None \
+        return (
+            self.spot_usd_per_hour
+            if spot and self.spot_usd_per_hour is not None
             else self.on_demand_usd_per_hour
+        )
 
 
 _SPOT_RANGE = re.compile(r"spot ([0-9.]+)-([0-9.]+) USD/h")
 
 
-def _spot_upper_bound(hint: str) -> Optional[float]:
+def _spot_upper_bound(hint: str) -> float | None:
     match = _SPOT_RANGE.search(hint or "")
     return float(match.group(2)) if match else None
 
@@ -99,7 +101,8 @@ def instance_types() -> dict[str, InstanceType]:
             local_nvme_gb=int(r["local_nvme_gb"] or 0),
             network_gbps=float(r["network_gbps"]),
             on_demand_usd_per_hour=float(r["on_demand_usd_per_hour_us_east_1"])
-            if r["on_demand_usd_per_hour_us_east_1"] else None,
+            if r["on_demand_usd_per_hour_us_east_1"]
+            else None,
             spot_usd_per_hour=_spot_upper_bound(r["spot_hint"]),
             source=r["source"],
             efa_interfaces=efa.get(r["instance_type"], 0),
@@ -122,5 +125,9 @@ def service_prices() -> dict[str, ServicePrice]:
     """Prices of the non-GPU parts of a stack (control plane, load balancers, storage, NAT, transfer)."""
     with open(DATA / "aws-service-prices.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    return {r["item"]: ServicePrice(item=r["item"], unit=r["unit"], usd=float(r["usd"]), region=r["region"],
-                                    source=r["source"]) for r in rows}
+    return {
+        r["item"]: ServicePrice(
+            item=r["item"], unit=r["unit"], usd=float(r["usd"]), region=r["region"], source=r["source"]
+        )
+        for r in rows
+    }

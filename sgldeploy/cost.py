@@ -11,18 +11,26 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import yaml
 
-from .catalog import HOURS_PER_MONTH, PRICED_REGION, service_prices
-from .problems import InvalidInput, Problem
+from . import weight_cache
 from .autoscaling import replicas_when_idle
+from .catalog import HOURS_PER_MONTH, PRICED_REGION, service_prices
+from .network import (
+    SYSTEM_NODE_DISK_GIB,
+    SYSTEM_NODE_INSTANCE,
+)
+from .network import (
+    SYSTEM_NODES as SYSTEM_NODE_COUNT,
+)
+from .network import (
+    ZONES as NAT_GATEWAYS,
+)
+from .problems import InvalidInput, Problem
 from .spec import PlatformSpec
 from .stack import ResolvedDeployment, ResolvedStack
-from . import weight_cache
-from .network import SYSTEM_NODE_DISK_GIB, SYSTEM_NODE_INSTANCE, SYSTEM_NODES as SYSTEM_NODE_COUNT, \
-    ZONES as NAT_GATEWAYS
 
 
 @dataclass(frozen=True)
@@ -34,24 +42,46 @@ class Usage:
     nat_gateway_gb_per_month: float = 100.0  # per created VPC: image pulls, Hub downloads, AWS APIs
 
     @classmethod
-    def read(cls, path: Optional[Path]) -> "Usage":
+    def read(cls, path: Path | None) -> Usage:
         """The defaults, overridden by a YAML mapping of the same keys; every problem reported at once."""
         if path is None:
             return cls()
         try:
             raw = yaml.safe_load(path.read_text()) or {}
         except (OSError, yaml.YAMLError) as err:
-            raise InvalidInput([Problem(str(path), f"cannot be read as YAML ({err.__class__.__name__})",
-                                        "pass a YAML file of usage assumptions", show_got=False)]) from None
+            raise InvalidInput(
+                [
+                    Problem(
+                        str(path),
+                        f"cannot be read as YAML ({err.__class__.__name__})",
+                        "pass a YAML file of usage assumptions",
+                        show_got=False,
+                    )
+                ]
+            ) from None
         known = {f.name for f in fields(cls)}
         if not isinstance(raw, dict):
-            raise InvalidInput([Problem(str(path), "must be a mapping of usage assumptions", f"use keys: "
-                                        f"{', '.join(sorted(known))}", raw)])
+            raise InvalidInput(
+                [
+                    Problem(
+                        str(path),
+                        "must be a mapping of usage assumptions",
+                        f"use keys: {', '.join(sorted(known))}",
+                        raw,
+                    )
+                ]
+            )
         problems = []
         for key, value in raw.items():
             if key not in known:
-                problems.append(Problem(f"{path}: {key}", "is not a usage assumption",
-                                        f"use one of: {', '.join(sorted(known))}", key))
+                problems.append(
+                    Problem(
+                        f"{path}: {key}",
+                        "is not a usage assumption",
+                        f"use one of: {', '.join(sorted(known))}",
+                        key,
+                    )
+                )
             elif isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
                 problems.append(Problem(f"{path}: {key}", "must be a number ≥ 0", "e.g. 100", value))
         if problems:
@@ -63,35 +93,43 @@ class Usage:
 class CostItem:
     resource: str  # `<deployment>/<part>` or `platform/<part>`
     description: str  # what is priced and what it assumes
-    hourly_usd_min: Optional[float]  # None: no price (named in the description), never a silent zero
-    hourly_usd_max: Optional[float]
-    deployment: Optional[str] = None  # None for the platform's own lines
+    hourly_usd_min: float | None  # None: no price (named in the description), never a silent zero
+    hourly_usd_max: float | None
+    deployment: str | None = None  # None for the platform's own lines
     usage_based: bool = False
     drivers: dict[str, Any] = field(default_factory=dict)  # the inputs the price follows, for cost diffs
 
-    def as_json(self) -> dict:
-        return {"resource": self.resource, "description": self.description,
-                "hourly_usd_min": _round(self.hourly_usd_min), "hourly_usd_max": _round(self.hourly_usd_max),
-                "monthly_usd_min": monthly(self.hourly_usd_min), "monthly_usd_max": monthly(self.hourly_usd_max),
-                "deployment": self.deployment, "usage_based": self.usage_based, "drivers": self.drivers}
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "resource": self.resource,
+            "description": self.description,
+            "hourly_usd_min": _round(self.hourly_usd_min),
+            "hourly_usd_max": _round(self.hourly_usd_max),
+            "monthly_usd_min": monthly(self.hourly_usd_min),
+            "monthly_usd_max": monthly(self.hourly_usd_max),
+            "deployment": self.deployment,
+            "usage_based": self.usage_based,
+            "drivers": self.drivers,
+        }
 
 
-def monthly(hourly: Optional[float]) -> Optional[float]:
+def monthly(hourly: float | None) -> float | None:
     """Monthly USD, to the cent, from an unrounded hourly figure."""
     return None if hourly is None else round(hourly * HOURS_PER_MONTH, 2)
 
 
-def _round(hourly: Optional[float]) -> Optional[float]:
+def _round(hourly: float | None) -> float | None:
     return None if hourly is None else round(hourly, 4)
 
 
-def _price(item: str, region: str) -> Optional[float]:
+def _price(item: str, region: str) -> float | None:
     price = service_prices()[item]
     return price.usd if price.region == region else None
 
 
-def _line(resource: str, what: str, unit_usd: Optional[float], low: float, high: float, region: str,
-          **kw) -> CostItem:
+def _line(
+    resource: str, what: str, unit_usd: float | None, low: float, high: float, region: str, **kw: Any
+) -> CostItem:
     """A line of `low`–`high` units at `unit_usd` per unit-hour, or unpriced with the reason named."""
     if unit_usd is None:
         why = f"no price for {region}" if region != PRICED_REGION else "no confirmed price"
@@ -101,13 +139,16 @@ def _line(resource: str, what: str, unit_usd: Optional[float], low: float, high:
 
 # ---- one deployment ------------------------------------------------------------------------------
 
+
 def gpu_nodes(item: ResolvedDeployment, region: str, idle: int) -> CostItem:
     """`idle`: replicas running with no traffic (0 when the deployment scales to zero)."""
     p, spec = item.sizing.placement, item.spec
     low = idle
     nodes_min, nodes_max = low * p.nodes_per_replica, spec.max_replicas * p.nodes_per_replica
-    what = f"{p.instance_type} × {p.nodes_per_replica} node(s) per replica, {low}–{spec.max_replicas} " \
-           f"replicas, {p.price_basis} price"
+    what = (
+        f"{p.instance_type} × {p.nodes_per_replica} node(s) per replica, {low}–{spec.max_replicas} "
+        f"replicas, {p.price_basis} price"
+    )
     if spec.resources.capacity != "on-demand" and p.price_basis == "on-demand":
         what += f" (no spot price known; capacity {spec.resources.capacity} may cost less)"
     if p.price_basis == "spot":
@@ -115,11 +156,23 @@ def gpu_nodes(item: ResolvedDeployment, region: str, idle: int) -> CostItem:
     price = p.hourly_usd_per_replica / p.nodes_per_replica if p.hourly_usd_per_replica is not None else None
     if region != PRICED_REGION:
         price = None
-    drivers = {"instance_type": p.instance_type, "price_basis": p.price_basis,
-               "usd_per_node_hour": None if price is None else round(price, 6),
-               "nodes_min": nodes_min, "nodes_max": nodes_max}
-    return _line(f"{spec.name}/gpu-nodes", what, price, nodes_min, nodes_max, region, deployment=spec.name,
-                 drivers=drivers)
+    drivers = {
+        "instance_type": p.instance_type,
+        "price_basis": p.price_basis,
+        "usd_per_node_hour": None if price is None else round(price, 6),
+        "nodes_min": nodes_min,
+        "nodes_max": nodes_max,
+    }
+    return _line(
+        f"{spec.name}/gpu-nodes",
+        what,
+        price,
+        nodes_min,
+        nodes_max,
+        region,
+        deployment=spec.name,
+        drivers=drivers,
+    )
 
 
 def node_disks(item: ResolvedDeployment, region: str, idle: int) -> CostItem:
@@ -127,12 +180,19 @@ def node_disks(item: ResolvedDeployment, region: str, idle: int) -> CostItem:
     nodes_min, nodes_max = idle * p.nodes_per_replica, spec.max_replicas * p.nodes_per_replica
     gib = item.sizing.disk_gib
     gp3 = _price("ebs_gp3", region)
-    return _line(f"{spec.name}/node-disks", f"{gib} GiB gp3 root volume per GPU node, {nodes_min}–{nodes_max} nodes",
-                 None if gp3 is None else gp3 * gib / HOURS_PER_MONTH, nodes_min, nodes_max, region,
-                 deployment=spec.name, drivers={"disk_gib": gib, "nodes_min": nodes_min, "nodes_max": nodes_max})
+    return _line(
+        f"{spec.name}/node-disks",
+        f"{gib} GiB gp3 root volume per GPU node, {nodes_min}–{nodes_max} nodes",
+        None if gp3 is None else gp3 * gib / HOURS_PER_MONTH,
+        nodes_min,
+        nodes_max,
+        region,
+        deployment=spec.name,
+        drivers={"disk_gib": gib, "nodes_min": nodes_min, "nodes_max": nodes_max},
+    )
 
 
-def cache_storage(item: ResolvedDeployment, region: str) -> Optional[CostItem]:
+def cache_storage(item: ResolvedDeployment, region: str) -> CostItem | None:
     """Shared caches cost whether or not replicas run; node-local NVMe is part of the instance price."""
     spec = item.spec
     storage = spec.cache_storage
@@ -146,8 +206,16 @@ def cache_storage(item: ResolvedDeployment, region: str) -> Optional[CostItem]:
         unit = _price("fsx_lustre_persistent_125", region)
     else:
         return None
-    return _line(f"{spec.name}/cache", what, None if unit is None else unit * gib / HOURS_PER_MONTH, 1, 1, region,
-                 deployment=spec.name, drivers={"storage": storage, "size_gib": gib})
+    return _line(
+        f"{spec.name}/cache",
+        what,
+        None if unit is None else unit * gib / HOURS_PER_MONTH,
+        1,
+        1,
+        region,
+        deployment=spec.name,
+        drivers={"storage": storage, "size_gib": gib},
+    )
 
 
 def endpoint(item: ResolvedDeployment, region: str, usage: Usage) -> list[CostItem]:
@@ -158,72 +226,135 @@ def endpoint(item: ResolvedDeployment, region: str, usage: Usage) -> list[CostIt
     kind = ep.load_balancer
     units = usage.load_balancer_capacity_units_per_hour
     lines = [
-        _line(f"{spec.name}/load-balancer", f"{ep.exposure} {kind.upper()}, hourly charge (it runs even at zero "
-              "replicas)", _price(kind, region), 1, 1, region, deployment=spec.name,
-              drivers={"load_balancer": kind, "exposure": ep.exposure}),
-        _line(f"{spec.name}/load-balancer-capacity", f"{units:g} {'LCU' if kind == 'alb' else 'NLCU'}/h assumed "
-              "(usage file: load_balancer_capacity_units_per_hour)",
-              _price("alb_lcu" if kind == "alb" else "nlb_nlcu", region), units, units, region,
-              deployment=spec.name, usage_based=True, drivers={"capacity_units_per_hour": units}),
+        _line(
+            f"{spec.name}/load-balancer",
+            f"{ep.exposure} {kind.upper()}, hourly charge (it runs even at zero replicas)",
+            _price(kind, region),
+            1,
+            1,
+            region,
+            deployment=spec.name,
+            drivers={"load_balancer": kind, "exposure": ep.exposure},
+        ),
+        _line(
+            f"{spec.name}/load-balancer-capacity",
+            f"{units:g} {'LCU' if kind == 'alb' else 'NLCU'}/h assumed "
+            "(usage file: load_balancer_capacity_units_per_hour)",
+            _price("alb_lcu" if kind == "alb" else "nlb_nlcu", region),
+            units,
+            units,
+            region,
+            deployment=spec.name,
+            usage_based=True,
+            drivers={"capacity_units_per_hour": units},
+        ),
     ]
     if ep.exposure == "public":
         gb = usage.data_transfer_out_gb_per_month
         unit = _price("data_transfer_out_first_10tb", region)
-        lines.append(_line(f"{spec.name}/data-transfer-out", f"{gb:g} GB/month to the internet assumed (usage "
-                           "file: data_transfer_out_gb_per_month)",
-                           None if unit is None else unit * gb / HOURS_PER_MONTH, 1, 1, region,
-                           deployment=spec.name, usage_based=True, drivers={"gb_per_month": gb}))
+        lines.append(
+            _line(
+                f"{spec.name}/data-transfer-out",
+                f"{gb:g} GB/month to the internet assumed (usage file: data_transfer_out_gb_per_month)",
+                None if unit is None else unit * gb / HOURS_PER_MONTH,
+                1,
+                1,
+                region,
+                deployment=spec.name,
+                usage_based=True,
+                drivers={"gb_per_month": gb},
+            )
+        )
     return lines
 
 
 def deployment_items(item: ResolvedDeployment, region: str, usage: Usage, idle: int) -> list[CostItem]:
     cache = cache_storage(item, region)
-    return [gpu_nodes(item, region, idle), node_disks(item, region, idle), *([cache] if cache else []),
-            *endpoint(item, region, usage)]
+    return [
+        gpu_nodes(item, region, idle),
+        node_disks(item, region, idle),
+        *([cache] if cache else []),
+        *endpoint(item, region, usage),
+    ]
 
 
 # ---- the platform --------------------------------------------------------------------------------
+
 
 def platform_items(platform: PlatformSpec, region: str, usage: Usage) -> list[CostItem]:
     """What the stack itself runs; an existing cluster's own costs belong to whoever created it."""
     if not platform.cluster.create:
         return []
     gp3 = _price("ebs_gp3", region)
+    system_node = _price("ec2_m6i_large", region)
     nat = NAT_GATEWAYS
     nat_gb = usage.nat_gateway_gb_per_month
     nat_data = _price("nat_gateway_data", region)
     return [
-        _line("platform/eks-control-plane", "EKS control plane, standard support (a version in extended support "
-              "costs $0.60/h)", _price("eks_cluster_standard_support", region), 1, 1, region,
-              drivers={"kubernetes_version": platform.cluster.kubernetes_version}),
-        _line("platform/system-nodes", f"{SYSTEM_NODE_COUNT} × {SYSTEM_NODE_INSTANCE} on-demand for controllers and "
-              "add-ons, with 50 GiB gp3 each", None if gp3 is None or _price("ec2_m6i_large", region) is None
-              else _price("ec2_m6i_large", region) + gp3 * SYSTEM_NODE_DISK_GIB / HOURS_PER_MONTH,
-              SYSTEM_NODE_COUNT, SYSTEM_NODE_COUNT, region,
-              drivers={"instance_type": SYSTEM_NODE_INSTANCE, "nodes": SYSTEM_NODE_COUNT}),
-        _line("platform/nat-gateways", f"{nat} NAT gateways, one per availability zone", _price("nat_gateway", region),
-              nat, nat, region, drivers={"nat_gateways": nat}),
-        _line("platform/nat-data", f"{nat_gb:g} GB/month through NAT assumed (usage file: nat_gateway_gb_per_month)",
-              None if nat_data is None else nat_data * nat_gb / HOURS_PER_MONTH, 1, 1, region, usage_based=True,
-              drivers={"gb_per_month": nat_gb}),
+        _line(
+            "platform/eks-control-plane",
+            "EKS control plane, standard support (a version in extended support costs $0.60/h)",
+            _price("eks_cluster_standard_support", region),
+            1,
+            1,
+            region,
+            drivers={"kubernetes_version": platform.cluster.kubernetes_version},
+        ),
+        _line(
+            "platform/system-nodes",
+            f"{SYSTEM_NODE_COUNT} × {SYSTEM_NODE_INSTANCE} on-demand for controllers and "
+            "add-ons, with 50 GiB gp3 each",
+            None
+            if gp3 is None or system_node is None
+            else system_node + gp3 * SYSTEM_NODE_DISK_GIB / HOURS_PER_MONTH,
+            SYSTEM_NODE_COUNT,
+            SYSTEM_NODE_COUNT,
+            region,
+            drivers={"instance_type": SYSTEM_NODE_INSTANCE, "nodes": SYSTEM_NODE_COUNT},
+        ),
+        _line(
+            "platform/nat-gateways",
+            f"{nat} NAT gateways, one per availability zone",
+            _price("nat_gateway", region),
+            nat,
+            nat,
+            region,
+            drivers={"nat_gateways": nat},
+        ),
+        _line(
+            "platform/nat-data",
+            f"{nat_gb:g} GB/month through NAT assumed (usage file: nat_gateway_gb_per_month)",
+            None if nat_data is None else nat_data * nat_gb / HOURS_PER_MONTH,
+            1,
+            1,
+            region,
+            usage_based=True,
+            drivers={"gb_per_month": nat_gb},
+        ),
     ]
 
 
 # ---- totals --------------------------------------------------------------------------------------
 
-def totals(items: list[CostItem]) -> dict:
+
+def totals(items: list[CostItem]) -> dict[str, Any]:
     """Hourly and monthly at min and max; None when any line is unpriced (a partial sum would mislead)."""
-    def total(attr: str, subset: list[CostItem]) -> Optional[float]:
+
+    def total(attr: str, subset: list[CostItem]) -> float | None:
         values = [getattr(i, attr) for i in subset]
         return None if any(v is None for v in values) else sum(values)
 
     lo, hi = total("hourly_usd_min", items), total("hourly_usd_max", items)
     usage = [i for i in items if i.usage_based]
-    return {"hourly_usd_min": _round(lo), "hourly_usd_max": _round(hi), "monthly_usd_min": monthly(lo),
-            "monthly_usd_max": monthly(hi),
-            "usage_monthly_usd_min": monthly(total("hourly_usd_min", usage)),
-            "usage_monthly_usd_max": monthly(total("hourly_usd_max", usage)),
-            "unpriced": [i.resource for i in items if i.hourly_usd_min is None]}
+    return {
+        "hourly_usd_min": _round(lo),
+        "hourly_usd_max": _round(hi),
+        "monthly_usd_min": monthly(lo),
+        "monthly_usd_max": monthly(hi),
+        "usage_monthly_usd_min": monthly(total("hourly_usd_min", usage)),
+        "usage_monthly_usd_max": monthly(total("hourly_usd_max", usage)),
+        "unpriced": [i.resource for i in items if i.hourly_usd_min is None],
+    }
 
 
 @dataclass(frozen=True)
@@ -232,38 +363,43 @@ class Estimate:
     items: tuple[CostItem, ...]
     usage: Usage
 
-    def of(self, deployment: Optional[str]) -> list[CostItem]:
+    def of(self, deployment: str | None) -> list[CostItem]:
         """The lines of one deployment, or the platform's own (None)."""
         return [i for i in self.items if i.deployment == deployment]
 
-    def deployment_totals(self, name: str) -> dict:
+    def deployment_totals(self, name: str | None) -> dict[str, Any]:
+        """Totals of one deployment, or of the platform's own lines (None)."""
         return totals(self.of(name))
 
-    def stack_totals(self) -> dict:
+    def stack_totals(self) -> dict[str, Any]:
         return totals(list(self.items))
 
 
-def estimate(stack: ResolvedStack, region: str, usage: Optional[Usage] = None) -> Estimate:
+def estimate(stack: ResolvedStack, region: str, usage: Usage | None = None) -> Estimate:
     usage = usage or Usage()
     items = platform_items(stack.spec.platform, region, usage)
     for item in stack.deployments:
-        items += deployment_items(item, region, usage, replicas_when_idle(item.spec, stack.spec.platform.addons))
+        items += deployment_items(
+            item, region, usage, replicas_when_idle(item.spec, stack.spec.platform.addons)
+        )
     return Estimate(region=region, items=tuple(items), usage=usage)
 
 
-def money(value: Optional[float]) -> str:
+def money(value: float | None) -> str:
     return "unpriced" if value is None else f"${value:,.2f}"
 
 
-def span(low: Optional[float], high: Optional[float]) -> str:
+def span(low: float | None, high: float | None) -> str:
     """Never one number where min and max differ."""
     return money(low) if low == high else f"{money(low)}–{money(high)}"
 
 
-def one_line(name: str, t: dict) -> str:
+def one_line(name: str, t: dict[str, Any]) -> str:
     """The summary `pulumi preview` logs and the plan prints, per deployment or stack."""
-    text = f"{name}: {span(t['hourly_usd_min'], t['hourly_usd_max'])}/h, " \
-           f"{span(t['monthly_usd_min'], t['monthly_usd_max'])}/month (min–max replicas, 730 h)"
+    text = (
+        f"{name}: {span(t['hourly_usd_min'], t['hourly_usd_max'])}/h, "
+        f"{span(t['monthly_usd_min'], t['monthly_usd_max'])}/month (min–max replicas, 730 h)"
+    )
     if t["usage_monthly_usd_max"]:
         text += f", of which usage-based {span(t['usage_monthly_usd_min'], t['usage_monthly_usd_max'])}/month"
     if t["unpriced"]:

@@ -5,7 +5,7 @@ Pure: both sides are plan JSON (version 1) as `sgldeploy plan --json` writes it.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from .problems import InvalidInput, Problem
 
@@ -18,43 +18,84 @@ REPLACE_ON_CHANGE: dict[str, tuple[str, ...]] = {
     "kubernetes:apps/v1:StatefulSet": ("spec.selector", "spec.volumeClaimTemplates", "spec.serviceName"),
     "kubernetes:batch/v1:Job": ("spec.template", "spec.selector", "spec.completionMode"),
     "kubernetes:core/v1:PersistentVolume": ("spec.csi", "spec.nfs", "spec.hostPath", "spec.storageClassName"),
-    "kubernetes:core/v1:PersistentVolumeClaim": ("spec.accessModes", "spec.storageClassName", "spec.volumeName",
-                                                 "spec.selector", "spec.volumeMode"),
+    "kubernetes:core/v1:PersistentVolumeClaim": (
+        "spec.accessModes",
+        "spec.storageClassName",
+        "spec.volumeName",
+        "spec.selector",
+        "spec.volumeMode",
+    ),
     "kubernetes:core/v1:Service": ("spec.clusterIP",),
-    "aws:efs/fileSystem:FileSystem": ("creationToken", "encrypted", "kmsKeyId", "performanceMode",
-                                      "availabilityZoneName"),
+    "aws:efs/fileSystem:FileSystem": (
+        "creationToken",
+        "encrypted",
+        "kmsKeyId",
+        "performanceMode",
+        "availabilityZoneName",
+    ),
     "aws:efs/mountTarget:MountTarget": ("fileSystemId", "subnetId", "ipAddress"),
-    "aws:fsx/lustreFileSystem:LustreFileSystem": ("subnetIds", "deploymentType", "storageType", "kmsKeyId",
-                                                  "perUnitStorageThroughput", "fileSystemTypeVersion"),
+    "aws:fsx/lustreFileSystem:LustreFileSystem": (
+        "subnetIds",
+        "deploymentType",
+        "storageType",
+        "kmsKeyId",
+        "perUnitStorageThroughput",
+        "fileSystemTypeVersion",
+    ),
     "aws:ec2/securityGroup:SecurityGroup": ("name", "namePrefix", "vpcId", "description"),
-    "random:index/randomPassword:RandomPassword": ("length", "special", "upper", "lower", "numeric",
-                                                   "overrideSpecial", "keepers"),
+    "random:index/randomPassword:RandomPassword": (
+        "length",
+        "special",
+        "upper",
+        "lower",
+        "numeric",
+        "overrideSpecial",
+        "keepers",
+    ),
 }
 
 DEPLOYMENT_DRIVERS = (  # deployment fields whose change explains a cost change, as (label, path)
-    ("model", ("model",)), ("revision", ("sha",)), ("instance_type", ("placement", "instance_type")),
-    ("gpus_per_replica", ("placement", "gpus_per_replica")), ("nodes_per_replica", ("placement", "nodes_per_replica")),
-    ("min_replicas", ("replicas", "min")), ("max_replicas", ("replicas", "max")),
-    ("running_when_idle", ("replicas", "running_when_idle")), ("cache", ("cache", "storage")),
+    ("model", ("model",)),
+    ("revision", ("sha",)),
+    ("instance_type", ("placement", "instance_type")),
+    ("gpus_per_replica", ("placement", "gpus_per_replica")),
+    ("nodes_per_replica", ("placement", "nodes_per_replica")),
+    ("min_replicas", ("replicas", "min")),
+    ("max_replicas", ("replicas", "max")),
+    ("running_when_idle", ("replicas", "running_when_idle")),
+    ("cache", ("cache", "storage")),
 )
 
 
-def check_plan(data: Any, where: str) -> dict:
+def check_plan(data: Any, where: str) -> dict[str, Any]:
     """A previous plan JSON, or one clear problem."""
-    if not isinstance(data, dict) or data.get("version") != 1 or "cost" not in data or "deployments" not in data:
+    if (
+        not isinstance(data, dict)
+        or data.get("version") != 1
+        or "cost" not in data
+        or "deployments" not in data
+    ):
         got = data.get("version") if isinstance(data, dict) else type(data).__name__
-        raise InvalidInput([Problem(where, "is not a sgldeploy plan JSON of version 1",
-                                    "write it with `sgldeploy plan --json FILE` from the base branch", got)])
+        raise InvalidInput(
+            [
+                Problem(
+                    where,
+                    "is not a sgldeploy plan JSON of version 1",
+                    "write it with `sgldeploy plan --json FILE` from the base branch",
+                    got,
+                )
+            ]
+        )
     return data
 
 
-def _get(d: dict, path: tuple[str, ...]) -> Any:
+def _get(d: Any, path: tuple[str, ...]) -> Any:
     for key in path:
         d = (d or {}).get(key)
     return d
 
 
-def _change(old: Any, new: Any) -> Optional[str]:
+def _change(old: Any, new: Any) -> str | None:
     return None if old == new else f"{_show(old)} → {_show(new)}"
 
 
@@ -76,7 +117,7 @@ def _list_change(old: Any, new: Any) -> str:
     return " ".join([*(f"-{v}" for v in gone), *(f"+{v}" for v in came)])
 
 
-def _delta(old: Optional[float], new: Optional[float]) -> dict:
+def _delta(old: float | None, new: float | None) -> dict[str, Any]:
     if old is None or new is None:
         return {"old": old, "new": new, "diff": None, "percent": None}
     diff = round(new - old, 2)
@@ -84,44 +125,73 @@ def _delta(old: Optional[float], new: Optional[float]) -> dict:
     return {"old": old, "new": new, "diff": diff, "percent": percent}
 
 
-def _costs(entry: Optional[dict]) -> dict:
+def _costs(entry: dict[str, Any] | None) -> dict[str, Any]:
     c = (entry or {}).get("cost") or {}
-    return {"monthly_usd_min": c.get("monthly_usd_min", 0 if entry is None else None),
-            "monthly_usd_max": c.get("monthly_usd_max", 0 if entry is None else None)}
+    return {
+        "monthly_usd_min": c.get("monthly_usd_min", 0 if entry is None else None),
+        "monthly_usd_max": c.get("monthly_usd_max", 0 if entry is None else None),
+    }
 
 
 def _status(old: Any, new: Any, changed: bool) -> str:
     return "added" if old is None else "removed" if new is None else "changed" if changed else "unchanged"
 
 
-def cost_diff(old: dict, new: dict) -> dict:
+def cost_diff(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     olds = {d["name"]: d for d in old["deployments"]}
     news = {d["name"]: d for d in new["deployments"]}
     deployments = []
     for name in sorted(olds.keys() | news.keys(), key=lambda n: (n not in news, n)):
         o, n = olds.get(name), news.get(name)
         co, cn = _costs(o), _costs(n)
-        changes = [] if o is None or n is None else [
-            f"{label} {c}" for label, path in DEPLOYMENT_DRIVERS if (c := _change(_get(o, path), _get(n, path)))]
-        deployments.append({"name": name, "status": _status(o, n, bool(changes) or co != cn), "changes": changes,
-                            **{k: _delta(co[k], cn[k]) for k in co}})
+        changes = (
+            []
+            if o is None or n is None
+            else [
+                f"{label} {c}"
+                for label, path in DEPLOYMENT_DRIVERS
+                if (c := _change(_get(o, path), _get(n, path)))
+            ]
+        )
+        deployments.append(
+            {
+                "name": name,
+                "status": _status(o, n, bool(changes) or co != cn),
+                "changes": changes,
+                **{k: _delta(co[k], cn[k]) for k in co},
+            }
+        )
     oi = {i["resource"]: i for i in old["cost"].get("items", [])}
     ni = {i["resource"]: i for i in new["cost"].get("items", [])}
     items = []
     for resource in sorted(oi.keys() | ni.keys()):
         o, n = oi.get(resource), ni.get(resource)
         drivers_o, drivers_n = (o or {}).get("drivers") or {}, (n or {}).get("drivers") or {}
-        changes = [] if o is None or n is None else [
-            f"{k} {c}" for k in sorted(drivers_o.keys() | drivers_n.keys())
-            if (c := _change(drivers_o.get(k), drivers_n.get(k)))]
+        changes = (
+            []
+            if o is None or n is None
+            else [
+                f"{k} {c}"
+                for k in sorted(drivers_o.keys() | drivers_n.keys())
+                if (c := _change(drivers_o.get(k), drivers_n.get(k)))
+            ]
+        )
         mo = {k: (o or {}).get(k, 0) for k in ("monthly_usd_min", "monthly_usd_max")}  # absent: costs nothing
         mn = {k: (n or {}).get(k, 0) for k in ("monthly_usd_min", "monthly_usd_max")}
         status = _status(o, n, bool(changes) or mo != mn)
+        either: dict[str, Any] = n or o or {}
         if status == "unchanged":
             continue
-        items.append({"resource": resource, "status": status, "changes": changes,
-                      "description": (n or o)["description"], "usage_based": (n or o).get("usage_based", False),
-                      **{k: _delta(mo[k], mn[k]) for k in mo}})
+        items.append(
+            {
+                "resource": resource,
+                "status": status,
+                "changes": changes,
+                "description": either["description"],
+                "usage_based": either.get("usage_based", False),
+                **{k: _delta(mo[k], mn[k]) for k in mo},
+            }
+        )
     keys = ("monthly_usd_min", "monthly_usd_max")
     total = {k: _delta(old["cost"].get(k), new["cost"].get(k)) for k in keys}
     old_platform, new_platform = old["cost"].get("platform") or {}, new["cost"].get("platform") or {}
@@ -147,7 +217,7 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix: value}
 
 
-def _forces_replace(rtype: str, path: str) -> Optional[str]:
+def _forces_replace(rtype: str, path: str) -> str | None:
     common = REPLACE_ON_CHANGE["kubernetes:"] if rtype.startswith("kubernetes:") else ()
     for prefix in (*common, *REPLACE_ON_CHANGE.get(rtype, ())):
         if path == prefix or path.startswith(prefix + ".") or path.startswith(prefix + "["):
@@ -160,10 +230,10 @@ def _key(urn: str) -> str:
     return urn.split("::", 1)[-1]
 
 
-def resource_diff(old: dict, new: dict) -> dict:
+def resource_diff(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     olds = {_key(r["urn"]): r for r in old.get("resources", [])}
     news = {_key(r["urn"]): r for r in new.get("resources", [])}
-    out: dict[str, list] = {"added": [], "removed": [], "changed": [], "replaced": [], "same": []}
+    out: dict[str, list[Any]] = {"added": [], "removed": [], "changed": [], "replaced": [], "same": []}
     for urn in sorted(news.keys() - olds.keys()):
         out["added"].append({"urn": news[urn]["urn"], "type": news[urn]["type"], "name": news[urn]["name"]})
     for urn in sorted(olds.keys() - news.keys()):
@@ -175,9 +245,12 @@ def resource_diff(old: dict, new: dict) -> dict:
         if not paths:
             out["same"].append(entry)
             continue
-        entry["changes"] = [f"{p}: {_list_change(o.get(p), n.get(p))}" if isinstance(o.get(p), list) or
-                            isinstance(n.get(p), list) else f"{p}: {_show(o.get(p))} → {_show(n.get(p))}"
-                            for p in paths]
+        entry["changes"] = [
+            f"{p}: {_list_change(o.get(p), n.get(p))}"
+            if isinstance(o.get(p), list) or isinstance(n.get(p), list)
+            else f"{p}: {_show(o.get(p))} → {_show(n.get(p))}"
+            for p in paths
+        ]
         causes = sorted({c for p in paths if (c := _forces_replace(news[urn]["type"], p))})
         if causes:
             out["replaced"].append({**entry, "because": causes})
@@ -186,10 +259,15 @@ def resource_diff(old: dict, new: dict) -> dict:
     return out
 
 
-EMPTY_PLAN = {"version": 1, "stack": None, "resources": [], "deployments": [],
-              "cost": {"monthly_usd_min": 0, "monthly_usd_max": 0, "items": []}}
+EMPTY_PLAN: dict[str, Any] = {
+    "version": 1,
+    "stack": None,
+    "resources": [],
+    "deployments": [],
+    "cost": {"monthly_usd_min": 0, "monthly_usd_max": 0, "items": []},
+}
 """What a first plan is compared with: nothing existed before."""
 
 
-def diff(old: dict, new: dict) -> dict:
+def diff(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     return {"base_stack": old.get("stack"), "cost": cost_diff(old, new), "resources": resource_diff(old, new)}

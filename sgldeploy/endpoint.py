@@ -9,7 +9,7 @@ needs `endpoint.hostname`; an NLB cannot hold requests, so that combination is r
 from __future__ import annotations
 
 import json
-from typing import Any, Optional
+from typing import Any
 
 from .autoscaling import INTERCEPTOR_PORT
 from .serving import SERVICE_PORT, labels, service_selector
@@ -17,11 +17,17 @@ from .spec import DeploymentSpec
 
 INTERCEPTOR_SERVICE = "keda-add-ons-http-interceptor-proxy"
 INTERCEPTOR_NAMESPACE = "keda"
-IDLE_TIMEOUT_SECONDS = 600  # an ALB drops a connection idle this long; non-streamed completions can take minutes
+IDLE_TIMEOUT_SECONDS = (
+    600  # an ALB drops a connection idle this long; non-streamed completions can take minutes
+)
 DEREGISTRATION_DELAY_SECONDS = 120  # as long as a pod's termination grace: in-flight generations finish
-ALB_ALGORITHMS = {"round-robin": "round_robin", "least-connections": "least_outstanding_requests",
-                  # The SGLang router is not rendered yet: spread evenly until it is.
-                  "cache-aware": "round_robin", "ip-hash": "round_robin"}
+ALB_ALGORITHMS = {
+    "round-robin": "round_robin",
+    "least-connections": "least_outstanding_requests",
+    # The SGLang router is not rendered yet: spread evenly until it is.
+    "cache-aware": "round_robin",
+    "ip-hash": "round_robin",
+}
 
 
 def _tags(tags: dict[str, str]) -> str:
@@ -30,10 +36,16 @@ def _tags(tags: dict[str, str]) -> str:
 
 def alb_annotations(dep: DeploymentSpec, tags: dict[str, str]) -> dict[str, str]:
     ep = dep.endpoint
-    group = [f"load_balancing.algorithm.type={ALB_ALGORITHMS[ep.algorithm]}",
-             f"deregistration_delay.timeout_seconds={DEREGISTRATION_DELAY_SECONDS}"]
+    group = [
+        f"load_balancing.algorithm.type={ALB_ALGORITHMS[ep.algorithm]}",
+        f"deregistration_delay.timeout_seconds={DEREGISTRATION_DELAY_SECONDS}",
+    ]
     if ep.sticky_sessions or ep.algorithm == "ip-hash":
-        group += ["stickiness.enabled=true", "stickiness.type=lb_cookie", "stickiness.lb_cookie.duration_seconds=3600"]
+        group += [
+            "stickiness.enabled=true",
+            "stickiness.type=lb_cookie",
+            "stickiness.lb_cookie.duration_seconds=3600",
+        ]
     out = {
         "alb.ingress.kubernetes.io/scheme": "internet-facing" if ep.exposure == "public" else "internal",
         "alb.ingress.kubernetes.io/target-type": "ip",
@@ -43,9 +55,13 @@ def alb_annotations(dep: DeploymentSpec, tags: dict[str, str]) -> dict[str, str]
         "alb.ingress.kubernetes.io/target-group-attributes": ",".join(group),
     }
     if ep.tls_certificate_arn:
-        out.update({"alb.ingress.kubernetes.io/certificate-arn": ep.tls_certificate_arn,
-                    "alb.ingress.kubernetes.io/listen-ports": json.dumps([{"HTTP": 80}, {"HTTPS": 443}]),
-                    "alb.ingress.kubernetes.io/ssl-redirect": "443"})
+        out.update(
+            {
+                "alb.ingress.kubernetes.io/certificate-arn": ep.tls_certificate_arn,
+                "alb.ingress.kubernetes.io/listen-ports": json.dumps([{"HTTP": 80}, {"HTTPS": 443}]),
+                "alb.ingress.kubernetes.io/ssl-redirect": "443",
+            }
+        )
     else:
         out["alb.ingress.kubernetes.io/listen-ports"] = json.dumps([{"HTTP": 80}])
     if tags:
@@ -55,8 +71,11 @@ def alb_annotations(dep: DeploymentSpec, tags: dict[str, str]) -> dict[str, str]
 
 def ingress_spec(dep: DeploymentSpec, through_interceptor: bool) -> dict[str, Any]:
     """Straight to the model's Service, or to the interceptor when the deployment may be at zero."""
-    backend = {"service": {"name": INTERCEPTOR_SERVICE, "port": {"number": INTERCEPTOR_PORT}}} if through_interceptor \
+    backend = (
+        {"service": {"name": INTERCEPTOR_SERVICE, "port": {"number": INTERCEPTOR_PORT}}}
+        if through_interceptor
         else {"service": {"name": dep.name, "port": {"number": SERVICE_PORT}}}
+    )
     rule: dict[str, Any] = {"http": {"paths": [{"path": "/", "pathType": "Prefix", "backend": backend}]}}
     if dep.endpoint.hostname:
         rule["host"] = dep.endpoint.hostname
@@ -66,20 +85,27 @@ def ingress_spec(dep: DeploymentSpec, through_interceptor: bool) -> dict[str, An
 def nlb_annotations(dep: DeploymentSpec, tags: dict[str, str]) -> dict[str, str]:
     ep = dep.endpoint
     out = {
-        "service.beta.kubernetes.io/aws-load-balancer-scheme": "internet-facing" if ep.exposure == "public"
+        "service.beta.kubernetes.io/aws-load-balancer-scheme": "internet-facing"
+        if ep.exposure == "public"
         else "internal",
         "service.beta.kubernetes.io/aws-load-balancer-nlb-target-type": "ip",
         "service.beta.kubernetes.io/aws-load-balancer-healthcheck-protocol": "HTTP",
         "service.beta.kubernetes.io/aws-load-balancer-healthcheck-path": ep.health_check.path,
-        "service.beta.kubernetes.io/aws-load-balancer-healthcheck-interval": str(ep.health_check.interval_seconds),
+        "service.beta.kubernetes.io/aws-load-balancer-healthcheck-interval": str(
+            ep.health_check.interval_seconds
+        ),
     }
     attributes = [f"deregistration_delay.timeout_seconds={DEREGISTRATION_DELAY_SECONDS}"]
     if ep.sticky_sessions or ep.algorithm == "ip-hash":  # an NLB pins a client by its source address
         attributes += ["stickiness.enabled=true", "stickiness.type=source_ip"]
     out["service.beta.kubernetes.io/aws-load-balancer-target-group-attributes"] = ",".join(attributes)
     if ep.tls_certificate_arn:
-        out.update({"service.beta.kubernetes.io/aws-load-balancer-ssl-cert": ep.tls_certificate_arn,
-                    "service.beta.kubernetes.io/aws-load-balancer-ssl-ports": "443"})
+        out.update(
+            {
+                "service.beta.kubernetes.io/aws-load-balancer-ssl-cert": ep.tls_certificate_arn,
+                "service.beta.kubernetes.io/aws-load-balancer-ssl-ports": "443",
+            }
+        )
     if tags:
         out["service.beta.kubernetes.io/aws-load-balancer-additional-resource-tags"] = _tags(tags)
     return out
@@ -87,23 +113,35 @@ def nlb_annotations(dep: DeploymentSpec, tags: dict[str, str]) -> dict[str, str]
 
 def nlb_service_spec(dep: DeploymentSpec, multi_node: bool) -> dict[str, Any]:
     port = 443 if dep.endpoint.tls_certificate_arn else 80
-    return {"type": "LoadBalancer", "loadBalancerClass": "service.k8s.aws/nlb",
-            "selector": service_selector(dep, multi_node),
-            "ports": [{"name": "http", "port": port, "targetPort": "http", "protocol": "TCP"}]}
+    return {
+        "type": "LoadBalancer",
+        "loadBalancerClass": "service.k8s.aws/nlb",
+        "selector": service_selector(dep, multi_node),
+        "ports": [{"name": "http", "port": port, "targetPort": "http", "protocol": "TCP"}],
+    }
 
 
 def endpoint_labels(dep: DeploymentSpec) -> dict[str, str]:
     return labels(dep, component="endpoint")
 
 
-def problem(dep: DeploymentSpec, scales_from_zero: bool) -> Optional[tuple[str, str, str, Any]]:
+def problem(dep: DeploymentSpec, scales_from_zero: bool) -> tuple[str, str, str, Any] | None:
     """(field, what, fix, got) when the endpoint cannot serve a deployment that sleeps at zero."""
     if not scales_from_zero or dep.endpoint.exposure == "cluster":
         return None
     if dep.endpoint.load_balancer == "nlb":
-        return ("endpoint.load_balancer", "cannot hold requests while a replica starts from zero",
-                "use load_balancer: alb (with a hostname), or set scaling.min_replicas: 1", "nlb")
+        return (
+            "endpoint.load_balancer",
+            "cannot hold requests while a replica starts from zero",
+            "use load_balancer: alb (with a hostname), or set scaling.min_replicas: 1",
+            "nlb",
+        )
     if not dep.endpoint.hostname:
-        return ("endpoint.hostname", "is required to scale a load-balanced endpoint from zero: the HTTP add-on "
-                "routes requests by Host", "set the DNS name clients use, or set scaling.min_replicas: 1", None)
+        return (
+            "endpoint.hostname",
+            "is required to scale a load-balanced endpoint from zero: the HTTP add-on "
+            "routes requests by Host",
+            "set the DNS name clients use, or set scaling.min_replicas: 1",
+            None,
+        )
     return None

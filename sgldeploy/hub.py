@@ -12,8 +12,9 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, TypeVar
+from typing import Any, TypeVar
 
 import httpx2
 from huggingface_hub import HfApi, hf_hub_download
@@ -28,8 +29,10 @@ from huggingface_hub.errors import (
 from .lock import CONFIG_FIELDS, SERVABLE_PIPELINES
 
 PICKLE_WEIGHTS = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
-TOKEN_FIX = "accept the licence on the model's Hub page, then set the token with pulumi config set --secret " \
-            "sgldeploy:hfToken hf_…"
+TOKEN_FIX = (
+    "accept the licence on the model's Hub page, then set the token with pulumi config set --secret "
+    "sgldeploy:hfToken hf_…"
+)
 T = TypeVar("T")
 
 
@@ -45,9 +48,9 @@ class Retry:
     def delay(self, attempt: int, error: Exception) -> float:
         response = getattr(error, "response", None)
         after = response.headers.get("Retry-After") if response is not None else None
-        if after and after.strip().isdigit():
+        if isinstance(after, str) and after.strip().isdigit():
             return min(float(after), self.max_delay * 4)
-        return min(self.first_delay * 2 ** attempt, self.max_delay)
+        return min(self.first_delay * 2.0**attempt, self.max_delay)
 
 
 class HubError(Exception):
@@ -58,9 +61,10 @@ class HubError(Exception):
         self.what, self.fix = what, fix
 
 
-def _status(error: Exception) -> Optional[int]:
+def _status(error: Exception | None) -> int | None:
     response = getattr(error, "response", None)
-    return getattr(response, "status_code", None)
+    status = getattr(response, "status_code", None)
+    return status if isinstance(status, int) else None
 
 
 def _transient(error: Exception) -> bool:
@@ -72,7 +76,7 @@ def _transient(error: Exception) -> bool:
 
 def call(repo: str, what: str, fn: Callable[[], T], retry: Retry) -> T:
     """Run one client call; retry transient faults; turn the final failure into one clear HubError."""
-    last: Optional[Exception] = None
+    last: Exception | None = None
     for attempt in range(retry.attempts):
         try:
             return fn()
@@ -80,19 +84,26 @@ def call(repo: str, what: str, fn: Callable[[], T], retry: Retry) -> T:
             who = "this token has no access" if _status(error) == 403 else "no valid token was given"
             raise HubError(f"{repo} is gated and {who} (HTTP {_status(error)})", TOKEN_FIX) from None
         except NotASafetensorsRepoError:
-            raise HubError(f"{repo} has no model.safetensors or model.safetensors.index.json", "choose a repo "
-                           "whose weights SGLang loads as safetensors") from None
+            raise HubError(
+                f"{repo} has no model.safetensors or model.safetensors.index.json",
+                "choose a repo whose weights SGLang loads as safetensors",
+            ) from None
         except RevisionNotFoundError:
-            raise HubError(f"{repo} has no revision of that name (HTTP 404)", "check the branch, tag or commit "
-                           "on the model's Hub page") from None
+            raise HubError(
+                f"{repo} has no revision of that name (HTTP 404)",
+                "check the branch, tag or commit on the model's Hub page",
+            ) from None
         except RepositoryNotFoundError as error:
             status = _status(error)
             if status in (401, 403):
-                raise HubError(f"{repo} is gated or private and cannot be read (HTTP {status})", TOKEN_FIX) \
-                    from None
-            raise HubError(f"{repo} does not exist on the Hub (HTTP 404), or is private", "check the repo id; "
-                           "for a private repo, " + TOKEN_FIX.split(", then ")[1]) from None
-        except Exception as error:  # noqa: BLE001 — every other failure is classified below
+                raise HubError(
+                    f"{repo} is gated or private and cannot be read (HTTP {status})", TOKEN_FIX
+                ) from None
+            raise HubError(
+                f"{repo} does not exist on the Hub (HTTP 404), or is private",
+                "check the repo id; for a private repo, " + TOKEN_FIX.split(", then ")[1],
+            ) from None
+        except Exception as error:
             if not _transient(error):
                 if _status(error) in (401, 403):
                     raise HubError(f"{repo} cannot be read (HTTP {_status(error)})", TOKEN_FIX) from None
@@ -100,25 +111,37 @@ def call(repo: str, what: str, fn: Callable[[], T], retry: Retry) -> T:
             last = error
             if attempt + 1 < retry.attempts:
                 retry.sleep(retry.delay(attempt, error))
-    raise HubError(f"gave up on {repo} after {retry.attempts} attempts at {what}: {_describe(last)}",
-                   "the Hub or the network is failing; try again later, or check HF_ENDPOINT")
+    raise HubError(
+        f"gave up on {repo} after {retry.attempts} attempts at {what}: {_describe(last)}",
+        "the Hub or the network is failing; try again later, or check HF_ENDPOINT",
+    )
 
 
-def _describe(error: Optional[Exception]) -> str:
+def _describe(error: Exception | None) -> str:
     status = _status(error)
     return f"HTTP {status}" if status else type(error).__name__
 
 
 # ---- resolution ---------------------------------------------------------------------------------
 
-def resolve(repo: str, revision: str, *, token: Optional[str] = None, endpoint: Optional[str] = None,
-            retry: Retry = Retry(), cache_dir: Optional[str] = None) -> dict[str, Any]:
+
+def resolve(
+    repo: str,
+    revision: str,
+    *,
+    token: str | None = None,
+    endpoint: str | None = None,
+    retry: Retry = Retry(),
+    cache_dir: str | None = None,
+) -> dict[str, Any]:
     """A version 1 lock entry for `repo@revision`, or HubError naming what is wrong."""
     # The client reads HF_ENDPOINT and HF_HUB_CACHE once, at import; read them at call time instead.
     endpoint = endpoint or os.environ.get("HF_ENDPOINT")
     cache_dir = cache_dir or os.environ.get("HF_HUB_CACHE")
     api = HfApi(endpoint=endpoint, token=token)
-    info = call(repo, "model_info", lambda: api.model_info(repo, revision=revision, files_metadata=True), retry)
+    info = call(
+        repo, "model_info", lambda: api.model_info(repo, revision=revision, files_metadata=True), retry
+    )
     sha = info.sha
     siblings = info.siblings or []
     names = [s.rfilename for s in siblings]
@@ -126,22 +149,42 @@ def resolve(repo: str, revision: str, *, token: Optional[str] = None, endpoint: 
     safetensors = [n for n in names if n.endswith(".safetensors")]
     if not safetensors:
         pickles = [n for n in names if n.endswith(PICKLE_WEIGHTS)]
-        what = f"{repo} has no safetensors weights" + (f", only pickle files ({', '.join(pickles[:3])})"
-                                                       if pickles else "")
-        raise HubError(what, "pickle weights can run code when loaded; choose a repo (or a revision) that ships "
-                       ".safetensors files")
+        what = f"{repo} has no safetensors weights" + (
+            f", only pickle files ({', '.join(pickles[:3])})" if pickles else ""
+        )
+        raise HubError(
+            what,
+            "pickle weights can run code when loaded; choose a repo (or a revision) that ships "
+            ".safetensors files",
+        )
     if info.pipeline_tag not in SERVABLE_PIPELINES:
-        raise HubError(f"{repo} has pipeline tag {info.pipeline_tag or 'none'}, which sgldeploy does not serve",
-                       f"choose a model tagged {' or '.join(SERVABLE_PIPELINES)}")
-    config_path = call(repo, "config.json", lambda: hf_hub_download(
-        repo, "config.json", revision=sha, token=token, endpoint=endpoint, cache_dir=cache_dir), retry)
+        raise HubError(
+            f"{repo} has pipeline tag {info.pipeline_tag or 'none'}, which sgldeploy does not serve",
+            f"choose a model tagged {' or '.join(SERVABLE_PIPELINES)}",
+        )
+    config_path = call(
+        repo,
+        "config.json",
+        lambda: hf_hub_download(
+            repo, "config.json", revision=sha, token=token, endpoint=endpoint, cache_dir=cache_dir
+        ),
+        retry,
+    )
     with open(config_path) as f:
         config = json.load(f)
-    metadata = call(repo, "safetensors headers", lambda: api.get_safetensors_metadata(repo, revision=sha), retry)
+    metadata = call(
+        repo, "safetensors headers", lambda: api.get_safetensors_metadata(repo, revision=sha), retry
+    )
     by_dtype = {dtype: int(n) for dtype, n in sorted(metadata.parameter_count.items())}
-    files = [{"path": s.rfilename, "size": s.lfs.size if s.lfs else s.size,
-              "sha256": s.lfs.sha256 if s.lfs else None, "blob_id": s.blob_id}
-             for s in sorted(siblings, key=lambda s: s.rfilename)]
+    files: list[dict[str, Any]] = [
+        {
+            "path": s.rfilename,
+            "size": s.lfs.size if s.lfs else s.size,
+            "sha256": s.lfs.sha256 if s.lfs else None,
+            "blob_id": s.blob_id,
+        }
+        for s in sorted(siblings, key=lambda s: s.rfilename)
+    ]
     return {
         "repo": repo,
         "revision": revision,
@@ -162,13 +205,14 @@ def resolve(repo: str, revision: str, *, token: Optional[str] = None, endpoint: 
 def config_fields(config: dict[str, Any]) -> dict[str, Any]:
     """The config.json fields sizing needs; multimodal models keep them under text_config."""
     text = config.get("text_config") or {}
-    picked = {name: config.get(name, text.get(name)) for name in CONFIG_FIELDS}
-    picked["num_experts"] = config.get("num_experts") or config.get("num_local_experts") or \
-        config.get("n_routed_experts")
+    picked: dict[str, Any] = {name: config.get(name, text.get(name)) for name in CONFIG_FIELDS}
+    picked["num_experts"] = (
+        config.get("num_experts") or config.get("num_local_experts") or config.get("n_routed_experts")
+    )
     quant = config.get("quantization_config") or {}
     picked["quantization_method"] = quant.get("quant_method")
     if picked.get("head_dim") is None and picked.get("hidden_size") and picked.get("num_attention_heads"):
-        picked["head_dim"] = picked["hidden_size"] // picked["num_attention_heads"]
+        picked["head_dim"] = int(picked["hidden_size"]) // int(picked["num_attention_heads"])
     return picked
 
 
@@ -177,12 +221,24 @@ def _check_paths(repo: str, names: list[str]) -> None:
     for name in names:
         parts = name.split("/")
         if name.startswith("/") or "\\" in name or ".." in parts or "\0" in name or not all(parts):
-            raise HubError(f"{repo} lists a file path that escapes its directory: {name!r}",
-                           "do not use this repo; report it to the Hub")
+            raise HubError(
+                f"{repo} lists a file path that escapes its directory: {name!r}",
+                "do not use this repo; report it to the Hub",
+            )
 
 
-def current_sha(repo: str, revision: str, *, token: Optional[str] = None, endpoint: Optional[str] = None,
-                retry: Retry = Retry()) -> str:
+def current_sha(
+    repo: str,
+    revision: str,
+    *,
+    token: str | None = None,
+    endpoint: str | None = None,
+    retry: Retry = Retry(),
+) -> str:
     api = HfApi(endpoint=endpoint or os.environ.get("HF_ENDPOINT"), token=token)
-    return call(repo, "model_info", lambda: api.model_info(repo, revision=revision).sha, retry)
-
+    sha = call(repo, "model_info", lambda: api.model_info(repo, revision=revision).sha, retry)
+    if sha is None:
+        raise HubError(
+            f"the Hub gave no commit for {repo}@{revision}", "check HF_ENDPOINT points at a Hub API"
+        )
+    return sha

@@ -10,7 +10,7 @@ import csv
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from .files import write_atomic
 
@@ -18,11 +18,21 @@ SERVABLE_PIPELINES = ("text-generation", "image-text-to-text")
 LOCK_VERSION = 1
 LOCK_NAME = "models.lock.json"
 
-CONFIG_FIELDS = ("architectures", "hidden_size", "num_hidden_layers", "num_attention_heads",
-                 "num_key_value_heads", "head_dim", "vocab_size", "max_position_embeddings",
-                 "num_experts", "quantization_method",
-                 # extensions: MLA models (DeepSeek) cache a compressed latent instead of per-head K and V
-                 "kv_lora_rank", "qk_rope_head_dim")
+CONFIG_FIELDS = (
+    "architectures",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "head_dim",
+    "vocab_size",
+    "max_position_embeddings",
+    "num_experts",
+    "quantization_method",
+    # extensions: MLA models (DeepSeek) cache a compressed latent instead of per-head K and V
+    "kv_lora_rank",
+    "qk_rope_head_dim",
+)
 
 
 @dataclass(frozen=True)
@@ -35,12 +45,12 @@ class LockedModel:
     parameters: int
     dtype: str
     gated: bool
-    pipeline_tag: Optional[str]
+    pipeline_tag: str | None
     custom_code: bool
     config: dict[str, Any]
     source: str
     parameters_by_dtype: dict[str, int]
-    safetensors_bytes: Optional[int]
+    safetensors_bytes: int | None
 
     @property
     def num_layers(self) -> int:
@@ -63,7 +73,7 @@ class LockedModel:
         return int(self.config["max_position_embeddings"])
 
     @property
-    def quantization_method(self) -> Optional[str]:
+    def quantization_method(self) -> str | None:
         return self.config.get("quantization_method")
 
     @property
@@ -75,14 +85,21 @@ class LockedModel:
         return int(self.config.get("qk_rope_head_dim") or 0)
 
     @classmethod
-    def from_entry(cls, entry: dict[str, Any]) -> "LockedModel":
-        return cls(repo=entry["repo"], revision=entry["revision"], sha=entry["sha"],
-                   parameters=int(entry["parameters"]), dtype=entry.get("dtype") or "bfloat16",
-                   gated=bool(entry.get("gated")), pipeline_tag=entry.get("pipeline_tag"),
-                   custom_code=bool(entry.get("custom_code")), config=dict(entry.get("config") or {}),
-                   source=entry.get("source", "hub"),
-                   parameters_by_dtype=dict(entry.get("parameters_by_dtype") or {}),
-                   safetensors_bytes=entry.get("safetensors_bytes"))
+    def from_entry(cls, entry: dict[str, Any]) -> LockedModel:
+        return cls(
+            repo=entry["repo"],
+            revision=entry["revision"],
+            sha=entry["sha"],
+            parameters=int(entry["parameters"]),
+            dtype=entry.get("dtype") or "bfloat16",
+            gated=bool(entry.get("gated")),
+            pipeline_tag=entry.get("pipeline_tag"),
+            custom_code=bool(entry.get("custom_code")),
+            config=dict(entry.get("config") or {}),
+            source=entry.get("source", "hub"),
+            parameters_by_dtype=dict(entry.get("parameters_by_dtype") or {}),
+            safetensors_bytes=entry.get("safetensors_bytes"),
+        )
 
 
 def lock_key(repo: str, revision: str) -> str:
@@ -105,16 +122,20 @@ def read_lock_entries(path: Path) -> dict[str, dict[str, Any]]:
     try:
         data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise LockError(f"{path}: cannot read the model lock ({exc}); re-create it with `sgldeploy lock`") from None
+        raise LockError(
+            f"{path}: cannot read the model lock ({exc}); re-create it with `sgldeploy lock`"
+        ) from None
     if not isinstance(data, dict) or data.get("version") != LOCK_VERSION:
-        raise LockError(f"{path}: not a version {LOCK_VERSION} model lock; re-create it with `sgldeploy lock`")
+        raise LockError(
+            f"{path}: not a version {LOCK_VERSION} model lock; re-create it with `sgldeploy lock`"
+        )
     entries = data.get("models", {})
     try:
         for entry in entries.values():
             LockedModel.from_entry(entry)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise LockError(f"{path}: an entry lacks {exc}; re-create it with `sgldeploy lock`") from None
-    return entries
+    return dict(entries)
 
 
 def read_lock(path: Path) -> dict[str, LockedModel]:
@@ -124,13 +145,15 @@ def read_lock(path: Path) -> dict[str, LockedModel]:
 
 def write_lock(path: Path, entries: dict[str, dict[str, Any]]) -> None:
     """Write atomically (temp file, then rename), sorted and stable: the same entries give the same bytes."""
-    write_atomic(path, json.dumps({"version": LOCK_VERSION, "models": entries}, indent=2, sort_keys=True) + "\n")
+    write_atomic(
+        path, json.dumps({"version": LOCK_VERSION, "models": entries}, indent=2, sort_keys=True) + "\n"
+    )
 
 
 def entry_from_public_facts(row: dict[str, str], requested_revision: str) -> dict[str, Any]:
     """A lock entry from a row of published model facts (the columns of shared data's models.csv)."""
 
-    def integer(name: str) -> Optional[int]:
+    def integer(name: str) -> int | None:
         return int(row[name]) if row.get(name) else None
 
     return {
@@ -169,5 +192,8 @@ def lock_from_public_facts(csv_path: Path, revisions: dict[str, list[str]]) -> d
     """Entries for `repo → [requested revisions]` from a models.csv of published facts."""
     with open(csv_path, newline="") as f:
         rows = {r["repo_id"]: r for r in csv.DictReader(f)}
-    return {lock_key(repo, rev): entry_from_public_facts(rows[repo], rev)
-            for repo, revs in revisions.items() for rev in revs}
+    return {
+        lock_key(repo, rev): entry_from_public_facts(rows[repo], rev)
+        for repo, revs in revisions.items()
+        for rev in revs
+    }

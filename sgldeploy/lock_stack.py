@@ -11,7 +11,6 @@ import os
 import shutil
 import subprocess
 from dataclasses import dataclass, field
-from typing import Optional
 
 from . import hub
 from .lock import lock_key, lock_path_for, read_lock, read_lock_entries, write_lock
@@ -19,6 +18,9 @@ from .problems import InvalidInput, Problem, config_path
 from .spec import is_commit
 from .stackfile import StackFile
 from .validate import parse_stack
+
+# The Hub client's default retries; a module constant so callers share one value.
+DEFAULT_RETRY = hub.Retry()
 
 
 @dataclass
@@ -28,15 +30,20 @@ class LockReport:
     drift: list[str] = field(default_factory=list)
 
 
-def stack_token(stack: StackFile) -> Optional[str]:
+def stack_token(stack: StackFile) -> str | None:
     """The stack's secret token through the Pulumi CLI, or None to let the client use HF_TOKEN or its cache."""
     if "sgldeploy:hfToken" not in stack.secret_keys or os.environ.get("HF_TOKEN"):
         return None
     pulumi = shutil.which("pulumi")
     if pulumi is None:
         return None
-    result = subprocess.run([pulumi, "config", "get", "sgldeploy:hfToken", "--stack", stack.stack],
-                            capture_output=True, text=True, cwd=stack.path.parent.parent, timeout=60)
+    result = subprocess.run(
+        [pulumi, "config", "get", "sgldeploy:hfToken", "--stack", stack.stack],
+        capture_output=True,
+        text=True,
+        cwd=stack.path.parent.parent,
+        timeout=60,
+    )
     return (result.stdout.strip() or None) if result.returncode == 0 else None
 
 
@@ -51,8 +58,13 @@ def _models(stack: StackFile) -> list[tuple[int, str, str]]:
     return out
 
 
-def lock(stack: StackFile, *, token: Optional[str] = None, endpoint: Optional[str] = None,
-         retry: hub.Retry = hub.Retry()) -> LockReport:
+def lock(
+    stack: StackFile,
+    *,
+    token: str | None = None,
+    endpoint: str | None = None,
+    retry: hub.Retry = DEFAULT_RETRY,
+) -> LockReport:
     """Resolve the stack's models and merge them into its lock (entries of other stacks are kept)."""
     path = lock_path_for(stack.path)
     existing = read_lock_entries(path)
@@ -63,7 +75,9 @@ def lock(stack: StackFile, *, token: Optional[str] = None, endpoint: Optional[st
         try:
             entry = hub.resolve(repo, revision, token=token, endpoint=endpoint, retry=retry)
         except hub.HubError as err:
-            problems.append(Problem(config_path("deployments", (i, "model", "repo")), err.what, err.fix, repo))
+            problems.append(
+                Problem(config_path("deployments", (i, "model", "repo")), err.what, err.fix, repo)
+            )
             continue
         entries[lock_key(repo, revision)] = entry
         report.written.append(f"{repo}@{revision} → {entry['sha']}")
@@ -75,8 +89,13 @@ def lock(stack: StackFile, *, token: Optional[str] = None, endpoint: Optional[st
     return report
 
 
-def check(stack: StackFile, *, token: Optional[str] = None, endpoint: Optional[str] = None,
-          retry: hub.Retry = hub.Retry()) -> LockReport:
+def check(
+    stack: StackFile,
+    *,
+    token: str | None = None,
+    endpoint: str | None = None,
+    retry: hub.Retry = DEFAULT_RETRY,
+) -> LockReport:
     """Compare each locked branch or tag with the commit it points to now."""
     locked = read_lock(lock_path_for(stack.path))
     report = LockReport()
@@ -84,20 +103,29 @@ def check(stack: StackFile, *, token: Optional[str] = None, endpoint: Optional[s
     for i, repo, revision in _models(stack):
         entry = locked.get(lock_key(repo, revision))
         if entry is None:
-            problems.append(Problem(config_path("deployments", (i, "model", "revision")),
-                                    f"{repo}@{revision} is not locked", "run sgldeploy lock", revision))
+            problems.append(
+                Problem(
+                    config_path("deployments", (i, "model", "revision")),
+                    f"{repo}@{revision} is not locked",
+                    "run sgldeploy lock",
+                    revision,
+                )
+            )
             continue
         if is_commit(revision):
             continue  # a commit cannot move
         try:
             now = hub.current_sha(repo, revision, token=token, endpoint=endpoint, retry=retry)
         except hub.HubError as err:
-            problems.append(Problem(config_path("deployments", (i, "model", "repo")), err.what, err.fix, repo))
+            problems.append(
+                Problem(config_path("deployments", (i, "model", "repo")), err.what, err.fix, repo)
+            )
             continue
         if now != entry.sha:
-            report.drift.append(f"{repo}@{revision} moved: locked {entry.sha}, now {now}; review the change, "
-                                f"then run sgldeploy lock (or pin revision: {now})")
+            report.drift.append(
+                f"{repo}@{revision} moved: locked {entry.sha}, now {now}; review the change, "
+                f"then run sgldeploy lock (or pin revision: {now})"
+            )
     if problems:
         raise InvalidInput(problems)
     return report
-

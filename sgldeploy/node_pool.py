@@ -10,7 +10,8 @@ takes them.
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Optional
+from collections.abc import Sequence
+from typing import Any
 
 from . import catalog
 from .sizing import Sizing
@@ -43,7 +44,7 @@ def pool_id(namespace: str, dep: DeploymentSpec) -> str:
     name = f"{namespace}-{dep.name}"
     if len(name) <= _MAX_LABEL:
         return name
-    return f"{name[:_MAX_LABEL - 9].rstrip('-')}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
+    return f"{name[: _MAX_LABEL - 9].rstrip('-')}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
 
 
 def pool_taint(pool: str) -> dict[str, str]:
@@ -57,9 +58,13 @@ def node_labels(pool: str, sizing: Sizing) -> dict[str, str]:
 
 def pod_scheduling(pool: str) -> dict[str, Any]:
     """What a pod needs to land on the pool's nodes, and only there."""
-    return {"nodeSelector": {POOL_LABEL: pool},
-            "tolerations": [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"},
-                            {"key": POOL_LABEL, "operator": "Equal", "value": pool, "effect": "NoSchedule"}]}
+    return {
+        "nodeSelector": {POOL_LABEL: pool},
+        "tolerations": [
+            {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"},
+            {"key": POOL_LABEL, "operator": "Equal", "value": pool, "effect": "NoSchedule"},
+        ],
+    }
 
 
 def instance_types(sizing: Sizing) -> list[str]:
@@ -96,6 +101,7 @@ def efa_interfaces(sizing: Sizing) -> int:
 
 # ---- Karpenter ---------------------------------------------------------------------------------------
 
+
 def node_pool_spec(dep: DeploymentSpec, sizing: Sizing, pool: str) -> dict[str, Any]:
     return {
         "template": {
@@ -103,9 +109,16 @@ def node_pool_spec(dep: DeploymentSpec, sizing: Sizing, pool: str) -> dict[str, 
             "spec": {
                 "nodeClassRef": {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": pool},
                 "requirements": [
-                    {"key": "node.kubernetes.io/instance-type", "operator": "In", "values": instance_types(sizing)},
-                    {"key": "karpenter.sh/capacity-type", "operator": "In",
-                     "values": CAPACITY_TYPES[dep.resources.capacity]},
+                    {
+                        "key": "node.kubernetes.io/instance-type",
+                        "operator": "In",
+                        "values": instance_types(sizing),
+                    },
+                    {
+                        "key": "karpenter.sh/capacity-type",
+                        "operator": "In",
+                        "values": CAPACITY_TYPES[dep.resources.capacity],
+                    },
                     {"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]},
                     {"key": "kubernetes.io/os", "operator": "In", "values": ["linux"]},
                 ],
@@ -147,26 +160,48 @@ USER_DATA_BOUNDARY = "//sgldeploy//"
 
 def node_cache_user_data() -> str:
     """MIME multi-part user data (what AL2023's nodeadm and Karpenter merge into) running NODE_CACHE_SCRIPT."""
-    return (f'MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary="{USER_DATA_BOUNDARY}"\n\n'
-            f'--{USER_DATA_BOUNDARY}\nContent-Type: text/x-shellscript; charset="us-ascii"\n\n'
-            f"{NODE_CACHE_SCRIPT}\n--{USER_DATA_BOUNDARY}--\n")
+    return (
+        f'MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary="{USER_DATA_BOUNDARY}"\n\n'
+        f'--{USER_DATA_BOUNDARY}\nContent-Type: text/x-shellscript; charset="us-ascii"\n\n'
+        f"{NODE_CACHE_SCRIPT}\n--{USER_DATA_BOUNDARY}--\n"
+    )
 
 
-def ec2_node_class_spec(dep: DeploymentSpec, sizing: Sizing, *, role: str, subnet_ids: list[str],
-                        security_group_ids: list[str], tags: dict[str, str],
-                        placement_group: Optional[str] = None) -> dict[str, Any]:
+def ec2_node_class_spec(
+    dep: DeploymentSpec,
+    sizing: Sizing,
+    *,
+    role: str,
+    subnet_ids: Sequence[Any],  # ids, or Pulumi outputs the engine resolves inside the spec
+    security_group_ids: Sequence[Any],
+    tags: dict[str, str],
+    placement_group: str | None = None,
+) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "amiSelectorTerms": [{"alias": AMI_ALIAS}],
         "role": role,
         "subnetSelectorTerms": [{"id": s} for s in subnet_ids],
         "securityGroupSelectorTerms": [{"id": g} for g in security_group_ids],
         # IMDSv2 only, one hop: pods cannot reach the node's credentials (they use pod identity).
-        "metadataOptions": {"httpEndpoint": "enabled", "httpProtocolIPv6": "disabled",
-                            "httpPutResponseHopLimit": 1, "httpTokens": "required"},
+        "metadataOptions": {
+            "httpEndpoint": "enabled",
+            "httpProtocolIPv6": "disabled",
+            "httpPutResponseHopLimit": 1,
+            "httpTokens": "required",
+        },
         # The root volume holds the images (the SGLang image is ~9 GB) and, without NVMe, the cache.
-        "blockDeviceMappings": [{"deviceName": "/dev/xvda", "rootVolume": True, "ebs": {
-            "volumeSize": f"{sizing.disk_gib}Gi", "volumeType": "gp3", "encrypted": True,
-            "deleteOnTermination": True}}],
+        "blockDeviceMappings": [
+            {
+                "deviceName": "/dev/xvda",
+                "rootVolume": True,
+                "ebs": {
+                    "volumeSize": f"{sizing.disk_gib}Gi",
+                    "volumeType": "gp3",
+                    "encrypted": True,
+                    "deleteOnTermination": True,
+                },
+            }
+        ],
         "tags": dict(tags),
     }
     if dep.cache_storage == "node-local":
@@ -178,6 +213,7 @@ def ec2_node_class_spec(dep: DeploymentSpec, sizing: Sizing, *, role: str, subne
 
 # ---- EKS managed node groups ------------------------------------------------------------------------
 
+
 def managed_capacity_type(dep: DeploymentSpec) -> str:
     """A managed node group has one capacity type: spot-fallback runs on demand (Karpenter can mix them)."""
     return "SPOT" if dep.resources.capacity == "spot" else "ON_DEMAND"
@@ -188,11 +224,18 @@ def autoscaler_tags(cluster: str, pool: str, sizing: Sizing) -> dict[str, str]:
     nodes will have before any exists."""
     per_node = sizing.placement.gpus_per_replica // sizing.placement.nodes_per_replica
     prefix = "k8s.io/cluster-autoscaler/node-template"
-    return {"k8s.io/cluster-autoscaler/enabled": "true", f"k8s.io/cluster-autoscaler/{cluster}": "owned",
-            f"{prefix}/label/{POOL_LABEL}": pool, f"{prefix}/label/{GPU_LABEL}": sizing.placement.gpu_model,
-            f"{prefix}/taint/{GPU_RESOURCE}": "true:NoSchedule", f"{prefix}/taint/{POOL_LABEL}": f"{pool}:NoSchedule",
-            f"{prefix}/resources/{GPU_RESOURCE}": str(per_node)}
+    return {
+        "k8s.io/cluster-autoscaler/enabled": "true",
+        f"k8s.io/cluster-autoscaler/{cluster}": "owned",
+        f"{prefix}/label/{POOL_LABEL}": pool,
+        f"{prefix}/label/{GPU_LABEL}": sizing.placement.gpu_model,
+        f"{prefix}/taint/{GPU_RESOURCE}": "true:NoSchedule",
+        f"{prefix}/taint/{POOL_LABEL}": f"{pool}:NoSchedule",
+        f"{prefix}/resources/{GPU_RESOURCE}": str(per_node),
+    }
 
 
 def managed_taints(pool: str) -> list[dict[str, str]]:
-    return [{"key": t["key"], "value": t["value"], "effect": "NO_SCHEDULE"} for t in (GPU_TAINT, pool_taint(pool))]
+    return [
+        {"key": t["key"], "value": t["value"], "effect": "NO_SCHEDULE"} for t in (GPU_TAINT, pool_taint(pool))
+    ]

@@ -42,7 +42,7 @@ def query(dep: DeploymentSpec, namespace: str, what: str) -> str:
         "p50_ttft": f"histogram_quantile(0.5, sum by (le) (rate({METRICS['ttft']}_bucket{{{m}}}[5m])))",
         "p99_ttft": f"histogram_quantile(0.99, sum by (le) (rate({METRICS['ttft']}_bucket{{{m}}}[5m])))",
         "error_rate_percent": f"100 * sum(rate({METRICS['aborted']}{{{m}}}[5m])) / "
-                              f"clamp_min(sum(rate({METRICS['requests']}{{{m}}}[5m])), 1e-9)",
+        f"clamp_min(sum(rate({METRICS['requests']}{{{m}}}[5m])), 1e-9)",
         "request_rate": f"sum(rate({METRICS['requests']}{{{m}}}[5m]))",
         "tokens_per_second": f"sum(rate({METRICS['generation_tokens']}{{{m}}}[5m]))",
         "kv_usage": f"max({METRICS['token_usage']}{{{m}}})",
@@ -66,40 +66,89 @@ def prometheus_rule_spec(dep: DeploymentSpec, namespace: str) -> dict[str, Any]:
     rules = []
 
     def alert(name: str, expr: str, minutes: int, severity: str, summary: str) -> None:
-        rules.append({"alert": name, "expr": expr, "for": f"{minutes}m",
-                      "labels": {"severity": severity, **common}, "annotations": {"summary": summary}})
+        rules.append(
+            {
+                "alert": name,
+                "expr": expr,
+                "for": f"{minutes}m",
+                "labels": {"severity": severity, **common},
+                "annotations": {"summary": summary},
+            }
+        )
 
     if a.p99_latency_seconds is not None:
-        alert("SglangHighLatency", f"{query(dep, namespace, 'p99_latency')} > {a.p99_latency_seconds:g}", 10,
-              "warning", f"{dep.name}: p99 end-to-end latency above {a.p99_latency_seconds:g} s")
+        alert(
+            "SglangHighLatency",
+            f"{query(dep, namespace, 'p99_latency')} > {a.p99_latency_seconds:g}",
+            10,
+            "warning",
+            f"{dep.name}: p99 end-to-end latency above {a.p99_latency_seconds:g} s",
+        )
     if a.error_rate_percent is not None:
-        alert("SglangErrorRate", f"{query(dep, namespace, 'error_rate_percent')} > {a.error_rate_percent:g}", 5,
-              "critical", f"{dep.name}: more than {a.error_rate_percent:g}% of requests aborted")
+        alert(
+            "SglangErrorRate",
+            f"{query(dep, namespace, 'error_rate_percent')} > {a.error_rate_percent:g}",
+            5,
+            "critical",
+            f"{dep.name}: more than {a.error_rate_percent:g}% of requests aborted",
+        )
     if a.queue_depth is not None:
         replicas = f"clamp_min({query(dep, namespace, 'replicas')}, 1)"
-        alert("SglangQueueDepth", f"{query(dep, namespace, 'queue_depth')} / {replicas} > {a.queue_depth}", 10,
-              "warning", f"{dep.name}: more than {a.queue_depth} queued requests per replica")
+        alert(
+            "SglangQueueDepth",
+            f"{query(dep, namespace, 'queue_depth')} / {replicas} > {a.queue_depth}",
+            10,
+            "warning",
+            f"{dep.name}: more than {a.queue_depth} queued requests per replica",
+        )
     if dep.max_replicas:
-        alert("SglangAtMaxReplicas", f"{query(dep, namespace, 'replicas')} >= {dep.max_replicas}", 30, "info",
-              f"{dep.name}: running at max_replicas ({dep.max_replicas}) for 30 minutes; raise it or add capacity")
-    alert("SglangPodsNotReady", f"{query(dep, namespace, 'not_ready')} > 0", 15, "warning",
-          f"{dep.name}: pods not ready for 15 minutes (a stuck load or a crash loop)")
+        alert(
+            "SglangAtMaxReplicas",
+            f"{query(dep, namespace, 'replicas')} >= {dep.max_replicas}",
+            30,
+            "info",
+            f"{dep.name}: running at max_replicas ({dep.max_replicas}) for 30 minutes; raise it or add capacity",
+        )
+    alert(
+        "SglangPodsNotReady",
+        f"{query(dep, namespace, 'not_ready')} > 0",
+        15,
+        "warning",
+        f"{dep.name}: pods not ready for 15 minutes (a stuck load or a crash loop)",
+    )
     return {"groups": [{"name": f"sgldeploy-{dep.name}", "rules": rules}]}
 
 
 def dashboard(dep: DeploymentSpec, namespace: str) -> dict[str, Any]:
     """A Grafana dashboard: requests, tokens/s, TTFT and latency, queue, KV usage, replicas."""
-    panels = [("Requests/s", "request_rate"), ("Generated tokens/s", "tokens_per_second"),
-              ("TTFT p50", "p50_ttft"), ("TTFT p99", "p99_ttft"), ("End-to-end latency p99", "p99_latency"),
-              ("Queued requests", "queue_depth"), ("Running requests", "running_requests"),
-              ("KV cache usage", "kv_usage"), ("Available replicas", "replicas"), ("Aborted %", "error_rate_percent")]
+    panels = [
+        ("Requests/s", "request_rate"),
+        ("Generated tokens/s", "tokens_per_second"),
+        ("TTFT p50", "p50_ttft"),
+        ("TTFT p99", "p99_ttft"),
+        ("End-to-end latency p99", "p99_latency"),
+        ("Queued requests", "queue_depth"),
+        ("Running requests", "running_requests"),
+        ("KV cache usage", "kv_usage"),
+        ("Available replicas", "replicas"),
+        ("Aborted %", "error_rate_percent"),
+    ]
     return {
-        "title": f"sgldeploy / {namespace} / {dep.name}", "uid": f"sgldeploy-{namespace}-{dep.name}"[:40],
-        "tags": ["sgldeploy", "sglang"], "schemaVersion": 39, "time": {"from": "now-6h", "to": "now"},
-        "panels": [{"id": i + 1, "type": "timeseries", "title": title,
-                    "gridPos": {"h": 8, "w": 12, "x": 12 * (i % 2), "y": 8 * (i // 2)},
-                    "targets": [{"refId": "A", "expr": query(dep, namespace, what)}]}
-                   for i, (title, what) in enumerate(panels)],
+        "title": f"sgldeploy / {namespace} / {dep.name}",
+        "uid": f"sgldeploy-{namespace}-{dep.name}"[:40],
+        "tags": ["sgldeploy", "sglang"],
+        "schemaVersion": 39,
+        "time": {"from": "now-6h", "to": "now"},
+        "panels": [
+            {
+                "id": i + 1,
+                "type": "timeseries",
+                "title": title,
+                "gridPos": {"h": 8, "w": 12, "x": 12 * (i % 2), "y": 8 * (i // 2)},
+                "targets": [{"refId": "A", "expr": query(dep, namespace, what)}],
+            }
+            for i, (title, what) in enumerate(panels)
+        ],
     }
 
 

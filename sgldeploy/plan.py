@@ -8,20 +8,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import yaml
 
-from . import cost
+from . import autoscaling, cost, weight_cache
+from .autoscaling import replicas_when_idle
+from .catalog import HOURS_PER_MONTH
 from .engine import Recording, Registration, run_program
-from . import weight_cache
 from .files import write_atomic
 from .lock import lock_path_for
 from .policy import pack
 from .policy.rules import Resource
-from . import autoscaling
-from .autoscaling import replicas_when_idle
-from .stack import SECRET_KEYS, ResolvedStack, resolve
+from .sizing import Candidate, Sizing
+from .spec import AddonsSpec
+from .stack import SECRET_KEYS, ResolvedDeployment, ResolvedStack, resolve
 from .stackfile import StackFile
 
 PLAN_VERSION = 1
@@ -47,29 +48,39 @@ class Plan:
         return [v for v in self.violations if v.level == "mandatory"]
 
 
-def render(stack: StackFile, usage_file: Optional[Path] = None,
-           policy_settings: Optional[dict[str, pack.Settings]] = None) -> Plan:
+def render(
+    stack: StackFile,
+    usage_file: Path | None = None,
+    policy_settings: dict[str, pack.Settings] | None = None,
+) -> Plan:
     """Validate (raising InvalidInput), run the program under the mock engine (raising pulumi.RunError), then
     price it and run the policy pack over what it declared."""
     lock_file = lock_path_for(stack.path)
     secrets = {k for k in SECRET_KEYS if f"{PROJECT}:{k}" in stack.config}
-    resolved = resolve(stack.object(f"{PROJECT}:platform"), stack.object(f"{PROJECT}:deployments"), lock_file,
-                       secrets)
+    resolved = resolve(
+        stack.object(f"{PROJECT}:platform"), stack.object(f"{PROJECT}:deployments"), lock_file, secrets
+    )
     usage = cost.Usage.read(usage_file)
     config = {**stack.config, f"{PROJECT}:lockFile": str(lock_file)}
     if usage_file is not None:
         config[f"{PROJECT}:usageFile"] = str(usage_file)
     recording = run_program(PROGRAM, PROJECT, stack.stack, config, stack.secret_keys)
-    plan = Plan(stack=stack, resolved=resolved, recording=recording,
-                estimate=cost.estimate(resolved, stack.config.get("aws:region", "us-east-1"), usage))
+    plan = Plan(
+        stack=stack,
+        resolved=resolved,
+        recording=recording,
+        estimate=cost.estimate(resolved, stack.config.get("aws:region", "us-east-1"), usage),
+    )
     plan.violations = pack.evaluate(policy_resources(recording), policy_settings)
     return plan
 
 
 def policy_resources(recording: Recording) -> list[Resource]:
     """The recorded resources as a policy sees them: type, name, URN, inputs, parent."""
-    return [Resource(type=r.type, name=r.name, urn=r.urn, props=normalize(r.inputs), parent=r.parent)
-            for r in recording.resources]
+    return [
+        Resource(type=r.type, name=r.name, urn=r.urn, props=normalize(r.inputs), parent=r.parent)
+        for r in recording.resources
+    ]
 
 
 # ---- plan JSON -----------------------------------------------------------------------------------
@@ -93,28 +104,50 @@ def _resources(plan: Plan) -> list[Registration]:
     return sorted(plan.recording.resources, key=lambda r: r.urn)
 
 
-def deployment_json(item, estimate: cost.Estimate, addons) -> dict:
+def deployment_json(item: ResolvedDeployment, estimate: cost.Estimate, addons: AddonsSpec) -> dict[str, Any]:
     p, m, spec = item.sizing.placement, item.sizing.memory, item.spec
     spend = estimate.deployment_totals(spec.name)
     scaling = autoscaling.for_stack(spec, addons)
     return {
-        "name": spec.name, "model": spec.model.repo, "revision": spec.model.revision, "sha": item.model.sha,
-        "placement": {"instance_type": p.instance_type, "gpu_model": p.gpu_model,
-                      "gpus_per_replica": p.gpus_per_replica, "nodes_per_replica": p.nodes_per_replica,
-                      "tensor_parallel": p.tensor_parallel, "alternatives": list(p.alternatives)},
-        "memory": {"weights_gib": m.weights_gib, "kv_cache_gib": m.kv_cache_gib,
-                   "required_gib_per_gpu": m.required_gib_per_gpu, "gpu_memory_gib": m.gpu_memory_gib,
-                   "weights_gib_per_gpu": m.weights_gib_per_gpu, "kv_cache_gib_per_gpu": m.kv_cache_gib_per_gpu,
-                   "reserve_gib_per_gpu": m.reserve_gib_per_gpu, "mem_fraction_static": m.mem_fraction_static,
-                   "context_length": item.sizing.context_length, "kv_tokens": m.kv_tokens,
-                   "kv_capacity_tokens": m.kv_capacity_tokens, "dtype": item.sizing.dtype},
-        "alternatives": {"cheaper_infeasible": [_candidate(c) for c in item.sizing.cheaper_infeasible],
-                         "dearer": [_candidate(c) for c in item.sizing.dearer]},
-        "replicas": {"min": spec.min_replicas, "max": spec.max_replicas,
-                     "running_when_idle": replicas_when_idle(spec, addons),
-                     "autoscaling": scaling.why,
-                     "first_request_wait_seconds": autoscaling.wait_seconds(spec, item.sizing)
-                     if scaling.kind == "http" else None},
+        "name": spec.name,
+        "model": spec.model.repo,
+        "revision": spec.model.revision,
+        "sha": item.model.sha,
+        "placement": {
+            "instance_type": p.instance_type,
+            "gpu_model": p.gpu_model,
+            "gpus_per_replica": p.gpus_per_replica,
+            "nodes_per_replica": p.nodes_per_replica,
+            "tensor_parallel": p.tensor_parallel,
+            "alternatives": list(p.alternatives),
+        },
+        "memory": {
+            "weights_gib": m.weights_gib,
+            "kv_cache_gib": m.kv_cache_gib,
+            "required_gib_per_gpu": m.required_gib_per_gpu,
+            "gpu_memory_gib": m.gpu_memory_gib,
+            "weights_gib_per_gpu": m.weights_gib_per_gpu,
+            "kv_cache_gib_per_gpu": m.kv_cache_gib_per_gpu,
+            "reserve_gib_per_gpu": m.reserve_gib_per_gpu,
+            "mem_fraction_static": m.mem_fraction_static,
+            "context_length": item.sizing.context_length,
+            "kv_tokens": m.kv_tokens,
+            "kv_capacity_tokens": m.kv_capacity_tokens,
+            "dtype": item.sizing.dtype,
+        },
+        "alternatives": {
+            "cheaper_infeasible": [_candidate(c) for c in item.sizing.cheaper_infeasible],
+            "dearer": [_candidate(c) for c in item.sizing.dearer],
+        },
+        "replicas": {
+            "min": spec.min_replicas,
+            "max": spec.max_replicas,
+            "running_when_idle": replicas_when_idle(spec, addons),
+            "autoscaling": scaling.why,
+            "first_request_wait_seconds": autoscaling.wait_seconds(spec, item.sizing)
+            if scaling.kind == "http"
+            else None,
+        },
         "readiness": spec.readiness,
         "cache": {"storage": spec.cache_storage, "why": weight_cache.explain(spec, item.cache_reason)},
         "cold_start_seconds": _cold_start(item),
@@ -123,34 +156,56 @@ def deployment_json(item, estimate: cost.Estimate, addons) -> dict:
     }
 
 
-def _cold_start(item) -> dict:
+def _cold_start(item: ResolvedDeployment) -> dict[str, Any]:
     p, spec = item.sizing.placement, item.spec
-    out = {}
+    out: dict[str, Any] = {}
     for case, warm in (("new_node", False), ("warm_node", True)):
         c = weight_cache.cold_start(spec, item.sizing.memory.weights_gib, p.nodes_per_replica, warm_node=warm)
-        out[case] = {"node": c.node_s, "image": c.image_s, "weights": c.weights_s, "engine": c.engine_s,
-                     "total": c.total_s, "assumes": c.note}
+        out[case] = {
+            "node": c.node_s,
+            "image": c.image_s,
+            "weights": c.weights_s,
+            "engine": c.engine_s,
+            "total": c.total_s,
+            "assumes": c.note,
+        }
     return out
 
 
-def _candidate(c) -> dict:
-    return {"instance_type": c.instance.name, "gpu_model": c.instance.gpu, "gpus_per_replica": c.tp,
-            "nodes_per_replica": c.nodes, "hourly_usd": None if c.hourly_usd is None else round(c.hourly_usd, 4),
-            "required_gib_per_gpu": c.memory.required_gib_per_gpu, "gpu_memory_gib": c.memory.gpu_memory_gib,
-            "problem": c.problem}
+def _candidate(c: Candidate) -> dict[str, Any]:
+    return {
+        "instance_type": c.instance.name,
+        "gpu_model": c.instance.gpu,
+        "gpus_per_replica": c.tp,
+        "nodes_per_replica": c.nodes,
+        "hourly_usd": None if c.hourly_usd is None else round(c.hourly_usd, 4),
+        "required_gib_per_gpu": c.memory.required_gib_per_gpu,
+        "gpu_memory_gib": c.memory.gpu_memory_gib,
+        "problem": c.problem,
+    }
 
 
-def plan_json(plan: Plan) -> dict:
+def plan_json(plan: Plan) -> dict[str, Any]:
     return {
         "version": PLAN_VERSION,
         "stack": plan.stack.stack,
-        "resources": [{"urn": r.urn, "type": r.type, "name": r.name, "parent": r.parent,
-                       "inputs": normalize(r.inputs)} for r in _resources(plan)],
-        "deployments": [deployment_json(d, plan.estimate, plan.resolved.spec.platform.addons)
-                        for d in plan.resolved.deployments],
-        "cost": {"currency": "USD", "region": plan.estimate.region, "hours_per_month": cost.HOURS_PER_MONTH,
-                 **plan.estimate.stack_totals(), "platform": plan.estimate.deployment_totals(None),
-                 "usage": vars(plan.estimate.usage), "items": [i.as_json() for i in plan.estimate.items]},
+        "resources": [
+            {"urn": r.urn, "type": r.type, "name": r.name, "parent": r.parent, "inputs": normalize(r.inputs)}
+            for r in _resources(plan)
+        ],
+        "deployments": [
+            deployment_json(d, plan.estimate, plan.resolved.spec.platform.addons)
+            for d in plan.resolved.deployments
+        ],
+        "cost": {
+            "currency": "USD",
+            "region": plan.estimate.region,
+            "hours_per_month": HOURS_PER_MONTH,
+            **plan.estimate.stack_totals(),
+            "platform": plan.estimate.deployment_totals(None),
+            "usage": vars(plan.estimate.usage),
+            "items": [i.as_json() for i in plan.estimate.items],
+        },
         "policy": {"pack": pack.PACK_NAME, "violations": [v.as_json() for v in plan.violations]},
         "outputs": normalize(plan.recording.outputs),
     }
@@ -158,13 +213,17 @@ def plan_json(plan: Plan) -> dict:
 
 # ---- manifests -----------------------------------------------------------------------------------
 
-def kubernetes_objects(plan: Plan) -> list[dict]:
+
+def kubernetes_objects(plan: Plan) -> list[dict[str, Any]]:
     """Every Kubernetes object the program declares, as the provider receives it."""
-    return [normalize(r.inputs) for r in _resources(plan)
-            if r.custom and r.type.startswith("kubernetes:") and "kind" in r.inputs]
+    return [
+        normalize(r.inputs)
+        for r in _resources(plan)
+        if r.custom and r.type.startswith("kubernetes:") and "kind" in r.inputs
+    ]
 
 
-def manifest_name(obj: dict) -> str:
+def manifest_name(obj: dict[str, Any]) -> str:
     meta = obj.get("metadata", {})
     return f"{obj['kind'].lower()}-{meta.get('namespace') or 'cluster'}-{meta.get('name', 'unnamed')}.yaml"
 
@@ -179,6 +238,7 @@ def write_manifests(plan: Plan, directory: Path) -> list[Path]:
 
 
 # ---- text ----------------------------------------------------------------------------------------
+
 
 def resource_tree(plan: Plan) -> str:
     """The tree `pulumi preview` prints: type and name, nested under their parents."""
@@ -202,8 +262,8 @@ def resource_tree(plan: Plan) -> str:
     return "\n".join(lines)
 
 
-def _alternatives(sizing) -> list[str]:
-    def show(c) -> str:
+def _alternatives(sizing: Sizing) -> list[str]:
+    def show(c: Candidate) -> str:
         why = c.problem or f"needs {c.memory.required_gib_per_gpu:g} of {c.memory.gpu_memory_gib:g} GiB"
         return f"{c.label} {_money(c.hourly_usd)}/h ({why})"
 
@@ -211,7 +271,9 @@ def _alternatives(sizing) -> list[str]:
     if sizing.cheaper_infeasible:
         lines.append("  cheaper    " + "; ".join(show(c) for c in sizing.cheaper_infeasible) + ": do not fit")
     if sizing.dearer:
-        lines.append("  dearer     " + "; ".join(f"{c.label} {_money(c.hourly_usd)}/h" for c in sizing.dearer))
+        lines.append(
+            "  dearer     " + "; ".join(f"{c.label} {_money(c.hourly_usd)}/h" for c in sizing.dearer)
+        )
     return lines
 
 
@@ -236,9 +298,12 @@ def summary(plan: Plan) -> str:
             *_alternatives(d.sizing),
             f"  replicas   {j['replicas']['min']}–{j['replicas']['max']}, {j['replicas']['running_when_idle']} "
             f"running when idle (readiness {j['readiness']}, cold-start budget {j['startup_budget_seconds']} s)",
-            f"  scaling    {j['replicas']['autoscaling']}" + (
+            f"  scaling    {j['replicas']['autoscaling']}"
+            + (
                 f"; from zero the first request waits up to {j['replicas']['first_request_wait_seconds']} s"
-                if j["replicas"]["first_request_wait_seconds"] else ""),
+                if j["replicas"]["first_request_wait_seconds"]
+                else ""
+            ),
             f"  cache      {j['cache']['why']}",
             f"  cold start {j['cold_start_seconds']['new_node']['total']} s on a new node "
             f"({j['cold_start_seconds']['new_node']['assumes']}), "
@@ -251,15 +316,20 @@ def summary(plan: Plan) -> str:
     if platform:
         lines += ["platform", *_cost_lines(platform)]
     usage = "usage file" if plan.estimate.usage != cost.Usage() else "default usage assumptions"
-    lines.append(f"stack cost {cost.one_line('stack', plan.estimate.stack_totals()).split(': ', 1)[1]}; "
-                 f"{plan.region} prices, {usage}")
+    lines.append(
+        f"stack cost {cost.one_line('stack', plan.estimate.stack_totals()).split(': ', 1)[1]}; "
+        f"{plan.region} prices, {usage}"
+    )
     return "\n".join(lines)
 
 
 def _cost_lines(items: list[cost.CostItem]) -> list[str]:
-    return [f"    {i.resource.split('/', 1)[1]:<24} "
-            f"{cost.span(cost.monthly(i.hourly_usd_min), cost.monthly(i.hourly_usd_max)):>24}"
-            f"/month{'  (usage-based)' if i.usage_based else ''}  {i.description}" for i in items]
+    return [
+        f"    {i.resource.split('/', 1)[1]:<24} "
+        f"{cost.span(cost.monthly(i.hourly_usd_min), cost.monthly(i.hourly_usd_max)):>24}"
+        f"/month{'  (usage-based)' if i.usage_based else ''}  {i.description}"
+        for i in items
+    ]
 
 
 def policy_report(plan: Plan) -> str:
@@ -271,6 +341,8 @@ def policy_report(plan: Plan) -> str:
         mark = "❌" if v.level == "mandatory" else "⚠️"
         lines.append(f"        - [{v.level}]  {v.policy}  ({v.resource.split('::')[-1] or 'stack'})")
         lines.append(f"          {mark} {v.message}")
-    counts = f"{len(plan.mandatory_violations)} mandatory, {len(plan.violations) - len(plan.mandatory_violations)} " \
-             "advisory"
+    counts = (
+        f"{len(plan.mandatory_violations)} mandatory, {len(plan.violations) - len(plan.mandatory_violations)} "
+        "advisory"
+    )
     return "\n".join(lines + [f"    {counts}"])

@@ -1,12 +1,13 @@
 """Problems in user input, reported one line each in the form DESIGN.md fixes:
 
-    error: <config path>: <what is wrong> (got <value>); <how to fix>
+error: <config path>: <what is wrong> (got <value>); <how to fix>
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 NAMESPACE = "sgldeploy"
 _MAX_SHOWN = 80

@@ -7,7 +7,7 @@ policy violations; a footer naming the price basis.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import jinja2
 
@@ -16,11 +16,15 @@ from .cost import money, span
 MAX_CHANGES_SHOWN = 8  # changed inputs listed per resource; the JSON diff has them all
 MARK = {"added": "+", "removed": "-", "changed": "~"}
 
-_ENV = jinja2.Environment(loader=jinja2.PackageLoader("sgldeploy", "templates"), undefined=jinja2.StrictUndefined,
-                          keep_trailing_newline=True, autoescape=False)
+_ENV = jinja2.Environment(
+    loader=jinja2.PackageLoader("sgldeploy", "templates"),
+    undefined=jinja2.StrictUndefined,
+    keep_trailing_newline=True,
+    autoescape=False,
+)
 
 
-def _signed(delta: dict) -> str:
+def _signed(delta: dict[str, Any]) -> str:
     diff = delta["diff"]
     if diff is None:
         return "unpriced"
@@ -28,58 +32,87 @@ def _signed(delta: dict) -> str:
     return text + (f" ({delta['percent']:+g}%)" if delta["percent"] is not None and diff else "")
 
 
-def _headline(total: dict) -> dict:
+def _headline(total: dict[str, Any]) -> dict[str, Any]:
     top = total["monthly_usd_max"]
     diff = top["diff"] or 0
-    return {"diff": diff, "percent": top["percent"], "verb": "increase" if diff > 0 else "decrease",
-            "emoji": "📈" if diff > 0 else "📉"}
+    return {
+        "diff": diff,
+        "percent": top["percent"],
+        "verb": "increase" if diff > 0 else "decrease",
+        "emoji": "📈" if diff > 0 else "📉",
+    }
 
 
-def _coverage(new_plan: dict) -> str:
+def _coverage(new_plan: dict[str, Any]) -> str:
     items = new_plan["cost"]["items"]
     usage = sum(1 for i in items if i.get("usage_based"))
     unpriced = sum(1 for i in items if i["hourly_usd_min"] is None)
     custom = sum(1 for r in new_plan["resources"] if not r["type"].startswith(("sgldeploy:", "pulumi:")))
-    return (f"{len(items) - usage - unpriced} provisioned cost lines estimated, {usage} usage-based, {unpriced} "
-            f"unpriced; the other {custom} declared resources (Kubernetes objects, security groups, secrets) are "
-            "free of charge.")
+    return (
+        f"{len(items) - usage - unpriced} provisioned cost lines estimated, {usage} usage-based, {unpriced} "
+        f"unpriced; the other {custom} declared resources (Kubernetes objects, security groups, secrets) are "
+        "free of charge."
+    )
 
 
-def context(diff: dict, new_plan: dict, violations: list[dict]) -> dict[str, Any]:
+def context(
+    diff: dict[str, Any], new_plan: dict[str, Any], violations: list[dict[str, Any]]
+) -> dict[str, Any]:
     cost = diff["cost"]
     return {
-        "stack": new_plan["stack"], "base_stack": diff["base_stack"], "total": cost["total"],
-        "headline": _headline(cost["total"]), "deployments": cost["deployments"], "platform": cost["platform"],
-        "items": cost["items"], "resources": diff["resources"], "violations": violations,
-        "coverage": _coverage(new_plan), "region": new_plan["cost"].get("region", "us-east-1"),
-        "hours": new_plan["cost"].get("hours_per_month", 730), "mark": MARK, "max_changes": MAX_CHANGES_SHOWN,
-        "span": span, "signed": _signed, "amount": lambda v: money(abs(v)),
+        "stack": new_plan["stack"],
+        "base_stack": diff["base_stack"],
+        "total": cost["total"],
+        "headline": _headline(cost["total"]),
+        "deployments": cost["deployments"],
+        "platform": cost["platform"],
+        "items": cost["items"],
+        "resources": diff["resources"],
+        "violations": violations,
+        "coverage": _coverage(new_plan),
+        "region": new_plan["cost"].get("region", "us-east-1"),
+        "hours": new_plan["cost"].get("hours_per_month", 730),
+        "mark": MARK,
+        "max_changes": MAX_CHANGES_SHOWN,
+        "span": span,
+        "signed": _signed,
+        "amount": lambda v: money(abs(v)),
         "percent": lambda p: "" if p is None else f" ({p:+g}%)",
     }
 
 
-def markdown(diff: dict, new_plan: dict, violations: Optional[list[dict]] = None) -> str:
+def markdown(
+    diff: dict[str, Any], new_plan: dict[str, Any], violations: list[dict[str, Any]] | None = None
+) -> str:
     return _ENV.get_template("cost_comment.md.j2").render(**context(diff, new_plan, violations or []))
 
 
-def text(diff: dict) -> str:
+def text(diff: dict[str, Any]) -> str:
     """The terminal version: headline, per deployment, then each changed line and resource."""
     cost = diff["cost"]
     total = cost["total"]
     old = span(total["monthly_usd_min"]["old"], total["monthly_usd_max"]["old"])
-    lines = [f"Cost diff against {diff['base_stack']}: monthly {old}"
-             f" → {span(total['monthly_usd_min']['new'], total['monthly_usd_max']['new'])} "
-             f"({_signed(total['monthly_usd_min'])} at min, {_signed(total['monthly_usd_max'])} at max replicas)"]
+    lines = [
+        f"Cost diff against {diff['base_stack']}: monthly {old}"
+        f" → {span(total['monthly_usd_min']['new'], total['monthly_usd_max']['new'])} "
+        f"({_signed(total['monthly_usd_min'])} at min, {_signed(total['monthly_usd_max'])} at max replicas)"
+    ]
     for d in cost["deployments"]:
         why = f"  ({'; '.join(d['changes'])})" if d["changes"] else ""
-        lines.append(f"  {d['name']:<24} {d['status']:<9} {_signed(d['monthly_usd_min'])} at min, "
-                     f"{_signed(d['monthly_usd_max'])} at max{why}")
+        lines.append(
+            f"  {d['name']:<24} {d['status']:<9} {_signed(d['monthly_usd_min'])} at min, "
+            f"{_signed(d['monthly_usd_max'])} at max{why}"
+        )
     for i in cost["items"]:
-        lines.append(f"  {MARK[i['status']]} {i['resource']:<36} {_signed(i['monthly_usd_max'])} at max"
-                     + (f"  ({'; '.join(i['changes'])})" if i["changes"] else ""))
+        lines.append(
+            f"  {MARK[i['status']]} {i['resource']:<36} {_signed(i['monthly_usd_max'])} at max"
+            + (f"  ({'; '.join(i['changes'])})" if i["changes"] else "")
+        )
     r = diff["resources"]
-    lines.append(f"Resources: {len(r['added'])} to create, {len(r['changed'])} to update, {len(r['replaced'])} to "
-                 f"replace, {len(r['removed'])} to delete, {len(r['same'])} unchanged")
+    lines.append(
+        f"Resources: {len(r['added'])} to create, {len(r['changed'])} to update, {len(r['replaced'])} to "
+        f"replace, {len(r['removed'])} to delete, {len(r['same'])} unchanged"
+    )
     for mark, key in (("+", "added"), ("-", "removed"), ("±", "replaced"), ("~", "changed")):
         for e in r[key]:
             why = f"  (replace: {', '.join(e['because'])})" if key == "replaced" else ""

@@ -6,15 +6,23 @@ from typing import Any
 
 from .spec import DeploymentSpec, PlatformSpec
 
-SECURE_VALUE = {"type": "object", "properties": {"secure": {"type": "string"}}, "required": ["secure"],
-                "additionalProperties": False}
+SECURE_VALUE = {
+    "type": "object",
+    "properties": {"secure": {"type": "string"}},
+    "required": ["secure"],
+    "additionalProperties": False,
+}
 
 
 def stack_file_schema() -> dict[str, Any]:
     platform = PlatformSpec.model_json_schema(ref_template="#/$defs/{model}")
     deployment = DeploymentSpec.model_json_schema(ref_template="#/$defs/{model}")
-    defs = {**platform.pop("$defs", {}), **deployment.pop("$defs", {}),
-            "PlatformSpec": platform, "DeploymentSpec": deployment}
+    defs = {
+        **platform.pop("$defs", {}),
+        **deployment.pop("$defs", {}),
+        "PlatformSpec": platform,
+        "DeploymentSpec": deployment,
+    }
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": "https://sgldeploy.dev/schema/sgldeploy.schema.json",
@@ -30,14 +38,24 @@ def stack_file_schema() -> dict[str, Any]:
                 "properties": {
                     "sgldeploy:platform": {"$ref": "#/$defs/PlatformSpec"},
                     "sgldeploy:deployments": {"type": "array", "items": {"$ref": "#/$defs/DeploymentSpec"}},
-                    "sgldeploy:hfToken": {**SECURE_VALUE, "description": "Hugging Face token: pulumi config set "
-                                                                         "--secret sgldeploy:hfToken hf_…"},
-                    "sgldeploy:apiKey": {**SECURE_VALUE, "description": "Client API key; generated when unset"},
-                    "sgldeploy:lockFile": {"type": "string", "description": "Model lock path; default "
-                                                                            "stacks/models.lock.json"},
+                    "sgldeploy:hfToken": {
+                        **SECURE_VALUE,
+                        "description": "Hugging Face token: pulumi config set "
+                        "--secret sgldeploy:hfToken hf_…",
+                    },
+                    "sgldeploy:apiKey": {
+                        **SECURE_VALUE,
+                        "description": "Client API key; generated when unset",
+                    },
+                    "sgldeploy:lockFile": {
+                        "type": "string",
+                        "description": "Model lock path; default stacks/models.lock.json",
+                    },
                 },
                 # Any other sgldeploy: key is a typo; provider keys (aws:region, …) belong to their owners.
-                "patternProperties": {"^sgldeploy:(?!(platform|deployments|hfToken|apiKey|lockFile)$)": False},
+                "patternProperties": {
+                    "^sgldeploy:(?!(platform|deployments|hfToken|apiKey|lockFile)$)": False
+                },
                 "additionalProperties": True,
             },
         },

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 from . import node_pool, weight_cache
 from .lock import LockedModel
@@ -28,8 +28,8 @@ ROLE_LABEL = "sgldeploy.io/role"
 class SecretRefs:
     """Names of the Kubernetes Secrets the pod reads; their values never enter the pod spec."""
 
-    hf_token: Optional[str]  # Secret with key HF_TOKEN, or None for public models without a token
-    api_key: Optional[str]  # Secret with key API_KEY, or None when endpoint.auth is none
+    hf_token: str | None  # Secret with key HF_TOKEN, or None for public models without a token
+    api_key: str | None  # Secret with key API_KEY, or None when endpoint.auth is none
 
 
 def labels(dep: DeploymentSpec, component: str = "server") -> dict[str, str]:
@@ -58,18 +58,29 @@ def probes(sizing: Sizing) -> dict[str, dict[str, Any]]:
     budget (failureThreshold × period) must cover the whole cold start.
     """
     return {
-        "startupProbe": {"httpGet": {"path": "/ready", "port": "http"}, "periodSeconds": PROBE_PERIOD_SECONDS,
-                         "timeoutSeconds": 5,
-                         "failureThreshold": math.ceil(sizing.startup_budget_seconds / PROBE_PERIOD_SECONDS)},
-        "readinessProbe": {"httpGet": {"path": "/ready", "port": "http"}, "periodSeconds": PROBE_PERIOD_SECONDS,
-                           "timeoutSeconds": 5, "failureThreshold": 3},
+        "startupProbe": {
+            "httpGet": {"path": "/ready", "port": "http"},
+            "periodSeconds": PROBE_PERIOD_SECONDS,
+            "timeoutSeconds": 5,
+            "failureThreshold": math.ceil(sizing.startup_budget_seconds / PROBE_PERIOD_SECONDS),
+        },
+        "readinessProbe": {
+            "httpGet": {"path": "/ready", "port": "http"},
+            "periodSeconds": PROBE_PERIOD_SECONDS,
+            "timeoutSeconds": 5,
+            "failureThreshold": 3,
+        },
         # /health runs a one-token generation that waits up to 20 s; a shorter timeout kills busy pods.
-        "livenessProbe": {"httpGet": {"path": "/health", "port": "http"}, "periodSeconds": 30,
-                          "timeoutSeconds": 30, "failureThreshold": 5},
+        "livenessProbe": {
+            "httpGet": {"path": "/health", "port": "http"},
+            "periodSeconds": 30,
+            "timeoutSeconds": 30,
+            "failureThreshold": 5,
+        },
     }
 
 
-def token_env(secrets: SecretRefs) -> Optional[dict[str, Any]]:
+def token_env(secrets: SecretRefs) -> dict[str, Any] | None:
     if not secrets.hf_token:
         return None
     return {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": secrets.hf_token, "key": "HF_TOKEN"}}}
@@ -77,36 +88,63 @@ def token_env(secrets: SecretRefs) -> Optional[dict[str, Any]]:
 
 def env(dep: DeploymentSpec, secrets: SecretRefs, cache: CachePlan) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = list(cache.server_env)
-    if secrets.hf_token and cache.hub_on_start:  # a server reading a local cache never needs the token
-        out.append(token_env(secrets))
+    token = token_env(secrets) if cache.hub_on_start else None  # a local cache never needs the token
+    if token:
+        out.append(token)
     if secrets.api_key:
-        out.append({"name": API_KEY_ENV, "valueFrom": {"secretKeyRef": {"name": secrets.api_key,
-                                                                         "key": "API_KEY"}}})
+        out.append(
+            {"name": API_KEY_ENV, "valueFrom": {"secretKeyRef": {"name": secrets.api_key, "key": "API_KEY"}}}
+        )
     out += [{"name": k, "value": v} for k, v in sorted(dep.env.items())]
     return out
 
 
-def pod_template(dep: DeploymentSpec, model: LockedModel, sizing: Sizing, secrets: SecretRefs,
-                 instance_types: list[str], role: str = "server", pool: Optional[str] = None,
-                 efa: int = 0) -> dict[str, Any]:
+def pod_template(
+    dep: DeploymentSpec,
+    model: LockedModel,
+    sizing: Sizing,
+    secrets: SecretRefs,
+    instance_types: list[str],
+    role: str = "server",
+    pool: str | None = None,
+    efa: int = 0,
+) -> dict[str, Any]:
     """The pod of a one-node replica (`server`), or of the `leader` or a `worker` of a multi-node one; on the
     deployment's own node pool when `pool` names it, with `efa` Elastic Fabric Adapters for NCCL."""
     cache = weight_cache.plan(dep, model, sizing.disk_gib, token_env(secrets))
-    launch = launch_command(dep, model, sizing, api_key=secrets.api_key is not None,
-                            model_path=None if cache.hub_on_start else cache.model_path)
+    launch = launch_command(
+        dep,
+        model,
+        sizing,
+        api_key=secrets.api_key is not None,
+        model_path=None if cache.hub_on_start else cache.model_path,
+    )
     gpus = sizing.placement.gpus_per_replica // sizing.placement.nodes_per_replica
     memory = f"{int(sizing.memory_request_gib)}Gi"
-    command, args, extra_env = launch.command, launch.args, []
+    command, args = launch.command, launch.args
+    extra_env: list[dict[str, Any]] = []
     if weight_cache.serves_through_entrypoint(dep):
         # A second guard after the init container: the image's entrypoint refuses a cache without .complete.
         command = [weight_cache.SERVE_ENTRYPOINT, *command]
         extra_env.append({"name": weight_cache.MODEL_DIR_ENV, "value": cache.model_path})
     if role != "server":
         # LeaderWorkerSet injects the leader's address and the group size; the index comes from the pod label.
-        args = args + ["--dist-init-addr", f"$(LWS_LEADER_ADDRESS):{DIST_INIT_PORT}", "--nnodes",
-                       "$(LWS_GROUP_SIZE)", "--node-rank", "$(LWS_WORKER_INDEX)"]
-        extra_env += [{"name": "LWS_WORKER_INDEX", "valueFrom": {"fieldRef": {
-            "fieldPath": "metadata.labels['leaderworkerset.sigs.k8s.io/worker-index']"}}}]
+        args = args + [
+            "--dist-init-addr",
+            f"$(LWS_LEADER_ADDRESS):{DIST_INIT_PORT}",
+            "--nnodes",
+            "$(LWS_GROUP_SIZE)",
+            "--node-rank",
+            "$(LWS_WORKER_INDEX)",
+        ]
+        extra_env += [
+            {
+                "name": "LWS_WORKER_INDEX",
+                "valueFrom": {
+                    "fieldRef": {"fieldPath": "metadata.labels['leaderworkerset.sigs.k8s.io/worker-index']"}
+                },
+            }
+        ]
     fabric = {node_pool.EFA_RESOURCE: str(efa)} if efa else {}
     if efa:  # NCCL's libfabric plugin (aws-ofi-nccl, when the image has it) then runs over EFA, not TCP
         extra_env += [{"name": "FI_PROVIDER", "value": "efa"}]
@@ -130,8 +168,13 @@ def pod_template(dep: DeploymentSpec, model: LockedModel, sizing: Sizing, secret
     }
     pod_labels = {**labels(dep), **({ROLE_LABEL: role} if role != "server" else {})}
     return {
-        "metadata": {"labels": pod_labels, "annotations": {"sgldeploy.io/model": f"{dep.model.repo}@{model.sha}",
-                                                           **(node_pool.DO_NOT_DISRUPT if pool else {})}},
+        "metadata": {
+            "labels": pod_labels,
+            "annotations": {
+                "sgldeploy.io/model": f"{dep.model.repo}@{model.sha}",
+                **(node_pool.DO_NOT_DISRUPT if pool else {}),
+            },
+        },
         "spec": {
             # The prefetch init container exits non-zero unless the cache is complete and verified, so the
             # server never starts on a partial one.
@@ -140,11 +183,28 @@ def pod_template(dep: DeploymentSpec, model: LockedModel, sizing: Sizing, secret
             # Let in-flight generations finish when a pod is stopped or moved.
             "terminationGracePeriodSeconds": 120,
             **weight_cache.POD_SECURITY,
-            **(node_pool.pod_scheduling(pool) if pool else
-               {"tolerations": [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}]}),
-            "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
-                {"matchExpressions": [{"key": "node.kubernetes.io/instance-type", "operator": "In",
-                                       "values": instance_types}]}]}}},
+            **(
+                node_pool.pod_scheduling(pool)
+                if pool
+                else {"tolerations": [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}]}
+            ),
+            "affinity": {
+                "nodeAffinity": {
+                    "requiredDuringSchedulingIgnoredDuringExecution": {
+                        "nodeSelectorTerms": [
+                            {
+                                "matchExpressions": [
+                                    {
+                                        "key": "node.kubernetes.io/instance-type",
+                                        "operator": "In",
+                                        "values": instance_types,
+                                    }
+                                ]
+                            }
+                        ]
+                    }
+                }
+            },
             "volumes": [
                 # NCCL and the tokenizer workers use /dev/shm; Docker's 64 MB default is too small.
                 {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": f"{sizing.shm_gib}Gi"}},
@@ -160,35 +220,60 @@ def initial_replicas(dep: DeploymentSpec) -> int:
     return 0 if dep.state == "stopped" else max(1, dep.min_replicas)
 
 
-def deployment_spec(dep: DeploymentSpec, model: LockedModel, sizing: Sizing, secrets: SecretRefs,
-                    instance_types: list[str], pool: Optional[str] = None) -> dict[str, Any]:
+def deployment_spec(
+    dep: DeploymentSpec,
+    model: LockedModel,
+    sizing: Sizing,
+    secrets: SecretRefs,
+    instance_types: list[str],
+    pool: str | None = None,
+) -> dict[str, Any]:
     return {
         "replicas": initial_replicas(dep),
         "selector": {"matchLabels": selector(dep)},
-        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": dep.rollout.max_surge,
-                                                                "maxUnavailable": dep.rollout.max_unavailable}},
+        "strategy": {
+            "type": "RollingUpdate",
+            "rollingUpdate": {
+                "maxSurge": dep.rollout.max_surge,
+                "maxUnavailable": dep.rollout.max_unavailable,
+            },
+        },
         # A rollout not ready within a cold node, a first download and the startup budget is reported failed.
         "progressDeadlineSeconds": sizing.rollout_deadline_seconds,
         "template": pod_template(dep, model, sizing, secrets, instance_types, pool=pool),
     }
 
 
-def leader_worker_set_spec(dep: DeploymentSpec, model: LockedModel, sizing: Sizing, secrets: SecretRefs,
-                           instance_types: list[str], pool: Optional[str] = None, efa: int = 0) -> dict[str, Any]:
+def leader_worker_set_spec(
+    dep: DeploymentSpec,
+    model: LockedModel,
+    sizing: Sizing,
+    secrets: SecretRefs,
+    instance_types: list[str],
+    pool: str | None = None,
+    efa: int = 0,
+) -> dict[str, Any]:
     """One replica spread over `nodes_per_replica` nodes: a leader (rank 0, serves HTTP) and workers."""
     return {
         "replicas": initial_replicas(dep),
         "startupPolicy": "LeaderCreated",
-        "rolloutStrategy": {"type": "RollingUpdate", "rollingUpdateConfiguration": {
-            "maxSurge": dep.rollout.max_surge, "maxUnavailable": dep.rollout.max_unavailable}},
+        "rolloutStrategy": {
+            "type": "RollingUpdate",
+            "rollingUpdateConfiguration": {
+                "maxSurge": dep.rollout.max_surge,
+                "maxUnavailable": dep.rollout.max_unavailable,
+            },
+        },
         "leaderWorkerTemplate": {
             "size": sizing.placement.nodes_per_replica,
             # A failed rank leaves the others hung in NCCL: restart the whole group together.
             "restartPolicy": "RecreateGroupOnPodRestart",
-            "leaderTemplate": pod_template(dep, model, sizing, secrets, instance_types, role="leader", pool=pool,
-                                           efa=efa),
-            "workerTemplate": pod_template(dep, model, sizing, secrets, instance_types, role="worker", pool=pool,
-                                           efa=efa),
+            "leaderTemplate": pod_template(
+                dep, model, sizing, secrets, instance_types, role="leader", pool=pool, efa=efa
+            ),
+            "workerTemplate": pod_template(
+                dep, model, sizing, secrets, instance_types, role="worker", pool=pool, efa=efa
+            ),
         },
     }
 
@@ -203,9 +288,11 @@ def service_spec(dep: DeploymentSpec, multi_node: bool = False) -> dict[str, Any
 
 def disruption_budget_spec(dep: DeploymentSpec) -> dict[str, Any]:
     """always-ready keeps its minimum through node drains; the others allow one replica at a time."""
-    budget: dict[str, Any] = {"selector": {"matchLabels": selector(dep)},
-                              # A crash-looping pod must not block node drains.
-                              "unhealthyPodEvictionPolicy": "AlwaysAllow"}
+    budget: dict[str, Any] = {
+        "selector": {"matchLabels": selector(dep)},
+        # A crash-looping pod must not block node drains.
+        "unhealthyPodEvictionPolicy": "AlwaysAllow",
+    }
     if dep.readiness == "always-ready" and dep.min_replicas > 0:
         budget["minAvailable"] = dep.min_replicas
     else:

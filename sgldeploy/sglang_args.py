@@ -25,22 +25,34 @@ class LaunchCommand:
     args: list[str]  # SGLang flags; `$(SGLANG_API_KEY)` is expanded by the kubelet from a Secret-backed env
 
 
-def server_flags(dep: DeploymentSpec, model: LockedModel, sizing: Sizing, api_key: bool,
-                 model_path: str | None = None) -> list[str]:
+def server_flags(
+    dep: DeploymentSpec, model: LockedModel, sizing: Sizing, api_key: bool, model_path: str | None = None
+) -> list[str]:
     """SGLang's flags; `model_path` is a local cache directory of the locked commit, or None for the Hub."""
     s = dep.serving
-    source = ["--model-path", model_path] if model_path else \
-        ["--model-path", dep.model.repo, "--revision", model.sha]  # the locked commit: every replica alike
+    source = (
+        ["--model-path", model_path]
+        if model_path
+        else ["--model-path", dep.model.repo, "--revision", model.sha]
+    )  # the locked commit: every replica alike
     flags = [
         *source,
-        "--served-model-name", dep.served_name,
-        "--host", "0.0.0.0",
-        "--port", str(SERVER_PORT),
-        "--tp-size", str(sizing.placement.tensor_parallel),
-        "--dtype", sizing.dtype,
-        "--context-length", str(sizing.context_length),
-        "--max-running-requests", str(s.max_concurrency),
-        "--mem-fraction-static", f"{sizing.memory.mem_fraction_static:g}",
+        "--served-model-name",
+        dep.served_name,
+        "--host",
+        "0.0.0.0",
+        "--port",
+        str(SERVER_PORT),
+        "--tp-size",
+        str(sizing.placement.tensor_parallel),
+        "--dtype",
+        sizing.dtype,
+        "--context-length",
+        str(sizing.context_length),
+        "--max-running-requests",
+        str(s.max_concurrency),
+        "--mem-fraction-static",
+        f"{sizing.memory.mem_fraction_static:g}",
     ]
     if s.quantization not in NON_SAFETENSORS_QUANTIZATIONS:
         # Never unpickle weights: SGLang's `auto` falls back to .bin files when a repo has both.
@@ -56,16 +68,21 @@ def server_flags(dep: DeploymentSpec, model: LockedModel, sizing: Sizing, api_ke
     if s.speculative:
         flags += ["--speculative-algorithm", s.speculative.algorithm]
         if s.speculative.draft_repo:
-            flags += ["--speculative-draft-model-path", s.speculative.draft_repo,
-                      "--speculative-draft-model-revision", s.speculative.draft_revision]
+            flags += [
+                "--speculative-draft-model-path",
+                s.speculative.draft_repo,
+                "--speculative-draft-model-revision",
+                s.speculative.draft_revision,
+            ]
     if api_key:
         flags += ["--api-key", f"$({API_KEY_ENV})"]
     if "--load-format" in flags and any(arg.split("=")[0] == "--load-format" for arg in s.extra_args):
         at = flags.index("--load-format")
-        del flags[at:at + 2]  # the user's own choice (e.g. runai_streamer); the policy pack still checks it
+        del flags[at : at + 2]  # the user's own choice (e.g. runai_streamer); the policy pack still checks it
     return flags + list(s.extra_args)
 
 
-def launch_command(dep: DeploymentSpec, model: LockedModel, sizing: Sizing, api_key: bool,
-                   model_path: str | None = None) -> LaunchCommand:
+def launch_command(
+    dep: DeploymentSpec, model: LockedModel, sizing: Sizing, api_key: bool, model_path: str | None = None
+) -> LaunchCommand:
     return LaunchCommand(command=list(ENTRYPOINT), args=server_flags(dep, model, sizing, api_key, model_path))

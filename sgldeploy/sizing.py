@@ -28,11 +28,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any
 
+from . import weight_cache
 from .catalog import GpuModel, InstanceType, gpu_models, instance_types
 from .lock import LockedModel
-from . import weight_cache
 from .spec import GPU_MODELS, DeploymentSpec
 
 GIB = 1024**3
@@ -40,19 +40,62 @@ MULTI_NODE_COUNTS = (2, 4)
 MULTI_NODE_MIN_GPUS = 8  # only full 8-GPU (EFA-class) nodes are joined into one replica
 
 # Bytes per parameter of online quantization; int4 methods carry group scales, hence above 0.5.
-QUANT_BYTES = {"fp8": 1.0, "w8a8_fp8": 1.0, "w8a8_int8": 1.0, "modelopt_fp8": 1.0, "mxfp8": 1.0,
-               "awq": 0.56, "awq_marlin": 0.56, "gptq": 0.56, "gptq_marlin": 0.56, "moe_wna16": 0.56,
-               "modelopt_fp4": 0.56, "nvfp4_online": 0.56, "mxfp4": 0.56, "petit_nvfp4": 0.56,
-               "w4afp8": 0.56, "bitsandbytes": 0.56}
+QUANT_BYTES = {
+    "fp8": 1.0,
+    "w8a8_fp8": 1.0,
+    "w8a8_int8": 1.0,
+    "modelopt_fp8": 1.0,
+    "mxfp8": 1.0,
+    "awq": 0.56,
+    "awq_marlin": 0.56,
+    "gptq": 0.56,
+    "gptq_marlin": 0.56,
+    "moe_wna16": 0.56,
+    "modelopt_fp4": 0.56,
+    "nvfp4_online": 0.56,
+    "mxfp4": 0.56,
+    "petit_nvfp4": 0.56,
+    "w4afp8": 0.56,
+    "bitsandbytes": 0.56,
+}
 DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
 # Element sizes of safetensors dtypes (packed int4 weights are stored as I32, 8 to an element).
-SAFETENSORS_BYTES = {"F64": 8, "F32": 4, "I32": 4, "U32": 4, "BF16": 2, "F16": 2, "I16": 2, "U16": 2,
-                     "F8_E4M3": 1, "F8_E5M2": 1, "I8": 1, "U8": 1, "BOOL": 1}
+SAFETENSORS_BYTES = {
+    "F64": 8,
+    "F32": 4,
+    "I32": 4,
+    "U32": 4,
+    "BF16": 2,
+    "F16": 2,
+    "I16": 2,
+    "U16": 2,
+    "F8_E4M3": 1,
+    "F8_E5M2": 1,
+    "I8": 1,
+    "U8": 1,
+    "BOOL": 1,
+}
 # Minimum compute capability per quantization method in SGLang 0.5.23 (layers/quantization, sglang.md §6).
-MIN_CAPABILITY = {"fp8": 8.0, "w8a8_fp8": 8.9, "modelopt_fp8": 8.9, "awq": 7.5, "awq_marlin": 8.0,
-                  "gptq": 6.0, "gptq_marlin": 8.0, "w8a8_int8": 7.5, "bitsandbytes": 7.0, "gguf": 6.0,
-                  "modelopt_fp4": 8.0, "nvfp4_online": 10.0, "mxfp8": 10.0, "mxfp4": 8.0, "w4afp8": 9.0,
-                  "petit_nvfp4": 9.0, "moe_wna16": 8.0, "compressed-tensors": 8.0}
+MIN_CAPABILITY = {
+    "fp8": 8.0,
+    "w8a8_fp8": 8.9,
+    "modelopt_fp8": 8.9,
+    "awq": 7.5,
+    "awq_marlin": 8.0,
+    "gptq": 6.0,
+    "gptq_marlin": 8.0,
+    "w8a8_int8": 7.5,
+    "bitsandbytes": 7.0,
+    "gguf": 6.0,
+    "modelopt_fp4": 8.0,
+    "nvfp4_online": 10.0,
+    "mxfp8": 10.0,
+    "mxfp4": 8.0,
+    "w4afp8": 9.0,
+    "petit_nvfp4": 9.0,
+    "moe_wna16": 8.0,
+    "compressed-tensors": 8.0,
+}
 FP8_KV_MIN_CAPABILITY = 8.0  # FP8 KV cache kernels (FlashInfer, Triton) need Ampere or newer
 # Architectures whose activations overflow float16 (max 65504): a bf16 checkpoint of these must not be cast
 # to fp16 on GPUs without bf16. Gemma 3: huggingface/transformers#36822 and #39972; Gemma 4:
@@ -90,9 +133,9 @@ class Candidate:
     tp: int
     dtype: str
     memory: MemoryFit
-    hourly_usd: Optional[float]  # per replica (all its nodes)
+    hourly_usd: float | None  # per replica (all its nodes)
     price_basis: str  # on-demand | spot
-    problem: Optional[str] = None  # the GPU cannot run this configuration at all
+    problem: str | None = None  # the GPU cannot run this configuration at all
 
     @property
     def feasible(self) -> bool:
@@ -103,9 +146,14 @@ class Candidate:
         nodes = f"{self.nodes}× " if self.nodes > 1 else ""
         return f"{nodes}{self.instance.name} ({self.tp}× {self.instance.gpu})"
 
-    def rank(self) -> tuple:
-        return (self.hourly_usd is None, self.hourly_usd or 0.0, self.tp, -self.memory.headroom_gib,
-                self.instance.name)
+    def rank(self) -> tuple[Any, ...]:
+        return (
+            self.hourly_usd is None,
+            self.hourly_usd or 0.0,
+            self.tp,
+            -self.memory.headroom_gib,
+            self.instance.name,
+        )
 
 
 @dataclass(frozen=True)
@@ -116,7 +164,7 @@ class Placement:
     nodes_per_replica: int
     tensor_parallel: int
     alternatives: tuple[str, ...]  # other feasible instance types of the same shape, for the node pool
-    hourly_usd_per_replica: Optional[float]
+    hourly_usd_per_replica: float | None
     price_basis: str
 
 
@@ -137,12 +185,13 @@ class Sizing:
 
 
 class SizingError(Exception):
-    def __init__(self, field: str, what: str, fix: str, got):
+    def __init__(self, field: str, what: str, fix: str, got: object):
         super().__init__(what)
         self.field, self.what, self.fix, self.got = field, what, fix, got
 
 
 # ---- the formula --------------------------------------------------------------------------------
+
 
 def serving_dtype(dep: DeploymentSpec, model: LockedModel, gpu: GpuModel) -> str:
     """The `--dtype` to pass: the spec's, or bf16/fp16 as the checkpoint and the GPU allow."""
@@ -183,16 +232,26 @@ def sglang_auto_fraction(gpu_memory_gib: float, tp: int) -> float:
     mem_mb = gpu_memory_gib * 1024
     gb = gpu_memory_gib * GIB / 1e9
     chunked = 2048 if gb < 20 else 4096 if gb < 60 else 8192 if gb < 160 else 16384
-    graph_bs = 8 if gb < 20 else (48 if tp < 4 else 160) if gb < 35 else (32 if tp < 4 else 160) if gb < 60 \
-        else (256 if tp < 4 else 512) if gb < 160 else 512
+    graph_bs = (
+        8
+        if gb < 20
+        else (48 if tp < 4 else 160)
+        if gb < 35
+        else (32 if tp < 4 else 160)
+        if gb < 60
+        else (256 if tp < 4 else 512)
+        if gb < 160
+        else 512
+    )
     reserved = 512 + 1.5 * max(chunked, 2048) + (tp / 8) * 1024 + 2 * graph_bs
     if gb > 60:
         reserved = max(reserved, 10 * 1024)
     return round((mem_mb - reserved) / mem_mb, 3)
 
 
-def memory_fit(dep: DeploymentSpec, model: LockedModel, gpu: GpuModel, tp: int, context_length: int,
-               dtype: str) -> MemoryFit:
+def memory_fit(
+    dep: DeploymentSpec, model: LockedModel, gpu: GpuModel, tp: int, context_length: int, dtype: str
+) -> MemoryFit:
     weights = weight_bytes(dep, model, dtype)
     tokens = context_length * dep.serving.max_concurrency
     per_gpu_token = kv_bytes_per_token(dep, model, dtype, tp)
@@ -217,28 +276,48 @@ def memory_fit(dep: DeploymentSpec, model: LockedModel, gpu: GpuModel, tp: int, 
     )
 
 
-def capability_problem(dep: DeploymentSpec, model: LockedModel, gpu: GpuModel, dtype: str) -> Optional[str]:
+def capability_problem(dep: DeploymentSpec, model: LockedModel, gpu: GpuModel, dtype: str) -> str | None:
     method = dep.serving.quantization if dep.serving.quantization != "none" else model.quantization_method
     need = MIN_CAPABILITY.get(method or "")
     if need and gpu.compute_capability < need:
-        return f"quantization {method} needs compute capability {need}, {gpu.name} has {gpu.compute_capability}"
+        return (
+            f"quantization {method} needs compute capability {need}, {gpu.name} has {gpu.compute_capability}"
+        )
     if dtype == "bfloat16" and not gpu.bf16:
-        return f"{gpu.name} (compute capability {gpu.compute_capability}) has no bfloat16; use precision float16"
+        return (
+            f"{gpu.name} (compute capability {gpu.compute_capability}) has no bfloat16; use precision float16"
+        )
     architectures = model.config.get("architectures") or []
-    if dtype == "float16" and model.dtype == "bfloat16" and \
-            any(a.startswith(FP16_UNSAFE_ARCHITECTURE_PREFIXES) for a in architectures):
-        return f"{architectures[0]} overflows in float16 and {gpu.name} has no bfloat16" if not gpu.bf16 else \
-            f"{architectures[0]} overflows in float16; use precision bfloat16 or auto"
+    if (
+        dtype == "float16"
+        and model.dtype == "bfloat16"
+        and any(a.startswith(FP16_UNSAFE_ARCHITECTURE_PREFIXES) for a in architectures)
+    ):
+        return (
+            f"{architectures[0]} overflows in float16 and {gpu.name} has no bfloat16"
+            if not gpu.bf16
+            else f"{architectures[0]} overflows in float16; use precision bfloat16 or auto"
+        )
     if dep.serving.kv_cache_dtype.startswith("fp8") and gpu.compute_capability < FP8_KV_MIN_CAPABILITY:
-        return f"an FP8 KV cache needs compute capability {FP8_KV_MIN_CAPABILITY}, {gpu.name} has " \
-               f"{gpu.compute_capability}"
+        return (
+            f"an FP8 KV cache needs compute capability {FP8_KV_MIN_CAPABILITY}, {gpu.name} has "
+            f"{gpu.compute_capability}"
+        )
     return None
 
 
 # ---- candidates and the choice ------------------------------------------------------------------
 
-def candidates(dep: DeploymentSpec, model: LockedModel, context: int, *, gpu: Optional[str] = None,
-               gpu_count: Optional[int] = None, allowed: tuple[str, ...] = ()) -> list[Candidate]:
+
+def candidates(
+    dep: DeploymentSpec,
+    model: LockedModel,
+    context: int,
+    *,
+    gpu: str | None = None,
+    gpu_count: int | None = None,
+    allowed: tuple[str, ...] = (),
+) -> list[Candidate]:
     """Every whole-node placement of the catalog, feasible or not, within the given constraints."""
     spot = dep.resources.capacity != "on-demand"
     found = []
@@ -255,11 +334,18 @@ def candidates(dep: DeploymentSpec, model: LockedModel, context: int, *, gpu: Op
             dtype = serving_dtype(dep, model, gpu_model)
             price = inst.hourly_usd(spot)
             basis = "spot" if spot and inst.spot_usd_per_hour is not None else "on-demand"
-            found.append(Candidate(
-                instance=inst, nodes=nodes, tp=tp, dtype=dtype,
-                memory=memory_fit(dep, model, gpu_model, tp, context, dtype),
-                hourly_usd=None if price is None else price * nodes, price_basis=basis,  # rounded only when shown
-                problem=capability_problem(dep, model, gpu_model, dtype)))
+            found.append(
+                Candidate(
+                    instance=inst,
+                    nodes=nodes,
+                    tp=tp,
+                    dtype=dtype,
+                    memory=memory_fit(dep, model, gpu_model, tp, context, dtype),
+                    hourly_usd=None if price is None else price * nodes,
+                    price_basis=basis,  # rounded only when shown
+                    problem=capability_problem(dep, model, gpu_model, dtype),
+                )
+            )
     return sorted(found, key=Candidate.rank)
 
 
@@ -269,51 +355,93 @@ def size(dep: DeploymentSpec, model: LockedModel) -> Sizing:
     context = dep.serving.context_length or model.max_context
     unknown = [t for t in res.instance_types if t not in instance_types()]
     if unknown:
-        raise SizingError("resources.instance_types", f"has instance types without GPU data: {', '.join(unknown)}",
-                          "use GPU instance types listed in sgldeploy/data/aws-gpu-instances.csv", unknown[0])
-    constraints = {"gpu": None if res.gpu == "auto" else res.gpu,
-                   "gpu_count": None if res.gpu_count == "auto" else int(res.gpu_count),
-                   "allowed": tuple(res.instance_types)}
-    options = candidates(dep, model, context, **constraints)
+        raise SizingError(
+            "resources.instance_types",
+            f"has instance types without GPU data: {', '.join(unknown)}",
+            "use GPU instance types listed in sgldeploy/data/aws-gpu-instances.csv",
+            unknown[0],
+        )
+    gpu = None if res.gpu == "auto" else res.gpu
+    gpu_count = None if res.gpu_count == "auto" else int(res.gpu_count)
+    allowed = tuple(res.instance_types)
+    options = candidates(dep, model, context, gpu=gpu, gpu_count=gpu_count, allowed=allowed)
     feasible = [c for c in options if c.feasible]
     if not feasible:
-        raise _infeasible(dep, model, context, options, constrained=any(constraints.values()))
+        raise _infeasible(dep, model, context, options, constrained=any((gpu, gpu_count, allowed)))
     best = feasible[0]
-    same_shape = tuple(c.instance.name for c in feasible[1:]
-                       if c.instance.gpu == best.instance.gpu and c.tp == best.tp and c.nodes == best.nodes)
+    same_shape = tuple(
+        c.instance.name
+        for c in feasible[1:]
+        if c.instance.gpu == best.instance.gpu and c.tp == best.tp and c.nodes == best.nodes
+    )
     priced = [c for c in options if c.hourly_usd is not None]
     cheaper = tuple(c for c in priced if c.rank() < best.rank() and not c.feasible)[-2:]
-    dearer = tuple(c for c in feasible[1:] if c.hourly_usd is not None and c.instance.name not in same_shape)[:2]
-    placement = Placement(instance_type=best.instance.name, gpu_model=best.instance.gpu, gpus_per_replica=best.tp,
-                          nodes_per_replica=best.nodes, tensor_parallel=best.tp, alternatives=same_shape,
-                          hourly_usd_per_replica=best.hourly_usd, price_basis=best.price_basis)
+    dearer = tuple(c for c in feasible[1:] if c.hourly_usd is not None and c.instance.name not in same_shape)[
+        :2
+    ]
+    placement = Placement(
+        instance_type=best.instance.name,
+        gpu_model=best.instance.gpu,
+        gpus_per_replica=best.tp,
+        nodes_per_replica=best.nodes,
+        tensor_parallel=best.tp,
+        alternatives=same_shape,
+        hourly_usd_per_replica=best.hourly_usd,
+        price_basis=best.price_basis,
+    )
     return _finish(dep, best, placement, context, cheaper, dearer)
 
 
-def _infeasible(dep: DeploymentSpec, model: LockedModel, context: int, options: list[Candidate],
-                constrained: bool) -> SizingError:
-    field = "resources.gpu" if dep.resources.gpu != "auto" else \
-        "resources.gpu_count" if dep.resources.gpu_count != "auto" else \
-        "resources.instance_types" if dep.resources.instance_types else "model.repo"
-    got = {"resources.gpu": dep.resources.gpu, "resources.gpu_count": dep.resources.gpu_count,
-           "resources.instance_types": ", ".join(dep.resources.instance_types), "model.repo": dep.model.repo}[field]
+def _infeasible(
+    dep: DeploymentSpec, model: LockedModel, context: int, options: list[Candidate], constrained: bool
+) -> SizingError:
+    field = (
+        "resources.gpu"
+        if dep.resources.gpu != "auto"
+        else "resources.gpu_count"
+        if dep.resources.gpu_count != "auto"
+        else "resources.instance_types"
+        if dep.resources.instance_types
+        else "model.repo"
+    )
+    got = {
+        "resources.gpu": dep.resources.gpu,
+        "resources.gpu_count": dep.resources.gpu_count,
+        "resources.instance_types": ", ".join(dep.resources.instance_types),
+        "model.repo": dep.model.repo,
+    }[field]
     if not options:
-        return SizingError(field, "matches no instance type: AWS offers no such GPU count on one node "
-                           "(or 2 and 4 nodes of 8)", "pick gpu_count 1, 4 or 8, or auto", got)
+        return SizingError(
+            field,
+            "matches no instance type: AWS offers no such GPU count on one node (or 2 and 4 nodes of 8)",
+            "pick gpu_count 1, 4 or 8, or auto",
+            got,
+        )
     capable = [c for c in options if c.problem is None]
     if not capable:
-        return SizingError(field, f"cannot run this deployment: {options[0].problem}",
-                           "choose another GPU, or change serving.quantization or serving.precision", got)
+        return SizingError(
+            field,
+            f"cannot run this deployment: {options[0].problem}",
+            "choose another GPU, or change serving.quantization or serving.precision",
+            got,
+        )
     closest = min(capable, key=lambda c: c.memory.required_gib_per_gpu - c.memory.gpu_memory_gib)
     m = closest.memory
-    what = (f"does not fit: needs {m.required_gib_per_gpu:g} GiB per GPU on {closest.label} "
-            f"({m.weights_gib_per_gpu:g} weights + {m.kv_cache_gib_per_gpu:g} KV for {m.kv_tokens:,} tokens + "
-            f"{m.reserve_gib_per_gpu:g} reserve), the GPU has {m.gpu_memory_gib:g} GiB")
+    what = (
+        f"does not fit: needs {m.required_gib_per_gpu:g} GiB per GPU on {closest.label} "
+        f"({m.weights_gib_per_gpu:g} weights + {m.kv_cache_gib_per_gpu:g} KV for {m.kv_tokens:,} tokens + "
+        f"{m.reserve_gib_per_gpu:g} reserve), the GPU has {m.gpu_memory_gib:g} GiB"
+    )
     if constrained:
         elsewhere = [c for c in candidates(dep, model, context) if c.feasible]
         if elsewhere:
-            return SizingError(field, what, f"the cheapest placement that fits is {elsewhere[0].label}; allow "
-                               "it, or lower serving.context_length or serving.max_concurrency", got)
+            return SizingError(
+                field,
+                what,
+                f"the cheapest placement that fits is {elsewhere[0].label}; allow "
+                "it, or lower serving.context_length or serving.max_concurrency",
+                got,
+            )
     return SizingError(field, what, _what_would_fit(dep, capable, context), got)
 
 
@@ -322,12 +450,16 @@ def _what_would_fit(dep: DeploymentSpec, capable: list[Candidate], context: int)
     hints = []
     fewer = next((c for c in capable if c.memory.kv_capacity_tokens >= context), None)
     if fewer:
-        hints.append(f"serving.max_concurrency ≤ {fewer.memory.kv_capacity_tokens // context} fits {fewer.label}")
+        hints.append(
+            f"serving.max_concurrency ≤ {fewer.memory.kv_capacity_tokens // context} fits {fewer.label}"
+        )
     concurrency = dep.serving.max_concurrency
     shorter = next((c for c in capable if c.memory.kv_capacity_tokens // concurrency >= 512), None)
     if shorter:
-        hints.append(f"serving.context_length ≤ {shorter.memory.kv_capacity_tokens // concurrency} fits "
-                     f"{shorter.label}")
+        hints.append(
+            f"serving.context_length ≤ {shorter.memory.kv_capacity_tokens // concurrency} fits "
+            f"{shorter.label}"
+        )
     if dep.serving.quantization == "none":
         hints.append("serving.quantization: fp8 halves the weights")
     if not dep.serving.kv_cache_dtype.startswith("fp8"):
@@ -335,25 +467,48 @@ def _what_would_fit(dep: DeploymentSpec, capable: list[Candidate], context: int)
     return "; ".join(hints) or "no placement in the catalog can hold this model"
 
 
-def _finish(dep: DeploymentSpec, best: Candidate, placement: Placement, context: int,
-            cheaper: tuple[Candidate, ...], dearer: tuple[Candidate, ...]) -> Sizing:
+def _finish(
+    dep: DeploymentSpec,
+    best: Candidate,
+    placement: Placement,
+    context: int,
+    cheaper: tuple[Candidate, ...],
+    dearer: tuple[Candidate, ...],
+) -> Sizing:
     node = best.instance
     # Leave a core and a fifth of memory for the kubelet, system daemons and the device plugin.
     cpu = float(dep.resources.cpu) if dep.resources.cpu != "auto" else float(max(1, node.vcpu - 1))
-    mem = float(dep.resources.memory_gib) if dep.resources.memory_gib != "auto" \
+    mem = (
+        float(dep.resources.memory_gib)
+        if dep.resources.memory_gib != "auto"
         else float(max(4, math.floor(node.memory_gib * 0.8) - 1))
+    )
     # NCCL needs /dev/shm beyond Docker's 64 MB once GPUs talk to each other; one GPU needs little.
     shm = 1 if best.tp == 1 else min(16, max(2, int(mem // 8)))
     weights_per_node = best.memory.weights_gib / best.nodes
-    disk = int(dep.resources.disk_gib) if dep.resources.disk_gib != "auto" \
+    disk = (
+        int(dep.resources.disk_gib)
+        if dep.resources.disk_gib != "auto"
         else int(math.ceil((100 + 2 * weights_per_node) / 50) * 50)
+    )
     warm = weight_cache.cold_start(dep, best.memory.weights_gib, best.nodes, warm_node=True)
     # Twice the expected load and engine start, plus ten minutes for kernels compiled cold (JIT caches empty).
     budget = min(3600, 2 * (warm.weights_s + warm.engine_s) + 600)
-    first_download = int(weights_per_node * 1073.741824 / weight_cache.HUB_MB_S) \
-        if dep.cache_storage != "none" else 0  # the prefetch init container, before the server starts
+    first_download = (
+        int(weights_per_node * 1073.741824 / weight_cache.HUB_MB_S) if dep.cache_storage != "none" else 0
+    )  # the prefetch init container, before the server starts
     deadline = weight_cache.NODE_PROVISIONING_S + weight_cache.IMAGE_PULL_S + first_download + budget
-    return Sizing(placement=placement, memory=best.memory, dtype=best.dtype, context_length=context, cpu=cpu,
-                  memory_request_gib=mem, shm_gib=shm, disk_gib=disk, startup_budget_seconds=budget,
-                  rollout_deadline_seconds=deadline,
-                  cheaper_infeasible=cheaper, dearer=dearer)
+    return Sizing(
+        placement=placement,
+        memory=best.memory,
+        dtype=best.dtype,
+        context_length=context,
+        cpu=cpu,
+        memory_request_gib=mem,
+        shm_gib=shm,
+        disk_gib=disk,
+        startup_budget_seconds=budget,
+        rollout_deadline_seconds=deadline,
+        cheaper_infeasible=cheaper,
+        dearer=dearer,
+    )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Annotated, Any, Literal, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypedDict
 
 from pydantic import (
     BaseModel,
@@ -26,20 +26,64 @@ SGLANG_IMAGE = "lmsysorg/sglang:v0.5.23"
 
 # SGLang 0.5.23 `--quantization` choices (sglang/srt/arg_groups/choices.py), plus `none`.
 QUANTIZATIONS = (
-    "none", "auto-round", "auto-round-int8", "awq", "awq_marlin", "bitsandbytes", "compressed-tensors",
-    "fp8", "gguf", "gptq", "gptq_marlin", "humming", "mlx_q4", "mlx_q8", "modelopt", "modelopt_fp4",
-    "modelopt_fp8", "modelopt_mixed", "modelslim", "moe_wna16", "mxfp4", "mxfp8", "mxfp_w4a8",
-    "nvfp4_online", "petit_nvfp4", "quark", "quark_int4fp8_moe", "quark_mxfp4", "unquant", "w4afp8",
-    "w8a8_fp8", "w8a8_int8",
+    "none",
+    "auto-round",
+    "auto-round-int8",
+    "awq",
+    "awq_marlin",
+    "bitsandbytes",
+    "compressed-tensors",
+    "fp8",
+    "gguf",
+    "gptq",
+    "gptq_marlin",
+    "humming",
+    "mlx_q4",
+    "mlx_q8",
+    "modelopt",
+    "modelopt_fp4",
+    "modelopt_fp8",
+    "modelopt_mixed",
+    "modelslim",
+    "moe_wna16",
+    "mxfp4",
+    "mxfp8",
+    "mxfp_w4a8",
+    "nvfp4_online",
+    "petit_nvfp4",
+    "quark",
+    "quark_int4fp8_moe",
+    "quark_mxfp4",
+    "unquant",
+    "w4afp8",
+    "w8a8_fp8",
+    "w8a8_int8",
 )
 # SGLang 0.5.23 built-in `--speculative-algorithm` values (the parser has no choices list for them).
 SPECULATIVE_ALGORITHMS = ("EAGLE", "EAGLE3", "NEXTN", "STANDALONE", "NGRAM", "DFLASH", "DSPARK", "UNO")
 GPU_MODELS = ("T4", "A10G", "L4", "L40S", "A100-40GB", "A100-80GB", "H100", "H200", "B200")
 
+# Literals built from the tables above: pydantic reads them at runtime; a type checker sees str.
+if TYPE_CHECKING:
+    SpeculativeAlgorithm = str
+    Quantization = str
+    GpuChoice = str
+else:
+    SpeculativeAlgorithm = Literal[SPECULATIVE_ALGORITHMS]
+    Quantization = Literal[QUANTIZATIONS]
+    GpuChoice = Literal[("auto", *GPU_MODELS)]
+
 Readiness = Literal["always-ready", "fast", "cold-start"]
 CacheStorage = Literal["auto", "node-local", "efs", "fsx-lustre", "none"]
 
-READINESS_DEFAULTS: dict[str, dict[str, Any]] = {
+
+class ReadinessDefaults(TypedDict):
+    min_replicas: int
+    cache_storage: str
+    idle_timeout_seconds: int
+
+
+READINESS_DEFAULTS: dict[str, ReadinessDefaults] = {
     # Always a warm replica on a warm node; weights on the node's NVMe so restarts are quick.
     "always-ready": {"min_replicas": 1, "cache_storage": "node-local", "idle_timeout_seconds": 0},
     # May sleep at zero, but weights stay cached next to the GPUs and wake-up is a local load.
@@ -66,7 +110,8 @@ class Model(BaseModel):
 
 # ---- value types that accept `auto` or a number, with one clear message when neither -----------
 
-def _auto_or(kind: type, minimum: float, maximum: float | None = None):
+
+def _auto_or(kind: type, minimum: float, maximum: float | None = None) -> Any:
     def check(value: Any) -> Any:
         if value == "auto":
             return "auto"
@@ -74,44 +119,66 @@ def _auto_or(kind: type, minimum: float, maximum: float | None = None):
         if kind is int:
             ok_type = ok_type and float(value).is_integer()
         if not ok_type:
-            raise SpecValueError(f"must be 'auto' or a {'whole ' if kind is int else ''}number", value,
-                                 "write auto to let sgldeploy choose, or a number")
+            raise SpecValueError(
+                f"must be 'auto' or a {'whole ' if kind is int else ''}number",
+                value,
+                "write auto to let sgldeploy choose, or a number",
+            )
         if value < minimum or (maximum is not None and value > maximum):
             bounds = f"{minimum}–{maximum}" if maximum is not None else f"≥ {minimum}"
             raise SpecValueError(f"must be {bounds}", value, f"use a value in {bounds}, or auto")
         return kind(value)
 
-    number = {"type": "integer" if kind is int else "number", "minimum": minimum}
+    number: dict[str, Any] = {"type": "integer" if kind is int else "number", "minimum": minimum}
     if maximum is not None:
         number["maximum"] = maximum
     return Annotated[Any, PlainValidator(check), WithJsonSchema({"anyOf": [{"const": "auto"}, number]})]
 
 
-AutoPositiveInt = _auto_or(int, 1)
-AutoPositiveNumber = _auto_or(float, 0.1)
-AutoMemFraction = _auto_or(float, 0.5, 0.95)
+if TYPE_CHECKING:
+    AutoPositiveInt = int | str
+    AutoPositiveNumber = float | str
+    AutoMemFraction = float | str
+else:
+    AutoPositiveInt = _auto_or(int, 1)
+    AutoPositiveNumber = _auto_or(float, 0.1)
+    AutoMemFraction = _auto_or(float, 0.5, 0.95)
 
 
 def _check_revision(value: str) -> str:
     """A branch, tag or commit that can never escape the directory it names."""
     if not isinstance(value, str) or not value:
         raise SpecValueError("must be a branch, tag or 40-hex commit", value, "e.g. main or a commit sha")
-    bad = [why for cond, why in (
-        (".." in value, "'..'"), (value.startswith("/"), "a leading '/'"), ("\\" in value, "a backslash"),
-        ("\0" in value, "a NUL byte"), (any(c.isspace() for c in value), "whitespace"),
-        (value.endswith("/"), "a trailing '/'"),
-    ) if cond]
+    bad = [
+        why
+        for cond, why in (
+            (".." in value, "'..'"),
+            (value.startswith("/"), "a leading '/'"),
+            ("\\" in value, "a backslash"),
+            ("\0" in value, "a NUL byte"),
+            (any(c.isspace() for c in value), "whitespace"),
+            (value.endswith("/"), "a trailing '/'"),
+        )
+        if cond
+    ]
     if bad:
-        raise SpecValueError(f"must not contain {', '.join(bad)}", value,
-                             "use a plain branch or tag name, or the 40-hex commit")
+        raise SpecValueError(
+            f"must not contain {', '.join(bad)}",
+            value,
+            "use a plain branch or tag name, or the 40-hex commit",
+        )
     if not _REVISION.match(value):
-        raise SpecValueError("may only contain letters, digits and . _ / + = -", value,
-                             "use the branch, tag or commit exactly as the Hub shows it")
+        raise SpecValueError(
+            "may only contain letters, digits and . _ / + = -",
+            value,
+            "use the branch, tag or commit exactly as the Hub shows it",
+        )
     return value
 
 
-Revision = Annotated[str, PlainValidator(_check_revision),
-                     WithJsonSchema({"type": "string", "pattern": _REVISION.pattern})]
+Revision = Annotated[
+    str, PlainValidator(_check_revision), WithJsonSchema({"type": "string", "pattern": _REVISION.pattern})
+]
 
 
 def is_commit(revision: str) -> bool:
@@ -120,24 +187,39 @@ def is_commit(revision: str) -> bool:
 
 # ---- platform ----------------------------------------------------------------------------------
 
+
 class ClusterSpec(Model):
-    create: bool = Field(False, description="Create a VPC and an EKS cluster (true) or use the existing cluster "
-                                            "named `name` (false). Default false.")
-    name: str = Field("sgldeploy", min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$",
-                      description="EKS cluster name: the one to create, or the existing one to use. "
-                                  "Default sgldeploy.")
-    kubernetes_version: str = Field("1.33", description="Kubernetes minor version of the cluster, e.g. \"1.33\"; "
-                                                        "manifests are validated against it. Default 1.33.")
-    vpc_cidr: str = Field("10.0.0.0/16", description="IPv4 CIDR of the VPC created when `create` is true. "
-                                                     "Default 10.0.0.0/16.")
+    create: bool = Field(
+        False,
+        description="Create a VPC and an EKS cluster (true) or use the existing cluster "
+        "named `name` (false). Default false.",
+    )
+    name: str = Field(
+        "sgldeploy",
+        min_length=1,
+        max_length=100,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$",
+        description="EKS cluster name: the one to create, or the existing one to use. Default sgldeploy.",
+    )
+    kubernetes_version: str = Field(
+        "1.33",
+        description='Kubernetes minor version of the cluster, e.g. "1.33"; '
+        "manifests are validated against it. Default 1.33.",
+    )
+    vpc_cidr: str = Field(
+        "10.0.0.0/16", description="IPv4 CIDR of the VPC created when `create` is true. Default 10.0.0.0/16."
+    )
 
     @field_validator("kubernetes_version", mode="before")
     @classmethod
     def _version(cls, value: Any) -> str:
         text = str(value) if isinstance(value, (str, float)) else value
         if not isinstance(text, str) or not _K8S_VERSION.match(text):
-            raise SpecValueError("must be a Kubernetes minor version like \"1.33\"", value,
-                                 "quote it in YAML so 1.30 is not read as the number 1.3")
+            raise SpecValueError(
+                'must be a Kubernetes minor version like "1.33"',
+                value,
+                "quote it in YAML so 1.30 is not read as the number 1.3",
+            )
         return text
 
     @field_validator("vpc_cidr")
@@ -148,20 +230,27 @@ class ClusterSpec(Model):
         except ValueError:
             raise SpecValueError("must be an IPv4 network in CIDR form", value, "e.g. 10.0.0.0/16") from None
         if net.prefixlen > 20:
-            raise SpecValueError("is too small for node and load-balancer subnets in two zones", value,
-                                 "use a /20 or larger, e.g. 10.0.0.0/16")
+            raise SpecValueError(
+                "is too small for node and load-balancer subnets in two zones",
+                value,
+                "use a /20 or larger, e.g. 10.0.0.0/16",
+            )
         return value
 
 
 def _addon(value: Any) -> Any:
     if value is True or value is False or value == "existing":
         return value
-    raise SpecValueError("must be true, false or existing", value,
-                         "true installs it, existing references one already on the cluster, false leaves it out")
+    raise SpecValueError(
+        "must be true, false or existing",
+        value,
+        "true installs it, existing references one already on the cluster, false leaves it out",
+    )
 
 
-Addon = Annotated[Any, PlainValidator(_addon),
-                  WithJsonSchema({"anyOf": [{"type": "boolean"}, {"const": "existing"}]})]
+Addon = Annotated[
+    Any, PlainValidator(_addon), WithJsonSchema({"anyOf": [{"type": "boolean"}, {"const": "existing"}]})
+]
 """true: sgldeploy installs it; "existing": already installed, only referenced; false: not used."""
 _TRI = "true (install), existing (already installed) or false. Default"
 
@@ -170,84 +259,134 @@ class AddonsSpec(Model):
     """Each add-on: true (sgldeploy installs it, pinned), "existing" (already on the cluster: referenced, never
     reinstalled) or false (not used)."""
 
-    karpenter: Addon = Field(True, description=f"Karpenter, which provisions GPU nodes on demand. {_TRI} true.")
+    karpenter: Addon = Field(
+        True, description=f"Karpenter, which provisions GPU nodes on demand. {_TRI} true."
+    )
     keda: Addon = Field(True, description=f"KEDA, which scales replicas on SGLang metrics. {_TRI} true.")
-    keda_http: Addon = Field(True, description=f"KEDA HTTP add-on, which holds requests while scaling from zero. "
-                                               f"{_TRI} true.")
-    aws_load_balancer_controller: Addon = Field(True, description=f"AWS Load Balancer Controller for ALB/NLB "
-                                                                  f"endpoints. {_TRI} true.")
-    nvidia_device_plugin: Addon = Field(True, description=f"NVIDIA device plugin, which exposes nvidia.com/gpu. "
-                                                          f"{_TRI} true.")
-    prometheus: Addon = Field(True, description=f"Prometheus operator stack (kube-prometheus-stack) for metrics, "
-                                                f"alerts and autoscaling signals. {_TRI} true.")
-    leader_worker_set: Addon = Field(False, description=f"LeaderWorkerSet, needed when one replica spans nodes. "
-                                                        f"{_TRI} false.")
-    efa_device_plugin: Addon = Field(False, description=f"AWS EFA device plugin: replicas that span nodes then get "
-                                                        f"the nodes' Elastic Fabric Adapters for NCCL. {_TRI} false.")
+    keda_http: Addon = Field(
+        True, description=f"KEDA HTTP add-on, which holds requests while scaling from zero. {_TRI} true."
+    )
+    aws_load_balancer_controller: Addon = Field(
+        True, description=f"AWS Load Balancer Controller for ALB/NLB endpoints. {_TRI} true."
+    )
+    nvidia_device_plugin: Addon = Field(
+        True, description=f"NVIDIA device plugin, which exposes nvidia.com/gpu. {_TRI} true."
+    )
+    prometheus: Addon = Field(
+        True,
+        description=f"Prometheus operator stack (kube-prometheus-stack) for metrics, "
+        f"alerts and autoscaling signals. {_TRI} true.",
+    )
+    leader_worker_set: Addon = Field(
+        False, description=f"LeaderWorkerSet, needed when one replica spans nodes. {_TRI} false."
+    )
+    efa_device_plugin: Addon = Field(
+        False,
+        description=f"AWS EFA device plugin: replicas that span nodes then get "
+        f"the nodes' Elastic Fabric Adapters for NCCL. {_TRI} false.",
+    )
     external_secrets: Addon = Field(False, description=f"External Secrets Operator. {_TRI} false.")
-    efs_csi: Addon = Field(False, description=f"EFS CSI driver, needed for `cache.storage: efs`. {_TRI} false.")
-    fsx_csi: Addon = Field(False, description=f"FSx for Lustre CSI driver, needed for `cache.storage: fsx-lustre`. "
-                                              f"{_TRI} false.")
+    efs_csi: Addon = Field(
+        False, description=f"EFS CSI driver, needed for `cache.storage: efs`. {_TRI} false."
+    )
+    fsx_csi: Addon = Field(
+        False, description=f"FSx for Lustre CSI driver, needed for `cache.storage: fsx-lustre`. {_TRI} false."
+    )
 
 
 class PlatformSpec(Model):
     environment: Literal["development", "staging", "production"] = Field(
-        "development", description="Environment class; production tightens rules (e.g. pinned commits). "
-                                   "Default development.")
+        "development",
+        description="Environment class; production tightens rules (e.g. pinned commits). "
+        "Default development.",
+    )
     cluster: ClusterSpec = Field(default_factory=ClusterSpec, description="The EKS cluster.")
-    namespace: str = Field("sgldeploy", max_length=63, description="Kubernetes namespace of all deployments "
-                                                                   "(DNS-1123 label). Default sgldeploy.")
+    namespace: str = Field(
+        "sgldeploy",
+        max_length=63,
+        description="Kubernetes namespace of all deployments (DNS-1123 label). Default sgldeploy.",
+    )
     node_provisioner: Literal["karpenter", "managed-node-group"] = Field(
-        "karpenter", description="How GPU nodes are provisioned: a Karpenter NodePool and EC2NodeClass, or an EKS "
-                                 "managed node group, per deployment. Default karpenter.")
-    node_role: Optional[str] = Field(None, min_length=1, max_length=64, pattern=r"^[\w+=,.@-]+$",
-                                     description="IAM role name the GPU nodes assume, for an existing cluster; "
-                                                 "default KarpenterNodeRole-<cluster name> (Karpenter's convention).")
-    addons: AddonsSpec = Field(default_factory=AddonsSpec, description="Cluster add-ons installed as pinned "
-                                                                       "Helm releases.")
-    prometheus_url: Optional[str] = Field(None, pattern=r"^https?://[^\s]+$",
-                                          description="Prometheus the autoscaler queries; default the one the "
-                                                      "prometheus add-on runs (kube-prometheus-stack).")
-    budget_usd_per_month: Optional[float] = Field(None, ge=0, description="Monthly budget in USD for the whole "
-                                                                          "stack at max replicas; null for none.")
-    tags: dict[str, str] = Field(default_factory=dict, description="AWS tags added to every taggable resource.")
-    allow_trust_remote_code: bool = Field(False, description="Allow deployments to set "
-                                                             "`model.trust_remote_code: true` (runs code from the "
-                                                             "model repo). Default false.")
+        "karpenter",
+        description="How GPU nodes are provisioned: a Karpenter NodePool and EC2NodeClass, or an EKS "
+        "managed node group, per deployment. Default karpenter.",
+    )
+    node_role: str | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        pattern=r"^[\w+=,.@-]+$",
+        description="IAM role name the GPU nodes assume, for an existing cluster; "
+        "default KarpenterNodeRole-<cluster name> (Karpenter's convention).",
+    )
+    addons: AddonsSpec = Field(
+        default_factory=AddonsSpec, description="Cluster add-ons installed as pinned Helm releases."
+    )
+    prometheus_url: str | None = Field(
+        None,
+        pattern=r"^https?://[^\s]+$",
+        description="Prometheus the autoscaler queries; default the one the "
+        "prometheus add-on runs (kube-prometheus-stack).",
+    )
+    budget_usd_per_month: float | None = Field(
+        None, ge=0, description="Monthly budget in USD for the whole stack at max replicas; null for none."
+    )
+    tags: dict[str, str] = Field(
+        default_factory=dict, description="AWS tags added to every taggable resource."
+    )
+    allow_trust_remote_code: bool = Field(
+        False,
+        description="Allow deployments to set "
+        "`model.trust_remote_code: true` (runs code from the "
+        "model repo). Default false.",
+    )
 
     @field_validator("namespace")
     @classmethod
     def _namespace(cls, value: str) -> str:
         if not _DNS1123_LABEL.match(value):
-            raise SpecValueError("must be a DNS-1123 label (lower-case letters, digits, '-')", value,
-                                 "e.g. llm-serving")
+            raise SpecValueError(
+                "must be a DNS-1123 label (lower-case letters, digits, '-')", value, "e.g. llm-serving"
+            )
         return value
 
 
 # ---- one deployment ----------------------------------------------------------------------------
 
+
 class ModelRef(Model):
     repo: str = Field(..., description="Hugging Face repo id, `org/name`.")
-    revision: Revision = Field("main", description="Branch, tag or 40-hex commit; production stacks must pin "
-                                                   "a commit. Default main.")
-    served_name: Optional[str] = Field(None, min_length=1, max_length=128,
-                                       description="Model name clients send in the OpenAI API; default the repo id.")
-    trust_remote_code: bool = Field(False, description="Run Python code shipped in the model repo; refused "
-                                                       "unless `platform.allow_trust_remote_code`. Default false.")
+    revision: Revision = Field(
+        "main", description="Branch, tag or 40-hex commit; production stacks must pin a commit. Default main."
+    )
+    served_name: str | None = Field(
+        None,
+        min_length=1,
+        max_length=128,
+        description="Model name clients send in the OpenAI API; default the repo id.",
+    )
+    trust_remote_code: bool = Field(
+        False,
+        description="Run Python code shipped in the model repo; refused "
+        "unless `platform.allow_trust_remote_code`. Default false.",
+    )
 
     @field_validator("repo")
     @classmethod
     def _repo(cls, value: str) -> str:
         parts = value.split("/")
         if len(parts) != 2 or not all(_REPO_PART.match(p) for p in parts) or ".." in value:
-            raise SpecValueError("must be a Hugging Face repo id `org/name` of letters, digits, '.', '_' and '-'",
-                                 value, "copy the id from the model page, e.g. Qwen/Qwen2.5-7B-Instruct")
+            raise SpecValueError(
+                "must be a Hugging Face repo id `org/name` of letters, digits, '.', '_' and '-'",
+                value,
+                "copy the id from the model page, e.g. Qwen/Qwen2.5-7B-Instruct",
+            )
         return value
 
 
 class SpeculativeSpec(Model):
-    algorithm: Literal[SPECULATIVE_ALGORITHMS] = Field(..., description="SGLang speculative decoding algorithm.")
-    draft_repo: Optional[str] = Field(None, description="Draft model repo id (not used by NGRAM).")
+    algorithm: SpeculativeAlgorithm = Field(..., description="SGLang speculative decoding algorithm.")
+    draft_repo: str | None = Field(None, description="Draft model repo id (not used by NGRAM).")
     draft_revision: Revision = Field("main", description="Draft model branch, tag or commit. Default main.")
 
     _repo = field_validator("draft_repo")(lambda cls, v: v if v is None else ModelRef._repo(v))
@@ -256,74 +395,118 @@ class SpeculativeSpec(Model):
 class ServingSpec(Model):
     image: str = Field(SGLANG_IMAGE, min_length=1, description=f"Serving image. Default {SGLANG_IMAGE}.")
     precision: Literal["auto", "bfloat16", "float16", "float32"] = Field(
-        "auto", description="Weight and activation dtype (`--dtype`); auto follows the checkpoint, with float16 "
-                            "on GPUs without bf16. Default auto.")
-    quantization: Literal[QUANTIZATIONS] = Field(
-        "none", description="SGLang `--quantization` method; none for the checkpoint as is (pre-quantized "
-                            "checkpoints are detected by SGLang). Default none.")
-    kv_cache_dtype: Literal["auto", "fp8_e4m3", "fp8_e5m2"] = Field("auto", description="KV cache dtype. "
-                                                                                         "Default auto.")
-    context_length: Optional[int] = Field(None, gt=0, description="Max tokens per request (prompt + output); "
-                                                                  "default the model's max_position_embeddings.")
-    max_concurrency: int = Field(32, ge=1, le=4096, description="Requests one replica runs at once "
-                                                                "(`--max-running-requests`). Default 32.")
-    mem_fraction_static: AutoMemFraction = Field("auto", description="GPU memory share for weights and KV cache, "
-                                                                     "0.5–0.95, or auto. Default auto.")
-    speculative: Optional[SpeculativeSpec] = Field(None, description="Speculative decoding; null for none.")
-    extra_args: list[str] = Field(default_factory=list, description="Extra SGLang flags appended verbatim "
-                                                                    "(e.g. [\"--enable-torch-compile\"]).")
+        "auto",
+        description="Weight and activation dtype (`--dtype`); auto follows the checkpoint, with float16 "
+        "on GPUs without bf16. Default auto.",
+    )
+    quantization: Quantization = Field(
+        "none",
+        description="SGLang `--quantization` method; none for the checkpoint as is (pre-quantized "
+        "checkpoints are detected by SGLang). Default none.",
+    )
+    kv_cache_dtype: Literal["auto", "fp8_e4m3", "fp8_e5m2"] = Field(
+        "auto", description="KV cache dtype. Default auto."
+    )
+    context_length: int | None = Field(
+        None,
+        gt=0,
+        description="Max tokens per request (prompt + output); default the model's max_position_embeddings.",
+    )
+    max_concurrency: int = Field(
+        32,
+        ge=1,
+        le=4096,
+        description="Requests one replica runs at once (`--max-running-requests`). Default 32.",
+    )
+    mem_fraction_static: AutoMemFraction = Field(
+        "auto", description="GPU memory share for weights and KV cache, 0.5–0.95, or auto. Default auto."
+    )
+    speculative: SpeculativeSpec | None = Field(None, description="Speculative decoding; null for none.")
+    extra_args: list[str] = Field(
+        default_factory=list,
+        description='Extra SGLang flags appended verbatim (e.g. ["--enable-torch-compile"]).',
+    )
 
 
 class ResourcesSpec(Model):
-    gpu: Literal[("auto",) + GPU_MODELS] = Field("auto", description="GPU model, or auto for the cheapest that "
-                                                                     "fits. Default auto.")
-    gpu_count: AutoPositiveInt = Field("auto", description="GPUs per replica (tensor parallel size): 1, 2, 4, 8 or "
-                                                           "a multiple of 8, or auto. Default auto.")
-    instance_types: list[str] = Field(default_factory=list, description="Allowed EC2 instance types; empty for "
-                                                                        "any that carries the GPU.")
+    gpu: GpuChoice = Field("auto", description="GPU model, or auto for the cheapest that fits. Default auto.")
+    gpu_count: AutoPositiveInt = Field(
+        "auto",
+        description="GPUs per replica (tensor parallel size): 1, 2, 4, 8 or "
+        "a multiple of 8, or auto. Default auto.",
+    )
+    instance_types: list[str] = Field(
+        default_factory=list, description="Allowed EC2 instance types; empty for any that carries the GPU."
+    )
     capacity: Literal["on-demand", "spot", "spot-fallback"] = Field(
-        "on-demand", description="EC2 capacity: on-demand, spot, or spot with on-demand fallback. "
-                                 "Default on-demand.")
-    cpu: AutoPositiveNumber = Field("auto", description="CPU cores requested per replica, or auto. Default auto.")
+        "on-demand",
+        description="EC2 capacity: on-demand, spot, or spot with on-demand fallback. Default on-demand.",
+    )
+    cpu: AutoPositiveNumber = Field(
+        "auto", description="CPU cores requested per replica, or auto. Default auto."
+    )
 
     @field_validator("gpu_count")
     @classmethod
     def _tensor_parallel_size(cls, value: Any) -> Any:
         if value != "auto" and not (value in (1, 2, 4, 8) or value % 8 == 0):
-            raise SpecValueError("must be 1, 2, 4, 8 or a multiple of 8", value, "tensor parallelism splits "
-                                 "attention heads evenly; pick the next allowed size")
+            raise SpecValueError(
+                "must be 1, 2, 4, 8 or a multiple of 8",
+                value,
+                "tensor parallelism splits attention heads evenly; pick the next allowed size",
+            )
         return value
-    memory_gib: AutoPositiveNumber = Field("auto", description="Memory (GiB) per replica, or auto. Default auto.")
+
+    memory_gib: AutoPositiveNumber = Field(
+        "auto", description="Memory (GiB) per replica, or auto. Default auto."
+    )
     disk_gib: AutoPositiveInt = Field("auto", description="Node root disk (GiB), or auto. Default auto.")
 
 
 class ScalingSpec(Model):
-    min_replicas: Optional[int] = Field(None, ge=0, description="Fewest replicas; default from readiness "
-                                                                "(always-ready 1, otherwise 0).")
+    min_replicas: int | None = Field(
+        None, ge=0, description="Fewest replicas; default from readiness (always-ready 1, otherwise 0)."
+    )
     max_replicas: int = Field(1, ge=0, description="Most replicas. Default 1.")
-    metric: Literal["queue-depth", "running-requests", "gpu-utilization", "cpu-utilization",
-                    "memory-utilization"] = Field("queue-depth", description="Signal the autoscaler follows. "
-                                                                             "Default queue-depth.")
-    target: float = Field(4, gt=0, description="Target value of the metric per replica (requests, or percent "
-                                               "for utilisations). Default 4.")
-    idle_timeout_seconds: Optional[int] = Field(None, ge=0, description="Seconds without requests before scaling "
-                                                                        "to zero; default from readiness.")
-    scale_down_delay_seconds: int = Field(300, ge=0, description="Seconds a lower replica count must hold "
-                                                                 "before scaling down. Default 300.")
+    metric: Literal[
+        "queue-depth", "running-requests", "gpu-utilization", "cpu-utilization", "memory-utilization"
+    ] = Field("queue-depth", description="Signal the autoscaler follows. Default queue-depth.")
+    target: float = Field(
+        4,
+        gt=0,
+        description="Target value of the metric per replica (requests, or percent "
+        "for utilisations). Default 4.",
+    )
+    idle_timeout_seconds: int | None = Field(
+        None, ge=0, description="Seconds without requests before scaling to zero; default from readiness."
+    )
+    scale_down_delay_seconds: int = Field(
+        300, ge=0, description="Seconds a lower replica count must hold before scaling down. Default 300."
+    )
 
 
 class CacheSpec(Model):
-    storage: CacheStorage = Field("auto", description="Where weights are cached: node-local (the GPU node's "
-                                                      "NVMe), efs, fsx-lustre, none (download on start), or auto "
-                                                      "(follows readiness). Default auto.")
-    size_gib: AutoPositiveInt = Field("auto", description="Cache size (GiB), or auto from the model size. "
-                                                          "Default auto.")
-    prefetch_image: Optional[str] = Field(None, min_length=1, description="Image holding sgldeploy's prefetch "
-                                          "tool (built from sglang_image/); required when weights are cached.")
+    storage: CacheStorage = Field(
+        "auto",
+        description="Where weights are cached: node-local (the GPU node's "
+        "NVMe), efs, fsx-lustre, none (download on start), or auto "
+        "(follows readiness). Default auto.",
+    )
+    size_gib: AutoPositiveInt = Field(
+        "auto", description="Cache size (GiB), or auto from the model size. Default auto."
+    )
+    prefetch_image: str | None = Field(
+        None,
+        min_length=1,
+        description="Image holding sgldeploy's prefetch "
+        "tool (built from sglang_image/); required when weights are cached.",
+    )
 
 
 class HealthCheckSpec(Model):
-    path: str = Field("/ready", description="Load balancer health check path. Default /ready (cheap, no auth).")
+    path: str = Field(
+        "/ready", description="Load balancer health check path. Default /ready (cheap, no auth)."
+    )
     interval_seconds: int = Field(15, ge=5, le=300, description="Seconds between health checks. Default 15.")
 
     @field_validator("path")
@@ -336,77 +519,103 @@ class HealthCheckSpec(Model):
 
 class EndpointSpec(Model):
     exposure: Literal["public", "internal", "cluster"] = Field(
-        "cluster", description="public (internet-facing LB), internal (VPC-only LB) or cluster (ClusterIP only). "
-                               "Default cluster.")
+        "cluster",
+        description="public (internet-facing LB), internal (VPC-only LB) or cluster (ClusterIP only). "
+        "Default cluster.",
+    )
     load_balancer: Literal["alb", "nlb"] = Field("alb", description="AWS load balancer kind. Default alb.")
     algorithm: Literal["round-robin", "least-connections", "ip-hash", "cache-aware"] = Field(
-        "round-robin", description="How requests are spread over replicas; cache-aware adds the SGLang router. "
-                                   "Default round-robin.")
+        "round-robin",
+        description="How requests are spread over replicas; cache-aware adds the SGLang router. "
+        "Default round-robin.",
+    )
     sticky_sessions: bool = Field(False, description="Pin a client to a replica. Default false.")
     health_check: HealthCheckSpec = Field(default_factory=HealthCheckSpec, description="LB health check.")
-    auth: Literal["api-key", "none"] = Field("api-key", description="api-key: clients send a bearer key "
-                                                                    "(`sgldeploy:apiKey`, or generated). "
-                                                                    "Default api-key.")
-    tls_certificate_arn: Optional[str] = Field(None, description="ACM certificate ARN for HTTPS; null for none.")
-    hostname: Optional[str] = Field(None, description="DNS name clients use; null for the LB's own name.")
+    auth: Literal["api-key", "none"] = Field(
+        "api-key",
+        description="api-key: clients send a bearer key (`sgldeploy:apiKey`, or generated). Default api-key.",
+    )
+    tls_certificate_arn: str | None = Field(None, description="ACM certificate ARN for HTTPS; null for none.")
+    hostname: str | None = Field(None, description="DNS name clients use; null for the LB's own name.")
 
     @field_validator("tls_certificate_arn")
     @classmethod
-    def _arn(cls, value: Optional[str]) -> Optional[str]:
+    def _arn(cls, value: str | None) -> str | None:
         if value is not None and not _ACM_ARN.match(value):
-            raise SpecValueError("must be an ACM certificate ARN", value,
-                                 "e.g. arn:aws:acm:us-east-1:123456789012:certificate/…")
+            raise SpecValueError(
+                "must be an ACM certificate ARN",
+                value,
+                "e.g. arn:aws:acm:us-east-1:123456789012:certificate/…",
+            )
         return value
 
     @field_validator("hostname")
     @classmethod
-    def _hostname(cls, value: Optional[str]) -> Optional[str]:
+    def _hostname(cls, value: str | None) -> str | None:
         if value is not None and not _HOSTNAME.match(value):
             raise SpecValueError("must be a lower-case DNS name", value, "e.g. llm.example.com")
         return value
 
 
 class RolloutSpec(Model):
-    strategy: Literal["rolling", "blue-green", "canary"] = Field("rolling", description="How new versions "
-                                                                                        "replace old ones. "
-                                                                                        "Default rolling.")
-    canary_percent: Optional[int] = Field(None, description="Share of traffic (1–99) the canary gets; only with "
-                                                            "strategy canary (default 10 there).")
+    strategy: Literal["rolling", "blue-green", "canary"] = Field(
+        "rolling", description="How new versions replace old ones. Default rolling."
+    )
+    canary_percent: int | None = Field(
+        None,
+        description="Share of traffic (1–99) the canary gets; only with strategy canary (default 10 there).",
+    )
     max_surge: int = Field(1, ge=0, description="Extra replicas allowed during a rollout. Default 1.")
-    max_unavailable: int = Field(0, ge=0, description="Replicas that may be down during a rollout. Default 0.")
+    max_unavailable: int = Field(
+        0, ge=0, description="Replicas that may be down during a rollout. Default 0."
+    )
 
 
 class AlertsSpec(Model):
-    p99_latency_seconds: Optional[float] = Field(30, gt=0, description="Alert when p99 end-to-end latency "
-                                                                       "exceeds this; null to disable. Default 30.")
-    error_rate_percent: Optional[float] = Field(5, gt=0, le=100, description="Alert when the share of failed "
-                                                                             "requests exceeds this. Default 5.")
-    queue_depth: Optional[int] = Field(50, gt=0, description="Alert when queued requests per replica exceed this. "
-                                                             "Default 50.")
+    p99_latency_seconds: float | None = Field(
+        30, gt=0, description="Alert when p99 end-to-end latency exceeds this; null to disable. Default 30."
+    )
+    error_rate_percent: float | None = Field(
+        5, gt=0, le=100, description="Alert when the share of failed requests exceeds this. Default 5."
+    )
+    queue_depth: int | None = Field(
+        50, gt=0, description="Alert when queued requests per replica exceed this. Default 50."
+    )
 
 
 class ObservabilitySpec(Model):
-    metrics: bool = Field(True, description="Expose SGLang metrics (`--enable-metrics`) and scrape them. "
-                                            "Default true.")
+    metrics: bool = Field(
+        True, description="Expose SGLang metrics (`--enable-metrics`) and scrape them. Default true."
+    )
     alerts: AlertsSpec = Field(default_factory=AlertsSpec, description="Alert thresholds.")
 
 
 class DeploymentSpec(Model):
-    name: str = Field(..., description="Deployment name: DNS-1035 label, ≤ 40 characters, unique in the stack.")
+    name: str = Field(
+        ..., description="Deployment name: DNS-1035 label, ≤ 40 characters, unique in the stack."
+    )
     description: str = Field("", description="Free text shown in plans.")
     model: ModelRef = Field(..., description="The Hugging Face model to serve.")
     serving: ServingSpec = Field(default_factory=ServingSpec, description="SGLang server settings.")
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec, description="GPU and node resources.")
-    readiness: Readiness = Field("fast", description="always-ready, fast or cold-start; sets the defaults of "
-                                                     "min_replicas, cache and idle timeout. Default fast.")
+    readiness: Readiness = Field(
+        "fast",
+        description="always-ready, fast or cold-start; sets the defaults of "
+        "min_replicas, cache and idle timeout. Default fast.",
+    )
     scaling: ScalingSpec = Field(default_factory=ScalingSpec, description="Replica bounds and autoscaling.")
     cache: CacheSpec = Field(default_factory=CacheSpec, description="Weight cache.")
     endpoint: EndpointSpec = Field(default_factory=EndpointSpec, description="How clients reach the model.")
     rollout: RolloutSpec = Field(default_factory=RolloutSpec, description="How updates roll out.")
-    observability: ObservabilitySpec = Field(default_factory=ObservabilitySpec, description="Metrics and alerts.")
-    state: Literal["running", "stopped"] = Field("running", description="stopped keeps the definition and the "
-                                                                        "cache but runs no replicas.")
-    env: dict[str, str] = Field(default_factory=dict, description="Extra environment variables for the server.")
+    observability: ObservabilitySpec = Field(
+        default_factory=ObservabilitySpec, description="Metrics and alerts."
+    )
+    state: Literal["running", "stopped"] = Field(
+        "running", description="stopped keeps the definition and the cache but runs no replicas."
+    )
+    env: dict[str, str] = Field(
+        default_factory=dict, description="Extra environment variables for the server."
+    )
 
     # -- effective values: readiness defaults applied, in this one place --
 
@@ -439,7 +648,7 @@ class DeploymentSpec(Model):
         return self.model.served_name or self.model.repo
 
     @property
-    def canary_percent(self) -> Optional[int]:
+    def canary_percent(self) -> int | None:
         if self.rollout.strategy != "canary":
             return None
         return self.rollout.canary_percent if self.rollout.canary_percent is not None else 10
@@ -450,4 +659,3 @@ class StackSpec(Model):
 
     platform: PlatformSpec = Field(default_factory=PlatformSpec, description="`sgldeploy:platform`")
     deployments: list[DeploymentSpec] = Field(default_factory=list, description="`sgldeploy:deployments`")
-

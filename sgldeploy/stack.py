@@ -6,9 +6,10 @@ All problems (spec, lock, fit, secrets) are gathered and raised once as InvalidI
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 from . import autoscaling, endpoint, weight_cache
 from .lock import SERVABLE_PIPELINES, LockedModel, LockError, lock_key, read_lock
@@ -34,11 +35,16 @@ class ResolvedStack:
     deployments: list[ResolvedDeployment]
 
 
-MissingResolver = Callable[[str, str, list, Callable[..., str]], Optional[LockedModel]]
+MissingResolver = Callable[[str, str, list[Any], Callable[..., str]], LockedModel | None]
 
 
-def resolve(platform: Any, deployments: Any, lock_file: Path, secrets: set[str],
-            resolve_missing: Optional[MissingResolver] = None) -> ResolvedStack:
+def resolve(
+    platform: Any,
+    deployments: Any,
+    lock_file: Path,
+    secrets: set[str],
+    resolve_missing: MissingResolver | None = None,
+) -> ResolvedStack:
     """Validate and size a stack. `secrets` holds the names (not values) of the secrets that are set.
 
     A model missing from the lock is a problem, unless `resolve_missing` (used by `pulumi preview`) finds it.
@@ -47,12 +53,23 @@ def resolve(platform: Any, deployments: Any, lock_file: Path, secrets: set[str],
     try:
         lock = read_lock(lock_file)
     except LockError as exc:
-        raise InvalidInput([Problem(str(lock_file), f"is not a usable model lock ({exc})",
-                                    "re-create it with `sgldeploy lock`", show_got=False)]) from None
+        raise InvalidInput(
+            [
+                Problem(
+                    str(lock_file),
+                    f"is not a usable model lock ({exc})",
+                    "re-create it with `sgldeploy lock`",
+                    show_got=False,
+                )
+            ]
+        ) from None
     problems: list[Problem] = []
     resolved: list[ResolvedDeployment] = []
     for i, dep in enumerate(spec.deployments):
-        at = lambda *loc: config_path("deployments", (i, *loc))  # noqa: E731
+
+        def at(*loc: object, i: int = i) -> str:
+            return config_path("deployments", (i, *loc))
+
         model = lock.get(lock_key(dep.model.repo, dep.model.revision))
         if model is None and resolve_missing is not None:
             model = resolve_missing(dep.model.repo, dep.model.revision, problems, at)
@@ -66,8 +83,9 @@ def resolve(platform: Any, deployments: Any, lock_file: Path, secrets: set[str],
             continue
         reason = ""
         if dep.cache.storage == "auto":  # decided by readiness, size and replica bounds, then sized again
-            storage, reason = weight_cache.choose(dep, spec.platform.addons, sizing.memory.weights_gib,
-                                                  sizing.placement.nodes_per_replica)
+            storage, reason = weight_cache.choose(
+                dep, spec.platform.addons, sizing.memory.weights_gib, sizing.placement.nodes_per_replica
+            )
             dep = dep.model_copy(update={"cache": dep.cache.model_copy(update={"storage": storage})})
             sizing = size(dep, model)
         problems += _placement_problems(spec, dep, sizing, at)
@@ -77,45 +95,93 @@ def resolve(platform: Any, deployments: Any, lock_file: Path, secrets: set[str],
     return ResolvedStack(spec=spec, deployments=resolved)
 
 
-def _model_problems(spec: StackSpec, dep: DeploymentSpec, model: Optional[LockedModel], lock_file: Path,
-                    secrets: set[str], at: Callable[..., str]) -> list[Problem]:
+def _model_problems(
+    spec: StackSpec,
+    dep: DeploymentSpec,
+    model: LockedModel | None,
+    lock_file: Path,
+    secrets: set[str],
+    at: Callable[..., str],
+) -> list[Problem]:
     """What the lock says about the model: pinned, servable, its code allowed, its licence accepted."""
     out = []
     if spec.platform.environment == "production" and not is_commit(dep.model.revision):
         locked = f"; it is locked at {model.sha}" if model else ""
-        out.append(Problem(at("model", "revision"), "must be a 40-hex commit in a production stack",
-                           f"pin the commit the branch or tag resolves to{locked}", dep.model.revision))
+        out.append(
+            Problem(
+                at("model", "revision"),
+                "must be a 40-hex commit in a production stack",
+                f"pin the commit the branch or tag resolves to{locked}",
+                dep.model.revision,
+            )
+        )
     if model is None:
-        out.append(Problem(at("model", "revision"), f"{dep.model.repo}@{dep.model.revision} is not in "
-                           f"{lock_file.name}", "run `sgldeploy lock` to resolve it on the Hub", dep.model.revision))
+        out.append(
+            Problem(
+                at("model", "revision"),
+                f"{dep.model.repo}@{dep.model.revision} is not in {lock_file.name}",
+                "run `sgldeploy lock` to resolve it on the Hub",
+                dep.model.revision,
+            )
+        )
         return out
     if model.pipeline_tag not in SERVABLE_PIPELINES:
-        out.append(Problem(at("model", "repo"), f"has pipeline {model.pipeline_tag or 'none'}, which SGLang does not "
-                           "serve as a chat/completions model",
-                           f"choose a model tagged {' or '.join(SERVABLE_PIPELINES)}", dep.model.repo))
+        out.append(
+            Problem(
+                at("model", "repo"),
+                f"has pipeline {model.pipeline_tag or 'none'}, which SGLang does not "
+                "serve as a chat/completions model",
+                f"choose a model tagged {' or '.join(SERVABLE_PIPELINES)}",
+                dep.model.repo,
+            )
+        )
     if model.custom_code and not dep.model.trust_remote_code:
-        out.append(Problem(at("model", "trust_remote_code"), "must be true: the model ships its own Python code",
-                           "review the code, then allow it (platform and deployment), or choose another model",
-                           False))
+        out.append(
+            Problem(
+                at("model", "trust_remote_code"),
+                "must be true: the model ships its own Python code",
+                "review the code, then allow it (platform and deployment), or choose another model",
+                False,
+            )
+        )
     if model.gated and "hfToken" not in secrets:
-        out.append(Problem(config_path("hfToken"), f"is required: {dep.model.repo} is gated",
-                           "accept the licence on the Hub, then run pulumi config set --secret sgldeploy:hfToken "
-                           "hf_…", None))
+        out.append(
+            Problem(
+                config_path("hfToken"),
+                f"is required: {dep.model.repo} is gated",
+                "accept the licence on the Hub, then run pulumi config set --secret sgldeploy:hfToken hf_…",
+                None,
+            )
+        )
     return out
 
 
-def _placement_problems(spec: StackSpec, dep: DeploymentSpec, sizing: Sizing, at: Callable[..., str]) -> list[Problem]:
+def _placement_problems(
+    spec: StackSpec, dep: DeploymentSpec, sizing: Sizing, at: Callable[..., str]
+) -> list[Problem]:
     """What the chosen placement and cache need from the platform."""
     out = []
     storage = dep.cache_storage
     if storage != "none" and not dep.cache.prefetch_image:
-        out.append(Problem(at("cache", "prefetch_image"), f"is required: weights are cached {storage}",
-                           "build and push sglang_image/ (see README), then set its image here; or set "
-                           "cache.storage: none", None))
+        out.append(
+            Problem(
+                at("cache", "prefetch_image"),
+                f"is required: weights are cached {storage}",
+                "build and push sglang_image/ (see README), then set its image here; or set "
+                "cache.storage: none",
+                None,
+            )
+        )
     addon = {"efs": "efs_csi", "fsx-lustre": "fsx_csi"}.get(storage)
     if addon and not getattr(spec.platform.addons, addon):
-        out.append(Problem(config_path("platform", ("addons", addon)), f"must be true: {dep.name} caches weights "
-                           f"on {storage}", f"enable the {addon} add-on, or choose another cache.storage", False))
+        out.append(
+            Problem(
+                config_path("platform", ("addons", addon)),
+                f"must be true: {dep.name} caches weights on {storage}",
+                f"enable the {addon} add-on, or choose another cache.storage",
+                False,
+            )
+        )
     from_zero = autoscaling.for_stack(dep, spec.platform.addons).kind == "http"
     wrong = endpoint.problem(dep, from_zero)
     if wrong:
@@ -123,10 +189,15 @@ def _placement_problems(spec: StackSpec, dep: DeploymentSpec, sizing: Sizing, at
         out.append(Problem(at(*field.split(".")), what, fix, got))
     nodes = sizing.placement.nodes_per_replica
     if nodes > 1 and not spec.platform.addons.leader_worker_set:
-        out.append(Problem(config_path("platform", ("addons", "leader_worker_set")),
-                           f"must be true: {dep.name} spans {nodes} nodes per replica "
-                           f"({sizing.placement.instance_type})", "enable the LeaderWorkerSet add-on, or choose a "
-                           "placement that fits one node", False))
+        out.append(
+            Problem(
+                config_path("platform", ("addons", "leader_worker_set")),
+                f"must be true: {dep.name} spans {nodes} nodes per replica "
+                f"({sizing.placement.instance_type})",
+                "enable the LeaderWorkerSet add-on, or choose a placement that fits one node",
+                False,
+            )
+        )
     return out
 
 

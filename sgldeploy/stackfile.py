@@ -38,33 +38,73 @@ def stack_path(stack: str, root: Path) -> Path:
 def stack_name(path: Path) -> str:
     name = path.name
     if name.startswith("Pulumi.") and name.endswith((".yaml", ".yml")):
-        return name[len("Pulumi."):].rsplit(".", 1)[0]
+        return name[len("Pulumi.") :].rsplit(".", 1)[0]
     return path.stem
 
 
 def read_stack_file(path: Path, project: str = "sgldeploy") -> StackFile:
     where = str(path)
     if not path.is_file():
-        raise InvalidInput([Problem(where, "stack file not found", "create it, or pass --stack NAME for "
-                                    "stacks/Pulumi.NAME.yaml or --config FILE", show_got=False)])
+        raise InvalidInput(
+            [
+                Problem(
+                    where,
+                    "stack file not found",
+                    "create it, or pass --stack NAME for stacks/Pulumi.NAME.yaml or --config FILE",
+                    show_got=False,
+                )
+            ]
+        )
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except (OSError, UnicodeDecodeError) as exc:
-        raise InvalidInput([Problem(where, f"cannot be read ({exc.__class__.__name__})", "check the file's "
-                                    "permissions and encoding (UTF-8)", show_got=False)]) from None
+        raise InvalidInput(
+            [
+                Problem(
+                    where,
+                    f"cannot be read ({exc.__class__.__name__})",
+                    "check the file's permissions and encoding (UTF-8)",
+                    show_got=False,
+                )
+            ]
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         reason = getattr(exc, "problem", None) or "invalid YAML"
-        raise InvalidInput([Problem(where, f"is not valid YAML{at}: {reason}", "fix the YAML syntax "
-                                    "(indentation, quotes, ':' after keys)", show_got=False)]) from None
+        raise InvalidInput(
+            [
+                Problem(
+                    where,
+                    f"is not valid YAML{at}: {reason}",
+                    "fix the YAML syntax (indentation, quotes, ':' after keys)",
+                    show_got=False,
+                )
+            ]
+        ) from None
     if not isinstance(data, dict):
-        raise InvalidInput([Problem(where, "must be a YAML mapping with a `config:` key", "see "
-                                    "stacks/Pulumi.dev.yaml for the layout", data)])
+        raise InvalidInput(
+            [
+                Problem(
+                    where,
+                    "must be a YAML mapping with a `config:` key",
+                    "see stacks/Pulumi.dev.yaml for the layout",
+                    data,
+                )
+            ]
+        )
     raw = data.get("config") or {}
     if not isinstance(raw, dict):
-        raise InvalidInput([Problem(f"{where}: config", "must be a mapping of `namespace:key: value`",
-                                    "see stacks/Pulumi.dev.yaml for the layout", raw)])
+        raise InvalidInput(
+            [
+                Problem(
+                    f"{where}: config",
+                    "must be a mapping of `namespace:key: value`",
+                    "see stacks/Pulumi.dev.yaml for the layout",
+                    raw,
+                )
+            ]
+        )
     config: dict[str, str] = {}
     secret_keys: list[str] = []
     for key, value in raw.items():

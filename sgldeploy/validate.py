@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import re
 import typing
-from typing import Any, Optional
+from collections.abc import Callable
+from typing import Any
 
 from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 
 from .problems import InvalidInput, Problem, SpecValueError, Verbatim, config_path
 from .spec import (
@@ -23,14 +25,24 @@ from .spec import (
 MAX_NAME = 40
 # Flags sgldeploy derives from the spec; setting them in extra_args would fight the generated value.
 MANAGED_FLAGS = {
-    "--model-path": "model.repo", "--model": "model.repo", "--revision": "model.revision",
-    "--served-model-name": "model.served_name", "--host": None, "--port": None,
-    "--tp-size": "resources.gpu_count", "--tensor-parallel-size": "resources.gpu_count",
-    "--dtype": "serving.precision", "--quantization": "serving.quantization",
-    "--kv-cache-dtype": "serving.kv_cache_dtype", "--context-length": "serving.context_length",
-    "--max-running-requests": "serving.max_concurrency", "--mem-fraction-static": "serving.mem_fraction_static",
-    "--enable-metrics": "observability.metrics", "--api-key": "endpoint.auth",
-    "--trust-remote-code": "model.trust_remote_code", "--speculative-algorithm": "serving.speculative",
+    "--model-path": "model.repo",
+    "--model": "model.repo",
+    "--revision": "model.revision",
+    "--served-model-name": "model.served_name",
+    "--host": None,
+    "--port": None,
+    "--tp-size": "resources.gpu_count",
+    "--tensor-parallel-size": "resources.gpu_count",
+    "--dtype": "serving.precision",
+    "--quantization": "serving.quantization",
+    "--kv-cache-dtype": "serving.kv_cache_dtype",
+    "--context-length": "serving.context_length",
+    "--max-running-requests": "serving.max_concurrency",
+    "--mem-fraction-static": "serving.mem_fraction_static",
+    "--enable-metrics": "observability.metrics",
+    "--api-key": "endpoint.auth",
+    "--trust-remote-code": "model.trust_remote_code",
+    "--speculative-algorithm": "serving.speculative",
     "--speculative-draft-model-path": "serving.speculative",
 }
 _DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
@@ -42,12 +54,18 @@ def parse_stack(platform: Any, deployments: Any) -> StackSpec:
     """Validate raw `sgldeploy:platform` and `sgldeploy:deployments`; raise InvalidInput with all problems."""
     problems: list[Problem] = []
     platform_spec = _parse(PlatformSpec, {} if platform is None else platform, "platform", (), problems)
-    parsed: list[Optional[DeploymentSpec]] = []
+    parsed: list[DeploymentSpec | None] = []
     if deployments is None:
         deployments = []
     if not isinstance(deployments, list):
-        problems.append(Problem(config_path("deployments"), "must be a list of deployments", "write it as a YAML "
-                                "list, one `- name: …` entry per model", deployments))
+        problems.append(
+            Problem(
+                config_path("deployments"),
+                "must be a list of deployments",
+                "write it as a YAML list, one `- name: …` entry per model",
+                deployments,
+            )
+        )
         deployments = []
     for i, raw in enumerate(deployments):
         parsed.append(_parse(DeploymentSpec, raw, "deployments", (i,), problems))
@@ -57,89 +75,194 @@ def parse_stack(platform: Any, deployments: Any) -> StackSpec:
     return StackSpec(platform=platform_spec, deployments=[d for d in parsed if d is not None])
 
 
-def stack_rules(platform: Optional[PlatformSpec], deployments: list[Optional[DeploymentSpec]]) -> list[Problem]:
+def stack_rules(platform: PlatformSpec | None, deployments: list[DeploymentSpec | None]) -> list[Problem]:
     problems: list[Problem] = []
     seen: dict[str, int] = {}
     for i, dep in enumerate(deployments):
         if dep is None:
             continue
-        at = lambda *loc: config_path("deployments", (i, *loc))  # noqa: E731
+
+        def at(*loc: object, i: int = i) -> str:
+            return config_path("deployments", (i, *loc))
+
         if len(dep.name) > MAX_NAME or not _is_dns1035(dep.name):
-            problems.append(Problem(at("name"), f"must be a DNS-1035 label of at most {MAX_NAME} characters "
-                                    "(lower-case letters, digits, '-', starting with a letter)", "rename it, "
-                                    "e.g. qwen-7b", dep.name))
+            problems.append(
+                Problem(
+                    at("name"),
+                    f"must be a DNS-1035 label of at most {MAX_NAME} characters "
+                    "(lower-case letters, digits, '-', starting with a letter)",
+                    "rename it, e.g. qwen-7b",
+                    dep.name,
+                )
+            )
         elif dep.name in seen:
-            problems.append(Problem(at("name"), f"is already used by deployments[{seen[dep.name]}]",
-                                    "give every deployment its own name", dep.name))
+            problems.append(
+                Problem(
+                    at("name"),
+                    f"is already used by deployments[{seen[dep.name]}]",
+                    "give every deployment its own name",
+                    dep.name,
+                )
+            )
         else:
             seen[dep.name] = i
         problems += _deployment_rules(platform, dep, at)
     return problems
 
 
-def _deployment_rules(platform: Optional[PlatformSpec], dep: DeploymentSpec, at) -> list[Problem]:
+def _deployment_rules(
+    platform: PlatformSpec | None, dep: DeploymentSpec, at: Callable[..., str]
+) -> list[Problem]:
     out: list[Problem] = []
     s = dep.scaling
     if s.min_replicas is not None and s.min_replicas > s.max_replicas:
-        out.append(Problem(at("scaling", "max_replicas"), "must be ≥ min_replicas",
-                           "raise max_replicas or lower min_replicas",
-                           Verbatim(f"{s.max_replicas} < {s.min_replicas}")))
+        out.append(
+            Problem(
+                at("scaling", "max_replicas"),
+                "must be ≥ min_replicas",
+                "raise max_replicas or lower min_replicas",
+                Verbatim(f"{s.max_replicas} < {s.min_replicas}"),
+            )
+        )
     if dep.state == "running" and s.max_replicas < 1:
-        out.append(Problem(at("scaling", "max_replicas"), "must be ≥ 1 while state is running",
-                           "raise max_replicas, or set state: stopped to run no replicas", s.max_replicas))
+        out.append(
+            Problem(
+                at("scaling", "max_replicas"),
+                "must be ≥ 1 while state is running",
+                "raise max_replicas, or set state: stopped to run no replicas",
+                s.max_replicas,
+            )
+        )
     if dep.state == "running" and dep.readiness == "always-ready" and s.min_replicas == 0:
-        out.append(Problem(at("scaling", "min_replicas"), "must be ≥ 1 with readiness always-ready",
-                           "raise min_replicas, or choose readiness fast to allow scale to zero", 0))
+        out.append(
+            Problem(
+                at("scaling", "min_replicas"),
+                "must be ≥ 1 with readiness always-ready",
+                "raise min_replicas, or choose readiness fast to allow scale to zero",
+                0,
+            )
+        )
     r = dep.rollout
     if r.canary_percent is not None and r.strategy != "canary":
-        out.append(Problem(at("rollout", "canary_percent"), "is only used with strategy canary",
-                           "set rollout.strategy: canary, or remove canary_percent", r.canary_percent))
+        out.append(
+            Problem(
+                at("rollout", "canary_percent"),
+                "is only used with strategy canary",
+                "set rollout.strategy: canary, or remove canary_percent",
+                r.canary_percent,
+            )
+        )
     elif r.canary_percent is not None and not 1 <= r.canary_percent <= 99:
-        out.append(Problem(at("rollout", "canary_percent"), "must be 1–99", "pick the share of traffic the "
-                           "canary should get, e.g. 10", r.canary_percent))
+        out.append(
+            Problem(
+                at("rollout", "canary_percent"),
+                "must be 1–99",
+                "pick the share of traffic the canary should get, e.g. 10",
+                r.canary_percent,
+            )
+        )
     if r.max_surge == 0 and r.max_unavailable == 0:
-        out.append(Problem(at("rollout", "max_unavailable"), "and max_surge cannot both be 0",
-                           "allow max_surge: 1 (a spare GPU node) or max_unavailable: 1", 0))
+        out.append(
+            Problem(
+                at("rollout", "max_unavailable"),
+                "and max_surge cannot both be 0",
+                "allow max_surge: 1 (a spare GPU node) or max_unavailable: 1",
+                0,
+            )
+        )
     # With an invalid platform, rules that depend on it wait until it is fixed.
     if platform and dep.model.trust_remote_code and not platform.allow_trust_remote_code:
-        out.append(Problem(at("model", "trust_remote_code"), "runs code from the model repo, which the platform "
-                           "does not allow", "set sgldeploy:platform.allow_trust_remote_code: true after reviewing "
-                           "the repo's code, or choose a model without custom code", True))
+        out.append(
+            Problem(
+                at("model", "trust_remote_code"),
+                "runs code from the model repo, which the platform does not allow",
+                "set sgldeploy:platform.allow_trust_remote_code: true after reviewing "
+                "the repo's code, or choose a model without custom code",
+                True,
+            )
+        )
     e = dep.endpoint
     if e.exposure == "cluster" and (e.tls_certificate_arn or e.hostname):
         field = "tls_certificate_arn" if e.tls_certificate_arn else "hostname"
-        out.append(Problem(at("endpoint", field), "needs a load balancer, but exposure is cluster",
-                           "set endpoint.exposure to public or internal, or remove it", getattr(e, field)))
+        out.append(
+            Problem(
+                at("endpoint", field),
+                "needs a load balancer, but exposure is cluster",
+                "set endpoint.exposure to public or internal, or remove it",
+                getattr(e, field),
+            )
+        )
     if e.exposure == "public" and e.auth == "none":
-        out.append(Problem(at("endpoint", "auth"), "must not be none on a public endpoint",
-                           "use auth: api-key, or exposure: internal", "none"))
+        out.append(
+            Problem(
+                at("endpoint", "auth"),
+                "must not be none on a public endpoint",
+                "use auth: api-key, or exposure: internal",
+                "none",
+            )
+        )
     sv = dep.serving
     if sv.quantization in ("awq", "awq_marlin") and sv.precision == "bfloat16":
-        out.append(Problem(at("serving", "precision"), f"bfloat16 does not work with {sv.quantization}, which "
-                           "runs float16 activations only", "set precision: float16 or auto", "bfloat16"))
+        out.append(
+            Problem(
+                at("serving", "precision"),
+                f"bfloat16 does not work with {sv.quantization}, which runs float16 activations only",
+                "set precision: float16 or auto",
+                "bfloat16",
+            )
+        )
     if sv.speculative and sv.speculative.algorithm != "NGRAM" and sv.speculative.draft_repo is None:
-        out.append(Problem(at("serving", "speculative", "draft_repo"), f"is required by "
-                           f"{sv.speculative.algorithm}", "name the draft model repo (org/name), or use NGRAM",
-                           None))
+        out.append(
+            Problem(
+                at("serving", "speculative", "draft_repo"),
+                f"is required by {sv.speculative.algorithm}",
+                "name the draft model repo (org/name), or use NGRAM",
+                None,
+            )
+        )
     for j, arg in enumerate(sv.extra_args):
         flag = arg.split("=", 1)[0]
         if not arg.startswith("--"):
             continue  # a value following a flag
         if flag in MANAGED_FLAGS:
-            field = MANAGED_FLAGS[flag]
-            fix = f"set {field} in the spec instead" if field else "remove it; sgldeploy sets it for the pod"
-            out.append(Problem(at("serving", "extra_args", j), f"{flag} is generated from the spec", fix, arg))
+            spec_field = MANAGED_FLAGS[flag]
+            fix = (
+                f"set {spec_field} in the spec instead"
+                if spec_field
+                else "remove it; sgldeploy sets it for the pod"
+            )
+            out.append(
+                Problem(at("serving", "extra_args", j), f"{flag} is generated from the spec", fix, arg)
+            )
     if sv.image != SGLANG_IMAGE and ":" not in sv.image.rsplit("/", 1)[-1] and "@" not in sv.image:
-        out.append(Problem(at("serving", "image"), "has no tag or digest, so a restart may pull another version",
-                           f"pin it, e.g. {SGLANG_IMAGE}", sv.image))
+        out.append(
+            Problem(
+                at("serving", "image"),
+                "has no tag or digest, so a restart may pull another version",
+                f"pin it, e.g. {SGLANG_IMAGE}",
+                sv.image,
+            )
+        )
     for key in dep.env:
         if not _ENV_NAME.match(key):
-            out.append(Problem(at("env", key), "is not a valid environment variable name",
-                               "use letters, digits and '_', not starting with a digit", key))
+            out.append(
+                Problem(
+                    at("env", key),
+                    "is not a valid environment variable name",
+                    "use letters, digits and '_', not starting with a digit",
+                    key,
+                )
+            )
         elif key.upper() in SECRET_ENV_NAMES:
-            out.append(Problem(at("env", key), "would put a secret in plain text in the manifest",
-                               "remove it; set it with pulumi config set --secret sgldeploy:hfToken "
-                               "(or sgldeploy:apiKey)", key))
+            out.append(
+                Problem(
+                    at("env", key),
+                    "would put a secret in plain text in the manifest",
+                    "remove it; set it with pulumi config set --secret sgldeploy:hfToken "
+                    "(or sgldeploy:apiKey)",
+                    key,
+                )
+            )
     return out
 
 
@@ -149,7 +272,10 @@ def _is_dns1035(name: str) -> bool:
 
 # ---- pydantic errors → problem lines ------------------------------------------------------------
 
-def _parse(model: type[BaseModel], raw: Any, key: str, prefix: tuple, problems: list[Problem]):
+
+def _parse(
+    model: type[BaseModel], raw: Any, key: str, prefix: tuple[Any, ...], problems: list[Problem]
+) -> Any:
     if raw is not None and not isinstance(raw, dict):
         what = "must be an object (a YAML mapping)"
         problems.append(Problem(config_path(key, prefix), what, "write it as `key: value` lines", raw))
@@ -162,7 +288,7 @@ def _parse(model: type[BaseModel], raw: Any, key: str, prefix: tuple, problems: 
         return None
 
 
-def _problem(model: type[BaseModel], key: str, prefix: tuple, err: dict) -> Problem:
+def _problem(model: type[BaseModel], key: str, prefix: tuple[Any, ...], err: ErrorDetails) -> Problem:
     loc = tuple(err["loc"])
     path = config_path(key, prefix + loc)
     kind, ctx, got = err["type"], err.get("ctx") or {}, err.get("input")
@@ -170,40 +296,57 @@ def _problem(model: type[BaseModel], key: str, prefix: tuple, err: dict) -> Prob
     if isinstance(cause, SpecValueError):
         return Problem(path, cause.what, cause.fix, cause.got)
     if kind == "extra_forbidden":
-        allowed = sorted(_model_at(model, loc[:-1]).model_fields) if _model_at(model, loc[:-1]) else []
-        return Problem(path, "is not a known key", "remove it or fix the spelling; known keys here: "
-                       + ", ".join(allowed), loc[-1])
+        parent = _model_at(model, loc[:-1])
+        allowed = sorted(parent.model_fields) if parent else []
+        return Problem(
+            path,
+            "is not a known key",
+            "remove it or fix the spelling; known keys here: " + ", ".join(allowed),
+            loc[-1],
+        )
     if kind == "missing":
         return Problem(path, "is required", "add it", show_got=False)
     if kind == "literal_error":
         allowed = _choices(model, loc)
         return Problem(path, "is not one of the allowed values", "use one of: " + " | ".join(allowed), got)
     if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
-        sign = {"greater_than": ">", "greater_than_equal": "≥", "less_than": "<", "less_than_equal": "≤"}[kind]
+        sign = {"greater_than": ">", "greater_than_equal": "≥", "less_than": "<", "less_than_equal": "≤"}[
+            kind
+        ]
         bound = next(v for k, v in ctx.items() if k in ("gt", "ge", "lt", "le"))
         return Problem(path, f"must be {sign} {bound}", f"use a value {sign} {bound}", got)
     if kind in ("string_too_long", "string_too_short", "string_pattern_mismatch"):
         return Problem(path, err["msg"].lower(), "shorten or correct it", got)
     if kind.endswith("_type") or kind.endswith("_parsing") or kind == "model_type":
-        expected = {"int": "a whole number", "float": "a number", "bool": "true or false", "string": "text",
-                    "list": "a list", "dict": "an object (a YAML mapping)", "model": "an object (a YAML mapping)"}
+        expected = {
+            "int": "a whole number",
+            "float": "a number",
+            "bool": "true or false",
+            "string": "text",
+            "list": "a list",
+            "dict": "an object (a YAML mapping)",
+            "model": "an object (a YAML mapping)",
+        }
         want = next((v for k, v in expected.items() if kind.startswith(k)), kind.replace("_", " "))
         return Problem(path, f"must be {want}", f"write {want} here", got)
     return Problem(path, err["msg"], "correct the value", got)
 
 
-def _model_at(model: type[BaseModel], loc: tuple) -> Optional[type[BaseModel]]:
+def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
     current: Any = model
     for part in loc:
         if isinstance(part, int):
             continue
-        if not (isinstance(current, type) and issubclass(current, BaseModel)) or part not in current.model_fields:
+        if (
+            not (isinstance(current, type) and issubclass(current, BaseModel))
+            or part not in current.model_fields
+        ):
             return None
         current = _unwrap(current.model_fields[part].annotation)
     return current if isinstance(current, type) and issubclass(current, BaseModel) else None
 
 
-def _choices(model: type[BaseModel], loc: tuple) -> list[str]:
+def _choices(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
     parent = _model_at(model, loc[:-1])
     if parent is None or loc[-1] not in parent.model_fields:
         return []

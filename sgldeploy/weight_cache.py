@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 from .lock import LockedModel
 from .spec import READINESS_DEFAULTS, AddonsSpec, DeploymentSpec
@@ -54,7 +54,10 @@ def serves_through_entrypoint(dep: DeploymentSpec) -> bool:
 
 def container_security(*add: str) -> dict[str, Any]:
     """No privilege escalation and no Linux capabilities beyond those named (the images run as root)."""
-    return {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"], **({"add": list(add)} if add else {})}}
+    return {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"], **({"add": list(add)} if add else {})},
+    }
 
 
 POD_SECURITY = {
@@ -68,69 +71,140 @@ def local_model_dir(repo: str, sha: str) -> str:
     return f"{MODELS_MOUNT}/{repo}/{sha}"
 
 
-def plan(dep: DeploymentSpec, model: LockedModel, disk_gib: int, token_env: Optional[dict[str, Any]]) -> CachePlan:
+def plan(
+    dep: DeploymentSpec, model: LockedModel, disk_gib: int, token_env: dict[str, Any] | None
+) -> CachePlan:
     """The cache of `dep`'s effective storage. `token_env` is the HF_TOKEN env entry (a Secret reference)."""
     storage = dep.cache_storage
     if storage == "none":
         return CachePlan(
-            storage=storage, model_path=dep.model.repo,
+            storage=storage,
+            model_path=dep.model.repo,
             volumes=[{"name": "hf-cache", "emptyDir": {"sizeLimit": f"{disk_gib}Gi"}}],
             server_mounts=[{"name": "hf-cache", "mountPath": "/root/.cache"}],
-            server_env=[{"name": "HF_HOME", "value": "/root/.cache/huggingface"}])
+            server_env=[{"name": "HF_HOME", "value": "/root/.cache/huggingface"}],
+        )
     if storage in SHARED:
         wait = prefetch_container(dep, model, None, read_only=True)
-        wait.update(name="wait-for-cache", args=wait["args"] + ["--wait-complete", str(WAIT_FOR_CACHE_SECONDS)],
-                    resources={"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "256Mi"}})
+        wait.update(
+            name="wait-for-cache",
+            args=wait["args"] + ["--wait-complete", str(WAIT_FOR_CACHE_SECONDS)],
+            resources={"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "256Mi"}},
+        )
         return CachePlan(
-            storage=storage, model_path=local_model_dir(dep.model.repo, model.sha),
+            storage=storage,
+            model_path=local_model_dir(dep.model.repo, model.sha),
             volumes=[{"name": "model-cache", "persistentVolumeClaim": {"claimName": claim_name(dep)}}],
-            server_mounts=[{"name": "model-cache", "mountPath": MODELS_MOUNT, "readOnly": True},
-                           {"name": "model-cache", "mountPath": JIT_MOUNT, "subPath": ".jit"}],
-            server_env=[{"name": "HF_HUB_OFFLINE", "value": "1"}, {"name": "SGLANG_CACHE_DIR", "value": JIT_MOUNT}],
-            init_containers=[wait], hub_on_start=False)
+            server_mounts=[
+                {"name": "model-cache", "mountPath": MODELS_MOUNT, "readOnly": True},
+                {"name": "model-cache", "mountPath": JIT_MOUNT, "subPath": ".jit"},
+            ],
+            server_env=[
+                {"name": "HF_HUB_OFFLINE", "value": "1"},
+                {"name": "SGLANG_CACHE_DIR", "value": JIT_MOUNT},
+            ],
+            init_containers=[wait],
+            hub_on_start=False,
+        )
     return CachePlan(
-        storage=storage, model_path=local_model_dir(dep.model.repo, model.sha),
+        storage=storage,
+        model_path=local_model_dir(dep.model.repo, model.sha),
         volumes=[
-            {"name": "model-cache", "hostPath": {"path": f"{NODE_CACHE_PATH}/models", "type": "DirectoryOrCreate"}},
-            {"name": "jit-cache", "hostPath": {"path": f"{NODE_CACHE_PATH}/jit", "type": "DirectoryOrCreate"}},
+            {
+                "name": "model-cache",
+                "hostPath": {"path": f"{NODE_CACHE_PATH}/models", "type": "DirectoryOrCreate"},
+            },
+            {
+                "name": "jit-cache",
+                "hostPath": {"path": f"{NODE_CACHE_PATH}/jit", "type": "DirectoryOrCreate"},
+            },
         ],
-        server_mounts=[{"name": "model-cache", "mountPath": MODELS_MOUNT, "readOnly": True},
-                       {"name": "jit-cache", "mountPath": JIT_MOUNT}],
-        server_env=[{"name": "HF_HUB_OFFLINE", "value": "1"}, {"name": "SGLANG_CACHE_DIR", "value": JIT_MOUNT}],
-        init_containers=[prefetch_container(dep, model, token_env)], hub_on_start=False, uses_host_path=True)
+        server_mounts=[
+            {"name": "model-cache", "mountPath": MODELS_MOUNT, "readOnly": True},
+            {"name": "jit-cache", "mountPath": JIT_MOUNT},
+        ],
+        server_env=[
+            {"name": "HF_HUB_OFFLINE", "value": "1"},
+            {"name": "SGLANG_CACHE_DIR", "value": JIT_MOUNT},
+        ],
+        init_containers=[prefetch_container(dep, model, token_env)],
+        hub_on_start=False,
+        uses_host_path=True,
+    )
 
 
 PAUSE_IMAGE = "registry.k8s.io/pause:3.10"
 
 
-def prepull_daemon_set_spec(dep: DeploymentSpec, instance_types: list[str],
-                            scheduling: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+def prepull_daemon_set_spec(
+    dep: DeploymentSpec, instance_types: list[str], scheduling: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """`fast` readiness: every GPU node the deployment can land on pulls its images as soon as it joins, so a
     replica scaling up from zero does not wait for a multi-gigabyte pull. The init containers only pull and
     exit; a pause container keeps the pod (and so the images) on the node at almost no cost. `scheduling`
     (node selector and tolerations) puts it on the deployment's own node pool."""
-    labels = {"app.kubernetes.io/instance": dep.name, "app.kubernetes.io/component": "image-prepull",
-              "app.kubernetes.io/managed-by": "sgldeploy"}
-    images = [dep.serving.image] + ([dep.cache.prefetch_image] if dep.cache.prefetch_image and
-                                    dep.cache.prefetch_image != dep.serving.image else [])
-    pulls = [{"name": f"pull-{i}", "image": image, "command": ["sh", "-c", "true"],
-              "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"memory": "64Mi"}},
-              "securityContext": container_security()} for i, image in enumerate(images)]
+    labels = {
+        "app.kubernetes.io/instance": dep.name,
+        "app.kubernetes.io/component": "image-prepull",
+        "app.kubernetes.io/managed-by": "sgldeploy",
+    }
+    images = [dep.serving.image] + (
+        [dep.cache.prefetch_image]
+        if dep.cache.prefetch_image and dep.cache.prefetch_image != dep.serving.image
+        else []
+    )
+    pulls = [
+        {
+            "name": f"pull-{i}",
+            "image": image,
+            "command": ["sh", "-c", "true"],
+            "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"memory": "64Mi"}},
+            "securityContext": container_security(),
+        }
+        for i, image in enumerate(images)
+    ]
     return {
         "selector": {"matchLabels": labels},
         "template": {
             "metadata": {"labels": labels},
             "spec": {
                 "initContainers": pulls,
-                "containers": [{"name": "pause", "image": PAUSE_IMAGE,
-                                "resources": {"requests": {"cpu": "1m", "memory": "8Mi"},
-                                              "limits": {"memory": "16Mi"}},
-                                "securityContext": container_security()}],
-                **(scheduling or {"tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists",
-                                                   "effect": "NoSchedule"}]}),
-                "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
-                    "nodeSelectorTerms": [{"matchExpressions": [{"key": "node.kubernetes.io/instance-type",
-                                                                 "operator": "In", "values": instance_types}]}]}}},
+                "containers": [
+                    {
+                        "name": "pause",
+                        "image": PAUSE_IMAGE,
+                        "resources": {
+                            "requests": {"cpu": "1m", "memory": "8Mi"},
+                            "limits": {"memory": "16Mi"},
+                        },
+                        "securityContext": container_security(),
+                    }
+                ],
+                **(
+                    scheduling
+                    or {
+                        "tolerations": [
+                            {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+                        ]
+                    }
+                ),
+                "affinity": {
+                    "nodeAffinity": {
+                        "requiredDuringSchedulingIgnoredDuringExecution": {
+                            "nodeSelectorTerms": [
+                                {
+                                    "matchExpressions": [
+                                        {
+                                            "key": "node.kubernetes.io/instance-type",
+                                            "operator": "In",
+                                            "values": instance_types,
+                                        }
+                                    ]
+                                }
+                            ]
+                        }
+                    }
+                },
                 "terminationGracePeriodSeconds": 1,
                 **POD_SECURITY,
             },
@@ -142,8 +216,9 @@ def claim_name(dep: DeploymentSpec) -> str:
     return f"{dep.name}-weights"
 
 
-def prefetch_container(dep: DeploymentSpec, model: LockedModel, token_env: Optional[dict[str, Any]],
-                       read_only: bool = False) -> dict[str, Any]:
+def prefetch_container(
+    dep: DeploymentSpec, model: LockedModel, token_env: dict[str, Any] | None, read_only: bool = False
+) -> dict[str, Any]:
     """The prefetch tool for the locked commit, writing under /models (init container or Job)."""
     return {
         "name": "prefetch",
@@ -151,17 +226,23 @@ def prefetch_container(dep: DeploymentSpec, model: LockedModel, token_env: Optio
         "command": [PREFETCH_PYTHON, PREFETCH_TOOL],
         "args": ["--repo", dep.model.repo, "--revision", model.sha, "--dest", MODELS_MOUNT],
         "env": [{"name": "HF_HUB_DISABLE_TELEMETRY", "value": "1"}, *([token_env] if token_env else [])],
-        "volumeMounts": [{"name": "model-cache", "mountPath": MODELS_MOUNT, **({"readOnly": True} if read_only
-                                                                                else {})}],
+        "volumeMounts": [
+            {"name": "model-cache", "mountPath": MODELS_MOUNT, **({"readOnly": True} if read_only else {})}
+        ],
         "resources": {"requests": {"cpu": "2", "memory": "2Gi"}, "limits": {"memory": "2Gi"}},
         "securityContext": container_security(),
     }
 
 
-def prefetch_job_spec(dep: DeploymentSpec, model: LockedModel, token_env: Optional[dict[str, Any]]) -> dict:
+def prefetch_job_spec(
+    dep: DeploymentSpec, model: LockedModel, token_env: dict[str, Any] | None
+) -> dict[str, Any]:
     """A Job that fills a shared cache with one commit; re-running it over a complete cache costs nothing."""
-    labels = {"app.kubernetes.io/instance": dep.name, "app.kubernetes.io/component": "prefetch",
-              "app.kubernetes.io/managed-by": "sgldeploy"}
+    labels = {
+        "app.kubernetes.io/instance": dep.name,
+        "app.kubernetes.io/component": "prefetch",
+        "app.kubernetes.io/managed-by": "sgldeploy",
+    }
     return {
         "backoffLimit": 6,
         "template": {
@@ -190,7 +271,9 @@ SHARE_FROM_GIB = 100  # below this, a download per node is cheaper than a file s
 SHARE_FROM_NODES = 3  # a shared copy pays off once three or more nodes would each download the weights
 
 
-def choose(dep: DeploymentSpec, addons: AddonsSpec, weights_gib: float, nodes_per_replica: int) -> tuple[str, str]:
+def choose(
+    dep: DeploymentSpec, addons: AddonsSpec, weights_gib: float, nodes_per_replica: int
+) -> tuple[str, str]:
     """`cache.storage: auto`: (storage, why) from the readiness level, the model's size and the replica bounds."""
     default = READINESS_DEFAULTS[dep.readiness]["cache_storage"]
     if default == "none":
@@ -200,21 +283,29 @@ def choose(dep: DeploymentSpec, addons: AddonsSpec, weights_gib: float, nodes_pe
         repeat = f"{weights_gib:.0f} GiB on up to {nodes} nodes would be downloaded {nodes} times"
         for storage, addon in (("fsx-lustre", "fsx_csi"), ("efs", "efs_csi")):
             if getattr(addons, addon):
-                return storage, f"auto: readiness {dep.readiness}; {repeat}, so one shared copy is filled once"
-        return default, f"auto: readiness {dep.readiness}; {repeat} (enable the fsx_csi or efs_csi add-on to " \
-                        "fill one shared copy instead)"
+                return (
+                    storage,
+                    f"auto: readiness {dep.readiness}; {repeat}, so one shared copy is filled once",
+                )
+        return (
+            default,
+            f"auto: readiness {dep.readiness}; {repeat} (enable the fsx_csi or efs_csi add-on to "
+            "fill one shared copy instead)",
+        )
     return default, f"auto: readiness {dep.readiness}, {weights_gib:.0f} GiB on at most {nodes} node(s)"
 
 
 def explain(dep: DeploymentSpec, reason: str = "") -> str:
     """Why the cache is what it is, for the plan; `reason` says how `auto` decided."""
     storage = dep.cache_storage
-    what = {"none": "none: every replica downloads from the Hub when it starts",
-            "node-local": f"node-local: weights verified on the GPU node's disk ({NODE_CACHE_PATH}), fetched once "
-                          "per node by the prefetch init container; replicas load them without the Hub",
-            "efs": "efs: one EFS file system shared by every node; a prefetch Job fills it once per commit",
-            "fsx-lustre": "fsx-lustre: one FSx for Lustre file system shared by every node, filled once per commit "
-                          "by a prefetch Job"}[storage]
+    what = {
+        "none": "none: every replica downloads from the Hub when it starts",
+        "node-local": f"node-local: weights verified on the GPU node's disk ({NODE_CACHE_PATH}), fetched once "
+        "per node by the prefetch init container; replicas load them without the Hub",
+        "efs": "efs: one EFS file system shared by every node; a prefetch Job fills it once per commit",
+        "fsx-lustre": "fsx-lustre: one FSx for Lustre file system shared by every node, filled once per commit "
+        "by a prefetch Job",
+    }[storage]
     return f"{what} ({reason})" if reason else what
 
 
@@ -262,6 +353,9 @@ def cold_start(dep: DeploymentSpec, weights_gib: float, nodes: int, warm_node: b
         where = f"a first download at {HUB_MB_S} MB/s into the node's cache"
     node = 0 if warm_node else NODE_PROVISIONING_S
     image = 0 if warm_node else IMAGE_PULL_S
-    note = ("a warm node: no provisioning or image pull" if warm_node
-            else f"a new node ({NODE_PROVISIONING_S} s) and image pull ({IMAGE_PULL_S} s)") + f"; {where}"
+    note = (
+        "a warm node: no provisioning or image pull"
+        if warm_node
+        else f"a new node ({NODE_PROVISIONING_S} s) and image pull ({IMAGE_PULL_S} s)"
+    ) + f"; {where}"
     return ColdStart(node, image, int(round(weights)), IMPORTS_S + ENGINE_START_S, note)

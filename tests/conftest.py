@@ -23,8 +23,14 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
 LOCK = ROOT / "stacks" / "models.lock.json"
 QWEN = {"repo": "Qwen/Qwen2.5-7B-Instruct", "revision": "a09a35458c702b33eeacc393d103063234e8bc28"}
-LLAMA_8B = {"repo": "meta-llama/Llama-3.1-8B-Instruct", "revision": "0e9e39f249a16976918f6564b8830bc894c89659"}
-LLAMA_70B = {"repo": "meta-llama/Llama-3.1-70B-Instruct", "revision": "1605565b47bb9346c5515c34102e054115b4f98b"}
+LLAMA_8B = {
+    "repo": "meta-llama/Llama-3.1-8B-Instruct",
+    "revision": "0e9e39f249a16976918f6564b8830bc894c89659",
+}
+LLAMA_70B = {
+    "repo": "meta-llama/Llama-3.1-70B-Instruct",
+    "revision": "1605565b47bb9346c5515c34102e054115b4f98b",
+}
 
 
 @pytest.fixture(scope="session")
@@ -34,9 +40,13 @@ def lock():
 
 def deployment(**fields: Any) -> dict:
     """A valid raw deployment (Qwen 7B on one L4), with fields overridden; dotted keys reach nested ones."""
-    raw: dict[str, Any] = {"name": "qwen", "model": dict(QWEN),
-                           "serving": {"context_length": 4096, "max_concurrency": 4}, "cache": {"storage": "none"},
-                           "resources": {"gpu": "L4", "gpu_count": 1}}
+    raw: dict[str, Any] = {
+        "name": "qwen",
+        "model": dict(QWEN),
+        "serving": {"context_length": 4096, "max_concurrency": 4},
+        "cache": {"storage": "none"},
+        "resources": {"gpu": "L4", "gpu_count": 1},
+    }
     for key, value in fields.items():
         *parents, leaf = key.split("__")
         target = raw
@@ -46,12 +56,19 @@ def deployment(**fields: Any) -> dict:
     return raw
 
 
-def write_stack(tmp_path: Path, platform: dict | None = None, deployments: list | None = None,
-                extra: dict | None = None, name: str = "test") -> Path:
+def write_stack(
+    tmp_path: Path,
+    platform: dict | None = None,
+    deployments: list | None = None,
+    extra: dict | None = None,
+    name: str = "test",
+) -> Path:
     """A stack file with its own copy of the committed lock beside it."""
-    config: dict[str, Any] = {"aws:region": "us-east-1",
-                              "sgldeploy:platform": platform or {"cluster": {"name": "test"}, "namespace": "llm"},
-                              "sgldeploy:deployments": deployments if deployments is not None else [deployment()]}
+    config: dict[str, Any] = {
+        "aws:region": "us-east-1",
+        "sgldeploy:platform": platform or {"cluster": {"name": "test"}, "namespace": "llm"},
+        "sgldeploy:deployments": deployments if deployments is not None else [deployment()],
+    }
     config.update(extra or {})
     path = tmp_path / f"Pulumi.{name}.yaml"
     path.write_text(yaml.safe_dump({"config": config}))
@@ -75,4 +92,3 @@ def with_secret(stack_file: Path, tmp_path: Path, key: str = "hfToken") -> Path:
     out.write_text(yaml.safe_dump(data))
     (tmp_path / "models.lock.json").write_text(LOCK.read_text())
     return out
-

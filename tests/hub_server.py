@@ -14,7 +14,6 @@ import re
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Optional
 from urllib.parse import unquote, urlparse
 
 LFS_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
@@ -29,7 +28,7 @@ class Repo:
     repo_id: str
     commits: dict[str, dict[str, bytes]] = field(default_factory=dict)  # sha → files
     refs: dict[str, str] = field(default_factory=dict)  # branch or tag → sha
-    pipeline_tag: Optional[str] = "text-generation"
+    pipeline_tag: str | None = "text-generation"
     gated: bool = False
     private: bool = False
     tokens: tuple[str, ...] = ()  # tokens with access, for gated or private repos
@@ -39,13 +38,15 @@ class Repo:
     def commit(self, files: dict[str, bytes], ref: str = "main") -> str:
         for data in files.values():  # hashed once here, not on every request
             self.digests[id(data)] = (hashlib.sha256(data).hexdigest(), git_blob_id(data))
-        sha = hashlib.sha1(json.dumps(sorted((k, self.digests[id(v)][0]) for k, v in files.items()))
-                           .encode() + str(len(self.commits)).encode()).hexdigest()
+        sha = hashlib.sha1(
+            json.dumps(sorted((k, self.digests[id(v)][0]) for k, v in files.items())).encode()
+            + str(len(self.commits)).encode()
+        ).hexdigest()
         self.commits[sha] = dict(files)
         self.refs[ref] = sha
         return sha
 
-    def sha_for(self, revision: str) -> Optional[str]:
+    def sha_for(self, revision: str) -> str | None:
         if revision in self.commits:
             return revision
         return self.refs.get(revision)
@@ -60,9 +61,9 @@ class Fault:
     status: int
     times: int = 1
     headers: dict[str, str] = field(default_factory=dict)
-    truncate_after: Optional[int] = None
+    truncate_after: int | None = None
     corrupt: bool = False
-    range_start: Optional[int] = None  # only requests for a byte range starting here
+    range_start: int | None = None  # only requests for a byte range starting here
 
 
 class LoopbackHub:
@@ -80,7 +81,7 @@ class LoopbackHub:
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.server.server_address[1]}"
 
-    def __enter__(self) -> "LoopbackHub":
+    def __enter__(self) -> LoopbackHub:
         self.thread.start()
         return self
 
@@ -95,11 +96,17 @@ class LoopbackHub:
     def fail(self, path_pattern: str, status: int, times: int = 1, **headers: str) -> None:
         self.faults.append(Fault(path_pattern, status, times, headers))
 
-    def spoil(self, path_pattern: str, times: int = 1, truncate_after: Optional[int] = None,
-              corrupt: bool = False, range_start: Optional[int] = None) -> None:
+    def spoil(
+        self,
+        path_pattern: str,
+        times: int = 1,
+        truncate_after: int | None = None,
+        corrupt: bool = False,
+        range_start: int | None = None,
+    ) -> None:
         self.faults.append(Fault(path_pattern, 200, times, {}, truncate_after, corrupt, range_start))
 
-    def _take_fault(self, path: str, range_start: Optional[int]) -> Optional[Fault]:
+    def _take_fault(self, path: str, range_start: int | None) -> Fault | None:
         with self.lock:
             for fault in self.faults:
                 if fault.range_start is not None and fault.range_start != range_start:
@@ -127,8 +134,14 @@ class LoopbackHub:
             def do_POST(self) -> None:  # telemetry and anything else unmodelled
                 self._reply(200, b"{}", {"Content-Type": "application/json"})
 
-            def _reply(self, status: int, data: bytes = b"", headers: Optional[dict] = None, body: bool = True,
-                       length: Optional[int] = None) -> None:
+            def _reply(
+                self,
+                status: int,
+                data: bytes = b"",
+                headers: dict | None = None,
+                body: bool = True,
+                length: int | None = None,
+            ) -> None:
                 self.send_response(status)
                 for k, v in (headers or {}).items():
                     self.send_header(k, v)
@@ -139,8 +152,15 @@ class LoopbackHub:
 
             def _error(self, status: int, code: str, message: str = "") -> None:
                 data = json.dumps({"error": message or code}).encode()
-                self._reply(status, data, {"X-Error-Code": code, "X-Error-Message": message or code,
-                                           "Content-Type": "application/json"})
+                self._reply(
+                    status,
+                    data,
+                    {
+                        "X-Error-Code": code,
+                        "X-Error-Message": message or code,
+                        "Content-Type": "application/json",
+                    },
+                )
 
             def _serve(self, body: bool) -> None:
                 path = urlparse(self.path).path
@@ -160,15 +180,16 @@ class LoopbackHub:
                     return self._model_info(unquote(info.group(1)), unquote(info.group(2) or "main"))
                 resolve = re.match(r"^/([^/]+/[^/]+)/resolve/([^/]+)/(.+)$", path)
                 if resolve:
-                    return self._resolve(unquote(resolve.group(1)), unquote(resolve.group(2)),
-                                         unquote(resolve.group(3)), body)
+                    return self._resolve(
+                        unquote(resolve.group(1)), unquote(resolve.group(2)), unquote(resolve.group(3)), body
+                    )
                 self._reply(200, b"{}", {"Content-Type": "application/json"}, body)
 
-            def _token(self) -> Optional[str]:
+            def _token(self) -> str | None:
                 auth = self.headers.get("Authorization", "")
-                return auth[len("Bearer "):] if auth.startswith("Bearer ") else None
+                return auth[len("Bearer ") :] if auth.startswith("Bearer ") else None
 
-            def _repo(self, repo_id: str) -> Optional[Repo]:
+            def _repo(self, repo_id: str) -> Repo | None:
                 repo = hub.repos.get(repo_id)
                 if repo is None or (repo.private and self._token() not in repo.tokens):
                     self._error(401 if self._token() is None else 404, "RepoNotFound", "Repository not found")
@@ -190,10 +211,22 @@ class LoopbackHub:
                     if name.endswith(LFS_SUFFIXES):
                         sibling["lfs"] = {"sha256": sha256, "size": len(data), "pointerSize": 134}
                     siblings.append(sibling)
-                data = {"_id": repo_id, "id": repo_id, "modelId": repo_id, "sha": sha, "private": repo.private,
-                        "gated": "manual" if repo.gated else False, "disabled": False, "downloads": 0, "likes": 0,
-                        "pipeline_tag": repo.pipeline_tag, "tags": [], "siblings": siblings,
-                        "lastModified": "2026-01-01T00:00:00.000Z", "createdAt": "2026-01-01T00:00:00.000Z"}
+                data = {
+                    "_id": repo_id,
+                    "id": repo_id,
+                    "modelId": repo_id,
+                    "sha": sha,
+                    "private": repo.private,
+                    "gated": "manual" if repo.gated else False,
+                    "disabled": False,
+                    "downloads": 0,
+                    "likes": 0,
+                    "pipeline_tag": repo.pipeline_tag,
+                    "tags": [],
+                    "siblings": siblings,
+                    "lastModified": "2026-01-01T00:00:00.000Z",
+                    "createdAt": "2026-01-01T00:00:00.000Z",
+                }
                 self._reply(200, json.dumps(data).encode(), {"Content-Type": "application/json"})
 
             def _resolve(self, repo_id: str, revision: str, filename: str, body: bool) -> None:
@@ -211,8 +244,12 @@ class LoopbackHub:
                     return self._error(404, "EntryNotFound", f"{filename} does not exist")
                 lfs = filename.endswith(LFS_SUFFIXES)
                 etag = repo.digests[id(data)][0 if lfs else 1]
-                headers = {"X-Repo-Commit": sha, "ETag": f'"{etag}"', "Accept-Ranges": "bytes",
-                           "Content-Type": "application/octet-stream"}
+                headers = {
+                    "X-Repo-Commit": sha,
+                    "ETag": f'"{etag}"',
+                    "Accept-Ranges": "bytes",
+                    "Content-Type": "application/octet-stream",
+                }
                 if lfs:
                     headers.update({"X-Linked-Etag": f'"{etag}"', "X-Linked-Size": str(len(data))})
                 ranged = re.match(r"bytes=(\d+)-(\d*)", self.headers.get("Range", ""))
@@ -220,7 +257,7 @@ class LoopbackHub:
                 if ranged:
                     start = int(ranged.group(1))
                     end = min(int(ranged.group(2)) if ranged.group(2) else len(data) - 1, len(data) - 1)
-                    status, part = 206, memoryview(data)[start:end + 1]  # no copy of a 64 MiB range
+                    status, part = 206, memoryview(data)[start : end + 1]  # no copy of a 64 MiB range
                     headers["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
                 if self.spoiled is not None and body:
                     if self.spoiled.corrupt:
@@ -231,7 +268,7 @@ class LoopbackHub:
                             self.send_header(k, v)
                         self.send_header("Content-Length", str(len(part)))
                         self.end_headers()
-                        self.wfile.write(part[:self.spoiled.truncate_after])
+                        self.wfile.write(part[: self.spoiled.truncate_after])
                         self.wfile.flush()
                         self.close_connection = True
                         self.connection.shutdown(2)

@@ -13,19 +13,39 @@ from sgldeploy import addons
 from .conftest import LLAMA_70B, deployment, render_stack, resources_of, write_stack
 
 RELEASE = "kubernetes:helm.sh/v3:Release"
-ALL = {"karpenter": True, "keda": True, "keda_http": True, "aws_load_balancer_controller": True,
-       "nvidia_device_plugin": True, "prometheus": True, "leader_worker_set": True, "efa_device_plugin": True,
-       "external_secrets": True,
-       "efs_csi": True, "fsx_csi": True}
+ALL = {
+    "karpenter": True,
+    "keda": True,
+    "keda_http": True,
+    "aws_load_balancer_controller": True,
+    "nvidia_device_plugin": True,
+    "prometheus": True,
+    "leader_worker_set": True,
+    "efa_device_plugin": True,
+    "external_secrets": True,
+    "efs_csi": True,
+    "fsx_csi": True,
+}
 
 
 @pytest.fixture(scope="module")
 def everything(tmp_path_factory):
-    big = {"name": "big", "model": dict(LLAMA_70B), "serving": {"context_length": 16384, "max_concurrency": 8},
-           "resources": {"gpu": "H100", "gpu_count": 16}, "cache": {"storage": "none"}}
+    big = {
+        "name": "big",
+        "model": dict(LLAMA_70B),
+        "serving": {"context_length": 16384, "max_concurrency": 8},
+        "resources": {"gpu": "H100", "gpu_count": 16},
+        "cache": {"storage": "none"},
+    }
     platform = {"cluster": {"name": "gpu"}, "namespace": "llm", "addons": ALL, "tags": {"team": "ml"}}
-    return render_stack(write_stack(tmp_path_factory.mktemp("all"), platform=platform,
-                                    deployments=[deployment(), big], extra={"sgldeploy:hfToken": {"secure": "v1:x"}}))
+    return render_stack(
+        write_stack(
+            tmp_path_factory.mktemp("all"),
+            platform=platform,
+            deployments=[deployment(), big],
+            extra={"sgldeploy:hfToken": {"secure": "v1:x"}},
+        )
+    )
 
 
 def releases(plan) -> dict[str, dict]:
@@ -34,7 +54,9 @@ def releases(plan) -> dict[str, dict]:
 
 def test_every_chart_is_pinned_to_an_exact_version_with_its_source():
     for chart in addons.CHARTS:
-        assert re.fullmatch(r"v?\d+\.\d+\.\d+", chart.version), chart  # as the chart spells it (eks-charts: v…)
+        assert re.fullmatch(r"v?\d+\.\d+\.\d+", chart.version), (
+            chart
+        )  # as the chart spells it (eks-charts: v…)
         assert chart.why and chart.source and chart.namespace
         assert chart.chart.startswith("oci://") == (chart.repository is None)
     assert {c.addon for c in addons.CHARTS} == set(ALL)
@@ -48,13 +70,21 @@ def test_installed_add_ons_are_pinned_helm_releases(everything):
         assert inputs["version"] == chart.version and inputs["chart"] == chart.chart
         assert inputs["namespace"] == chart.namespace and inputs["createNamespace"] is True
         assert inputs.get("repositoryOpts", {}).get("repo") == chart.repository
-        assert inputs["atomic"] is True  # a failed upgrade rolls back instead of leaving a half-installed chart
+        assert (
+            inputs["atomic"] is True
+        )  # a failed upgrade rolls back instead of leaving a half-installed chart
     karpenter = found["karpenter"].inputs["values"]
     assert karpenter["settings"] == {"clusterName": "gpu", "interruptionQueue": "Karpenter-gpu"}
     plugin = found["nvidia-device-plugin"].inputs["values"]
-    assert {"key": "sgldeploy.io/node-pool", "operator": "Exists", "effect": "NoSchedule"} in plugin["tolerations"]
-    assert found["kube-prometheus-stack"].inputs["values"]["prometheus"]["prometheusSpec"][
-        "serviceMonitorSelectorNilUsesHelmValues"] is False
+    assert {"key": "sgldeploy.io/node-pool", "operator": "Exists", "effect": "NoSchedule"} in plugin[
+        "tolerations"
+    ]
+    assert (
+        found["kube-prometheus-stack"].inputs["values"]["prometheus"]["prometheusSpec"][
+            "serviceMonitorSelectorNilUsesHelmValues"
+        ]
+        is False
+    )
     assert found["aws-load-balancer-controller"].inputs["values"]["vpcId"] == "vpc-offline"
 
 
@@ -67,21 +97,27 @@ def statements(plan) -> dict[str, list[dict]]:
 
 def test_only_add_ons_that_call_aws_get_a_role_and_none_grants_everything(everything):
     policies = statements(everything)
-    assert set(policies) == {"platform-addons-karpenter-policy", "platform-addons-aws-load-balancer-controller-policy",
-                             "platform-addons-external-secrets-policy"}
+    assert set(policies) == {
+        "platform-addons-karpenter-policy",
+        "platform-addons-aws-load-balancer-controller-policy",
+        "platform-addons-external-secrets-policy",
+    }
     for name, stmts in policies.items():
         for s in stmts:
             actions = s["Action"] if isinstance(s["Action"], list) else [s["Action"]]
             resources = s["Resource"] if isinstance(s["Resource"], list) else [s["Resource"]]
             assert "*" not in actions and not any(a.endswith(":*") for a in actions), (name, s["Sid"])
             if "*" in resources:  # only read-only calls that AWS cannot scope, or with a condition
-                assert all(a.split(":")[1].startswith(("Describe", "Get", "List")) for a in actions) or \
-                    "Condition" in s, (name, s["Sid"])
+                assert (
+                    all(a.split(":")[1].startswith(("Describe", "Get", "List")) for a in actions)
+                    or "Condition" in s
+                ), (name, s["Sid"])
     karpenter = {s["Sid"]: s for s in policies["platform-addons-karpenter-policy"]}
     assert karpenter["PassNodeRole"]["Resource"] == ["arn:aws:iam::000000000000:role/KarpenterNodeRole-gpu"]
     assert "Condition" in karpenter["TerminateOwned"]
     assert policies["platform-addons-external-secrets-policy"][0]["Resource"] == [
-        "arn:aws:secretsmanager:us-east-1:000000000000:secret:sgldeploy/*"]
+        "arn:aws:secretsmanager:us-east-1:000000000000:secret:sgldeploy/*"
+    ]
 
 
 def test_roles_are_assumed_through_pod_identity_by_the_chart_service_accounts(everything):
@@ -90,8 +126,10 @@ def test_roles_are_assumed_through_pod_identity_by_the_chart_service_accounts(ev
     for role in roles:
         trust = json.loads(role.inputs["assumeRolePolicy"])["Statement"][0]
         assert trust["Principal"] == {"Service": "pods.eks.amazonaws.com"}
-    found = {r.inputs["serviceAccount"]: r.inputs for r in
-             resources_of(everything, "aws:eks/podIdentityAssociation:PodIdentityAssociation")}
+    found = {
+        r.inputs["serviceAccount"]: r.inputs
+        for r in resources_of(everything, "aws:eks/podIdentityAssociation:PodIdentityAssociation")
+    }
     assert set(found) == {"karpenter", "aws-load-balancer-controller", "external-secrets"}
     for chart in addons.CHARTS:
         if chart.service_account:
@@ -102,10 +140,16 @@ def test_roles_are_assumed_through_pod_identity_by_the_chart_service_accounts(ev
 def test_karpenter_interruption_queue_receives_the_four_event_kinds(everything):
     [queue] = resources_of(everything, "aws:sqs/queue:Queue")
     assert queue.inputs["name"] == "Karpenter-gpu" and queue.inputs["sqsManagedSseEnabled"] is True
-    patterns = [json.loads(r.inputs["eventPattern"]) for r in resources_of(everything, "aws:cloudwatch/eventRule:EventRule")]
+    patterns = [
+        json.loads(r.inputs["eventPattern"])
+        for r in resources_of(everything, "aws:cloudwatch/eventRule:EventRule")
+    ]
     assert sorted(p["detail-type"][0] for p in patterns) == [
-        "AWS Health Event", "EC2 Instance Rebalance Recommendation", "EC2 Instance State-change Notification",
-        "EC2 Spot Instance Interruption Warning"]
+        "AWS Health Event",
+        "EC2 Instance Rebalance Recommendation",
+        "EC2 Instance State-change Notification",
+        "EC2 Spot Instance Interruption Warning",
+    ]
     assert len(resources_of(everything, "aws:cloudwatch/eventTarget:EventTarget")) == 4
 
 
@@ -116,20 +160,26 @@ def test_custom_resources_wait_for_the_release_that_installs_their_crds(everythi
         assert karpenter in by_name[name].dependencies, name
     assert lws in by_name["big-server"].dependencies  # the LeaderWorkerSet's component
     releases_ = {r.name for r in resources_of(everything, RELEASE)}
-    pod_identity = {r.urn for r in resources_of(everything, "aws:eks/podIdentityAssociation:PodIdentityAssociation")}
+    pod_identity = {
+        r.urn for r in resources_of(everything, "aws:eks/podIdentityAssociation:PodIdentityAssociation")
+    }
     for name in ("platform-addons-karpenter", "platform-addons-aws-load-balancer-controller"):
         assert name in releases_ and set(by_name[name].dependencies) & pod_identity  # credentials first
 
 
 def test_existing_add_ons_are_referenced_not_installed(tmp_path):
-    platform = {"cluster": {"name": "gpu"}, "namespace": "llm",
-                "addons": {**{k: "existing" for k in ALL}, "external_secrets": False}}
+    platform = {
+        "cluster": {"name": "gpu"},
+        "namespace": "llm",
+        "addons": {**{k: "existing" for k in ALL}, "external_secrets": False},
+    }
     plan = render_stack(write_stack(tmp_path, platform=platform, deployments=[deployment()]))
     assert resources_of(plan, RELEASE) == []
     assert resources_of(plan, "aws:iam/role:Role") == [] and resources_of(plan, "aws:sqs/queue:Queue") == []
     [component] = resources_of(plan, "sgldeploy:platform:ClusterAddons")
     assert resources_of(plan, "kubernetes:karpenter.sh/v1:NodePool")[0].dependencies == [
-        r.urn for r in resources_of(plan, "kubernetes:karpenter.k8s.aws/v1:EC2NodeClass")]
+        r.urn for r in resources_of(plan, "kubernetes:karpenter.k8s.aws/v1:EC2NodeClass")
+    ]
     assert component.type == "sgldeploy:platform:ClusterAddons"
 
 
@@ -142,13 +192,26 @@ def test_replicas_spanning_nodes_use_every_efa_interface_when_the_plugin_runs(ev
     plugin = releases(everything)["aws-efa-k8s-device-plugin"].inputs["values"]
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in plugin["tolerations"]
     one_node = resources_of(everything, "kubernetes:apps/v1:Deployment")[0].inputs
-    assert "vpc.amazonaws.com/efa" not in one_node["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+    assert (
+        "vpc.amazonaws.com/efa"
+        not in one_node["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+    )
 
-    big = {"name": "big", "model": dict(LLAMA_70B), "serving": {"context_length": 16384, "max_concurrency": 8},
-           "resources": {"gpu": "H100", "gpu_count": 16}, "cache": {"storage": "none"}}
-    plain = render_stack(write_stack(tmp_path, platform={"cluster": {"name": "gpu"}, "namespace": "llm",
-                                                         "addons": {"leader_worker_set": True}},
-                                     deployments=[big], extra={"sgldeploy:hfToken": {"secure": "v1:x"}}))
+    big = {
+        "name": "big",
+        "model": dict(LLAMA_70B),
+        "serving": {"context_length": 16384, "max_concurrency": 8},
+        "resources": {"gpu": "H100", "gpu_count": 16},
+        "cache": {"storage": "none"},
+    }
+    plain = render_stack(
+        write_stack(
+            tmp_path,
+            platform={"cluster": {"name": "gpu"}, "namespace": "llm", "addons": {"leader_worker_set": True}},
+            deployments=[big],
+            extra={"sgldeploy:hfToken": {"secure": "v1:x"}},
+        )
+    )
     lws = next(r.inputs for r in plain.recording.resources if r.inputs.get("kind") == "LeaderWorkerSet")
     container = lws["spec"]["leaderWorkerTemplate"]["leaderTemplate"]["spec"]["containers"][0]
     assert "vpc.amazonaws.com/efa" not in container["resources"]["limits"]  # no plugin: NCCL over TCP
@@ -156,6 +219,7 @@ def test_replicas_spanning_nodes_use_every_efa_interface_when_the_plugin_runs(ev
 
 def test_efa_table_covers_the_catalog():
     from sgldeploy.catalog import instance_types
+
     types = instance_types()
     assert types["p5.48xlarge"].efa_interfaces == 32 and types["p4d.24xlarge"].efa_interfaces == 4
     assert types["g6.xlarge"].efa_interfaces == 0

@@ -44,7 +44,9 @@ def test_plan_dev_writes_json_and_manifests(tmp_path):
     out, manifests = tmp_path / "plan.json", tmp_path / "manifests"
     result = run_cli("plan", "--stack", "dev", "--json", str(out), "--manifests", str(manifests))
     assert result.returncode == 0, result.stderr
-    assert result.stderr == ""  # nothing at all, not even interpreter-shutdown noise from the SDK's event loops
+    assert (
+        result.stderr == ""
+    )  # nothing at all, not even interpreter-shutdown noise from the SDK's event loops
     assert "sgldeploy:serving:ModelDeployment" in result.stdout and "qwen-7b" in result.stdout
     assert "g6.xlarge" in result.stdout and "1× L4" in result.stdout
     plan = json.loads(out.read_text())
@@ -54,12 +56,22 @@ def test_plan_dev_writes_json_and_manifests(tmp_path):
     assert set(resource) == {"urn", "type", "name", "parent", "inputs"}
     dep = plan["deployments"][0]
     assert dep["name"] == "qwen-7b" and dep["sha"] == "a09a35458c702b33eeacc393d103063234e8bc28"
-    assert dep["placement"].items() >= {"instance_type": "g6.xlarge", "gpu_model": "L4", "gpus_per_replica": 1,
-                                        "nodes_per_replica": 1, "tensor_parallel": 1}.items()
+    assert (
+        dep["placement"].items()
+        >= {
+            "instance_type": "g6.xlarge",
+            "gpu_model": "L4",
+            "gpus_per_replica": 1,
+            "nodes_per_replica": 1,
+            "tensor_parallel": 1,
+        }.items()
+    )
     assert set(dep["memory"]) >= {"weights_gib", "kv_cache_gib", "required_gib_per_gpu", "gpu_memory_gib"}
     assert dep["memory"]["required_gib_per_gpu"] <= dep["memory"]["gpu_memory_gib"]
     assert dep["replicas"]["min"] == 0 and dep["replicas"]["max"] == 2
-    assert dep["cost"]["monthly_usd_max"] == pytest.approx(dep["cost"]["hourly_usd_max"] * 730, abs=0.05)  # hourly shown to 4 places
+    assert dep["cost"]["monthly_usd_max"] == pytest.approx(
+        dep["cost"]["hourly_usd_max"] * 730, abs=0.05
+    )  # hourly shown to 4 places
     assert plan["cost"]["currency"] == "USD" and plan["cost"]["items"]
     files = sorted(p.name for p in manifests.iterdir())
     assert "deployment-llm-dev-qwen-7b.yaml" in files and "service-llm-dev-qwen-7b.yaml" in files
@@ -79,10 +91,24 @@ def test_plan_is_deterministic(tmp_path):
 
 
 def test_secrets_never_reach_output(tmp_path, capsys):
-    path = write_stack(tmp_path, extra={"sgldeploy:hfToken": {"secure": CIPHERTEXT},
-                                        "sgldeploy:apiKey": {"secure": CIPHERTEXT}})
-    assert main(["plan", "--config", str(path), "--json", str(tmp_path / "p.json"),
-                 "--manifests", str(tmp_path / "m")]) == 0
+    path = write_stack(
+        tmp_path,
+        extra={"sgldeploy:hfToken": {"secure": CIPHERTEXT}, "sgldeploy:apiKey": {"secure": CIPHERTEXT}},
+    )
+    assert (
+        main(
+            [
+                "plan",
+                "--config",
+                str(path),
+                "--json",
+                str(tmp_path / "p.json"),
+                "--manifests",
+                str(tmp_path / "m"),
+            ]
+        )
+        == 0
+    )
     written = (tmp_path / "p.json").read_text() + "".join(p.read_text() for p in (tmp_path / "m").iterdir())
     shown = capsys.readouterr()
     for text in (written, shown.out, shown.err):
@@ -94,8 +120,9 @@ def test_schema_matches_the_committed_file_and_checks_stack_files():
     result = run_cli("schema")
     assert result.returncode == 0
     schema = json.loads(result.stdout)
-    assert schema == json.loads((ROOT / "schema" / "sgldeploy.schema.json").read_text()), \
+    assert schema == json.loads((ROOT / "schema" / "sgldeploy.schema.json").read_text()), (
         "schema/sgldeploy.schema.json is stale: run `make schema`"
+    )
     jsonschema.Draft202012Validator.check_schema(schema)
     validator = jsonschema.Draft202012Validator(schema)
     for path in sorted(ROOT.glob("stacks/Pulumi.*.yaml")):
@@ -107,28 +134,67 @@ def test_schema_matches_the_committed_file_and_checks_stack_files():
     assert list(validator.iter_errors({"config": {"sgldeploy:platfrom": {}}})), "and unknown sgldeploy: keys"
 
 
-@pytest.mark.parametrize("case, content, expected", [
-    ("unknown key", {"sgldeploy:deployments": [deployment(replica=2)]},
-     "sgldeploy:deployments[0].replica: is not a known key"),
-    ("wrong type", {"sgldeploy:deployments": [deployment(scaling={"max_replicas": "many"})]},
-     "sgldeploy:deployments[0].scaling.max_replicas: must be a whole number"),
-    ("out of range", {"sgldeploy:deployments": [deployment(serving={"mem_fraction_static": 1.5})]},
-     "sgldeploy:deployments[0].serving.mem_fraction_static: must be 0.5–0.95 (got 1.5)"),
-    ("absent secret", {"sgldeploy:deployments": [{"name": "llama", "model": {
-        "repo": "meta-llama/Llama-3.1-8B-Instruct", "revision": "0e9e39f249a16976918f6564b8830bc894c89659"}}]},
-     "sgldeploy:hfToken: is required: meta-llama/Llama-3.1-8B-Instruct is gated"),
-    ("model missing from lock", {"sgldeploy:deployments": [deployment(model={"repo": "org/unknown-model"})]},
-     "sgldeploy:deployments[0].model.revision: org/unknown-model@main is not in models.lock.json"),
-    ("branch in production", {"sgldeploy:platform": {"environment": "production", "cluster": {"name": "x"}},
-                              "sgldeploy:deployments": [deployment(model={"repo": QWEN["repo"], "revision": "v1"})]},
-     "sgldeploy:deployments[0].model.revision: must be a 40-hex commit in a production stack"),
-    ("does not fit", {"sgldeploy:deployments": [deployment(serving={"context_length": 131072})]},
-     "sgldeploy:deployments[0].resources.gpu: does not fit"),
-])
+@pytest.mark.parametrize(
+    "case, content, expected",
+    [
+        (
+            "unknown key",
+            {"sgldeploy:deployments": [deployment(replica=2)]},
+            "sgldeploy:deployments[0].replica: is not a known key",
+        ),
+        (
+            "wrong type",
+            {"sgldeploy:deployments": [deployment(scaling={"max_replicas": "many"})]},
+            "sgldeploy:deployments[0].scaling.max_replicas: must be a whole number",
+        ),
+        (
+            "out of range",
+            {"sgldeploy:deployments": [deployment(serving={"mem_fraction_static": 1.5})]},
+            "sgldeploy:deployments[0].serving.mem_fraction_static: must be 0.5–0.95 (got 1.5)",
+        ),
+        (
+            "absent secret",
+            {
+                "sgldeploy:deployments": [
+                    {
+                        "name": "llama",
+                        "model": {
+                            "repo": "meta-llama/Llama-3.1-8B-Instruct",
+                            "revision": "0e9e39f249a16976918f6564b8830bc894c89659",
+                        },
+                    }
+                ]
+            },
+            "sgldeploy:hfToken: is required: meta-llama/Llama-3.1-8B-Instruct is gated",
+        ),
+        (
+            "model missing from lock",
+            {"sgldeploy:deployments": [deployment(model={"repo": "org/unknown-model"})]},
+            "sgldeploy:deployments[0].model.revision: org/unknown-model@main is not in models.lock.json",
+        ),
+        (
+            "branch in production",
+            {
+                "sgldeploy:platform": {"environment": "production", "cluster": {"name": "x"}},
+                "sgldeploy:deployments": [deployment(model={"repo": QWEN["repo"], "revision": "v1"})],
+            },
+            "sgldeploy:deployments[0].model.revision: must be a 40-hex commit in a production stack",
+        ),
+        (
+            "does not fit",
+            {"sgldeploy:deployments": [deployment(serving={"context_length": 131072})]},
+            "sgldeploy:deployments[0].resources.gpu: does not fit",
+        ),
+    ],
+)
 def test_invalid_stacks_exit_2_with_one_line_each(tmp_path, case, content, expected):
     content = dict(content)
-    path = write_stack(tmp_path, platform=content.pop("sgldeploy:platform", None),
-                       deployments=content.pop("sgldeploy:deployments"), extra=content)
+    path = write_stack(
+        tmp_path,
+        platform=content.pop("sgldeploy:platform", None),
+        deployments=content.pop("sgldeploy:deployments"),
+        extra=content,
+    )
     for command in ("validate", "plan"):
         result = run_cli(command, "--config", str(path))
         assert result.returncode == 2, f"{case}: {result.stdout}"
@@ -141,7 +207,8 @@ def test_missing_and_unreadable_stack_files(tmp_path):
     assert result.returncode == 2
     assert assert_clean_errors(result.stderr)[0].endswith(
         "stacks/Pulumi.nope.yaml: stack file not found; create it, or pass --stack NAME for "
-        "stacks/Pulumi.NAME.yaml or --config FILE")
+        "stacks/Pulumi.NAME.yaml or --config FILE"
+    )
     broken = tmp_path / "Pulumi.broken.yaml"
     broken.write_text("config:\n  sgldeploy:platform: {namespace: [unclosed\n")
     result = run_cli("validate", "--config", str(broken))
@@ -180,7 +247,9 @@ def test_readme_quickstart_is_the_two_commands():
     commands = [line.strip() for line in quickstart.splitlines() if line.strip().startswith("make ")]
     assert [c.split()[1] for c in commands] == ["plan", "test"]
     ci = (ROOT / ".ci" / "run").read_text()
-    assert [line for line in ci.splitlines() if line and not line.startswith(("#", "set ", "cd "))] == ["make test"]
+    assert [line for line in ci.splitlines() if line and not line.startswith(("#", "set ", "cd "))] == [
+        "make test"
+    ]
 
 
 def test_benchmark_stacks_stay_valid(tmp_path):
@@ -203,6 +272,9 @@ def test_committed_lock_regenerates_from_the_published_facts():
     from sgldeploy.lock import lock_from_public_facts, read_lock_entries
 
     from .conftest import LLAMA_8B, LLAMA_70B, QWEN, SHARED
-    entries = lock_from_public_facts(SHARED / "data" / "models.csv", {
-        ref["repo"]: [ref["revision"]] for ref in (QWEN, LLAMA_8B, LLAMA_70B)})
+
+    entries = lock_from_public_facts(
+        SHARED / "data" / "models.csv",
+        {ref["repo"]: [ref["revision"]] for ref in (QWEN, LLAMA_8B, LLAMA_70B)},
+    )
     assert entries == read_lock_entries(ROOT / "stacks" / "models.lock.json")

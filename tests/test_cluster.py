@@ -11,13 +11,18 @@ from sgldeploy import network
 
 from .conftest import deployment, render_stack, resources_of, write_stack
 
-CREATE = {"cluster": {"name": "gpu", "create": True, "kubernetes_version": "1.33", "vpc_cidr": "10.40.0.0/16"},
-          "namespace": "llm", "tags": {"team": "ml"}}
+CREATE = {
+    "cluster": {"name": "gpu", "create": True, "kubernetes_version": "1.33", "vpc_cidr": "10.40.0.0/16"},
+    "namespace": "llm",
+    "tags": {"team": "ml"},
+}
 
 
 @pytest.fixture(scope="module")
 def created(tmp_path_factory):
-    return render_stack(write_stack(tmp_path_factory.mktemp("create"), platform=CREATE, deployments=[deployment()]))
+    return render_stack(
+        write_stack(tmp_path_factory.mktemp("create"), platform=CREATE, deployments=[deployment()])
+    )
 
 
 def one(plan, type_):
@@ -30,11 +35,20 @@ def test_subnets_split_the_vpc_without_overlap():
         subnets = network.subnets(cidr)
         nets = [ipaddress.IPv4Network(s.cidr) for s in subnets]
         assert all(n.subnet_of(ipaddress.IPv4Network(cidr)) for n in nets)
-        assert not any(a.overlaps(b) for i, a in enumerate(nets) for b in nets[i + 1:])
-        assert sorted((s.public, s.zone_index) for s in subnets) == [(False, 0), (False, 1), (True, 0), (True, 1)]
-        private = [n for n, s in zip(nets, subnets) if not s.public]
-        assert all(n.num_addresses >= 4 * m.num_addresses for n in private
-                   for m, s in zip(nets, subnets) if s.public)  # nodes and pods need the addresses
+        assert not any(a.overlaps(b) for i, a in enumerate(nets) for b in nets[i + 1 :])
+        assert sorted((s.public, s.zone_index) for s in subnets) == [
+            (False, 0),
+            (False, 1),
+            (True, 0),
+            (True, 1),
+        ]
+        private = [n for n, s in zip(nets, subnets, strict=True) if not s.public]
+        assert all(
+            n.num_addresses >= 4 * m.num_addresses
+            for n in private
+            for m, s in zip(nets, subnets, strict=True)
+            if s.public
+        )  # nodes and pods need the addresses
 
 
 def test_vpc_subnets_are_tagged_for_load_balancers_and_karpenter(created):
@@ -56,7 +70,9 @@ def test_vpc_subnets_are_tagged_for_load_balancers_and_karpenter(created):
 def test_a_nat_gateway_per_zone_and_private_routes_through_it(created):
     nats = resources_of(created, "aws:ec2/natGateway:NatGateway")
     assert len(nats) == 2
-    private_tables = [r for r in resources_of(created, "aws:ec2/routeTable:RouteTable") if "private" in r.name]
+    private_tables = [
+        r for r in resources_of(created, "aws:ec2/routeTable:RouteTable") if "private" in r.name
+    ]
     assert len(private_tables) == 2
     assert all(set(t.inputs["routes"][0]) >= {"cidrBlock", "natGatewayId"} for t in private_tables)
 
@@ -65,7 +81,13 @@ def test_eks_cluster_encrypts_secrets_logs_and_uses_access_entries(created):
     eks = one(created, "aws:eks/cluster:Cluster").inputs
     assert eks["name"] == "gpu" and eks["version"] == "1.33"
     assert eks["encryptionConfig"]["resources"] == ["secrets"]
-    assert set(eks["enabledClusterLogTypes"]) == {"api", "audit", "authenticator", "controllerManager", "scheduler"}
+    assert set(eks["enabledClusterLogTypes"]) == {
+        "api",
+        "audit",
+        "authenticator",
+        "controllerManager",
+        "scheduler",
+    }
     assert eks["accessConfig"]["authenticationMode"] == "API"
     assert len(eks["vpcConfig"]["subnetIds"]) == 4
     key = one(created, "aws:kms/key:Key").inputs
@@ -78,12 +100,16 @@ def test_eks_cluster_encrypts_secrets_logs_and_uses_access_entries(created):
 
 def test_roles_carry_only_the_managed_policies_they_need(created):
     roles = {r.name: r.inputs for r in resources_of(created, "aws:iam/role:Role")}
-    trust = {n: json.loads(r["assumeRolePolicy"])["Statement"][0]["Principal"]["Service"] for n, r in roles.items()}
+    trust = {
+        n: json.loads(r["assumeRolePolicy"])["Statement"][0]["Principal"]["Service"] for n, r in roles.items()
+    }
     assert trust["platform-cluster-cluster-role"] == "eks.amazonaws.com"
     assert trust["platform-cluster-node-role"] == "ec2.amazonaws.com"
     assert roles["platform-cluster-node-role"]["name"] == "KarpenterNodeRole-gpu"
-    attached = {r.inputs["policyArn"].rsplit("/", 1)[1] for r in
-                resources_of(created, "aws:iam/rolePolicyAttachment:RolePolicyAttachment")}
+    attached = {
+        r.inputs["policyArn"].rsplit("/", 1)[1]
+        for r in resources_of(created, "aws:iam/rolePolicyAttachment:RolePolicyAttachment")
+    }
     assert attached == {"AmazonEKSClusterPolicy", *network.NODE_POLICIES}
     entry = one(created, "aws:eks/accessEntry:AccessEntry").inputs
     assert entry["type"] == "EC2_LINUX"
@@ -120,7 +146,19 @@ def test_outputs_name_the_cluster_keep_the_kubeconfig_secret_and_name_node_pools
 def test_existing_cluster_is_read_and_nothing_about_it_created(tmp_path):
     plan = render_stack(write_stack(tmp_path, deployments=[deployment()]))
     types = {r.type for r in plan.recording.resources}
-    assert not any(t.startswith(("aws:ec2/vpc", "aws:ec2/subnet", "aws:eks/cluster", "aws:kms", "aws:ec2/natGateway",
-                                 "aws:eks/addon", "aws:eks/accessEntry")) for t in types)
+    assert not any(
+        t.startswith(
+            (
+                "aws:ec2/vpc",
+                "aws:ec2/subnet",
+                "aws:eks/cluster",
+                "aws:kms",
+                "aws:ec2/natGateway",
+                "aws:eks/addon",
+                "aws:eks/accessEntry",
+            )
+        )
+        for t in types
+    )
     assert "sgldeploy:platform:EksCluster" not in types
     assert plan.recording.outputs["kubeconfig"] == "[secret]"

@@ -15,10 +15,17 @@ DEPLOYMENT = "kubernetes:apps/v1:Deployment"
 @pytest.fixture(scope="module")
 def dev_like(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("stack")
-    path = write_stack(tmp, deployments=[deployment(name="qwen", serving={"context_length": 4096,
-                                                                          "max_concurrency": 4},
-                                                    env={"SGLANG_LOG_LEVEL": "info"})],
-                       extra={"sgldeploy:hfToken": {"secure": "v1:opaque"}})
+    path = write_stack(
+        tmp,
+        deployments=[
+            deployment(
+                name="qwen",
+                serving={"context_length": 4096, "max_concurrency": 4},
+                env={"SGLANG_LOG_LEVEL": "info"},
+            )
+        ],
+        extra={"sgldeploy:hfToken": {"secure": "v1:opaque"}},
+    )
     return render_stack(path)
 
 
@@ -94,7 +101,9 @@ def test_resources_probes_and_placement(dev_like):
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 600
     pod = one(dev_like, DEPLOYMENT).inputs["spec"]["template"]["spec"]
     assert {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
-    term = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    term = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
+        "nodeSelectorTerms"
+    ]
     types = term[0]["matchExpressions"][0]["values"]
     assert types[0] == "g6.xlarge" and all(t.startswith(("g6.", "gr6.")) for t in types)  # L4 instances only
     shm = next(v for v in pod["volumes"] if v["name"] == "dshm")
@@ -104,7 +113,9 @@ def test_resources_probes_and_placement(dev_like):
 
 def server_service(plan):
     """The model's own Service (an autoscaled deployment at zero also has a `-proxy` one)."""
-    return next(r for r in resources_of(plan, "kubernetes:core/v1:Service") if r.name.endswith("-server-service"))
+    return next(
+        r for r in resources_of(plan, "kubernetes:core/v1:Service") if r.name.endswith("-server-service")
+    )
 
 
 def test_service_and_disruption_budget(dev_like):
@@ -119,8 +130,14 @@ def test_service_and_disruption_budget(dev_like):
 
 
 def test_always_ready_keeps_its_minimum_through_drains(tmp_path):
-    plan = render_stack(write_stack(tmp_path, deployments=[deployment(
-        readiness="always-ready", scaling={"min_replicas": 2, "max_replicas": 4})]))
+    plan = render_stack(
+        write_stack(
+            tmp_path,
+            deployments=[
+                deployment(readiness="always-ready", scaling={"min_replicas": 2, "max_replicas": 4})
+            ],
+        )
+    )
     assert one(plan, "kubernetes:policy/v1:PodDisruptionBudget").inputs["spec"]["minAvailable"] == 2
     assert one(plan, DEPLOYMENT).inputs["spec"]["replicas"] == 2
 
@@ -128,14 +145,25 @@ def test_always_ready_keeps_its_minimum_through_drains(tmp_path):
 def test_given_api_key_is_used_and_no_password_generated(tmp_path):
     plan = render_stack(write_stack(tmp_path, extra={"sgldeploy:apiKey": {"secure": "v1:opaque"}}))
     assert resources_of(plan, "random:index/randomPassword:RandomPassword") == []
-    secret = next(r for r in resources_of(plan, "kubernetes:core/v1:Secret")
-                  if r.inputs["metadata"]["name"] == "qwen-api-key")
+    secret = next(
+        r
+        for r in resources_of(plan, "kubernetes:core/v1:Secret")
+        if r.inputs["metadata"]["name"] == "qwen-api-key"
+    )
     assert secret.inputs["stringData"] == {"API_KEY": SECRET}
 
 
 def test_no_auth_no_api_key_secret_and_stopped_runs_nothing(tmp_path):
-    plan = render_stack(write_stack(tmp_path, deployments=[deployment(
-        endpoint={"auth": "none"}, state="stopped", scaling={"min_replicas": 0, "max_replicas": 0})]))
+    plan = render_stack(
+        write_stack(
+            tmp_path,
+            deployments=[
+                deployment(
+                    endpoint={"auth": "none"}, state="stopped", scaling={"min_replicas": 0, "max_replicas": 0}
+                )
+            ],
+        )
+    )
     assert resources_of(plan, "kubernetes:core/v1:Secret") == []
     assert one(plan, DEPLOYMENT).inputs["spec"]["replicas"] == 0
     assert "--api-key" not in container(plan)["args"]
@@ -143,12 +171,22 @@ def test_no_auth_no_api_key_secret_and_stopped_runs_nothing(tmp_path):
 
 def test_multi_gpu_replica_gets_all_gpus_and_shared_memory(tmp_path, lock):
     from .conftest import LLAMA_70B
-    plan = render_stack(write_stack(tmp_path, deployments=[{"name": "big", "model": dict(LLAMA_70B),
-                                                            "serving": {"context_length": 16384,
-                                                                        "max_concurrency": 8},
-                                                            "cache": {"storage": "none"},
-                                                            "resources": {"gpu": "H100"}}],
-                                    extra={"sgldeploy:hfToken": {"secure": "v1:opaque"}}))
+
+    plan = render_stack(
+        write_stack(
+            tmp_path,
+            deployments=[
+                {
+                    "name": "big",
+                    "model": dict(LLAMA_70B),
+                    "serving": {"context_length": 16384, "max_concurrency": 8},
+                    "cache": {"storage": "none"},
+                    "resources": {"gpu": "H100"},
+                }
+            ],
+            extra={"sgldeploy:hfToken": {"secure": "v1:opaque"}},
+        )
+    )
     c = container(plan)
     assert c["resources"]["limits"][GPU_RESOURCE] == "8"
     assert c["args"][c["args"].index("--tp-size") + 1] == "8"
@@ -168,11 +206,23 @@ def test_stack_outputs_summarise_and_keep_keys_secret(dev_like):
 def test_a_replica_spanning_nodes_is_a_leader_worker_set(tmp_path):
     from . import k8s_schemas
     from .conftest import LLAMA_70B
-    big = {"name": "big", "model": dict(LLAMA_70B), "serving": {"context_length": 16384, "max_concurrency": 8},
-           "resources": {"gpu": "H100", "gpu_count": 16}, "cache": {"storage": "none"}}
+
+    big = {
+        "name": "big",
+        "model": dict(LLAMA_70B),
+        "serving": {"context_length": 16384, "max_concurrency": 8},
+        "resources": {"gpu": "H100", "gpu_count": 16},
+        "cache": {"storage": "none"},
+    }
     platform = {"cluster": {"name": "test"}, "namespace": "llm", "addons": {"leader_worker_set": True}}
-    plan = render_stack(write_stack(tmp_path, platform=platform, deployments=[big],
-                                    extra={"sgldeploy:hfToken": {"secure": "v1:opaque"}}))
+    plan = render_stack(
+        write_stack(
+            tmp_path,
+            platform=platform,
+            deployments=[big],
+            extra={"sgldeploy:hfToken": {"secure": "v1:opaque"}},
+        )
+    )
     assert resources_of(plan, DEPLOYMENT) == []
     lws = one(plan, "kubernetes:leaderworkerset.x-k8s.io/v1:LeaderWorkerSet").inputs
     k8s_schemas.validate(lws, "1.33")
@@ -194,9 +244,16 @@ def test_a_replica_spanning_nodes_is_a_leader_worker_set(tmp_path):
 
 def test_multi_node_placement_needs_the_leader_worker_set_addon(tmp_path):
     from sgldeploy.problems import InvalidInput
+
     from .conftest import LLAMA_70B
-    big = {"name": "big", "model": dict(LLAMA_70B), "serving": {"context_length": 16384, "max_concurrency": 8},
-           "resources": {"gpu": "H100", "gpu_count": 16}, "cache": {"storage": "none"}}
+
+    big = {
+        "name": "big",
+        "model": dict(LLAMA_70B),
+        "serving": {"context_length": 16384, "max_concurrency": 8},
+        "resources": {"gpu": "H100", "gpu_count": 16},
+        "cache": {"storage": "none"},
+    }
     with pytest.raises(InvalidInput) as err:
         render_stack(write_stack(tmp_path, deployments=[big], extra={"sgldeploy:hfToken": {"secure": "x"}}))
     assert err.value.problems[0].path == "sgldeploy:platform.addons.leader_worker_set"
@@ -206,6 +263,7 @@ def test_a_program_that_never_finishes_fails_cleanly(tmp_path):
     import pulumi
 
     from sgldeploy.engine import run_program
+
     program = tmp_path / "__main__.py"
     program.write_text(
         "import pulumi, pulumi_kubernetes as k8s\n"
@@ -215,7 +273,8 @@ def test_a_program_that_never_finishes_fails_cleanly(tmp_path):
         "        self.child = k8s.core.v1.ConfigMap(f'{name}-child', data={'a': 'b'},\n"
         "                                           opts=pulumi.ResourceOptions(parent=self))\n"
         "deps = []\n"
-        "deps.append(C('c', deps).child)  # the component waits on its own child\n")
+        "deps.append(C('c', deps).child)  # the component waits on its own child\n"
+    )
     with pytest.raises(pulumi.RunError) as err:
         run_program(program, "sgldeploy", "test", {}, [], timeout=3)
     assert "did not finish within 3 s" in str(err.value) and "depends_on cycle" in str(err.value)

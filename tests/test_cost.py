@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import pytest
 
-from .conftest import LLAMA_70B, LOCK, deployment, render_stack, with_secret, write_stack
 from sgldeploy import cost
 from sgldeploy.problems import InvalidInput
 from sgldeploy.stack import resolve
+
+from .conftest import LLAMA_70B, LOCK, deployment, render_stack, with_secret, write_stack
 
 PLATFORM = {"cluster": {"name": "test"}, "namespace": "llm"}
 
@@ -43,36 +44,51 @@ def test_min_zero_costs_nothing_when_idle_if_it_can_scale_from_zero():
     est = estimate(deployment(scaling={"min_replicas": 0, "max_replicas": 2}))
     gpu = est.of("qwen")[0]
     assert gpu.drivers["nodes_min"] == 0 and "0–2 replicas" in gpu.description
-    assert cost.monthly(gpu.hourly_usd_min) == 0 and cost.monthly(gpu.hourly_usd_max) == round(2 * 0.8048 * 730, 2)
+    assert cost.monthly(gpu.hourly_usd_min) == 0 and cost.monthly(gpu.hourly_usd_max) == round(
+        2 * 0.8048 * 730, 2
+    )
     # Without the KEDA HTTP add-on nothing can wake it: one replica stays up, and is paid for.
-    est = estimate(deployment(scaling={"min_replicas": 0, "max_replicas": 2}),
-                   platform={**PLATFORM, "addons": {"keda_http": False}})
+    est = estimate(
+        deployment(scaling={"min_replicas": 0, "max_replicas": 2}),
+        platform={**PLATFORM, "addons": {"keda_http": False}},
+    )
     gpu = est.of("qwen")[0]
     assert gpu.drivers["nodes_min"] == 1 and cost.monthly(gpu.hourly_usd_min) == 587.50
 
 
 def test_stopped_costs_nothing_but_its_shared_cache():
-    est = estimate(deployment(state="stopped", cache={"storage": "efs", "prefetch_image": "r/p:1"}),
-                   platform={**PLATFORM, "addons": {"efs_csi": True}})
+    est = estimate(
+        deployment(state="stopped", cache={"storage": "efs", "prefetch_image": "r/p:1"}),
+        platform={**PLATFORM, "addons": {"efs_csi": True}},
+    )
     got = lines(est)
     assert got["qwen/gpu-nodes"] == (0, 0) and got["qwen/node-disks"] == (0, 0)
     assert got["qwen/cache"][0] == got["qwen/cache"][1] > 0
 
 
 def test_spot_uses_the_highest_spot_price_seen_and_says_so():
-    est = estimate(deployment(resources={"gpu": "L4", "gpu_count": 1, "capacity": "spot"},
-                              scaling={"min_replicas": 1, "max_replicas": 2}))
+    est = estimate(
+        deployment(
+            resources={"gpu": "L4", "gpu_count": 1, "capacity": "spot"},
+            scaling={"min_replicas": 1, "max_replicas": 2},
+        )
+    )
     gpu = est.of("qwen")[0]
     assert gpu.drivers["price_basis"] == "spot" and gpu.drivers["usd_per_node_hour"] == 0.4386
-    assert (cost.monthly(gpu.hourly_usd_min), cost.monthly(gpu.hourly_usd_max)) == \
-        (round(0.4386 * 730, 2), round(2 * 0.4386 * 730, 2))
+    assert (cost.monthly(gpu.hourly_usd_min), cost.monthly(gpu.hourly_usd_max)) == (
+        round(0.4386 * 730, 2),
+        round(2 * 0.4386 * 730, 2),
+    )
     assert "spot prices move" in gpu.description
 
 
 def test_multi_node_replica_prices_every_node():
-    raw = deployment(model=dict(LLAMA_70B), resources={"gpu": "H100", "gpu_count": 16},
-                     scaling={"min_replicas": 1, "max_replicas": 2},
-                     serving={"context_length": 16384, "max_concurrency": 8})
+    raw = deployment(
+        model=dict(LLAMA_70B),
+        resources={"gpu": "H100", "gpu_count": 16},
+        scaling={"min_replicas": 1, "max_replicas": 2},
+        serving={"context_length": 16384, "max_concurrency": 8},
+    )
     est = estimate(raw, platform={**PLATFORM, "addons": {"leader_worker_set": True}}, secrets={"hfToken"})
     gpu, disks = est.of("qwen")[:2]
     assert gpu.drivers["instance_type"] == "p5.48xlarge"
@@ -102,9 +118,16 @@ def test_node_local_and_no_cache_add_no_line():
 
 
 def test_public_endpoint_load_balancer_and_usage_lines_kept_apart(tmp_path):
-    est = estimate(deployment(endpoint={"exposure": "public", "load_balancer": "nlb",
-                                        "tls_certificate_arn": "arn:aws:acm:us-east-1:123456789012:certificate/x"},
-                              scaling={"min_replicas": 1, "max_replicas": 2}))
+    est = estimate(
+        deployment(
+            endpoint={
+                "exposure": "public",
+                "load_balancer": "nlb",
+                "tls_certificate_arn": "arn:aws:acm:us-east-1:123456789012:certificate/x",
+            },
+            scaling={"min_replicas": 1, "max_replicas": 2},
+        )
+    )
     got = {i.resource: i for i in est.items}
     assert cost.monthly(got["qwen/load-balancer"].hourly_usd_max) == round(0.0225 * 730, 2)
     capacity = got["qwen/load-balancer-capacity"]
@@ -116,10 +139,17 @@ def test_public_endpoint_load_balancer_and_usage_lines_kept_apart(tmp_path):
 
     usage_file = tmp_path / "usage.yaml"
     usage_file.write_text("load_balancer_capacity_units_per_hour: 3\ndata_transfer_out_gb_per_month: 1000\n")
-    est = estimate(deployment(endpoint={"exposure": "public", "load_balancer": "alb",
-                                        "tls_certificate_arn": "arn:aws:acm:us-east-1:123456789012:certificate/x",
-                                        "hostname": "llm.example.com"}),
-                   usage=cost.Usage.read(usage_file))
+    est = estimate(
+        deployment(
+            endpoint={
+                "exposure": "public",
+                "load_balancer": "alb",
+                "tls_certificate_arn": "arn:aws:acm:us-east-1:123456789012:certificate/x",
+                "hostname": "llm.example.com",
+            }
+        ),
+        usage=cost.Usage.read(usage_file),
+    )
     got = {i.resource: i for i in est.items}
     assert cost.monthly(got["qwen/load-balancer-capacity"].hourly_usd_max) == round(3 * 0.008 * 730, 2)
     assert cost.monthly(got["qwen/data-transfer-out"].hourly_usd_max) == 1000 * 0.09
@@ -133,7 +163,9 @@ def test_created_cluster_adds_control_plane_system_nodes_and_nat():
     est = estimate(deployment(), platform={**PLATFORM, "cluster": {"name": "c", "create": True}})
     platform = {i.resource: i for i in est.of(None)}
     assert cost.monthly(platform["platform/eks-control-plane"].hourly_usd_max) == 73.0
-    assert cost.monthly(platform["platform/system-nodes"].hourly_usd_max) == round(2 * (0.096 * 730 + 50 * 0.08), 2)
+    assert cost.monthly(platform["platform/system-nodes"].hourly_usd_max) == round(
+        2 * (0.096 * 730 + 50 * 0.08), 2
+    )
     assert cost.monthly(platform["platform/nat-gateways"].hourly_usd_max) == round(2 * 0.045 * 730, 2)
     nat_data = platform["platform/nat-data"]
     assert nat_data.usage_based and cost.monthly(nat_data.hourly_usd_max) == 100 * 0.045
@@ -176,13 +208,16 @@ def test_committed_stacks_price_every_line_and_preview_outputs_agree(tmp_path):
         for d in plan.resolved.deployments:
             per = plan.estimate.deployment_totals(d.spec.name)
             assert outputs["deployments"][d.spec.name]["estimatedMonthlyCostMax"] == per["monthly_usd_max"]
-        assert sum(1 for level, msg in plan.recording.log if level == "info" and msg.startswith("cost ")) == \
-            len(plan.resolved.deployments) + 1
+        assert (
+            sum(1 for level, msg in plan.recording.log if level == "info" and msg.startswith("cost "))
+            == len(plan.resolved.deployments) + 1
+        )
 
 
 def test_dev_stack_hand_computed(tmp_path):
-    plan = render_stack(write_stack(tmp_path, deployments=[deployment(scaling={"min_replicas": 0,
-                                                                               "max_replicas": 2})]))
+    plan = render_stack(
+        write_stack(tmp_path, deployments=[deployment(scaling={"min_replicas": 0, "max_replicas": 2})])
+    )
     assert plan.recording.outputs["estimatedMonthlyCostMin"] == 0  # asleep at zero when idle
     assert plan.recording.outputs["estimatedMonthlyCostMax"] == round(2 * (0.8048 * 730 + 12), 2)
 

@@ -41,8 +41,12 @@ def scale_up(config):
     dep["resources"]["gpu"] = "L40S"
     dep["scaling"]["max_replicas"] = 4
     dep["scaling"]["min_replicas"] = 1  # an NLB cannot hold requests at zero
-    dep["endpoint"] = {"exposure": "public", "load_balancer": "nlb", "auth": "api-key",
-                       "tls_certificate_arn": "arn:aws:acm:us-east-1:123456789012:certificate/abc-123"}
+    dep["endpoint"] = {
+        "exposure": "public",
+        "load_balancer": "nlb",
+        "auth": "api-key",
+        "tls_certificate_arn": "arn:aws:acm:us-east-1:123456789012:certificate/abc-123",
+    }
     config["sgldeploy:platform"]["budget_usd_per_month"] = 10000
 
 
@@ -65,12 +69,18 @@ def test_cost_diff_names_what_drives_the_change(plans):
     base, scaled = plans
     d = diff.diff(base, scaled)
     total = d["cost"]["total"]["monthly_usd_max"]
-    assert total["old"] == base["cost"]["monthly_usd_max"] and total["new"] == scaled["cost"]["monthly_usd_max"]
+    assert (
+        total["old"] == base["cost"]["monthly_usd_max"] and total["new"] == scaled["cost"]["monthly_usd_max"]
+    )
     assert total["diff"] == round(total["new"] - total["old"], 2) and total["percent"] > 100
     [dep] = d["cost"]["deployments"]
     assert dep["status"] == "changed"
-    assert dep["changes"] == ["instance_type g6.xlarge → g6e.xlarge", "min_replicas 0 → 1", "max_replicas 2 → 4",
-                              "running_when_idle 0 → 1"]
+    assert dep["changes"] == [
+        "instance_type g6.xlarge → g6e.xlarge",
+        "min_replicas 0 → 1",
+        "max_replicas 2 → 4",
+        "running_when_idle 0 → 1",
+    ]
     items = {i["resource"]: i for i in d["cost"]["items"]}
     assert items["qwen-7b/gpu-nodes"]["status"] == "changed"
     assert "instance_type g6.xlarge → g6e.xlarge" in items["qwen-7b/gpu-nodes"]["changes"]
@@ -83,9 +93,15 @@ def test_resource_diff_of_the_same_stack(plans):
     base, scaled = plans
     r = diff.diff(base, scaled)["resources"]
     # min 1 and a public NLB: an NLB endpoint and a ScaledObject replace the HTTP add-on's objects
-    assert {e["name"] for e in r["added"]} == {"qwen-7b-endpoint", "qwen-7b-endpoint-nlb",
-                                               "qwen-7b-autoscaler-scaled-object"}
-    assert {e["name"] for e in r["removed"]} == {"qwen-7b-autoscaler-http-scaled-object", "qwen-7b-autoscaler-proxy"}
+    assert {e["name"] for e in r["added"]} == {
+        "qwen-7b-endpoint",
+        "qwen-7b-endpoint-nlb",
+        "qwen-7b-autoscaler-scaled-object",
+    }
+    assert {e["name"] for e in r["removed"]} == {
+        "qwen-7b-autoscaler-http-scaled-object",
+        "qwen-7b-autoscaler-proxy",
+    }
     assert r["replaced"] == []
     changed = {e["name"]: e["changes"] for e in r["changed"]}
     assert "qwen-7b-server-deployment" in changed
@@ -103,7 +119,10 @@ def test_replacement_when_an_immutable_input_changes(plans):
         if r["name"] == "qwen-7b-server-service":
             r["inputs"]["metadata"]["name"] = "renamed"
     replaced = {e["name"]: e["because"] for e in diff.diff(base, new)["resources"]["replaced"]}
-    assert replaced == {"qwen-7b-server-deployment": ["spec.selector"], "qwen-7b-server-service": ["metadata.name"]}
+    assert replaced == {
+        "qwen-7b-server-deployment": ["spec.selector"],
+        "qwen-7b-server-service": ["metadata.name"],
+    }
 
 
 def test_golden_comment_for_a_cost_increase(plans):
@@ -126,9 +145,14 @@ def test_golden_comment_for_a_first_plan_and_for_no_change(plans):
 
 def test_comment_lists_policy_violations(plans):
     base, _ = plans
-    text = report.markdown(diff.diff(base, base), base, [{"policy": "stack-budget", "level": "mandatory",
-                                                          "resource": "", "message": "stack: over budget"}])
-    assert "**Policy violations (1):**" in text and "- `mandatory` **stack-budget**: stack: over budget" in text
+    text = report.markdown(
+        diff.diff(base, base),
+        base,
+        [{"policy": "stack-budget", "level": "mandatory", "resource": "", "message": "stack: over budget"}],
+    )
+    assert (
+        "**Policy violations (1):**" in text and "- `mandatory` **stack-budget**: stack: over budget" in text
+    )
 
 
 def test_never_a_single_number_where_min_and_max_differ(plans):
@@ -141,8 +165,10 @@ def test_never_a_single_number_where_min_and_max_differ(plans):
 def test_previous_plan_must_be_a_plan():
     with pytest.raises(InvalidInput) as err:
         diff.check_plan({"version": 2}, "old.json")
-    assert err.value.problems[0].line() == ("error: old.json: is not a sgldeploy plan JSON of version 1 (got 2); "
-                                            "write it with `sgldeploy plan --json FILE` from the base branch")
+    assert err.value.problems[0].line() == (
+        "error: old.json: is not a sgldeploy plan JSON of version 1 (got 2); "
+        "write it with `sgldeploy plan --json FILE` from the base branch"
+    )
 
 
 def test_cli_compare_writes_diff_json_and_markdown(tmp_path, plans):
@@ -151,14 +177,19 @@ def test_cli_compare_writes_diff_json_and_markdown(tmp_path, plans):
     old.write_text(json.dumps(base))
     variant = dev_variant(tmp_path, scale_up)
     out, md = tmp_path / "new.json", tmp_path / "comment.md"
-    result = run_cli("plan", "--config", str(variant), "--compare", str(old), "--json", str(out),
-                     "--markdown", str(md))
+    result = run_cli(
+        "plan", "--config", str(variant), "--compare", str(old), "--json", str(out), "--markdown", str(md)
+    )
     assert result.returncode == 0, result.stderr
     assert "Cost diff against dev: monthly" in result.stdout
     assert "qwen-7b                  changed" in result.stdout
     written = json.loads(out.read_text())
     assert written["diff"]["cost"]["deployments"][0]["changes"] == [
-        "instance_type g6.xlarge → g6e.xlarge", "min_replicas 0 → 1", "max_replicas 2 → 4", "running_when_idle 0 → 1"]
+        "instance_type g6.xlarge → g6e.xlarge",
+        "min_replicas 0 → 1",
+        "max_replicas 2 → 4",
+        "running_when_idle 0 → 1",
+    ]
     assert md.read_text().startswith("<!-- sgldeploy-cost-comment stack=dev -->")
 
     old.write_text("[]")
@@ -172,6 +203,7 @@ def test_a_created_cluster_shows_as_its_own_row(plans, tmp_path):
 
     def create(config):
         config["sgldeploy:platform"]["cluster"]["create"] = True
+
     created = plan_json(render_stack(dev_variant(tmp_path, create)))
     d = diff.diff(base, created)
     platform = d["cost"]["platform"]

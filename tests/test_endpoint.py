@@ -6,12 +6,12 @@ import json
 
 import pytest
 
+from sgldeploy.plan import policy_resources
 from sgldeploy.problems import InvalidInput
 
 from . import k8s_schemas
 from .conftest import deployment, render_stack, resources_of, write_stack
 from .test_policy import run as run_policy
-from sgldeploy.plan import policy_resources
 
 CERT = "arn:aws:acm:us-east-1:123456789012:certificate/abc-123"
 PLATFORM = {"cluster": {"name": "t"}, "namespace": "llm", "tags": {"team": "ml"}}
@@ -28,10 +28,18 @@ def ingress(plan):
 
 
 def test_public_alb_with_tls_and_least_outstanding_requests(tmp_path):
-    plan = render(tmp_path, scaling=ALWAYS, endpoint={"exposure": "public", "load_balancer": "alb",
-                                                      "tls_certificate_arn": CERT, "algorithm": "least-connections",
-                                                      "hostname": "llm.example.com",
-                                                      "health_check": {"path": "/ready", "interval_seconds": 10}})
+    plan = render(
+        tmp_path,
+        scaling=ALWAYS,
+        endpoint={
+            "exposure": "public",
+            "load_balancer": "alb",
+            "tls_certificate_arn": CERT,
+            "algorithm": "least-connections",
+            "hostname": "llm.example.com",
+            "health_check": {"path": "/ready", "interval_seconds": 10},
+        },
+    )
     obj = ingress(plan).inputs
     assert k8s_schemas.validate(obj, "1.33")
     a = obj["metadata"]["annotations"]
@@ -42,7 +50,10 @@ def test_public_alb_with_tls_and_least_outstanding_requests(tmp_path):
     assert a["alb.ingress.kubernetes.io/ssl-redirect"] == "443"
     assert a["alb.ingress.kubernetes.io/healthcheck-path"] == "/ready"
     assert a["alb.ingress.kubernetes.io/healthcheck-interval-seconds"] == "10"
-    assert "load_balancing.algorithm.type=least_outstanding_requests" in a["alb.ingress.kubernetes.io/target-group-attributes"]
+    assert (
+        "load_balancing.algorithm.type=least_outstanding_requests"
+        in a["alb.ingress.kubernetes.io/target-group-attributes"]
+    )
     assert a["alb.ingress.kubernetes.io/load-balancer-attributes"] == "idle_timeout.timeout_seconds=600"
     assert a["alb.ingress.kubernetes.io/tags"] == "team=ml"
     assert obj["metadata"]["namespace"] == "llm" and obj["spec"]["ingressClassName"] == "alb"
@@ -65,19 +76,34 @@ def test_public_alb_without_tls_is_blocked_by_the_policy_pack(tmp_path):
     plan = render(tmp_path, scaling=ALWAYS, endpoint={"exposure": "public"})
     messages = [v.message for v in run_policy(policy_resources(plan.recording), "public-endpoint-secured")]
     assert any("without TLS" in m for m in messages)
-    assert any("internet-facing ALB Ingress without alb.ingress.kubernetes.io/certificate-arn" in m for m in messages)
+    assert any(
+        "internet-facing ALB Ingress without alb.ingress.kubernetes.io/certificate-arn" in m for m in messages
+    )
 
 
 def test_nlb_with_tls_and_source_ip_stickiness(tmp_path):
-    plan = render(tmp_path, scaling=ALWAYS, endpoint={"exposure": "public", "load_balancer": "nlb",
-                                                      "tls_certificate_arn": CERT, "algorithm": "ip-hash"})
+    plan = render(
+        tmp_path,
+        scaling=ALWAYS,
+        endpoint={
+            "exposure": "public",
+            "load_balancer": "nlb",
+            "tls_certificate_arn": CERT,
+            "algorithm": "ip-hash",
+        },
+    )
     assert resources_of(plan, "kubernetes:networking.k8s.io/v1:Ingress") == []
-    service = next(r.inputs for r in resources_of(plan, "kubernetes:core/v1:Service") if r.name.endswith("-nlb"))
+    service = next(
+        r.inputs for r in resources_of(plan, "kubernetes:core/v1:Service") if r.name.endswith("-nlb")
+    )
     assert k8s_schemas.validate(service, "1.33")
     a = service["metadata"]["annotations"]
     assert a["service.beta.kubernetes.io/aws-load-balancer-scheme"] == "internet-facing"
     assert a["service.beta.kubernetes.io/aws-load-balancer-ssl-cert"] == CERT
-    assert "stickiness.type=source_ip" in a["service.beta.kubernetes.io/aws-load-balancer-target-group-attributes"]
+    assert (
+        "stickiness.type=source_ip"
+        in a["service.beta.kubernetes.io/aws-load-balancer-target-group-attributes"]
+    )
     spec = service["spec"]
     assert spec["type"] == "LoadBalancer" and spec["loadBalancerClass"] == "service.k8s.aws/nlb"
     assert spec["ports"] == [{"name": "http", "port": 443, "targetPort": "http", "protocol": "TCP"}]
@@ -85,21 +111,35 @@ def test_nlb_with_tls_and_source_ip_stickiness(tmp_path):
 
 
 def test_a_deployment_at_zero_is_reached_through_the_interceptor(tmp_path):
-    plan = render(tmp_path, scaling={"min_replicas": 0, "max_replicas": 2},
-                  endpoint={"exposure": "internal", "hostname": "llm.internal.example.com"})
+    plan = render(
+        tmp_path,
+        scaling={"min_replicas": 0, "max_replicas": 2},
+        endpoint={"exposure": "internal", "hostname": "llm.internal.example.com"},
+    )
     obj = ingress(plan).inputs
     assert obj["metadata"]["namespace"] == "keda"
     assert obj["spec"]["rules"][0]["http"]["paths"][0]["backend"] == {
-        "service": {"name": "keda-add-ons-http-interceptor-proxy", "port": {"number": 8080}}}
+        "service": {"name": "keda-add-ons-http-interceptor-proxy", "port": {"number": 8080}}
+    }
     http = resources_of(plan, "kubernetes:http.keda.sh/v1alpha1:HTTPScaledObject")[0].inputs["spec"]
     assert "llm.internal.example.com" in http["hosts"]
 
 
-@pytest.mark.parametrize("endpoint,field,fragment", [
-    ({"exposure": "public", "load_balancer": "nlb", "tls_certificate_arn": CERT}, "endpoint.load_balancer",
-     "cannot hold requests while a replica starts from zero (got 'nlb')"),
-    ({"exposure": "internal"}, "endpoint.hostname", "is required to scale a load-balanced endpoint from zero"),
-])
+@pytest.mark.parametrize(
+    "endpoint,field,fragment",
+    [
+        (
+            {"exposure": "public", "load_balancer": "nlb", "tls_certificate_arn": CERT},
+            "endpoint.load_balancer",
+            "cannot hold requests while a replica starts from zero (got 'nlb')",
+        ),
+        (
+            {"exposure": "internal"},
+            "endpoint.hostname",
+            "is required to scale a load-balanced endpoint from zero",
+        ),
+    ],
+)
 def test_endpoints_that_cannot_wake_a_deployment_are_refused(tmp_path, endpoint, field, fragment):
     with pytest.raises(InvalidInput) as err:
         render(tmp_path, scaling={"min_replicas": 0, "max_replicas": 2}, endpoint=endpoint)
@@ -112,6 +152,10 @@ def test_cluster_endpoints_get_no_load_balancer_and_endpoints_wait_for_the_contr
     assert resources_of(plain, "sgldeploy:traffic:Endpoint") == []
     (tmp_path / "b").mkdir()
     plan = render(tmp_path / "b", scaling=ALWAYS, endpoint={"exposure": "internal"})
-    controller = next(r for r in plan.recording.resources if r.name == "platform-addons-aws-load-balancer-controller")
-    assert controller.urn in ingress(plan).dependencies or controller.urn in \
-        resources_of(plan, "sgldeploy:traffic:Endpoint")[0].dependencies
+    controller = next(
+        r for r in plan.recording.resources if r.name == "platform-addons-aws-load-balancer-controller"
+    )
+    assert (
+        controller.urn in ingress(plan).dependencies
+        or controller.urn in resources_of(plan, "sgldeploy:traffic:Endpoint")[0].dependencies
+    )

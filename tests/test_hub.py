@@ -21,24 +21,44 @@ from .conftest import ROOT
 from .hub_server import LoopbackHub, Repo
 
 TOKEN = "hf_test_token_with_access"
-CONFIG = {"architectures": ["LlamaForCausalLM"], "hidden_size": 256, "num_hidden_layers": 4,
-          "num_attention_heads": 8, "num_key_value_heads": 2, "vocab_size": 1000, "max_position_embeddings": 4096,
-          "torch_dtype": "bfloat16"}
+CONFIG = {
+    "architectures": ["LlamaForCausalLM"],
+    "hidden_size": 256,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 8,
+    "num_key_value_heads": 2,
+    "vocab_size": 1000,
+    "max_position_embeddings": 4096,
+    "torch_dtype": "bfloat16",
+}
 NO_WAIT = hub.Retry(attempts=4, sleep=lambda seconds: None)
 
 
 def sharded_model(config: dict = CONFIG, extra: dict | None = None) -> dict[str, bytes]:
     """A small model in two real safetensors shards with an index, a config and a tokenizer."""
-    shard1 = save({"model.embed_tokens.weight": np.zeros((1000, 256), dtype=np.float16),
-                   "model.layers.0.mlp.up_proj.weight": np.ones((512, 256), dtype=np.float16)})
+    shard1 = save(
+        {
+            "model.embed_tokens.weight": np.zeros((1000, 256), dtype=np.float16),
+            "model.layers.0.mlp.up_proj.weight": np.ones((512, 256), dtype=np.float16),
+        }
+    )
     shard2 = save({"lm_head.weight": np.zeros((1000, 256), dtype=np.float32)})
-    index = {"metadata": {"total_size": len(shard1) + len(shard2)}, "weight_map": {
-        "model.embed_tokens.weight": "model-00001-of-00002.safetensors",
-        "model.layers.0.mlp.up_proj.weight": "model-00001-of-00002.safetensors",
-        "lm_head.weight": "model-00002-of-00002.safetensors"}}
-    files = {"config.json": json.dumps(config).encode(), "model-00001-of-00002.safetensors": shard1,
-             "model-00002-of-00002.safetensors": shard2, "model.safetensors.index.json": json.dumps(index).encode(),
-             "tokenizer.json": b'{"version": "1.0"}', "generation_config.json": b"{}"}
+    index = {
+        "metadata": {"total_size": len(shard1) + len(shard2)},
+        "weight_map": {
+            "model.embed_tokens.weight": "model-00001-of-00002.safetensors",
+            "model.layers.0.mlp.up_proj.weight": "model-00001-of-00002.safetensors",
+            "lm_head.weight": "model-00002-of-00002.safetensors",
+        },
+    }
+    files = {
+        "config.json": json.dumps(config).encode(),
+        "model-00001-of-00002.safetensors": shard1,
+        "model-00002-of-00002.safetensors": shard2,
+        "model.safetensors.index.json": json.dumps(index).encode(),
+        "tokenizer.json": b'{"version": "1.0"}',
+        "generation_config.json": b"{}",
+    }
     return {**files, **(extra or {})}
 
 
@@ -52,7 +72,9 @@ def loopback(tmp_path, monkeypatch):
 
 
 def resolve(server: LoopbackHub, repo: str, revision: str = "main", token: str | None = None) -> dict:
-    return hub.resolve(repo, revision, token=token, endpoint=server.endpoint, retry=NO_WAIT, cache_dir=server.cache)
+    return hub.resolve(
+        repo, revision, token=token, endpoint=server.endpoint, retry=NO_WAIT, cache_dir=server.cache
+    )
 
 
 def refused(server: LoopbackHub, repo: str, revision: str = "main", token: str | None = None) -> hub.HubError:
@@ -103,12 +125,15 @@ def test_quantized_and_multimodal_configs(loopback):
     assert resolve(loopback, "org/vlm")["config"]["num_hidden_layers"] == 4
 
 
-@pytest.mark.parametrize("files, tag, fragment", [
-    ({"config.json": b"{}", "pytorch_model.bin": b"pickle"}, "text-generation", "only pickle files"),
-    ({"config.json": b"{}"}, "text-generation", "has no safetensors weights"),
-    (None, None, "pipeline tag none"),
-    (None, "text-to-image", "pipeline tag text-to-image"),
-])
+@pytest.mark.parametrize(
+    "files, tag, fragment",
+    [
+        ({"config.json": b"{}", "pytorch_model.bin": b"pickle"}, "text-generation", "only pickle files"),
+        ({"config.json": b"{}"}, "text-generation", "has no safetensors weights"),
+        (None, None, "pipeline tag none"),
+        (None, "text-to-image", "pipeline tag text-to-image"),
+    ],
+)
 def test_refusals(loopback, files, tag, fragment):
     loopback.add(Repo("org/bad", pipeline_tag=tag)).commit(files or sharded_model())
     err = refused(loopback, "org/bad")
@@ -146,8 +171,13 @@ def test_transient_faults_are_retried_then_succeed(loopback, status, headers):
     loopback.add(Repo("org/flaky")).commit(sharded_model())
     loopback.fail(r"^/api/models/org/flaky", status, times=2, **headers)
     waits: list[float] = []
-    entry = hub.resolve("org/flaky", "main", endpoint=loopback.endpoint,
-                        retry=hub.Retry(attempts=4, sleep=waits.append), cache_dir=loopback.cache)
+    entry = hub.resolve(
+        "org/flaky",
+        "main",
+        endpoint=loopback.endpoint,
+        retry=hub.Retry(attempts=4, sleep=waits.append),
+        cache_dir=loopback.cache,
+    )
     assert entry["parameters"] == 643_072
     assert len(waits) == 2
     if "Retry-After" in headers:
@@ -165,14 +195,26 @@ def test_permanent_failure_names_repo_and_what_was_tried(loopback):
 
 # ---- the lock command ---------------------------------------------------------------------------
 
+
 def stack_for(tmp_path: Path, repo: str, revision: str = "main", environment: str = "development") -> Path:
-    deployment = {"name": "tiny", "model": {"repo": repo, "revision": revision},
-                  "resources": {"gpu": "L4", "gpu_count": 1}, "serving": {"max_concurrency": 4},
-                  "cache": {"storage": "none"}}
+    deployment = {
+        "name": "tiny",
+        "model": {"repo": repo, "revision": revision},
+        "resources": {"gpu": "L4", "gpu_count": 1},
+        "serving": {"max_concurrency": 4},
+        "cache": {"storage": "none"},
+    }
     path = tmp_path / "Pulumi.test.yaml"
-    path.write_text(yaml.safe_dump({"config": {
-        "sgldeploy:platform": {"environment": environment, "cluster": {"name": "x"}},
-        "sgldeploy:deployments": [deployment]}}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "config": {
+                    "sgldeploy:platform": {"environment": environment, "cluster": {"name": "x"}},
+                    "sgldeploy:deployments": [deployment],
+                }
+            }
+        )
+    )
     return path
 
 
@@ -239,8 +281,10 @@ def test_production_branch_is_refused_with_the_commit_to_pin(loopback, tmp_path)
     assert cli(loopback, "lock", "--config", str(stack)).returncode == 0
     result = cli(loopback, "validate", "--config", str(stack))
     assert result.returncode == 2
-    assert f"must be a 40-hex commit in a production stack (got 'main'); pin the commit the branch or tag " \
-           f"resolves to; it is locked at {sha}" in result.stderr
+    assert (
+        f"must be a 40-hex commit in a production stack (got 'main'); pin the commit the branch or tag "
+        f"resolves to; it is locked at {sha}" in result.stderr
+    )
 
 
 def test_preview_resolves_a_model_missing_from_the_lock_and_warns(loopback, tmp_path, monkeypatch):
@@ -255,8 +299,10 @@ def test_preview_resolves_a_model_missing_from_the_lock_and_warns(loopback, tmp_
     config = {**stack.config, "sgldeploy:lockFile": str(tmp_path / "models.lock.json")}  # no lock at all
     recording = run_program(PROGRAM, "sgldeploy", stack.stack, config, stack.secret_keys)
     warnings = [message for level, message in recording.log if level == "warning"]
-    assert any("org/tiny@main is not in models.lock.json" in w and sha in w and "sgldeploy lock" in w
-               for w in warnings), recording.log
+    assert any(
+        "org/tiny@main is not in models.lock.json" in w and sha in w and "sgldeploy lock" in w
+        for w in warnings
+    ), recording.log
     deployment = next(r for r in recording.resources if r.type == "kubernetes:apps/v1:Deployment")
     args = deployment.inputs["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[args.index("--revision") + 1] == sha

@@ -39,9 +39,17 @@ def test_every_object_validates(stack_objects):
     for obj in objects:
         checked, dropped = k8s_schemas.without_markers(obj)
         # A created cluster's subnets and security group have ids only after apply.
-        dropped = [d for d in dropped if not (obj["kind"] == "EC2NodeClass" and d.startswith(
-            ("spec.subnetSelectorTerms[", "spec.securityGroupSelectorTerms[")))]
-        assert {d.split(".")[0] for d in dropped} <= MAY_BE_UNKNOWN, f"{obj['kind']}/{obj['metadata']['name']}: unknown {dropped}"
+        dropped = [
+            d
+            for d in dropped
+            if not (
+                obj["kind"] == "EC2NodeClass"
+                and d.startswith(("spec.subnetSelectorTerms[", "spec.securityGroupSelectorTerms["))
+            )
+        ]
+        assert {d.split(".")[0] for d in dropped} <= MAY_BE_UNKNOWN, (
+            f"{obj['kind']}/{obj['metadata']['name']}: unknown {dropped}"
+        )
         k8s_schemas.validate(checked, version)
         kinds.add(obj["kind"])
     assert {"Deployment", "Service", "PodDisruptionBudget", "Namespace"} <= kinds
@@ -58,14 +66,19 @@ def test_strict_validation_catches_a_typo(stack_objects):
 def test_crd_schemas_load_and_reject_bad_custom_resources():
     schemas = k8s_schemas.crd_schemas()
     assert ("karpenter.sh/v1", "NodePool") in schemas and ("keda.sh/v1alpha1", "ScaledObject") in schemas
-    bad = {"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject", "metadata": {"name": "x"},
-           "spec": {"scaleTargetRef": {}, "triggers": []}}
+    bad = {
+        "apiVersion": "keda.sh/v1alpha1",
+        "kind": "ScaledObject",
+        "metadata": {"name": "x"},
+        "spec": {"scaleTargetRef": {}, "triggers": []},
+    }
     with pytest.raises(jsonschema.ValidationError):
         k8s_schemas.validate(bad, "1.33")
 
 
 def test_every_pod_runs_with_the_runtime_seccomp_profile_no_token_and_no_capabilities(stack_objects):
     from sgldeploy.policy.rules import containers, pod_specs
+
     name, _, objects = stack_objects
     workloads = [o for o in objects if o["kind"] in ("Deployment", "DaemonSet", "Job", "LeaderWorkerSet")]
     assert workloads

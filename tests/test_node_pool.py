@@ -10,8 +10,8 @@ import pytest
 from sgldeploy import node_pool
 from sgldeploy.spec import DeploymentSpec
 
-from .conftest import LLAMA_70B, deployment, render_stack, resources_of, write_stack
 from . import k8s_schemas
+from .conftest import LLAMA_70B, deployment, render_stack, resources_of, write_stack
 
 NODE_POOL = "kubernetes:karpenter.sh/v1:NodePool"
 NODE_CLASS = "kubernetes:karpenter.k8s.aws/v1:EC2NodeClass"
@@ -24,15 +24,25 @@ def small(**kw):
 
 
 def four_gpu():
-    return {"name": "four", "model": dict(LLAMA_70B), "serving": {"context_length": 4096, "max_concurrency": 4},
-            "resources": {"gpu": "L40S", "gpu_count": 4, "capacity": "spot-fallback"}, "cache": {"storage": "none"},
-            "scaling": {"min_replicas": 1, "max_replicas": 2}}
+    return {
+        "name": "four",
+        "model": dict(LLAMA_70B),
+        "serving": {"context_length": 4096, "max_concurrency": 4},
+        "resources": {"gpu": "L40S", "gpu_count": 4, "capacity": "spot-fallback"},
+        "cache": {"storage": "none"},
+        "scaling": {"min_replicas": 1, "max_replicas": 2},
+    }
 
 
 def multi_node():
-    return {"name": "big", "model": dict(LLAMA_70B), "serving": {"context_length": 16384, "max_concurrency": 8},
-            "resources": {"gpu": "H100", "gpu_count": 16, "capacity": "spot"}, "cache": {"storage": "none"},
-            "scaling": {"min_replicas": 1, "max_replicas": 1}}
+    return {
+        "name": "big",
+        "model": dict(LLAMA_70B),
+        "serving": {"context_length": 16384, "max_concurrency": 8},
+        "resources": {"gpu": "H100", "gpu_count": 16, "capacity": "spot"},
+        "cache": {"storage": "none"},
+        "scaling": {"min_replicas": 1, "max_replicas": 1},
+    }
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +50,11 @@ def karpenter(tmp_path_factory):
     """Three placements in one stack: 1× L4 with a node-local cache, 4× L40S, 2 nodes × 8× H100."""
     tmp = tmp_path_factory.mktemp("karpenter")
     deployments = [small(readiness="fast", cache={"prefetch_image": IMAGE}), four_gpu(), multi_node()]
-    return render_stack(write_stack(tmp, platform=PLATFORM, deployments=deployments,
-                                    extra={"sgldeploy:hfToken": {"secure": "v1:x"}}))
+    return render_stack(
+        write_stack(
+            tmp, platform=PLATFORM, deployments=deployments, extra={"sgldeploy:hfToken": {"secure": "v1:x"}}
+        )
+    )
 
 
 def by_name(plan, type_):
@@ -80,12 +93,16 @@ def test_one_gpu_pool_fits_the_placement_and_prepares_the_nvme_cache(karpenter):
     assert requirement(pool, "node.kubernetes.io/instance-type")[0] == "g6.xlarge"
     assert requirement(pool, "karpenter.sh/capacity-type") == ["on-demand"]
     assert pool["spec"]["limits"] == {"nvidia.com/gpu": "2"}  # max 1 replica + 1 surge, 1 GPU each
-    assert pool["spec"]["template"]["metadata"]["labels"] == {node_pool.POOL_LABEL: "llm-qwen",
-                                                              node_pool.GPU_LABEL: "L4",
-                                                              "nvidia.com/gpu.present": "true"}
+    assert pool["spec"]["template"]["metadata"]["labels"] == {
+        node_pool.POOL_LABEL: "llm-qwen",
+        node_pool.GPU_LABEL: "L4",
+        "nvidia.com/gpu.present": "true",
+    }
     user_data = node_class["spec"]["userData"]
     assert user_data.startswith("MIME-Version: 1.0") and "/mnt/sgldeploy-cache" in user_data
-    checked = subprocess.run(["bash", "-n"], input=node_pool.NODE_CACHE_SCRIPT, text=True, capture_output=True)
+    checked = subprocess.run(
+        ["bash", "-n"], input=node_pool.NODE_CACHE_SCRIPT, text=True, capture_output=True
+    )
     assert checked.returncode == 0, checked.stderr
 
 
@@ -108,6 +125,7 @@ def test_multi_node_pool_gets_a_cluster_placement_group(karpenter):
 
 # ---- scheduling: every pod on its own pool, nothing else there -----------------------------------
 
+
 def tolerates(tolerations, taint) -> bool:
     for t in tolerations or []:
         if t.get("effect") not in (None, taint["effect"]) or t.get("key") not in (None, taint["key"]):
@@ -126,8 +144,12 @@ def can_land(pod: dict, pool: dict) -> bool:
         return False
     if any(labels.get(k) != v for k, v in (pod.get("nodeSelector") or {}).items()):
         return False
-    terms = (((pod.get("affinity") or {}).get("nodeAffinity") or {})
-             .get("requiredDuringSchedulingIgnoredDuringExecution") or {}).get("nodeSelectorTerms") or []
+    terms = (
+        ((pod.get("affinity") or {}).get("nodeAffinity") or {}).get(
+            "requiredDuringSchedulingIgnoredDuringExecution"
+        )
+        or {}
+    ).get("nodeSelectorTerms") or []
     for term in terms:
         for expr in term["matchExpressions"]:
             if expr["key"] == "node.kubernetes.io/instance-type" and not set(types) & set(expr["values"]):
@@ -146,7 +168,8 @@ def pods(plan) -> dict[str, list[dict]]:
         elif kind == "LeaderWorkerSet":
             template = inputs["spec"]["leaderWorkerTemplate"]
             out.setdefault(inputs["metadata"]["name"], []).extend(
-                [template["leaderTemplate"]["spec"], template["workerTemplate"]["spec"]])
+                [template["leaderTemplate"]["spec"], template["workerTemplate"]["spec"]]
+            )
     return out
 
 
@@ -158,7 +181,10 @@ def test_every_serving_pod_lands_on_its_pool_and_nothing_else_can(karpenter):
         for spec in specs:
             assert [p for p, pool in pools.items() if can_land(spec, pool)] == [f"llm-{name}"]
     plain = {"containers": [{"name": "x", "image": "busybox:1"}]}
-    gpu_anywhere = {**plain, "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]}
+    gpu_anywhere = {
+        **plain,
+        "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+    }
     assert not any(can_land(p, pool) for p in (plain, gpu_anywhere) for pool in pools.values())
 
 
@@ -177,11 +203,22 @@ def test_pool_names_stay_valid_labels():
 
 # ---- managed node groups ----------------------------------------------------------------------------
 
+
 def test_managed_node_group_mode(tmp_path):
     platform = {**PLATFORM, "node_provisioner": "managed-node-group", "node_role": "gpu-nodes"}
-    plan = render_stack(write_stack(tmp_path, platform=platform, deployments=[
-        small(readiness="fast", cache={"prefetch_image": IMAGE}, resources={"gpu": "L4", "gpu_count": 1,
-                                                                            "capacity": "spot"})]))
+    plan = render_stack(
+        write_stack(
+            tmp_path,
+            platform=platform,
+            deployments=[
+                small(
+                    readiness="fast",
+                    cache={"prefetch_image": IMAGE},
+                    resources={"gpu": "L4", "gpu_count": 1, "capacity": "spot"},
+                )
+            ],
+        )
+    )
     assert resources_of(plan, NODE_POOL) == [] and resources_of(plan, NODE_CLASS) == []
     [group] = resources_of(plan, "aws:eks/nodeGroup:NodeGroup")
     g = group.inputs
@@ -194,13 +231,22 @@ def test_managed_node_group_mode(tmp_path):
     assert {"key": node_pool.POOL_LABEL, "value": "llm-qwen", "effect": "NO_SCHEDULE"} in g["taints"]
     assert g["labels"][node_pool.POOL_LABEL] == "llm-qwen"
     tags = g["tags"]
-    assert tags["k8s.io/cluster-autoscaler/enabled"] == "true" and tags["k8s.io/cluster-autoscaler/test"] == "owned"
-    assert tags[f"k8s.io/cluster-autoscaler/node-template/taint/{node_pool.POOL_LABEL}"] == "llm-qwen:NoSchedule"
+    assert (
+        tags["k8s.io/cluster-autoscaler/enabled"] == "true"
+        and tags["k8s.io/cluster-autoscaler/test"] == "owned"
+    )
+    assert (
+        tags[f"k8s.io/cluster-autoscaler/node-template/taint/{node_pool.POOL_LABEL}"] == "llm-qwen:NoSchedule"
+    )
     [template] = resources_of(plan, "aws:ec2/launchTemplate:LaunchTemplate")
     t = template.inputs
-    assert t["metadataOptions"]["httpTokens"] == "required" and t["metadataOptions"]["httpPutResponseHopLimit"] == 1
+    assert (
+        t["metadataOptions"]["httpTokens"] == "required"
+        and t["metadataOptions"]["httpPutResponseHopLimit"] == 1
+    )
     assert t["blockDeviceMappings"][0]["ebs"]["encrypted"] == "true"
     import base64
+
     assert "/mnt/sgldeploy-cache" in base64.b64decode(t["userData"]).decode()
     pod = resources_of(plan, "kubernetes:apps/v1:Deployment")[0].inputs["spec"]["template"]["spec"]
     assert pod["nodeSelector"] == {node_pool.POOL_LABEL: "llm-qwen"}

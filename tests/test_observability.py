@@ -25,17 +25,30 @@ PLATFORM = {"cluster": {"name": "t"}, "namespace": "llm"}
 
 @pytest.fixture(scope="module")
 def plan(tmp_path_factory):
-    return render_stack(write_stack(tmp_path_factory.mktemp("obs"), platform=PLATFORM, deployments=[
-        deployment(scaling={"max_replicas": 3}, observability={"alerts": {"p99_latency_seconds": 20,
-                                                                          "error_rate_percent": 2,
-                                                                          "queue_depth": 16}})]))
+    return render_stack(
+        write_stack(
+            tmp_path_factory.mktemp("obs"),
+            platform=PLATFORM,
+            deployments=[
+                deployment(
+                    scaling={"max_replicas": 3},
+                    observability={
+                        "alerts": {"p99_latency_seconds": 20, "error_rate_percent": 2, "queue_depth": 16}
+                    },
+                )
+            ],
+        )
+    )
 
 
 def exprs(plan) -> list[str]:
     rule = resources_of(plan, RULE)[0].inputs
-    dash = json.loads(next(iter(resources_of(plan, "kubernetes:core/v1:ConfigMap")[0].inputs["data"].values())))
-    return [r["expr"] for g in rule["spec"]["groups"] for r in g["rules"]] + \
-        [t["expr"] for p in dash["panels"] for t in p["targets"]]
+    dash = json.loads(
+        next(iter(resources_of(plan, "kubernetes:core/v1:ConfigMap")[0].inputs["data"].values()))
+    )
+    return [r["expr"] for g in rule["spec"]["groups"] for r in g["rules"]] + [
+        t["expr"] for p in dash["panels"] for t in p["targets"]
+    ]
 
 
 def test_scrape_alerts_and_dashboard_validate(plan):
@@ -53,14 +66,23 @@ def test_scrape_alerts_and_dashboard_validate(plan):
 
 def test_alerts_follow_the_spec_thresholds(plan):
     rules = {r["alert"]: r for r in resources_of(plan, RULE)[0].inputs["spec"]["groups"][0]["rules"]}
-    assert set(rules) == {"SglangHighLatency", "SglangErrorRate", "SglangQueueDepth", "SglangAtMaxReplicas",
-                          "SglangPodsNotReady"}
+    assert set(rules) == {
+        "SglangHighLatency",
+        "SglangErrorRate",
+        "SglangQueueDepth",
+        "SglangAtMaxReplicas",
+        "SglangPodsNotReady",
+    }
     assert rules["SglangHighLatency"]["expr"].endswith("> 20")
-    assert rules["SglangErrorRate"]["expr"].endswith("> 2") and rules["SglangErrorRate"]["labels"]["severity"] == "critical"
+    assert (
+        rules["SglangErrorRate"]["expr"].endswith("> 2")
+        and rules["SglangErrorRate"]["labels"]["severity"] == "critical"
+    )
     assert rules["SglangQueueDepth"]["expr"].endswith("> 16")
     assert rules["SglangAtMaxReplicas"]["expr"].endswith(">= 3")
-    dep = DeploymentSpec.model_validate(deployment(observability={"alerts": {"p99_latency_seconds": None,
-                                                                            "queue_depth": None}}))
+    dep = DeploymentSpec.model_validate(
+        deployment(observability={"alerts": {"p99_latency_seconds": None, "queue_depth": None}})
+    )
     names = {r["alert"] for r in observability.prometheus_rule_spec(dep, "llm")["groups"][0]["rules"]}
     assert "SglangHighLatency" not in names and "SglangQueueDepth" not in names
 
@@ -76,9 +98,19 @@ def test_every_query_is_valid_promql_for_this_deployment_only(plan):
 def test_metric_names_exist_in_sglang_0_5_23(plan):
     if not Path(SGLANG_PYTHON).exists():
         pytest.fail(f"SGLang is not installed at {SGLANG_PYTHON}; run the tests with `make test`")
-    where = subprocess.run([SGLANG_PYTHON, "-c", "import importlib.util; print(importlib.util.find_spec('sglang')"
-                            ".submodule_search_locations[0])"], capture_output=True, text=True, check=True)
-    source = "".join(p.read_text() for p in (Path(where.stdout.strip()) / "srt" / "observability").glob("*.py"))
+    where = subprocess.run(
+        [
+            SGLANG_PYTHON,
+            "-c",
+            "import importlib.util; print(importlib.util.find_spec('sglang').submodule_search_locations[0])",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    source = "".join(
+        p.read_text() for p in (Path(where.stdout.strip()) / "srt" / "observability").glob("*.py")
+    )
     used = {m.removesuffix("_bucket") for expr in exprs(plan) for m in re.findall(r"sglang:[a-z0-9_]+", expr)}
     assert used == set(observability.METRICS.values())
     for name in used:
@@ -86,14 +118,20 @@ def test_metric_names_exist_in_sglang_0_5_23(plan):
 
 
 def test_nothing_to_scrape_without_metrics_or_prometheus(tmp_path):
-    off = render_stack(write_stack(tmp_path, platform=PLATFORM,
-                                   deployments=[deployment(observability={"metrics": False})]))
+    off = render_stack(
+        write_stack(tmp_path, platform=PLATFORM, deployments=[deployment(observability={"metrics": False})])
+    )
     assert resources_of(off, MONITOR) == [] and resources_of(off, RULE) == []
-    args = resources_of(off, "kubernetes:apps/v1:Deployment")[0].inputs["spec"]["template"]["spec"]["containers"][0]
+    args = resources_of(off, "kubernetes:apps/v1:Deployment")[0].inputs["spec"]["template"]["spec"][
+        "containers"
+    ][0]
     assert "--enable-metrics" not in args["args"]
     (tmp_path / "b").mkdir()
-    no_prometheus = render_stack(write_stack(tmp_path / "b", platform={**PLATFORM, "addons": {"prometheus": False}},
-                                             deployments=[deployment()]))
+    no_prometheus = render_stack(
+        write_stack(
+            tmp_path / "b", platform={**PLATFORM, "addons": {"prometheus": False}}, deployments=[deployment()]
+        )
+    )
     assert resources_of(no_prometheus, MONITOR) == []
 
 

@@ -24,14 +24,16 @@ from .test_cli import run_cli
 @pytest.fixture(scope="module")
 def prod(tmp_path_factory):
     """The committed production stack (with its HF token set), as a policy sees it."""
-    return policy_resources(render_stack(with_secret(LOCK.parent / "Pulumi.prod.yaml",
-                                                     tmp_path_factory.mktemp("prod"))).recording)
+    return policy_resources(
+        render_stack(with_secret(LOCK.parent / "Pulumi.prod.yaml", tmp_path_factory.mktemp("prod"))).recording
+    )
 
 
 @pytest.fixture(scope="module")
 def dev(tmp_path_factory):
-    return policy_resources(render_stack(with_secret(LOCK.parent / "Pulumi.dev.yaml",
-                                                     tmp_path_factory.mktemp("dev"))).recording)
+    return policy_resources(
+        render_stack(with_secret(LOCK.parent / "Pulumi.dev.yaml", tmp_path_factory.mktemp("dev"))).recording
+    )
 
 
 def run(resources, policy: str, **config):
@@ -67,6 +69,7 @@ def test_committed_stacks_pass_every_policy(prod, dev):
 def test_production_revision_must_be_a_commit(prod):
     def unpin(p):
         p["model"].update(revision="main", revisionIsCommit=False)
+
     [v] = run(mutate(prod, of_type(DEPLOYMENT_TYPE), unpin), "model-revision-pinned-production")
     assert "revision 'main' is a branch or tag (allowed: a 40-hex commit)" in v.message
     assert "pin model.revision: " in v.message and v.level == "mandatory"
@@ -74,20 +77,24 @@ def test_production_revision_must_be_a_commit(prod):
 
 
 def test_outside_production_an_unpinned_revision_is_advisory(dev):
-    resources = mutate(dev, of_type(DEPLOYMENT_TYPE), lambda p: p["model"].update(revision="main",
-                                                                                   revisionIsCommit=False))
+    resources = mutate(
+        dev, of_type(DEPLOYMENT_TYPE), lambda p: p["model"].update(revision="main", revisionIsCommit=False)
+    )
     violations = [v for v in pack.evaluate(resources) if v.policy.startswith("model-revision")]
     assert [(v.policy, v.level) for v in violations] == [("model-revision-pinned", "advisory")]
 
 
 def test_weights_must_be_safetensors(dev):
     assert "--load-format" in server(next(r for r in dev if kind("Deployment")(r)).props)["args"]
-    [v] = run(mutate(dev, of_type(DEPLOYMENT_TYPE), lambda p: p["model"].update(weightsFormat="pickle")),
-              "weights-safetensors")
+    [v] = run(
+        mutate(dev, of_type(DEPLOYMENT_TYPE), lambda p: p["model"].update(weightsFormat="pickle")),
+        "weights-safetensors",
+    )
     assert "weights are pickle (allowed: safetensors)" in v.message
 
     def load_pt(p):
         server(p)["args"] += ["--load-format", "pt"]
+
     [v] = run(mutate(dev, kind("Deployment"), load_pt), "weights-safetensors")
     assert "--load-format pt (allowed: safetensors, fastsafetensors, runai_streamer)" in v.message
 
@@ -100,13 +107,16 @@ def test_remote_code_needs_the_allow_list(dev):
 
 
 def test_placement_must_fit_and_the_gpu_support_the_dtype(dev):
-    [v] = run(mutate(dev, of_type(DEPLOYMENT_TYPE), lambda p: p["memory"].update(requiredGibPerGpu=30)),
-              "placement-fits")
+    [v] = run(
+        mutate(dev, of_type(DEPLOYMENT_TYPE), lambda p: p["memory"].update(requiredGibPerGpu=30)),
+        "placement-fits",
+    )
     assert "needs 30 GiB per GPU, L4 has 22.35 GiB" in v.message
 
     def t4_fp8(p):
         p["placement"]["gpuModel"] = "T4"
         p["serving"].update(quantization="fp8", kvCacheDtype="fp8_e4m3")
+
     messages = [v.message for v in run(mutate(dev, of_type(DEPLOYMENT_TYPE), t4_fp8), "placement-fits")]
     assert any("quantization fp8 needs compute capability" in m and "T4 has 7.5" in m for m in messages)
     assert any("dtype bfloat16 on T4" in m for m in messages)
@@ -114,7 +124,9 @@ def test_placement_must_fit_and_the_gpu_support_the_dtype(dev):
 
 
 def test_budget_from_the_platform_or_the_policy_config(dev):
-    total = sum(r.props["cost"].get("monthlyUsdMax") or 0 for r in dev if r.type in (DEPLOYMENT_TYPE, PLATFORM_TYPE))
+    total = sum(
+        r.props["cost"].get("monthlyUsdMax") or 0 for r in dev if r.type in (DEPLOYMENT_TYPE, PLATFORM_TYPE)
+    )
     assert run(dev, "stack-budget") == []  # within the dev stack's $1,500
     [v] = run(dev, "stack-budget", budget_usd_per_month=1000)
     assert f"${total:,.2f}/month at max replicas exceeds the budget of $1,000.00" in v.message
@@ -123,6 +135,7 @@ def test_budget_from_the_platform_or_the_policy_config(dev):
 
     def unpriced(p):
         p["cost"]["unpriced"] = ["qwen-7b/gpu-nodes"]
+
     [v] = run(mutate(dev, of_type(DEPLOYMENT_TYPE), unpriced), "stack-budget")
     assert "cannot check the budget" in v.message and "qwen-7b/gpu-nodes" in v.message
 
@@ -130,22 +143,37 @@ def test_budget_from_the_platform_or_the_policy_config(dev):
 def test_public_endpoints_need_auth_and_tls(dev):
     def public(p):
         p["endpoint"].update(exposure="public", auth="none", tls=False)
-    messages = [v.message for v in run(mutate(dev, of_type(DEPLOYMENT_TYPE), public), "public-endpoint-secured")]
-    assert len(messages) == 2 and "auth 'none' (allowed: 'api-key')" in messages[0] and "without TLS" in messages[1]
+
+    messages = [
+        v.message for v in run(mutate(dev, of_type(DEPLOYMENT_TYPE), public), "public-endpoint-secured")
+    ]
+    assert (
+        len(messages) == 2
+        and "auth 'none' (allowed: 'api-key')" in messages[0]
+        and "without TLS" in messages[1]
+    )
 
     def internet_service(p):
         p["spec"]["type"] = "LoadBalancer"
-        p["metadata"]["annotations"] = {"service.beta.kubernetes.io/aws-load-balancer-scheme": "internet-facing"}
+        p["metadata"]["annotations"] = {
+            "service.beta.kubernetes.io/aws-load-balancer-scheme": "internet-facing"
+        }
+
     [v] = run(mutate(dev, kind("Service"), internet_service), "public-endpoint-secured")
-    assert "internet-facing NLB Service without service.beta.kubernetes.io/aws-load-balancer-ssl-cert" in v.message
+    assert (
+        "internet-facing NLB Service without service.beta.kubernetes.io/aws-load-balancer-ssl-cert"
+        in v.message
+    )
 
 
 def test_production_keeps_a_replica_a_pdb_and_no_unavailability(prod):
     always_ready = lambda r: r.type == DEPLOYMENT_TYPE and r.props["readiness"] == "always-ready"  # noqa: E731
     [v] = run(mutate(prod, always_ready, lambda p: p["replicas"].update(min=0)), "production-availability")
     assert "always-ready with min_replicas 0 (allowed: ≥ 1)" in v.message
-    [v] = run(mutate(prod, of_type(DEPLOYMENT_TYPE), lambda p: p["rollout"].update(maxUnavailable=1)),
-              "production-availability")
+    [v] = run(
+        mutate(prod, of_type(DEPLOYMENT_TYPE), lambda p: p["rollout"].update(maxUnavailable=1)),
+        "production-availability",
+    )
     assert "rollout.max_unavailable 1 (allowed: 0)" in v.message
     first_pdb = next(r for r in prod if kind("PodDisruptionBudget")(r))
     [v] = run([r for r in prod if r is not first_pdb], "production-availability")
@@ -153,17 +181,30 @@ def test_production_keeps_a_replica_a_pdb_and_no_unavailability(prod):
 
 
 def test_images_pinned_by_tag_or_digest(dev):
-    for image, shown in (("lmsysorg/sglang:latest", "tag 'latest'"), ("lmsysorg/sglang", "no tag"),
-                         ("registry:5000/sglang", "no tag")):
-        [v] = run(mutate(dev, kind("Deployment"), lambda p: server(p).update(image=image)), "images-pinned")
-        assert f"image {image!r} has {shown}" in v.message and "allowed: a version tag or @sha256 digest" in v.message
+    for image, shown in (
+        ("lmsysorg/sglang:latest", "tag 'latest'"),
+        ("lmsysorg/sglang", "no tag"),
+        ("registry:5000/sglang", "no tag"),
+    ):
+        [v] = run(
+            mutate(dev, kind("Deployment"), lambda p, image=image: server(p).update(image=image)),
+            "images-pinned",
+        )
+        assert (
+            f"image {image!r} has {shown}" in v.message
+            and "allowed: a version tag or @sha256 digest" in v.message
+        )
     digest = "lmsysorg/sglang@sha256:" + "a" * 64
-    assert run(mutate(dev, kind("Deployment"), lambda p: server(p).update(image=digest)), "images-pinned") == []
+    assert (
+        run(mutate(dev, kind("Deployment"), lambda p: server(p).update(image=digest)), "images-pinned") == []
+    )
 
 
 def test_containers_request_cpu_and_memory_and_limit_memory(dev):
-    [v] = run(mutate(dev, kind("Deployment"), lambda p: server(p)["resources"]["requests"].pop("cpu")),
-              "container-resources")
+    [v] = run(
+        mutate(dev, kind("Deployment"), lambda p: server(p)["resources"]["requests"].pop("cpu")),
+        "container-resources",
+    )
     assert "containers[sglang] has no requests.cpu" in v.message
     strict = run(dev, "container-resources", require_cpu_limit=True)
     assert strict and all("limits.cpu" in v.message for v in strict)
@@ -174,12 +215,15 @@ def test_no_privilege_and_host_paths_only_under_the_node_cache(dev):
     volumes = node_local.props["spec"]["template"]["spec"]["volumes"]
     assert any(v.get("hostPath", {}).get("path", "").startswith("/mnt/sgldeploy-cache/") for v in volumes)
     assert run(dev, "no-privileged-containers") == []
-    [v] = run(mutate(dev, kind("Deployment"), lambda p: server(p)["securityContext"].update(privileged=True)),
-              "no-privileged-containers")
+    [v] = run(
+        mutate(dev, kind("Deployment"), lambda p: server(p)["securityContext"].update(privileged=True)),
+        "no-privileged-containers",
+    )
     assert "is privileged (allowed: false)" in v.message
 
     def docker_socket(p):
         p["spec"]["template"]["spec"]["volumes"].append({"name": "docker", "hostPath": {"path": "/var/run"}})
+
     [v] = run(mutate(dev, kind("Deployment"), docker_socket), "no-privileged-containers")
     assert "mounts host path '/var/run' (allowed under: /mnt/sgldeploy-cache)" in v.message
 
@@ -187,38 +231,59 @@ def test_no_privilege_and_host_paths_only_under_the_node_cache(dev):
 def test_gpu_caps_per_deployment_and_total(prod):
     violations = run(prod, "gpu-caps", max_gpus_per_deployment=4, max_gpus_total=8)
     assert any("exceeds max_gpus_per_deployment 4" in v.message for v in violations)
-    assert any(v.message.startswith("stack: ") and "exceeds max_gpus_total 8" in v.message for v in violations)
+    assert any(
+        v.message.startswith("stack: ") and "exceeds max_gpus_total 8" in v.message for v in violations
+    )
 
 
 def test_allowed_instance_families_and_regions(dev):
     [v] = run(dev, "allowed-instances-and-regions", allowed_instance_families=["p5", "g6e"])
-    assert "instance type g6.xlarge" in v.message and "(family g6) is not allowed (allowed: p5, g6e)" in v.message
+    assert (
+        "instance type g6.xlarge" in v.message
+        and "(family g6) is not allowed (allowed: p5, g6e)" in v.message
+    )
     [v] = run(dev, "allowed-instances-and-regions", allowed_regions=["eu-west-1"])
     assert "region us-east-1 is not allowed (allowed: eu-west-1)" in v.message
 
 
 # ---- config --------------------------------------------------------------------------------------
 
+
 def test_policy_config_in_pulumi_format():
-    s = pack.settings({"all": "advisory", "gpu-caps": {"enforcementLevel": "mandatory", "max_gpus_total": 8},
-                       "images-pinned": "disabled"})
+    s = pack.settings(
+        {
+            "all": "advisory",
+            "gpu-caps": {"enforcementLevel": "mandatory", "max_gpus_total": 8},
+            "images-pinned": "disabled",
+        }
+    )
     assert s["placement-fits"].level == "advisory" and s["images-pinned"].level == "disabled"
-    assert s["gpu-caps"].level == "mandatory" and s["gpu-caps"].config == {"max_gpus_per_deployment": 64,
-                                                                          "max_gpus_total": 8}
+    assert s["gpu-caps"].level == "mandatory" and s["gpu-caps"].config == {
+        "max_gpus_per_deployment": 64,
+        "max_gpus_total": 8,
+    }
 
 
 def test_policy_config_problems_one_line_each():
     with pytest.raises(InvalidInput) as err:
-        pack.settings({"all": "loud", "no-such-policy": "advisory", "gpu-caps": {"max_gpus_total": -1, "x": 1},
-                       "images-pinned": {"enforcementLevel": "sometimes"}})
+        pack.settings(
+            {
+                "all": "loud",
+                "no-such-policy": "advisory",
+                "gpu-caps": {"max_gpus_total": -1, "x": 1},
+                "images-pinned": {"enforcementLevel": "sometimes"},
+            }
+        )
     lines = [p.line() for p in err.value.problems]
     assert len(lines) == 5
     assert "policy config: all: is not an enforcement level (got 'loud')" in lines[0]
     assert any("no-such-policy: is not a policy of this pack" in line for line in lines)
     assert any("gpu-caps.max_gpus_total: is invalid" in line and "(got -1)" in line for line in lines)
     assert any("gpu-caps.x: is not a setting of this policy" in line for line in lines)
-    assert any("images-pinned.enforcementLevel: is not an enforcement level (got 'sometimes')" in line
-               for line in lines)
+    assert any(
+        "images-pinned.enforcementLevel: is not an enforcement level (got 'sometimes')" in line
+        for line in lines
+    )
 
 
 def test_every_policy_is_described_with_safe_defaults():
@@ -230,10 +295,17 @@ def test_every_policy_is_described_with_safe_defaults():
 
 # ---- the offline plan's exit codes -----------------------------------------------------------------
 
+
 def test_plan_exits_1_on_a_mandatory_violation_and_lists_all(tmp_path):
-    stack = write_stack(tmp_path, platform={"cluster": {"name": "t"}, "namespace": "llm", "budget_usd_per_month": 100},
-                        deployments=[deployment(serving={"context_length": 4096, "max_concurrency": 4,
-                                                         "image": "lmsysorg/sglang:latest"})])
+    stack = write_stack(
+        tmp_path,
+        platform={"cluster": {"name": "t"}, "namespace": "llm", "budget_usd_per_month": 100},
+        deployments=[
+            deployment(
+                serving={"context_length": 4096, "max_concurrency": 4, "image": "lmsysorg/sglang:latest"}
+            )
+        ],
+    )
     out = tmp_path / "plan.json"
     result = run_cli("plan", "--config", str(stack), "--json", str(out))
     assert result.returncode == 1, result.stderr
@@ -275,13 +347,17 @@ def test_pack_files_and_guarded_import():
 def test_pack_serves_the_analyzer_protocol_and_blocks_unsafe_resources(dev):
     """Start the pack as `pulumi preview --policy-pack` does and ask it over gRPC, as the engine would."""
     import grpc
-    from google.protobuf import struct_pb2
+    from google.protobuf import empty_pb2, struct_pb2
     from pulumi.runtime.proto import analyzer_pb2, analyzer_pb2_grpc
-    from google.protobuf import empty_pb2
 
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-u", str(PACK / "__main__.py")], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env=env, cwd=PACK)
+    proc = subprocess.Popen(
+        [sys.executable, "-u", str(PACK / "__main__.py")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        cwd=PACK,
+    )
     try:
         port = proc.stdout.readline().decode().strip()
         assert port.isdigit(), proc.stderr.read().decode() if proc.poll() is not None else port
@@ -297,20 +373,37 @@ def test_pack_serves_the_analyzer_protocol_and_blocks_unsafe_resources(dev):
             s = struct_pb2.Struct()
             s.update(json.loads(json.dumps(props)))
             return s
-        ok = stub.Analyze(analyzer_pb2.AnalyzeRequest(type=workload.type, properties=struct(workload.props),
-                                                      urn=workload.urn, name=workload.name), timeout=30)
+
+        ok = stub.Analyze(
+            analyzer_pb2.AnalyzeRequest(
+                type=workload.type, properties=struct(workload.props), urn=workload.urn, name=workload.name
+            ),
+            timeout=30,
+        )
         assert list(ok.diagnostics) == []
-        response = stub.Analyze(analyzer_pb2.AnalyzeRequest(type=workload.type, properties=struct(bad),
-                                                            urn=workload.urn, name=workload.name), timeout=30)
+        response = stub.Analyze(
+            analyzer_pb2.AnalyzeRequest(
+                type=workload.type, properties=struct(bad), urn=workload.urn, name=workload.name
+            ),
+            timeout=30,
+        )
         [d] = response.diagnostics
         assert d.policyName == "images-pinned" and d.enforcementLevel == analyzer_pb2.MANDATORY
         assert "'lmsysorg/sglang:latest' has tag 'latest'" in d.message
 
         facts = [r for r in dev if r.type in (DEPLOYMENT_TYPE, PLATFORM_TYPE)]
         over = mutate(facts, of_type(PLATFORM_TYPE), lambda p: p.update(budgetUsdPerMonth=10))
-        stack = stub.AnalyzeStack(analyzer_pb2.AnalyzeStackRequest(resources=[
-            analyzer_pb2.AnalyzerResource(type=r.type, properties=struct(r.props), urn=r.urn, name=r.name)
-            for r in over]), timeout=30)
+        stack = stub.AnalyzeStack(
+            analyzer_pb2.AnalyzeStackRequest(
+                resources=[
+                    analyzer_pb2.AnalyzerResource(
+                        type=r.type, properties=struct(r.props), urn=r.urn, name=r.name
+                    )
+                    for r in over
+                ]
+            ),
+            timeout=30,
+        )
         assert [d.policyName for d in stack.diagnostics] == ["stack-budget"]
         assert "exceeds the budget of $10.00" in stack.diagnostics[0].message
     finally:

@@ -20,7 +20,7 @@ from .hub_server import LoopbackHub, Repo
 from .test_hub import TOKEN, sharded_model
 
 sys.path.insert(0, str(ROOT / "sglang_image"))
-import prefetch  # noqa: E402
+import prefetch
 
 TOOL = ROOT / "sglang_image" / "prefetch.py"
 SHARD_MIB = 128  # two shards: a 268 MB repo, generated once per session
@@ -30,15 +30,27 @@ SHARD_MIB = 128  # two shards: a 268 MB repo, generated once per session
 def big_model(seed: int = 0) -> dict[str, bytes]:
     rng = np.random.default_rng(seed)
     rows = SHARD_MIB * 2**20 // (4 * 4096)
-    shards = {f"model-0000{i}-of-00002.safetensors": save({f"layer{i}.weight": rng.standard_normal(
-        (rows, 4096), dtype=np.float32)}) for i in (1, 2)}
-    index = {"metadata": {}, "weight_map": {f"layer{i}.weight": f"model-0000{i}-of-00002.safetensors" for i in (1, 2)}}
+    shards = {
+        f"model-0000{i}-of-00002.safetensors": save(
+            {f"layer{i}.weight": rng.standard_normal((rows, 4096), dtype=np.float32)}
+        )
+        for i in (1, 2)
+    }
+    index = {
+        "metadata": {},
+        "weight_map": {f"layer{i}.weight": f"model-0000{i}-of-00002.safetensors" for i in (1, 2)},
+    }
     files = sharded_model()
     for name in list(files):
         if name.endswith(".safetensors"):
             del files[name]
-    return {**files, **shards, "model.safetensors.index.json": json.dumps(index).encode(),
-            "pytorch_model.bin": b"pickled weights are never fetched", "README.md": b"not needed either"}
+    return {
+        **files,
+        **shards,
+        "model.safetensors.index.json": json.dumps(index).encode(),
+        "pytorch_model.bin": b"pickled weights are never fetched",
+        "README.md": b"not needed either",
+    }
 
 
 @pytest.fixture(autouse=True)
@@ -57,15 +69,30 @@ def hub_with_model(monkeypatch):
         yield server
 
 
-def run(server: LoopbackHub, dest: Path, repo: str = "org/big", revision: str = "main", token: str | None = None,
-        timeout: int = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_ENDPOINT": server.endpoint, "HF_HUB_DISABLE_TELEMETRY": "1",
-           "HF_HOME": str(dest.parent / "hf-home")}
+def run(
+    server: LoopbackHub,
+    dest: Path,
+    repo: str = "org/big",
+    revision: str = "main",
+    token: str | None = None,
+    timeout: int = 300,
+) -> subprocess.CompletedProcess:
+    env = {
+        **os.environ,
+        "HF_ENDPOINT": server.endpoint,
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "HF_HOME": str(dest.parent / "hf-home"),
+    }
     env.pop("HF_TOKEN", None)
     if token:
         env["HF_TOKEN"] = token
-    return subprocess.run([sys.executable, str(TOOL), "--repo", repo, "--revision", revision, "--dest", str(dest)],
-                          capture_output=True, text=True, env=env, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, str(TOOL), "--repo", repo, "--revision", revision, "--dest", str(dest)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+    )
 
 
 def file_gets(server: LoopbackHub) -> list[str]:
@@ -80,8 +107,13 @@ def test_fresh_download_is_complete_and_verified(hub_with_model, tmp_path):
     assert marker["repo"] == "org/big" and marker["sha"] == hub_with_model.sha
     fetched = {f["path"] for f in marker["files"]}
     assert "pytorch_model.bin" not in fetched and "README.md" not in fetched
-    assert {"config.json", "tokenizer.json", "model.safetensors.index.json",
-            "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"} <= fetched
+    assert {
+        "config.json",
+        "tokenizer.json",
+        "model.safetensors.index.json",
+        "model-00001-of-00002.safetensors",
+        "model-00002-of-00002.safetensors",
+    } <= fetched
     for entry in marker["files"]:
         data = hub_with_model.files[entry["path"]]
         assert (target / entry["path"]).read_bytes() == data
@@ -89,16 +121,22 @@ def test_fresh_download_is_complete_and_verified(hub_with_model, tmp_path):
     assert not (target / ".partial").exists()
     assert "complete in" in result.stderr and "MB/s" in result.stderr
     assert result.stderr.count("fetched ") == len(fetched)  # one line per file when not on a terminal
-    serve = subprocess.run(["sh", str(ROOT / "sglang_image" / "serve.sh"), "echo", "serving"], capture_output=True,
-                           text=True, env={**os.environ, "SGLDEPLOY_MODEL_DIR": str(target)}, timeout=30)
+    serve = subprocess.run(
+        ["sh", str(ROOT / "sglang_image" / "serve.sh"), "echo", "serving"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "SGLDEPLOY_MODEL_DIR": str(target)},
+        timeout=30,
+    )
     assert serve.returncode == 0 and serve.stdout == "serving\n"  # the image's entrypoint accepts this cache
 
 
 def test_second_run_transfers_nothing(hub_with_model, tmp_path):
     assert run(hub_with_model, tmp_path / "cache").returncode == 0
     before = len(file_gets(hub_with_model))
-    summary = prefetch.prefetch("org/big", "main", tmp_path / "cache", endpoint=hub_with_model.endpoint,
-                                log=lambda line: None)
+    summary = prefetch.prefetch(
+        "org/big", "main", tmp_path / "cache", endpoint=hub_with_model.endpoint, log=lambda line: None
+    )
     assert len(file_gets(hub_with_model)) == before
     assert summary["bytes"] == 0 and summary["skipped"] == summary["files"]
     assert summary["seconds"] < 1.0
@@ -110,8 +148,14 @@ def test_dropped_connections_and_server_errors_are_retried(hub_with_model, tmp_p
     hub_with_model.fail(r"config\.json", 429, times=1, **{"Retry-After": "0"})
     hub_with_model.fail(r"^/api/models/org/big", 502, times=1)
     waits: list[float] = []
-    summary = prefetch.prefetch("org/big", "main", tmp_path / "cache", endpoint=hub_with_model.endpoint,
-                                log=lambda line: None, sleep=waits.append)
+    summary = prefetch.prefetch(
+        "org/big",
+        "main",
+        tmp_path / "cache",
+        endpoint=hub_with_model.endpoint,
+        log=lambda line: None,
+        sleep=waits.append,
+    )
     assert summary["files"] == 6 and len(waits) == 6
     assert 0.0 in waits  # Retry-After honoured
     assert (tmp_path / "cache" / "org" / "big" / hub_with_model.sha / ".complete").exists()
@@ -121,8 +165,9 @@ def test_an_interrupted_run_resumes_without_refetching_finished_chunks(hub_with_
     # Every request for the last chunk of shard 2 is cut short, so the first run gives up (exit 7) ...
     size = len(hub_with_model.files["model-00002-of-00002.safetensors"])
     last = (size - 1) // prefetch.CHUNK
-    hub_with_model.spoil(r"model-00002", times=prefetch.ATTEMPTS, truncate_after=10,
-                         range_start=last * prefetch.CHUNK)
+    hub_with_model.spoil(
+        r"model-00002", times=prefetch.ATTEMPTS, truncate_after=10, range_start=last * prefetch.CHUNK
+    )
     assert run_in_process(hub_with_model, tmp_path) == prefetch.GAVE_UP
     target = tmp_path / "cache" / "org" / "big" / hub_with_model.sha
     assert not (target / ".complete").exists()
@@ -131,21 +176,31 @@ def test_an_interrupted_run_resumes_without_refetching_finished_chunks(hub_with_
     # ... and the next run fetches only that chunk.
     gets_before = len(file_gets(hub_with_model))
     lines: list[str] = []
-    summary = prefetch.prefetch("org/big", "main", tmp_path / "cache", endpoint=hub_with_model.endpoint,
-                                log=lines.append)
+    summary = prefetch.prefetch(
+        "org/big", "main", tmp_path / "cache", endpoint=hub_with_model.endpoint, log=lines.append
+    )
     refetched = [p for p in file_gets(hub_with_model)[gets_before:] if "model-00002" in p]
     assert len(refetched) == last + 1 - len(done), "only the missing chunks are fetched again"
-    assert any(line.startswith(f"resuming model-00002-of-00002.safetensors: {len(done)} of {last + 1}")
-               for line in lines)
+    assert any(
+        line.startswith(f"resuming model-00002-of-00002.safetensors: {len(done)} of {last + 1}")
+        for line in lines
+    )
     assert summary["skipped"] >= 1 and (target / ".complete").exists()
-    assert (target / "model-00002-of-00002.safetensors").read_bytes() == \
-        hub_with_model.files["model-00002-of-00002.safetensors"]
+    assert (target / "model-00002-of-00002.safetensors").read_bytes() == hub_with_model.files[
+        "model-00002-of-00002.safetensors"
+    ]
 
 
 def run_in_process(server: LoopbackHub, tmp_path: Path) -> int:
     try:
-        prefetch.prefetch("org/big", "main", tmp_path / "cache", endpoint=server.endpoint, log=lambda line: None,
-                          sleep=lambda s: None)
+        prefetch.prefetch(
+            "org/big",
+            "main",
+            tmp_path / "cache",
+            endpoint=server.endpoint,
+            log=lambda line: None,
+            sleep=lambda s: None,
+        )
     except prefetch.PrefetchError as err:
         return err.code
     return prefetch.OK
@@ -171,26 +226,31 @@ def test_a_truncated_safetensors_header_is_refused(tmp_path, monkeypatch):
     assert "model.safetensors failed verification" in result.stderr and "header" in result.stderr
 
 
-@pytest.mark.parametrize("case, code, fragment", [
-    ("no token", prefetch.DENIED, "HTTP 401"),
-    ("wrong token", prefetch.DENIED, "HTTP 403"),
-    ("no repo", prefetch.NOT_FOUND, "not found or private (HTTP 404)"),
-    ("no revision", prefetch.NOT_FOUND, "has no revision 'v9'"),
-    ("escape", prefetch.UNSAFE, "escapes the cache"),
-    ("pickle only", prefetch.NOT_FOUND, "no safetensors weights"),
-])
+@pytest.mark.parametrize(
+    "case, code, fragment",
+    [
+        ("no token", prefetch.DENIED, "HTTP 401"),
+        ("wrong token", prefetch.DENIED, "HTTP 403"),
+        ("no repo", prefetch.NOT_FOUND, "not found or private (HTTP 404)"),
+        ("no revision", prefetch.NOT_FOUND, "has no revision 'v9'"),
+        ("escape", prefetch.UNSAFE, "escapes the cache"),
+        ("pickle only", prefetch.NOT_FOUND, "no safetensors weights"),
+    ],
+)
 def test_refusals_fail_at_once_with_one_line(tmp_path, case, code, fragment):
     with LoopbackHub() as server:
         server.add(Repo("meta/gated", gated=True, tokens=(TOKEN,))).commit(sharded_model())
         server.add(Repo("org/ok")).commit(sharded_model())
         server.add(Repo("org/evil")).commit(sharded_model(extra={"../../../etc/cron.d/x": b"boom"}))
         server.add(Repo("org/pickle")).commit({"config.json": b"{}", "pytorch_model.bin": b"x"})
-        repo, revision, token = {"no token": ("meta/gated", "main", None),
-                                 "wrong token": ("meta/gated", "main", "hf_wrong"),
-                                 "no repo": ("org/missing", "main", TOKEN),
-                                 "no revision": ("org/ok", "v9", None),
-                                 "escape": ("org/evil", "main", None),
-                                 "pickle only": ("org/pickle", "main", None)}[case]
+        repo, revision, token = {
+            "no token": ("meta/gated", "main", None),
+            "wrong token": ("meta/gated", "main", "hf_wrong"),
+            "no repo": ("org/missing", "main", TOKEN),
+            "no revision": ("org/ok", "v9", None),
+            "escape": ("org/evil", "main", None),
+            "pickle only": ("org/pickle", "main", None),
+        }[case]
         result = run(server, tmp_path / "cache", repo=repo, revision=revision, token=token)
     assert result.returncode == code, result.stderr
     lines = result.stderr.strip().splitlines()
@@ -207,12 +267,18 @@ def test_gated_model_with_token_downloads(tmp_path):
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "cache" / "meta" / "gated" / sha / ".complete").exists()
     assert TOKEN not in result.stderr
-    assert not [p for p in (tmp_path / "cache").rglob("*") if p.is_file() and TOKEN.encode() in p.read_bytes()]
+    assert not [
+        p for p in (tmp_path / "cache").rglob("*") if p.is_file() and TOKEN.encode() in p.read_bytes()
+    ]
 
 
 def test_bad_arguments_exit_2(tmp_path):
-    result = subprocess.run([sys.executable, str(TOOL), "--repo", "no-slash", "--revision", "main", "--dest",
-                             str(tmp_path)], capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, str(TOOL), "--repo", "no-slash", "--revision", "main", "--dest", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == prefetch.BAD_ARGS and "ORG/NAME" in result.stderr
     assert subprocess.run([sys.executable, str(TOOL)], capture_output=True, timeout=60).returncode == 2
 
@@ -220,7 +286,9 @@ def test_bad_arguments_exit_2(tmp_path):
 def test_a_full_disk_fails_clearly_and_leaves_no_complete(hub_with_model, tmp_path):
     mount = tmp_path / f"small-{uuid.uuid4().hex[:6]}"
     mount.mkdir()
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(mount)], capture_output=True)
+    made = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(mount)], capture_output=True
+    )
     if made.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs here ({made.stderr.decode().strip() or 'not permitted'})")
     try:
@@ -247,6 +315,21 @@ def test_wait_complete_touches_no_network_and_times_out_clearly(hub_with_model, 
     with pytest.raises(prefetch.PrefetchError) as err:
         prefetch.wait_complete("org/big", sha, dest, seconds=0, log=lambda line: None)
     assert err.value.code == prefetch.CORRUPT and "lacks tokenizer.json" in str(err.value)
-    cli = subprocess.run([sys.executable, str(TOOL), "--repo", "org/big", "--revision", "main", "--dest", str(dest),
-                          "--wait-complete", "0"], capture_output=True, text=True, timeout=60)
+    cli = subprocess.run(
+        [
+            sys.executable,
+            str(TOOL),
+            "--repo",
+            "org/big",
+            "--revision",
+            "main",
+            "--dest",
+            str(dest),
+            "--wait-complete",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert cli.returncode == prefetch.BAD_ARGS and "40-hex commit" in cli.stderr

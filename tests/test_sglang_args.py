@@ -24,8 +24,9 @@ SGLANG_PYTHON = os.environ.get("SGLANG_PYTHON", str(ROOT / ".venv-sglang" / "bin
 def sglang_parse(args: list[str]) -> subprocess.CompletedProcess:
     if not Path(SGLANG_PYTHON).exists():
         pytest.fail(f"SGLang's parser is not installed at {SGLANG_PYTHON}; run the tests with `make test`")
-    return subprocess.run([SGLANG_PYTHON, str(PARSER), json.dumps(args)], capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [SGLANG_PYTHON, str(PARSER), json.dumps(args)], capture_output=True, text=True, timeout=120
+    )
 
 
 def command_for(raw: dict, lock, api_key: bool = True):
@@ -38,14 +39,27 @@ def test_sglang_version_matches_the_image_and_the_makefile():
     makefile = (ROOT / "Makefile").read_text()
     pinned = re.search(r"^SGLANG_VERSION := (\S+)$", makefile, re.M).group(1)
     assert SGLANG_IMAGE == f"lmsysorg/sglang:v{pinned}"
-    out = subprocess.run([SGLANG_PYTHON, "-c", "import importlib.metadata as m; print(m.version('sglang'))"],
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [SGLANG_PYTHON, "-c", "import importlib.metadata as m; print(m.version('sglang'))"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.stdout.strip() == pinned
 
 
 def test_dev_command_parses_with_every_value_intact(lock):
-    dep, cmd = command_for(deployment(serving={"context_length": 16384, "max_concurrency": 4,
-                                               "quantization": "fp8", "kv_cache_dtype": "fp8_e4m3"}), lock)
+    dep, cmd = command_for(
+        deployment(
+            serving={
+                "context_length": 16384,
+                "max_concurrency": 4,
+                "quantization": "fp8",
+                "kv_cache_dtype": "fp8_e4m3",
+            }
+        ),
+        lock,
+    )
     assert cmd.command == list(ENTRYPOINT)
     result = sglang_parse(cmd.args)
     assert result.returncode == 0, result.stderr
@@ -64,10 +78,24 @@ def test_dev_command_parses_with_every_value_intact(lock):
 
 
 def test_tensor_parallel_speculative_and_extra_args_parse(lock):
-    _, cmd = command_for({"name": "big", "model": dict(LLAMA_70B), "serving": {
-        "context_length": 16384, "max_concurrency": 8, "extra_args": ["--enable-torch-compile"],
-        "speculative": {"algorithm": "EAGLE3", "draft_repo": "org/eagle3-draft", "draft_revision": "main"}},
-        "resources": {"gpu": "H100"}}, lock)
+    _, cmd = command_for(
+        {
+            "name": "big",
+            "model": dict(LLAMA_70B),
+            "serving": {
+                "context_length": 16384,
+                "max_concurrency": 8,
+                "extra_args": ["--enable-torch-compile"],
+                "speculative": {
+                    "algorithm": "EAGLE3",
+                    "draft_repo": "org/eagle3-draft",
+                    "draft_revision": "main",
+                },
+            },
+            "resources": {"gpu": "H100"},
+        },
+        lock,
+    )
     result = sglang_parse(cmd.args)
     assert result.returncode == 0, result.stderr
     parsed = json.loads(result.stdout)
@@ -83,12 +111,15 @@ def test_no_auth_means_no_api_key_flag(lock):
     assert json.loads(sglang_parse(cmd.args).stdout)["api_key"] is None
 
 
-@pytest.mark.parametrize("bad, message", [
-    (["--cuda-graph-max-bs", "8"], "unrecognized arguments"),  # removed in 0.5.x
-    (["--tp", "2"], "unrecognized arguments"),  # an abbreviation: the real server guesses, we refuse
-    (["--no-such-flag"], "unrecognized arguments"),
-    (["--quantization", "bogus"], "invalid choice"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (["--cuda-graph-max-bs", "8"], "unrecognized arguments"),  # removed in 0.5.x
+        (["--tp", "2"], "unrecognized arguments"),  # an abbreviation: the real server guesses, we refuse
+        (["--no-such-flag"], "unrecognized arguments"),
+        (["--quantization", "bogus"], "invalid choice"),
+    ],
+)
 def test_wrong_flags_are_rejected(lock, bad, message):
     _, cmd = command_for(deployment(), lock)
     result = sglang_parse(cmd.args + bad)
@@ -100,6 +131,17 @@ def test_every_flag_is_a_full_canonical_name(lock):
     _, cmd = command_for(deployment(), lock)
     flags = [a for a in cmd.args if a.startswith("-")]
     assert all(f.startswith("--") for f in flags)
-    assert {"--model-path", "--revision", "--served-model-name", "--host", "--port", "--tp-size", "--dtype",
-            "--context-length", "--max-running-requests", "--mem-fraction-static", "--enable-metrics",
-            "--api-key"} <= set(flags)
+    assert {
+        "--model-path",
+        "--revision",
+        "--served-model-name",
+        "--host",
+        "--port",
+        "--tp-size",
+        "--dtype",
+        "--context-length",
+        "--max-running-requests",
+        "--mem-fraction-static",
+        "--enable-metrics",
+        "--api-key",
+    } <= set(flags)

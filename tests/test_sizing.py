@@ -37,14 +37,40 @@ def model_of(lock, ref) -> LockedModel:
     return lock[f"{ref['repo']}@{ref['revision']}"]
 
 
-def facts(params, layers, heads, kv_heads, head_dim, context=32768, dtype="bfloat16", by_dtype=None,
-          quantization=None, **extra) -> LockedModel:
-    return LockedModel(repo="org/model", revision="main", sha="0" * 40, parameters=params, dtype=dtype,
-                       gated=False, pipeline_tag="text-generation", custom_code=False, source="test",
-                       config={"num_hidden_layers": layers, "num_attention_heads": heads,
-                               "num_key_value_heads": kv_heads, "head_dim": head_dim,
-                               "max_position_embeddings": context, "quantization_method": quantization, **extra},
-                       parameters_by_dtype=by_dtype or {}, safetensors_bytes=None)
+def facts(
+    params,
+    layers,
+    heads,
+    kv_heads,
+    head_dim,
+    context=32768,
+    dtype="bfloat16",
+    by_dtype=None,
+    quantization=None,
+    **extra,
+) -> LockedModel:
+    return LockedModel(
+        repo="org/model",
+        revision="main",
+        sha="0" * 40,
+        parameters=params,
+        dtype=dtype,
+        gated=False,
+        pipeline_tag="text-generation",
+        custom_code=False,
+        source="test",
+        config={
+            "num_hidden_layers": layers,
+            "num_attention_heads": heads,
+            "num_key_value_heads": kv_heads,
+            "head_dim": head_dim,
+            "max_position_embeddings": context,
+            "quantization_method": quantization,
+            **extra,
+        },
+        parameters_by_dtype=by_dtype or {},
+        safetensors_bytes=None,
+    )
 
 
 # Architectures (data-notes.md §5): dense GQA, MHA, MoE, tied embeddings, MLA, pre-quantized.
@@ -53,21 +79,51 @@ QWEN3_MOE = facts(30_532_122_624, 48, 32, 4, 128)  # MoE 30B-A3B: 56.87 GiB
 GEMMA2_27B = facts(27_227_128_320, 46, 32, 16, 128, context=8192)  # 50.71 GiB
 PHI3_MINI = facts(3_821_079_552, 32, 32, 32, 96, context=4096)  # multi-head attention: 384 KiB/token
 LLAMA32_1B = facts(1_235_814_400, 16, 32, 8, 64, context=131072)  # tied embeddings counted once
-DEEPSEEK_V3 = facts(684_531_386_000, 61, 128, 128, 128, context=163840, quantization="fp8",
-                    by_dtype={"BF16": 3_918_786_560, "F8_E4M3": 680_571_043_840, "F32": 41_555_600},
-                    kv_lora_rank=512, qk_rope_head_dim=64)
-GPTQ_8B = facts(8_030_261_248, 32, 32, 8, 128, dtype="float16", quantization="gptq",
-                by_dtype={"I32": 875_560_960, "F16": 1_050_673_152})  # packed int4: 8 weights per I32
+DEEPSEEK_V3 = facts(
+    684_531_386_000,
+    61,
+    128,
+    128,
+    128,
+    context=163840,
+    quantization="fp8",
+    by_dtype={"BF16": 3_918_786_560, "F8_E4M3": 680_571_043_840, "F32": 41_555_600},
+    kv_lora_rank=512,
+    qk_rope_head_dim=64,
+)
+GPTQ_8B = facts(
+    8_030_261_248,
+    32,
+    32,
+    8,
+    128,
+    dtype="float16",
+    quantization="gptq",
+    by_dtype={"I32": 875_560_960, "F16": 1_050_673_152},
+)  # packed int4: 8 weights per I32
 
 
-@pytest.mark.parametrize("gpu, tp, expected", [("H100", 1, 0.83), ("L4", 1, 0.70), ("A10G", 1, 0.70),
-                                               ("A100-40GB", 1, 0.83), ("T4", 1, 0.76)])
+@pytest.mark.parametrize(
+    "gpu, tp, expected",
+    [("H100", 1, 0.83), ("L4", 1, 0.70), ("A10G", 1, 0.70), ("A100-40GB", 1, 0.83), ("T4", 1, 0.76)],
+)
 def test_auto_fraction_matches_sglangs_heuristic(gpu, tp, expected):
     assert sglang_auto_fraction(gpu_models()[gpu].memory_gib, tp) == pytest.approx(expected, abs=0.015)
 
 
-@pytest.mark.parametrize("model, kib", [("qwen", 56), ("llama8", 128), ("llama70", 320), (MIXTRAL, 128),
-                                        (QWEN3_MOE, 96), (GEMMA2_27B, 368), (PHI3_MINI, 384), (LLAMA32_1B, 32)])
+@pytest.mark.parametrize(
+    "model, kib",
+    [
+        ("qwen", 56),
+        ("llama8", 128),
+        ("llama70", 320),
+        (MIXTRAL, 128),
+        (QWEN3_MOE, 96),
+        (GEMMA2_27B, 368),
+        (PHI3_MINI, 384),
+        (LLAMA32_1B, 32),
+    ],
+)
 def test_kv_per_token_matches_published_table(lock, model, kib):
     refs = {"qwen": QWEN, "llama8": LLAMA_8B, "llama70": LLAMA_70B}
     locked = model_of(lock, refs[model]) if isinstance(model, str) else model
@@ -98,11 +154,19 @@ def test_llama_8b_bf16_fits_one_l4_only_with_a_short_context(lock):
     llama = model_of(lock, LLAMA_8B)
     l4 = gpu_models()["L4"]
     # 14.96 GiB weights + 2,048 × 128 KiB = 0.25 GiB KV + 22.35 × (1 − 0.699) = 6.73 reserve = 21.94 ≤ 22.35
-    short = memory_fit(spec(model=dict(LLAMA_8B), serving={"context_length": 2048, "max_concurrency": 1}),
-                       llama, l4, 1, 2048, "bfloat16")
+    short = memory_fit(
+        spec(model=dict(LLAMA_8B), serving={"context_length": 2048, "max_concurrency": 1}),
+        llama,
+        l4,
+        1,
+        2048,
+        "bfloat16",
+    )
     assert short.fits and short.required_gib_per_gpu == pytest.approx(21.94, abs=0.02)
     # 8,192 tokens: 1.0 GiB KV → 22.69 > 22.35
-    long = memory_fit(spec(model=dict(LLAMA_8B), serving={"max_concurrency": 1}), llama, l4, 1, 8192, "bfloat16")
+    long = memory_fit(
+        spec(model=dict(LLAMA_8B), serving={"max_concurrency": 1}), llama, l4, 1, 8192, "bfloat16"
+    )
     assert not long.fits and long.required_gib_per_gpu == pytest.approx(22.69, abs=0.02)
 
 
@@ -110,15 +174,22 @@ def test_llama_70b_bf16_needs_more_than_one_80gb_gpu(lock):
     llama = model_of(lock, LLAMA_70B)
     fit = memory_fit(spec(model=dict(LLAMA_70B)), llama, gpu_models()["H100"], 1, 4096, "bfloat16")
     assert fit.weights_gib == pytest.approx(70_553_706_496 * 2 / GIB, abs=0.01) and not fit.fits
-    chosen = size(spec(model=dict(LLAMA_70B), serving={"context_length": 16384, "max_concurrency": 16},
-                       resources={"gpu": "H100", "gpu_count": "auto"}), llama)
+    chosen = size(
+        spec(
+            model=dict(LLAMA_70B),
+            serving={"context_length": 16384, "max_concurrency": 16},
+            resources={"gpu": "H100", "gpu_count": "auto"},
+        ),
+        llama,
+    )
     # 4× H100 would hold it, but no EC2 instance carries exactly four, so the placement is p5.48xlarge.
     assert (chosen.placement.instance_type, chosen.placement.tensor_parallel) == ("p5.48xlarge", 8)
 
 
 def test_mixtral_auto_placement_by_hand():
-    dep = spec(resources={"gpu": "auto", "gpu_count": "auto"},
-               serving={"context_length": 4096, "max_concurrency": 8})
+    dep = spec(
+        resources={"gpu": "auto", "gpu_count": "auto"}, serving={"context_length": 4096, "max_concurrency": 8}
+    )
     chosen = size(dep, MIXTRAL)
     # 8× T4 (g4dn.metal, $7.824/h), fp16, tp 8: 86.99/8 = 10.87 weights + 32,768 × 16 KiB = 0.5 KV
     # + 16 × (1 − 0.718) = 4.52 reserve = 15.89 ≤ 16 GiB; every cheaper instance is too small.
@@ -126,38 +197,61 @@ def test_mixtral_auto_placement_by_hand():
     assert chosen.memory.required_gib_per_gpu == pytest.approx(15.89, abs=0.02)
     assert chosen.memory.weights_gib == pytest.approx(86.99, abs=0.01)
     # Forcing bf16 rules T4 out; the next is 4× L40S (g6e.12xlarge): 21.75 + 1.0 + 7.33 = 30.08 ≤ 44.7
-    bf16 = size(spec(resources={"gpu": "auto", "gpu_count": "auto"}, serving={
-        "context_length": 4096, "max_concurrency": 8, "precision": "bfloat16"}), MIXTRAL)
+    bf16 = size(
+        spec(
+            resources={"gpu": "auto", "gpu_count": "auto"},
+            serving={"context_length": 4096, "max_concurrency": 8, "precision": "bfloat16"},
+        ),
+        MIXTRAL,
+    )
     assert bf16.placement.instance_type == "g6e.12xlarge"
     assert bf16.memory.required_gib_per_gpu == pytest.approx(30.08, abs=0.02)
 
 
 def test_deepseek_v3_needs_two_8_gpu_nodes():
-    dep = spec(resources={"gpu": "auto", "gpu_count": "auto"},
-               serving={"context_length": 32768, "max_concurrency": 8})
+    dep = spec(
+        resources={"gpu": "auto", "gpu_count": "auto"},
+        serving={"context_length": 32768, "max_concurrency": 8},
+    )
     chosen = size(dep, DEEPSEEK_V3)
     assert chosen.placement.nodes_per_replica >= 2 or chosen.placement.gpu_model in ("H200", "B200")
     assert chosen.placement.tensor_parallel * chosen.memory.gpu_memory_gib > 641
 
 
 def test_gemma_and_phi_and_small_models_pick_one_small_gpu():
-    gemma = size(spec(resources={"gpu": "auto", "gpu_count": "auto"},
-                      serving={"context_length": 8192, "max_concurrency": 2, "quantization": "fp8"}), GEMMA2_27B)
+    gemma = size(
+        spec(
+            resources={"gpu": "auto", "gpu_count": "auto"},
+            serving={"context_length": 8192, "max_concurrency": 2, "quantization": "fp8"},
+        ),
+        GEMMA2_27B,
+    )
     # fp8: 25.36 GiB weights + 16,384 × 368 KiB = 5.75 KV + 6.71 reserve = 37.82 ≤ 44.7 on one L40S
     assert gemma.placement.instance_type == "g6e.xlarge"
     assert gemma.memory.required_gib_per_gpu == pytest.approx(37.82, abs=0.02)
-    tiny = size(spec(resources={"gpu": "auto", "gpu_count": "auto"},
-                     serving={"context_length": 8192, "max_concurrency": 8}), LLAMA32_1B)
+    tiny = size(
+        spec(
+            resources={"gpu": "auto", "gpu_count": "auto"},
+            serving={"context_length": 8192, "max_concurrency": 8},
+        ),
+        LLAMA32_1B,
+    )
     assert tiny.placement.instance_type == "g4dn.xlarge"  # the cheapest GPU instance of all
-    phi = size(spec(resources={"gpu": "L4", "gpu_count": 1}, serving={"context_length": 4096,
-                                                                       "max_concurrency": 4}), PHI3_MINI)
+    phi = size(
+        spec(resources={"gpu": "L4", "gpu_count": 1}, serving={"context_length": 4096, "max_concurrency": 4}),
+        PHI3_MINI,
+    )
     assert phi.memory.kv_cache_gib == pytest.approx(4096 * 4 * 384 / 1024**2, abs=0.01)  # 6 GiB
 
 
 def test_gpu_capability_rules(lock):
     qwen = model_of(lock, QWEN)
-    t4 = size(spec(resources={"gpu": "T4", "gpu_count": 1}, serving={"quantization": "awq",
-                                                                       "context_length": 2048}), qwen)
+    t4 = size(
+        spec(
+            resources={"gpu": "T4", "gpu_count": 1}, serving={"quantization": "awq", "context_length": 2048}
+        ),
+        qwen,
+    )
     assert t4.dtype == "float16"
     with pytest.raises(SizingError) as err:
         size(spec(resources={"gpu": "T4", "gpu_count": 1}, serving={"quantization": "w8a8_fp8"}), qwen)
@@ -185,8 +279,13 @@ def test_infeasible_everywhere_says_what_would_fit():
     assert err.value.field == "model.repo" and "does not fit" in err.value.what
     assert "serving.quantization: fp8" in err.value.fix
     with pytest.raises(SizingError) as err:
-        size(spec(resources={"gpu": "auto", "gpu_count": "auto"},
-                  serving={"context_length": 131072, "max_concurrency": 1024}), facts(8_030_261_248, 32, 32, 8, 128))
+        size(
+            spec(
+                resources={"gpu": "auto", "gpu_count": "auto"},
+                serving={"context_length": 131072, "max_concurrency": 1024},
+            ),
+            facts(8_030_261_248, 32, 32, 8, 128),
+        )
     assert "serving.max_concurrency ≤" in err.value.fix and "serving.context_length ≤" in err.value.fix
 
 
@@ -203,9 +302,13 @@ def test_spot_capacity_prices_by_spot_where_known(lock):
 
 
 def test_plan_shows_cheaper_infeasible_and_dearer_options(lock):
-    chosen = size(spec(resources={"gpu": "auto", "gpu_count": "auto"},
-                       serving={"context_length": 32768, "max_concurrency": 8, "quantization": "fp8"}),
-                  model_of(lock, QWEN))
+    chosen = size(
+        spec(
+            resources={"gpu": "auto", "gpu_count": "auto"},
+            serving={"context_length": 32768, "max_concurrency": 8, "quantization": "fp8"},
+        ),
+        model_of(lock, QWEN),
+    )
     assert chosen.placement.gpu_model == "L40S"
     assert len(chosen.cheaper_infeasible) == 2 and not any(c.feasible for c in chosen.cheaper_infeasible)
     assert all(c.hourly_usd <= chosen.placement.hourly_usd_per_replica for c in chosen.cheaper_infeasible)
@@ -215,7 +318,10 @@ def test_plan_shows_cheaper_infeasible_and_dearer_options(lock):
 
 def test_unknown_instance_type_is_refused(lock):
     with pytest.raises(SizingError) as err:
-        size(spec(resources={"gpu": "L4", "gpu_count": 1, "instance_types": ["m5.large"]}), model_of(lock, QWEN))
+        size(
+            spec(resources={"gpu": "L4", "gpu_count": 1, "instance_types": ["m5.large"]}),
+            model_of(lock, QWEN),
+        )
     assert err.value.field == "resources.instance_types" and err.value.got == "m5.large"
 
 
@@ -227,11 +333,15 @@ def test_catalog_tables_are_complete():
 
 # ---- properties -----------------------------------------------------------------------------------
 
+
 def by_hand(dep: DeploymentSpec, model: LockedModel, gpu: str, tp: int, dtype: str) -> bool:
     """The fit, recomputed independently of sizing.py's helpers."""
     mem = gpu_models()[gpu].memory_gib
-    frac = sglang_auto_fraction(mem, tp) if dep.serving.mem_fraction_static == "auto" \
+    frac = (
+        sglang_auto_fraction(mem, tp)
+        if dep.serving.mem_fraction_static == "auto"
         else dep.serving.mem_fraction_static
+    )
     per_param = {"fp8": 1.0}.get(dep.serving.quantization, 2 if dtype != "float32" else 4)
     kv_el = 1 if dep.serving.kv_cache_dtype != "auto" else 2
     kv = 2 * model.num_layers * math.ceil(model.num_kv_heads / tp) * model.head_dim * kv_el
@@ -241,16 +351,32 @@ def by_hand(dep: DeploymentSpec, model: LockedModel, gpu: str, tp: int, dtype: s
 
 
 models = st.builds(
-    lambda params, layers, heads_pow, kv_div, head_dim: facts(params, layers, 2 ** heads_pow,
-                                                              max(1, 2 ** heads_pow // kv_div), head_dim),
-    st.integers(500_000_000, 400_000_000_000), st.integers(8, 96), st.integers(3, 7), st.sampled_from([1, 2, 4, 8]),
-    st.sampled_from([64, 96, 128, 256]))
+    lambda params, layers, heads_pow, kv_div, head_dim: facts(
+        params, layers, 2**heads_pow, max(1, 2**heads_pow // kv_div), head_dim
+    ),
+    st.integers(500_000_000, 400_000_000_000),
+    st.integers(8, 96),
+    st.integers(3, 7),
+    st.sampled_from([1, 2, 4, 8]),
+    st.sampled_from([64, 96, 128, 256]),
+)
 specs = st.builds(
-    lambda ctx, conc, quant, kv, frac: spec(resources={"gpu": "auto", "gpu_count": "auto"}, serving={
-        "context_length": ctx, "max_concurrency": conc, "quantization": quant, "kv_cache_dtype": kv,
-        "mem_fraction_static": frac}),
-    st.sampled_from([1024, 4096, 8192, 32768]), st.integers(1, 64), st.sampled_from(["none", "fp8"]),
-    st.sampled_from(["auto", "fp8_e4m3"]), st.sampled_from(["auto", 0.8, 0.9]))
+    lambda ctx, conc, quant, kv, frac: spec(
+        resources={"gpu": "auto", "gpu_count": "auto"},
+        serving={
+            "context_length": ctx,
+            "max_concurrency": conc,
+            "quantization": quant,
+            "kv_cache_dtype": kv,
+            "mem_fraction_static": frac,
+        },
+    ),
+    st.sampled_from([1024, 4096, 8192, 32768]),
+    st.integers(1, 64),
+    st.sampled_from(["none", "fp8"]),
+    st.sampled_from(["auto", "fp8_e4m3"]),
+    st.sampled_from(["auto", 0.8, 0.9]),
+)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -272,7 +398,9 @@ def test_choice_is_feasible_and_nothing_cheaper_is(model, dep):
 
 def test_models_that_overflow_in_fp16_are_not_cast_down():
     gemma3 = facts(4_300_079_472, 34, 8, 4, 256, architectures=["Gemma3ForConditionalGeneration"])
-    on_t4 = spec(resources={"gpu": "T4", "gpu_count": 1}, serving={"context_length": 2048, "max_concurrency": 1})
+    on_t4 = spec(
+        resources={"gpu": "T4", "gpu_count": 1}, serving={"context_length": 2048, "max_concurrency": 1}
+    )
     with pytest.raises(SizingError) as err:
         size(on_t4, gemma3)
     assert "Gemma3ForConditionalGeneration overflows in float16 and T4 has no bfloat16" in err.value.what
@@ -280,8 +408,13 @@ def test_models_that_overflow_in_fp16_are_not_cast_down():
     with pytest.raises(SizingError) as err:
         size(forced, gemma3)
     assert "use precision bfloat16 or auto" in err.value.what
-    chosen = size(spec(resources={"gpu": "auto", "gpu_count": "auto"},
-                       serving={"context_length": 2048, "max_concurrency": 1}), gemma3)
+    chosen = size(
+        spec(
+            resources={"gpu": "auto", "gpu_count": "auto"},
+            serving={"context_length": 2048, "max_concurrency": 1},
+        ),
+        gemma3,
+    )
     assert chosen.placement.gpu_model != "T4" and chosen.dtype == "bfloat16"  # T4 is cheaper, but unsafe
     llama_on_t4 = size(on_t4, facts(1_235_814_400, 16, 32, 8, 64, context=4096))
     assert llama_on_t4.dtype == "float16"  # other bf16 checkpoints are cast down as SGLang users do

@@ -14,7 +14,7 @@ from sgldeploy.validate import parse_stack
 from .conftest import QWEN, ROOT, deployment, render_stack, resources_of, write_stack
 
 sys.path.insert(0, str(ROOT / "sglang_image"))
-import prefetch  # noqa: E402
+import prefetch
 
 IMAGE = "registry.example/sgldeploy/sglang:v0.5.23"
 
@@ -31,8 +31,13 @@ def namespace_labels(plan):
 @pytest.fixture(scope="module")
 def fast(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("fast")
-    return render_stack(write_stack(tmp, deployments=[deployment(readiness="fast", cache={"prefetch_image": IMAGE})],
-                                    extra={"sgldeploy:hfToken": {"secure": "v1:x"}}))
+    return render_stack(
+        write_stack(
+            tmp,
+            deployments=[deployment(readiness="fast", cache={"prefetch_image": IMAGE})],
+            extra={"sgldeploy:hfToken": {"secure": "v1:x"}},
+        )
+    )
 
 
 def test_fast_caches_on_the_node_behind_a_verifying_init_container(fast, lock):
@@ -62,15 +67,21 @@ def test_fast_caches_on_the_node_behind_a_verifying_init_container(fast, lock):
 
 def test_fast_pre_pulls_the_images_on_every_gpu_node_it_may_use(fast):
     from . import k8s_schemas
+
     daemon_set = resources_of(fast, "kubernetes:apps/v1:DaemonSet")[0].inputs
     k8s_schemas.validate(daemon_set, "1.33")
     pod = daemon_set["spec"]["template"]["spec"]
     assert [c["image"] for c in pod["initContainers"]] == ["lmsysorg/sglang:v0.5.23", IMAGE]
     assert pod["containers"][0]["image"] == weight_cache.PAUSE_IMAGE
     types = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
-        "nodeSelectorTerms"][0]["matchExpressions"][0]["values"]
-    assert types == pod_of(fast)["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
-        "nodeSelectorTerms"][0]["matchExpressions"][0]["values"]
+        "nodeSelectorTerms"
+    ][0]["matchExpressions"][0]["values"]
+    assert (
+        types
+        == pod_of(fast)["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
+            "nodeSelectorTerms"
+        ][0]["matchExpressions"][0]["values"]
+    )
     assert "nvidia.com/gpu" not in str(pod["containers"][0]["resources"])  # pulls images, never holds a GPU
 
 
@@ -89,8 +100,18 @@ def test_cold_start_downloads_on_every_start_and_keeps_baseline_security(tmp_pat
 
 
 def test_always_ready_keeps_a_replica_and_caches_too(tmp_path):
-    plan = render_stack(write_stack(tmp_path, deployments=[deployment(
-        readiness="always-ready", scaling={"min_replicas": 1, "max_replicas": 2}, cache={"prefetch_image": IMAGE})]))
+    plan = render_stack(
+        write_stack(
+            tmp_path,
+            deployments=[
+                deployment(
+                    readiness="always-ready",
+                    scaling={"min_replicas": 1, "max_replicas": 2},
+                    cache={"prefetch_image": IMAGE},
+                )
+            ],
+        )
+    )
     pod = pod_of(plan)
     assert pod["initContainers"][0]["name"] == "prefetch"
     assert resources_of(plan, "kubernetes:apps/v1:Deployment")[0].inputs["spec"]["replicas"] == 1
@@ -100,10 +121,16 @@ def test_a_cache_needs_the_prefetch_image_and_its_csi_addon(tmp_path):
     with pytest.raises(InvalidInput) as err:
         render_stack(write_stack(tmp_path, deployments=[deployment(cache={"storage": "efs"})]))
     lines = [p.line() for p in err.value.problems]
-    assert any(line.startswith("error: sgldeploy:deployments[0].cache.prefetch_image: is required: weights are "
-                               "cached efs") for line in lines)
-    assert any(line.startswith("error: sgldeploy:platform.addons.efs_csi: must be true: qwen caches weights on efs")
-               for line in lines)
+    assert any(
+        line.startswith(
+            "error: sgldeploy:deployments[0].cache.prefetch_image: is required: weights are cached efs"
+        )
+        for line in lines
+    )
+    assert any(
+        line.startswith("error: sgldeploy:platform.addons.efs_csi: must be true: qwen caches weights on efs")
+        for line in lines
+    )
     with pytest.raises(InvalidInput) as err:
         render_stack(write_stack(tmp_path, deployments=[deployment(cache={})]))
     assert "is required: weights are cached node-local" in err.value.problems[0].line()
@@ -112,8 +139,14 @@ def test_a_cache_needs_the_prefetch_image_and_its_csi_addon(tmp_path):
 def shared(tmp_path, storage: str):
     addon = {"efs": "efs_csi", "fsx-lustre": "fsx_csi"}[storage]
     platform = {"cluster": {"name": "test"}, "namespace": "llm", "addons": {addon: True}}
-    return render_stack(write_stack(tmp_path, platform=platform, deployments=[deployment(
-        cache={"storage": storage, "prefetch_image": IMAGE})], extra={"sgldeploy:hfToken": {"secure": "v1:x"}}))
+    return render_stack(
+        write_stack(
+            tmp_path,
+            platform=platform,
+            deployments=[deployment(cache={"storage": storage, "prefetch_image": IMAGE})],
+            extra={"sgldeploy:hfToken": {"secure": "v1:x"}},
+        )
+    )
 
 
 def one(plan, type_):
@@ -124,13 +157,15 @@ def one(plan, type_):
 
 def test_efs_cache_is_filled_by_a_job_before_pods_roll(tmp_path):
     from . import k8s_schemas
+
     plan = shared(tmp_path, "efs")
     fs = one(plan, "aws:efs/fileSystem:FileSystem").inputs
     assert fs["encrypted"] is True and fs["throughputMode"] == "elastic"
     group = one(plan, "aws:ec2/securityGroup:SecurityGroup")
     assert group.inputs["vpcId"] == "vpc-offline"
-    assert [(r["fromPort"], r["toPort"], r["securityGroups"]) for r in group.inputs["ingress"]] == \
-        [(2049, 2049, ["sg-offline-cluster"])]
+    assert [(r["fromPort"], r["toPort"], r["securityGroups"]) for r in group.inputs["ingress"]] == [
+        (2049, 2049, ["sg-offline-cluster"])
+    ]
     targets = resources_of(plan, "aws:efs/mountTarget:MountTarget")
     assert sorted(t.inputs["subnetId"] for t in targets) == ["subnet-offline-a", "subnet-offline-b"]
     volume = one(plan, "kubernetes:core/v1:PersistentVolume").inputs
@@ -154,8 +189,11 @@ def test_efs_cache_is_filled_by_a_job_before_pods_roll(tmp_path):
     server = pod["containers"][0]
     assert {"name": "model-cache", "mountPath": "/models", "readOnly": True} in server["volumeMounts"]
     workload = resources_of(plan, "kubernetes:apps/v1:Deployment")[0]
-    assert job.urn in workload.dependencies or any(job.urn in r.dependencies for r in plan.recording.resources
-                                                   if r.type == "sgldeploy:serving:SglangServer")
+    assert job.urn in workload.dependencies or any(
+        job.urn in r.dependencies
+        for r in plan.recording.resources
+        if r.type == "sgldeploy:serving:SglangServer"
+    )
     for obj in (volume, claim, job.inputs, workload.inputs):
         checked, dropped = k8s_schemas.without_markers(obj)
         assert all(d.startswith("spec.csi.") for d in dropped), dropped  # ids known only after apply
@@ -170,10 +208,14 @@ def test_fsx_cache_is_sized_in_lustre_steps(tmp_path):
     fs = one(plan, "aws:fsx/lustreFileSystem:LustreFileSystem").inputs
     assert fs["storageCapacity"] == 1200 and fs["deploymentType"] == "PERSISTENT_2"
     assert fs["subnetIds"] == "subnet-offline-a"  # one subnet: a Lustre file system lives in one zone
-    ports = sorted((r["fromPort"], r["toPort"]) for r in one(plan, "aws:ec2/securityGroup:SecurityGroup")
-                   .inputs["ingress"])
+    ports = sorted(
+        (r["fromPort"], r["toPort"])
+        for r in one(plan, "aws:ec2/securityGroup:SecurityGroup").inputs["ingress"]
+    )
     assert ports == [(988, 988), (988, 988), (1018, 1023), (1018, 1023)]  # from nodes, and between servers
-    assert one(plan, "kubernetes:core/v1:PersistentVolume").inputs["spec"]["csi"]["driver"] == "fsx.csi.aws.com"
+    assert (
+        one(plan, "kubernetes:core/v1:PersistentVolume").inputs["spec"]["csi"]["driver"] == "fsx.csi.aws.com"
+    )
     assert resources_of(plan, "aws:efs/mountTarget:MountTarget") == []
 
 
@@ -203,13 +245,16 @@ def test_cold_start_estimates_by_hand():
 def test_startup_budget_and_rollout_deadline_follow_the_storage(fast, lock):
     sizing = fast.resolved.deployments[0].sizing
     assert sizing.startup_budget_seconds == 2 * (21 + 135) + 600
-    pod_deadline = resources_of(fast, "kubernetes:apps/v1:Deployment")[0].inputs["spec"]["progressDeadlineSeconds"]
+    pod_deadline = resources_of(fast, "kubernetes:apps/v1:Deployment")[0].inputs["spec"][
+        "progressDeadlineSeconds"
+    ]
     first_download = int(14.19 * 1073.741824 / 250)
     assert pod_deadline == 90 + 70 + first_download + sizing.startup_budget_seconds
 
 
 def test_plan_explains_the_cache_and_the_cold_start(fast):
     from sgldeploy.plan import deployment_json, summary
+
     j = deployment_json(fast.resolved.deployments[0], fast.estimate, fast.resolved.spec.platform.addons)
     assert j["cache"]["storage"] == "node-local" and "auto: readiness fast" in j["cache"]["why"]
     assert j["cold_start_seconds"]["warm_node"]["total"] < j["cold_start_seconds"]["new_node"]["total"]
@@ -232,32 +277,53 @@ def test_dockerfile_pins_the_same_sglang_and_installs_the_tool():
             assert f'"{line}"' in project or f'"{line.replace("-hub", "_hub")}"' in project, line
 
 
-@pytest.mark.parametrize("readiness, weights, replicas, addons, storage, fragment", [
-    ("cold-start", 131.4, 4, {"fsx_csi": True}, "none", "keeps nothing warm"),
-    ("fast", 14.2, 8, {"fsx_csi": True}, "node-local", "14 GiB on at most 8 node(s)"),
-    ("always-ready", 131.4, 2, {"fsx_csi": True}, "node-local", "on at most 2 node(s)"),
-    ("always-ready", 131.4, 4, {"fsx_csi": True, "efs_csi": True}, "fsx-lustre", "downloaded 4 times"),
-    ("fast", 131.4, 4, {"efs_csi": True}, "efs", "one shared copy is filled once"),
-    ("fast", 131.4, 4, {}, "node-local", "enable the fsx_csi or efs_csi add-on"),
-])
-def test_auto_cache_follows_readiness_size_and_replica_bounds(readiness, weights, replicas, addons, storage,
-                                                              fragment):
+@pytest.mark.parametrize(
+    "readiness, weights, replicas, addons, storage, fragment",
+    [
+        ("cold-start", 131.4, 4, {"fsx_csi": True}, "none", "keeps nothing warm"),
+        ("fast", 14.2, 8, {"fsx_csi": True}, "node-local", "14 GiB on at most 8 node(s)"),
+        ("always-ready", 131.4, 2, {"fsx_csi": True}, "node-local", "on at most 2 node(s)"),
+        ("always-ready", 131.4, 4, {"fsx_csi": True, "efs_csi": True}, "fsx-lustre", "downloaded 4 times"),
+        ("fast", 131.4, 4, {"efs_csi": True}, "efs", "one shared copy is filled once"),
+        ("fast", 131.4, 4, {}, "node-local", "enable the fsx_csi or efs_csi add-on"),
+    ],
+)
+def test_auto_cache_follows_readiness_size_and_replica_bounds(
+    readiness, weights, replicas, addons, storage, fragment
+):
     from sgldeploy.spec import AddonsSpec
-    dep = parse_stack(None, [deployment(readiness=readiness, cache={},
-                                        scaling={"min_replicas": 1 if readiness == "always-ready" else 0,
-                                                 "max_replicas": replicas})]).deployments[0]
+
+    dep = parse_stack(
+        None,
+        [
+            deployment(
+                readiness=readiness,
+                cache={},
+                scaling={"min_replicas": 1 if readiness == "always-ready" else 0, "max_replicas": replicas},
+            )
+        ],
+    ).deployments[0]
     chosen, why = weight_cache.choose(dep, AddonsSpec(**addons), weights, 1)
     assert chosen == storage and why.startswith(f"auto: readiness {readiness}") and fragment in why
 
 
 def test_auto_choice_reaches_the_rendered_resources(tmp_path):
     from .conftest import LLAMA_70B
+
     platform = {"cluster": {"name": "test"}, "namespace": "llm", "addons": {"fsx_csi": True}}
-    big = {"name": "big", "model": dict(LLAMA_70B), "readiness": "always-ready",
-           "serving": {"context_length": 8192, "max_concurrency": 8},
-           "scaling": {"min_replicas": 1, "max_replicas": 4}, "cache": {"prefetch_image": IMAGE}}
-    plan = render_stack(write_stack(tmp_path, platform=platform, deployments=[big],
-                                    extra={"sgldeploy:hfToken": {"secure": "v1:x"}}))
+    big = {
+        "name": "big",
+        "model": dict(LLAMA_70B),
+        "readiness": "always-ready",
+        "serving": {"context_length": 8192, "max_concurrency": 8},
+        "scaling": {"min_replicas": 1, "max_replicas": 4},
+        "cache": {"prefetch_image": IMAGE},
+    }
+    plan = render_stack(
+        write_stack(
+            tmp_path, platform=platform, deployments=[big], extra={"sgldeploy:hfToken": {"secure": "v1:x"}}
+        )
+    )
     item = plan.resolved.deployments[0]
     assert item.spec.cache_storage == "fsx-lustre" and "downloaded 4 times" in item.cache_reason
     assert resources_of(plan, "aws:fsx/lustreFileSystem:LustreFileSystem")
@@ -270,8 +336,11 @@ def test_upstream_image_serves_without_the_entrypoint(fast):
 
 
 def test_sgldeploy_image_serves_through_its_cache_checking_entrypoint(tmp_path):
-    raw = deployment(readiness="fast", cache={"prefetch_image": IMAGE},
-                     serving={"context_length": 4096, "max_concurrency": 4, "image": IMAGE})
+    raw = deployment(
+        readiness="fast",
+        cache={"prefetch_image": IMAGE},
+        serving={"context_length": 4096, "max_concurrency": 4, "image": IMAGE},
+    )
     server = pod_of(render_stack(write_stack(tmp_path, deployments=[raw])))["containers"][0]
     assert server["command"] == [weight_cache.SERVE_ENTRYPOINT, "python3", "-m", "sglang.launch_server"]
     env = {e["name"]: e.get("value") for e in server["env"]}
@@ -287,11 +356,17 @@ def _serve(model_dir, *command):
     """sglang_image/serve.sh as the image runs it, with SGLDEPLOY_MODEL_DIR set when `model_dir` is given."""
     import os
     import subprocess
+
     env = {k: v for k, v in os.environ.items() if k != weight_cache.MODEL_DIR_ENV}
     if model_dir:
         env[weight_cache.MODEL_DIR_ENV] = str(model_dir)
-    return subprocess.run(["sh", str(ROOT / "sglang_image" / "serve.sh"), *command], env=env,
-                          capture_output=True, text=True, timeout=30)
+    return subprocess.run(
+        ["sh", str(ROOT / "sglang_image" / "serve.sh"), *command],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
 
 
 def test_entrypoint_refuses_a_cache_without_its_complete_marker(tmp_path):
@@ -306,7 +381,9 @@ def test_entrypoint_refuses_a_cache_without_its_complete_marker(tmp_path):
     result = _serve(model_dir, "echo", "serving")
     assert result.returncode == 9 and f"does not name commit {sha}" in result.stderr
 
-    (model_dir / ".complete").write_text(f'{{\n "repo": "Qwen/Qwen2.5-7B-Instruct",\n "sha": "{sha}",\n "files": []\n}}')
+    (model_dir / ".complete").write_text(
+        f'{{\n "repo": "Qwen/Qwen2.5-7B-Instruct",\n "sha": "{sha}",\n "files": []\n}}'
+    )
     result = _serve(model_dir, "echo", "serving")
     assert result.returncode == 0 and result.stdout == "serving\n"
 

@@ -9,10 +9,11 @@ recorded resources with the same config file format as `pulumi preview --policy-
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 import jsonschema
 
@@ -30,7 +31,7 @@ class PolicyDef:
     name: str
     description: str
     level: str  # the default enforcement level
-    check: Callable[..., list]  # rules.<fn>(resource or resources, config)
+    check: Callable[..., list[Any]]  # rules.<fn>(resource or resources, config)
     config: dict[str, dict[str, Any]]  # JSON Schema properties, each with a safe default
     stack: bool = False  # a stack rule sees every resource at once
 
@@ -43,55 +44,147 @@ def _strings(default: list[str], what: str) -> dict[str, Any]:
 
 
 POLICIES: tuple[PolicyDef, ...] = (
-    PolicyDef("model-revision-pinned-production", "Production models are pinned to a 40-hex commit, so every "
-              "replica and every rollback serves the same weights.", "mandatory",
-              partial(rules.revision_pinned, production=True), {}),
-    PolicyDef("model-revision-pinned", "Outside production, models should be pinned to a commit too; a moving "
-              "branch changes what a scale-up serves.", "advisory",
-              partial(rules.revision_pinned, production=False), {}),
-    PolicyDef("weights-safetensors", "Weights are loaded from safetensors only, never unpickled.", "mandatory",
-              rules.safetensors_only,
-              {"allowed_load_formats": _strings(["safetensors", "fastsafetensors", "runai_streamer"],
-                                                "SGLang --load-format values that read safetensors only")}),
-    PolicyDef("trust-remote-code-allowlist", "Model repos may run their own Python code only when allow-listed.",
-              "mandatory", rules.remote_code_allowed,
-              {"allowed_repos": _strings([], "Hugging Face repos reviewed and allowed to run their own code")}),
-    PolicyDef("placement-fits", "The model fits the GPU memory of its placement, and the GPU supports its dtype, "
-              "quantization and KV cache dtype.", "mandatory", rules.placement_fits, {}),
-    PolicyDef("stack-budget", "The stack's monthly cost at max replicas stays within the budget.", "mandatory",
-              rules.budget, {"budget_usd_per_month": {"type": ["number", "null"], "minimum": 0, "default": None,
-                                                      "description": "USD per month; null uses "
-                                                      "platform.budget_usd_per_month"}}, stack=True),
-    PolicyDef("public-endpoint-secured", "Internet-facing endpoints require an API key and TLS.", "mandatory",
-              rules.public_endpoint_secured, {}),
-    PolicyDef("production-availability", "Production deployments keep serving through rollouts and drains: "
-              "always-ready keeps a replica, a PodDisruptionBudget guards the pods, max_unavailable is 0.",
-              "mandatory", rules.production_availability, {}, stack=True),
-    PolicyDef("images-pinned", "Container images are pinned by version tag or digest, never latest or untagged.",
-              "mandatory", rules.images_pinned,
-              {"forbidden_tags": _strings(["latest", "main", "nightly", "dev"], "tags that move")}),
-    PolicyDef("container-resources", "Every container requests CPU and memory and has a memory limit, so the "
-              "scheduler can place it and a leak cannot take the node.", "mandatory", rules.container_resources,
-              {"require_cpu_limit": {"type": "boolean", "default": False, "description": "also require CPU limits "
-                                     "(off: throttling SGLang's scheduler threads only adds latency)"}}),
-    PolicyDef("no-privileged-containers", "No privileged containers, privilege escalation or host namespaces; "
-              "host paths only under the node cache.", "mandatory", rules.no_privilege,
-              {"allowed_host_paths": _strings([NODE_CACHE_PATH], "host path prefixes pods may mount")}),
-    PolicyDef("gpu-caps", "GPUs at max replicas stay under a cap per deployment and per stack.", "mandatory",
-              rules.gpu_caps,
-              {"max_gpus_per_deployment": {"type": "integer", "minimum": 0, "default": 64,
-                                           "description": "GPUs one deployment may use at max replicas"},
-               "max_gpus_total": {"type": "integer", "minimum": 0, "default": 256,
-                                  "description": "GPUs the whole stack may use at max replicas"}}, stack=True),
-    PolicyDef("allowed-instances-and-regions", "GPU instances come from allowed families, in allowed regions.",
-              "mandatory", rules.instances_and_regions,
-              {"allowed_instance_families": _strings([], "EC2 instance families, e.g. g6e, p5; empty for any"),
-               "allowed_regions": _strings([], "AWS regions; empty for any")}),
+    PolicyDef(
+        "model-revision-pinned-production",
+        "Production models are pinned to a 40-hex commit, so every "
+        "replica and every rollback serves the same weights.",
+        "mandatory",
+        partial(rules.revision_pinned, production=True),
+        {},
+    ),
+    PolicyDef(
+        "model-revision-pinned",
+        "Outside production, models should be pinned to a commit too; a moving "
+        "branch changes what a scale-up serves.",
+        "advisory",
+        partial(rules.revision_pinned, production=False),
+        {},
+    ),
+    PolicyDef(
+        "weights-safetensors",
+        "Weights are loaded from safetensors only, never unpickled.",
+        "mandatory",
+        rules.safetensors_only,
+        {
+            "allowed_load_formats": _strings(
+                ["safetensors", "fastsafetensors", "runai_streamer"],
+                "SGLang --load-format values that read safetensors only",
+            )
+        },
+    ),
+    PolicyDef(
+        "trust-remote-code-allowlist",
+        "Model repos may run their own Python code only when allow-listed.",
+        "mandatory",
+        rules.remote_code_allowed,
+        {"allowed_repos": _strings([], "Hugging Face repos reviewed and allowed to run their own code")},
+    ),
+    PolicyDef(
+        "placement-fits",
+        "The model fits the GPU memory of its placement, and the GPU supports its dtype, "
+        "quantization and KV cache dtype.",
+        "mandatory",
+        rules.placement_fits,
+        {},
+    ),
+    PolicyDef(
+        "stack-budget",
+        "The stack's monthly cost at max replicas stays within the budget.",
+        "mandatory",
+        rules.budget,
+        {
+            "budget_usd_per_month": {
+                "type": ["number", "null"],
+                "minimum": 0,
+                "default": None,
+                "description": "USD per month; null uses platform.budget_usd_per_month",
+            }
+        },
+        stack=True,
+    ),
+    PolicyDef(
+        "public-endpoint-secured",
+        "Internet-facing endpoints require an API key and TLS.",
+        "mandatory",
+        rules.public_endpoint_secured,
+        {},
+    ),
+    PolicyDef(
+        "production-availability",
+        "Production deployments keep serving through rollouts and drains: "
+        "always-ready keeps a replica, a PodDisruptionBudget guards the pods, max_unavailable is 0.",
+        "mandatory",
+        rules.production_availability,
+        {},
+        stack=True,
+    ),
+    PolicyDef(
+        "images-pinned",
+        "Container images are pinned by version tag or digest, never latest or untagged.",
+        "mandatory",
+        rules.images_pinned,
+        {"forbidden_tags": _strings(["latest", "main", "nightly", "dev"], "tags that move")},
+    ),
+    PolicyDef(
+        "container-resources",
+        "Every container requests CPU and memory and has a memory limit, so the "
+        "scheduler can place it and a leak cannot take the node.",
+        "mandatory",
+        rules.container_resources,
+        {
+            "require_cpu_limit": {
+                "type": "boolean",
+                "default": False,
+                "description": "also require CPU limits "
+                "(off: throttling SGLang's scheduler threads only adds latency)",
+            }
+        },
+    ),
+    PolicyDef(
+        "no-privileged-containers",
+        "No privileged containers, privilege escalation or host namespaces; "
+        "host paths only under the node cache.",
+        "mandatory",
+        rules.no_privilege,
+        {"allowed_host_paths": _strings([NODE_CACHE_PATH], "host path prefixes pods may mount")},
+    ),
+    PolicyDef(
+        "gpu-caps",
+        "GPUs at max replicas stay under a cap per deployment and per stack.",
+        "mandatory",
+        rules.gpu_caps,
+        {
+            "max_gpus_per_deployment": {
+                "type": "integer",
+                "minimum": 0,
+                "default": 64,
+                "description": "GPUs one deployment may use at max replicas",
+            },
+            "max_gpus_total": {
+                "type": "integer",
+                "minimum": 0,
+                "default": 256,
+                "description": "GPUs the whole stack may use at max replicas",
+            },
+        },
+        stack=True,
+    ),
+    PolicyDef(
+        "allowed-instances-and-regions",
+        "GPU instances come from allowed families, in allowed regions.",
+        "mandatory",
+        rules.instances_and_regions,
+        {
+            "allowed_instance_families": _strings([], "EC2 instance families, e.g. g6e, p5; empty for any"),
+            "allowed_regions": _strings([], "AWS regions; empty for any"),
+        },
+    ),
 )
 BY_NAME = {p.name: p for p in POLICIES}
 
 
 # ---- config ----------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -99,67 +192,112 @@ class Settings:
     config: dict[str, Any]
 
 
-def settings(raw: Optional[dict[str, Any]] = None, where: str = "policy config") -> dict[str, Settings]:
+def settings(raw: dict[str, Any] | None = None, where: str = "policy config") -> dict[str, Settings]:
     """Each policy's level and config from Pulumi's policy config format; every problem reported at once."""
     raw = raw or {}
     problems: list[Problem] = []
     if not isinstance(raw, dict):
-        raise InvalidInput([Problem(where, "must be a JSON object of policy names", 'e.g. {"all": "advisory"}',
-                                    raw)])
+        raise InvalidInput(
+            [Problem(where, "must be a JSON object of policy names", 'e.g. {"all": "advisory"}', raw)]
+        )
     default_level = raw.get("all")
     if default_level is not None and default_level not in LEVELS:
-        problems.append(Problem(f"{where}: all", "is not an enforcement level", f"use one of {', '.join(LEVELS)}",
-                                default_level))
+        problems.append(
+            Problem(
+                f"{where}: all",
+                "is not an enforcement level",
+                f"use one of {', '.join(LEVELS)}",
+                default_level,
+            )
+        )
     out = {}
     for name in raw:
         if name != "all" and name not in BY_NAME:
-            problems.append(Problem(f"{where}: {name}", "is not a policy of this pack",
-                                    f"use one of: {', '.join(BY_NAME)}", name))
+            problems.append(
+                Problem(
+                    f"{where}: {name}",
+                    "is not a policy of this pack",
+                    f"use one of: {', '.join(BY_NAME)}",
+                    name,
+                )
+            )
     for p in POLICIES:
         level, config = default_level if default_level in LEVELS else p.level, p.defaults()
         given = raw.get(p.name)
         if isinstance(given, str):
             given = {"enforcementLevel": given}
         if given is not None and not isinstance(given, dict):
-            problems.append(Problem(f"{where}: {p.name}", "must be an enforcement level or an object",
-                                    'e.g. "advisory" or {"enforcementLevel": "mandatory"}', given))
+            problems.append(
+                Problem(
+                    f"{where}: {p.name}",
+                    "must be an enforcement level or an object",
+                    'e.g. "advisory" or {"enforcementLevel": "mandatory"}',
+                    given,
+                )
+            )
             given = None
         for key, value in (given or {}).items():
             if key == "enforcementLevel":
                 if value not in LEVELS:
-                    problems.append(Problem(f"{where}: {p.name}.enforcementLevel", "is not an enforcement level",
-                                            f"use one of {', '.join(LEVELS)}", value))
+                    problems.append(
+                        Problem(
+                            f"{where}: {p.name}.enforcementLevel",
+                            "is not an enforcement level",
+                            f"use one of {', '.join(LEVELS)}",
+                            value,
+                        )
+                    )
                 else:
                     level = value
             elif key not in p.config:
-                problems.append(Problem(f"{where}: {p.name}.{key}", "is not a setting of this policy",
-                                        f"use one of: {', '.join(p.config) or 'none (only enforcementLevel)'}", key))
+                problems.append(
+                    Problem(
+                        f"{where}: {p.name}.{key}",
+                        "is not a setting of this policy",
+                        f"use one of: {', '.join(p.config) or 'none (only enforcementLevel)'}",
+                        key,
+                    )
+                )
             else:
                 try:
                     jsonschema.validate(value, {k: v for k, v in p.config[key].items() if k != "default"})
                     config[key] = value
                 except jsonschema.ValidationError as err:
-                    problems.append(Problem(f"{where}: {p.name}.{key}", f"is invalid ({err.message})",
-                                            p.config[key]["description"], value))
+                    problems.append(
+                        Problem(
+                            f"{where}: {p.name}.{key}",
+                            f"is invalid ({err.message})",
+                            p.config[key]["description"],
+                            value,
+                        )
+                    )
         out[p.name] = Settings(level, config)
     if problems:
         raise InvalidInput(problems)
     return out
 
 
-def read_settings(path: Optional[Path]) -> dict[str, Settings]:
+def read_settings(path: Path | None) -> dict[str, Settings]:
     if path is None:
         return settings()
     try:
         raw = json.loads(path.read_text())
     except (OSError, ValueError) as err:
-        raise InvalidInput([Problem(str(path), f"cannot be read as JSON ({err.__class__.__name__})",
-                                    "pass a policy config file as `pulumi preview --policy-pack-config` takes",
-                                    show_got=False)]) from None
+        raise InvalidInput(
+            [
+                Problem(
+                    str(path),
+                    f"cannot be read as JSON ({err.__class__.__name__})",
+                    "pass a policy config file as `pulumi preview --policy-pack-config` takes",
+                    show_got=False,
+                )
+            ]
+        ) from None
     return settings(raw, str(path))
 
 
 # ---- evaluation ------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Violation:
@@ -168,11 +306,18 @@ class Violation:
     resource: str  # URN, or "" for the stack as a whole
     message: str
 
-    def as_json(self) -> dict:
-        return {"policy": self.policy, "level": self.level, "resource": self.resource, "message": self.message}
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "policy": self.policy,
+            "level": self.level,
+            "resource": self.resource,
+            "message": self.message,
+        }
 
 
-def evaluate(resources: list[Resource], policy_settings: Optional[dict[str, Settings]] = None) -> list[Violation]:
+def evaluate(
+    resources: list[Resource], policy_settings: dict[str, Settings] | None = None
+) -> list[Violation]:
     """Every violation of every enabled policy, in pack order then resource order."""
     policy_settings = policy_settings or settings()
     out = []

@@ -10,10 +10,27 @@ import sys
 
 from sglang.srt.server_args import ServerArgs
 
-FIELDS = ("model_path", "revision", "served_model_name", "host", "port", "tp_size", "dtype", "quantization",
-          "kv_cache_dtype", "context_length", "max_running_requests", "mem_fraction_static", "enable_metrics",
-          "api_key", "trust_remote_code", "speculative_algorithm", "speculative_draft_model_path",
-          "speculative_draft_model_revision", "enable_torch_compile")
+FIELDS = (
+    "model_path",
+    "revision",
+    "served_model_name",
+    "host",
+    "port",
+    "tp_size",
+    "dtype",
+    "quantization",
+    "kv_cache_dtype",
+    "context_length",
+    "max_running_requests",
+    "mem_fraction_static",
+    "enable_metrics",
+    "api_key",
+    "trust_remote_code",
+    "speculative_algorithm",
+    "speculative_draft_model_path",
+    "speculative_draft_model_revision",
+    "enable_torch_compile",
+)
 
 
 def main() -> None:
