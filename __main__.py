@@ -90,6 +90,7 @@ for item in stack.deployments:
             addons=stack.spec.platform.addons,
             prometheus_url=stack.spec.platform.prometheus_url or DEFAULT_PROMETHEUS,
             addon_releases=platform.addons.releases,
+            network_policies=stack.spec.platform.network_policies,
         ),
         opts=pulumi.ResourceOptions(providers={"kubernetes": platform.provider}),
     )

@@ -187,6 +187,7 @@ class EksCluster(pulumi.ComponentResource):
                 cluster_name=self.cluster.name,
                 addon_name=addon,
                 resolve_conflicts_on_create="OVERWRITE",
+                configuration_values=network.EKS_ADDON_CONFIG.get(addon),
                 tags=tags,
                 opts=child,
             )

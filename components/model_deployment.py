@@ -9,7 +9,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 import pulumi_random as random
 
-from sgldeploy import autoscaling, node_pool, serving, weight_cache
+from sgldeploy import autoscaling, network_policy, node_pool, serving, weight_cache
 from sgldeploy.lock import LockedModel
 from sgldeploy.sizing import Sizing
 from sgldeploy.spec import AddonsSpec, DeploymentSpec
@@ -54,6 +54,8 @@ class ModelDeploymentArgs:
     addons: AddonsSpec | None = None
     """The platform's add-ons (installed or existing): KEDA for autoscaling, Prometheus for monitoring."""
     prometheus_url: str = autoscaling.DEFAULT_PROMETHEUS
+    network_policies: bool = True
+    """Render the deployment's NetworkPolicies (platform.network_policies)."""
     addon_releases: dict[str, Any] = field(default_factory=dict)
     """Add-ons this stack installs (ClusterAddons.releases): custom resources wait for their CRDs."""
 
@@ -221,6 +223,8 @@ class ModelDeployment(pulumi.ComponentResource):
                 ),
                 opts=child,
             )
+        if args.network_policies and args.network is not None:
+            self._network_policies(name, args, args.network, through_interceptor=scaling.kind == "http")
         k8s.policy.v1.PodDisruptionBudget(
             f"{name}-pdb",
             metadata={"name": dep.name, "namespace": args.namespace, "labels": labels},
@@ -230,6 +234,30 @@ class ModelDeployment(pulumi.ComponentResource):
         )
         self.register_outputs(
             {**(args.facts or {}), "serviceName": self.server.service_name, "apiKey": self.api_key}
+        )
+
+    def _network_policies(
+        self, name: str, args: ModelDeploymentArgs, network: ClusterNetwork, *, through_interceptor: bool
+    ) -> None:
+        dep = args.spec
+        labels = serving.labels(dep, "network-policy")
+        k8s.networking.v1.NetworkPolicy(
+            f"{name}-deny-ingress",
+            metadata={"name": f"{dep.name}-deny-ingress", "namespace": args.namespace, "labels": labels},
+            spec=network_policy.deny_all_spec(dep),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        k8s.networking.v1.NetworkPolicy(
+            f"{name}-server-ingress",
+            metadata={"name": f"{dep.name}-server-ingress", "namespace": args.namespace, "labels": labels},
+            spec=network_policy.server_ingress_spec(
+                dep,
+                vpc_cidr=network.vpc_cidr,
+                through_interceptor=through_interceptor,
+                prometheus=args.addons is not None and bool(args.addons.prometheus),
+                multi_node=args.sizing.placement.nodes_per_replica > 1,
+            ),
+            opts=pulumi.ResourceOptions(parent=self),
         )
 
     def _secret(

@@ -80,6 +80,7 @@ class ClusterNetwork:
     vpc_id: pulumi.Input[str]
     subnet_ids: Sequence[pulumi.Input[str]]  # the cluster's subnets, where nodes run
     security_group_id: pulumi.Input[str]  # the cluster security group every node carries
+    vpc_cidr: pulumi.Input[str]  # where load balancers send from, for NetworkPolicies
 
 
 class Platform(pulumi.ComponentResource):
@@ -118,6 +119,7 @@ class Platform(pulumi.ComponentResource):
                 vpc_id=eks.vpc_id,
                 subnet_ids=eks.private_subnet_ids,
                 security_group_id=cluster.vpc_config.cluster_security_group_id,
+                vpc_cidr=spec.cluster.vpc_cidr,
             )
             config: pulumi.Input[str] = pulumi.Output.all(
                 cluster.name, cluster.endpoint, cluster.certificate_authority.data
@@ -133,6 +135,9 @@ class Platform(pulumi.ComponentResource):
                 vpc_id=_field(vpc, "vpc_id"),
                 subnet_ids=list(_field(vpc, "subnet_ids")),
                 security_group_id=_field(vpc, "cluster_security_group_id"),
+                vpc_cidr=aws.ec2.get_vpc(
+                    id=_field(vpc, "vpc_id"), opts=pulumi.InvokeOptions(parent=self)
+                ).cidr_block,
             )
             config = kubeconfig(
                 cluster.name,

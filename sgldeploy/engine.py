@@ -26,6 +26,7 @@ from pulumi.runtime.sync_await import _sync_await
 SECRET = "[secret]"
 UNKNOWN = "(known after apply)"
 OFFLINE_ACCOUNT = "000000000000"
+OFFLINE_VPC_CIDR = "10.0.0.0/16"  # what the offline plan shows for an existing cluster's VPC
 
 
 @dataclass
@@ -153,6 +154,12 @@ def default_invokes(region: str) -> dict[str, Callable[[dict[str, Any]], dict[st
 
     return {
         "aws:eks/getCluster:getCluster": eks_cluster,
+        "aws:ec2/getVpc:getVpc": lambda args: {
+            "id": args.get("id", "vpc-offline"),
+            "cidrBlock": OFFLINE_VPC_CIDR,
+            "cidrBlockAssociations": [],
+            "tags": {},
+        },
         "aws:index/getRegion:getRegion": lambda args: {"name": region, "region": region, "id": region},
         "aws:index/getAvailabilityZones:getAvailabilityZones": lambda args: {
             "id": region,

@@ -24,6 +24,8 @@ EKS_ADDONS_BEFORE_NODES = ("vpc-cni", "kube-proxy", "eks-pod-identity-agent")
 EKS_ADDONS_AFTER_NODES = ("coredns",)  # a Deployment: it only becomes healthy once nodes exist
 """EKS-managed add-ons, at the default version EKS pairs with the cluster's Kubernetes version; the pod identity
 agent is what gives the Helm add-ons their AWS roles."""
+EKS_ADDON_CONFIG = {"vpc-cni": '{"enableNetworkPolicy": "true"}'}
+"""Add-on settings (JSON): the VPC CNI enforces NetworkPolicies only with its network policy agent on."""
 
 
 @dataclass(frozen=True)

@@ -334,6 +334,11 @@ class PlatformSpec(Model):
     tags: dict[str, str] = Field(
         default_factory=dict, description="AWS tags added to every taggable resource."
     )
+    network_policies: bool = Field(
+        True,
+        description="NetworkPolicies that let only the load balancer, the HTTP add-on, Prometheus and the "
+        "namespace reach serving pods (enforced where the VPC CNI has network policy on). Default true.",
+    )
     allow_trust_remote_code: bool = Field(
         False,
         description="Allow deployments to set "

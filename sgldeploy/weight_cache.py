@@ -60,6 +60,21 @@ def container_security(*add: str) -> dict[str, Any]:
     }
 
 
+NOBODY = 65534
+UNPRIVILEGED_POD = {
+    "runAsNonRoot": True,
+    "runAsUser": NOBODY,
+    "runAsGroup": NOBODY,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+"""For pods that neither write a hostPath nor run SGLang: they run as nobody."""
+
+
+def read_only_container_security() -> dict[str, Any]:
+    """Nothing to write: the root filesystem is mounted read-only."""
+    return {**container_security(), "readOnlyRootFilesystem": True}
+
+
 POD_SECURITY = {
     "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
     # None of sgldeploy's pods talks to the Kubernetes API: no token in them.
@@ -158,8 +173,11 @@ def prepull_daemon_set_spec(
             "name": f"pull-{i}",
             "image": image,
             "command": ["sh", "-c", "true"],
-            "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"memory": "64Mi"}},
-            "securityContext": container_security(),
+            "resources": {
+                "requests": {"cpu": "10m", "memory": "16Mi"},
+                "limits": {"cpu": "100m", "memory": "64Mi"},
+            },
+            "securityContext": read_only_container_security(),
         }
         for i, image in enumerate(images)
     ]
@@ -175,9 +193,9 @@ def prepull_daemon_set_spec(
                         "image": PAUSE_IMAGE,
                         "resources": {
                             "requests": {"cpu": "1m", "memory": "8Mi"},
-                            "limits": {"memory": "16Mi"},
+                            "limits": {"cpu": "10m", "memory": "16Mi"},
                         },
-                        "securityContext": container_security(),
+                        "securityContext": read_only_container_security(),
                     }
                 ],
                 **(
@@ -207,6 +225,8 @@ def prepull_daemon_set_spec(
                 },
                 "terminationGracePeriodSeconds": 1,
                 **POD_SECURITY,
+                # It only pulls images and sleeps: no root, nothing written.
+                "securityContext": UNPRIVILEGED_POD,
             },
         },
     }
@@ -230,7 +250,8 @@ def prefetch_container(
             {"name": "model-cache", "mountPath": MODELS_MOUNT, **({"readOnly": True} if read_only else {})}
         ],
         "resources": {"requests": {"cpu": "2", "memory": "2Gi"}, "limits": {"memory": "2Gi"}},
-        "securityContext": container_security(),
+        # The tool writes only under /models (its own temporary files included).
+        "securityContext": read_only_container_security(),
     }
 
 

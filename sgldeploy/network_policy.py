@@ -1,0 +1,67 @@
+"""NetworkPolicies for a deployment's pods: who may open connections to them.
+
+Every pod of a deployment (server, multi-node workers, prefetch Jobs, image pre-pull) starts from
+"no ingress"; the serving pods then accept, on the SGLang port only:
+
+- the load balancer's targets path (public and internal endpoints): ALB and NLB send from their ENIs in
+  the VPC, so the VPC's CIDR (the AWS LB controller registers pod IPs as targets);
+- the KEDA HTTP add-on's interceptor, when the deployment scales from zero through it;
+- Prometheus, which scrapes `/metrics` on the same port;
+- pods of the same namespace, which is how `exposure: cluster` clients (and a router) reach it.
+
+Pods of one multi-node replica also talk to each other on every port (NCCL picks ports at run time).
+Egress is left open: pods download weights from the Hub and S3. NetworkPolicies are additive, so a
+platform team widens this with policies of its own. They are enforced only where the cluster's network
+plugin does (the VPC CNI with `enableNetworkPolicy`, which sgldeploy turns on for clusters it creates).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .addons import CHARTS
+from .serving import selector
+from .sglang_args import SERVER_PORT
+from .spec import DeploymentSpec
+
+NAMESPACE_LABEL = "kubernetes.io/metadata.name"  # set by Kubernetes on every namespace since 1.21
+
+
+def addon_namespace(addon: str) -> str:
+    return next(c.namespace for c in CHARTS if c.addon == addon)
+
+
+def instance_selector(dep: DeploymentSpec) -> dict[str, str]:
+    """Every pod sgldeploy runs for this deployment carries these two labels."""
+    return {"app.kubernetes.io/instance": dep.name, "app.kubernetes.io/managed-by": "sgldeploy"}
+
+
+def deny_all_spec(dep: DeploymentSpec) -> dict[str, Any]:
+    """No ingress to any pod of the deployment unless another policy allows it."""
+    return {"podSelector": {"matchLabels": instance_selector(dep)}, "policyTypes": ["Ingress"], "ingress": []}
+
+
+def _namespace(name: str) -> dict[str, Any]:
+    return {"namespaceSelector": {"matchLabels": {NAMESPACE_LABEL: name}}}
+
+
+def server_ingress_spec(
+    dep: DeploymentSpec,
+    *,
+    vpc_cidr: Any,
+    through_interceptor: bool,
+    prometheus: bool,
+    multi_node: bool,
+) -> dict[str, Any]:
+    """Who may reach the serving pods; `vpc_cidr` is a CIDR string, or an output that resolves to one."""
+    peers: list[dict[str, Any]] = [{"podSelector": {}}]  # the same namespace
+    if dep.endpoint.exposure != "cluster" and not through_interceptor:
+        peers.append({"ipBlock": {"cidr": vpc_cidr}})
+    if through_interceptor:
+        peers.append(_namespace(addon_namespace("keda_http")))
+    if prometheus and dep.observability.metrics:
+        peers.append(_namespace(addon_namespace("prometheus")))
+    rules: list[dict[str, Any]] = [{"from": peers, "ports": [{"protocol": "TCP", "port": SERVER_PORT}]}]
+    if multi_node:
+        rules.append({"from": [{"podSelector": {"matchLabels": selector(dep)}}]})
+    return {"podSelector": {"matchLabels": selector(dep)}, "policyTypes": ["Ingress"], "ingress": rules}
