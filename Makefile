@@ -1,7 +1,10 @@
 # Two commands after a clone: `make plan` and `make test`. Python 3.11 is all they need.
+SHELL := bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 SGLANG_VENV := .venv-sglang
+CHECKOV_VENV := .venv-checkov
+CHECKOV_VERSION := 3.3.30
 SGLANG_VERSION := 0.5.23
 TRITON_VERSION := 3.8.0
 TORCH_CPU_VERSION := 2.13.0
@@ -10,7 +13,12 @@ STACK ?= dev
 # make test TORCH_PIP_ARGS='--index-url <PyTorch CPU wheel index>'
 TORCH_PIP_ARGS ?=
 
-.PHONY: plan test bench clean schema
+.PHONY: plan test lint typecheck scan pytest fmt bench clean schema
+
+# Runs a stage and prints how long it took, so a slow CI names its slow stage.
+define timed
+	@start=$$(date +%s); echo "== $(1)"; $(2); rc=$$?; echo "== $(1): $$(( $$(date +%s) - start )) s"; exit $$rc
+endef
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,11 +35,32 @@ $(SGLANG_VENV)/.installed: sglang_image/parser-requirements.txt
 	$(SGLANG_VENV)/bin/pip install --quiet --disable-pip-version-check -r sglang_image/parser-requirements.txt
 	touch $@
 
+# Checkov has its own dependency tree (boto3, networkx, ...): its own venv keeps it out of the project's.
+$(CHECKOV_VENV)/.installed:
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install --quiet --disable-pip-version-check checkov==$(CHECKOV_VERSION)
+	touch $@
+
 plan: $(VENV)/.installed
 	$(VENV)/bin/sgldeploy plan --stack $(STACK)
 
-test: $(VENV)/.installed $(SGLANG_VENV)/.installed
-	SGLANG_PYTHON=$(abspath $(SGLANG_VENV))/bin/python $(VENV)/bin/python -m pytest
+test: lint typecheck scan pytest
+
+lint: $(VENV)/.installed
+	$(call timed,lint,$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .)
+
+typecheck: $(VENV)/.installed
+	$(call timed,typecheck,$(VENV)/bin/mypy)
+
+scan: $(VENV)/.installed $(CHECKOV_VENV)/.installed
+	$(call timed,scan,$(VENV)/bin/python -m sgldeploy.scan --checkov $(CHECKOV_VENV)/bin/checkov)
+
+pytest: $(VENV)/.installed $(SGLANG_VENV)/.installed
+	$(call timed,pytest,SGLANG_PYTHON=$(abspath $(SGLANG_VENV))/bin/python $(VENV)/bin/python -m pytest)
+
+fmt: $(VENV)/.installed
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
 
 schema: $(VENV)/.installed
 	$(VENV)/bin/sgldeploy schema > schema/sgldeploy.schema.json
@@ -43,4 +72,4 @@ bench: $(VENV)/.installed
 	$(VENV)/bin/python bench/cost_and_policy.py
 
 clean:
-	rm -rf $(VENV) $(SGLANG_VENV) *.egg-info
+	rm -rf $(VENV) $(SGLANG_VENV) $(CHECKOV_VENV) *.egg-info
