@@ -48,6 +48,11 @@ try:
         lock_file,
         {key for key, value in secrets.items() if value is not None},
         resolve_online,
+        plaintext_secrets={
+            key
+            for key, value in secrets.items()
+            if value is not None and not pulumi.runtime.is_config_secret(f"sgldeploy:{key}")
+        },
     )
     estimate = cost.estimate(stack, region, cost.Usage.read(Path(usage_file) if usage_file else None))
 except InvalidInput as invalid:

@@ -104,13 +104,15 @@ def main(argv: Sequence[str] | None = None, root: Path | None = None) -> int:
             return _lock(args, stack)
         if args.command == "validate":
             from .lock import lock_path_for
-            from .stack import SECRET_KEYS, resolve
+            from .stack import resolve, secrets_of
 
+            secrets, plaintext = secrets_of(stack)
             resolve(
                 stack.object("sgldeploy:platform"),
                 stack.object("sgldeploy:deployments"),
                 lock_path_for(stack.path),
-                {k for k in SECRET_KEYS if f"sgldeploy:{k}" in stack.config},
+                secrets,
+                plaintext_secrets=plaintext,
             )
             print(f"{stack.path}: valid")
             return EXIT_OK

@@ -22,7 +22,7 @@ from .policy import pack
 from .policy.rules import Resource
 from .sizing import Candidate, Sizing
 from .spec import AddonsSpec
-from .stack import SECRET_KEYS, ResolvedDeployment, ResolvedStack, resolve
+from .stack import ResolvedDeployment, ResolvedStack, resolve, secrets_of
 from .stackfile import StackFile
 
 PLAN_VERSION = 1
@@ -56,9 +56,13 @@ def render(
     """Validate (raising InvalidInput), run the program under the mock engine (raising pulumi.RunError), then
     price it and run the policy pack over what it declared."""
     lock_file = lock_path_for(stack.path)
-    secrets = {k for k in SECRET_KEYS if f"{PROJECT}:{k}" in stack.config}
+    secrets, plaintext = secrets_of(stack)
     resolved = resolve(
-        stack.object(f"{PROJECT}:platform"), stack.object(f"{PROJECT}:deployments"), lock_file, secrets
+        stack.object(f"{PROJECT}:platform"),
+        stack.object(f"{PROJECT}:deployments"),
+        lock_file,
+        secrets,
+        plaintext_secrets=plaintext,
     )
     usage = cost.Usage.read(usage_file)
     config = {**stack.config, f"{PROJECT}:lockFile": str(lock_file)}

@@ -6,7 +6,7 @@ All problems (spec, lock, fit, secrets) are gathered and raised once as InvalidI
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,7 @@ from .lock import SERVABLE_PIPELINES, LockedModel, LockError, lock_key, read_loc
 from .problems import InvalidInput, Problem, config_path
 from .sizing import Sizing, SizingError, size
 from .spec import DeploymentSpec, StackSpec, is_commit
+from .stackfile import StackFile
 from .validate import parse_stack
 
 SECRET_KEYS = ("hfToken", "apiKey")
@@ -44,26 +45,32 @@ def resolve(
     lock_file: Path,
     secrets: set[str],
     resolve_missing: MissingResolver | None = None,
+    plaintext_secrets: Iterable[str] = (),
 ) -> ResolvedStack:
-    """Validate and size a stack. `secrets` holds the names (not values) of the secrets that are set.
+    """Validate and size a stack. `secrets` holds the names (not values) of the secrets that are set;
+    `plaintext_secrets` those of them set without `--secret`, which are refused.
 
     A model missing from the lock is a problem, unless `resolve_missing` (used by `pulumi preview`) finds it.
     """
-    spec = parse_stack(platform, deployments)
+    problems: list[Problem] = [plaintext_secret_problem(key) for key in sorted(plaintext_secrets)]
+    try:
+        spec = parse_stack(platform, deployments)
+    except InvalidInput as invalid:
+        raise InvalidInput(problems + invalid.problems) from None
     try:
         lock = read_lock(lock_file)
     except LockError as exc:
         raise InvalidInput(
             [
+                *problems,
                 Problem(
                     str(lock_file),
                     f"is not a usable model lock ({exc})",
                     "re-create it with `sgldeploy lock`",
                     show_got=False,
-                )
+                ),
             ]
         ) from None
-    problems: list[Problem] = []
     resolved: list[ResolvedDeployment] = []
     for i, dep in enumerate(spec.deployments):
 
@@ -93,6 +100,22 @@ def resolve(
     if problems:
         raise InvalidInput(_unique(problems))
     return ResolvedStack(spec=spec, deployments=resolved)
+
+
+def secrets_of(stack: StackFile) -> tuple[set[str], set[str]]:
+    """The names of the secrets a stack file sets, and those of them written in plain text."""
+    present = {k for k in SECRET_KEYS if f"sgldeploy:{k}" in stack.config}
+    return present, {k for k in present if f"sgldeploy:{k}" not in stack.secret_keys}
+
+
+def plaintext_secret_problem(key: str) -> Problem:
+    """A secret in plain text would sit unencrypted in the stack file, and in git; its value is never shown."""
+    return Problem(
+        f"sgldeploy:{key}",
+        "is a secret set in plain text, so it is stored unencrypted in the stack file",
+        f"remove it from the file, then run `pulumi config set --secret sgldeploy:{key} <value>`",
+        show_got=False,
+    )
 
 
 def _model_problems(
