@@ -5,12 +5,15 @@ error: <config path>: <what is wrong> (got <value>); <how to fix>
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 NAMESPACE = "sgldeploy"
 _MAX_SHOWN = 80
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_:-]+")
 
 
 class SpecValueError(ValueError):
@@ -31,7 +34,7 @@ class Problem:
 
     def line(self) -> str:
         got = f" (got {show(self.got)})" if self.show_got else ""
-        return f"error: {self.path}: {self.what}{got}; {self.fix}"
+        return one_line(f"error: {self.path}: {self.what}{got}; {self.fix}")
 
 
 class InvalidInput(Exception):
@@ -44,6 +47,11 @@ class InvalidInput(Exception):
 
 class Verbatim(str):
     """A `got` that is already phrased (e.g. "1 < 2"), shown without quotes."""
+
+
+def one_line(text: str) -> str:
+    """Control characters from the input (a key with a newline, say) are escaped: one problem, one line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def show(value: Any) -> str:
@@ -69,5 +77,10 @@ def config_path(key: str, loc: Iterable[Any] = ()) -> str:
     """`sgldeploy:deployments[1].scaling.max_replicas` from a key and a pydantic-style location."""
     path = f"{NAMESPACE}:{key}"
     for part in loc:
-        path += f"[{part}]" if isinstance(part, int) else f".{part}"
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif _PLAIN_KEY.fullmatch(str(part)):
+            path += f".{part}"
+        else:  # an odd key (spaces, dots, control characters) is quoted so the path stays unambiguous
+            path += f"[{json.dumps(str(part))}]"
     return path

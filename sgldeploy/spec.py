@@ -7,6 +7,7 @@ types and ranges; `sgldeploy.rules` checks what spans fields and deployments. Ne
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypedDict
 
@@ -73,6 +74,8 @@ else:
     Quantization = Literal[QUANTIZATIONS]
     GpuChoice = Literal[("auto", *GPU_MODELS)]
 
+MAX_REPLICAS = 1000  # a bound that catches typos in orders of magnitude, far above any GPU quota
+
 Readiness = Literal["always-ready", "fast", "cold-start"]
 CacheStorage = Literal["auto", "node-local", "efs", "fsx-lustre", "none"]
 
@@ -105,7 +108,10 @@ _K8S_VERSION = re.compile(r"^1\.\d{2}$")
 class Model(BaseModel):
     """Base: unknown keys are errors, so a typo never silently falls back to a default."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    # Strict types: YAML `true` is not the number 1, nor "4" the number 4; NaN and infinity are no numbers.
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, validate_default=True, strict=True, allow_inf_nan=False
+    )
 
 
 # ---- value types that accept `auto` or a number, with one clear message when neither -----------
@@ -115,7 +121,7 @@ def _auto_or(kind: type, minimum: float, maximum: float | None = None) -> Any:
     def check(value: Any) -> Any:
         if value == "auto":
             return "auto"
-        ok_type = isinstance(value, (int, float)) and not isinstance(value, bool)
+        ok_type = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
         if kind is int:
             ok_type = ok_type and float(value).is_integer()
         if not ok_type:
@@ -470,9 +476,14 @@ class ResourcesSpec(Model):
 
 class ScalingSpec(Model):
     min_replicas: int | None = Field(
-        None, ge=0, description="Fewest replicas; default from readiness (always-ready 1, otherwise 0)."
+        None,
+        ge=0,
+        le=MAX_REPLICAS,
+        description="Fewest replicas; default from readiness (always-ready 1, otherwise 0).",
     )
-    max_replicas: int = Field(1, ge=0, description="Most replicas. Default 1.")
+    max_replicas: int = Field(
+        1, ge=0, le=MAX_REPLICAS, description="Most replicas (at most 1000). Default 1."
+    )
     metric: Literal[
         "queue-depth", "running-requests", "gpu-utilization", "cpu-utilization", "memory-utilization"
     ] = Field("queue-depth", description="Signal the autoscaler follows. Default queue-depth.")

@@ -8,6 +8,7 @@ opaque stand-in marked secret, so the program sees that the secret is set but ne
 from __future__ import annotations
 
 import json
+from collections.abc import Hashable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,34 @@ import yaml
 from .problems import InvalidInput, Problem
 
 OPAQUE_SECRET = "offline-opaque-secret"
+MAX_STACK_FILE_BYTES = 1 << 20
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """Safe YAML, and stricter: no anchors or aliases (a few lines of them expand to gigabytes once the config
+    is serialized), no duplicate keys (the last one would silently win)."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            raise yaml.composer.ComposerError(
+                None,
+                None,
+                "anchors and aliases (&name, *name) are not supported in stack files; write the values out",
+                self.peek_event().start_mark,  # type: ignore[no-untyped-call]
+            )
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, Hashable) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}; keep one of them", key_node.start_mark
+                )
+            if isinstance(key, Hashable):
+                seen.add(key)
+        return super().construct_mapping(node, deep)
 
 
 @dataclass(frozen=True)
@@ -28,7 +57,12 @@ class StackFile:
 
     def object(self, key: str) -> Any:
         value = self.config.get(key)
-        return None if value is None else json.loads(value)
+        if value is None:
+            return None
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value  # plain text where an object belongs: validation names the key and what it needs
 
 
 def stack_path(stack: str, root: Path) -> Path:
@@ -56,22 +90,48 @@ def read_stack_file(path: Path, project: str = "sgldeploy") -> StackFile:
             ]
         )
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except (OSError, UnicodeDecodeError) as exc:
+        raw_bytes = path.read_bytes()
+    except OSError as exc:
         raise InvalidInput(
             [
                 Problem(
                     where,
-                    f"cannot be read ({exc.__class__.__name__})",
-                    "check the file's permissions and encoding (UTF-8)",
+                    f"cannot be read ({exc.strerror or exc.__class__.__name__})",
+                    "check the file's permissions",
                     show_got=False,
                 )
             ]
         ) from None
+    if len(raw_bytes) > MAX_STACK_FILE_BYTES:
+        raise InvalidInput(
+            [
+                Problem(
+                    where,
+                    f"is larger than {MAX_STACK_FILE_BYTES >> 20} MiB ({len(raw_bytes)} bytes)",
+                    "a stack file holds settings only; keep data (e.g. usage assumptions) in files of their own",
+                    show_got=False,
+                )
+            ]
+        )
+    try:
+        text = raw_bytes.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(
+            [
+                Problem(
+                    where,
+                    f"is not UTF-8 text (byte 0x{raw_bytes[exc.start]:02x} at offset {exc.start})",
+                    "save the file as UTF-8",
+                    show_got=False,
+                )
+            ]
+        ) from None
+    try:
+        data = yaml.load(text, Loader=_StrictLoader) or {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        reason = getattr(exc, "problem", None) or "invalid YAML"
+        reason = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise InvalidInput(
             [
                 Problem(
@@ -93,7 +153,18 @@ def read_stack_file(path: Path, project: str = "sgldeploy") -> StackFile:
                 )
             ]
         )
-    raw = data.get("config") or {}
+    if not data.get("config"):
+        raise InvalidInput(
+            [
+                Problem(
+                    f"{where}: config",
+                    "is missing or empty",
+                    "set sgldeploy:platform and sgldeploy:deployments under `config:` (see stacks/Pulumi.dev.yaml)",
+                    show_got=False,
+                )
+            ]
+        )
+    raw = data["config"]
     if not isinstance(raw, dict):
         raise InvalidInput(
             [

@@ -315,6 +315,8 @@ def _problem(model: type[BaseModel], key: str, prefix: tuple[Any, ...], err: Err
         ]
         bound = next(v for k, v in ctx.items() if k in ("gt", "ge", "lt", "le"))
         return Problem(path, f"must be {sign} {bound}", f"use a value {sign} {bound}", got)
+    if kind == "finite_number":
+        return Problem(path, "must be a finite number", "write a number, not NaN or infinity", got)
     if kind in ("string_too_long", "string_too_short", "string_pattern_mismatch"):
         return Problem(path, err["msg"].lower(), "shorten or correct it", got)
     if kind.endswith("_type") or kind.endswith("_parsing") or kind == "model_type":
