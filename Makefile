@@ -6,6 +6,7 @@ SGLANG_VENV := .venv-sglang
 CHECKOV_VENV := .venv-checkov
 CHECKOV_VERSION := 3.3.30
 SGLANG_VERSION := 0.5.23
+SGLANG_ROUTER_VERSION := 0.3.2
 TRITON_VERSION := 3.8.0
 TORCH_CPU_VERSION := 2.13.0
 STACK ?= dev
@@ -25,11 +26,12 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -e '.[test]'
 	touch $@
 
-# SGLang's parser needs torch; a CPU build keeps it off the GPU and out of the project's venv.
+# SGLang's parser needs torch; a CPU build keeps it off the GPU and out of the project's venv. The router's
+# parser (sglang-router, the Python launcher of the gateway image's release) lives there too.
 $(SGLANG_VENV)/.installed: sglang_image/parser-requirements.txt
 	$(PYTHON) -m venv $(SGLANG_VENV)
 	$(SGLANG_VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps \
-		sglang==$(SGLANG_VERSION) triton==$(TRITON_VERSION)
+		sglang==$(SGLANG_VERSION) triton==$(TRITON_VERSION) sglang-router==$(SGLANG_ROUTER_VERSION)
 	$(SGLANG_VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps $(TORCH_PIP_ARGS) \
 		torch==$(TORCH_CPU_VERSION)
 	$(SGLANG_VENV)/bin/pip install --quiet --disable-pip-version-check -r sglang_image/parser-requirements.txt

@@ -24,6 +24,8 @@ class AutoscalerArgs:
     prometheus: str = autoscaling.DEFAULT_PROMETHEUS
     crds: list[Any] = field(default_factory=list)
     """KEDA (and HTTP add-on) Helm releases when this stack installs them: their CRDs come first."""
+    workload: str | None = None
+    """The active track's Deployment (sgldeploy.rollout); None for the deployment's name."""
 
 
 class Autoscaler(pulumi.ComponentResource):
@@ -47,7 +49,9 @@ class Autoscaler(pulumi.ComponentResource):
                 api_version="keda.sh/v1alpha1",
                 kind="ScaledObject",
                 metadata=metadata,
-                spec=autoscaling.scaled_object_spec(dep, args.sizing, args.namespace_name, args.prometheus),
+                spec=autoscaling.scaled_object_spec(
+                    dep, args.sizing, args.namespace_name, args.prometheus, workload=args.workload
+                ),
                 opts=after_crds,
             )
         else:
@@ -57,7 +61,7 @@ class Autoscaler(pulumi.ComponentResource):
                 kind="HTTPScaledObject",
                 metadata=metadata,
                 spec=autoscaling.http_scaled_object_spec(
-                    dep, args.sizing, args.namespace_name, dep.endpoint.hostname
+                    dep, args.sizing, args.namespace_name, dep.endpoint.hostname, workload=args.workload
                 ),
                 opts=after_crds,
             )

@@ -9,7 +9,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 import pulumi_random as random
 
-from sgldeploy import autoscaling, network_policy, node_pool, serving, weight_cache
+from sgldeploy import autoscaling, network_policy, node_pool, rollout, router, serving, weight_cache
 from sgldeploy.lock import LockedModel
 from sgldeploy.sizing import Sizing
 from sgldeploy.spec import AddonsSpec, DeploymentSpec
@@ -19,6 +19,7 @@ from .endpoint import Endpoint, EndpointArgs
 from .node_pool import GpuNodePool, GpuNodePoolArgs
 from .observability import Observability, ObservabilityArgs
 from .platform import ClusterNetwork
+from .router import Router, RouterArgs
 from .sglang_server import SglangServer, SglangServerArgs
 from .weight_cache import SharedWeightCache, SharedWeightCacheArgs
 
@@ -150,6 +151,11 @@ class ModelDeployment(pulumi.ComponentResource):
             depends.append(self.cache.job)  # pods roll only once the commit is in the cache
         if args.sizing.placement.nodes_per_replica > 1:
             depends += _installed(args, "leader_worker_set")  # the LeaderWorkerSet CRD must exist first
+        tracks = (
+            rollout.tracks(dep, args.model.sha, serving.initial_replicas(dep))
+            if args.sizing.placement.nodes_per_replica == 1
+            else []
+        )
         self.server = SglangServer(
             f"{name}-server",
             SglangServerArgs(
@@ -164,6 +170,7 @@ class ModelDeployment(pulumi.ComponentResource):
                 efa=node_pool.efa_interfaces(args.sizing)
                 if args.nodes and args.addons is not None and args.addons.efa_device_plugin
                 else 0,
+                tracks=tracks,
             ),
             # Pods reference the Secrets by name, and a shared cache must hold the commit, before they start.
             opts=pulumi.ResourceOptions(parent=self, depends_on=depends),
@@ -181,9 +188,32 @@ class ModelDeployment(pulumi.ComponentResource):
                     prometheus=args.prometheus_url,
                     crds=_installed(args, "keda")
                     + (_installed(args, "keda_http") if scaling.kind == "http" else []),
+                    workload=tracks[0].name if tracks else None,
                 ),
                 # It scales the workload, which must exist first.
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[self.server]),
+            )
+        self.router = None
+        if router.enabled(dep):
+            prometheus = (
+                dep.observability.metrics and args.addons is not None and bool(args.addons.prometheus)
+            )
+            self.router = Router(
+                f"{name}-router",
+                RouterArgs(
+                    spec=dep,
+                    sizing=args.sizing,
+                    namespace=args.namespace,
+                    namespace_name=args.namespace_name,
+                    multi_node=args.sizing.placement.nodes_per_replica > 1,
+                    api_key_secret=refs.api_key,
+                    monitoring_crds=_installed(args, "prometheus") if prometheus else None,
+                    track_labels=tracks[0].labels if tracks else None,
+                ),
+                # Its pods read the API key Secret by name; it sends to the active commit once that is ready.
+                opts=pulumi.ResourceOptions(
+                    parent=self, depends_on=[self.server, *(s for s in (api_secret,) if s is not None)]
+                ),
             )
         if dep.endpoint.exposure != "cluster":
             Endpoint(
@@ -197,7 +227,9 @@ class ModelDeployment(pulumi.ComponentResource):
                 ),
                 # The AWS Load Balancer Controller turns these into load balancers, once it runs.
                 opts=pulumi.ResourceOptions(
-                    parent=self, depends_on=_installed(args, "aws_load_balancer_controller")
+                    parent=self,
+                    depends_on=_installed(args, "aws_load_balancer_controller")
+                    + ([self.router] if self.router else []),
                 ),
             )
         if dep.readiness == "fast" and dep.state == "running":
@@ -259,6 +291,22 @@ class ModelDeployment(pulumi.ComponentResource):
             ),
             opts=pulumi.ResourceOptions(parent=self),
         )
+        if router.enabled(dep):
+            k8s.networking.v1.NetworkPolicy(
+                f"{name}-router-ingress",
+                metadata={
+                    "name": f"{dep.name}-router-ingress",
+                    "namespace": args.namespace,
+                    "labels": labels,
+                },
+                spec=network_policy.router_ingress_spec(
+                    dep,
+                    vpc_cidr=network.vpc_cidr,
+                    through_interceptor=through_interceptor,
+                    prometheus=args.addons is not None and bool(args.addons.prometheus),
+                ),
+                opts=pulumi.ResourceOptions(parent=self),
+            )
 
     def _secret(
         self,

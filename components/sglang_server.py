@@ -1,15 +1,16 @@
-"""The SGLang server of one deployment: its GPU pods (a Deployment, or a LeaderWorkerSet across nodes) and
-the ClusterIP Service in front."""
+"""The SGLang server of one deployment: its GPU pods (a Deployment per rollout track, or a LeaderWorkerSet across
+nodes) and the ClusterIP Service in front (plus the canary's own Service while one runs)."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
 
-from sgldeploy import node_pool, serving
+from sgldeploy import node_pool, rollout, serving
 from sgldeploy.lock import LockedModel
 from sgldeploy.sizing import Sizing
 from sgldeploy.spec import DeploymentSpec
@@ -30,6 +31,8 @@ class SglangServerArgs:
     """The deployment's node pool (sgldeploy.node_pool.pool_id); None for any GPU node."""
     pod_spec_overrides: dict[str, Any] = field(default_factory=dict)
     """Extra pod spec fields merged over the generated ones (wrap, don't hide), e.g. priorityClassName."""
+    tracks: list[rollout.Track] = field(default_factory=list)
+    """The rollout's Deployments, the active one first (sgldeploy.rollout.tracks); empty for one plain Deployment."""
 
 
 class SglangServer(pulumi.ComponentResource):
@@ -70,17 +73,46 @@ class SglangServer(pulumi.ComponentResource):
                 opts=workload_opts,
             )
         else:
-            spec = serving.deployment_spec(dep, args.model, args.sizing, args.secrets, types, pool=args.pool)
-            spec["template"]["spec"].update(args.pod_spec_overrides)
-            self.workload = k8s.apps.v1.Deployment(
-                f"{name}-deployment", metadata=metadata, spec=spec, opts=workload_opts
-            )
+            tracks = args.tracks or [rollout.Track("active", args.model.sha, dep.name, None, keyed=False)]
+            workloads = []
+            for track in tracks:
+                spec = serving.deployment_spec(
+                    dep,
+                    dataclasses.replace(args.model, sha=track.sha),
+                    args.sizing,
+                    args.secrets,
+                    types,
+                    pool=args.pool,
+                    track=track,
+                )
+                spec["template"]["spec"].update(args.pod_spec_overrides)
+                workloads.append(
+                    k8s.apps.v1.Deployment(
+                        # One resource per commit for blue-green and canary: a new commit is a new Deployment.
+                        f"{name}-deployment" + (f"-{track.sha[:8]}" if track.keyed else ""),
+                        metadata={**metadata, "name": track.name},
+                        spec=spec,
+                        opts=workload_opts if track.replicas is None else named,
+                    )
+                )
+            self.workload = workloads[0]
+            if rollout.split(dep):
+                k8s.core.v1.Service(
+                    f"{name}-canary-service",
+                    metadata={**metadata, "name": f"{dep.name}{rollout.CANARY_SERVICE_SUFFIX}"},
+                    spec=serving.service_spec(dep, multi_node, tracks[-1]),
+                    opts=pulumi.ResourceOptions(
+                        parent=self, depends_on=[workloads[-1]], delete_before_replace=True
+                    ),
+                )
+        active = args.tracks[0] if args.tracks else None
         self.service = k8s.core.v1.Service(
             f"{name}-service",
             metadata=metadata,
-            spec=serving.service_spec(dep, multi_node),
+            spec=serving.service_spec(dep, multi_node, active),
             # Clients address the model by this DNS name, so it is fixed; a replacement must free it first.
-            opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(delete_before_replace=True)),
+            # It selects the active commit only once that commit's Deployment is ready (Pulumi awaits it).
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.workload], delete_before_replace=True),
         )
         self.service_name = pulumi.Output.concat(dep.name, ".", args.namespace, ".svc")
         self.register_outputs({"serviceName": self.service_name})

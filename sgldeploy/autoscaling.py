@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from . import observability
+from . import observability, router
 from .serving import initial_replicas
 from .sizing import Sizing
 from .spec import AddonsSpec, DeploymentSpec
@@ -51,10 +51,11 @@ def plan(dep: DeploymentSpec, keda: bool, keda_http: bool) -> Plan:
     return Plan("metrics", f"{dep.scaling.metric} with target {dep.scaling.target:g} per replica")
 
 
-def target_ref(dep: DeploymentSpec, sizing: Sizing) -> dict[str, str]:
+def target_ref(dep: DeploymentSpec, sizing: Sizing, workload: str | None = None) -> dict[str, str]:
+    """The workload to scale: `workload` names the active track's Deployment (sgldeploy.rollout)."""
     if sizing.placement.nodes_per_replica > 1:
         return {"apiVersion": "leaderworkerset.x-k8s.io/v1", "kind": "LeaderWorkerSet", "name": dep.name}
-    return {"apiVersion": "apps/v1", "kind": "Deployment", "name": dep.name}
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "name": workload or dep.name}
 
 
 def trigger(dep: DeploymentSpec, namespace: str, prometheus: str) -> dict[str, Any]:
@@ -79,10 +80,10 @@ def trigger(dep: DeploymentSpec, namespace: str, prometheus: str) -> dict[str, A
 
 
 def scaled_object_spec(
-    dep: DeploymentSpec, sizing: Sizing, namespace: str, prometheus: str
+    dep: DeploymentSpec, sizing: Sizing, namespace: str, prometheus: str, workload: str | None = None
 ) -> dict[str, Any]:
     return {
-        "scaleTargetRef": target_ref(dep, sizing),
+        "scaleTargetRef": target_ref(dep, sizing, workload),
         "minReplicaCount": dep.min_replicas,
         "maxReplicaCount": dep.max_replicas,
         "pollingInterval": POLLING_SECONDS,
@@ -115,12 +116,21 @@ def wait_seconds(dep: DeploymentSpec, sizing: Sizing) -> int:
 
 
 def http_scaled_object_spec(
-    dep: DeploymentSpec, sizing: Sizing, namespace: str, hostname: str | None = None
+    dep: DeploymentSpec,
+    sizing: Sizing,
+    namespace: str,
+    hostname: str | None = None,
+    workload: str | None = None,
 ) -> dict[str, Any]:
     short = f"{dep.name}-proxy.{namespace}.svc"
     return {
         "hosts": [short, proxy_host(dep, namespace), *([hostname] if hostname else [])],
-        "scaleTargetRef": {**target_ref(dep, sizing), "service": dep.name, "port": 80},
+        # With the router in front the interceptor forwards to it; it is ready once a replica is.
+        "scaleTargetRef": {
+            **target_ref(dep, sizing, workload),
+            "service": router.name(dep) if router.enabled(dep) else dep.name,
+            "port": 80,
+        },
         "replicas": {"min": 0, "max": dep.max_replicas},
         "scaledownPeriod": dep.idle_timeout_seconds,
         # Requests in flight per replica (running plus queued) is what SGLang's batch can take.

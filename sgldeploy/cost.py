@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from . import weight_cache
+from . import rollout, weight_cache
 from .autoscaling import replicas_when_idle
 from .catalog import HOURS_PER_MONTH, PRICED_REGION, service_prices
 from .network import (
@@ -29,6 +29,7 @@ from .network import (
     ZONES as NAT_GATEWAYS,
 )
 from .problems import InvalidInput, Problem
+from .serving import initial_replicas
 from .spec import PlatformSpec
 from .stack import ResolvedDeployment, ResolvedStack
 
@@ -268,11 +269,38 @@ def endpoint(item: ResolvedDeployment, region: str, usage: Usage) -> list[CostIt
     return lines
 
 
+def rollout_tracks(item: ResolvedDeployment, region: str) -> CostItem | None:
+    """A blue-green previous commit kept warm, or a canary: replicas beyond the autoscaled ones, always on."""
+    p, spec = item.sizing.placement, item.spec
+    extra = rollout.extra_replicas(spec, initial_replicas(spec))
+    if not extra:
+        return None
+    price = p.hourly_usd_per_replica / p.nodes_per_replica if p.hourly_usd_per_replica is not None else None
+    role = "canary" if spec.rollout.strategy == "canary" else "previous commit kept warm"
+    nodes = extra * p.nodes_per_replica
+    return _line(
+        f"{spec.name}/rollout-tracks",
+        f"{extra} {role} replica(s) of {p.instance_type}, {p.price_basis} price, running at all times",
+        None if region != PRICED_REGION else price,
+        nodes,
+        nodes,
+        region,
+        deployment=spec.name,
+        drivers={
+            "strategy": spec.rollout.strategy,
+            "extra_replicas": extra,
+            "instance_type": p.instance_type,
+        },
+    )
+
+
 def deployment_items(item: ResolvedDeployment, region: str, usage: Usage, idle: int) -> list[CostItem]:
     cache = cache_storage(item, region)
+    tracks = rollout_tracks(item, region)
     return [
         gpu_nodes(item, region, idle),
         node_disks(item, region, idle),
+        *([tracks] if tracks else []),
         *([cache] if cache else []),
         *endpoint(item, region, usage),
     ]

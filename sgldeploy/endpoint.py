@@ -11,12 +11,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from . import rollout, router
 from .autoscaling import INTERCEPTOR_PORT
 from .serving import SERVICE_PORT, labels, service_selector
 from .spec import DeploymentSpec
 
 INTERCEPTOR_SERVICE = "keda-add-ons-http-interceptor-proxy"
 INTERCEPTOR_NAMESPACE = "keda"
+STOPPED_ACTION = "stopped"  # the Ingress backend naming the ALB's fixed 503 response for a stopped deployment
 IDLE_TIMEOUT_SECONDS = (
     600  # an ALB drops a connection idle this long; non-streamed completions can take minutes
 )
@@ -24,7 +26,7 @@ DEREGISTRATION_DELAY_SECONDS = 120  # as long as a pod's termination grace: in-f
 ALB_ALGORITHMS = {
     "round-robin": "round_robin",
     "least-connections": "least_outstanding_requests",
-    # The SGLang router is not rendered yet: spread evenly until it is.
+    # The load balancer spreads over the router pods, which pick the replica with the cached prefix.
     "cache-aware": "round_robin",
     "ip-hash": "round_robin",
 }
@@ -49,7 +51,7 @@ def alb_annotations(dep: DeploymentSpec, tags: dict[str, str]) -> dict[str, str]
     out = {
         "alb.ingress.kubernetes.io/scheme": "internet-facing" if ep.exposure == "public" else "internal",
         "alb.ingress.kubernetes.io/target-type": "ip",
-        "alb.ingress.kubernetes.io/healthcheck-path": ep.health_check.path,
+        "alb.ingress.kubernetes.io/healthcheck-path": health_path(dep),
         "alb.ingress.kubernetes.io/healthcheck-interval-seconds": str(ep.health_check.interval_seconds),
         "alb.ingress.kubernetes.io/load-balancer-attributes": f"idle_timeout.timeout_seconds={IDLE_TIMEOUT_SECONDS}",
         "alb.ingress.kubernetes.io/target-group-attributes": ",".join(group),
@@ -66,16 +68,55 @@ def alb_annotations(dep: DeploymentSpec, tags: dict[str, str]) -> dict[str, str]
         out["alb.ingress.kubernetes.io/listen-ports"] = json.dumps([{"HTTP": 80}])
     if tags:
         out["alb.ingress.kubernetes.io/tags"] = _tags(tags)
+    if rollout.split(dep):
+        out[f"alb.ingress.kubernetes.io/actions.{rollout.ALB_ACTION}"] = json.dumps(
+            rollout.weighted_action(dep, SERVICE_PORT)
+        )
+    if dep.state == "stopped":
+        out[f"alb.ingress.kubernetes.io/actions.{STOPPED_ACTION}"] = json.dumps(stopped_response(dep))
     return out
 
 
+def stopped_response(dep: DeploymentSpec) -> dict[str, Any]:
+    """What a stopped deployment's ALB answers: 503 with an OpenAI-style error body saying why."""
+    body = {
+        "error": {
+            "message": f"{dep.name} is stopped: its replicas and GPU nodes are scaled to zero. "
+            "Set state: running in the stack and run pulumi up to serve it again.",
+            "type": "service_unavailable",
+            "code": "model_stopped",
+        }
+    }
+    return {
+        "type": "fixed-response",
+        "fixedResponseConfig": {
+            "contentType": "application/json",
+            "statusCode": "503",
+            "messageBody": json.dumps(body),
+        },
+    }
+
+
+def health_path(dep: DeploymentSpec) -> str:
+    """The spec's path on the SGLang pods; the router's own readiness when the router is in front."""
+    return router.HEALTH_PATH if router.enabled(dep) else dep.endpoint.health_check.path
+
+
+def upstream_service(dep: DeploymentSpec) -> str:
+    """The Service traffic enters: the router's when it is in front, else the model's."""
+    return router.name(dep) if router.enabled(dep) else dep.name
+
+
 def ingress_spec(dep: DeploymentSpec, through_interceptor: bool) -> dict[str, Any]:
-    """Straight to the model's Service, or to the interceptor when the deployment may be at zero."""
-    backend = (
-        {"service": {"name": INTERCEPTOR_SERVICE, "port": {"number": INTERCEPTOR_PORT}}}
-        if through_interceptor
-        else {"service": {"name": dep.name, "port": {"number": SERVICE_PORT}}}
-    )
+    """Straight to the model's (or its router's) Service, or to the interceptor when it may be at zero."""
+    if dep.state == "stopped":  # the ALB answers itself, with the fixed response in alb_annotations
+        backend = {"service": {"name": STOPPED_ACTION, "port": {"name": "use-annotation"}}}
+    elif through_interceptor:
+        backend = {"service": {"name": INTERCEPTOR_SERVICE, "port": {"number": INTERCEPTOR_PORT}}}
+    elif rollout.split(dep):  # the ALB's weighted action (alb_annotations) names the two Services
+        backend = {"service": {"name": rollout.ALB_ACTION, "port": {"name": "use-annotation"}}}
+    else:
+        backend = {"service": {"name": upstream_service(dep), "port": {"number": SERVICE_PORT}}}
     rule: dict[str, Any] = {"http": {"paths": [{"path": "/", "pathType": "Prefix", "backend": backend}]}}
     if dep.endpoint.hostname:
         rule["host"] = dep.endpoint.hostname
@@ -90,7 +131,7 @@ def nlb_annotations(dep: DeploymentSpec, tags: dict[str, str]) -> dict[str, str]
         else "internal",
         "service.beta.kubernetes.io/aws-load-balancer-nlb-target-type": "ip",
         "service.beta.kubernetes.io/aws-load-balancer-healthcheck-protocol": "HTTP",
-        "service.beta.kubernetes.io/aws-load-balancer-healthcheck-path": ep.health_check.path,
+        "service.beta.kubernetes.io/aws-load-balancer-healthcheck-path": health_path(dep),
         "service.beta.kubernetes.io/aws-load-balancer-healthcheck-interval": str(
             ep.health_check.interval_seconds
         ),
@@ -116,7 +157,7 @@ def nlb_service_spec(dep: DeploymentSpec, multi_node: bool) -> dict[str, Any]:
     return {
         "type": "LoadBalancer",
         "loadBalancerClass": "service.k8s.aws/nlb",
-        "selector": service_selector(dep, multi_node),
+        "selector": router.pod_selector(dep) if router.enabled(dep) else service_selector(dep, multi_node),
         "ports": [{"name": "http", "port": port, "targetPort": "http", "protocol": "TCP"}],
     }
 

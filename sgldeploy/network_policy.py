@@ -9,6 +9,9 @@ Every pod of a deployment (server, multi-node workers, prefetch Jobs, image pre-
 - Prometheus, which scrapes `/metrics` on the same port;
 - pods of the same namespace, which is how `exposure: cluster` clients (and a router) reach it.
 
+With the SGLang router in front (`algorithm: cache-aware`), the router's pods take the load balancer's and the
+interceptor's traffic instead, and the serving pods only the namespace's (the router) and Prometheus's.
+
 Pods of one multi-node replica also talk to each other on every port (NCCL picks ports at run time).
 Egress is left open: pods download weights from the Hub and S3. NetworkPolicies are additive, so a
 platform team widens this with policies of its own. They are enforced only where the cluster's network
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import router
 from .addons import CHARTS
 from .serving import selector
 from .sglang_args import SERVER_PORT
@@ -45,6 +49,16 @@ def _namespace(name: str) -> dict[str, Any]:
     return {"namespaceSelector": {"matchLabels": {NAMESPACE_LABEL: name}}}
 
 
+def _front(dep: DeploymentSpec, vpc_cidr: Any, through_interceptor: bool) -> list[dict[str, Any]]:
+    """Where requests from outside the namespace come from: the HTTP add-on's interceptor when the deployment
+    may be at zero, else the load balancer's ENIs in the VPC (none for `exposure: cluster`)."""
+    if through_interceptor:
+        return [_namespace(addon_namespace("keda_http"))]
+    if dep.endpoint.exposure != "cluster":
+        return [{"ipBlock": {"cidr": vpc_cidr}}]
+    return []
+
+
 def server_ingress_spec(
     dep: DeploymentSpec,
     *,
@@ -53,15 +67,38 @@ def server_ingress_spec(
     prometheus: bool,
     multi_node: bool,
 ) -> dict[str, Any]:
-    """Who may reach the serving pods; `vpc_cidr` is a CIDR string, or an output that resolves to one."""
+    """Who may reach the serving pods; `vpc_cidr` is a CIDR string, or an output that resolves to one. With
+    the router in front, requests come only from it (in the namespace), so the load balancer's path is closed."""
     peers: list[dict[str, Any]] = [{"podSelector": {}}]  # the same namespace
-    if dep.endpoint.exposure != "cluster" and not through_interceptor:
-        peers.append({"ipBlock": {"cidr": vpc_cidr}})
-    if through_interceptor:
-        peers.append(_namespace(addon_namespace("keda_http")))
+    if not router.enabled(dep):
+        peers += _front(dep, vpc_cidr, through_interceptor)
     if prometheus and dep.observability.metrics:
         peers.append(_namespace(addon_namespace("prometheus")))
     rules: list[dict[str, Any]] = [{"from": peers, "ports": [{"protocol": "TCP", "port": SERVER_PORT}]}]
     if multi_node:
         rules.append({"from": [{"podSelector": {"matchLabels": selector(dep)}}]})
     return {"podSelector": {"matchLabels": selector(dep)}, "policyTypes": ["Ingress"], "ingress": rules}
+
+
+def router_ingress_spec(
+    dep: DeploymentSpec, *, vpc_cidr: Any, through_interceptor: bool, prometheus: bool
+) -> dict[str, Any]:
+    """The router takes the requests the serving pods would otherwise take; Prometheus scrapes its metrics."""
+    rules: list[dict[str, Any]] = [
+        {
+            "from": [{"podSelector": {}}, *_front(dep, vpc_cidr, through_interceptor)],
+            "ports": [{"protocol": "TCP", "port": router.ROUTER_PORT}],
+        }
+    ]
+    if prometheus:
+        rules.append(
+            {
+                "from": [_namespace(addon_namespace("prometheus"))],
+                "ports": [{"protocol": "TCP", "port": router.METRICS_PORT}],
+            }
+        )
+    return {
+        "podSelector": {"matchLabels": router.pod_selector(dep)},
+        "policyTypes": ["Ingress"],
+        "ingress": rules,
+    }

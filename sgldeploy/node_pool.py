@@ -13,7 +13,7 @@ import hashlib
 from collections.abc import Sequence
 from typing import Any
 
-from . import catalog
+from . import catalog, rollout
 from .sizing import Sizing
 from .spec import DeploymentSpec
 from .weight_cache import NODE_CACHE_PATH
@@ -74,7 +74,13 @@ def instance_types(sizing: Sizing) -> list[str]:
 
 def max_nodes(dep: DeploymentSpec, sizing: Sizing) -> int:
     """Nodes at max replicas, plus the surge a rollout adds."""
-    replicas = dep.max_replicas + (dep.rollout.max_surge if dep.max_replicas else 0)
+    first = 0 if dep.state == "stopped" else max(1, dep.min_replicas)
+    replicas = (
+        dep.max_replicas
+        + (dep.rollout.max_surge if dep.max_replicas else 0)
+        + rollout.extra_replicas(dep, first)
+        + (rollout.switch_surge(dep, first) if dep.max_replicas else 0)
+    )
     return replicas * sizing.placement.nodes_per_replica
 
 

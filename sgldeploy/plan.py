@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from . import autoscaling, cost, weight_cache
+from . import autoscaling, cost, rollout, router, weight_cache
 from .autoscaling import replicas_when_idle
 from .catalog import HOURS_PER_MONTH
 from .engine import Recording, Registration, run_program
@@ -20,6 +20,7 @@ from .files import write_atomic
 from .lock import lock_path_for
 from .policy import pack
 from .policy.rules import Resource
+from .serving import initial_replicas
 from .sizing import Candidate, Sizing
 from .spec import AddonsSpec
 from .stack import ResolvedDeployment, ResolvedStack, resolve, secrets_of
@@ -152,6 +153,22 @@ def deployment_json(item: ResolvedDeployment, estimate: cost.Estimate, addons: A
             if scaling.kind == "http"
             else None,
         },
+        "rollout": {
+            "strategy": spec.rollout.strategy,
+            "tracks": [
+                {"role": t.role, "commit": t.sha, "deployment": t.name, "replicas": t.replicas}
+                for t in rollout.tracks(spec, item.model.sha, initial_replicas(spec))
+            ]
+            if p.nodes_per_replica == 1
+            else [],
+            "canary_percent": rollout.canary_percent(spec) if rollout.split(spec) else None,
+        },
+        "routing": {
+            "algorithm": spec.endpoint.algorithm,
+            "router": router.enabled(spec),
+            "max_in_flight": router.capacity(spec) if router.enabled(spec) else None,
+            "why": router.describe(spec),
+        },
         "readiness": spec.readiness,
         "cache": {"storage": spec.cache_storage, "why": weight_cache.explain(spec, item.cache_reason)},
         "cold_start_seconds": _cold_start(item),
@@ -266,6 +283,20 @@ def resource_tree(plan: Plan) -> str:
     return "\n".join(lines)
 
 
+def _rollout_line(r: dict[str, Any]) -> list[str]:
+    """Shown only when more than one commit runs, or commits are keyed (blue-green, canary)."""
+    if r["strategy"] == "rolling":
+        return []
+    tracks = ", ".join(
+        f"{t['role']} {t['commit'][:8]} ({t['deployment']}"
+        + (f", {t['replicas']} replica(s)" if t["replicas"] is not None else "")
+        + ")"
+        for t in r["tracks"]
+    )
+    split = f"; the ALB sends {r['canary_percent']}% to the canary" if r["canary_percent"] else ""
+    return [f"  rollout    {r['strategy']}: {tracks}{split}"]
+
+
 def _alternatives(sizing: Sizing) -> list[str]:
     def show(c: Candidate) -> str:
         why = c.problem or f"needs {c.memory.required_gib_per_gpu:g} of {c.memory.gpu_memory_gib:g} GiB"
@@ -308,6 +339,8 @@ def summary(plan: Plan) -> str:
                 if j["replicas"]["first_request_wait_seconds"]
                 else ""
             ),
+            f"  routing    {j['routing']['why']}",
+            *_rollout_line(j["rollout"]),
             f"  cache      {j['cache']['why']}",
             f"  cold start {j['cold_start_seconds']['new_node']['total']} s on a new node "
             f"({j['cold_start_seconds']['new_node']['assumes']}), "

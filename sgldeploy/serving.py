@@ -12,6 +12,7 @@ from typing import Any
 
 from . import node_pool, weight_cache
 from .lock import LockedModel
+from .rollout import Track
 from .sglang_args import API_KEY_ENV, SERVER_PORT, launch_command
 from .sizing import Sizing
 from .spec import DeploymentSpec
@@ -227,10 +228,15 @@ def deployment_spec(
     secrets: SecretRefs,
     instance_types: list[str],
     pool: str | None = None,
+    track: Track | None = None,
 ) -> dict[str, Any]:
+    """One track's Deployment (sgldeploy.rollout): `model` already carries the track's commit."""
+    track = track or Track("active", model.sha, dep.name, None, keyed=False)
+    template = pod_template(dep, model, sizing, secrets, instance_types, pool=pool)
+    template["metadata"]["labels"].update(track.labels)
     return {
-        "replicas": initial_replicas(dep),
-        "selector": {"matchLabels": selector(dep)},
+        "replicas": initial_replicas(dep) if track.replicas is None else track.replicas,
+        "selector": {"matchLabels": {**selector(dep), **track.labels}},
         "strategy": {
             "type": "RollingUpdate",
             "rollingUpdate": {
@@ -240,7 +246,7 @@ def deployment_spec(
         },
         # A rollout not ready within a cold node, a first download and the startup budget is reported failed.
         "progressDeadlineSeconds": sizing.rollout_deadline_seconds,
-        "template": pod_template(dep, model, sizing, secrets, instance_types, pool=pool),
+        "template": template,
     }
 
 
@@ -278,10 +284,11 @@ def leader_worker_set_spec(
     }
 
 
-def service_spec(dep: DeploymentSpec, multi_node: bool = False) -> dict[str, Any]:
+def service_spec(dep: DeploymentSpec, multi_node: bool = False, track: Track | None = None) -> dict[str, Any]:
+    """The ClusterIP Service of the deployment's active track (or of its canary)."""
     return {
         "type": "ClusterIP",
-        "selector": service_selector(dep, multi_node),
+        "selector": {**service_selector(dep, multi_node), **(track.labels if track else {})},
         "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": "http", "protocol": "TCP"}],
     }
 

@@ -23,6 +23,8 @@ from pydantic import (
 from .problems import SpecValueError
 
 SGLANG_IMAGE = "lmsysorg/sglang:v0.5.23"
+# The SGLang Model Gateway release whose Python launcher (sglang-router 0.3.2) the tests parse its arguments with.
+ROUTER_IMAGE = "lmsysorg/sgl-model-gateway:v0.3.2"
 """The serving image; its SGLang version is the one whose parser the tests run (pyproject, Makefile)."""
 
 # SGLang 0.5.23 `--quantization` choices (sglang/srt/arg_groups/choices.py), plus `none`.
@@ -533,6 +535,23 @@ class HealthCheckSpec(Model):
         return value
 
 
+class RouterSpec(Model):
+    image: str = Field(
+        ROUTER_IMAGE, min_length=1, description=f"SGLang Model Gateway image. Default {ROUTER_IMAGE}."
+    )
+    replicas: int = Field(
+        1,
+        ge=1,
+        le=10,
+        description="Router pods. Each keeps its own view of the replicas' caches, so more of them means "
+        "fewer cache hits; 2 for high availability. Default 1.",
+    )
+    extra_args: list[str] = Field(
+        default_factory=list,
+        description='Extra router flags appended verbatim (e.g. ["--cache-threshold", "0.5"]).',
+    )
+
+
 class EndpointSpec(Model):
     exposure: Literal["public", "internal", "cluster"] = Field(
         "cluster",
@@ -553,6 +572,9 @@ class EndpointSpec(Model):
     )
     tls_certificate_arn: str | None = Field(None, description="ACM certificate ARN for HTTPS; null for none.")
     hostname: str | None = Field(None, description="DNS name clients use; null for the LB's own name.")
+    router: RouterSpec = Field(
+        default_factory=RouterSpec, description="The SGLang router, used with algorithm cache-aware."
+    )
 
     @field_validator("tls_certificate_arn")
     @classmethod
@@ -581,6 +603,28 @@ class RolloutSpec(Model):
         None,
         description="Share of traffic (1–99) the canary gets; only with strategy canary (default 10 there).",
     )
+    canary_revision: str | None = Field(
+        None,
+        description="canary: the 40-hex commit the canary Deployment serves (model.revision stays the stable "
+        "one); null for no canary. Promote by making it model.revision and removing this.",
+    )
+    previous_revision: str | None = Field(
+        None,
+        description="blue-green: a 40-hex commit kept warm (one replica, no traffic) for an instant rollback; "
+        "null to delete the old commit's Deployment after the switch.",
+    )
+
+    @field_validator("canary_revision", "previous_revision")
+    @classmethod
+    def _commit(cls, value: str | None) -> str | None:
+        if value is not None and not is_commit(value):
+            raise SpecValueError(
+                "must be a 40-hex commit",
+                value,
+                "use the commit sha (models.lock.json lists the one each revision resolved to)",
+            )
+        return value
+
     max_surge: int = Field(1, ge=0, description="Extra replicas allowed during a rollout. Default 1.")
     max_unavailable: int = Field(
         0, ge=0, description="Replicas that may be down during a rollout. Default 0."

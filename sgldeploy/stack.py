@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import autoscaling, endpoint, weight_cache
+from . import autoscaling, endpoint, rollout, router, weight_cache
 from .lock import SERVABLE_PIPELINES, LockedModel, LockError, lock_key, read_lock
 from .problems import InvalidInput, Problem, config_path
 from .sizing import Sizing, SizingError, size
@@ -95,7 +95,7 @@ def resolve(
             )
             dep = dep.model_copy(update={"cache": dep.cache.model_copy(update={"storage": storage})})
             sizing = size(dep, model)
-        problems += _placement_problems(spec, dep, sizing, at)
+        problems += _placement_problems(spec, dep, sizing, at, model.sha)
         resolved.append(ResolvedDeployment(dep, model, sizing, reason))
     if problems:
         raise InvalidInput(_unique(problems))
@@ -180,7 +180,7 @@ def _model_problems(
 
 
 def _placement_problems(
-    spec: StackSpec, dep: DeploymentSpec, sizing: Sizing, at: Callable[..., str]
+    spec: StackSpec, dep: DeploymentSpec, sizing: Sizing, at: Callable[..., str], active_sha: str
 ) -> list[Problem]:
     """What the chosen placement and cache need from the platform."""
     out = []
@@ -211,6 +211,15 @@ def _placement_problems(
         field, what, fix, got = wrong
         out.append(Problem(at(*field.split(".")), what, fix, got))
     nodes = sizing.placement.nodes_per_replica
+    for field, what, fix, got in rollout.problems(
+        dep,
+        multi_node=nodes > 1,
+        shared_cache=storage in weight_cache.SHARED,
+        router=router.enabled(dep),
+        at_zero=from_zero,
+        active_sha=active_sha,
+    ):
+        out.append(Problem(at(*field.split(".")), what, fix, got))
     if nodes > 1 and not spec.platform.addons.leader_worker_set:
         out.append(
             Problem(

@@ -70,6 +70,7 @@ def write_stack(
         "sgldeploy:deployments": deployments if deployments is not None else [deployment()],
     }
     config.update(extra or {})
+    tmp_path.mkdir(parents=True, exist_ok=True)
     path = tmp_path / f"Pulumi.{name}.yaml"
     path.write_text(yaml.safe_dump({"config": config}))
     (tmp_path / "models.lock.json").write_text(LOCK.read_text())

@@ -159,3 +159,22 @@ def test_cluster_endpoints_get_no_load_balancer_and_endpoints_wait_for_the_contr
         controller.urn in ingress(plan).dependencies
         or controller.urn in resources_of(plan, "sgldeploy:traffic:Endpoint")[0].dependencies
     )
+
+
+def test_a_stopped_deployment_keeps_its_alb_answering_503_with_a_clear_body(tmp_path):
+    plan = render(tmp_path, state="stopped", scaling=ALWAYS, endpoint={"exposure": "public"})
+    obj = ingress(plan).inputs
+    assert k8s_schemas.validate(obj, "1.33")
+    backend = obj["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
+    assert backend == {"name": "stopped", "port": {"name": "use-annotation"}}
+    action = json.loads(obj["metadata"]["annotations"]["alb.ingress.kubernetes.io/actions.stopped"])
+    assert action["type"] == "fixed-response"
+    response = action["fixedResponseConfig"]
+    assert response["statusCode"] == "503" and response["contentType"] == "application/json"
+    assert len(response["messageBody"]) <= 1024  # the ALB's limit for a fixed response body
+    error = json.loads(response["messageBody"])["error"]
+    assert "qwen is stopped" in error["message"] and "state: running" in error["message"]
+    # Running again, the same Ingress sends traffic to the model's Service.
+    running = ingress(render(tmp_path / "running", scaling=ALWAYS, endpoint={"exposure": "public"})).inputs
+    assert running["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["name"] == "qwen"
+    assert "alb.ingress.kubernetes.io/actions.stopped" not in running["metadata"]["annotations"]

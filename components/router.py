@@ -1,0 +1,95 @@
+"""The SGLang router in front of a deployment's replicas (`algorithm: cache-aware`): its service account and
+read-only pod access for discovery, the Deployment and Service, a ServiceMonitor for its metrics and, with more
+than one router pod, a disruption budget. Specs in sgldeploy/router.py."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from sgldeploy import router
+from sgldeploy.sizing import Sizing
+from sgldeploy.spec import DeploymentSpec
+
+
+@dataclass(frozen=True)
+class RouterArgs:
+    spec: DeploymentSpec
+    sizing: Sizing
+    namespace: pulumi.Input[str]
+    namespace_name: str
+    multi_node: bool
+    api_key_secret: str | None
+    """The Secret holding the deployment's API key; None when auth is none."""
+    track_labels: dict[str, str] | None = None
+    """The active track's labels (sgldeploy.rollout): with blue-green only its pods get traffic."""
+    monitoring_crds: list[Any] | None = None
+    """None: no Prometheus operator, so no ServiceMonitor; else the release whose CRDs come first (or [])."""
+
+
+class Router(pulumi.ComponentResource):
+    service_name: str
+
+    def __init__(self, name: str, args: RouterArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("sgldeploy:traffic:Router", name, None, opts)
+        dep = args.spec
+        child = pulumi.ResourceOptions(parent=self)
+        # Fixed names, one per deployment: a replacement must free the name first.
+        named = pulumi.ResourceOptions(parent=self, delete_before_replace=True)
+        self.service_name = router.name(dep)
+
+        def metadata(resource: str | None = None) -> dict[str, Any]:
+            return {
+                "name": resource or self.service_name,
+                "namespace": args.namespace,
+                "labels": router.labels(dep),
+            }
+
+        account = k8s.core.v1.ServiceAccount(
+            f"{name}-service-account",
+            metadata=metadata(),
+            automount_service_account_token=False,  # only the router's own pods mount it
+            opts=named,
+        )
+        role = k8s.rbac.v1.Role(f"{name}-role", metadata=metadata(), rules=router.role_rules(), opts=named)
+        binding = k8s.rbac.v1.RoleBinding(
+            f"{name}-role-binding",
+            metadata=metadata(),
+            role_ref={"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": self.service_name},
+            subjects=[{"kind": "ServiceAccount", "name": self.service_name, "namespace": args.namespace}],
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[account, role], delete_before_replace=True),
+        )
+        spec = router.deployment_spec(
+            dep, args.sizing, args.namespace_name, args.multi_node, args.api_key_secret, args.track_labels
+        )
+        self.deployment = k8s.apps.v1.Deployment(
+            f"{name}-deployment",
+            metadata=metadata(),
+            spec=spec,
+            # Discovery fails without its permissions: they exist before the first pod starts.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[binding], delete_before_replace=True),
+        )
+        k8s.core.v1.Service(f"{name}-service", metadata=metadata(), spec=router.service_spec(dep), opts=named)
+        if dep.endpoint.router.replicas > 1:
+            k8s.policy.v1.PodDisruptionBudget(
+                f"{name}-pdb",
+                metadata=metadata(),
+                spec={"selector": {"matchLabels": router.pod_selector(dep)}, "maxUnavailable": 1},
+                opts=named,
+            )
+        if args.monitoring_crds is not None:
+            k8s.apiextensions.CustomResource(
+                f"{name}-service-monitor",
+                api_version="monitoring.coreos.com/v1",
+                kind="ServiceMonitor",
+                metadata=metadata(),
+                spec=router.service_monitor_spec(dep),
+                # A kind of the Prometheus operator: its CRDs must exist first.
+                opts=pulumi.ResourceOptions.merge(
+                    child, pulumi.ResourceOptions(depends_on=args.monitoring_crds)
+                ),
+            )
+        self.register_outputs({"serviceName": self.service_name})

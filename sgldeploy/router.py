@@ -1,0 +1,215 @@
+"""The SGLang router (SGLang Model Gateway) in front of a deployment's replicas, for `algorithm: cache-aware`.
+
+It finds the replicas itself, by label, through the Kubernetes API (so it needs get/list/watch on pods), sends
+each request to the replica whose radix cache holds the longest prefix of the prompt unless that replica is
+much busier, retries on another replica, and opens a per-replica circuit breaker on repeated failures. It
+also bounds the load: at most `max_concurrency × max_replicas` requests run at once, as many wait in its queue,
+and beyond that clients get 429 at once (408 after the queue timeout) instead of a timeout much later.
+
+Pure: the container arguments (checked against sglang-router's own parser in the tests) and object specs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .serving import ROLE_LABEL, selector
+from .sglang_args import API_KEY_ENV, SERVER_PORT
+from .sizing import Sizing
+from .spec import DeploymentSpec
+from .weight_cache import container_security
+
+ROUTER_PORT = 8000
+METRICS_PORT = 29000
+QUEUE_TIMEOUT_SECONDS = 60  # a queued request that cannot start within a minute gets 408, not a hung client
+REQUEST_TIMEOUT_SECONDS = 600  # as long as the ALB's idle timeout: non-streamed completions take minutes
+POLICIES = {"cache-aware": "cache_aware"}
+"""endpoint.algorithm → the router's --policy (the router is rendered for cache-aware only)."""
+COMPONENT = "router"
+HEALTH_PATH = "/readiness"  # 200 once a replica is healthy; /liveness always answers
+
+
+def enabled(dep: DeploymentSpec) -> bool:
+    return dep.endpoint.algorithm in POLICIES and dep.state == "running"
+
+
+def name(dep: DeploymentSpec) -> str:
+    return f"{dep.name}-router"
+
+
+def labels(dep: DeploymentSpec) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": "sgl-model-gateway",
+        "app.kubernetes.io/instance": dep.name,
+        "app.kubernetes.io/component": COMPONENT,
+        "app.kubernetes.io/managed-by": "sgldeploy",
+    }
+
+
+def pod_selector(dep: DeploymentSpec) -> dict[str, str]:
+    return {"app.kubernetes.io/instance": dep.name, "app.kubernetes.io/component": COMPONENT}
+
+
+def capacity(dep: DeploymentSpec) -> int:
+    """Requests the replicas can run at once at their most: what the router lets through, and queues."""
+    return dep.serving.max_concurrency * max(1, dep.max_replicas)
+
+
+def describe(dep: DeploymentSpec) -> str:
+    """One line for the plan: how requests reach the replicas, and what happens past capacity."""
+    ep = dep.endpoint
+    if not enabled(dep):
+        how = (
+            "spread by the ClusterIP Service (kube-proxy picks a pod per connection)"
+            if ep.exposure == "cluster"
+            else f"{ep.algorithm} by the {ep.load_balancer.upper()}"
+        )
+        return f"{how}; past capacity requests queue in SGLang"
+    return (
+        f"cache-aware through the SGLang router ({ep.router.replicas} pod(s), {ep.router.image}): at most "
+        f"{capacity(dep)} requests run and {capacity(dep)} wait; beyond that clients get 429 at once, and 408 "
+        f"after {QUEUE_TIMEOUT_SECONDS} s in the queue"
+    )
+
+
+def args(
+    dep: DeploymentSpec,
+    sizing: Sizing,
+    namespace: str,
+    multi_node: bool,
+    track_labels: dict[str, str] | None = None,
+) -> list[str]:
+    """`sgl-model-gateway` arguments: discovery of this deployment's serving pods (leaders only when a replica
+    spans nodes; the active commit's only with blue-green), the policy, load bounds, retries, circuit breaker,
+    health checks and metrics."""
+    workers = {**selector(dep), **({ROLE_LABEL: "leader"} if multi_node else {}), **(track_labels or {})}
+    out = [
+        "--host",
+        "0.0.0.0",
+        "--port",
+        str(ROUTER_PORT),
+        "--policy",
+        POLICIES[dep.endpoint.algorithm],
+        "--service-discovery",
+        "--selector",
+        *[f"{k}={v}" for k, v in sorted(workers.items())],
+        "--service-discovery-namespace",
+        namespace,
+        "--service-discovery-port",
+        str(SERVER_PORT),
+        "--max-concurrent-requests",
+        str(capacity(dep)),
+        "--queue-size",
+        str(capacity(dep)),
+        "--queue-timeout-secs",
+        str(QUEUE_TIMEOUT_SECONDS),
+        "--request-timeout-secs",
+        str(REQUEST_TIMEOUT_SECONDS),
+        # A replica still loading weights is not a failure: wait as long as its startup probe does.
+        "--worker-startup-timeout-secs",
+        str(sizing.startup_budget_seconds),
+        "--retry-max-retries",
+        "3",
+        "--cb-failure-threshold",
+        "5",
+        "--cb-timeout-duration-secs",
+        "30",
+        "--health-check-endpoint",
+        "/health",
+        "--health-check-interval-secs",
+        "30",
+        # SGLang's /health generates one token and may take 20 s on a busy replica.
+        "--health-check-timeout-secs",
+        "30",
+        "--prometheus-host",
+        "0.0.0.0",
+        "--prometheus-port",
+        str(METRICS_PORT),
+    ]
+    if dep.endpoint.auth == "api-key":
+        # Clients present the same key to the router as to the replicas; the router passes it on.
+        out += ["--api-key", f"$({API_KEY_ENV})"]
+    return out + list(dep.endpoint.router.extra_args)
+
+
+def deployment_spec(
+    dep: DeploymentSpec,
+    sizing: Sizing,
+    namespace: str,
+    multi_node: bool,
+    api_key_secret: str | None,
+    track_labels: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    env = (
+        [{"name": API_KEY_ENV, "valueFrom": {"secretKeyRef": {"name": api_key_secret, "key": "API_KEY"}}}]
+        if api_key_secret
+        else []
+    )
+    container = {
+        "name": "router",
+        "image": dep.endpoint.router.image,
+        "args": args(dep, sizing, namespace, multi_node, track_labels),
+        "env": env,
+        "ports": [
+            {"name": "http", "containerPort": ROUTER_PORT, "protocol": "TCP"},
+            {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"},
+        ],
+        # Ready only with a healthy replica behind it: the load balancer and the HTTP add-on's interceptor
+        # (which holds requests until the router has endpoints) never send to a router with nowhere to go.
+        "readinessProbe": {"httpGet": {"path": HEALTH_PATH, "port": "http"}, "periodSeconds": 5},
+        "livenessProbe": {
+            "httpGet": {"path": "/liveness", "port": "http"},
+            "periodSeconds": 20,
+            "failureThreshold": 3,
+        },
+        "resources": {
+            "requests": {"cpu": "500m", "memory": "1Gi"},
+            "limits": {"cpu": "2", "memory": "2Gi"},
+        },
+        # The gateway is one static binary that writes only to stdout.
+        "securityContext": {**container_security(), "readOnlyRootFilesystem": True},
+    }
+    return {
+        "replicas": dep.endpoint.router.replicas,
+        "selector": {"matchLabels": pod_selector(dep)},
+        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+        "template": {
+            "metadata": {"labels": labels(dep)},
+            "spec": {
+                "serviceAccountName": name(dep),
+                # Worker discovery watches pods through the Kubernetes API.
+                "automountServiceAccountToken": True,
+                "securityContext": {
+                    "runAsNonRoot": True,
+                    "runAsUser": 65534,
+                    "runAsGroup": 65534,
+                    "seccompProfile": {"type": "RuntimeDefault"},
+                },
+                "containers": [container],
+                "terminationGracePeriodSeconds": 120,  # in-flight generations finish
+            },
+        },
+    }
+
+
+def service_spec(dep: DeploymentSpec) -> dict[str, Any]:
+    return {
+        "type": "ClusterIP",
+        "selector": pod_selector(dep),
+        "ports": [
+            {"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"},
+            {"name": "metrics", "port": METRICS_PORT, "targetPort": "metrics", "protocol": "TCP"},
+        ],
+    }
+
+
+def role_rules() -> list[dict[str, Any]]:
+    """Read-only access to pods of its own namespace: all service discovery needs."""
+    return [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}]
+
+
+def service_monitor_spec(dep: DeploymentSpec) -> dict[str, Any]:
+    return {
+        "selector": {"matchLabels": pod_selector(dep)},
+        "endpoints": [{"port": "metrics", "path": "/metrics", "interval": "15s"}],
+    }

@@ -1,0 +1,172 @@
+"""Rollout strategies as rendered: blue-green and canary keep one Deployment per commit; the Service, router and
+autoscaler follow the active commit; a canary gets its own Service and an ALB weighted split; changing or
+promoting a revision reads as a plan diff."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from sgldeploy.diff import resource_diff
+from sgldeploy.plan import plan_json
+from sgldeploy.problems import InvalidInput
+from sgldeploy.rollout import COMMIT_LABEL
+
+from . import k8s_schemas
+from .conftest import QWEN, deployment, render_stack, resources_of, write_stack
+
+A = QWEN["revision"]
+B = "b" * 40
+C = "c" * 40
+PLATFORM = {"cluster": {"name": "t"}, "namespace": "llm"}
+ALB = {"exposure": "internal", "load_balancer": "alb"}
+DEPLOYMENT = "kubernetes:apps/v1:Deployment"
+SERVICE = "kubernetes:core/v1:Service"
+
+
+def lock_with_more_commits(path: Path) -> None:
+    """The committed lock, plus the same model at two more commits (as `sgldeploy lock` would add them)."""
+    lock = json.loads(path.read_text())
+    entry = lock["models"][f"{QWEN['repo']}@{A}"]
+    for sha in (B, C):
+        lock["models"][f"{QWEN['repo']}@{sha}"] = {**entry, "revision": sha, "sha": sha}
+    path.write_text(json.dumps(lock))
+
+
+def render(tmp_path: Path, revision: str = A, **fields):
+    fields = {"scaling": {"min_replicas": 2, "max_replicas": 4}, "endpoint": ALB, **fields}
+    path = write_stack(
+        tmp_path,
+        platform=PLATFORM,
+        deployments=[deployment(model={"repo": QWEN["repo"], "revision": revision}, **fields)],
+    )
+    lock_with_more_commits(path.parent / "models.lock.json")
+    return render_stack(path)
+
+
+def objects(plan, type_: str) -> dict[str, dict]:
+    found = {r.inputs["metadata"]["name"]: r.inputs for r in resources_of(plan, type_)}
+    for obj in found.values():
+        k8s_schemas.validate(obj, "1.33")
+    return found
+
+
+def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+def test_rolling_keeps_one_deployment_named_after_the_model(tmp_path):
+    deployments = objects(render(tmp_path), DEPLOYMENT)
+    assert list(deployments) == ["qwen"]
+    assert COMMIT_LABEL not in deployments["qwen"]["spec"]["selector"]["matchLabels"]
+
+
+def test_blue_green_keys_the_deployment_by_commit_and_switches_once_ready(tmp_path):
+    plan = render(tmp_path, rollout={"strategy": "blue-green"})
+    deployments = objects(plan, DEPLOYMENT)
+    assert list(deployments) == [f"qwen-{A[:8]}"]
+    active = deployments[f"qwen-{A[:8]}"]
+    pods = active["spec"]["template"]["metadata"]["labels"]
+    assert active["spec"]["selector"]["matchLabels"][COMMIT_LABEL] == A[:12] == pods[COMMIT_LABEL]
+    service = objects(plan, SERVICE)["qwen"]
+    assert service["spec"]["selector"][COMMIT_LABEL] == A[:12] and selects(service["spec"]["selector"], pods)
+    # The Service waits for the Deployment: Pulumi awaits its rollout, so the switch happens once it is ready.
+    by_name = {r.name: r for r in plan.recording.resources}
+    assert by_name[f"qwen-server-deployment-{A[:8]}"].urn in by_name["qwen-server-service"].dependencies
+    [scaled] = resources_of(plan, "kubernetes:keda.sh/v1alpha1:ScaledObject")
+    assert scaled.inputs["spec"]["scaleTargetRef"]["name"] == f"qwen-{A[:8]}"
+
+
+def test_blue_green_keeps_a_previous_commit_warm_without_traffic(tmp_path):
+    plan = render(tmp_path, revision=B, rollout={"strategy": "blue-green", "previous_revision": A})
+    deployments = objects(plan, DEPLOYMENT)
+    assert set(deployments) == {f"qwen-{B[:8]}", f"qwen-{A[:8]}"}
+    previous = deployments[f"qwen-{A[:8]}"]
+    assert previous["spec"]["replicas"] == 1
+    assert f"--revision {A}" in " ".join(previous["spec"]["template"]["spec"]["containers"][0]["args"])
+    service = objects(plan, SERVICE)["qwen"]
+    assert not selects(service["spec"]["selector"], previous["spec"]["template"]["metadata"]["labels"])
+    # Only the active commit is autoscaled; the kept one has a fixed count.
+    ignored = {r.name: r.ignore_changes for r in resources_of(plan, DEPLOYMENT)}
+    assert ignored == {
+        f"qwen-server-deployment-{B[:8]}": ["spec.replicas"],
+        f"qwen-server-deployment-{A[:8]}": [],
+    }
+    [line] = [i for i in plan.estimate.items if i.resource == "qwen/rollout-tracks"]
+    [gpu] = [i for i in plan.estimate.items if i.resource == "qwen/gpu-nodes"]
+    assert line.hourly_usd_min == line.hourly_usd_max == pytest.approx(gpu.hourly_usd_max / 4)
+    # The node pool may hold max replicas, the surge, the switch's new commit and the kept one.
+    [pool] = resources_of(plan, "kubernetes:karpenter.sh/v1:NodePool")
+    assert pool.inputs["spec"]["limits"]["nvidia.com/gpu"] == str(4 + 1 + 2 + 1)
+
+
+def test_a_new_revision_reads_as_a_new_deployment_and_a_switched_service(tmp_path):
+    before = plan_json(render(tmp_path / "a", rollout={"strategy": "blue-green"}))
+    after = plan_json(render(tmp_path / "b", revision=B, rollout={"strategy": "blue-green"}))
+    diff = resource_diff(before, after)
+    assert [r["name"] for r in diff["added"] if r["type"] == DEPLOYMENT] == [
+        f"qwen-server-deployment-{B[:8]}"
+    ]
+    assert [r["name"] for r in diff["removed"] if r["type"] == DEPLOYMENT] == [
+        f"qwen-server-deployment-{A[:8]}"
+    ]
+    changed = {r["name"]: r for r in diff["changed"]}
+    assert "qwen-server-service" in changed
+
+
+def test_canary_splits_alb_traffic_between_two_services(tmp_path):
+    plan = render(tmp_path, rollout={"strategy": "canary", "canary_revision": B, "canary_percent": 25})
+    deployments = objects(plan, DEPLOYMENT)
+    stable, canary = deployments[f"qwen-{A[:8]}"], deployments[f"qwen-{B[:8]}"]
+    assert canary["spec"]["replicas"] == 1  # a quarter of 2, rounded up
+    services = objects(plan, SERVICE)
+    assert selects(services["qwen"]["spec"]["selector"], stable["spec"]["template"]["metadata"]["labels"])
+    assert selects(
+        services["qwen-canary"]["spec"]["selector"], canary["spec"]["template"]["metadata"]["labels"]
+    )
+    assert not selects(services["qwen"]["spec"]["selector"], canary["spec"]["template"]["metadata"]["labels"])
+    [ingress] = objects(plan, "kubernetes:networking.k8s.io/v1:Ingress").values()
+    backend = ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
+    assert backend == {"name": "weighted", "port": {"name": "use-annotation"}}
+    action = json.loads(ingress["metadata"]["annotations"]["alb.ingress.kubernetes.io/actions.weighted"])
+    assert action["forwardConfig"]["targetGroups"] == [
+        {"serviceName": "qwen", "servicePort": "80", "weight": 75},
+        {"serviceName": "qwen-canary", "servicePort": "80", "weight": 25},
+    ]
+
+
+def test_promoting_a_canary_keeps_its_deployment_and_removes_the_old_one(tmp_path):
+    canary = plan_json(render(tmp_path / "a", rollout={"strategy": "canary", "canary_revision": B}))
+    promoted = plan_json(render(tmp_path / "b", revision=B, rollout={"strategy": "canary"}))
+    diff = resource_diff(canary, promoted)
+    removed = {r["name"] for r in diff["removed"]}
+    assert f"qwen-server-deployment-{A[:8]}" in removed and "qwen-server-canary-service" in removed
+    assert not [r for r in diff["added"] if r["type"] == DEPLOYMENT]  # the canary's Deployment stays
+
+
+@pytest.mark.parametrize(
+    "fields, where, what",
+    [
+        ({"rollout": {"strategy": "canary", "canary_revision": B}, "endpoint": {"exposure": "cluster"}},
+         "endpoint.load_balancer", "needs an ALB"),
+        ({"rollout": {"strategy": "canary", "canary_revision": B},
+          "endpoint": {**ALB, "algorithm": "cache-aware"}}, "endpoint.algorithm", "cannot weight"),
+        ({"rollout": {"strategy": "canary", "canary_revision": "main"}}, "rollout.canary_revision", "40-hex"),
+        ({"rollout": {"previous_revision": B}}, "rollout.previous_revision", "blue-green and canary"),
+        ({"rollout": {"strategy": "canary", "canary_percent": 100}}, "rollout.canary_percent", "1–99"),
+        ({"rollout": {"strategy": "blue-green", "previous_revision": B}, "cache": {"storage": "efs"}},
+         "cache.storage", "shared caches"),
+        ({"rollout": {"strategy": "blue-green", "previous_revision": A}}, "rollout.previous_revision",
+         "already serves"),
+    ],
+    ids=["canary without an ALB", "canary behind the router", "canary by branch", "previous with rolling",
+         "all traffic to the canary", "second commit on a shared cache", "previous is the active commit"],
+)  # fmt: skip
+def test_rollouts_a_shape_cannot_do_are_refused_with_the_field(tmp_path, fields, where, what):
+    with pytest.raises(InvalidInput) as caught:
+        render(tmp_path, **fields)
+    assert any(
+        p.path == f"sgldeploy:deployments[0].{where}" and what in p.line() for p in caught.value.problems
+    ), [p.line() for p in caught.value.problems]
