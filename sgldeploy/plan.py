@@ -288,7 +288,8 @@ def _rollout_line(r: dict[str, Any]) -> list[str]:
     if r["strategy"] == "rolling":
         return []
     tracks = ", ".join(
-        f"{t['role']} {t['commit'][:8]} ({t['deployment']}"
+        f"{'stable' if t['role'] == 'active' and r['strategy'] == 'canary' else t['role']} "
+        f"{t['commit'][:8]} ({t['deployment']}"
         + (f", {t['replicas']} replica(s)" if t["replicas"] is not None else "")
         + ")"
         for t in r["tracks"]

@@ -169,7 +169,7 @@ def problems(
                 (
                     "endpoint.algorithm",
                     "the router cannot weight a canary",
-                    "use round-robin or least-connections while a canary runs",
+                    "turn the router off while a canary runs (a round-robin or least-connections ALB splits)",
                     dep.endpoint.algorithm,
                 )
             )

@@ -23,14 +23,36 @@ ROUTER_PORT = 8000
 METRICS_PORT = 29000
 QUEUE_TIMEOUT_SECONDS = 60  # a queued request that cannot start within a minute gets 408, not a hung client
 REQUEST_TIMEOUT_SECONDS = 600  # as long as the ALB's idle timeout: non-streamed completions take minutes
-POLICIES = {"cache-aware": "cache_aware"}
-"""endpoint.algorithm → the router's --policy (the router is rendered for cache-aware only)."""
+POLICIES = {"cache-aware": "cache_aware", "round-robin": "round_robin", "least-connections": "power_of_two"}
+"""endpoint.algorithm → the router's --policy; ip-hash has no router equivalent (the load balancer pins)."""
 COMPONENT = "router"
 HEALTH_PATH = "/readiness"  # 200 once a replica is healthy; /liveness always answers
 
 
 def enabled(dep: DeploymentSpec) -> bool:
-    return dep.endpoint.algorithm in POLICIES and dep.state == "running"
+    """In front for cache-aware, or wherever `endpoint.router.enabled` asks for it (and a policy maps)."""
+    asked = dep.endpoint.router.enabled
+    wanted = asked if asked is not None else dep.endpoint.algorithm == "cache-aware"
+    return wanted and dep.endpoint.algorithm in POLICIES and dep.state == "running"
+
+
+def problem(dep: DeploymentSpec) -> tuple[str, str, str, Any] | None:
+    """(field, what, fix, got) when the router is asked for but cannot do the algorithm."""
+    if dep.endpoint.router.enabled and dep.endpoint.algorithm not in POLICIES:
+        return (
+            "endpoint.router.enabled",
+            f"has no router policy for algorithm {dep.endpoint.algorithm}",
+            "use cache-aware, round-robin or least-connections with the router, or turn it off",
+            True,
+        )
+    if dep.endpoint.router.enabled is False and dep.endpoint.algorithm == "cache-aware":
+        return (
+            "endpoint.router.enabled",
+            "cannot be false with cache-aware: only the router knows the replicas' caches",
+            "leave it unset, or choose another algorithm",
+            False,
+        )
+    return None
 
 
 def name(dep: DeploymentSpec) -> str:
@@ -66,7 +88,7 @@ def describe(dep: DeploymentSpec) -> str:
         )
         return f"{how}; past capacity requests queue in SGLang"
     return (
-        f"cache-aware through the SGLang router ({ep.router.replicas} pod(s), {ep.router.image}): at most "
+        f"{dep.endpoint.algorithm} through the SGLang router ({ep.router.replicas} pod(s), {ep.router.image}): at most "
         f"{capacity(dep)} requests run and {capacity(dep)} wait; beyond that clients get 429 at once, and 408 "
         f"after {QUEUE_TIMEOUT_SECONDS} s in the queue"
     )

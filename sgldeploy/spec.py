@@ -536,6 +536,11 @@ class HealthCheckSpec(Model):
 
 
 class RouterSpec(Model):
+    enabled: bool | None = Field(
+        None,
+        description="Put the router in front with any algorithm (round-robin → round_robin, least-connections → "
+        "power_of_two); null: only for cache-aware. Default null.",
+    )
     image: str = Field(
         ROUTER_IMAGE, min_length=1, description=f"SGLang Model Gateway image. Default {ROUTER_IMAGE}."
     )

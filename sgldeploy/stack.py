@@ -211,6 +211,10 @@ def _placement_problems(
         field, what, fix, got = wrong
         out.append(Problem(at(*field.split(".")), what, fix, got))
     nodes = sizing.placement.nodes_per_replica
+    wrong_router = router.problem(dep)
+    if wrong_router:
+        field, what, fix, got = wrong_router
+        out.append(Problem(at(*field.split(".")), what, fix, got))
     for field, what, fix, got in rollout.problems(
         dep,
         multi_node=nodes > 1,

@@ -190,3 +190,34 @@ def test_no_router_unless_cache_aware_and_running(tmp_path, endpoint, state):
     plan = render(tmp_path, scaling={"min_replicas": 1, "max_replicas": 2}, endpoint=endpoint, state=state)
     assert not [r for r in resources_of(plan, DEPLOYMENT) if r.inputs["metadata"]["name"].endswith("-router")]
     assert not resources_of(plan, "kubernetes:rbac.authorization.k8s.io/v1:Role")
+
+
+def test_the_router_can_front_other_algorithms_when_asked(tmp_path):
+    plan = render(
+        tmp_path,
+        scaling={"min_replicas": 1, "max_replicas": 2},
+        endpoint={"exposure": "internal", "algorithm": "least-connections", "router": {"enabled": True}},
+    )
+    args = named(plan, DEPLOYMENT, "qwen-router")["spec"]["template"]["spec"]["containers"][0]["args"]
+    args = [a.replace(f"$({router.API_KEY_ENV})", "k") for a in args]
+    assert router_parse(args)["policy"] == "power_of_two"
+
+
+@pytest.mark.parametrize(
+    "endpoint, what",
+    [
+        ({"algorithm": "ip-hash", "router": {"enabled": True}}, "no router policy for algorithm ip-hash"),
+        ({"algorithm": "cache-aware", "router": {"enabled": False}}, "cannot be false with cache-aware"),
+    ],
+    ids=["ip-hash", "cache-aware without it"],
+)
+def test_router_settings_it_cannot_honour_are_refused(tmp_path, endpoint, what):
+    from sgldeploy.problems import InvalidInput
+
+    with pytest.raises(InvalidInput) as caught:
+        render(tmp_path, endpoint={"exposure": "internal", **endpoint})
+    lines = [p.line() for p in caught.value.problems]
+    assert any(
+        line.startswith("error: sgldeploy:deployments[0].endpoint.router.enabled") and what in line
+        for line in lines
+    ), lines
