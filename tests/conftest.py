@@ -56,6 +56,18 @@ def deployment(**fields: Any) -> dict:
     return raw
 
 
+def multi_node(**fields: Any) -> dict:
+    """Llama 3.1 70B on 16 H100s: two nodes per replica (a LeaderWorkerSet); fields override top-level keys."""
+    return {
+        "name": "big",
+        "model": dict(LLAMA_70B),
+        "serving": {"context_length": 16384, "max_concurrency": 8},
+        "resources": {"gpu": "H100", "gpu_count": 16},
+        "cache": {"storage": "none"},
+        **fields,
+    }
+
+
 def write_stack(
     tmp_path: Path,
     platform: dict | None = None,

@@ -10,7 +10,7 @@ import pytest
 
 from sgldeploy import addons
 
-from .conftest import LLAMA_70B, deployment, render_stack, resources_of, write_stack
+from .conftest import deployment, multi_node, render_stack, resources_of, write_stack
 
 RELEASE = "kubernetes:helm.sh/v3:Release"
 ALL = {
@@ -30,13 +30,7 @@ ALL = {
 
 @pytest.fixture(scope="module")
 def everything(tmp_path_factory):
-    big = {
-        "name": "big",
-        "model": dict(LLAMA_70B),
-        "serving": {"context_length": 16384, "max_concurrency": 8},
-        "resources": {"gpu": "H100", "gpu_count": 16},
-        "cache": {"storage": "none"},
-    }
+    big = multi_node()
     platform = {"cluster": {"name": "gpu"}, "namespace": "llm", "addons": ALL, "tags": {"team": "ml"}}
     return render_stack(
         write_stack(
@@ -197,13 +191,7 @@ def test_replicas_spanning_nodes_use_every_efa_interface_when_the_plugin_runs(ev
         not in one_node["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
     )
 
-    big = {
-        "name": "big",
-        "model": dict(LLAMA_70B),
-        "serving": {"context_length": 16384, "max_concurrency": 8},
-        "resources": {"gpu": "H100", "gpu_count": 16},
-        "cache": {"storage": "none"},
-    }
+    big = multi_node()
     plain = render_stack(
         write_stack(
             tmp_path,

@@ -9,7 +9,7 @@ import pytest
 from sgldeploy import autoscaling
 
 from . import k8s_schemas
-from .conftest import LLAMA_70B, deployment, render_stack, resources_of, write_stack
+from .conftest import deployment, multi_node, render_stack, resources_of, write_stack
 
 SCALED = "kubernetes:keda.sh/v1alpha1:ScaledObject"
 HTTP_SCALED = "kubernetes:http.keda.sh/v1alpha1:HTTPScaledObject"
@@ -127,14 +127,7 @@ def test_without_keda_or_its_http_add_on_replicas_stay_fixed(tmp_path):
 
 
 def test_a_replica_spanning_nodes_scales_its_leader_worker_set(tmp_path):
-    big = {
-        "name": "big",
-        "model": dict(LLAMA_70B),
-        "serving": {"context_length": 16384, "max_concurrency": 8},
-        "resources": {"gpu": "H100", "gpu_count": 16},
-        "cache": {"storage": "none"},
-        "scaling": {"min_replicas": 1, "max_replicas": 2},
-    }
+    big = multi_node(scaling={"min_replicas": 1, "max_replicas": 2})
     plan = render_stack(
         write_stack(
             tmp_path,

@@ -7,7 +7,7 @@ import pytest
 from sgldeploy.engine import SECRET, UNKNOWN
 from sgldeploy.serving import GPU_RESOURCE
 
-from .conftest import deployment, render_stack, resources_of, write_stack
+from .conftest import deployment, multi_node, render_stack, resources_of, write_stack
 
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
 
@@ -205,15 +205,8 @@ def test_stack_outputs_summarise_and_keep_keys_secret(dev_like):
 
 def test_a_replica_spanning_nodes_is_a_leader_worker_set(tmp_path):
     from . import k8s_schemas
-    from .conftest import LLAMA_70B
 
-    big = {
-        "name": "big",
-        "model": dict(LLAMA_70B),
-        "serving": {"context_length": 16384, "max_concurrency": 8},
-        "resources": {"gpu": "H100", "gpu_count": 16},
-        "cache": {"storage": "none"},
-    }
+    big = multi_node()
     platform = {"cluster": {"name": "test"}, "namespace": "llm", "addons": {"leader_worker_set": True}}
     plan = render_stack(
         write_stack(
@@ -245,15 +238,7 @@ def test_a_replica_spanning_nodes_is_a_leader_worker_set(tmp_path):
 def test_multi_node_placement_needs_the_leader_worker_set_addon(tmp_path):
     from sgldeploy.problems import InvalidInput
 
-    from .conftest import LLAMA_70B
-
-    big = {
-        "name": "big",
-        "model": dict(LLAMA_70B),
-        "serving": {"context_length": 16384, "max_concurrency": 8},
-        "resources": {"gpu": "H100", "gpu_count": 16},
-        "cache": {"storage": "none"},
-    }
+    big = multi_node()
     with pytest.raises(InvalidInput) as err:
         render_stack(write_stack(tmp_path, deployments=[big], extra={"sgldeploy:hfToken": {"secure": "x"}}))
     assert err.value.problems[0].path == "sgldeploy:platform.addons.leader_worker_set"

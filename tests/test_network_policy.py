@@ -9,7 +9,7 @@ from sgldeploy.engine import OFFLINE_VPC_CIDR
 from sgldeploy.sglang_args import SERVER_PORT
 
 from . import k8s_schemas
-from .conftest import LLAMA_70B, deployment, render_stack, resources_of, write_stack
+from .conftest import deployment, multi_node, render_stack, resources_of, write_stack
 
 POLICY = "kubernetes:networking.k8s.io/v1:NetworkPolicy"
 PLATFORM = {"cluster": {"name": "t"}, "namespace": "llm"}
@@ -113,14 +113,7 @@ def test_a_created_cluster_uses_its_cidr_and_turns_on_the_cni_policy_agent(tmp_p
 
 
 def test_pods_of_one_multi_node_replica_reach_each_other_on_every_port(tmp_path):
-    big = {
-        "name": "big",
-        "model": dict(LLAMA_70B),
-        "serving": {"context_length": 16384, "max_concurrency": 8},
-        "resources": {"gpu": "H100", "gpu_count": 16},
-        "cache": {"storage": "none"},
-        "scaling": {"min_replicas": 1, "max_replicas": 1},
-    }
+    big = multi_node(scaling={"min_replicas": 1, "max_replicas": 1})
     plan = render_stack(
         write_stack(
             tmp_path,

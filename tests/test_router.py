@@ -17,7 +17,7 @@ from sgldeploy.sglang_args import SERVER_PORT
 from sgldeploy.spec import ROUTER_IMAGE
 
 from . import k8s_schemas
-from .conftest import LLAMA_70B, ROOT, deployment, render_stack, resources_of, write_stack
+from .conftest import ROOT, deployment, multi_node, render_stack, resources_of, write_stack
 from .test_sglang_args import SGLANG_PYTHON
 
 PARSER = Path(__file__).parent / "contract" / "router_parse.py"
@@ -163,15 +163,7 @@ def test_scale_from_zero_wakes_through_the_router(tmp_path):
 
 
 def test_multi_node_replicas_are_discovered_by_their_leaders(tmp_path):
-    big = {
-        "name": "big",
-        "model": dict(LLAMA_70B),
-        "serving": {"context_length": 16384, "max_concurrency": 8},
-        "resources": {"gpu": "H100", "gpu_count": 16},
-        "cache": {"storage": "none"},
-        "scaling": {"min_replicas": 1, "max_replicas": 1},
-        "endpoint": CACHE_AWARE,
-    }
+    big = multi_node(scaling={"min_replicas": 1, "max_replicas": 1}, endpoint=CACHE_AWARE)
     plan = render_stack(
         write_stack(
             tmp_path, platform=PLATFORM, deployments=[big], extra={"sgldeploy:hfToken": {"secure": "v1:x"}}
