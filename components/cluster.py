@@ -195,23 +195,8 @@ class EksCluster(pulumi.ComponentResource):
         ]
         template = aws.ec2.LaunchTemplate(
             f"{name}-system-nodes",
-            # IMDSv2 only, one hop: pods cannot reach the node's credentials.
-            metadata_options={
-                "http_endpoint": "enabled",
-                "http_tokens": "required",
-                "http_put_response_hop_limit": 1,
-            },
-            block_device_mappings=[
-                {
-                    "device_name": "/dev/xvda",
-                    "ebs": {
-                        "volume_size": network.SYSTEM_NODE_DISK_GIB,
-                        "volume_type": "gp3",
-                        "encrypted": "true",
-                        "delete_on_termination": "true",
-                    },
-                }
-            ],
+            metadata_options=network.IMDSV2_ONLY,
+            block_device_mappings=network.encrypted_root_volume(network.SYSTEM_NODE_DISK_GIB),
             tags=tags,
             opts=child,
         )

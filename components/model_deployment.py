@@ -238,7 +238,7 @@ class ModelDeployment(pulumi.ComponentResource):
                 metadata={"name": f"{dep.name}-image-prepull", "namespace": args.namespace, "labels": labels},
                 spec=weight_cache.prepull_daemon_set_spec(
                     dep,
-                    node_pool.instance_types(args.sizing),
+                    node_pool.instance_type_affinity(node_pool.instance_types(args.sizing)),
                     node_pool.pod_scheduling(pool) if pool else None,
                 ),
                 # Fixed name, one per deployment; a replacement must free it first.

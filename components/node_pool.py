@@ -14,7 +14,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
-from sgldeploy import node_pool
+from sgldeploy import network, node_pool
 from sgldeploy.sizing import Sizing
 from sgldeploy.spec import DeploymentSpec
 
@@ -85,23 +85,8 @@ class GpuNodePool(pulumi.ComponentResource):
         else:
             template = aws.ec2.LaunchTemplate(
                 f"{name}-launch-template",
-                # IMDSv2 only, one hop: pods cannot reach the node's credentials.
-                metadata_options={
-                    "http_endpoint": "enabled",
-                    "http_tokens": "required",
-                    "http_put_response_hop_limit": 1,
-                },
-                block_device_mappings=[
-                    {
-                        "device_name": "/dev/xvda",
-                        "ebs": {
-                            "volume_size": sizing.disk_gib,
-                            "volume_type": "gp3",
-                            "encrypted": "true",
-                            "delete_on_termination": "true",
-                        },
-                    }
-                ],
+                metadata_options=network.IMDSV2_ONLY,
+                block_device_mappings=network.encrypted_root_volume(sizing.disk_gib),
                 user_data=_base64(node_pool.node_cache_user_data())
                 if dep.cache_storage == "node-local"
                 else None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from typing import Any
 
 ZONES = 2  # two availability zones: the fewest EKS accepts, and a zone outage leaves half the nodes
 SYSTEM_NODE_INSTANCE = "m6i.large"  # the on-demand node group that runs controllers and add-ons (see cost.py)
@@ -26,6 +27,25 @@ EKS_ADDONS_AFTER_NODES = ("coredns",)  # a Deployment: it only becomes healthy o
 agent is what gives the Helm add-ons their AWS roles."""
 EKS_ADDON_CONFIG = {"vpc-cni": '{"enableNetworkPolicy": "true"}'}
 """Add-on settings (JSON): the VPC CNI enforces NetworkPolicies only with its network policy agent on."""
+
+
+IMDSV2_ONLY = {"http_endpoint": "enabled", "http_tokens": "required", "http_put_response_hop_limit": 1}
+"""Launch template metadata options: IMDSv2 only, one hop, so pods cannot reach the node's credentials."""
+
+
+def encrypted_root_volume(gib: int) -> list[dict[str, Any]]:
+    """A launch template's block device mappings: an encrypted gp3 root volume deleted with the node."""
+    return [
+        {
+            "device_name": "/dev/xvda",
+            "ebs": {
+                "volume_size": gib,
+                "volume_type": "gp3",
+                "encrypted": "true",
+                "delete_on_termination": "true",
+            },
+        }
+    ]
 
 
 @dataclass(frozen=True)

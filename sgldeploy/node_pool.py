@@ -67,6 +67,18 @@ def pod_scheduling(pool: str) -> dict[str, Any]:
     }
 
 
+def instance_type_affinity(instance_types: list[str]) -> dict[str, Any]:
+    """Pods land only on the placement's instance types (and their alternatives)."""
+    term = {"key": "node.kubernetes.io/instance-type", "operator": "In", "values": instance_types}
+    return {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [{"matchExpressions": [term]}]
+            }
+        }
+    }
+
+
 def instance_types(sizing: Sizing) -> list[str]:
     """The placement's instance type and the alternatives of the same GPU and count that also fit."""
     return [sizing.placement.instance_type, *sizing.placement.alternatives]

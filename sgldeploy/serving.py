@@ -189,23 +189,7 @@ def pod_template(
                 if pool
                 else {"tolerations": [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}]}
             ),
-            "affinity": {
-                "nodeAffinity": {
-                    "requiredDuringSchedulingIgnoredDuringExecution": {
-                        "nodeSelectorTerms": [
-                            {
-                                "matchExpressions": [
-                                    {
-                                        "key": "node.kubernetes.io/instance-type",
-                                        "operator": "In",
-                                        "values": instance_types,
-                                    }
-                                ]
-                            }
-                        ]
-                    }
-                }
-            },
+            "affinity": node_pool.instance_type_affinity(instance_types),
             "volumes": [
                 # NCCL and the tokenizer workers use /dev/shm; Docker's 64 MB default is too small.
                 {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": f"{sizing.shm_gib}Gi"}},

@@ -152,12 +152,13 @@ PAUSE_IMAGE = "registry.k8s.io/pause:3.10"
 
 
 def prepull_daemon_set_spec(
-    dep: DeploymentSpec, instance_types: list[str], scheduling: dict[str, Any] | None = None
+    dep: DeploymentSpec, affinity: dict[str, Any], scheduling: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """`fast` readiness: every GPU node the deployment can land on pulls its images as soon as it joins, so a
     replica scaling up from zero does not wait for a multi-gigabyte pull. The init containers only pull and
-    exit; a pause container keeps the pod (and so the images) on the node at almost no cost. `scheduling`
-    (node selector and tolerations) puts it on the deployment's own node pool."""
+    exit; a pause container keeps the pod (and so the images) on the node at almost no cost. `affinity` keeps it
+    on the placement's instance types (node_pool.instance_type_affinity); `scheduling` (node selector and
+    tolerations) puts it on the deployment's own node pool."""
     labels = {
         "app.kubernetes.io/instance": dep.name,
         "app.kubernetes.io/component": "image-prepull",
@@ -206,23 +207,7 @@ def prepull_daemon_set_spec(
                         ]
                     }
                 ),
-                "affinity": {
-                    "nodeAffinity": {
-                        "requiredDuringSchedulingIgnoredDuringExecution": {
-                            "nodeSelectorTerms": [
-                                {
-                                    "matchExpressions": [
-                                        {
-                                            "key": "node.kubernetes.io/instance-type",
-                                            "operator": "In",
-                                            "values": instance_types,
-                                        }
-                                    ]
-                                }
-                            ]
-                        }
-                    }
-                },
+                "affinity": affinity,
                 "terminationGracePeriodSeconds": 1,
                 **POD_SECURITY,
                 # It only pulls images and sleeps: no root, nothing written.
