@@ -3,8 +3,9 @@
 It finds the replicas itself, by label, through the Kubernetes API (so it needs get/list/watch on pods), sends
 each request to the replica whose radix cache holds the longest prefix of the prompt unless that replica is
 much busier, retries on another replica, and opens a per-replica circuit breaker on repeated failures. It
-also bounds the load: at most `max_concurrency × max_replicas` requests run at once, as many wait in its queue,
-and beyond that clients get 429 at once (408 after the queue timeout) instead of a timeout much later.
+also bounds admission: the gateway (0.3.2) limits with a token bucket of `max_concurrency × max_replicas` tokens,
+refilled at that many per second, and with no queue a request finding it empty gets 429 at once instead of a
+timeout much later (measured with the gateway itself in tests/test_router_runtime.py; it sends no Retry-After).
 
 Pure: the container arguments (checked against sglang-router's own parser in the tests) and object specs.
 """
@@ -21,7 +22,6 @@ from .weight_cache import container_security
 
 ROUTER_PORT = 8000
 METRICS_PORT = 29000
-QUEUE_TIMEOUT_SECONDS = 60  # a queued request that cannot start within a minute gets 408, not a hung client
 REQUEST_TIMEOUT_SECONDS = 600  # as long as the ALB's idle timeout: non-streamed completions take minutes
 POLICIES = {"cache-aware": "cache_aware", "round-robin": "round_robin", "least-connections": "power_of_two"}
 """endpoint.algorithm → the router's --policy; ip-hash has no router equivalent (the load balancer pins)."""
@@ -73,7 +73,7 @@ def pod_selector(dep: DeploymentSpec) -> dict[str, str]:
 
 
 def capacity(dep: DeploymentSpec) -> int:
-    """Requests the replicas can run at once at their most: what the router lets through, and queues."""
+    """Requests the replicas can run at once at their most: the router's burst, and its refill per second."""
     return dep.serving.max_concurrency * max(1, dep.max_replicas)
 
 
@@ -88,9 +88,9 @@ def describe(dep: DeploymentSpec) -> str:
         )
         return f"{how}; past capacity requests queue in SGLang"
     return (
-        f"{dep.endpoint.algorithm} through the SGLang router ({ep.router.replicas} pod(s), {ep.router.image}): at most "
-        f"{capacity(dep)} requests run and {capacity(dep)} wait; beyond that clients get 429 at once, and 408 "
-        f"after {QUEUE_TIMEOUT_SECONDS} s in the queue"
+        f"{dep.endpoint.algorithm} through the SGLang router ({ep.router.replicas} pod(s), {ep.router.image}): it "
+        f"admits bursts of {capacity(dep)} requests and {capacity(dep)} more per second; beyond that clients get "
+        "429 at once"
     )
 
 
@@ -121,10 +121,10 @@ def args(
         str(SERVER_PORT),
         "--max-concurrent-requests",
         str(capacity(dep)),
+        # No queue: a request the bucket cannot admit gets 429 at once. (A queued one waits about one refill
+        # interval and then gets 408, whatever --queue-timeout-secs says.)
         "--queue-size",
-        str(capacity(dep)),
-        "--queue-timeout-secs",
-        str(QUEUE_TIMEOUT_SECONDS),
+        "0",
         "--request-timeout-secs",
         str(REQUEST_TIMEOUT_SECONDS),
         # A replica still loading weights is not a failure: wait as long as its startup probe does.

@@ -1,0 +1,214 @@
+"""The router's behaviour, measured with the gateway itself: the Rust router inside the sglang-router 0.3.2 wheel
+(the release the router image pins), started with the arguments sgldeploy renders, in front of a loopback SGLang
+stand-in. Kubernetes discovery cannot run here, so its flags are swapped for `--worker-urls`."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from sgldeploy import router
+from sgldeploy.lock import read_lock
+from sgldeploy.sizing import size
+from sgldeploy.validate import parse_stack
+
+from .conftest import LOCK, deployment
+from .test_sglang_args import SGLANG_PYTHON
+
+RUN = Path(__file__).parent / "contract" / "router_run.py"
+KEY = "test-api-key-0123456789"
+DISCOVERY = {"--service-discovery": 0, "--service-discovery-namespace": 1, "--service-discovery-port": 1}
+CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+
+
+def http(
+    url: str, body: dict | None = None, key: str | None = None, timeout: float = 10
+) -> tuple[int, dict, str]:
+    """(status, headers with lower-case names, body text); an HTTP error status is a result, not an exception."""
+    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})}
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, headers=headers, method="POST" if data else "GET")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return (
+                response.status,
+                {k.lower(): v for k, v in response.headers.items()},
+                response.read().decode(),
+            )
+    except urllib.error.HTTPError as error:
+        return error.code, {k.lower(): v for k, v in error.headers.items()}, error.read().decode()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Worker(ThreadingHTTPServer):
+    """An SGLang stand-in: answers every GET with server facts and each completion after `delay` seconds,
+    recording the Authorization header it was sent."""
+
+    daemon_threads = True
+
+    def __init__(self, delay: float) -> None:
+        self.delay, self.auth = delay, []
+        super().__init__(("127.0.0.1", 0), _Handler)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: Worker
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def _json(self, body: dict) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:
+        self._json({"model_path": "m", "tokenizer_path": "m", "is_generation": True, "data": [{"id": "m"}]})
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.server.auth.append(self.headers.get("Authorization"))
+        time.sleep(self.server.delay)
+        choice = {"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}
+        self._json({"id": "x", "object": "chat.completion", "choices": [choice]})
+
+
+def rendered_args(max_concurrency: int, max_replicas: int) -> list[str]:
+    raw = deployment(
+        serving={"context_length": 4096, "max_concurrency": max_concurrency},
+        scaling={"min_replicas": 1, "max_replicas": max_replicas},
+        endpoint={"exposure": "internal", "algorithm": "cache-aware"},
+    )
+    dep = parse_stack(None, [raw]).deployments[0]
+    model = read_lock(LOCK)[f"{dep.model.repo}@{dep.model.revision}"]
+    return router.args(dep, size(dep, model), "llm", multi_node=False)
+
+
+def without_discovery(args: list[str]) -> list[str]:
+    out, skip = [], 0
+    for i, arg in enumerate(args):
+        if skip:
+            skip -= 1
+        elif arg in DISCOVERY:
+            skip = DISCOVERY[arg]
+        elif arg == "--selector":
+            skip = next((j for j, a in enumerate(args[i + 1 :]) if a.startswith("--")), 0)
+        else:
+            out.append(arg)
+    return out
+
+
+def set_flag(args: list[str], flag: str, value: str) -> list[str]:
+    i = args.index(flag)
+    return [*args[: i + 1], value, *args[i + 2 :]]
+
+
+@contextmanager
+def gateway(worker_url: str, max_concurrency: int = 2, max_replicas: int = 1) -> Iterator[str]:
+    if not Path(SGLANG_PYTHON).exists():
+        pytest.fail(f"sglang-router is not installed at {SGLANG_PYTHON}; run the tests with `make test`")
+    port, metrics = free_port(), free_port()
+    args = without_discovery(rendered_args(max_concurrency, max_replicas))
+    args = set_flag(
+        set_flag(set_flag(args, "--host", "127.0.0.1"), "--port", str(port)),
+        "--prometheus-port",
+        str(metrics),
+    )
+    args = [a.replace(f"$({router.API_KEY_ENV})", KEY) for a in args] + ["--worker-urls", worker_url]
+    proc = subprocess.Popen(
+        [SGLANG_PYTHON, str(RUN), *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:] if proc.stderr else ""
+            try:
+                http(f"{base}/liveness", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.2)
+        yield base
+        assert "smg_http_requests_total" in http(f"http://127.0.0.1:{metrics}/metrics", timeout=5)[2]
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+@contextmanager
+def worker(delay: float = 0.0) -> Iterator[Worker]:
+    server = Worker(delay)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def ready(base: str, timeout: float = 20) -> int:
+    deadline, status = time.monotonic() + timeout, 0
+    while time.monotonic() < deadline:
+        status = http(f"{base}/readiness", timeout=2)[0]
+        if status == 200:
+            return status
+        time.sleep(0.3)
+    return status
+
+
+def test_clients_need_the_key_and_the_replica_receives_it():
+    with worker() as w, gateway(f"http://127.0.0.1:{w.server_address[1]}") as base:
+        assert ready(base) == 200
+        assert http(f"{base}/v1/chat/completions", CHAT)[0] == 401
+        status, _, text = http(f"{base}/v1/chat/completions", CHAT, key=KEY)
+        assert status == 200 and json.loads(text)["choices"][0]["message"]["content"] == "hi"
+        assert w.auth == [f"Bearer {KEY}"]  # the key the replica's own --api-key checks
+
+
+def test_past_the_burst_clients_get_429_at_once_without_retry_after():
+    """2 running requests per replica, 1 replica: a burst of 5 long requests admits 2, the rest get 429 at once."""
+    with worker(delay=3.0) as w, gateway(f"http://127.0.0.1:{w.server_address[1]}", 2, 1) as base:
+        assert ready(base) == 200
+
+        def call(_: int) -> tuple[int, float, dict]:
+            start = time.monotonic()
+            status, headers, _ = http(f"{base}/v1/chat/completions", CHAT, key=KEY, timeout=30)
+            return status, time.monotonic() - start, headers
+
+        with ThreadPoolExecutor(5) as pool:
+            results = list(pool.map(call, range(5)))
+    codes = sorted(code for code, _, _ in results)
+    assert codes == [200, 200, 429, 429, 429], results
+    rejected = [(seconds, headers) for code, seconds, headers in results if code == 429]
+    assert all(seconds < 1.0 for seconds, _ in rejected)  # not after a timeout
+    assert all("retry-after" not in headers for _, headers in rejected)  # as README says
+
+
+def test_the_router_is_not_ready_without_a_healthy_replica():
+    """So the load balancer and the HTTP add-on's interceptor wait for a replica (the readiness probe)."""
+    with gateway(f"http://127.0.0.1:{free_port()}") as base:
+        time.sleep(2)
+        status, _, text = http(f"{base}/readiness", timeout=2)
+        assert status == 503 and "healthy workers" in text
+        assert http(f"{base}/liveness", timeout=2)[0] == 200
