@@ -333,3 +333,26 @@ def test_wait_complete_touches_no_network_and_times_out_clearly(hub_with_model, 
         timeout=60,
     )
     assert cli.returncode == prefetch.BAD_ARGS and "40-hex commit" in cli.stderr
+
+
+def test_the_tool_runs_with_a_read_only_root_filesystem(tmp_path):
+    """As the prefetch container runs (readOnlyRootFilesystem: true): only the cache directory is writable, and
+    HF_HOME is left at its default under the read-only home."""
+    from . import read_only_root
+
+    dest = tmp_path / "models"
+    dest.mkdir()
+    with LoopbackHub() as server:
+        sha = server.add(Repo("org/small")).commit(sharded_model())
+        env = {
+            "HOME": "/root",
+            "PATH": "/usr/bin:/bin",
+            "HF_ENDPOINT": server.endpoint,
+            "HF_HUB_DISABLE_TELEMETRY": "1",
+        }
+        argv = [sys.executable, str(TOOL), "--repo", "org/small", "--revision", "main", "--dest", str(dest)]
+        done = subprocess.run(
+            read_only_root.command(argv, [dest], env), capture_output=True, text=True, timeout=300
+        )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (dest / "org" / "small" / sha / ".complete").exists()

@@ -24,6 +24,7 @@ from sgldeploy.lock import read_lock
 from sgldeploy.sizing import size
 from sgldeploy.validate import parse_stack
 
+from . import read_only_root
 from .conftest import LOCK, deployment
 from .test_sglang_args import SGLANG_PYTHON
 
@@ -124,7 +125,10 @@ def set_flag(args: list[str], flag: str, value: str) -> list[str]:
 
 
 @contextmanager
-def gateway(worker_url: str, max_concurrency: int = 2, max_replicas: int = 1) -> Iterator[str]:
+def gateway(
+    worker_url: str, max_concurrency: int = 2, max_replicas: int = 1, read_only: bool = False
+) -> Iterator[str]:
+    """The gateway on free loopback ports; `read_only` runs it as its pod does, with a read-only root."""
     if not Path(SGLANG_PYTHON).exists():
         pytest.fail(f"sglang-router is not installed at {SGLANG_PYTHON}; run the tests with `make test`")
     port, metrics = free_port(), free_port()
@@ -135,9 +139,11 @@ def gateway(worker_url: str, max_concurrency: int = 2, max_replicas: int = 1) ->
         str(metrics),
     )
     args = [a.replace(f"$({router.API_KEY_ENV})", KEY) for a in args] + ["--worker-urls", worker_url]
-    proc = subprocess.Popen(
-        [SGLANG_PYTHON, str(RUN), *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
+    argv = [SGLANG_PYTHON, str(RUN), *args]
+    if read_only:
+        env = {"HOME": "/nonexistent", "PATH": "/usr/bin:/bin", "HF_ENDPOINT": "http://127.0.0.1:9"}
+        argv = read_only_root.command(argv, [], env)
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
@@ -178,7 +184,8 @@ def ready(base: str, timeout: float = 20) -> int:
 
 
 def test_clients_need_the_key_and_the_replica_receives_it():
-    with worker() as w, gateway(f"http://127.0.0.1:{w.server_address[1]}") as base:
+    """With a read-only root filesystem, as the router's pod runs."""
+    with worker() as w, gateway(f"http://127.0.0.1:{w.server_address[1]}", read_only=True) as base:
         assert ready(base) == 200
         assert http(f"{base}/v1/chat/completions", CHAT)[0] == 401
         status, _, text = http(f"{base}/v1/chat/completions", CHAT, key=KEY)
