@@ -24,6 +24,7 @@ COMMIT_LABEL = "sgldeploy.io/commit"
 CANARY_SERVICE_SUFFIX = "-canary"
 ALB_ACTION = "weighted"  # the Ingress backend that names the ALB's weighted forward action
 DEFAULT_CANARY_PERCENT = 10
+PREVIOUS_REPLICAS = 1  # a kept blue-green commit: warm for a rollback, serving nothing
 
 
 @dataclass(frozen=True)
@@ -64,17 +65,36 @@ def tracks(dep: DeploymentSpec, active_sha: str, active_replicas: int) -> list[T
         return out
     if r.strategy == "blue-green" and r.previous_revision:
         out.append(
-            Track("previous", r.previous_revision, track_name(dep, r.previous_revision), 1, keyed=True)
+            Track(
+                "previous",
+                r.previous_revision,
+                track_name(dep, r.previous_revision),
+                PREVIOUS_REPLICAS,
+                keyed=True,
+            )
         )
     if r.strategy == "canary" and r.canary_revision:
-        share = max(1, math.ceil(active_replicas * canary_percent(dep) / 100))
+        share = canary_replicas(dep, active_replicas)
         out.append(Track("canary", r.canary_revision, track_name(dep, r.canary_revision), share, keyed=True))
     return out
 
 
+def canary_replicas(dep: DeploymentSpec, active_replicas: int) -> int:
+    """The canary's share of the active track's first replicas, at least one."""
+    return max(1, math.ceil(active_replicas * canary_percent(dep) / 100))
+
+
 def extra_replicas(dep: DeploymentSpec, active_replicas: int) -> int:
-    """Replicas beyond the active track's: what the node pool's GPU limit and the cost must also allow."""
-    return sum(t.replicas or 0 for t in tracks(dep, "0" * 40, active_replicas)[1:])
+    """Replicas beyond the active track's (a kept previous commit, a canary): what the node pool's GPU limit
+    and the cost must also allow."""
+    r = dep.rollout
+    if dep.state == "stopped":
+        return 0
+    if r.strategy == "blue-green" and r.previous_revision:
+        return PREVIOUS_REPLICAS
+    if r.strategy == "canary" and r.canary_revision:
+        return canary_replicas(dep, active_replicas)
+    return 0
 
 
 def switch_surge(dep: DeploymentSpec, active_replicas: int) -> int:

@@ -58,9 +58,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+OPEN_PATHS = (
+    "/health",
+    "/ready",
+    "/metrics",
+)  # what SGLang 0.5.23 serves without the key (srt/utils/auth.py)
+
+
 class Worker(ThreadingHTTPServer):
-    """An SGLang stand-in: answers every GET with server facts and each completion after `delay` seconds,
-    recording the Authorization header it was sent."""
+    """An SGLang stand-in with SGLang's key rule (every path but OPEN_PATHS needs `Bearer KEY`): answers GETs with
+    server facts and each completion after `delay` seconds, recording the Authorization header it was sent."""
 
     daemon_threads = True
 
@@ -83,11 +90,24 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def _refused(self) -> bool:
+        if self.path.startswith(OPEN_PATHS) or self.headers.get("Authorization") == f"Bearer {KEY}":
+            return False
+        self.send_response(401)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+        return True
+
     def do_GET(self) -> None:
-        self._json({"model_path": "m", "tokenizer_path": "m", "is_generation": True, "data": [{"id": "m"}]})
+        if not self._refused():
+            self._json(
+                {"model_path": "m", "tokenizer_path": "m", "is_generation": True, "data": [{"id": "m"}]}
+            )
 
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        if self._refused():
+            return
         self.server.auth.append(self.headers.get("Authorization"))
         time.sleep(self.server.delay)
         choice = {"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}
@@ -184,7 +204,8 @@ def ready(base: str, timeout: float = 20) -> int:
 
 
 def test_clients_need_the_key_and_the_replica_receives_it():
-    """With a read-only root filesystem, as the router's pod runs."""
+    """With a read-only root filesystem, as the router's pod runs. The replica enforces SGLang's key rule, so
+    readiness also shows that the router's health checks and worker queries get through."""
     with worker() as w, gateway(f"http://127.0.0.1:{w.server_address[1]}", read_only=True) as base:
         assert ready(base) == 200
         assert http(f"{base}/v1/chat/completions", CHAT)[0] == 401
@@ -219,3 +240,20 @@ def test_the_router_is_not_ready_without_a_healthy_replica():
         status, _, text = http(f"{base}/readiness", timeout=2)
         assert status == 503 and "healthy workers" in text
         assert http(f"{base}/liveness", timeout=2)[0] == 200
+
+
+def test_the_stand_in_applies_sglangs_own_key_rule():
+    """The worker above refuses what SGLang 0.5.23 refuses: its auth decision, asked in the SGLang virtualenv."""
+    probe = (
+        "import json, sys\n"
+        "from sglang.srt.utils.auth import AuthLevel, decide_request_auth\n"
+        "out = {p: decide_request_auth(method='GET', path=p, authorization_header=None, api_key='k',"
+        " admin_api_key=None, auth_level=AuthLevel.NORMAL).allowed for p in json.loads(sys.argv[1])}\n"
+        "print(json.dumps(out))\n"
+    )
+    paths = ["/health", "/health_generate", "/ready", "/metrics", "/model_info", "/server_info", "/v1/models"]
+    done = subprocess.run(
+        [SGLANG_PYTHON, "-c", probe, json.dumps(paths)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout) == {p: p.startswith(OPEN_PATHS) for p in paths}
