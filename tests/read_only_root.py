@@ -17,7 +17,9 @@ def command(argv: list[str], writable: list[Path], env: dict[str, str]) -> list[
     probe = subprocess.run(["unshare", "-m", "-r", "true"], capture_output=True, text=True)
     if probe.returncode != 0:
         pytest.skip(f"no user and mount namespaces here ({probe.stderr.strip() or 'unshare failed'})")
-    root = Path(tempfile.mkdtemp(prefix="ro-root-"))
+    # An empty directory to mount the new root on; each namespace's mounts are private, so one serves all.
+    root = Path(tempfile.gettempdir()) / "sgldeploy-read-only-root"
+    root.mkdir(exist_ok=True)
     binds = " && ".join(
         f"mount --bind {shlex.quote(str(d))} {shlex.quote(str(root))}{shlex.quote(str(d))}" for d in writable
     )
