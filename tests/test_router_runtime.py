@@ -52,10 +52,16 @@ def http(
         return error.code, {k.lower(): v for k, v in error.headers.items()}, error.read().decode()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def free_ports(count: int) -> list[int]:
+    """Distinct free loopback ports: all are held open together, so no two can be the same."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
 
 
 OPEN_PATHS = (
@@ -144,6 +150,25 @@ def set_flag(args: list[str], flag: str, value: str) -> list[str]:
     return [*args[: i + 1], value, *args[i + 2 :]]
 
 
+def start(argv: list[str], base: str) -> subprocess.Popen[bytes] | None:
+    """The gateway answering on `base`; None when its port was taken meanwhile (the caller picks others)."""
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            error = proc.stderr.read().decode() if proc.stderr else ""
+            if "Address already in use" in error:
+                return None
+            raise AssertionError(error[-2000:])
+        try:
+            http(f"{base}/liveness", timeout=1)
+            return proc
+        except OSError:
+            time.sleep(0.2)
+    proc.kill()
+    raise AssertionError(f"the gateway did not answer on {base} within 30 s")
+
+
 @contextmanager
 def gateway(
     worker_url: str, max_concurrency: int = 2, max_replicas: int = 1, read_only: bool = False
@@ -151,30 +176,22 @@ def gateway(
     """The gateway on free loopback ports; `read_only` runs it as its pod does, with a read-only root."""
     if not Path(SGLANG_PYTHON).exists():
         pytest.fail(f"sglang-router is not installed at {SGLANG_PYTHON}; run the tests with `make test`")
-    port, metrics = free_port(), free_port()
-    args = without_discovery(rendered_args(max_concurrency, max_replicas))
-    args = set_flag(
-        set_flag(set_flag(args, "--host", "127.0.0.1"), "--port", str(port)),
-        "--prometheus-port",
-        str(metrics),
-    )
-    args = [a.replace(f"$({router.API_KEY_ENV})", KEY) for a in args] + ["--worker-urls", worker_url]
-    argv = [SGLANG_PYTHON, str(RUN), *args]
-    if read_only:
-        env = {"HOME": "/nonexistent", "PATH": "/usr/bin:/bin", "HF_ENDPOINT": "http://127.0.0.1:9"}
-        argv = read_only_root.command(argv, [], env)
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    base = f"http://127.0.0.1:{port}"
+    rendered = without_discovery(rendered_args(max_concurrency, max_replicas))
+    rendered = [a.replace(f"$({router.API_KEY_ENV})", KEY) for a in rendered] + ["--worker-urls", worker_url]
+    proc = None
+    for _ in range(3):
+        port, metrics = free_ports(2)
+        args = set_flag(set_flag(rendered, "--host", "127.0.0.1"), "--port", str(port))
+        argv = [SGLANG_PYTHON, str(RUN), *set_flag(args, "--prometheus-port", str(metrics))]
+        if read_only:
+            env = {"HOME": "/nonexistent", "PATH": "/usr/bin:/bin", "HF_ENDPOINT": "http://127.0.0.1:9"}
+            argv = read_only_root.command(argv, [], env)
+        proc = start(argv, f"http://127.0.0.1:{port}")
+        if proc:
+            break
+    assert proc is not None, "no free ports for the gateway after 3 tries"
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, proc.stderr.read().decode()[-2000:] if proc.stderr else ""
-            try:
-                http(f"{base}/liveness", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.2)
-        yield base
+        yield f"http://127.0.0.1:{port}"
         assert "smg_http_requests_total" in http(f"http://127.0.0.1:{metrics}/metrics", timeout=5)[2]
     finally:
         proc.kill()
@@ -235,7 +252,7 @@ def test_past_the_burst_clients_get_429_at_once_without_retry_after():
 
 def test_the_router_is_not_ready_without_a_healthy_replica():
     """So the load balancer and the HTTP add-on's interceptor wait for a replica (the readiness probe)."""
-    with gateway(f"http://127.0.0.1:{free_port()}") as base:
+    with gateway(f"http://127.0.0.1:{free_ports(1)[0]}") as base:
         time.sleep(2)
         status, _, text = http(f"{base}/readiness", timeout=2)
         assert status == 503 and "healthy workers" in text
