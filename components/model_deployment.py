@@ -152,7 +152,7 @@ class ModelDeployment(pulumi.ComponentResource):
         if args.sizing.placement.nodes_per_replica > 1:
             depends += _installed(args, "leader_worker_set")  # the LeaderWorkerSet CRD must exist first
         tracks = (
-            rollout.tracks(dep, args.model.sha, serving.initial_replicas(dep))
+            rollout.tracks(dep, args.model.sha, dep.initial_replicas)
             if args.sizing.placement.nodes_per_replica == 1
             else []
         )
@@ -195,9 +195,7 @@ class ModelDeployment(pulumi.ComponentResource):
             )
         self.router = None
         if router.enabled(dep):
-            prometheus = (
-                dep.observability.metrics and args.addons is not None and bool(args.addons.prometheus)
-            )
+            prometheus = dep.observability.metrics and _prometheus_operator(args)
             self.router = Router(
                 f"{name}-router",
                 RouterArgs(
@@ -244,7 +242,7 @@ class ModelDeployment(pulumi.ComponentResource):
                 # Fixed name, one per deployment; a replacement must free it first.
                 opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(delete_before_replace=True)),
             )
-        if dep.observability.metrics and args.addons is not None and args.addons.prometheus:
+        if dep.observability.metrics and _prometheus_operator(args):
             Observability(
                 f"{name}-observability",
                 ObservabilityArgs(
@@ -286,7 +284,7 @@ class ModelDeployment(pulumi.ComponentResource):
                 dep,
                 vpc_cidr=network.vpc_cidr,
                 through_interceptor=through_interceptor,
-                prometheus=args.addons is not None and bool(args.addons.prometheus),
+                prometheus=_prometheus_operator(args),
                 multi_node=args.sizing.placement.nodes_per_replica > 1,
             ),
             opts=pulumi.ResourceOptions(parent=self),
@@ -303,7 +301,7 @@ class ModelDeployment(pulumi.ComponentResource):
                     dep,
                     vpc_cidr=network.vpc_cidr,
                     through_interceptor=through_interceptor,
-                    prometheus=args.addons is not None and bool(args.addons.prometheus),
+                    prometheus=_prometheus_operator(args),
                 ),
                 opts=pulumi.ResourceOptions(parent=self),
             )
@@ -325,6 +323,11 @@ class ModelDeployment(pulumi.ComponentResource):
             # Pods reference the Secret by this fixed name; a replacement must free it first.
             opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True),
         )
+
+
+def _prometheus_operator(args: ModelDeploymentArgs) -> bool:
+    """The Prometheus operator runs (installed here or existing): its ServiceMonitors and rules can be declared."""
+    return args.addons is not None and bool(args.addons.prometheus)
 
 
 def _installed(args: ModelDeploymentArgs, addon: str) -> list[Any]:

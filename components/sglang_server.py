@@ -73,7 +73,7 @@ class SglangServer(pulumi.ComponentResource):
                 opts=workload_opts,
             )
         else:
-            tracks = args.tracks or [rollout.Track("active", args.model.sha, dep.name, None, keyed=False)]
+            tracks = args.tracks or rollout.tracks(dep, args.model.sha, dep.initial_replicas)[:1]
             workloads = []
             for track in tracks:
                 spec = serving.deployment_spec(

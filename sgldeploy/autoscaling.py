@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import observability, router
-from .serving import initial_replicas
 from .sizing import Sizing
 from .spec import AddonsSpec, DeploymentSpec
 from .weight_cache import cold_start
@@ -158,4 +157,4 @@ def for_stack(dep: DeploymentSpec, addons: AddonsSpec) -> Plan:
 def replicas_when_idle(dep: DeploymentSpec, addons: AddonsSpec) -> int:
     """What runs, and is paid for, with no traffic: nothing when the HTTP add-on can wake the deployment,
     otherwise the Deployment's own count (at least one while running)."""
-    return 0 if for_stack(dep, addons).kind == "http" else initial_replicas(dep)
+    return 0 if for_stack(dep, addons).kind == "http" else dep.initial_replicas

@@ -29,7 +29,6 @@ from .network import (
     ZONES as NAT_GATEWAYS,
 )
 from .problems import InvalidInput, Problem
-from .serving import initial_replicas
 from .spec import PlatformSpec
 from .stack import ResolvedDeployment, ResolvedStack
 
@@ -141,6 +140,14 @@ def _line(
 # ---- one deployment ------------------------------------------------------------------------------
 
 
+def _node_price(item: ResolvedDeployment, region: str) -> float | None:
+    """One GPU node of the placement, per hour; None where the catalog has no price."""
+    p = item.sizing.placement
+    if region != PRICED_REGION or p.hourly_usd_per_replica is None:
+        return None
+    return p.hourly_usd_per_replica / p.nodes_per_replica
+
+
 def gpu_nodes(item: ResolvedDeployment, region: str, idle: int) -> CostItem:
     """`idle`: replicas running with no traffic (0 when the deployment scales to zero)."""
     p, spec = item.sizing.placement, item.spec
@@ -154,9 +161,7 @@ def gpu_nodes(item: ResolvedDeployment, region: str, idle: int) -> CostItem:
         what += f" (no spot price known; capacity {spec.resources.capacity} may cost less)"
     if p.price_basis == "spot":
         what += " (the highest per-zone spot price seen; spot prices move)"
-    price = p.hourly_usd_per_replica / p.nodes_per_replica if p.hourly_usd_per_replica is not None else None
-    if region != PRICED_REGION:
-        price = None
+    price = _node_price(item, region)
     drivers = {
         "instance_type": p.instance_type,
         "price_basis": p.price_basis,
@@ -272,16 +277,15 @@ def endpoint(item: ResolvedDeployment, region: str, usage: Usage) -> list[CostIt
 def rollout_tracks(item: ResolvedDeployment, region: str) -> CostItem | None:
     """A blue-green previous commit kept warm, or a canary: replicas beyond the autoscaled ones, always on."""
     p, spec = item.sizing.placement, item.spec
-    extra = rollout.extra_replicas(spec, initial_replicas(spec))
+    extra = rollout.extra_replicas(spec, spec.initial_replicas)
     if not extra:
         return None
-    price = p.hourly_usd_per_replica / p.nodes_per_replica if p.hourly_usd_per_replica is not None else None
     role = "canary" if spec.rollout.strategy == "canary" else "previous commit kept warm"
     nodes = extra * p.nodes_per_replica
     return _line(
         f"{spec.name}/rollout-tracks",
         f"{extra} {role} replica(s) of {p.instance_type}, {p.price_basis} price, running at all times",
-        None if region != PRICED_REGION else price,
+        _node_price(item, region),
         nodes,
         nodes,
         region,

@@ -86,7 +86,7 @@ def instance_types(sizing: Sizing) -> list[str]:
 
 def max_nodes(dep: DeploymentSpec, sizing: Sizing) -> int:
     """Nodes at max replicas, plus the surge a rollout adds."""
-    first = 0 if dep.state == "stopped" else max(1, dep.min_replicas)
+    first = dep.initial_replicas
     replicas = (
         dep.max_replicas
         + (dep.rollout.max_surge if dep.max_replicas else 0)

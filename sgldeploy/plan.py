@@ -20,7 +20,6 @@ from .files import write_atomic
 from .lock import lock_path_for
 from .policy import pack
 from .policy.rules import Resource
-from .serving import initial_replicas
 from .sizing import Candidate, Sizing
 from .spec import AddonsSpec
 from .stack import ResolvedDeployment, ResolvedStack, resolve, secrets_of
@@ -157,7 +156,7 @@ def deployment_json(item: ResolvedDeployment, estimate: cost.Estimate, addons: A
             "strategy": spec.rollout.strategy,
             "tracks": [
                 {"role": t.role, "commit": t.sha, "deployment": t.name, "replicas": t.replicas}
-                for t in rollout.tracks(spec, item.model.sha, initial_replicas(spec))
+                for t in rollout.tracks(spec, item.model.sha, spec.initial_replicas)
             ]
             if p.nodes_per_replica == 1
             else [],

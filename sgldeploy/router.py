@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import serving
 from .serving import ROLE_LABEL, selector
 from .sglang_args import API_KEY_ENV, SERVER_PORT
 from .sizing import Sizing
@@ -60,12 +61,7 @@ def name(dep: DeploymentSpec) -> str:
 
 
 def labels(dep: DeploymentSpec) -> dict[str, str]:
-    return {
-        "app.kubernetes.io/name": "sgl-model-gateway",
-        "app.kubernetes.io/instance": dep.name,
-        "app.kubernetes.io/component": COMPONENT,
-        "app.kubernetes.io/managed-by": "sgldeploy",
-    }
+    return {**serving.labels(dep, COMPONENT), "app.kubernetes.io/name": "sgl-model-gateway"}
 
 
 def pod_selector(dep: DeploymentSpec) -> dict[str, str]:
@@ -162,11 +158,7 @@ def deployment_spec(
     api_key_secret: str | None,
     track_labels: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    env = (
-        [{"name": API_KEY_ENV, "valueFrom": {"secretKeyRef": {"name": api_key_secret, "key": "API_KEY"}}}]
-        if api_key_secret
-        else []
-    )
+    env = [serving.api_key_env(api_key_secret)] if api_key_secret else []
     container = {
         "name": "router",
         "image": dep.endpoint.router.image,

@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from . import node_pool, weight_cache
+from . import node_pool, rollout, weight_cache
 from .lock import LockedModel
 from .rollout import Track
 from .sglang_args import API_KEY_ENV, SERVER_PORT, launch_command
@@ -87,15 +87,18 @@ def token_env(secrets: SecretRefs) -> dict[str, Any] | None:
     return {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": secrets.hf_token, "key": "HF_TOKEN"}}}
 
 
+def api_key_env(secret: str) -> dict[str, Any]:
+    """The API key as `SGLANG_API_KEY`, read from the deployment's Secret by reference."""
+    return {"name": API_KEY_ENV, "valueFrom": {"secretKeyRef": {"name": secret, "key": "API_KEY"}}}
+
+
 def env(dep: DeploymentSpec, secrets: SecretRefs, cache: CachePlan) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = list(cache.server_env)
     token = token_env(secrets) if cache.hub_on_start else None  # a local cache never needs the token
     if token:
         out.append(token)
     if secrets.api_key:
-        out.append(
-            {"name": API_KEY_ENV, "valueFrom": {"secretKeyRef": {"name": secrets.api_key, "key": "API_KEY"}}}
-        )
+        out.append(api_key_env(secrets.api_key))
     out += [{"name": k, "value": v} for k, v in sorted(dep.env.items())]
     return out
 
@@ -199,12 +202,6 @@ def pod_template(
     }
 
 
-def initial_replicas(dep: DeploymentSpec) -> int:
-    """Replicas the Deployment declares: none when stopped, else at least one so the model serves
-    from the first `pulumi up` (scale to zero needs an autoscaler to wake it)."""
-    return 0 if dep.state == "stopped" else max(1, dep.min_replicas)
-
-
 def deployment_spec(
     dep: DeploymentSpec,
     model: LockedModel,
@@ -215,11 +212,11 @@ def deployment_spec(
     track: Track | None = None,
 ) -> dict[str, Any]:
     """One track's Deployment (sgldeploy.rollout): `model` already carries the track's commit."""
-    track = track or Track("active", model.sha, dep.name, None, keyed=False)
+    track = track or rollout.tracks(dep, model.sha, dep.initial_replicas)[0]
     template = pod_template(dep, model, sizing, secrets, instance_types, pool=pool)
     template["metadata"]["labels"].update(track.labels)
     return {
-        "replicas": initial_replicas(dep) if track.replicas is None else track.replicas,
+        "replicas": dep.initial_replicas if track.replicas is None else track.replicas,
         "selector": {"matchLabels": {**selector(dep), **track.labels}},
         "strategy": {
             "type": "RollingUpdate",
@@ -245,7 +242,7 @@ def leader_worker_set_spec(
 ) -> dict[str, Any]:
     """One replica spread over `nodes_per_replica` nodes: a leader (rank 0, serves HTTP) and workers."""
     return {
-        "replicas": initial_replicas(dep),
+        "replicas": dep.initial_replicas,
         "startupPolicy": "LeaderCreated",
         "rolloutStrategy": {
             "type": "RollingUpdate",

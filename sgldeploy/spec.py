@@ -697,6 +697,12 @@ class DeploymentSpec(Model):
         return 0 if self.state == "stopped" else self.scaling.max_replicas
 
     @property
+    def initial_replicas(self) -> int:
+        """Replicas the Deployment declares: none when stopped, else at least one so the model serves from the
+        first `pulumi up` (scale to zero needs an autoscaler to wake it)."""
+        return 0 if self.state == "stopped" else max(1, self.min_replicas)
+
+    @property
     def idle_timeout_seconds(self) -> int:
         if self.scaling.idle_timeout_seconds is not None:
             return self.scaling.idle_timeout_seconds
