@@ -1,0 +1,111 @@
+"""The stacks every real-engine check runs over: the committed ones and generated variants that reach the
+code paths the committed stacks do not (a created cluster, managed node groups, a replica spanning nodes,
+shared caches, scale from zero, the router, blue-green and canary rollouts).
+
+`rendered_variants()` renders each once per test session; checks iterate over the result.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import tempfile
+from pathlib import Path
+
+from sgldeploy.plan import Plan
+
+from .conftest import LOCK, QWEN, ROOT, deployment, multi_node, render_stack, with_secret, write_stack
+
+SECOND_COMMIT = "b" * 40
+ALB_INTERNAL = {"exposure": "internal", "load_balancer": "alb"}
+CREATED = {"cluster": {"name": "v", "create": True, "vpc_cidr": "10.60.0.0/16"}, "namespace": "llm"}
+EXISTING = {"cluster": {"name": "v"}, "namespace": "llm"}
+PREFETCH_IMAGE = "registry.example/sgl:1"
+
+
+def _lock_with_second_commit(path: Path) -> None:
+    """The committed lock plus Qwen at a second commit, as `sgldeploy lock` would add it."""
+    lock = json.loads(path.read_text())
+    entry = lock["models"][f"{QWEN['repo']}@{QWEN['revision']}"]
+    lock["models"][f"{QWEN['repo']}@{SECOND_COMMIT}"] = {
+        **entry,
+        "revision": SECOND_COMMIT,
+        "sha": SECOND_COMMIT,
+    }
+    path.write_text(json.dumps(lock))
+
+
+def variant_stack_files(root: Path) -> dict[str, Path]:
+    """Stack files (each with its lock beside it) by variant name, written under `root`."""
+    files: dict[str, Path] = {}
+    for name in ("dev", "staging", "prod"):
+        (root / f"committed-{name}").mkdir(parents=True)
+        files[name] = with_secret(ROOT / "stacks" / f"Pulumi.{name}.yaml", root / f"committed-{name}")
+    files["managed-node-groups"] = write_stack(
+        root / "managed-node-groups",
+        platform={**CREATED, "node_provisioner": "managed-node-group", "addons": {"leader_worker_set": True}},
+        deployments=[deployment(name="mng"), multi_node(name="mng-big")],
+        extra={"sgldeploy:hfToken": {"secure": "v1:AAAAAAAAAAAAAAAA:opaque-ciphertext"}},
+    )
+    files["multi-node"] = write_stack(
+        root / "multi-node",
+        platform={**CREATED, "addons": {"leader_worker_set": True, "efa_device_plugin": True}},
+        deployments=[multi_node()],
+        extra={"sgldeploy:hfToken": {"secure": "v1:AAAAAAAAAAAAAAAA:opaque-ciphertext"}},
+    )
+    files["shared-caches"] = write_stack(
+        root / "shared-caches",
+        platform={**CREATED, "addons": {"efs_csi": True, "fsx_csi": True}},
+        deployments=[
+            deployment(name="efs", cache={"storage": "efs", "prefetch_image": PREFETCH_IMAGE}),
+            deployment(name="fsx", cache={"storage": "fsx-lustre", "prefetch_image": PREFETCH_IMAGE}),
+        ],
+    )
+    files["scale-from-zero"] = write_stack(
+        root / "scale-from-zero",
+        platform=EXISTING,
+        deployments=[
+            deployment(
+                name="sleepy",
+                readiness="cold-start",
+                scaling={"min_replicas": 0, "max_replicas": 2},
+                endpoint={**ALB_INTERNAL, "hostname": "sleepy.example.com"},
+            )
+        ],
+    )
+    files["router"] = write_stack(
+        root / "router",
+        platform=EXISTING,
+        deployments=[
+            deployment(
+                name="routed",
+                scaling={"min_replicas": 1, "max_replicas": 3},
+                endpoint={**ALB_INTERNAL, "algorithm": "cache-aware"},
+            )
+        ],
+    )
+    for strategy, rollout in (
+        ("blue-green", {"strategy": "blue-green", "previous_revision": SECOND_COMMIT}),
+        ("canary", {"strategy": "canary", "canary_revision": SECOND_COMMIT, "canary_percent": 25}),
+    ):
+        files[strategy] = write_stack(
+            root / strategy,
+            platform=EXISTING,
+            deployments=[
+                deployment(
+                    name=strategy,
+                    scaling={"min_replicas": 2, "max_replicas": 4},
+                    endpoint=ALB_INTERNAL,
+                    rollout=rollout,
+                )
+            ],
+        )
+        _lock_with_second_commit(files[strategy].parent / LOCK.name)
+    return files
+
+
+@functools.cache
+def rendered_variants() -> dict[str, Plan]:
+    """Every variant rendered offline, once per session."""
+    root = Path(tempfile.mkdtemp(prefix="sgldeploy-variants-"))
+    return {name: render_stack(path) for name, path in variant_stack_files(root).items()}
