@@ -9,12 +9,13 @@ SGLANG_VERSION := 0.5.23
 SGLANG_ROUTER_VERSION := 0.3.2
 TRITON_VERSION := 3.8.0
 TORCH_CPU_VERSION := 2.13.0
+PROMETHEUS_DEB_VERSION := 2.42.0+ds-5+deb12u1
 STACK ?= dev
 # Where no CPU wheel of torch is at hand, point pip at PyTorch's CPU index, e.g.
 # make test TORCH_PIP_ARGS='--index-url <PyTorch CPU wheel index>'
 TORCH_PIP_ARGS ?=
 
-.PHONY: plan test lint typecheck scan pytest fmt bench clean schema
+.PHONY: plan test lint typecheck scan pytest fmt bench clean schema promtool
 
 # Runs a stage and prints how long it took, so a slow CI names its slow stage.
 define timed
@@ -57,7 +58,12 @@ typecheck: $(VENV)/.installed
 scan: $(VENV)/.installed $(CHECKOV_VENV)/.installed
 	$(call timed,scan,$(VENV)/bin/python -m sgldeploy.scan --checkov $(CHECKOV_VENV)/bin/checkov)
 
-pytest: $(VENV)/.installed $(SGLANG_VENV)/.installed
+# promtool checks and unit-tests every PrometheusRule; Debian's prometheus package ships it.
+promtool:
+	@command -v promtool >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -qq --no-install-recommends prometheus=$(PROMETHEUS_DEB_VERSION) >/dev/null; }
+
+pytest: $(VENV)/.installed $(SGLANG_VENV)/.installed promtool
 	$(call timed,pytest,SGLANG_PYTHON=$(abspath $(SGLANG_VENV))/bin/python $(VENV)/bin/python -m pytest)
 
 fmt: $(VENV)/.installed
