@@ -57,6 +57,8 @@ try:
     estimate = cost.estimate(stack, region, cost.Usage.read(Path(usage_file) if usage_file else None))
 except InvalidInput as invalid:
     raise pulumi.RunError(str(invalid)) from None
+for warning in stack.warnings:  # `pulumi preview` and `sgldeploy plan` show them as `warning: …`
+    pulumi.log.warn(warning.message())
 
 common_labels = {"app.kubernetes.io/part-of": pulumi.get_project(), "sgldeploy.io/stack": pulumi.get_stack()}
 node_cache = any(item.spec.cache_storage == "node-local" for item in stack.deployments)

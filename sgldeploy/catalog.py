@@ -1,4 +1,5 @@
-"""Hardware and prices as data: EC2 GPU instances, GPU models and AWS service prices.
+"""Hardware, prices and the EKS calendar as data: EC2 GPU instances, GPU models, AWS service prices and the
+Kubernetes versions EKS offers.
 
 The tables live in `sgldeploy/data/*.csv`, each row with its source; this module only reads them.
 Prices are us-east-1 on-demand; another region has no price rather than a wrong one.
@@ -7,10 +8,14 @@ Prices are us-east-1 on-demand; another region has no price rather than a wrong 
 from __future__ import annotations
 
 import csv
+import os
 import re
 from dataclasses import dataclass
+from datetime import UTC, date, datetime
 from functools import cache
 from pathlib import Path
+
+from .problems import InvalidInput, Problem
 
 DATA = Path(__file__).parent / "data"
 PRICED_REGION = "us-east-1"
@@ -131,3 +136,69 @@ def service_prices() -> dict[str, ServicePrice]:
         )
         for r in rows
     }
+
+
+# ---- the EKS Kubernetes release calendar -----------------------------------------------------------
+
+TODAY_ENV = "SGLDEPLOY_TODAY"
+"""Set to a date (YYYY-MM-DD) to read the EKS calendar as of that day: reproducible plans in CI and tests."""
+
+
+@dataclass(frozen=True)
+class EksVersion:
+    """One Kubernetes minor version on EKS (sgldeploy/data/eks-versions.csv, each row with its source)."""
+
+    version: str  # "1.35"
+    eks_release: date
+    end_of_standard_support: date  # extended support is billed from the start of this day, UTC
+    end_of_extended_support: date  # from this day EKS offers it no more and upgrades its control planes
+    source: str
+
+    def support(self, day: date) -> str:
+        """`upcoming`, `standard`, `extended` or `ended` on `day` (UTC), as the EKS calendar defines them."""
+        if day < self.eks_release:
+            return "upcoming"
+        if day < self.end_of_standard_support:
+            return "standard"
+        if day < self.end_of_extended_support:
+            return "extended"
+        return "ended"
+
+
+def _minor_key(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split("."))
+
+
+@cache
+def eks_versions() -> dict[str, EksVersion]:
+    """Every version of the calendar, oldest first."""
+    with open(DATA / "eks-versions.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    found = {
+        r["version"]: EksVersion(
+            version=r["version"],
+            eks_release=date.fromisoformat(r["eks_release"]),
+            end_of_standard_support=date.fromisoformat(r["end_of_standard_support"]),
+            end_of_extended_support=date.fromisoformat(r["end_of_extended_support"]),
+            source=r["source"],
+        )
+        for r in rows
+    }
+    return {v: found[v] for v in sorted(found, key=_minor_key)}
+
+
+def calendar_date() -> date:
+    """Today in UTC (the time zone of the EKS calendar), or the day SGLDEPLOY_TODAY names."""
+    text = os.environ.get(TODAY_ENV)
+    if not text:
+        return datetime.now(UTC).date()
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise InvalidInput(
+            [
+                Problem(
+                    TODAY_ENV, "must be a date as YYYY-MM-DD", "e.g. 2026-12-01, or unset it for today", text
+                )
+            ]
+        ) from None

@@ -107,13 +107,15 @@ def main(argv: Sequence[str] | None = None, root: Path | None = None) -> int:
             from .stack import resolve, secrets_of
 
             secrets, plaintext = secrets_of(stack)
-            resolve(
+            resolved = resolve(
                 stack.object("sgldeploy:platform"),
                 stack.object("sgldeploy:deployments"),
                 lock_path_for(stack.path),
                 secrets,
                 plaintext_secrets=plaintext,
             )
+            for warning in resolved.warnings:  # valid all the same: the exit code stays 0
+                print(warning.line(), file=sys.stderr)
             print(f"{stack.path}: valid")
             return EXIT_OK
         return _plan(args, stack)

@@ -10,6 +10,7 @@ is reported as unpriced rather than as zero. Pure: no Pulumi.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ import yaml
 
 from . import rollout, weight_cache
 from .autoscaling import replicas_when_idle
-from .catalog import HOURS_PER_MONTH, PRICED_REGION, service_prices
+from .catalog import HOURS_PER_MONTH, PRICED_REGION, calendar_date, eks_versions, service_prices
 from .network import (
     SYSTEM_NODE_DISK_GIB,
     SYSTEM_NODE_INSTANCE,
@@ -313,8 +314,45 @@ def deployment_items(item: ResolvedDeployment, region: str, usage: Usage, idle: 
 # ---- the platform --------------------------------------------------------------------------------
 
 
-def platform_items(platform: PlatformSpec, region: str, usage: Usage) -> list[CostItem]:
-    """What the stack itself runs; an existing cluster's own costs belong to whoever created it."""
+def control_plane(platform: PlatformSpec, region: str, day: date) -> CostItem:
+    """The EKS control plane at the rate of its version's support on `day`: standard, or extended once the
+    version has left standard support (the EKS calendar, sgldeploy/data/eks-versions.csv)."""
+    version = platform.cluster.kubernetes_version
+    release = eks_versions().get(version)
+    support = release.support(day) if release else "unknown"
+    if release is not None and support == "extended":
+        what = (
+            f"EKS control plane, Kubernetes {version} in extended support since "
+            f"{release.end_of_standard_support} (until {release.end_of_extended_support})"
+        )
+    elif release is not None and support == "standard":
+        what = (
+            f"EKS control plane, Kubernetes {version} in standard support until "
+            f"{release.end_of_standard_support}"
+        )
+    else:  # resolve() refuses such a version; priced nothing rather than a guess
+        return CostItem(
+            "platform/eks-control-plane",
+            f"EKS control plane, Kubernetes {version}: not offered by EKS on {day}",
+            None,
+            None,
+            drivers={"kubernetes_version": version, "support": support},
+        )
+    item = "eks_cluster_extended_support" if support == "extended" else "eks_cluster_standard_support"
+    return _line(
+        "platform/eks-control-plane",
+        what,
+        _price(item, region),
+        1,
+        1,
+        region,
+        drivers={"kubernetes_version": version, "support": support},
+    )
+
+
+def platform_items(platform: PlatformSpec, region: str, usage: Usage, day: date) -> list[CostItem]:
+    """What the stack itself runs; an existing cluster's own costs (its control plane too, whatever its
+    version's support) belong to whoever created it."""
     if not platform.cluster.create:
         return []
     gp3 = _price("ebs_gp3", region)
@@ -323,15 +361,7 @@ def platform_items(platform: PlatformSpec, region: str, usage: Usage) -> list[Co
     nat_gb = usage.nat_gateway_gb_per_month
     nat_data = _price("nat_gateway_data", region)
     return [
-        _line(
-            "platform/eks-control-plane",
-            "EKS control plane, standard support (a version in extended support costs $0.60/h)",
-            _price("eks_cluster_standard_support", region),
-            1,
-            1,
-            region,
-            drivers={"kubernetes_version": platform.cluster.kubernetes_version},
-        ),
+        control_plane(platform, region, day),
         _line(
             "platform/system-nodes",
             f"{SYSTEM_NODE_COUNT} × {SYSTEM_NODE_INSTANCE} on-demand for controllers and "
@@ -407,9 +437,12 @@ class Estimate:
         return totals(list(self.items))
 
 
-def estimate(stack: ResolvedStack, region: str, usage: Usage | None = None) -> Estimate:
+def estimate(
+    stack: ResolvedStack, region: str, usage: Usage | None = None, today: date | None = None
+) -> Estimate:
+    """`today` (default: catalog.calendar_date()) decides the control plane's rate."""
     usage = usage or Usage()
-    items = platform_items(stack.spec.platform, region, usage)
+    items = platform_items(stack.spec.platform, region, usage, today or calendar_date())
     for item in stack.deployments:
         items += deployment_items(
             item, region, usage, replicas_when_idle(item.spec, stack.spec.platform.addons)

@@ -1,6 +1,8 @@
 """Problems in user input, reported one line each in the form DESIGN.md fixes:
 
 error: <config path>: <what is wrong> (got <value>); <how to fix>
+
+and warnings about valid input, one line each: warning: <config path>: <what>; <how to fix>
 """
 
 from __future__ import annotations
@@ -35,6 +37,24 @@ class Problem:
     def line(self) -> str:
         got = f" (got {show(self.got)})" if self.show_got else ""
         return one_line(f"error: {self.path}: {self.what}{got}; {self.fix}")
+
+
+@dataclass(frozen=True)
+class ConfigWarning:
+    """Valid input that will cost more or stop working later: reported, never fatal (the exit code stays).
+
+    The CLI prints `line()` on stderr; the Pulumi program logs `message()` with pulumi.log.warn, which both
+    `pulumi preview` and `sgldeploy plan` show as `warning: <message>`."""
+
+    path: str
+    what: str
+    fix: str
+
+    def message(self) -> str:
+        return one_line(f"{self.path}: {self.what}; {self.fix}")
+
+    def line(self) -> str:
+        return f"warning: {self.message()}"
 
 
 class InvalidInput(Exception):

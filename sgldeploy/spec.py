@@ -210,9 +210,11 @@ class ClusterSpec(Model):
         description="EKS cluster name: the one to create, or the existing one to use. Default sgldeploy.",
     )
     kubernetes_version: str = Field(
-        "1.33",
-        description='Kubernetes minor version of the cluster, e.g. "1.33"; '
-        "manifests are validated against it. Default 1.33.",
+        "1.35",
+        description='Kubernetes minor version of the cluster, e.g. "1.35": one EKS offers on the day of the '
+        "plan (its release calendar is sgldeploy/data/eks-versions.csv); the control plane is priced at "
+        "extended support once the version leaves standard support, and warned about 90 days before. "
+        "Manifests are validated against it. Default 1.35.",
     )
     vpc_cidr: str = Field(
         "10.0.0.0/16", description="IPv4 CIDR of the VPC created when `create` is true. Default 10.0.0.0/16."
@@ -224,7 +226,7 @@ class ClusterSpec(Model):
         text = str(value) if isinstance(value, (str, float)) else value
         if not isinstance(text, str) or not _K8S_VERSION.match(text):
             raise SpecValueError(
-                'must be a Kubernetes minor version like "1.33"',
+                'must be a Kubernetes minor version like "1.35"',
                 value,
                 "quote it in YAML so 1.30 is not read as the number 1.3",
             )

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import Any
 
-from . import autoscaling, endpoint, rollout, router, weight_cache
+from . import autoscaling, eks_support, endpoint, rollout, router, weight_cache
+from .catalog import calendar_date
 from .lock import SERVABLE_PIPELINES, LockedModel, LockError, lock_key, read_lock
-from .problems import InvalidInput, Problem, config_path
+from .problems import ConfigWarning, InvalidInput, Problem, config_path
 from .sizing import Sizing, SizingError, size
 from .spec import DeploymentSpec, StackSpec, is_commit
 from .stackfile import StackFile
@@ -34,6 +36,7 @@ class ResolvedDeployment:
 class ResolvedStack:
     spec: StackSpec
     deployments: list[ResolvedDeployment]
+    warnings: tuple[ConfigWarning, ...] = ()  # valid, but worth acting on (e.g. the EKS version's support)
 
 
 MissingResolver = Callable[[str, str, list[Any], Callable[..., str]], LockedModel | None]
@@ -46,17 +49,21 @@ def resolve(
     secrets: set[str],
     resolve_missing: MissingResolver | None = None,
     plaintext_secrets: Iterable[str] = (),
+    today: date | None = None,
 ) -> ResolvedStack:
     """Validate and size a stack. `secrets` holds the names (not values) of the secrets that are set;
     `plaintext_secrets` those of them set without `--secret`, which are refused.
 
     A model missing from the lock is a problem, unless `resolve_missing` (used by `pulumi preview`) finds it.
+    `today` (default: catalog.calendar_date()) is the day the EKS calendar is read at.
     """
     problems: list[Problem] = [plaintext_secret_problem(key) for key in sorted(plaintext_secrets)]
     try:
         spec = parse_stack(platform, deployments)
     except InvalidInput as invalid:
         raise InvalidInput(problems + invalid.problems) from None
+    day = today or calendar_date()
+    problems += eks_support.version_problems(spec.platform.cluster, day)
     try:
         lock = read_lock(lock_file)
     except LockError as exc:
@@ -99,7 +106,8 @@ def resolve(
         resolved.append(ResolvedDeployment(dep, model, sizing, reason))
     if problems:
         raise InvalidInput(_unique(problems))
-    return ResolvedStack(spec=spec, deployments=resolved)
+    warnings = tuple(eks_support.version_warnings(spec.platform.cluster, day))
+    return ResolvedStack(spec=spec, deployments=resolved, warnings=warnings)
 
 
 def secrets_of(stack: StackFile) -> tuple[set[str], set[str]]:
@@ -205,6 +213,10 @@ def _placement_problems(
                 False,
             )
         )
+    wrong_size = weight_cache.size_problem(dep)
+    if wrong_size:
+        field, what, fix, got = wrong_size
+        out.append(Problem(at(*field.split(".")), what, fix, got))
     from_zero = autoscaling.for_stack(dep, spec.platform.addons).kind == "http"
     wrong = endpoint.problem(dep, from_zero)
     if wrong:

@@ -3,25 +3,52 @@
 Prices used by hand below: g6.xlarge $0.8048/h (spot upper bound $0.4386), g6e.xlarge $1.861/h,
 p5.48xlarge $55.04/h, m6i.large $0.096/h, gp3 $0.08/GB-month, EFS $0.30/GB-month, FSx Lustre
 $0.145/GB-month, ALB $0.0225/h + $0.008/LCU-h, NLB $0.0225/h + $0.006/NLCU-h, NAT $0.045/h + $0.045/GB,
-transfer out $0.09/GB, EKS $0.10/h.
+transfer out $0.09/GB, EKS $0.10/h in standard support and $0.60/h in extended support.
 """
 
 from __future__ import annotations
 
+import csv
+import re
+from datetime import date, timedelta
+
 import pytest
 
 from sgldeploy import cost
+from sgldeploy.catalog import DATA, TODAY_ENV
+from sgldeploy.cli import main
+from sgldeploy.plan import plan_json
 from sgldeploy.problems import InvalidInput
+from sgldeploy.spec import ClusterSpec
 from sgldeploy.stack import resolve
 
 from .conftest import LLAMA_70B, LOCK, deployment, render_stack, with_secret, write_stack
 
 PLATFORM = {"cluster": {"name": "test"}, "namespace": "llm"}
+# The EKS Kubernetes release calendar, by hand from
+# https://docs.aws.amazon.com/eks/latest/userguide/kubernetes-versions.html#kubernetes-release-calendar
+# (awsdocs/amazon-eks-user-guide latest/ug/versioning/kubernetes-versions.adoc @01385604 for 1.29-1.34):
+# (EKS release, end of standard support, end of extended support).
+CALENDAR = {
+    "1.31": (date(2024, 9, 26), date(2025, 11, 26), date(2026, 11, 26)),
+    "1.33": (date(2025, 5, 29), date(2026, 7, 29), date(2027, 7, 29)),
+    "1.34": (date(2025, 10, 2), date(2026, 12, 2), date(2027, 12, 2)),
+    "1.35": (date(2026, 1, 27), date(2027, 3, 27), date(2028, 3, 27)),
+}
+PLAN_DAY = date(2026, 12, 1)  # the day these tests price stacks at, whatever the clock says
+STANDARD_USD_H, EXTENDED_USD_H = 0.10, 0.60  # EKS per cluster-hour, us-east-1 (AWS EKS pricing)
+VERSION_PATH = "sgldeploy:platform.cluster.kubernetes_version"
 
 
-def estimate(*deployments, platform=None, region="us-east-1", usage=None, secrets=()):
-    stack = resolve(platform or PLATFORM, list(deployments), LOCK, set(secrets))
-    return cost.estimate(stack, region, usage)
+@pytest.fixture(autouse=True)
+def plan_day(monkeypatch):
+    """Every plan and estimate here reads the EKS calendar on PLAN_DAY, so no figure drifts with the date."""
+    monkeypatch.setenv(TODAY_ENV, PLAN_DAY.isoformat())
+
+
+def estimate(*deployments, platform=None, region="us-east-1", usage=None, secrets=(), today=None):
+    stack = resolve(platform or PLATFORM, list(deployments), LOCK, set(secrets), today=today)
+    return cost.estimate(stack, region, usage, today=today)
 
 
 def lines(est) -> dict:
@@ -246,3 +273,154 @@ def test_prod_stack_hand_computed(tmp_path):
     assert totals["monthly_usd_max"] == pytest.approx(6 * small + 2 * large + 2 * alb + platform, abs=0.02)
     assert totals["usage_monthly_usd_max"] == pytest.approx(2 * 0.008 * 730 + 100 * 0.045, abs=0.01)
     assert plan.estimate.deployment_totals(None)["monthly_usd_max"] == pytest.approx(platform, abs=0.01)
+
+
+# ---- the EKS calendar: which version, at which rate, with which warning ----------------------------------
+
+
+def created(version: str, name: str = "c") -> dict:
+    return {**PLATFORM, "cluster": {"name": name, "create": True, "kubernetes_version": version}}
+
+
+def control_plane(est) -> cost.CostItem:
+    [line] = [i for i in est.of(None) if i.resource == "platform/eks-control-plane"]
+    return line
+
+
+def warnings_on(version: str, day: date, create: bool = True) -> list[str]:
+    platform = (
+        created(version) if create else {**PLATFORM, "cluster": {"name": "x", "kubernetes_version": version}}
+    )
+    return [w.line() for w in resolve(platform, [deployment()], LOCK, set(), today=day).warnings]
+
+
+def _add_months(day: date, months: int) -> date:
+    month = day.month - 1 + months
+    return day.replace(year=day.year + month // 12, month=month % 12 + 1)
+
+
+def test_calendar_rows_have_a_source_and_the_documented_support_lengths():
+    """EKS: 14 months of standard support from the EKS release, then 12 of extended support."""
+    with open(DATA / "eks-versions.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert {"1.32", "1.33", "1.34", "1.35", "1.36"} <= {r["version"] for r in rows}  # offered on 2026-12-01
+    for r in rows:
+        release, standard_end, extended_end = (
+            date.fromisoformat(r[k])
+            for k in ("eks_release", "end_of_standard_support", "end_of_extended_support")
+        )
+        assert standard_end == _add_months(release, 14) and extended_end == _add_months(standard_end, 12), r
+        assert r["source"], r["version"]
+        if r["version"] in CALENDAR:
+            assert (release, standard_end, extended_end) == CALENDAR[r["version"]]
+
+
+def test_the_default_version_is_in_standard_support():
+    default = ClusterSpec().kubernetes_version
+    assert default == "1.35"  # DESIGN.md's contract
+    _, standard_end, _ = CALENDAR[default]
+    assert PLAN_DAY < standard_end
+    assert control_plane(estimate(deployment(), platform=created(default))).drivers["support"] == "standard"
+
+
+@pytest.mark.parametrize("days_left, warned", [(91, False), (90, True), (89, True)])
+def test_a_version_leaving_standard_support_within_90_days_is_warned_about(days_left, warned):
+    _, standard_end, _ = CALENDAR["1.35"]
+    day = standard_end - timedelta(days=days_left)
+    lines = warnings_on("1.35", day)
+    assert bool(lines) is warned, lines
+    if warned:
+        [line] = lines
+        assert line.startswith(
+            f"warning: {VERSION_PATH}: Kubernetes 1.35 leaves EKS standard support on 2027-03-27"
+        )
+        assert f"in {days_left} day(s)" in line and "$0.60/h instead of $0.10/h" in line
+        assert re.fullmatch(r"warning: \S+: [^;]+; .+", line), line  # warning: <path>: <what>; <fix>
+        assert line.endswith("upgrade the cluster to 1.36 (EKS upgrades one minor version at a time)")
+    # Still standard support: priced at the standard rate.
+    line = control_plane(estimate(deployment(), platform=created("1.35"), today=day))
+    assert line.hourly_usd_max == STANDARD_USD_H and line.drivers["support"] == "standard"
+
+
+@pytest.mark.parametrize("days_after", [0, 1])
+def test_from_the_end_of_standard_support_the_control_plane_is_priced_at_extended_support(days_after):
+    """Billing for extended support starts at the beginning of that day, UTC (the EKS calendar)."""
+    _, standard_end, extended_end = CALENDAR["1.33"]
+    day = standard_end + timedelta(days=days_after)
+    line = control_plane(estimate(deployment(), platform=created("1.33"), today=day))
+    assert line.hourly_usd_min == line.hourly_usd_max == EXTENDED_USD_H
+    assert cost.monthly(line.hourly_usd_max) == round(EXTENDED_USD_H * 730, 2) == 438.0
+    assert line.drivers == {"kubernetes_version": "1.33", "support": "extended"}
+    assert "extended support since 2026-07-29" in line.description
+    [warning] = warnings_on("1.33", day)
+    assert (
+        "left EKS standard support on 2026-07-29: this stack's control plane is priced at extended" in warning
+    )
+    assert f"until {extended_end}" in warning
+    # The day before, it was still standard support.
+    before = control_plane(
+        estimate(deployment(), platform=created("1.33"), today=standard_end - timedelta(days=1))
+    )
+    assert before.hourly_usd_max == STANDARD_USD_H
+
+
+def test_an_existing_cluster_is_warned_about_but_its_control_plane_is_not_this_stacks_cost():
+    existing = {**PLATFORM, "cluster": {"name": "x", "kubernetes_version": "1.33"}}
+    assert estimate(deployment(), platform=existing).of(None) == []  # whatever its support, not our resource
+    [warning] = warnings_on("1.33", PLAN_DAY, create=False)
+    assert "EKS bills the existing cluster's control plane at extended support" in warning
+    assert "the cluster owner's bill, not in this plan's cost" in warning
+
+
+@pytest.mark.parametrize(
+    "version, day, why",
+    [
+        ("1.31", CALENDAR["1.31"][2], "its extended support ended on 2026-11-26"),  # the day it ended
+        ("1.31", CALENDAR["1.31"][2] + timedelta(days=1), "its extended support ended on 2026-11-26"),
+        ("1.37", PLAN_DAY, "not in sgldeploy/data/eks-versions.csv"),
+    ],
+)
+def test_a_version_eks_does_not_offer_is_refused_with_the_versions_it_offers(version, day, why):
+    with pytest.raises(InvalidInput) as err:
+        resolve(created(version), [deployment()], LOCK, set(), today=day)
+    [line] = [p.line() for p in err.value.problems]
+    assert line.startswith(f"error: {VERSION_PATH}: is not a Kubernetes version EKS offers on {day}")
+    assert why in line and f"(got '{version}')" in line
+    # Offered on both days: 1.32 (extended until 2027-03-23) to 1.36; standard: 1.34 (to 2026-12-02) to 1.36.
+    assert line.endswith("; use one of 1.32, 1.33, 1.34, 1.35, 1.36 (in standard support: 1.34, 1.35, 1.36)")
+
+
+def test_the_last_day_of_extended_support_is_still_offered():
+    _, _, extended_end = CALENDAR["1.31"]
+    stack = resolve(created("1.31"), [deployment()], LOCK, set(), today=extended_end - timedelta(days=1))
+    assert "left EKS standard support on 2025-11-26" in stack.warnings[0].line()
+
+
+def test_the_plan_prices_extended_support_and_the_cli_warns_without_failing(tmp_path, capsys):
+    path = write_stack(tmp_path, platform=created("1.33"), deployments=[deployment()])
+    plan = render_stack(path)
+    items = {i["resource"]: i for i in plan_json(plan)["cost"]["items"]}
+    control = items["platform/eks-control-plane"]
+    assert control["hourly_usd_max"] == EXTENDED_USD_H and control["monthly_usd_max"] == 438.0
+    assert control["drivers"] == {"kubernetes_version": "1.33", "support": "extended"}
+    assert plan.estimate.deployment_totals(None)["monthly_usd_max"] == pytest.approx(
+        EXTENDED_USD_H * 730 + 2 * (0.096 * 730 + 50 * 0.08) + 2 * 0.045 * 730 + 100 * 0.045, abs=0.01
+    )
+    # The program logs the warning as `pulumi preview` would show it.
+    assert [m for level, m in plan.recording.log if level == "warning" and m.startswith(VERSION_PATH)]
+
+    assert main(["validate", "--config", str(path)]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith(f"warning: {VERSION_PATH}: Kubernetes 1.33 left EKS standard")
+    assert main(["plan", "--config", str(path)]) == 0
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert len(err) == 1 and err[0].startswith(f"warning: {VERSION_PATH}: Kubernetes 1.33 left EKS standard")
+
+
+def test_a_bad_calendar_date_is_one_problem_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv(TODAY_ENV, "next tuesday")
+    assert main(["validate", "--config", str(write_stack(tmp_path))]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"error: {TODAY_ENV}: must be a date as YYYY-MM-DD (got 'next tuesday'); "
+        "e.g. 2026-12-01, or unset it for today"
+    )

@@ -27,7 +27,7 @@ def test_minimal_deployment_gets_documented_defaults():
     assert dep.cache_storage == READINESS_DEFAULTS["fast"]["cache_storage"]
     assert dep.idle_timeout_seconds == READINESS_DEFAULTS["fast"]["idle_timeout_seconds"]
     assert dep.endpoint.auth == "api-key" and dep.endpoint.exposure == "cluster"
-    assert spec.platform.cluster.kubernetes_version == "1.33"
+    assert spec.platform.cluster.kubernetes_version == "1.35"
     assert spec.platform.node_provisioner == "karpenter"
 
 
