@@ -219,12 +219,21 @@ def values(chart: Chart, cluster: ClusterFacts) -> dict[str, Any]:
         return {
             "tolerations": GPU_NODE_TOLERATIONS
         }  # its default affinity already lists the EFA instance types
-    if chart.addon in ("efs_csi", "fsx_csi"):
+    if chart.addon == "efs_csi":
+        # The EFS chart has no tolerateAllTaints (that is the FSx chart's key, and Helm ignores unknown keys):
+        # its node DaemonSet takes node.tolerations as given (charts/aws-efs-csi-driver/values.yaml @4.4.1).
+        # Every taint, as the chart's default: stated so a chart upgrade cannot strand GPU pools without it.
+        return {"node": {"tolerations": [{"operator": "Exists"}]}}
+    if chart.addon == "fsx_csi":
+        # The FSx chart's node DaemonSet tolerates every taint when this is set (its default, stated).
         return {"node": {"tolerateAllTaints": True}}
     return {}
 
 
 # ---- AWS permissions, least privilege ------------------------------------------------------------------
+# Each add-on's policy follows the one its project publishes for the pinned version, statement by statement
+# (the sources are named per policy); tagging is granted only at creation or on resources already in scope, so
+# no role can tag a resource into the scope its tag-conditioned statements allow.
 
 
 def _statement(
@@ -239,185 +248,370 @@ def _statement(
     }
 
 
+KARPENTER_CREATE_ACTIONS = ["RunInstances", "CreateFleet", "CreateLaunchTemplate"]
+"""The EC2 calls with which Karpenter creates (and tags) instances, fleets and launch templates."""
+
+
+def _karpenter_policy(cluster: ClusterFacts) -> dict[str, Any]:
+    """Karpenter's controller policy, as its getting-started CloudFormation template grants it:
+    aws/karpenter-provider-aws website/content/en/docs/getting-started/getting-started-with-karpenter/
+    cloudformation.yaml @1d927085 (v1.14.1, the chart's commit). Its five managed policies become one
+    document; the instance profile and zonal shift statements are kept, as Karpenter 1.14 calls them."""
+    ec2 = f"arn:aws:ec2:{cluster.region}"
+    profiles = f"arn:aws:iam::{cluster.account}:instance-profile/*"
+    cluster_tag = f"kubernetes.io/cluster/{cluster.name}"
+    created = [
+        f"{ec2}:*:{kind}/*"
+        for kind in (
+            "fleet",
+            "instance",
+            "volume",
+            "network-interface",
+            "launch-template",
+            "spot-instances-request",
+        )
+    ]
+    owned = {"StringEquals": {f"aws:ResourceTag/{cluster_tag}": "owned"}}
+    request_owned = {
+        f"aws:RequestTag/{cluster_tag}": "owned",
+        "aws:RequestTag/eks:eks-cluster-name": cluster.name,
+    }
+    profile_owned = {
+        "StringEquals": {
+            f"aws:ResourceTag/{cluster_tag}": "owned",
+            "aws:ResourceTag/topology.kubernetes.io/region": cluster.region,
+        },
+        "StringLike": {"aws:ResourceTag/karpenter.k8s.aws/ec2nodeclass": "*"},
+    }
+    profile_request = {
+        **request_owned,
+        "aws:RequestTag/topology.kubernetes.io/region": cluster.region,
+    }
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            _statement(
+                "LaunchFromSharedResources",
+                ["ec2:RunInstances", "ec2:CreateFleet"],
+                [
+                    f"{ec2}::image/*",
+                    f"{ec2}::snapshot/*",
+                    *(
+                        f"{ec2}:*:{kind}/*"
+                        for kind in ("security-group", "subnet", "capacity-reservation", "placement-group")
+                    ),
+                ],
+            ),
+            _statement(
+                "LaunchFromOwnedLaunchTemplates",
+                ["ec2:RunInstances", "ec2:CreateFleet"],
+                [f"{ec2}:*:launch-template/*"],
+                {**owned, "StringLike": {"aws:ResourceTag/karpenter.sh/nodepool": "*"}},
+            ),
+            _statement(
+                "Launch",
+                ["ec2:RunInstances", "ec2:CreateFleet", "ec2:CreateLaunchTemplate"],
+                created,
+                {
+                    "StringEquals": request_owned,
+                    "StringLike": {"aws:RequestTag/karpenter.sh/nodepool": "*"},
+                },
+            ),
+            _statement(
+                "TagOnLaunch",
+                ["ec2:CreateTags"],
+                created,
+                {
+                    "StringEquals": {**request_owned, "ec2:CreateAction": KARPENTER_CREATE_ACTIONS},
+                    "StringLike": {"aws:RequestTag/karpenter.sh/nodepool": "*"},
+                },
+            ),
+            _statement(
+                "TagOwnedInstances",
+                ["ec2:CreateTags"],
+                [f"{ec2}:*:instance/*"],
+                {
+                    **owned,
+                    "StringLike": {"aws:ResourceTag/karpenter.sh/nodepool": "*"},
+                    "StringEqualsIfExists": {"aws:RequestTag/eks:eks-cluster-name": cluster.name},
+                    # Only the tags Karpenter adds after launch: never the ones the other statements test.
+                    "ForAllValues:StringEquals": {
+                        "aws:TagKeys": ["eks:eks-cluster-name", "karpenter.sh/nodeclaim", "Name"]
+                    },
+                },
+            ),
+            _statement(
+                "TerminateOwned",
+                ["ec2:TerminateInstances", "ec2:DeleteLaunchTemplate"],
+                [f"{ec2}:*:instance/*", f"{ec2}:*:launch-template/*"],
+                {**owned, "StringLike": {"aws:ResourceTag/karpenter.sh/nodepool": "*"}},
+            ),
+            _statement(
+                "PassNodeRole",
+                ["iam:PassRole"],
+                [f"arn:aws:iam::{cluster.account}:role/{cluster.node_role_name}"],
+                {"StringEquals": {"iam:PassedToService": ["ec2.amazonaws.com"]}},
+            ),
+            _statement(
+                "CreateInstanceProfiles",
+                ["iam:CreateInstanceProfile"],
+                [profiles],
+                {
+                    "StringEquals": profile_request,
+                    "StringLike": {"aws:RequestTag/karpenter.k8s.aws/ec2nodeclass": "*"},
+                },
+            ),
+            _statement(
+                "TagOwnedInstanceProfiles",
+                ["iam:TagInstanceProfile"],
+                [profiles],
+                {
+                    "StringEquals": {**profile_owned["StringEquals"], **profile_request},
+                    "StringLike": {
+                        "aws:ResourceTag/karpenter.k8s.aws/ec2nodeclass": "*",
+                        "aws:RequestTag/karpenter.k8s.aws/ec2nodeclass": "*",
+                    },
+                },
+            ),
+            _statement(
+                "ManageOwnedInstanceProfiles",
+                [
+                    "iam:AddRoleToInstanceProfile",
+                    "iam:RemoveRoleFromInstanceProfile",
+                    "iam:DeleteInstanceProfile",
+                ],
+                [profiles],
+                profile_owned,
+            ),
+            _statement("ReadInstanceProfiles", ["iam:GetInstanceProfile"], [profiles]),
+            # ListInstanceProfiles (instance profile garbage collection) takes no resource but "*".
+            _statement("ListInstanceProfiles", ["iam:ListInstanceProfiles"], ["*"]),
+            _statement(
+                "Cluster",
+                ["eks:DescribeCluster"],
+                [f"arn:aws:eks:{cluster.region}:{cluster.account}:cluster/{cluster.name}"],
+            ),
+            _statement(
+                "Interruptions",
+                ["sqs:DeleteMessage", "sqs:GetQueueUrl", "sqs:ReceiveMessage"],
+                [f"arn:aws:sqs:{cluster.region}:{cluster.account}:{cluster.interruption_queue}"],
+            ),
+            _statement(
+                "ZonalShiftStatus",
+                ["arc-zonal-shift:GetManagedResource"],
+                ["*"],
+                {
+                    "StringEquals": {
+                        "arc-zonal-shift:ResourceIdentifier": f"arn:aws:eks:{cluster.region}:"
+                        f"{cluster.account}:cluster/{cluster.name}"
+                    }
+                },
+            ),
+            _statement(
+                "Read",
+                [
+                    "ec2:DescribeCapacityReservations",
+                    "ec2:DescribeImages",
+                    "ec2:DescribeInstances",
+                    "ec2:DescribeInstanceStatus",
+                    "ec2:DescribeInstanceTypeOfferings",
+                    "ec2:DescribeInstanceTypes",
+                    "ec2:DescribeLaunchTemplates",
+                    "ec2:DescribePlacementGroups",
+                    "ec2:DescribeSecurityGroups",
+                    "ec2:DescribeSpotPriceHistory",
+                    "ec2:DescribeSubnets",
+                ],
+                ["*"],
+                {"StringEquals": {"aws:RequestedRegion": cluster.region}},
+            ),
+            _statement(
+                "AmiParameters",
+                ["ssm:GetParameter"],
+                [f"arn:aws:ssm:{cluster.region}::parameter/aws/service/*"],
+            ),
+            _statement("Pricing", ["pricing:GetProducts"], ["*"]),
+        ],
+    }
+
+
+LOAD_BALANCER_CREATE_ACTIONS = ["CreateLoadBalancer", "CreateTargetGroup", "CreateListener", "CreateRule"]
+"""The ELB calls with which the controller creates (and tags) its load balancers, target groups, listeners and
+rules; listeners and rules carry the cluster tag too (its ListenerRulesTagging feature gate, on by default)."""
+
+
+def _load_balancer_controller_policy(cluster: ClusterFacts) -> dict[str, Any]:
+    """The AWS Load Balancer Controller's policy, kubernetes-sigs/aws-load-balancer-controller
+    docs/install/iam_policy.json @225f4456 (v3.5.0, the chart's app version), scoped to this region, account
+    and VPC; WAF, Shield and Cognito integrations are left out (sgldeploy sets none of their annotations)."""
+    elb = f"arn:aws:elasticloadbalancing:{cluster.region}:{cluster.account}"
+    groups = f"arn:aws:ec2:{cluster.region}:{cluster.account}:security-group/*"
+    cluster_tag = "elbv2.k8s.aws/cluster"
+    tagged = {"Null": {f"aws:ResourceTag/{cluster_tag}": "false"}}
+    tag_requested = {"Null": {f"aws:RequestTag/{cluster_tag}": "false"}}
+    # Other tags of its own resources may change, the cluster tag never: it is what the scope tests.
+    retag_owned = {
+        "Null": {f"aws:RequestTag/{cluster_tag}": "true", f"aws:ResourceTag/{cluster_tag}": "false"}
+    }
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            _statement(
+                "ServiceLinkedRole",
+                ["iam:CreateServiceLinkedRole"],
+                ["*"],
+                {"StringEquals": {"iam:AWSServiceName": "elasticloadbalancing.amazonaws.com"}},
+            ),
+            _statement(
+                "Read",
+                [
+                    "ec2:DescribeAccountAttributes",
+                    "ec2:DescribeAddresses",
+                    "ec2:DescribeAvailabilityZones",
+                    "ec2:DescribeInternetGateways",
+                    "ec2:DescribeVpcs",
+                    "ec2:DescribeVpcPeeringConnections",
+                    "ec2:DescribeSubnets",
+                    "ec2:DescribeSecurityGroups",
+                    "ec2:DescribeInstances",
+                    "ec2:DescribeNetworkInterfaces",
+                    "ec2:DescribeTags",
+                    "ec2:GetSecurityGroupsForVpc",
+                    "ec2:DescribeIpamPools",
+                    "ec2:DescribeRouteTables",
+                    "elasticloadbalancing:Describe*",
+                    "acm:ListCertificates",
+                    "acm:DescribeCertificate",
+                    "iam:ListServerCertificates",
+                    "iam:GetServerCertificate",
+                ],
+                ["*"],
+            ),
+            _statement(
+                "CreateSecurityGroups",
+                ["ec2:CreateSecurityGroup"],
+                [groups, f"arn:aws:ec2:{cluster.region}:{cluster.account}:vpc/{cluster.vpc_id}"],
+            ),
+            _statement(
+                "TagSecurityGroupsOnCreate",
+                ["ec2:CreateTags"],
+                [groups],
+                {"StringEquals": {"ec2:CreateAction": "CreateSecurityGroup"}, **tag_requested},
+            ),
+            _statement(
+                "RetagOwnedSecurityGroups", ["ec2:CreateTags", "ec2:DeleteTags"], [groups], retag_owned
+            ),
+            _statement(
+                "OwnSecurityGroups",
+                [
+                    "ec2:AuthorizeSecurityGroupIngress",
+                    "ec2:RevokeSecurityGroupIngress",
+                    "ec2:DeleteSecurityGroup",
+                ],
+                [groups],
+                tagged,
+            ),
+            _statement(
+                "Create",
+                [f"elasticloadbalancing:{action}" for action in LOAD_BALANCER_CREATE_ACTIONS],
+                [f"{elb}:*"],
+                tag_requested,
+            ),
+            _statement(
+                "TagOnCreate",
+                ["elasticloadbalancing:AddTags"],
+                [f"{elb}:*"],
+                {
+                    "StringEquals": {"elasticloadbalancing:CreateAction": LOAD_BALANCER_CREATE_ACTIONS},
+                    **tag_requested,
+                },
+            ),
+            _statement(
+                "RetagOwned",
+                ["elasticloadbalancing:AddTags", "elasticloadbalancing:RemoveTags"],
+                [f"{elb}:*"],
+                retag_owned,
+            ),
+            _statement(
+                "Manage",
+                [
+                    "elasticloadbalancing:ModifyLoadBalancerAttributes",
+                    "elasticloadbalancing:SetIpAddressType",
+                    "elasticloadbalancing:SetSecurityGroups",
+                    "elasticloadbalancing:SetSubnets",
+                    "elasticloadbalancing:DeleteLoadBalancer",
+                    "elasticloadbalancing:ModifyTargetGroup",
+                    "elasticloadbalancing:ModifyTargetGroupAttributes",
+                    "elasticloadbalancing:DeleteTargetGroup",
+                    "elasticloadbalancing:RegisterTargets",
+                    "elasticloadbalancing:DeregisterTargets",
+                    "elasticloadbalancing:ModifyListener",
+                    "elasticloadbalancing:ModifyListenerAttributes",
+                    "elasticloadbalancing:DeleteListener",
+                    "elasticloadbalancing:ModifyRule",
+                    "elasticloadbalancing:SetRulePriorities",
+                    "elasticloadbalancing:DeleteRule",
+                    "elasticloadbalancing:AddListenerCertificates",
+                    "elasticloadbalancing:RemoveListenerCertificates",
+                ],
+                [f"{elb}:*"],
+                tagged,
+            ),
+        ],
+    }
+
+
+def _external_secrets_policy(cluster: ClusterFacts) -> dict[str, Any]:
+    """Read-only access to the secrets under sgldeploy/, which the SecretStore reads HF tokens from."""
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            _statement(
+                "ReadSgldeploySecrets",
+                ["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"],
+                [f"arn:aws:secretsmanager:{cluster.region}:{cluster.account}:secret:sgldeploy/*"],
+            )
+        ],
+    }
+
+
+POLICIES = {
+    "karpenter": _karpenter_policy,
+    "aws_load_balancer_controller": _load_balancer_controller_policy,
+    "external_secrets": _external_secrets_policy,
+}
+"""The add-ons that call AWS, by spec name, and their service account's policy."""
+
+
 def policy(chart: Chart, cluster: ClusterFacts) -> dict[str, Any] | None:
     """The IAM policy of the add-on's service account, or None when it calls no AWS API."""
-    owned = {"StringEquals": {f"aws:ResourceTag/kubernetes.io/cluster/{cluster.name}": "owned"}}
-    if chart.addon == "karpenter":
-        ec2 = f"arn:aws:ec2:{cluster.region}"
-        return {
-            "Version": "2012-10-17",
-            "Statement": [
-                _statement(
-                    "Launch",
-                    ["ec2:RunInstances", "ec2:CreateFleet", "ec2:CreateLaunchTemplate", "ec2:CreateTags"],
-                    [f"{ec2}:*:*"],
-                ),
-                _statement(
-                    "TerminateOwned",
-                    ["ec2:TerminateInstances", "ec2:DeleteLaunchTemplate"],
-                    [f"{ec2}:*:instance/*", f"{ec2}:*:launch-template/*"],
-                    {**owned, "StringLike": {"aws:ResourceTag/karpenter.sh/nodepool": "*"}},
-                ),
-                _statement(
-                    "Read",
-                    [
-                        "ec2:DescribeAvailabilityZones",
-                        "ec2:DescribeImages",
-                        "ec2:DescribeInstances",
-                        "ec2:DescribeInstanceTypeOfferings",
-                        "ec2:DescribeInstanceTypes",
-                        "ec2:DescribeLaunchTemplates",
-                        "ec2:DescribeSecurityGroups",
-                        "ec2:DescribeSpotPriceHistory",
-                        "ec2:DescribeSubnets",
-                        "ec2:DescribePlacementGroups",
-                        "ec2:DescribeCapacityReservations",
-                        "pricing:GetProducts",
-                    ],
-                    ["*"],
-                ),
-                _statement(
-                    "AmiParameters",
-                    ["ssm:GetParameter"],
-                    [f"arn:aws:ssm:{cluster.region}::parameter/aws/service/*"],
-                ),
-                _statement(
-                    "PassNodeRole",
-                    ["iam:PassRole"],
-                    [f"arn:aws:iam::{cluster.account}:role/{cluster.node_role_name}"],
-                    {"StringEquals": {"iam:PassedToService": ["ec2.amazonaws.com"]}},
-                ),
-                _statement(
-                    "InstanceProfiles",
-                    [
-                        "iam:CreateInstanceProfile",
-                        "iam:TagInstanceProfile",
-                        "iam:AddRoleToInstanceProfile",
-                        "iam:RemoveRoleFromInstanceProfile",
-                        "iam:DeleteInstanceProfile",
-                        "iam:GetInstanceProfile",
-                        "iam:ListInstanceProfiles",
-                    ],
-                    [f"arn:aws:iam::{cluster.account}:instance-profile/*"],
-                ),
-                _statement(
-                    "Cluster",
-                    ["eks:DescribeCluster"],
-                    [f"arn:aws:eks:{cluster.region}:{cluster.account}:cluster/{cluster.name}"],
-                ),
-                _statement(
-                    "Interruptions",
-                    ["sqs:DeleteMessage", "sqs:GetQueueUrl", "sqs:ReceiveMessage"],
-                    [f"arn:aws:sqs:{cluster.region}:{cluster.account}:{cluster.interruption_queue}"],
-                ),
-            ],
-        }
-    if chart.addon == "aws_load_balancer_controller":
-        tagged = {"Null": {"aws:ResourceTag/elbv2.k8s.aws/cluster": "false"}}
-        return {
-            "Version": "2012-10-17",
-            "Statement": [
-                _statement(
-                    "ServiceLinkedRole",
-                    ["iam:CreateServiceLinkedRole"],
-                    ["*"],
-                    {"StringEquals": {"iam:AWSServiceName": "elasticloadbalancing.amazonaws.com"}},
-                ),
-                _statement(
-                    "Read",
-                    [
-                        "ec2:DescribeAccountAttributes",
-                        "ec2:DescribeAddresses",
-                        "ec2:DescribeAvailabilityZones",
-                        "ec2:DescribeInternetGateways",
-                        "ec2:DescribeVpcs",
-                        "ec2:DescribeVpcPeeringConnections",
-                        "ec2:DescribeSubnets",
-                        "ec2:DescribeSecurityGroups",
-                        "ec2:DescribeInstances",
-                        "ec2:DescribeNetworkInterfaces",
-                        "ec2:DescribeTags",
-                        "ec2:GetSecurityGroupsForVpc",
-                        "ec2:DescribeIpamPools",
-                        "ec2:DescribeRouteTables",
-                        "elasticloadbalancing:Describe*",
-                        "acm:ListCertificates",
-                        "acm:DescribeCertificate",
-                        "iam:ListServerCertificates",
-                        "iam:GetServerCertificate",
-                    ],
-                    ["*"],
-                ),
-                _statement(
-                    "SecurityGroups",
-                    ["ec2:CreateSecurityGroup", "ec2:CreateTags"],
-                    [
-                        f"arn:aws:ec2:{cluster.region}:{cluster.account}:security-group/*",
-                        f"arn:aws:ec2:{cluster.region}:{cluster.account}:vpc/{cluster.vpc_id}",
-                    ],
-                ),
-                _statement(
-                    "OwnSecurityGroups",
-                    [
-                        "ec2:AuthorizeSecurityGroupIngress",
-                        "ec2:RevokeSecurityGroupIngress",
-                        "ec2:DeleteSecurityGroup",
-                        "ec2:DeleteTags",
-                    ],
-                    [f"arn:aws:ec2:{cluster.region}:{cluster.account}:security-group/*"],
-                    tagged,
-                ),
-                _statement(
-                    "Create",
-                    [
-                        "elasticloadbalancing:CreateLoadBalancer",
-                        "elasticloadbalancing:CreateTargetGroup",
-                        "elasticloadbalancing:CreateListener",
-                        "elasticloadbalancing:CreateRule",
-                        "elasticloadbalancing:AddTags",
-                    ],
-                    [f"arn:aws:elasticloadbalancing:{cluster.region}:{cluster.account}:*"],
-                    {"Null": {"aws:RequestTag/elbv2.k8s.aws/cluster": "false"}},
-                ),
-                _statement(
-                    "Manage",
-                    [
-                        "elasticloadbalancing:ModifyLoadBalancerAttributes",
-                        "elasticloadbalancing:SetIpAddressType",
-                        "elasticloadbalancing:SetSecurityGroups",
-                        "elasticloadbalancing:SetSubnets",
-                        "elasticloadbalancing:DeleteLoadBalancer",
-                        "elasticloadbalancing:ModifyTargetGroup",
-                        "elasticloadbalancing:ModifyTargetGroupAttributes",
-                        "elasticloadbalancing:DeleteTargetGroup",
-                        "elasticloadbalancing:RegisterTargets",
-                        "elasticloadbalancing:DeregisterTargets",
-                        "elasticloadbalancing:ModifyListener",
-                        "elasticloadbalancing:DeleteListener",
-                        "elasticloadbalancing:ModifyRule",
-                        "elasticloadbalancing:DeleteRule",
-                        "elasticloadbalancing:AddListenerCertificates",
-                        "elasticloadbalancing:RemoveListenerCertificates",
-                        "elasticloadbalancing:RemoveTags",
-                        "elasticloadbalancing:AddTags",
-                    ],
-                    [f"arn:aws:elasticloadbalancing:{cluster.region}:{cluster.account}:*"],
-                    tagged,
-                ),
-            ],
-        }
-    if chart.addon == "external_secrets":
-        return {
-            "Version": "2012-10-17",
-            "Statement": [
-                _statement(
-                    "ReadSgldeploySecrets",
-                    ["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"],
-                    [f"arn:aws:secretsmanager:{cluster.region}:{cluster.account}:secret:sgldeploy/*"],
-                )
-            ],
-        }
-    return None
+    build = POLICIES.get(chart.addon)
+    return build(cluster) if build else None
+
+
+def interruption_queue_policy(queue_arn: str) -> dict[str, Any]:
+    """Who may send to Karpenter's interruption queue (EventBridge, SQS), and nobody without TLS: the queue
+    policy of Karpenter's CloudFormation template (cloudformation.yaml @1d927085, KarpenterInterruptionQueuePolicy)."""
+    return {
+        "Version": "2012-10-17",
+        "Id": "EC2InterruptionPolicy",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"Service": ["events.amazonaws.com", "sqs.amazonaws.com"]},
+                "Action": "sqs:SendMessage",
+                "Resource": queue_arn,
+            },
+            {
+                "Sid": "DenyHTTP",
+                "Effect": "Deny",
+                "Action": "sqs:*",
+                "Resource": queue_arn,
+                "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+                "Principal": "*",
+            },
+        ],
+    }
 
 
 @dataclass(frozen=True)

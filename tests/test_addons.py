@@ -219,3 +219,49 @@ def test_only_pods_over_efa_keep_ipc_lock(everything):
     lws = next(r.inputs for r in everything.recording.resources if r.inputs.get("kind") == "LeaderWorkerSet")
     ctx = lws["spec"]["leaderWorkerTemplate"]["workerTemplate"]["spec"]["containers"][0]["securityContext"]
     assert ctx["capabilities"] == {"drop": ["ALL"], "add": ["IPC_LOCK"]}
+
+
+def tolerates(toleration: dict, taint: dict) -> bool:
+    """Kubernetes' rule (k8s.io/api/core/v1 Toleration.ToleratesTaint): an empty effect matches every effect,
+    an empty key every key; then Exists matches any value, Equal (the default) the same value."""
+    if toleration.get("effect") and toleration["effect"] != taint["effect"]:
+        return False
+    if toleration.get("key") and toleration["key"] != taint["key"]:
+        return False
+    if toleration.get("operator", "Equal") == "Exists":
+        return True
+    return toleration.get("operator", "Equal") == "Equal" and toleration.get("value", "") == taint.get(
+        "value", ""
+    )
+
+
+def node_agent_tolerations(chart: str, values: dict) -> list[dict]:
+    """The tolerations each node agent's DaemonSet gets from its values (the charts' templates at the pinned
+    versions: fsx node-daemonset.yaml reads node.tolerateAllTaints, efs node.tolerations, the device plugins
+    tolerations)."""
+    if chart == "aws-fsx-csi-driver":
+        node = values["node"]
+        return [{"operator": "Exists"}] if node.get("tolerateAllTaints") else node["tolerations"]
+    if chart == "aws-efs-csi-driver":
+        return values["node"]["tolerations"]
+    return values["tolerations"]
+
+
+def test_node_agents_tolerate_every_taint_of_the_gpu_pools():
+    import yaml
+
+    from .test_helm_values import chart_dir, coalesce
+    from .variants import rendered_variants
+
+    plan = rendered_variants()["every-add-on"]
+    [pool] = resources_of(plan, "kubernetes:karpenter.sh/v1:NodePool")
+    taints = pool.inputs["spec"]["template"]["spec"]["taints"]
+    assert {t["key"] for t in taints} == {"nvidia.com/gpu", "sgldeploy.io/node-pool"}
+    agents = ("nvidia-device-plugin", "aws-efa-k8s-device-plugin", "aws-efs-csi-driver", "aws-fsx-csi-driver")
+    found = {r.inputs["chart"]: r.inputs for r in resources_of(plan, RELEASE)}
+    for chart in agents:
+        defaults = yaml.safe_load((chart_dir(chart, found[chart]["version"]) / "values.yaml").read_text())
+        tolerations = node_agent_tolerations(chart, coalesce(defaults, found[chart]["values"]))
+        for taint in taints:
+            assert any(tolerates(t, taint) for t in tolerations), (chart, taint, tolerations)
+    assert not tolerates({"key": "other", "operator": "Exists"}, taints[0])  # the matcher can say no
