@@ -119,21 +119,7 @@ class ClusterAddons(pulumi.ComponentResource):
         policy = aws.sqs.QueuePolicy(
             f"{name}-interruptions-policy",
             queue_url=queue.id,
-            policy=queue.arn.apply(
-                lambda arn: json.dumps(
-                    {
-                        "Version": "2012-10-17",
-                        "Statement": [
-                            {
-                                "Effect": "Allow",
-                                "Principal": {"Service": ["events.amazonaws.com", "sqs.amazonaws.com"]},
-                                "Action": "sqs:SendMessage",
-                                "Resource": arn,
-                            }
-                        ],
-                    }
-                )
-            ),
+            policy=queue.arn.apply(lambda arn: json.dumps(catalog.interruption_queue_policy(arn))),
             opts=child,
         )
         made: list[pulumi.Resource] = [queue, policy]

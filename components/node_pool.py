@@ -46,6 +46,7 @@ class GpuNodePool(pulumi.ComponentResource):
         dep, sizing = args.spec, args.sizing
         child = pulumi.ResourceOptions(parent=self)
         tags = {**args.tags, "sgldeploy.io/node-pool": args.pool}
+        subnets = node_pool.pool_subnets(sizing, args.network.subnet_ids)
         placement_group = None
         if node_pool.multi_node(sizing):
             # The nodes of one replica talk NCCL to each other: keep them close on the network.
@@ -62,7 +63,7 @@ class GpuNodePool(pulumi.ComponentResource):
                     dep,
                     sizing,
                     role=args.node_role_name,
-                    subnet_ids=args.network.subnet_ids,
+                    subnet_ids=subnets,
                     security_group_ids=[args.network.security_group_id],
                     tags=tags,
                     placement_group=args.pool if placement_group else None,
@@ -101,7 +102,7 @@ class GpuNodePool(pulumi.ComponentResource):
                 cluster_name=args.cluster_name,
                 node_group_name=args.pool,
                 node_role_arn=args.node_role_arn,
-                subnet_ids=args.network.subnet_ids,
+                subnet_ids=subnets,
                 instance_types=node_pool.instance_types(sizing),
                 ami_type=node_pool.MANAGED_AMI_TYPE,
                 capacity_type=node_pool.managed_capacity_type(dep),

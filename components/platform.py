@@ -15,6 +15,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
+from sgldeploy import aws_text
 from sgldeploy.addons import ClusterFacts
 from sgldeploy.spec import PlatformSpec
 
@@ -102,7 +103,7 @@ class Platform(pulumi.ComponentResource):
         # The facts are the component's inputs, so CrossGuard policies and the offline plan read the same values.
         super().__init__("sgldeploy:platform:Platform", name, args.facts, opts)
         spec = args.spec
-        self.node_role_name = spec.node_role or f"KarpenterNodeRole-{spec.cluster.name}"
+        self.node_role_name = spec.node_role or aws_text.default_node_role(spec.cluster.name)
         account = aws.get_caller_identity(opts=pulumi.InvokeOptions(parent=self)).account_id
         ready: list[pulumi.Resource] = []
         if spec.cluster.create:
@@ -178,7 +179,7 @@ class Platform(pulumi.ComponentResource):
             account=account,
             vpc_id=self.network.vpc_id,
             node_role_name=self.node_role_name,
-            interruption_queue=f"Karpenter-{spec.cluster.name}",
+            interruption_queue=aws_text.interruption_queue(spec.cluster.name),
         )
         self.addons = ClusterAddons(
             f"{name}-addons",

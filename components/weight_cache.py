@@ -57,7 +57,8 @@ class SharedWeightCache(pulumi.ComponentResource):
         group = aws.ec2.SecurityGroup(
             f"{name}-security-group",
             vpc_id=args.network.vpc_id,
-            description=f"{storage} weight cache of {dep.name}: reachable from the cluster's nodes only",
+            # EC2 takes only a-z A-Z 0-9, spaces and ._-:/()#,@[]+=&;{}!$* here (CreateSecurityGroup).
+            description=f"{storage} weight cache of {dep.name}, reachable from cluster nodes only",
             ingress=[
                 {
                     "protocol": "tcp",
@@ -159,8 +160,8 @@ class SharedWeightCache(pulumi.ComponentResource):
         fs = aws.fsx.LustreFileSystem(
             f"{name}-fsx",
             storage_capacity=size,
-            deployment_type="PERSISTENT_2",
-            per_unit_storage_throughput=250,
+            deployment_type=weight_cache.FSX_DEPLOYMENT_TYPE,
+            per_unit_storage_throughput=weight_cache.FSX_PER_UNIT_THROUGHPUT_MB_S_TIB,
             data_compression_type="LZ4",
             subnet_ids=args.network.subnet_ids[0],
             security_group_ids=[group.id],

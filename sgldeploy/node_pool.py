@@ -22,9 +22,11 @@ POOL_LABEL = "sgldeploy.io/node-pool"
 GPU_LABEL = "sgldeploy.io/gpu"
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_TAINT = {"key": GPU_RESOURCE, "value": "true", "effect": "NoSchedule"}
-AMI_ALIAS = "al2023@v20250915"
+AMI_ALIAS = "al2023@v20260728"
 """EKS-optimised Amazon Linux 2023; Karpenter picks its NVIDIA variant (driver and container toolkit) for GPU
-instance types. Pinned: `@latest` would replace every GPU node whenever AWS publishes an AMI."""
+instance types. Pinned: `@latest` would replace every GPU node whenever AWS publishes an AMI. The release must
+postdate the cluster's Kubernetes version: awslabs/amazon-eks-ami v20260728 publishes
+amazon-eks-node-al2023-x86_64-nvidia-1.36-v20260728 (and the earlier versions EKS supports)."""
 MANAGED_AMI_TYPE = "AL2023_x86_64_NVIDIA"
 EXPIRE_AFTER = "720h"  # nodes are replaced within 30 days, so patches land even on always-busy pools
 TERMINATION_GRACE = "2h"  # an expiring node waits this long for its serving pods to finish before draining
@@ -103,6 +105,17 @@ def gpu_limit(dep: DeploymentSpec, sizing: Sizing) -> int:
 
 def multi_node(sizing: Sizing) -> bool:
     return sizing.placement.nodes_per_replica > 1
+
+
+def pool_subnets(sizing: Sizing, subnet_ids: Sequence[Any]) -> list[Any]:
+    """The subnets a pool's nodes launch in. A replica spanning nodes gets a cluster placement group, which
+    lives in one Availability Zone: Auto Scaling refuses one with subnets in several zones ("You cannot specify
+    multiple Availability Zones and a cluster placement group", CreateAutoScalingGroup PlacementGroup,
+    https://docs.aws.amazon.com/autoscaling/ec2/APIReference/API_CreateAutoScalingGroup.html), and Karpenter
+    (1.14, pkg/providers/instancetype/offering) offers every zone of its subnets whatever the group, so nodes
+    of one replica could land in two zones. One subnet is one zone: the first of the cluster's. Ids may be
+    Pulumi outputs (a created VPC)."""
+    return list(subnet_ids[:1]) if multi_node(sizing) else list(subnet_ids)
 
 
 EFA_RESOURCE = "vpc.amazonaws.com/efa"

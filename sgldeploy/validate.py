@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
+from . import aws_text
 from .problems import InvalidInput, Problem, SpecValueError, Verbatim, config_path
 from .spec import (
     SGLANG_IMAGE,
@@ -76,7 +77,7 @@ def parse_stack(platform: Any, deployments: Any) -> StackSpec:
 
 
 def stack_rules(platform: PlatformSpec | None, deployments: list[DeploymentSpec | None]) -> list[Problem]:
-    problems: list[Problem] = []
+    problems: list[Problem] = aws_text.platform_problems(platform) if platform else []
     seen: dict[str, int] = {}
     for i, dep in enumerate(deployments):
         if dep is None:

@@ -263,14 +263,65 @@ def prefetch_job_spec(
     }
 
 
+# FSx for Lustre, as sgldeploy creates it: PERSISTENT_2 on SSD (the default storage type).
+FSX_DEPLOYMENT_TYPE = "PERSISTENT_2"
+FSX_SMALL_CAPACITIES_GIB = (1200, 2400)
+FSX_CAPACITY_STEP_GIB = 2400
+"""PERSISTENT_2 SSD takes 1200 GiB, 2400 GiB or a multiple of 2400 GiB (CreateFileSystem StorageCapacity:
+https://docs.aws.amazon.com/fsx/latest/APIReference/API_CreateFileSystem.html, as searched:
+https://docs.aws.amazon.com/sdk-for-kotlin/api/latest/fsx/aws.sdk.kotlin.services.fsx.model/-create-file-system-request/storage-capacity.html;
+botocore 1.44.5 fsx service-2.json carries the same text in its documentation, not as a constraint)."""
+FSX_PER_UNIT_THROUGHPUTS_MB_S_TIB = (125, 250, 500, 1000)
+"""What PERSISTENT_2 SSD accepts as PerUnitStorageThroughput (CreateFileSystemLustreConfiguration:
+https://docs.aws.amazon.com/fsx/latest/APIReference/API_CreateFileSystemLustreConfiguration.html, as searched:
+https://docs.aws.amazon.com/sdk-for-kotlin/api/latest/fsx/aws.sdk.kotlin.services.fsx.model/-create-file-system-lustre-configuration/per-unit-storage-throughput.html)."""
+FSX_PER_UNIT_THROUGHPUT_MB_S_TIB = 250
+
+
+def fsx_capacity_valid(gib: int) -> bool:
+    return gib in FSX_SMALL_CAPACITIES_GIB or (gib > 0 and gib % FSX_CAPACITY_STEP_GIB == 0)
+
+
+def fsx_capacity_at_least(gib: float) -> int:
+    """The smallest capacity PERSISTENT_2 accepts that holds `gib`."""
+    for small in FSX_SMALL_CAPACITIES_GIB:
+        if gib <= small:
+            return small
+    return math.ceil(gib / FSX_CAPACITY_STEP_GIB) * FSX_CAPACITY_STEP_GIB
+
+
+def fsx_capacities_around(gib: int) -> tuple[int | None, int]:
+    """The valid capacities just below (None when there is none) and just above an invalid `gib`."""
+    above = fsx_capacity_at_least(gib)
+    below = [c for c in (*FSX_SMALL_CAPACITIES_GIB, above - FSX_CAPACITY_STEP_GIB) if 0 < c < gib]
+    return (max(below) if below else None), above
+
+
 def shared_size_gib(dep: DeploymentSpec, weights_gib: float) -> int:
     """The shared cache's size: the spec's, or room for two commits (the served one and the next)."""
     if dep.cache.size_gib != "auto":
         return int(dep.cache.size_gib)
     need = 2 * weights_gib * 1.1
     if dep.cache_storage == "fsx-lustre":
-        return max(1200, math.ceil(need / 1200) * 1200)  # PERSISTENT_2 capacity comes in 1,200 GiB steps
+        return fsx_capacity_at_least(need)
     return max(100, math.ceil(need / 100) * 100)
+
+
+def size_problem(dep: DeploymentSpec) -> tuple[str, str, str, int] | None:
+    """(field, what, fix, got) when `cache.size_gib` is a size the cache's file system refuses, else None."""
+    size = dep.cache.size_gib
+    if dep.cache_storage != "fsx-lustre" or size == "auto" or fsx_capacity_valid(int(size)):
+        return None
+    below, above = fsx_capacities_around(int(size))
+    small, large = FSX_SMALL_CAPACITIES_GIB
+    nearest = f"{below} or {above}" if below else str(above)
+    return (
+        "cache.size_gib",
+        f"is not a size FSx for Lustre {FSX_DEPLOYMENT_TYPE} accepts: {small}, {large} or a multiple of "
+        f"{FSX_CAPACITY_STEP_GIB} GiB",
+        f"use {nearest}, or auto",
+        int(size),
+    )
 
 
 SHARE_FROM_GIB = 100  # below this, a download per node is cheaper than a file system

@@ -5,6 +5,11 @@ system is encrypted, and Secrets are encrypted with a KMS key that rotates."""
 
 from __future__ import annotations
 
+import html
+import re
+import string
+
+import botocore.session
 import pytest
 
 from .conftest import ROOT, deployment, render_stack, with_secret, write_stack
@@ -78,3 +83,22 @@ def test_file_systems_and_secrets_are_encrypted_at_rest(declared):
     assert len(clusters) == len(keys) == 2  # prod's and the caches stack's
     assert all(c["encryptionConfig"]["resources"] == ["secrets"] for c in clusters)
     assert all(k["enableKeyRotation"] is True for k in keys)
+
+
+def test_security_group_descriptions_use_only_what_ec2_accepts(declared):
+    """EC2's CreateSecurityGroup takes a description of up to 255 of a-z A-Z 0-9, spaces and ._-:/()#,@[]+=&;{}!$*
+    (botocore's ec2 model says so in the member's documentation; the provider checks only the length)."""
+    doc = html.unescape(
+        botocore.session.get_session()
+        .get_service_model("ec2")
+        .operation_model("CreateSecurityGroup")
+        .input_shape.members["Description"]
+        .documentation
+    )
+    [extra] = re.findall(r"Valid characters: a-z, A-Z, 0-9, spaces, and (\S+?)</p>", doc)
+    allowed = set(string.ascii_letters + string.digits + " " + extra)
+    groups = of(declared, "aws:ec2/securityGroup:SecurityGroup")
+    assert len(groups) == 2  # the EFS and the FSx cache's
+    for group in groups:
+        assert set(group["description"]) <= allowed, group["description"]
+        assert 0 < len(group["description"]) <= 255

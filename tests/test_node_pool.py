@@ -80,7 +80,8 @@ def test_a_pool_and_node_class_per_deployment_valid_against_the_crds(karpenter):
         assert node_class["metadataOptions"]["httpPutResponseHopLimit"] == 1
         assert node_class["blockDeviceMappings"][0]["ebs"]["encrypted"] is True
         assert node_class["role"] == "KarpenterNodeRole-test"
-        assert node_class["subnetSelectorTerms"] == [{"id": "subnet-offline-a"}, {"id": "subnet-offline-b"}]
+        zones = ["a"] if name == "llm-big" else ["a", "b"]  # a cluster placement group lives in one zone
+        assert node_class["subnetSelectorTerms"] == [{"id": f"subnet-offline-{z}"} for z in zones]
         assert node_class["securityGroupSelectorTerms"] == [{"id": "sg-offline-cluster"}]
 
 
@@ -250,3 +251,43 @@ def test_managed_node_group_mode(tmp_path):
     assert "/mnt/sgldeploy-cache" in base64.b64decode(t["userData"]).decode()
     pod = resources_of(plan, "kubernetes:apps/v1:Deployment")[0].inputs["spec"]["template"]["spec"]
     assert pod["nodeSelector"] == {node_pool.POOL_LABEL: "llm-qwen"}
+
+
+# ---- a cluster placement group lives in one Availability Zone: one subnet per multi-node pool -----------
+# Auto Scaling refuses a cluster placement group with subnets in several zones (CreateAutoScalingGroup,
+# PlacementGroup), and Karpenter offers every zone of its node class's subnets whatever the group. The
+# offline cluster has two subnets, subnet-offline-a and -b (sgldeploy/engine.py), one per zone.
+
+
+def subnet_ids(node_class: dict) -> list[str]:
+    return [term["id"] for term in node_class["spec"]["subnetSelectorTerms"]]
+
+
+def test_a_multi_node_karpenter_pool_launches_in_one_subnet_and_others_in_all(karpenter):
+    classes = by_name(karpenter, NODE_CLASS)
+    assert classes["llm-big"]["spec"]["placementGroupSelector"] == {"name": "llm-big"}
+    assert subnet_ids(classes["llm-big"]) == ["subnet-offline-a"]
+    for name in ("llm-qwen", "llm-four"):  # no placement group: every zone the cluster has
+        assert "placementGroupSelector" not in classes[name]["spec"]
+        assert subnet_ids(classes[name]) == ["subnet-offline-a", "subnet-offline-b"]
+
+
+def test_a_multi_node_managed_node_group_launches_in_one_subnet(tmp_path):
+    platform = {**PLATFORM, "node_provisioner": "managed-node-group"}
+    plan = render_stack(
+        write_stack(
+            tmp_path,
+            platform=platform,
+            deployments=[small(), multi_node()],
+            extra={"sgldeploy:hfToken": {"secure": "v1:x"}},
+        )
+    )
+    groups = {r.inputs["nodeGroupName"]: r for r in resources_of(plan, "aws:eks/nodeGroup:NodeGroup")}
+    [placement_group] = resources_of(plan, "aws:ec2/placementGroup:PlacementGroup")
+    templates = {r.urn: r for r in resources_of(plan, "aws:ec2/launchTemplate:LaunchTemplate")}
+    [big_template] = [templates[u] for u in groups["llm-big"].dependencies if u in templates]
+    assert (
+        placement_group.urn in big_template.dependencies and placement_group.inputs["strategy"] == "cluster"
+    )
+    assert groups["llm-big"].inputs["subnetIds"] == ["subnet-offline-a"]
+    assert groups["llm-qwen"].inputs["subnetIds"] == ["subnet-offline-a", "subnet-offline-b"]

@@ -391,3 +391,79 @@ def test_entrypoint_refuses_a_cache_without_its_complete_marker(tmp_path):
 def test_entrypoint_without_a_cache_runs_the_command_as_given():
     result = _serve(None, "sh", "-c", "echo $0 $1", "a", "b")
     assert result.returncode == 0 and result.stdout == "a b\n"
+
+
+# ---- FSx for Lustre sizes: PERSISTENT_2 SSD takes 1200, 2400 or a multiple of 2400 GiB ------------------
+# (AWS FSx API reference, CreateFileSystem StorageCapacity; tests/test_aws_api.py reads the same sentence in
+# botocore's fsx model). The valid sizes are written here from that rule, not taken from sgldeploy.
+
+FSX_VALID = [1200, 2400, *range(4800, 48_001, 2400)]
+
+
+def smallest_valid_at_least(gib: float) -> int:
+    return next(size for size in FSX_VALID if size >= gib)
+
+
+@pytest.mark.parametrize("need", [1, 1199, 1200, 1201, 2399, 2400, 2401, 3600, 4799, 4800, 4801, 7201])
+def test_fsx_capacity_for_a_need_is_the_smallest_valid_one_that_holds_it(need):
+    assert weight_cache.fsx_capacity_at_least(need) == smallest_valid_at_least(need)
+
+
+@pytest.mark.parametrize(
+    ("weights_gib", "size"), [(500, 1200), (545, 1200), (546, 2400), (1100, 4800), (1500, 4800)]
+)
+def test_auto_fsx_size_holds_two_commits_in_a_valid_size(weights_gib, size):
+    dep = parse_stack(None, [deployment(cache={"storage": "fsx-lustre"})]).deployments[0]
+    # Two commits with a tenth spare: 1,100 GiB of weights need 2,420 GiB, so 4,800 (3,600 is refused).
+    assert (
+        weight_cache.shared_size_gib(dep, weights_gib)
+        == size
+        == smallest_valid_at_least(2 * weights_gib * 1.1)
+    )
+
+
+def fsx_stack(tmp_path, size):
+    platform = {"cluster": {"name": "test"}, "namespace": "llm", "addons": {"fsx_csi": True}}
+    cache = {"storage": "fsx-lustre", "prefetch_image": IMAGE, "size_gib": size}
+    return write_stack(tmp_path, platform=platform, deployments=[deployment(cache=cache)])
+
+
+@pytest.mark.parametrize(
+    ("size", "fix"),
+    [
+        (1199, "use 1200, or auto"),
+        (1201, "use 1200 or 2400, or auto"),
+        (2399, "use 1200 or 2400, or auto"),
+        (2401, "use 2400 or 4800, or auto"),
+        (3600, "use 2400 or 4800, or auto"),
+        (4799, "use 2400 or 4800, or auto"),
+        (4801, "use 4800 or 7200, or auto"),
+    ],
+)
+def test_an_fsx_size_lustre_refuses_is_one_problem_line_with_the_nearest_valid_sizes(tmp_path, size, fix):
+    with pytest.raises(InvalidInput) as err:
+        render_stack(fsx_stack(tmp_path, size))
+    assert [p.line() for p in err.value.problems] == [
+        f"error: sgldeploy:deployments[0].cache.size_gib: is not a size FSx for Lustre PERSISTENT_2 accepts: "
+        f"1200, 2400 or a multiple of 2400 GiB (got {size}); {fix}"
+    ]
+
+
+@pytest.mark.parametrize("size", [1200, 2400, 4800])
+def test_an_fsx_size_lustre_accepts_is_the_file_systems_and_the_volumes(tmp_path, size):
+    plan = render_stack(fsx_stack(tmp_path, size))
+    assert one(plan, "aws:fsx/lustreFileSystem:LustreFileSystem").inputs["storageCapacity"] == size
+    assert one(plan, "kubernetes:core/v1:PersistentVolume").inputs["spec"]["capacity"] == {
+        "storage": f"{size}Gi"
+    }
+
+
+def test_an_efs_cache_takes_any_size():
+    dep = parse_stack(None, [deployment(cache={"storage": "efs", "size_gib": 3600})]).deployments[0]
+    assert weight_cache.size_problem(dep) is None and weight_cache.shared_size_gib(dep, 14.19) == 3600
+
+
+def test_fsx_throughput_is_one_persistent_2_accepts(tmp_path):
+    fs = one(shared(tmp_path, "fsx-lustre"), "aws:fsx/lustreFileSystem:LustreFileSystem").inputs
+    # PERSISTENT_2 SSD: 125, 250, 500 or 1000 MB/s/TiB (CreateFileSystemLustreConfiguration).
+    assert fs["deploymentType"] == "PERSISTENT_2" and fs["perUnitStorageThroughput"] in (125, 250, 500, 1000)
