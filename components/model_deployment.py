@@ -247,8 +247,10 @@ class ModelDeployment(pulumi.ComponentResource):
                 f"{name}-observability",
                 ObservabilityArgs(
                     spec=dep,
+                    sizing=args.sizing,
                     namespace=args.namespace,
                     namespace_name=args.namespace_name,
+                    tracks=tracks,
                     crds=_installed(args, "prometheus"),
                 ),
                 opts=child,

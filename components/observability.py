@@ -9,14 +9,21 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from sgldeploy import observability
+from sgldeploy.rollout import Track
+from sgldeploy.sizing import Sizing
 from sgldeploy.spec import DeploymentSpec
 
 
 @dataclass(frozen=True)
 class ObservabilityArgs:
     spec: DeploymentSpec
+    sizing: Sizing
+    """The placement (one node per replica or several) and the rollout deadline the not-ready alert waits out."""
     namespace: pulumi.Input[str]
     namespace_name: str
+    tracks: list[Track] = field(default_factory=list)
+    """The rollout's Deployments, the active one first (sgldeploy.rollout.tracks); empty for a LeaderWorkerSet
+    or one Deployment named after the deployment."""
     crds: list[Any] = field(default_factory=list)
     """The Prometheus operator's Helm release when this stack installs it: its CRDs come first."""
 
@@ -25,6 +32,9 @@ class Observability(pulumi.ComponentResource):
     def __init__(self, name: str, args: ObservabilityArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("sgldeploy:observability:Observability", name, None, opts)
         dep = args.spec
+        targets = observability.workloads(
+            dep, args.namespace_name, args.sizing.placement.nodes_per_replica > 1, args.tracks
+        )
         labels = observability.monitoring_labels(dep)
         metadata: dict[str, Any] = {
             "name": dep.name,
@@ -46,7 +56,7 @@ class Observability(pulumi.ComponentResource):
             api_version="monitoring.coreos.com/v1",
             kind="PrometheusRule",
             metadata=metadata,
-            spec=observability.prometheus_rule_spec(dep, args.namespace_name),
+            spec=observability.prometheus_rule_spec(dep, targets, args.sizing),
             opts=after_crds,
         )
         k8s.core.v1.ConfigMap(
@@ -56,7 +66,7 @@ class Observability(pulumi.ComponentResource):
                 "name": f"{dep.name}-dashboard",
                 "labels": {**labels, **observability.DASHBOARD_LABEL},
             },
-            data=observability.dashboard_config_map_data(dep, args.namespace_name),
+            data=observability.dashboard_config_map_data(dep, targets),
             opts=pulumi.ResourceOptions(parent=self),
         )
         self.register_outputs({})
