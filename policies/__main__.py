@@ -1,8 +1,15 @@
 """The sgldeploy CrossGuard policy pack: `pulumi preview --policy-pack policies [--policy-pack-config FILE]`.
 
-Each policy wraps a pure rule of `sgldeploy.policy.rules`, configured from `sgldeploy.policy.pack.POLICIES`
-(names, descriptions, enforcement levels, config schemas with safe defaults); `sgldeploy plan` runs the
-same rules over its recorded resources, so the offline plan and the preview agree.
+The Pulumi CLI starts it as `venv/bin/python -u -m pulumi.policy <engine> .` in this directory (its
+`pulumi-analyzer-policy-python` plugin), then asks it over gRPC: ConfigureStack, GetAnalyzerInfo, Configure,
+Analyze per resource, AnalyzeStack. Each policy wraps a pure rule of `sgldeploy.policy.rules`, configured
+from `sgldeploy.policy.pack.POLICIES` (names, descriptions, enforcement levels, config schemas with safe
+defaults); `sgldeploy plan` runs the same rules over its recorded resources, so the offline plan and the
+preview agree.
+
+A rule reads the values it judges and nothing else: values the engine does not know yet (a first preview's
+generated API key, a created cluster's kubeconfig) are handed to it as UNKNOWN rather than read through
+pulumi_policy's proxy, which would turn the whole policy into one "can't run policy" advisory.
 """
 
 from __future__ import annotations
@@ -17,9 +24,11 @@ from pulumi_policy import (
     ResourceValidationPolicy,
     StackValidationPolicy,
 )
+from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, UnknownValueError
 
-from sgldeploy.policy.pack import PACK_NAME, POLICIES, PolicyDef
+from sgldeploy.policy.pack import PACK_NAME, POLICIES, PolicyDef, undetermined_message
 from sgldeploy.policy.rules import Resource
+from sgldeploy.policy.values import from_engine
 
 LEVEL = {
     "advisory": EnforcementLevel.ADVISORY,
@@ -29,24 +38,60 @@ LEVEL = {
 }
 
 
-def plain(value: Any) -> Any:
-    """The engine's property proxies as plain dicts and lists, as the rules expect."""
+def raw(value: Any) -> Any:
+    """pulumi_policy's property proxy as the plain values the engine sent: an unknown value, which the proxy
+    raises on, is kept as the engine's sentinel for it."""
     if isinstance(value, Mapping):
-        return {k: plain(v) for k, v in value.items()}
+        out = {}
+        for key in value:
+            try:
+                out[key] = raw(value[key])
+            except UnknownValueError as unknown:
+                out[key] = unknown.unknown_type_sentinel
+        return out
     if isinstance(value, Sequence) and not isinstance(value, str):
-        return [plain(v) for v in value]
+        items = []
+        for i in range(len(value)):
+            try:
+                items.append(raw(value[i]))
+            except UnknownValueError as unknown:
+                items.append(unknown.unknown_type_sentinel)
+        return items
     return value
+
+
+def plain(value: Any) -> Any:
+    """Properties as the rules read them, as `sgldeploy plan` gives them: unknowns as UNKNOWN, and numbers as
+    written (the engine sends every number as a double)."""
+    return from_engine(raw(value))
 
 
 def _config(policy: PolicyDef, args) -> dict[str, Any]:
     return {**policy.defaults(), **{k: v for k, v in plain(args.get_config()).items() if k in policy.config}}
 
 
+class Undetermined(UnknownValueError):
+    """Raised after a policy reported its violations, for the values it could not judge: pulumi_policy turns
+    it into one advisory ("can't run policy … during preview: <message>"), never a block."""
+
+    def __init__(self, message: str):
+        super().__init__(UNKNOWN_STRING_VALUE, [])
+        self.message = message
+
+
+def _report(found: list[tuple[str, Any]], report_violation) -> None:
+    for urn, finding in found:
+        if isinstance(finding, str):
+            report_violation(finding, urn or None)
+    message = undetermined_message([finding for _, finding in found])
+    if message is not None:
+        raise Undetermined(message)
+
+
 def _resource_validation(policy: PolicyDef):
     def validate(args, report_violation) -> None:
         resource = Resource(type=args.resource_type, name=args.name, urn=args.urn, props=plain(args.props))
-        for message in policy.check(resource, _config(policy, args)):
-            report_violation(message)
+        _report([("", f) for f in policy.check(resource, _config(policy, args))], report_violation)
 
     return validate
 
@@ -63,8 +108,7 @@ def _stack_validation(policy: PolicyDef):
             )
             for r in args.resources
         ]
-        for urn, message in policy.check(resources, _config(policy, args)):
-            report_violation(message, urn or None)
+        _report(policy.check(resources, _config(policy, args)), report_violation)
 
     return validate
 

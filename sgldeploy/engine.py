@@ -1,23 +1,28 @@
 """Run the real Pulumi program in-process under the Pulumi SDK's mock engine, recording every registration.
 
 This is how `sgldeploy plan` renders a stack without a Pulumi CLI or a cloud account: the program is the
-same `__main__.py` that `pulumi preview` runs, with preview semantics (values computed by the cloud are
-unknown). Each registration is kept with its type, name, parent and inputs exactly as the engine would
-receive them, with secrets replaced by a marker so no secret reaches a plan file.
+same `__main__.py` that `pulumi preview` runs, with preview semantics: every output of a resource still to be
+created that its inputs do not determine is unknown (`preview_state`), as the providers answer a preview.
+Each registration is kept with its type, name, parent and inputs exactly as the engine would receive them,
+with secrets replaced by a marker so no secret reaches a plan file.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
+import importlib
 import logging
 import runpy
-from collections.abc import Callable
+import typing
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pulumi
+from pulumi import _types as pulumi_types
 from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime import rpc, settings
 from pulumi.runtime.stack import run_in_stack
@@ -40,6 +45,11 @@ class Registration:
     inputs: dict[str, Any]
     dependencies: list[str] = field(default_factory=list)  # URNs this one waits for (depends_on, inputs)
     ignore_changes: list[str] = field(default_factory=list)  # inputs a later update leaves as they are
+    # The inputs and the state (outputs) as the engine holds them, the form it sends a policy analyzer over
+    # gRPC: unknowns as `WIRE_UNKNOWN`, secrets as secret envelopes whose value is SECRET, or WIRE_UNKNOWN
+    # while it is not known. A component's state is what it registers as outputs.
+    wire_inputs: dict[str, Any] = field(default_factory=dict)
+    wire_state: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -49,6 +59,32 @@ class Recording:
     resources: list[Registration] = field(default_factory=list)
     outputs: dict[str, Any] = field(default_factory=dict)
     log: list[tuple[str, str]] = field(default_factory=list)  # (severity, message)
+    wire_outputs: dict[str, Any] = field(default_factory=dict)  # the stack's outputs in wire form (wire())
+
+
+WIRE_UNKNOWN = rpc.UNKNOWN  # the sentinel string an unknown value travels as (Pulumi's UnknownStringValue)
+
+
+def wire(value: Any) -> Any:
+    """Deserialized properties in their wire form, secrets masked: see Registration.wire_inputs."""
+    if isinstance(value, dict):
+        if value.get(rpc._special_sig_key) == rpc._special_secret_sig:
+            return {**value, "value": _masked(value.get("value"))}
+        return {k: wire(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [wire(v) for v in value]
+    if isinstance(value, pulumi.output.Unknown) or value == rpc.UNKNOWN:
+        return WIRE_UNKNOWN
+    return value
+
+
+def _masked(secret: Any) -> Any:
+    """A secret's shape with each known value as SECRET and each unknown one as WIRE_UNKNOWN."""
+    if isinstance(secret, dict):
+        return {k: _masked(v) for k, v in secret.items()}
+    if isinstance(secret, list):
+        return [_masked(v) for v in secret]
+    return WIRE_UNKNOWN if isinstance(secret, pulumi.output.Unknown) or secret == rpc.UNKNOWN else SECRET
 
 
 def scrub(value: Any) -> Any:
@@ -70,15 +106,76 @@ def scrub(value: Any) -> Any:
     return value
 
 
+# How a provider previews a resource it has yet to create (its Create with preview=true), by package:
+# - pulumi-kubernetes returns the inputs as they are whenever it cannot dry-run against the API server (inputs
+#   with unknowns, no reachable cluster: always offline, and while a created cluster's kubeconfig is unknown):
+#   https://github.com/pulumi/pulumi-kubernetes provider/pkg/provider/provider.go, Create ("skipPreview").
+#   Only its top-level outputs that are not inputs (`status`) are unknown, as the SDK reads any missing output.
+ECHOING_PACKAGES = frozenset({"kubernetes"})
+# - every other package here (aws, random) is bridged from a Terraform provider, which previews with
+#   Terraform's planned state: an attribute the configuration leaves unset and the provider computes (an id,
+#   an ARN, EKS's cluster security group) is unknown, at any depth:
+#   https://developer.hashicorp.com/terraform/plugin/framework/handling-data/attributes#computed. The SDK's
+#   types name every attribute but not which are computed, so offline each attribute the inputs leave unset
+#   reads as unknown (an optional one the provider would leave empty too: unknown, never a made-up value).
+
+
+def preview_state(token: str, inputs: dict[str, Any]) -> dict[str, Any]:
+    """The state a provider returns when previewing the creation of a `token` resource from `inputs`."""
+    if token.split(":", 1)[0] in ECHOING_PACKAGES:
+        return dict(inputs)
+    types = _output_types(token)
+    state: dict[str, Any] = {name: rpc.UNKNOWN for name in types if name not in inputs}
+    state.update({k: _unset_as_unknown(v, types.get(k)) for k, v in inputs.items()})
+    return state
+
+
+@functools.cache
+def _output_types(token: str) -> dict[str, Any]:
+    """Output property name → type of the SDK class registered for `token` (empty for components, providers
+    and Kubernetes custom resources, whose classes carry no types)."""
+    pkg, mod, _ = (token.split(":") + ["", ""])[:3]
+    module = rpc.get_resource_module(pkg, mod, "")
+    mod_info = getattr(module, "mod_info", None) or {}  # the generated SDK's token → class table
+    class_name = (mod_info.get("classes") or {}).get(token)
+    if class_name is None:
+        return {}
+    return pulumi_types.resource_types(getattr(importlib.import_module(mod_info["fqn"]), class_name))
+
+
+def _unset_as_unknown(value: Any, typ: Any) -> Any:
+    """`value` with each attribute its output type declares and it leaves unset as unknown, at any depth."""
+    if typ is None or isinstance(value, pulumi.output.Unknown):
+        return value
+    origin, args = typing.get_origin(typ), typing.get_args(typ)
+    if origin is typing.Union:
+        kinds = [a for a in args if a is not type(None)]
+        return _unset_as_unknown(value, kinds[0]) if len(kinds) == 1 else value
+    if origin in (list, Sequence) and isinstance(value, list) and args:
+        return [_unset_as_unknown(v, args[0]) for v in value]
+    if origin in (dict, Mapping) and isinstance(value, dict) and len(args) == 2:
+        return {k: _unset_as_unknown(v, args[1]) for k, v in value.items()}
+    if isinstance(typ, type) and pulumi_types.is_output_type(typ) and isinstance(value, dict):
+        if rpc._special_sig_key in value:  # a secret or an asset: left whole
+            return value
+        fields = pulumi_types.output_type_types(typ)
+        return {
+            **{name: rpc.UNKNOWN for name in fields if name not in value},
+            **{k: _unset_as_unknown(v, fields.get(k)) for k, v in value.items()},
+        }
+    return value
+
+
 class _OfflineMocks(pulumi.runtime.Mocks):
-    """Provider behaviour offline: resources echo their inputs; data sources answer from `invokes`."""
+    """Provider behaviour offline: resources answer as their provider's preview (`preview_state`); data
+    sources answer from `invokes`."""
 
     def __init__(self, invokes: dict[str, Callable[[dict[str, Any]], dict[str, Any]]]):
         self.invokes = invokes
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
         # No id: as in `pulumi preview`, ids of resources still to be created are unknown until apply.
-        return "", dict(args.inputs)
+        return "", preview_state(args.typ, dict(args.inputs))
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
         handler = self.invokes.get(args.token)
@@ -91,30 +188,38 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
     def __init__(self, mocks: _OfflineMocks, recording: Recording):
         super().__init__(mocks)
         self.recording = recording
+        self.by_urn: dict[str, Registration] = {}
 
     def RegisterResource(self, request: Any) -> Any:
         response = super().RegisterResource(request)  # type: ignore[no-untyped-call]
         if request.type != "pulumi:pulumi:Stack":
-            inputs = scrub(rpc.deserialize_properties(request.object, keep_unknowns=True))
-            self.recording.resources.append(
-                Registration(
-                    urn=response.urn,
-                    type=request.type,
-                    name=request.name,
-                    parent=request.parent or None,
-                    custom=bool(request.custom),
-                    provider=request.provider or None,
-                    inputs=inputs,
-                    dependencies=sorted(request.dependencies),
-                    ignore_changes=list(request.ignoreChanges),
-                )
+            sent = rpc.deserialize_properties(request.object, keep_unknowns=True)
+            registration = Registration(
+                urn=response.urn,
+                type=request.type,
+                name=request.name,
+                parent=request.parent or None,
+                custom=bool(request.custom),
+                provider=request.provider or None,
+                inputs=scrub(sent),
+                dependencies=sorted(request.dependencies),
+                ignore_changes=list(request.ignoreChanges),
+                wire_inputs=wire(sent),
+                wire_state=wire(rpc.deserialize_properties(response.object, keep_unknowns=True))
+                if request.custom
+                else {},
             )
+            self.recording.resources.append(registration)
+            self.by_urn[registration.urn] = registration
         return response
 
     def RegisterResourceOutputs(self, request: Any) -> Any:
+        outputs = rpc.deserialize_properties(request.outputs, keep_unknowns=True)
         if request.urn.split("::")[2] == "pulumi:pulumi:Stack":  # the stack itself, not a child
-            outputs = rpc.deserialize_properties(request.outputs, keep_unknowns=True)
             self.recording.outputs.update(scrub(outputs))
+            self.recording.wire_outputs.update(wire(outputs))
+        elif request.urn in self.by_urn:
+            self.by_urn[request.urn].wire_state = wire(outputs)
         return super().RegisterResourceOutputs(request)  # type: ignore[no-untyped-call]
 
 

@@ -20,6 +20,7 @@ from .files import write_atomic
 from .lock import lock_path_for
 from .policy import pack
 from .policy.rules import Resource
+from .policy.values import from_engine
 from .sizing import Candidate, Sizing
 from .spec import AddonsSpec
 from .stack import ResolvedDeployment, ResolvedStack, resolve, secrets_of
@@ -45,7 +46,8 @@ class Plan:
 
     @property
     def mandatory_violations(self) -> list[pack.Violation]:
-        return [v for v in self.violations if v.level == "mandatory"]
+        """The violations that fail `pulumi preview` (mandatory, and remediate, which Pulumi enforces)."""
+        return [v for v in self.violations if v.blocking]
 
 
 def render(
@@ -75,14 +77,30 @@ def render(
         recording=recording,
         estimate=cost.estimate(resolved, stack.config.get("aws:region", "us-east-1"), usage),
     )
-    plan.violations = pack.evaluate(policy_resources(recording), policy_settings)
+    plan.violations = policy_violations(recording, policy_settings)
     return plan
 
 
-def policy_resources(recording: Recording) -> list[Resource]:
-    """The recorded resources as a policy sees them: type, name, URN, inputs, parent."""
+def policy_violations(
+    recording: Recording, policy_settings: dict[str, pack.Settings] | None = None
+) -> list[pack.Violation]:
+    """The pack's verdicts on what the program declared, as `pulumi preview --policy-pack` gives them."""
+    return pack.evaluate(
+        policy_resources(recording), policy_settings, stack_resources=policy_resources(recording, state=True)
+    )
+
+
+def policy_resources(recording: Recording, state: bool = False) -> list[Resource]:
+    """The recorded resources as a policy sees them under `pulumi preview`: type, name, URN, parent, and the
+    inputs (Analyze), or with `state` the outputs (AnalyzeStack), values unknown until apply as UNKNOWN."""
     return [
-        Resource(type=r.type, name=r.name, urn=r.urn, props=normalize(r.inputs), parent=r.parent)
+        Resource(
+            type=r.type,
+            name=r.name,
+            urn=r.urn,
+            props=normalize(from_engine(r.wire_state if state else r.wire_inputs)),
+            parent=r.parent,
+        )
         for r in recording.resources
     ]
 
@@ -375,7 +393,7 @@ def policy_report(plan: Plan) -> str:
         return f"Policies: {len(pack.POLICIES)} policies of pack {pack.PACK_NAME} passed"
     lines = [f"Policies:\n    {pack.PACK_NAME}"]
     for v in plan.violations:
-        mark = "❌" if v.level == "mandatory" else "⚠️"
+        mark = "❌" if v.blocking else "⚠️"
         lines.append(f"        - [{v.level}]  {v.policy}  ({v.resource.split('::')[-1] or 'stack'})")
         lines.append(f"          {mark} {v.message}")
     counts = (

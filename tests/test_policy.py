@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import runpy
-import subprocess
-import sys
 
 import pytest
 
 from sgldeploy.plan import policy_resources
-from sgldeploy.policy import pack
+from sgldeploy.policy import pack, rules
 from sgldeploy.policy.facts import DEPLOYMENT_TYPE, PLATFORM_TYPE
 from sgldeploy.problems import InvalidInput
 
@@ -345,34 +342,27 @@ def test_pack_files_and_guarded_import():
 
 
 def test_pack_serves_the_analyzer_protocol_and_blocks_unsafe_resources(dev):
-    """Start the pack as `pulumi preview --policy-pack` does and ask it over gRPC, as the engine would."""
-    import grpc
-    from google.protobuf import empty_pb2, struct_pb2
-    from pulumi.runtime.proto import analyzer_pb2, analyzer_pb2_grpc
+    """Start the pack as `pulumi preview --policy-pack` does (tests/analyzer.py) and ask it over gRPC, as the
+    engine would; tests/test_policy_analyzer.py drives whole stacks through it."""
+    from google.protobuf import struct_pb2
+    from pulumi.runtime.proto import analyzer_pb2
 
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(
-        [sys.executable, "-u", str(PACK / "__main__.py")],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=env,
-        cwd=PACK,
-    )
-    try:
-        port = proc.stdout.readline().decode().strip()
-        assert port.isdigit(), proc.stderr.read().decode() if proc.poll() is not None else port
-        stub = analyzer_pb2_grpc.AnalyzerStub(grpc.insecure_channel(f"127.0.0.1:{port}"))
-        info = stub.GetAnalyzerInfo(empty_pb2.Empty(), timeout=30)
+    from .analyzer import running_pack
+
+    def struct(props):
+        s = struct_pb2.Struct()
+        s.update(json.loads(json.dumps(props)))
+        return s
+
+    with running_pack() as analyzer:
+        analyzer.handshake()
+        stub = analyzer.stub
+        info = analyzer.info()
         assert info.name == "sgldeploy" and {p.name for p in info.policies} == set(pack.BY_NAME)
 
         workload = next(r for r in dev if kind("Deployment")(r))
         bad = copy.deepcopy(workload.props)
         server(bad)["image"] = "lmsysorg/sglang:latest"
-
-        def struct(props):
-            s = struct_pb2.Struct()
-            s.update(json.loads(json.dumps(props)))
-            return s
 
         ok = stub.Analyze(
             analyzer_pb2.AnalyzeRequest(
@@ -406,6 +396,61 @@ def test_pack_serves_the_analyzer_protocol_and_blocks_unsafe_resources(dev):
         )
         assert [d.policyName for d in stack.diagnostics] == ["stack-budget"]
         assert "exceeds the budget of $10.00" in stack.diagnostics[0].message
-    finally:
-        proc.kill()
-        proc.wait()
+
+
+# ---- values known only after apply -------------------------------------------------------------------
+
+
+def test_engine_markers_are_pulumis():
+    """The sentinels and secret envelope the pack decodes are the ones the Pulumi SDKs encode."""
+    from pulumi.runtime import rpc
+    from pulumi_policy import proxy
+
+    from sgldeploy.policy import values
+
+    sentinels = {getattr(proxy, n) for n in dir(proxy) if n.startswith("UNKNOWN_") and n.endswith("_VALUE")}
+    assert values.UNKNOWN_SENTINELS == sentinels and len(sentinels) == 7
+    assert (values.SIG_KEY, values.SECRET_SIG) == (rpc._special_sig_key, rpc._special_secret_sig)
+    assert rpc.UNKNOWN in values.UNKNOWN_SENTINELS
+    secret = {values.SIG_KEY: values.SECRET_SIG, "value": {"n": 2.0, "half": 2.5, "later": rpc.UNKNOWN}}
+    assert values.from_engine({"s": secret}) == {"s": {"n": 2, "half": 2.5, "later": values.UNKNOWN}}
+    with pytest.raises(TypeError):
+        bool(values.UNKNOWN)  # a rule cannot pass or fail an unknown by accident
+
+
+def _one(resources, policy, **config):
+    return [(v.level, v.message) for v in run(resources, policy, **config)]
+
+
+def test_an_unknown_host_path_is_an_advisory_and_a_known_one_still_judged(dev):
+    from sgldeploy.policy.values import UNKNOWN
+
+    def unknown_path(p):
+        volumes = p["spec"]["template"]["spec"]["volumes"]
+        volumes.append({"name": "later", "hostPath": {"path": UNKNOWN}})
+        volumes.append({"name": "docker", "hostPath": {"path": "/var/run"}})
+
+    found = _one(mutate(dev, kind("Deployment"), unknown_path), "no-privileged-containers")
+    assert [level for level, _ in found] == ["mandatory", "advisory"]
+    assert "mounts host path '/var/run'" in found[0][1]
+    assert "volumes[" in found[1][1] and ".hostPath.path is known only after apply" in found[1][1]
+
+
+def test_an_ingress_certificate_known_after_apply_is_a_certificate(dev):
+    from sgldeploy.policy.values import UNKNOWN
+
+    ingress = {"kind": "Ingress", "metadata": {"name": "x", "annotations": {}}}
+    base = [*dev, rules.Resource("kubernetes:networking.k8s.io/v1:Ingress", "x-ingress", "urn:x", ingress)]
+    scheme, cert = "alb.ingress.kubernetes.io/scheme", "alb.ingress.kubernetes.io/certificate-arn"
+
+    def annotate(**annotations):
+        return mutate(
+            base, lambda r: r.urn == "urn:x", lambda p: p["metadata"]["annotations"].update(annotations)
+        )
+
+    assert _one(annotate(**{scheme: "internet-facing", cert: UNKNOWN}), "public-endpoint-secured") == []
+    [(level, message)] = _one(annotate(**{scheme: "internet-facing"}), "public-endpoint-secured")
+    assert level == "mandatory" and "without alb.ingress.kubernetes.io/certificate-arn" in message
+    [(level, message)] = _one(annotate(**{scheme: UNKNOWN}), "public-endpoint-secured")
+    assert level == "advisory" and f"metadata.annotations[{scheme}] is known only after apply" in message
+    assert _one(annotate(**{scheme: "internal"}), "public-endpoint-secured") == []

@@ -20,10 +20,24 @@ import jsonschema
 from ..problems import InvalidInput, Problem
 from ..weight_cache import NODE_CACHE_PATH
 from . import rules
-from .rules import Resource
+from .rules import Finding, Resource, Undetermined
+from .values import as_written
 
 PACK_NAME = "sgldeploy"
 LEVELS = ("advisory", "mandatory", "remediate", "disabled")
+# What Pulumi reports a violation at, by the policy's configured level. A policy at `remediate` that still
+# finds a violation is reported `mandatory` (the pack's policies remediate nothing): pulumi_policy 1.21.0,
+# _PolicyAnalyzerServicer.Analyze and .AnalyzeStack ("downgrade the level we report from remediate to
+# mandatory"), and the engine does the same (pulumi/pulumi pkg/resource/deploy/step_generator.go).
+REPORTED_LEVEL = {"advisory": "advisory", "mandatory": "mandatory", "remediate": "mandatory"}
+# Levels that fail `pulumi preview` and stop `pulumi up` (step_generator.go: a mandatory diagnostic sets
+# sawError, and makes the resource invalid outside a preview).
+BLOCKING = frozenset({"mandatory", "remediate"})
+# A policy that cannot judge a value before apply says so once per resource (per stack for a stack policy),
+# after its violations, at this level whatever its own: the CrossGuard pack raises pulumi_policy's
+# UnknownValueError, which pulumi_policy 1.21.0 reports as one advisory "can't run policy … during preview"
+# with no URN (_PolicyAnalyzerServicer.Analyze, .AnalyzeStack).
+UNDETERMINED_LEVEL = "advisory"
 
 
 @dataclass(frozen=True)
@@ -31,7 +45,7 @@ class PolicyDef:
     name: str
     description: str
     level: str  # the default enforcement level
-    check: Callable[..., list[Any]]  # rules.<fn>(resource or resources, config)
+    check: Callable[..., list[Any]]  # rules.<fn>(resource or resources, config) → findings
     config: dict[str, dict[str, Any]]  # JSON Schema properties, each with a safe default
     stack: bool = False  # a stack rule sees every resource at once
 
@@ -236,7 +250,7 @@ def settings(raw: dict[str, Any] | None = None, where: str = "policy config") ->
                 )
             )
             given = None
-        for key, value in (given or {}).items():
+        for key, value in as_written(given or {}).items():
             if key == "enforcementLevel":
                 if value not in LEVELS:
                     problems.append(
@@ -306,6 +320,10 @@ class Violation:
     resource: str  # URN, or "" for the stack as a whole
     message: str
 
+    @property
+    def blocking(self) -> bool:
+        return self.level in BLOCKING
+
     def as_json(self) -> dict[str, Any]:
         return {
             "policy": self.policy,
@@ -315,10 +333,34 @@ class Violation:
         }
 
 
-def evaluate(
-    resources: list[Resource], policy_settings: dict[str, Settings] | None = None
+def undetermined_message(findings: list[Finding]) -> str | None:
+    """What the values a policy could not judge yet come to, in one message; None when it judged them all."""
+    messages = [f.message for f in findings if isinstance(f, Undetermined)]
+    return "; ".join(messages) if messages else None
+
+
+def violations(
+    policy: str, level: str, found: list[tuple[str, Finding]], unknown_urn: str
 ) -> list[Violation]:
-    """Every violation of every enabled policy, in pack order then resource order."""
+    """Findings as Pulumi reports them: each violation at the level reported for the policy's, then what it
+    could not judge, in one advisory for `unknown_urn` (the resource judged, or "" for the stack)."""
+    out = [Violation(policy, REPORTED_LEVEL[level], urn, f) for urn, f in found if isinstance(f, str)]
+    message = undetermined_message([f for _, f in found])
+    if message is not None:
+        out.append(Violation(policy, UNDETERMINED_LEVEL, unknown_urn, message))
+    return out
+
+
+def evaluate(
+    resources: list[Resource],
+    policy_settings: dict[str, Settings] | None = None,
+    stack_resources: list[Resource] | None = None,
+) -> list[Violation]:
+    """Every violation of every enabled policy, in pack order then resource order.
+
+    Resource policies judge `resources` (each resource's inputs, as Pulumi's Analyze sends them); stack
+    policies judge `stack_resources` (each resource's state, as AnalyzeStack sends it), `resources` if not
+    given."""
     policy_settings = policy_settings or settings()
     out = []
     for p in POLICIES:
@@ -326,8 +368,9 @@ def evaluate(
         if s.level == "disabled":
             continue
         if p.stack:
-            out += [Violation(p.name, s.level, urn, msg) for urn, msg in p.check(resources, s.config)]
+            found = p.check(resources if stack_resources is None else stack_resources, s.config)
+            out += violations(p.name, s.level, found, "")
         else:
             for r in resources:
-                out += [Violation(p.name, s.level, r.urn, msg) for msg in p.check(r, s.config)]
+                out += violations(p.name, s.level, [(r.urn, f) for f in p.check(r, s.config)], r.urn)
     return out

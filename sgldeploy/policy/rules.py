@@ -1,7 +1,9 @@
 """The policy rules, as pure functions over resource inputs and the deployment facts (policy/facts.py).
 
-A resource rule gets one `Resource` and its policy's config and returns violation messages; a stack rule gets
-every resource and returns (urn, message) pairs. `policies/__main__.py` wraps them in CrossGuard policies for
+A resource rule gets one `Resource` and its policy's config and returns findings; a stack rule gets every
+resource and returns (urn, finding) pairs. A finding is a violation message, or `Undetermined` when a value
+the rule needs is not known before apply (policy/values.py: UNKNOWN), so a rule judges every known value and
+never passes or fails one it cannot see. `policies/__main__.py` wraps the rules in CrossGuard policies for
 `pulumi preview --policy-pack`, and `sgldeploy plan` runs them over the recorded resources: one logic, two
 engines. Messages name the resource, the value, what is allowed and the fix.
 """
@@ -16,6 +18,7 @@ from typing import Any
 from ..catalog import gpu_models
 from ..sizing import FP8_KV_MIN_CAPABILITY, MIN_CAPABILITY
 from .facts import DEPLOYMENT_TYPE, PLATFORM_TYPE
+from .values import UNKNOWN, get, is_unknown, unknown_paths
 
 
 @dataclass(frozen=True)
@@ -25,6 +28,31 @@ class Resource:
     urn: str
     props: dict[str, Any]
     parent: str | None = None
+
+
+@dataclass(frozen=True)
+class Undetermined:
+    """A rule could not judge: a value it needs is known only after apply."""
+
+    message: str
+
+
+Finding = str | Undetermined
+
+
+def undetermined(r: Resource, paths: list[str], what: str) -> Undetermined:
+    return Undetermined(
+        f"{r.name}: cannot check {what} before apply: {', '.join(paths)} is known only after apply; "
+        f"`pulumi up` checks it once known, before it creates {r.name}"
+    )
+
+
+def needs(r: Resource, what: str, *paths: tuple[str | int, ...]) -> Undetermined | None:
+    """`Undetermined` when any value at (or under) one of `paths` in the resource's props is unknown."""
+    unknown = [
+        p for path in paths for p in unknown_paths(get(r.props, *path), ".".join(str(part) for part in path))
+    ]
+    return undetermined(r, unknown, what) if unknown else None
 
 
 def is_deployment(r: Resource) -> bool:
@@ -37,32 +65,54 @@ def is_platform(r: Resource) -> bool:
 
 # ---- containers of any workload ------------------------------------------------------------------
 
+_POD_TEMPLATES = {
+    "Pod": ("spec",),
+    "Deployment": ("spec", "template", "spec"),
+    "StatefulSet": ("spec", "template", "spec"),
+    "DaemonSet": ("spec", "template", "spec"),
+    "ReplicaSet": ("spec", "template", "spec"),
+    "Job": ("spec", "template", "spec"),
+    "CronJob": ("spec", "jobTemplate", "spec", "template", "spec"),
+}
 
-def pod_specs(props: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
-    """(where, pod spec) for every pod template a Kubernetes workload's inputs hold."""
-    kind, spec = props.get("kind"), props.get("spec") or {}
-    if kind == "Pod":
-        yield "spec", spec
-    elif kind in ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"):
-        yield "spec.template.spec", (spec.get("template") or {}).get("spec") or {}
-    elif kind == "CronJob":
-        yield (
-            "spec.jobTemplate.spec.template.spec",
-            (((spec.get("jobTemplate") or {}).get("spec") or {}).get("template") or {}).get("spec") or {},
-        )
+
+def pod_specs(props: dict[str, Any]) -> Iterator[tuple[str, Any]]:
+    """(where, pod spec, or UNKNOWN) for every pod template a Kubernetes workload's inputs hold."""
+    kind = props.get("kind")
+    if not isinstance(kind, str):
+        return
+    if kind in _POD_TEMPLATES:
+        path = _POD_TEMPLATES[kind]
+        yield ".".join(path), _pod(get(props, *path))
     elif kind == "LeaderWorkerSet":
-        template = spec.get("leaderWorkerTemplate") or {}
+        template = get(props, "spec", "leaderWorkerTemplate")
+        if is_unknown(template):
+            yield "spec.leaderWorkerTemplate", UNKNOWN
+            return
         for role in ("leaderTemplate", "workerTemplate"):
-            if role in template:
-                yield f"spec.leaderWorkerTemplate.{role}.spec", (template[role] or {}).get("spec") or {}
+            if isinstance(template, dict) and role in template:
+                yield f"spec.leaderWorkerTemplate.{role}.spec", _pod(get(template, role, "spec"))
 
 
-def containers(props: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any], dict[str, Any]]]:
-    """(where, container, pod spec) for every container and init container."""
+def _pod(value: Any) -> Any:
+    return value if is_unknown(value) else value or {}
+
+
+def containers(props: dict[str, Any]) -> Iterator[tuple[str, Any, Any]]:
+    """(where, container, pod spec) for every container and init container; a container is UNKNOWN when it
+    (or its list, or its pod spec) is not known yet, and `where` then names what is unknown."""
     for where, pod in pod_specs(props):
+        if is_unknown(pod):
+            yield where, UNKNOWN, UNKNOWN
+            continue
         for group in ("initContainers", "containers"):
-            for c in pod.get(group) or []:
-                yield f"{where}.{group}[{c.get('name', '?')}]", c, pod
+            listed = pod.get(group)
+            if is_unknown(listed):
+                yield f"{where}.{group}", UNKNOWN, pod
+                continue
+            for c in listed or []:
+                name = get(c, "name")
+                yield f"{where}.{group}[{name if isinstance(name, str) else '?'}]", c, pod
 
 
 # ---- resource rules ------------------------------------------------------------------------------
@@ -78,10 +128,14 @@ def image_tag(image: str) -> str | None:
     return last.split(":", 1)[1] if ":" in last else ""
 
 
-def images_pinned(r: Resource, config: dict[str, Any]) -> list[str]:
-    out = []
+def images_pinned(r: Resource, config: dict[str, Any]) -> list[Finding]:
+    out: list[Finding] = []
     for where, c, _ in containers(r.props):
-        image = c.get("image") or ""
+        image = get(c, "image")
+        if is_unknown(image):
+            out.append(undetermined(r, [where if is_unknown(c) else f"{where}.image"], "its image's tag"))
+            continue
+        image = image or ""
         tag = image_tag(image)
         if tag is not None and (tag in ("", "latest") or tag in config["forbidden_tags"]):
             shown = f"tag {tag!r}" if tag else "no tag"
@@ -92,14 +146,19 @@ def images_pinned(r: Resource, config: dict[str, Any]) -> list[str]:
     return out
 
 
-def container_resources(r: Resource, config: dict[str, Any]) -> list[str]:
-    out = []
+def container_resources(r: Resource, config: dict[str, Any]) -> list[Finding]:
+    out: list[Finding] = []
+    need = [("requests", "cpu"), ("requests", "memory"), ("limits", "memory")]
+    if config["require_cpu_limit"]:
+        need.append(("limits", "cpu"))
     for where, c, _ in containers(r.props):
-        res = c.get("resources") or {}
-        need = [("requests", "cpu"), ("requests", "memory"), ("limits", "memory")]
-        if config["require_cpu_limit"]:
-            need.append(("limits", "cpu"))
-        missing = [f"{group}.{what}" for group, what in need if what not in (res.get(group) or {})]
+        groups = {group: get(c, "resources", group) for group in ("requests", "limits")}
+        unknown = [g for g, v in groups.items() if is_unknown(v)]
+        if is_unknown(c) or unknown:
+            paths = [where] if is_unknown(c) else [f"{where}.resources.{g}" for g in unknown]
+            out.append(undetermined(r, paths, "its resource requests and limits"))
+            continue
+        missing = [f"{group}.{what}" for group, what in need if what not in (groups[group] or {})]
         if missing:
             out.append(
                 f"{r.name}: {where} has no {', '.join(missing)} (required: cpu and memory requests, a "
@@ -109,81 +168,148 @@ def container_resources(r: Resource, config: dict[str, Any]) -> list[str]:
     return out
 
 
-def no_privilege(r: Resource, config: dict[str, Any]) -> list[str]:
-    out = []
-    allowed = tuple(p.rstrip("/") for p in config["allowed_host_paths"])
-    seen_pods = set()
-    for where, c, pod in containers(r.props):
-        ctx = c.get("securityContext") or {}
-        if ctx.get("privileged"):
+def no_privilege(r: Resource, config: dict[str, Any]) -> list[Finding]:
+    out: list[Finding] = []
+    for where, c, _ in containers(r.props):
+        if is_unknown(c):
+            out.append(undetermined(r, [where], "its privileges"))
+            continue
+        privileged = get(c, "securityContext", "privileged")
+        escalation = get(c, "securityContext", "allowPrivilegeEscalation")
+        unknown = [
+            f"{where}.securityContext{'' if is_unknown(get(c, 'securityContext')) else '.' + key}"
+            for key, value in (("privileged", privileged), ("allowPrivilegeEscalation", escalation))
+            if is_unknown(value)
+        ]
+        if unknown:
+            out.append(undetermined(r, sorted(set(unknown)), "its privileges"))
+            continue
+        if privileged:
             out.append(
                 f"{r.name}: {where} is privileged (allowed: false); drop privileged and grant only the "
                 "capabilities it needs"
             )
-        if ctx.get("allowPrivilegeEscalation", True) is not False:
+        if escalation is not False:
             out.append(
                 f"{r.name}: {where} may escalate privileges (allowPrivilegeEscalation "
-                f"{ctx.get('allowPrivilegeEscalation', 'unset')}; allowed: false); set it to false"
+                f"{'unset' if escalation is None else escalation}; allowed: false); set it to false"
             )
-        if id(pod) in seen_pods:
+    for where, pod in pod_specs(r.props):
+        out += _pod_privileges(r, where, pod, config)
+    return out
+
+
+def _pod_privileges(r: Resource, where: str, pod: Any, config: dict[str, Any]) -> list[Finding]:
+    if is_unknown(pod):
+        return []  # reported once for its containers
+    out: list[Finding] = []
+    shared = {key: get(pod, key) for key in ("hostNetwork", "hostPID", "hostIPC")}
+    unknown = [f"{where}.{key}" for key, value in shared.items() if is_unknown(value)]
+    if unknown:
+        out.append(undetermined(r, unknown, "whether its pod shares the host's namespaces"))
+    elif any(shared.values()):
+        out.append(
+            f"{r.name}: pod shares the host's network, PID or IPC namespace (allowed: none); remove it"
+        )
+    volumes = get(pod, "volumes")
+    if is_unknown(volumes):
+        return out + [undetermined(r, [f"{where}.volumes"], "its host paths")]
+    allowed = tuple(p.rstrip("/") for p in config["allowed_host_paths"])
+    for i, v in enumerate(volumes or []):
+        host_path = get(v, "hostPath")
+        if host_path is None:
             continue
-        seen_pods.add(id(pod))
-        if pod.get("hostNetwork") or pod.get("hostPID") or pod.get("hostIPC"):
+        path = get(host_path, "path")
+        if is_unknown(path):
+            out.append(undetermined(r, [f"{where}.volumes[{i}].hostPath.path"], "its host paths"))
+            continue
+        path = (path or "").rstrip("/")
+        if not any(path == a or path.startswith(a + "/") for a in allowed):
             out.append(
-                f"{r.name}: pod shares the host's network, PID or IPC namespace (allowed: none); remove it"
+                f"{r.name}: volume {v.get('name')!r} mounts host path {path or '/'!r} (allowed under: "
+                f"{', '.join(allowed) or 'none'}); use a PersistentVolumeClaim or the node cache"
             )
-        for v in pod.get("volumes") or []:
-            path = ((v.get("hostPath") or {}).get("path") or "").rstrip("/")
-            if "hostPath" in v and not any(path == a or path.startswith(a + "/") for a in allowed):
-                out.append(
-                    f"{r.name}: volume {v.get('name')!r} mounts host path {path or '/'!r} (allowed under: "
-                    f"{', '.join(allowed) or 'none'}); use a PersistentVolumeClaim or the node cache"
-                )
     return out
 
 
-def public_endpoint_secured(r: Resource, config: dict[str, Any]) -> list[str]:
+def public_endpoint_secured(r: Resource, config: dict[str, Any]) -> list[Finding]:
     """A load balancer on the internet needs TLS, and the model behind it an API key."""
-    out = []
-    if is_deployment(r) and r.props["endpoint"]["exposure"] == "public":
-        ep = r.props["endpoint"]
-        if ep["auth"] != "api-key":
-            out.append(
-                f"{r.name}: public endpoint with auth {ep['auth']!r} (allowed: 'api-key'); set "
-                "endpoint.auth: api-key or endpoint.exposure: internal"
-            )
-        if not ep["tls"]:
-            out.append(
-                f"{r.name}: public endpoint without TLS (tls_certificate_arn unset); set "
-                "endpoint.tls_certificate_arn to an ACM certificate"
-            )
-    meta = (r.props.get("metadata") or {}).get("annotations") or {}
+    if is_deployment(r):
+        return _public_deployment_secured(r)
     kind = r.props.get("kind")
-    if (
-        kind == "Ingress"
-        and meta.get("alb.ingress.kubernetes.io/scheme") == "internet-facing"
-        and not meta.get("alb.ingress.kubernetes.io/certificate-arn")
-    ):
-        out.append(
-            f"{r.name}: internet-facing ALB Ingress without alb.ingress.kubernetes.io/certificate-arn; "
-            "add an ACM certificate so clients connect over HTTPS"
+    if kind == "Ingress":
+        return _internet_facing_without_cert(
+            r,
+            "ALB Ingress",
+            "alb.ingress.kubernetes.io/scheme",
+            "alb.ingress.kubernetes.io/certificate-arn",
+            "add an ACM certificate so clients connect over HTTPS",
         )
-    if (
-        kind == "Service"
-        and (r.props.get("spec") or {}).get("type") == "LoadBalancer"
-        and meta.get("service.beta.kubernetes.io/aws-load-balancer-scheme") == "internet-facing"
-        and not meta.get("service.beta.kubernetes.io/aws-load-balancer-ssl-cert")
-    ):
+    if kind == "Service":
+        findings = _internet_facing_without_cert(
+            r,
+            "NLB Service",
+            "service.beta.kubernetes.io/aws-load-balancer-scheme",
+            "service.beta.kubernetes.io/aws-load-balancer-ssl-cert",
+            "add an ACM certificate for TLS",
+        )
+        service_type = get(r.props, "spec", "type")
+        if findings and is_unknown(service_type):
+            return [undetermined(r, ["spec.type"], "whether it is an internet-facing load balancer")]
+        return findings if service_type == "LoadBalancer" else []
+    return []
+
+
+def _public_deployment_secured(r: Resource) -> list[Finding]:
+    if unknown := needs(r, "whether its endpoint is public", ("endpoint", "exposure")):
+        return [unknown]
+    ep = r.props["endpoint"]
+    if ep["exposure"] != "public":
+        return []
+    if unknown := needs(r, "its public endpoint's auth and TLS", ("endpoint", "auth"), ("endpoint", "tls")):
+        return [unknown]
+    out: list[Finding] = []
+    if ep["auth"] != "api-key":
         out.append(
-            f"{r.name}: internet-facing NLB Service without "
-            "service.beta.kubernetes.io/aws-load-balancer-ssl-cert; add an ACM certificate for TLS"
+            f"{r.name}: public endpoint with auth {ep['auth']!r} (allowed: 'api-key'); set "
+            "endpoint.auth: api-key or endpoint.exposure: internal"
+        )
+    if not ep["tls"]:
+        out.append(
+            f"{r.name}: public endpoint without TLS (tls_certificate_arn unset); set "
+            "endpoint.tls_certificate_arn to an ACM certificate"
         )
     return out
 
 
-def revision_pinned(r: Resource, config: dict[str, Any], production: bool) -> list[str]:
-    if not is_deployment(r) or (r.props["environment"] == "production") != production:
+def _internet_facing_without_cert(
+    r: Resource, what: str, scheme_key: str, cert_key: str, fix: str
+) -> list[Finding]:
+    """A present certificate passes even while its ARN is unknown (one is set); an unknown scheme, or the
+    annotations themselves, cannot be judged."""
+    annotations = get(r.props, "metadata", "annotations")
+    if is_unknown(annotations):
+        return [undetermined(r, ["metadata.annotations"], "whether it is internet-facing with TLS")]
+    annotations = annotations or {}
+    scheme = annotations.get(scheme_key)
+    if cert_key in annotations and annotations[cert_key] != "":
         return []
+    if is_unknown(scheme):
+        return [undetermined(r, [f"metadata.annotations[{scheme_key}]"], "whether it is internet-facing")]
+    if scheme != "internet-facing":
+        return []
+    return [f"{r.name}: internet-facing {what} without {cert_key}; {fix}"]
+
+
+def revision_pinned(r: Resource, config: dict[str, Any], production: bool) -> list[Finding]:
+    if not is_deployment(r):
+        return []
+    if unknown := needs(r, "its environment", ("environment",)):
+        return [unknown]
+    if (r.props["environment"] == "production") != production:
+        return []
+    if unknown := needs(r, "that its model revision is a commit", ("model",)):
+        return [unknown]
     m = r.props["model"]
     if m["revisionIsCommit"]:
         return []
@@ -193,15 +319,23 @@ def revision_pinned(r: Resource, config: dict[str, Any], production: bool) -> li
     ]
 
 
-def safetensors_only(r: Resource, config: dict[str, Any]) -> list[str]:
-    out = []
-    if is_deployment(r) and r.props["model"]["weightsFormat"] != "safetensors":
-        out.append(
-            f"{r.name}: model {r.props['model']['repo']} weights are {r.props['model']['weightsFormat']} "
-            "(allowed: safetensors); choose a safetensors checkpoint and run `sgldeploy lock`"
-        )
+def safetensors_only(r: Resource, config: dict[str, Any]) -> list[Finding]:
+    out: list[Finding] = []
+    if is_deployment(r):
+        if format_unknown := needs(r, "its weights' format", ("model",)):
+            out.append(format_unknown)
+        elif r.props["model"]["weightsFormat"] != "safetensors":
+            out.append(
+                f"{r.name}: model {r.props['model']['repo']} weights are {r.props['model']['weightsFormat']} "
+                "(allowed: safetensors); choose a safetensors checkpoint and run `sgldeploy lock`"
+            )
     for where, c, _ in containers(r.props):
-        fmt = _flag(c.get("args") or [], "--load-format")
+        args = get(c, "args")
+        unknown_args = unknown_paths(args, f"{where}.args") if not is_unknown(c) else [where]
+        if unknown_args:  # an unknown argument could be --load-format itself
+            out.append(undetermined(r, unknown_args, "its --load-format"))
+            continue
+        fmt = _flag(args or [], "--load-format")
         if fmt is not None and fmt not in config["allowed_load_formats"]:
             out.append(
                 f"{r.name}: {where} loads weights with --load-format {fmt} (allowed: "
@@ -221,8 +355,12 @@ def _flag(args: list[str], name: str) -> str | None:
     return value
 
 
-def remote_code_allowed(r: Resource, config: dict[str, Any]) -> list[str]:
-    if not is_deployment(r) or not r.props["model"]["trustRemoteCode"]:
+def remote_code_allowed(r: Resource, config: dict[str, Any]) -> list[Finding]:
+    if not is_deployment(r):
+        return []
+    if unknown := needs(r, "whether its model runs its own code", ("model",)):
+        return [unknown]
+    if not r.props["model"]["trustRemoteCode"]:
         return []
     repo = r.props["model"]["repo"]
     if repo in config["allowed_repos"]:
@@ -233,10 +371,13 @@ def remote_code_allowed(r: Resource, config: dict[str, Any]) -> list[str]:
     ]
 
 
-def placement_fits(r: Resource, config: dict[str, Any]) -> list[str]:
+def placement_fits(r: Resource, config: dict[str, Any]) -> list[Finding]:
     if not is_deployment(r):
         return []
-    out, mem, serving = [], r.props["memory"], r.props["serving"]
+    if unknown := needs(r, "its placement's fit", ("memory",), ("serving",), ("placement", "gpuModel")):
+        return [unknown]
+    out: list[Finding] = []
+    mem, serving = r.props["memory"], r.props["serving"]
     gpu_name = r.props["placement"]["gpuModel"]
     if mem["requiredGibPerGpu"] > mem["gpuMemoryGib"]:
         out.append(
@@ -268,10 +409,12 @@ def placement_fits(r: Resource, config: dict[str, Any]) -> list[str]:
     return out
 
 
-def instances_and_regions(r: Resource, config: dict[str, Any]) -> list[str]:
+def instances_and_regions(r: Resource, config: dict[str, Any]) -> list[Finding]:
     if not is_deployment(r):
         return []
-    out = []
+    if unknown := needs(r, "its instance types and region", ("placement",), ("region",)):
+        return [unknown]
+    out: list[Finding] = []
     families = config["allowed_instance_families"]
     instances = [r.props["placement"]["instanceType"], *r.props["placement"]["alternatives"]]
     refused = [i for i in instances if families and i.split(".")[0] not in families]
@@ -297,9 +440,15 @@ def _gpus(r: Resource) -> int:
     return int(r.props["replicas"]["max"]) * int(r.props["placement"]["gpusPerReplica"])
 
 
-def gpu_caps(resources: list[Resource], config: dict[str, Any]) -> list[tuple[str, str]]:
-    out = []
-    deployments = [r for r in resources if is_deployment(r)]
+def gpu_caps(resources: list[Resource], config: dict[str, Any]) -> list[tuple[str, Finding]]:
+    out: list[tuple[str, Finding]] = []
+    deployments = []
+    for r in (r for r in resources if is_deployment(r)):
+        unknown = needs(r, "its GPUs", ("replicas", "max"), ("placement", "gpusPerReplica"))
+        if unknown:
+            out.append((r.urn, unknown))
+        else:
+            deployments.append(r)
     for r in deployments:
         if _gpus(r) > config["max_gpus_per_deployment"]:
             out.append(
@@ -311,7 +460,7 @@ def gpu_caps(resources: list[Resource], config: dict[str, Any]) -> list[tuple[st
                 )
             )
     total = sum(_gpus(r) for r in deployments)
-    if total > config["max_gpus_total"]:
+    if total > config["max_gpus_total"]:  # the known GPUs alone already exceed the cap
         out.append(
             (
                 "",
@@ -319,18 +468,30 @@ def gpu_caps(resources: list[Resource], config: dict[str, Any]) -> list[tuple[st
                 "lower max_replicas somewhere or raise the cap",
             )
         )
+    elif len(deployments) < len([r for r in resources if is_deployment(r)]):
+        out.append(
+            ("", Undetermined(f"stack: cannot check max_gpus_total before apply ({total} GPUs known)"))
+        )
     return out
 
 
-def budget(resources: list[Resource], config: dict[str, Any]) -> list[tuple[str, str]]:
+def budget(resources: list[Resource], config: dict[str, Any]) -> list[tuple[str, Finding]]:
     """The stack's monthly cost at max replicas within the budget (the policy's, else the platform's)."""
     platform = next((r for r in resources if is_platform(r)), None)
     limit = config.get("budget_usd_per_month")
     if limit is None and platform is not None:
+        if budget_unknown := needs(platform, "the budget", ("budgetUsdPerMonth",)):
+            return [("", budget_unknown)]
         limit = platform.props.get("budgetUsdPerMonth")  # null values do not survive serialization
     if limit is None:
         return []
-    parts = [r for r in resources if is_deployment(r) or is_platform(r)]
+    unknown: list[tuple[str, Finding]] = []
+    parts = []
+    for r in (r for r in resources if is_deployment(r) or is_platform(r)):
+        if cost_unknown := needs(r, "the stack's cost against its budget", ("cost",)):
+            unknown.append(("", cost_unknown))
+        else:
+            parts.append(r)
     unpriced = [name for r in parts for name in r.props["cost"].get("unpriced") or []]
     if unpriced:
         return [
@@ -341,8 +502,8 @@ def budget(resources: list[Resource], config: dict[str, Any]) -> list[tuple[str,
             )
         ]
     total = round(sum(r.props["cost"].get("monthlyUsdMax") or 0 for r in parts), 2)
-    if total <= limit:
-        return []
+    if total <= limit:  # with a cost unknown, the known ones alone are within it: undetermined
+        return unknown
     biggest = sorted(
         (r for r in parts if is_deployment(r)), key=lambda r: -(r.props["cost"].get("monthlyUsdMax") or 0)
     )
@@ -356,12 +517,21 @@ def budget(resources: list[Resource], config: dict[str, Any]) -> list[tuple[str,
     ]
 
 
-def production_availability(resources: list[Resource], config: dict[str, Any]) -> list[tuple[str, str]]:
+def production_availability(resources: list[Resource], config: dict[str, Any]) -> list[tuple[str, Finding]]:
     """Production deployments keep serving through rollouts and node drains."""
-    out = []
+    out: list[tuple[str, Finding]] = []
     by_urn = {r.urn: r for r in resources}
     for r in resources:
-        if not is_deployment(r) or r.props["environment"] != "production":
+        if not is_deployment(r):
+            continue
+        if unknown := needs(r, "its environment", ("environment",)):
+            out.append((r.urn, unknown))
+            continue
+        if r.props["environment"] != "production":
+            continue
+        what = "its availability"
+        if unknown := needs(r, what, ("readiness",), ("replicas", "min"), ("rollout", "maxUnavailable")):
+            out.append((r.urn, unknown))
             continue
         if r.props["readiness"] == "always-ready" and r.props["replicas"]["min"] < 1:
             out.append(
