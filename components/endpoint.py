@@ -37,7 +37,7 @@ class Endpoint(pulumi.ComponentResource):
                     "name": dep.name,
                     "namespace": namespace,
                     "labels": endpoint.endpoint_labels(dep),
-                    "annotations": endpoint.alb_annotations(dep, args.tags),
+                    "annotations": endpoint.alb_annotations(dep, args.tags, args.through_interceptor),
                 },
                 spec=endpoint.ingress_spec(dep, args.through_interceptor),
                 opts=named,

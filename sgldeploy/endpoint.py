@@ -18,6 +18,24 @@ from .spec import DeploymentSpec
 
 INTERCEPTOR_SERVICE = "keda-add-ons-http-interceptor-proxy"
 INTERCEPTOR_NAMESPACE = "keda"
+# The ALB's health checks of the interceptor's pods. On the proxy port they are routed by Host, and a host no
+# HTTPScaledObject names gets 404 (kedacore/http-add-on v0.15.0, interceptor/middleware/routing.go
+# Routing.ServeHTTP: `ir == nil` → handler.NewStatic(http.StatusNotFound)); one carrying the deployment's host would
+# pass the Counting middleware (interceptor/proxy.go BuildProxyHandler: NewCounting sits inside NewRouting),
+# count as a pending request to the scaler and wake the model every interval. So the checks go to the
+# interceptor's admin server: interceptor/admin.go BuildAdminHandler serves /readyz (handler.Probe: 200 once the
+# routing table has synced, 503 while draining), /livez and /queue (a read of the counts) on a mux of its own
+# (main.go runAdminServer on KEDA_HTTP_ADMIN_PORT), without the routing and counting middleware: it never reaches
+# the workload and never adds to the pending-request metric. The chart (keda-add-ons-http 0.15.0, kedacore/charts
+# c4b92e9e, http-add-on/templates/interceptor/deployment.yaml) sets KEDA_HTTP_ADMIN_PORT and the container port
+# `admin` from values `interceptor.admin.port` (9090) and probes /readyz there itself; the Service
+# keda-add-ons-http-interceptor-admin (service-admin.yaml) exposes it in the cluster, while the ALB's ip targets
+# are the proxy Service's pods, checked on this port directly. A number, as the proxy Service has no port named
+# admin: the AWS Load Balancer Controller takes a numeric healthcheck-port as is for ip targets (v3.5.0,
+# pkg/ingress/model_build_target_group.go buildTargetGroupHealthCheckPort) and opens it on the targets' security
+# group (buildTargetGroupBindingNetworking). No NetworkPolicy sgldeploy declares selects the interceptor's pods.
+INTERCEPTOR_ADMIN_PORT = 9090
+INTERCEPTOR_READINESS_PATH = "/readyz"
 STOPPED_ACTION = "stopped"  # the Ingress backend naming the ALB's fixed 503 response for a stopped deployment
 IDLE_TIMEOUT_SECONDS = (
     600  # an ALB drops a connection idle this long; non-streamed completions can take minutes
@@ -36,7 +54,9 @@ def _tags(tags: dict[str, str]) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted(tags.items()))
 
 
-def alb_annotations(dep: DeploymentSpec, tags: dict[str, str]) -> dict[str, str]:
+def alb_annotations(
+    dep: DeploymentSpec, tags: dict[str, str], through_interceptor: bool = False
+) -> dict[str, str]:
     ep = dep.endpoint
     group = [
         f"load_balancing.algorithm.type={ALB_ALGORITHMS[ep.algorithm]}",
@@ -51,11 +71,13 @@ def alb_annotations(dep: DeploymentSpec, tags: dict[str, str]) -> dict[str, str]
     out = {
         "alb.ingress.kubernetes.io/scheme": "internet-facing" if ep.exposure == "public" else "internal",
         "alb.ingress.kubernetes.io/target-type": "ip",
-        "alb.ingress.kubernetes.io/healthcheck-path": health_path(dep),
+        "alb.ingress.kubernetes.io/healthcheck-path": health_path(dep, through_interceptor),
         "alb.ingress.kubernetes.io/healthcheck-interval-seconds": str(ep.health_check.interval_seconds),
         "alb.ingress.kubernetes.io/load-balancer-attributes": f"idle_timeout.timeout_seconds={IDLE_TIMEOUT_SECONDS}",
         "alb.ingress.kubernetes.io/target-group-attributes": ",".join(group),
     }
+    if through_interceptor:  # the admin port, not the traffic port: see INTERCEPTOR_ADMIN_PORT
+        out["alb.ingress.kubernetes.io/healthcheck-port"] = str(INTERCEPTOR_ADMIN_PORT)
     if ep.tls_certificate_arn:
         out.update(
             {
@@ -97,8 +119,11 @@ def stopped_response(dep: DeploymentSpec) -> dict[str, Any]:
     }
 
 
-def health_path(dep: DeploymentSpec) -> str:
-    """The spec's path on the SGLang pods; the router's own readiness when the router is in front."""
+def health_path(dep: DeploymentSpec, through_interceptor: bool = False) -> str:
+    """The spec's path on the SGLang pods; the router's own readiness when the router is in front; the
+    interceptor's readiness when the load balancer's targets are the interceptor's pods."""
+    if through_interceptor:
+        return INTERCEPTOR_READINESS_PATH
     return router.HEALTH_PATH if router.enabled(dep) else dep.endpoint.health_check.path
 
 
