@@ -1,6 +1,6 @@
 """The stacks every real-engine check runs over: the committed ones and generated variants that reach the
 code paths the committed stacks do not (a created cluster, managed node groups, a replica spanning nodes,
-shared caches, scale from zero, the router, blue-green and canary rollouts).
+shared caches, every add-on at once, scale from zero, the router, blue-green and canary rollouts).
 
 `rendered_variants()` renders each once per test session; checks iterate over the result.
 """
@@ -60,6 +60,21 @@ def variant_stack_files(root: Path) -> dict[str, Path]:
             deployment(name="efs", cache={"storage": "efs", "prefetch_image": PREFETCH_IMAGE}),
             deployment(name="fsx", cache={"storage": "fsx-lustre", "prefetch_image": PREFETCH_IMAGE}),
         ],
+    )
+    # Every add-on installed at once (External Secrets is in no other variant), so each pinned chart is checked.
+    files["every-add-on"] = write_stack(
+        root / "every-add-on",
+        platform={
+            **CREATED,
+            "addons": {
+                "leader_worker_set": True,
+                "efa_device_plugin": True,
+                "external_secrets": True,
+                "efs_csi": True,
+                "fsx_csi": True,
+            },
+        },
+        deployments=[deployment(name="all")],
     )
     files["scale-from-zero"] = write_stack(
         root / "scale-from-zero",
