@@ -32,6 +32,13 @@ CONFIG_FIELDS = (
     # extensions: MLA models (DeepSeek) cache a compressed latent instead of per-head K and V
     "kv_lora_rank",
     "qk_rope_head_dim",
+    # extensions: what SGLang derives the context length from (sgldeploy.sizing.context_limit)
+    "max_sequence_length",
+    "seq_length",
+    "max_seq_len",
+    "model_max_length",
+    "rope_scaling",
+    "rope_parameters",
 )
 
 

@@ -190,6 +190,64 @@ class SizingError(Exception):
         self.field, self.what, self.fix, self.got = field, what, fix, got
 
 
+# ---- the context length SGLang starts with --------------------------------------------------------
+
+# SGLang 0.5.23 derives a model's context length from its config and refuses a longer --context-length at start
+# (ValueError) unless SGLANG_ALLOW_OVERWRITE_LONGER_CONTEXT_LEN is true: sgl-project/sglang v0.5.23,
+# python/sglang/srt/configs/model_config.py `_derive_context_length` and srt/utils/hf_transformers/common.py
+# `get_context_length`: the first of these keys the config sets, times the RoPE scaling factor, else 2048.
+CONTEXT_LENGTH_KEYS = (
+    "max_sequence_length",
+    "seq_length",
+    "max_seq_len",
+    "model_max_length",
+    "max_position_embeddings",
+)
+SGLANG_DEFAULT_CONTEXT = 2048
+# The factor does not count when the RoPE parameters hold original_max_position_embeddings or are llama3's
+# (get_context_length); transformers 5.19.0, SGLang 0.5.23's pin, adds original_max_position_embeddings to the
+# parameters of these types when it reads a config (modeling_rope_utils.py `standardize_rope_params`).
+UNSCALED_ROPE_TYPES = ("llama3", "yarn", "longrope")
+LONGER_CONTEXT_ENV = "SGLANG_ALLOW_OVERWRITE_LONGER_CONTEXT_LEN"
+# The values SGLang reads as true (srt/environ.py `EnvBool.parse`, case-insensitive); `EnvField.get` reads any
+# other value as the default, false, with a warning.
+ENV_TRUE = ("true", "1", "yes", "y")
+
+
+def context_limit(model: LockedModel) -> tuple[int, str]:
+    """The context length SGLang derives from the locked config, and from what (for messages)."""
+    config = model.config
+    rope = config.get("rope_parameters") or config.get("rope_scaling") or {}
+    rope_type = rope.get("rope_type") or rope.get("type")
+    scaled = "original_max_position_embeddings" not in rope and rope_type not in UNSCALED_ROPE_TYPES
+    factor = rope.get("factor", 1) if scaled else 1
+    key = next((k for k in CONTEXT_LENGTH_KEYS if config.get(k) is not None), None)
+    if key is None:
+        return SGLANG_DEFAULT_CONTEXT, "SGLang's default: the config sets no length"
+    limit = int(factor * config[key])
+    return limit, f"{key} {config[key]:,}" + (f" × RoPE factor {factor:g}" if factor != 1 else "")
+
+
+def context_problem(dep: DeploymentSpec, model: LockedModel) -> SizingError | None:
+    """A context longer than the model's stops SGLang at start, after a whole cold start, unless allowed."""
+    asked = dep.serving.context_length
+    limit, derived_from = context_limit(model)
+    if asked is None or asked <= limit:
+        return None
+    allowed = dep.env.get(LONGER_CONTEXT_ENV)
+    if allowed is not None and allowed.lower() in ENV_TRUE:
+        return None  # SGLang warns that outputs may be wrong past the trained length, and runs
+    read_as_false = f" ({LONGER_CONTEXT_ENV}={allowed!r} reads as false)" if allowed is not None else ""
+    return SizingError(
+        "serving.context_length",
+        f"is longer than {model.repo} takes: SGLang 0.5.23 derives {limit:,} tokens from its config "
+        f"({derived_from}) and refuses to start with more{read_as_false}",
+        f"set serving.context_length ≤ {limit}; or, to run past the length the model was trained for "
+        f'(SGLang warns outputs may be wrong), set env {LONGER_CONTEXT_ENV}: "1"',
+        asked,
+    )
+
+
 # ---- the formula --------------------------------------------------------------------------------
 
 
@@ -352,7 +410,10 @@ def candidates(
 def size(dep: DeploymentSpec, model: LockedModel) -> Sizing:
     """The cheapest feasible placement within the spec's constraints, or SizingError saying what would fit."""
     res = dep.resources
-    context = dep.serving.context_length or model.max_context
+    too_long = context_problem(dep, model)
+    if too_long:
+        raise too_long
+    context = dep.serving.context_length or context_limit(model)[0]
     unknown = [t for t in res.instance_types if t not in instance_types()]
     if unknown:
         raise SizingError(

@@ -182,7 +182,7 @@ def test_schema_matches_the_committed_file_and_checks_stack_files():
         ),
         (
             "does not fit",
-            {"sgldeploy:deployments": [deployment(serving={"context_length": 131072})]},
+            {"sgldeploy:deployments": [deployment(serving={"context_length": 32768})]},
             "sgldeploy:deployments[0].resources.gpu: does not fit",
         ),
     ],

@@ -284,7 +284,7 @@ def test_infeasible_everywhere_says_what_would_fit():
                 resources={"gpu": "auto", "gpu_count": "auto"},
                 serving={"context_length": 131072, "max_concurrency": 1024},
             ),
-            facts(8_030_261_248, 32, 32, 8, 128),
+            facts(8_030_261_248, 32, 32, 8, 128, context=131072),  # Llama 3.1 8B's own length
         )
     assert "serving.max_concurrency ≤" in err.value.fix and "serving.context_length ≤" in err.value.fix
 

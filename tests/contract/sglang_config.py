@@ -1,0 +1,217 @@
+"""Run SGLang's own start-up checks on generated launch commands, on a CPU, without weights or a tokenizer.
+
+Runs in the SGLang virtualenv: `python sglang_config.py`, reading one JSON list of cases a line on stdin and
+answering each with one line on stdout. A case is
+`{"args": [...], "env": {...}, "config": <a lock entry's config>, "dtype": <the lock entry's dtype>}`; the
+answer is a JSON list with one result per case, in order: `{"stage": ..., "error": ..., ...}`, `error` null when every
+stage passed, and `derived_context_len`, the context length SGLang derives from the config alone.
+
+What runs, as `sglang.launch_server` runs it (sglang 0.5.23):
+
+1. `server_args`: argparse (abbreviations disallowed, as sglang_parse.py), `ServerArgs.from_cli_args`, then
+   `ServerArgs.resolve_once()`: the resolution pipeline (srt/arg_groups/pipeline.py), which builds the
+   `ModelConfig` too (model_config_of) and so checks the context length, the quantization against the
+   checkpoint's and the dtype.
+2. `model_config`: `ModelConfig.from_server_args`, as the scheduler builds it: `_derive_context_length`
+   (context length against the model's, unless SGLANG_ALLOW_OVERWRITE_LONGER_CONTEXT_LEN), `_verify_quantization`
+   (`--quantization` against the checkpoint's `quantization_config.quant_method`), `_get_and_verify_dtype`.
+3. `attention`: the architecture's attention module, built on the meta device with the tensor-parallel size of
+   the command: its constructor asserts that tp divides the attention heads and that the KV heads divide tp
+   or tp divides them (models/qwen2.py, models/llama.py: `assert self.total_num_heads % tp_size == 0` ...).
+
+What is adjusted to run on a CPU, and why none of it touches the checks above:
+
+- `--model-path` points at a temporary directory holding the lock entry's config as config.json (model_type
+  from transformers' own architecture table, `quantization_config.quant_method` from `quantization_method`).
+- `--device cpu` is appended: without it `handle_missing_default_values` calls `get_device()`, which raises
+  "No accelerator" on a machine without a GPU. The device-specific handlers (attention backend, CUDA graphs,
+  GPU memory) then take their CPU branch: they are not checked here.
+- torchvision is not importable with a CPU torch from PyPI (its CUDA build's ops need libtorch_cuda), and
+  SGLang imports it, at import time only, for image preprocessing constants (srt/multimodal/internvl_utils.py):
+  a stub module stands in, after transformers has recorded torchvision as absent.
+- The attention module's rotary embedding picks a CUDA (or sgl-kernel CPU) kernel, absent here: the module's
+  `get_rope` returns None. It runs after the head checks and checks nothing about them.
+- The process group is not built: `get_parallel().override(tp_size=N, tp_rank=0)` states this rank's place in
+  it, which is all the attention constructor reads.
+- SGLANG_IS_IN_CI is cleared: `_derive_context_length` lets a longer context pass in CI too.
+
+What does not run here (it needs a GPU, the weights or the process group): the quantization method's minimum
+compute capability and activation dtypes (model_loader/loader.py `_get_quantization_config`, against the GPU's
+own capability), the GPU branches of the resolution (attention backend and CUDA-graph choices, the memory pool
+from the GPU's free memory), the rest of the model (embeddings, MLP, MoE), weight loading, and NCCL across nodes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.abc
+import importlib.machinery
+import inspect
+import json
+import os
+import sys
+import tempfile
+import traceback
+import types
+from pathlib import Path
+from typing import Any
+
+OVERRIDE_ENV = "SGLANG_ALLOW_OVERWRITE_LONGER_CONTEXT_LEN"
+# srt/environ.py: is_in_ci() lets a longer context pass too; the pod does not set it, nor may the test's env.
+CLEARED_ENV = (OVERRIDE_ENV, "SGLANG_IS_IN_CI")
+
+
+class _StubModule(types.ModuleType):
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return type(name, (), {})
+
+
+class _TorchvisionStub(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
+        if fullname == "torchvision" or fullname.startswith("torchvision."):
+            return importlib.machinery.ModuleSpec(fullname, self, is_package=True)
+        return None
+
+    def create_module(self, spec: Any) -> types.ModuleType:
+        module = _StubModule(spec.name)
+        module.__path__ = []
+        return module
+
+    def exec_module(self, module: types.ModuleType) -> None:
+        pass
+
+
+def _import_sglang() -> None:
+    from transformers.utils import import_utils
+
+    if not import_utils.is_torchvision_available():  # cached: transformers keeps seeing it as absent
+        sys.meta_path.insert(0, _TorchvisionStub())
+
+
+def config_json(config: dict[str, Any], dtype: str) -> dict[str, Any]:
+    """A config.json for the lock entry's config: the fields it recorded, as the Hub's file names them."""
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES,
+    )
+
+    architecture = config["architectures"][0]
+    names = {**MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES, **MODEL_FOR_CAUSAL_LM_MAPPING_NAMES}
+    model_type = next(t for t, cls in names.items() if cls == architecture)
+    out = {
+        k: v for k, v in config.items() if v is not None and k not in ("quantization_method", "num_experts")
+    }
+    out.update(model_type=model_type, torch_dtype=dtype)
+    if config.get("quantization_method"):
+        out["quantization_config"] = {"quant_method": config["quantization_method"]}
+    return out
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # the message in the result, not on stderr
+        raise ValueError(f"{self.prog}: {message}")
+
+
+def _with_model_dir(args: list[str], model_dir: str) -> list[str]:
+    out = list(args)
+    out[out.index("--model-path") + 1] = model_dir
+    return [*out, "--device", "cpu"]
+
+
+def _attention(model_config: Any, tp_size: int) -> dict[str, int]:
+    """Build the architecture's attention module at this tp size, as its decoder layer does."""
+    import torch
+    from sglang.srt.model_loader.utils import get_model_architecture
+    from sglang.srt.runtime_context import get_parallel
+    from torch import nn
+
+    model_class, _ = get_model_architecture(model_config)
+    module = sys.modules[model_class.__module__]
+    attention = next(
+        obj
+        for name, obj in vars(module).items()
+        if isinstance(obj, type)
+        and issubclass(obj, nn.Module)
+        and name.endswith("Attention")
+        and obj.__module__ == module.__name__
+        and {"num_heads", "num_kv_heads"} <= set(inspect.signature(obj).parameters)
+    )
+    text = model_config.hf_text_config
+    offered = {
+        "config": text,
+        "hidden_size": text.hidden_size,
+        "num_heads": text.num_attention_heads,
+        "num_kv_heads": getattr(text, "num_key_value_heads", None) or text.num_attention_heads,
+        "head_dim": getattr(text, "head_dim", None),
+        "layer_id": 0,
+        "max_position_embeddings": text.max_position_embeddings,
+        "quant_config": None,
+    }
+    wanted = inspect.signature(attention).parameters
+    module.get_rope = lambda *a, **k: None  # the rotary kernel: see the module docstring
+    with torch.device("meta"), get_parallel().override(tp_size=tp_size, tp_rank=0):
+        built = attention(**{k: v for k, v in offered.items() if k in wanted})
+    return {"attention_heads_per_rank": built.num_heads, "kv_heads_per_rank": built.num_kv_heads}
+
+
+def _error(exc: BaseException) -> str:
+    """The message, or for a bare assert the source line that failed."""
+    if str(exc):
+        return f"{type(exc).__name__}: {exc}"
+    frame = traceback.extract_tb(exc.__traceback__)[-1]
+    return f"{type(exc).__name__}: {frame.filename.split('site-packages/')[-1]}:{frame.lineno}: {frame.line}"
+
+
+def run_case(case: dict[str, Any]) -> dict[str, Any]:
+    from sglang.srt.configs.model_config import ModelConfig
+    from sglang.srt.server_args import ServerArgs
+    from sglang.srt.utils.hf_transformers.common import get_context_length
+
+    saved = dict(os.environ)  # the pipeline sets variables too: each case starts from the same environment
+    for name in CLEARED_ENV:
+        os.environ.pop(name, None)
+    os.environ.update(case.get("env") or {})
+    result: dict[str, Any] = {"stage": "config", "error": None}
+    try:
+        model_dir = tempfile.mkdtemp(prefix="sgldeploy-config-")
+        config = config_json(case["config"], case["dtype"])
+        (Path(model_dir) / "config.json").write_text(json.dumps(config))
+        # What _derive_context_length compares --context-length with, from the config alone.
+        derived = ModelConfig(model_dir, dtype=case["dtype"])
+        result["derived_context_len"] = get_context_length(derived.hf_text_config)
+        result["stage"] = "server_args"
+        parser = _Parser(prog="sglang serve", allow_abbrev=False)
+        ServerArgs.add_cli_args(parser)
+        server_args = ServerArgs.from_cli_args(parser.parse_args(_with_model_dir(case["args"], model_dir)))
+        server_args.resolve_once()
+        result["stage"] = "model_config"
+        model_config = ModelConfig.from_server_args(server_args)
+        result.update(
+            context_len=model_config.context_len,
+            quantization=model_config.quantization,
+            dtype=str(model_config.dtype).removeprefix("torch."),
+            tp_size=server_args.tp_size,
+        )
+        result["stage"] = "attention"
+        result.update(_attention(model_config, server_args.tp_size))
+        result["stage"] = "done"
+    except Exception as exc:  # the checks raise ValueError or assert
+        result["error"] = _error(exc)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    return result
+
+
+def main() -> None:
+    # SGLang's and transformers' logs go to stderr, the results alone to stdout.
+    out, sys.stdout = sys.stdout, sys.stderr
+    _import_sglang()
+    for line in sys.stdin:  # one JSON list of cases a line, answered by one line: SGLang is imported once
+        print(json.dumps([run_case(case) for case in json.loads(line)]), file=out, flush=True)
+
+
+if __name__ == "__main__":
+    main()
