@@ -15,7 +15,7 @@ STACK ?= dev
 # make test TORCH_PIP_ARGS='--index-url <PyTorch CPU wheel index>'
 TORCH_PIP_ARGS ?=
 
-.PHONY: plan test lint typecheck scan pytest fmt bench clean schema promtool
+.PHONY: plan test lint typecheck scan upstream pytest fmt bench clean schema promtool
 
 # Runs a stage and prints how long it took, so a slow CI names its slow stage.
 define timed
@@ -47,7 +47,7 @@ $(CHECKOV_VENV)/.installed:
 plan: $(VENV)/.installed
 	$(VENV)/bin/sgldeploy plan --stack $(STACK)
 
-test: lint typecheck scan pytest
+test: lint typecheck scan upstream pytest
 
 lint: $(VENV)/.installed
 	$(call timed,lint,$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .)
@@ -63,7 +63,13 @@ promtool:
 	@command -v promtool >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
 		apt-get install -y -qq --no-install-recommends prometheus=$(PROMETHEUS_DEB_VERSION) >/dev/null; }
 
-pytest: $(VENV)/.installed $(SGLANG_VENV)/.installed promtool
+# The upstream files the tests read (CRDs, charts' default values), pinned by URL and sha256 in
+# tests/upstream.lock.json, into the ignored .cache/upstream/: from SGLDEPLOY_UPSTREAM_MIRROR, else ../shared,
+# else downloaded; every hash verified. Standard library only.
+upstream:
+	$(call timed,upstream,$(PYTHON) tests/fetch_upstream.py)
+
+pytest: $(VENV)/.installed $(SGLANG_VENV)/.installed promtool upstream
 	$(call timed,pytest,SGLANG_PYTHON=$(abspath $(SGLANG_VENV))/bin/python $(VENV)/bin/python -m pytest)
 
 fmt: $(VENV)/.installed
@@ -80,4 +86,4 @@ bench: $(VENV)/.installed
 	$(VENV)/bin/python bench/cost_and_policy.py
 
 clean:
-	rm -rf $(VENV) $(SGLANG_VENV) $(CHECKOV_VENV) *.egg-info
+	rm -rf $(VENV) $(SGLANG_VENV) $(CHECKOV_VENV) *.egg-info .cache/upstream

@@ -24,7 +24,6 @@ from sgldeploy.plan import Plan, render
 from sgldeploy.stackfile import read_stack_file
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared"
 LOCK = ROOT / "stacks" / "models.lock.json"
 QWEN = {"repo": "Qwen/Qwen2.5-7B-Instruct", "revision": "a09a35458c702b33eeacc393d103063234e8bc28"}
 LLAMA_8B = {

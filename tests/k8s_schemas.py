@@ -1,6 +1,6 @@
 """Validate rendered objects as the API server would: built-in kinds with kubernetes-validate (strict), custom
-resources against the upstream CRDs in ../shared/crds: structural defaults applied, the openAPIV3Schema, then
-every `x-kubernetes-validations` CEL rule, evaluated with a real CEL engine (cel-expr-python, the CEL C++
+resources against the upstream CRDs (in the verified cache of tests/upstream.py): structural defaults applied,
+the openAPIV3Schema, then every `x-kubernetes-validations` CEL rule, evaluated with a real CEL engine (cel-expr-python, the CEL C++
 runtime) and the Kubernetes CEL libraries the CRDs' rules use.
 
 How the API server runs a CRD's rules (https://kubernetes.io/docs/tasks/extend-kubernetes/custom-resources/

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -11,8 +12,9 @@ from sgldeploy.plan import policy_resources
 from sgldeploy.problems import InvalidInput
 
 from . import k8s_schemas
-from .conftest import SHARED, deployment, render_stack, resources_of, write_stack
+from .conftest import deployment, render_stack, resources_of, write_stack
 from .test_policy import run as run_policy
+from .upstream import upstream
 from .variants import rendered_variants
 
 CERT = "arn:aws:acm:us-east-1:123456789012:certificate/abc-123"
@@ -199,15 +201,18 @@ def test_a_stopped_deployment_keeps_its_alb_answering_503_with_a_clear_body(tmp_
 # container port `admin`, whose readinessProbe is /readyz). The AWS Load Balancer Controller (v3.5.0,
 # pkg/ingress/model_build_target_group.go buildTargetGroupHealthCheckPort) takes a numeric healthcheck-port as is
 # for ip targets; a named one must be a port of the backend Service, and the proxy Service has only `proxy`.
+def keda_http_chart() -> Path:
+    """The HTTP add-on chart's default values, in the upstream cache (read when a test runs, not at import)."""
+    return upstream("data", "charts", "keda-add-ons-http-0.15.0", "values.yaml")
 
-KEDA_HTTP_CHART = SHARED / "data" / "charts" / "keda-add-ons-http-0.15.0" / "values.yaml"
+
 INTERCEPTOR_READINESS = "/readyz"  # interceptor/admin.go @v0.15.0: mux.Handle("/readyz", probeHandler)
 HTTP_RELEASE_CHART = "keda-add-ons-http"
 
 
 def interceptor_ports(plan) -> tuple[int, int]:
     """(proxy, admin) ports: the chart's defaults, or what the release sets."""
-    interceptor = yaml.safe_load(KEDA_HTTP_CHART.read_text())["interceptor"]
+    interceptor = yaml.safe_load(keda_http_chart().read_text())["interceptor"]
     proxy, admin = interceptor["proxy"]["port"], interceptor["admin"]["port"]
     for release in resources_of(plan, "kubernetes:helm.sh/v3:Release"):
         if release.inputs["chart"] == HTTP_RELEASE_CHART:
@@ -254,7 +259,7 @@ def test_nothing_sgldeploy_declares_closes_the_interceptors_admin_port():
     """A NetworkPolicy selects pods of its own namespace only, so one blocking the ALB's checks of the
     interceptor would have to live in the add-on's namespace; the chart declares none (http-add-on/templates
     @c4b92e9e has no NetworkPolicy, and its values no switch for one)."""
-    assert "networkpolic" not in KEDA_HTTP_CHART.read_text().lower()
+    assert "networkpolic" not in keda_http_chart().read_text().lower()
     for variant, plan in rendered_variants().items():
         namespaces = {
             r.inputs["namespace"]

@@ -6,7 +6,8 @@ ignores a key the chart does not know, silently; this is where a misspelt or mis
 The charts' templates are not available offline, so "read by a template" is checked only as "exists in the
 chart's default values". A default that is an empty map (`resources: {}`, `affinity: {}`) is a map the chart
 passes on whole (`toYaml`, e.g. karpenter's controller.resources in charts/karpenter/templates/deployment.yaml
-@v1.14.1), as are the key paths a chart's FREEFORM file lists; lists replace the chart's list whole.
+@v1.14.1), as are the key paths a chart's FREEFORM file lists (the lock's `freeform`); lists replace the chart's
+list whole.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import yaml
 from sgldeploy.addons import CHARTS
 from sgldeploy.engine import SECRET, UNKNOWN
 
-from .upstream import upstream
+from .upstream import chart_source, upstream
 from .variants import rendered_variants
 
 RELEASE = "kubernetes:helm.sh/v3:Release"
@@ -34,21 +35,16 @@ def chart_dir(chart: str, version: str) -> Path:
 
 
 def read_source(directory: Path) -> dict[str, list[str]]:
-    """SOURCE's `key: value` lines; a key may repeat (several `published:` locations)."""
-    found: dict[str, list[str]] = {}
-    for line in (directory / "SOURCE").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if value:
-            found.setdefault(key.strip(), []).append(value.strip())
-    return found
+    """The chart's published identity as the upstream lock records it (each chart's SOURCE); `published` may
+    list several locations."""
+    source = chart_source(directory.name) or {}
+    return {key: value if isinstance(value, list) else [value] for key, value in source.items()}
 
 
 def read_freeform(directory: Path) -> set[tuple[str, ...]]:
-    path = directory / "FREEFORM"
-    if not path.exists():
-        return set()
-    lines = (line.split("#", 1)[0].strip() for line in path.read_text().splitlines())
-    return {tuple(line.split(".")) for line in lines if line}
+    """The key paths the lock's `freeform` lists for the chart (a chart's FREEFORM file; none has one today)."""
+    source = chart_source(directory.name) or {}
+    return {tuple(path.split(".")) for path in source.get("freeform", [])}
 
 
 def _kind(value: Any) -> str:
