@@ -125,6 +125,8 @@ class ModelDeployment(pulumi.ComponentResource):
             api_key=f"{dep.name}-api-key" if api_secret else None,
         )
         depends = [s for s in (hf_secret, api_secret) if s is not None]
+        if weight_cache.builtin_tool(dep):
+            depends.append(self._prefetch_tool(name, dep, args.namespace))
         self.cache = None
         if dep.cache_storage in weight_cache.SHARED:
             if args.network is None:
@@ -141,7 +143,8 @@ class ModelDeployment(pulumi.ComponentResource):
                     tags=args.tags or {},
                     volume_name=f"{args.namespace_name}-{dep.name}-weights",
                 ),
-                # The Job reads the token Secret (a copy: `depends` grows below, and must not include the Job).
+                # The Job reads the token Secret and the tool's ConfigMap (a copy: `depends` grows below,
+                # and must not include the Job).
                 opts=pulumi.ResourceOptions(
                     parent=self,
                     depends_on=list(depends)
@@ -172,7 +175,8 @@ class ModelDeployment(pulumi.ComponentResource):
                 else 0,
                 tracks=tracks,
             ),
-            # Pods reference the Secrets by name, and a shared cache must hold the commit, before they start.
+            # Pods reference the Secrets and the tool's ConfigMap by name, and a shared cache must hold the
+            # commit, before they start.
             opts=pulumi.ResourceOptions(parent=self, depends_on=depends),
         )
         self.autoscaler = None
@@ -307,6 +311,22 @@ class ModelDeployment(pulumi.ComponentResource):
                 ),
                 opts=pulumi.ResourceOptions(parent=self),
             )
+
+    def _prefetch_tool(
+        self, name: str, dep: DeploymentSpec, namespace: pulumi.Input[str]
+    ) -> k8s.core.v1.ConfigMap:
+        """The prefetch tool as a file for the serving image to run (no image of sgldeploy's own needed)."""
+        tool = weight_cache.tool_config_map(dep)
+        return k8s.core.v1.ConfigMap(
+            f"{name}-prefetch-tool",
+            metadata={**tool["metadata"], "namespace": namespace},
+            data=tool["data"],
+            # Its name carries the tool's sha256, so a given name never changes content, and a changed tool
+            # is a replacement: Pulumi creates the new ConfigMap first, the pod templates that name it change
+            # (the workload rolls, the Job is replaced), and the old one is deleted after them.
+            immutable=True,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
 
     def _secret(
         self,

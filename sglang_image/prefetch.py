@@ -26,6 +26,7 @@ import argparse
 import errno
 import fnmatch
 import hashlib
+import importlib
 import json
 import os
 import re
@@ -33,12 +34,12 @@ import struct
 import sys
 import threading
 import time
+import types
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx2
 from huggingface_hub import HfApi
 from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
 from huggingface_hub.file_download import hf_hub_url
@@ -72,6 +73,13 @@ REPO_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 COMMIT = re.compile(r"^[0-9a-f]{40}$")
 COMPLETE = ".complete"
 PARTIAL = ".partial"
+
+
+def hub_http_library() -> types.ModuleType:
+    """The HTTP client library huggingface_hub's own session is built on: httpx under huggingface_hub 1.x,
+    httpx2 under 2.x. The tool runs on whichever huggingface_hub the serving image ships (SGLang 0.5.23 takes
+    it through transformers 5.19.0: huggingface-hub>=1.31.0,<3.0), so it names neither."""
+    return importlib.import_module(type(get_session()).__module__.partition(".")[0])
 
 
 class PrefetchError(Exception):
@@ -148,10 +156,23 @@ def digest(path: Path, blob_id: bool = True) -> tuple[str, str]:
     return sha256.hexdigest(), blob.hexdigest() if blob is not None else ""
 
 
-def safetensors_problem(path: Path) -> str | None:
-    """The header must parse with the safetensors package and every tensor must lie inside the file."""
-    from safetensors import safe_open
+DTYPE_BITS = {
+    **dict.fromkeys(("BOOL", "U8", "I8", "F8_E5M2", "F8_E4M3", "F8_E8M0"), 8),
+    **dict.fromkeys(("F4",), 4),
+    **dict.fromkeys(("F6_E2M3", "F6_E3M2"), 6),
+    **dict.fromkeys(("I16", "U16", "F16", "BF16"), 16),
+    **dict.fromkeys(("I32", "U32", "F32"), 32),
+    **dict.fromkeys(("I64", "U64", "F64", "C64"), 64),
+}
+"""Bits per element of each safetensors dtype (huggingface/safetensors, safetensors/src/tensor.rs `Dtype`).
+A dtype not listed here (a newer format) is checked by its offsets only."""
 
+
+def safetensors_problem(path: Path) -> str | None:
+    """The header must be the JSON object the safetensors format defines, and its tensors must tile the data
+    exactly: contiguous from byte 0, each as long as its shape and dtype say, ending at the end of the file.
+    These are the checks the safetensors library makes when it opens a file, done with the standard library
+    (the tool runs on the serving image's own Python, which need not have safetensors)."""
     size = path.stat().st_size
     with open(path, "rb") as f:
         raw = f.read(8)
@@ -164,14 +185,52 @@ def safetensors_problem(path: Path) -> str | None:
             header = json.loads(f.read(header_len))
         except ValueError:
             return "header is not valid JSON"
-    end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
-    if 8 + header_len + end != size:
-        return f"tensors end at byte {8 + header_len + end}, the file has {size}"
-    try:
-        with safe_open(str(path), framework="numpy") as st:
-            st.keys()
-    except Exception as exc:
-        return f"does not open as safetensors ({exc})"
+    if not isinstance(header, dict):
+        return "header is not a JSON object"
+    spans = []
+    for name, tensor in header.items():
+        if name == "__metadata__":
+            continue
+        problem = _tensor_problem(tensor)
+        if problem:
+            return f"tensor {name!r}: {problem}"
+        spans.append((tensor["data_offsets"][0], tensor["data_offsets"][1], name))
+    at = 0
+    for begin, end, name in sorted(spans):
+        if begin != at:
+            return f"tensor {name!r} starts at data byte {begin}, expected {at}"
+        at = end
+    if 8 + header_len + at != size:
+        return f"tensors end at byte {8 + header_len + at}, the file has {size}"
+    return None
+
+
+def _tensor_problem(tensor: object) -> str | None:
+    if not isinstance(tensor, dict):
+        return "is not a JSON object"
+    offsets, shape, dtype = tensor.get("data_offsets"), tensor.get("shape"), tensor.get("dtype")
+    if not (
+        isinstance(offsets, list)
+        and len(offsets) == 2
+        and all(isinstance(o, int) and not isinstance(o, bool) and o >= 0 for o in offsets)
+        and offsets[0] <= offsets[1]
+    ):
+        return f"data_offsets is not [begin, end] (got {offsets!r})"
+    if not (
+        isinstance(shape, list)
+        and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
+    ):
+        return f"shape is not a list of sizes (got {shape!r})"
+    if not isinstance(dtype, str):
+        return f"dtype is not a string (got {dtype!r})"
+    bits = DTYPE_BITS.get(dtype)
+    if bits is not None:
+        elements = 1
+        for d in shape:
+            elements *= d
+        if elements * bits % 8 or elements * bits // 8 != offsets[1] - offsets[0]:
+            span = offsets[1] - offsets[0]
+            return f"{dtype} {shape} takes {elements * bits / 8:g} bytes, its offsets span {span}"
     return None
 
 
@@ -277,6 +336,7 @@ class Transfer:
             sleep,
         )
         self.session = get_session()
+        self.http = hub_http_library()
         self.headers = build_hf_headers()  # HF_TOKEN or the local token; never logged
         self.bytes = 0
         self.lock = threading.Lock()
@@ -369,7 +429,7 @@ class Transfer:
                     self.url(remote.path),
                     headers=headers,
                     follow_redirects=True,
-                    timeout=httpx2.Timeout(60.0, connect=10.0),
+                    timeout=self.http.Timeout(60.0, connect=10.0),
                 ) as response:
                     status = response.status_code
                     if status in (401, 403):
@@ -412,7 +472,7 @@ class Transfer:
                 wait = None
             except _Transient as exc:
                 last, wait = exc.reason, exc.retry_after
-            except httpx2.TransportError as exc:
+            except self.http.TransportError as exc:
                 last, wait = type(exc).__name__, None
             if attempt + 1 < ATTEMPTS:
                 self.sleep(wait if wait is not None else min(0.5 * 2**attempt, 8.0))

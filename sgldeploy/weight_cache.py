@@ -4,7 +4,9 @@
 - `node-local`: a directory on the GPU node (`NODE_CACHE_PATH`, on the instance-store NVMe where the node
   class mounts it there) shared by every pod of the node. An init container runs the prefetch tool
   (sglang_image/prefetch.py), which fetches the locked commit only when it is not already complete and
-  verified, and exits non-zero otherwise, so the server never starts on a partial cache. The server mounts
+  verified, and exits non-zero otherwise, so the server never starts on a partial cache. The tool is a
+  ConfigMap (named by its sha256) run by the serving image's own Python, unless `cache.prefetch_image`
+  names an image that carries it. The server mounts
   the directory read-only, loads from the local path with HF_HUB_OFFLINE=1 and never touches the Hub.
   The SGLang JIT kernel cache is kept beside it, so kernels are compiled once per node.
 - `efs`, `fsx-lustre`: a file system shared by every node (components/weight_cache.py creates it, its
@@ -16,8 +18,11 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from .lock import LockedModel
@@ -28,6 +33,13 @@ MODELS_MOUNT = "/models"
 JIT_MOUNT = "/root/.cache/sglang"
 PREFETCH_PYTHON = "/opt/sgldeploy/venv/bin/python"  # the tool's own environment in the image (Dockerfile)
 PREFETCH_TOOL = "/opt/sgldeploy/prefetch.py"
+PREFETCH_TOOL_SOURCE = Path(__file__).resolve().parent.parent / "sglang_image" / "prefetch.py"
+TOOL_VOLUME = "prefetch-tool"
+TOOL_MOUNT = "/opt/sgldeploy-tool"  # the ConfigMap holding the tool, in any serving image
+TOOL_KEY = "prefetch.py"
+IMAGE_PYTHON = ("python3", "-I", "-B")
+"""The serving image's own Python, as the server runs it (sglang_args.ENTRYPOINT): `-I` so no PYTHONPATH or
+user site changes which huggingface_hub it imports, `-B` since the root filesystem is read-only (no bytecode)."""
 SERVE_ENTRYPOINT = "/opt/sgldeploy/serve.sh"  # checks .complete, then execs SGLang (sglang_image/serve.sh)
 MODEL_DIR_ENV = "SGLDEPLOY_MODEL_DIR"
 RENDERED = ("none", "node-local", "efs", "fsx-lustre")
@@ -45,6 +57,59 @@ class CachePlan:
     init_containers: list[dict[str, Any]] = field(default_factory=list)
     hub_on_start: bool = True  # does a starting pod download the weights from the Hub?
     uses_host_path: bool = False
+
+
+def builtin_tool(dep: DeploymentSpec) -> bool:
+    """The prefetch tool comes as a ConfigMap and runs in the serving image, unless `cache.prefetch_image`
+    names an image of its own (built from sglang_image/)."""
+    return dep.cache_storage != "none" and not dep.cache.prefetch_image
+
+
+@functools.cache
+def prefetch_tool_text() -> str:
+    """sglang_image/prefetch.py byte for byte (read as bytes: text mode would rewrite newlines)."""
+    return PREFETCH_TOOL_SOURCE.read_bytes().decode("utf-8")
+
+
+def prefetch_tool_digest() -> str:
+    return hashlib.sha256(prefetch_tool_text().encode("utf-8")).hexdigest()
+
+
+def tool_config_map_name(dep: DeploymentSpec) -> str:
+    """Named by the tool's content: a changed tool is a new ConfigMap, so the pods that mount it roll."""
+    return f"{dep.name}-prefetch-tool-{prefetch_tool_digest()[:10]}"
+
+
+def tool_config_map(dep: DeploymentSpec) -> dict[str, Any]:
+    """The ConfigMap's metadata (less the namespace) and data: the tool's exact text under one key."""
+    return {
+        "metadata": {
+            "name": tool_config_map_name(dep),
+            "labels": {
+                "app.kubernetes.io/instance": dep.name,
+                "app.kubernetes.io/component": "prefetch-tool",
+                "app.kubernetes.io/managed-by": "sgldeploy",
+            },
+            "annotations": {"sgldeploy.io/sha256": prefetch_tool_digest()},
+        },
+        "data": {TOOL_KEY: prefetch_tool_text()},
+    }
+
+
+def tool_volumes(dep: DeploymentSpec) -> list[dict[str, Any]]:
+    """The tool's ConfigMap as a read-only file, for pods whose prefetch containers run the built-in tool."""
+    if not builtin_tool(dep):
+        return []
+    return [
+        {
+            "name": TOOL_VOLUME,
+            "configMap": {
+                "name": tool_config_map_name(dep),
+                "items": [{"key": TOOL_KEY, "path": TOOL_KEY}],
+                "defaultMode": 0o444,
+            },
+        }
+    ]
 
 
 def serves_through_entrypoint(dep: DeploymentSpec) -> bool:
@@ -109,7 +174,10 @@ def plan(
         return CachePlan(
             storage=storage,
             model_path=local_model_dir(dep.model.repo, model.sha),
-            volumes=[{"name": "model-cache", "persistentVolumeClaim": {"claimName": claim_name(dep)}}],
+            volumes=[
+                {"name": "model-cache", "persistentVolumeClaim": {"claimName": claim_name(dep)}},
+                *tool_volumes(dep),
+            ],
             server_mounts=[
                 {"name": "model-cache", "mountPath": MODELS_MOUNT, "readOnly": True},
                 {"name": "model-cache", "mountPath": JIT_MOUNT, "subPath": ".jit"},
@@ -133,6 +201,7 @@ def plan(
                 "name": "jit-cache",
                 "hostPath": {"path": f"{NODE_CACHE_PATH}/jit", "type": "DirectoryOrCreate"},
             },
+            *tool_volumes(dep),
         ],
         server_mounts=[
             {"name": "model-cache", "mountPath": MODELS_MOUNT, "readOnly": True},
@@ -224,15 +293,20 @@ def claim_name(dep: DeploymentSpec) -> str:
 def prefetch_container(
     dep: DeploymentSpec, model: LockedModel, token_env: dict[str, Any] | None, read_only: bool = False
 ) -> dict[str, Any]:
-    """The prefetch tool for the locked commit, writing under /models (init container or Job)."""
+    """The prefetch tool for the locked commit, writing under /models (init container or Job): the ConfigMap's
+    copy run by the serving image's Python, or the tool inside `cache.prefetch_image`."""
+    builtin = builtin_tool(dep)
     return {
         "name": "prefetch",
-        "image": dep.cache.prefetch_image,
-        "command": [PREFETCH_PYTHON, PREFETCH_TOOL],
+        "image": dep.serving.image if builtin else dep.cache.prefetch_image,
+        "command": [*IMAGE_PYTHON, f"{TOOL_MOUNT}/{TOOL_KEY}"]
+        if builtin
+        else [PREFETCH_PYTHON, PREFETCH_TOOL],
         "args": ["--repo", dep.model.repo, "--revision", model.sha, "--dest", MODELS_MOUNT],
         "env": [{"name": "HF_HUB_DISABLE_TELEMETRY", "value": "1"}, *([token_env] if token_env else [])],
         "volumeMounts": [
-            {"name": "model-cache", "mountPath": MODELS_MOUNT, **({"readOnly": True} if read_only else {})}
+            {"name": "model-cache", "mountPath": MODELS_MOUNT, **({"readOnly": True} if read_only else {})},
+            *([{"name": TOOL_VOLUME, "mountPath": TOOL_MOUNT, "readOnly": True}] if builtin else []),
         ],
         "resources": {"requests": {"cpu": "2", "memory": "2Gi"}, "limits": {"memory": "2Gi"}},
         # The tool writes only under /models (its own temporary files included).
@@ -257,7 +331,10 @@ def prefetch_job_spec(
                 "restartPolicy": "OnFailure",
                 **POD_SECURITY,
                 "containers": [prefetch_container(dep, model, token_env)],
-                "volumes": [{"name": "model-cache", "persistentVolumeClaim": {"claimName": claim_name(dep)}}],
+                "volumes": [
+                    {"name": "model-cache", "persistentVolumeClaim": {"claimName": claim_name(dep)}},
+                    *tool_volumes(dep),
+                ],
             },
         },
     }

@@ -15,9 +15,10 @@ import numpy as np
 import pytest
 from safetensors.numpy import save
 
-from .conftest import ROOT
+from .conftest import ROOT, deployment, render_stack, resources_of, write_stack
 from .hub_server import LoopbackHub, Repo
 from .test_hub import TOKEN, sharded_model
+from .test_sglang_args import SGLANG_PYTHON
 
 sys.path.insert(0, str(ROOT / "sglang_image"))
 import prefetch
@@ -356,3 +357,166 @@ def test_the_tool_runs_with_a_read_only_root_filesystem(tmp_path):
         )
     assert done.returncode == 0, done.stderr[-2000:]
     assert (dest / "org" / "small" / sha / ".complete").exists()
+
+
+# ---- the built-in tool, as the stock serving image runs it -------------------------------------------------
+
+HUB_PYTHONS = {
+    # huggingface_hub 1.33.0, the last 1.x (httpx): .venv-sglang, beside SGLang 0.5.23 and transformers 5.19.0
+    "huggingface_hub-1.33.0": SGLANG_PYTHON,
+    # huggingface_hub 2.4.0 (httpx2): the project's, and the newest the image's pins allow (< 3.0)
+    "huggingface_hub-2.4.0": sys.executable,
+}
+
+ONLY_WHAT_THE_IMAGE_HAS = r"""
+import importlib.abc, importlib.metadata as md, runpy, sys
+from packaging.markers import default_environment
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+def closure(dist, seen):
+    if dist in seen:
+        return seen
+    seen.add(dist)
+    for line in md.requires(dist) or []:
+        req = Requirement(line)
+        if req.marker is None or req.marker.evaluate({**default_environment(), "extra": ""}):
+            try:
+                closure(canonicalize_name(md.distribution(req.name).metadata["Name"]), seen)
+            except md.PackageNotFoundError:
+                pass
+    return seen
+
+dists = closure("huggingface-hub", set())
+owners = md.packages_distributions()
+allowed = set(sys.stdlib_module_names) | {
+    top for top, names in owners.items() if {canonicalize_name(n) for n in names} & dists
+}
+
+class OnlyTheImage(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] not in allowed:
+            what = f"{name} is neither the standard library nor huggingface_hub's"
+            raise ModuleNotFoundError(what, name=name)
+        return None
+
+sys.meta_path.insert(0, OnlyTheImage())
+print(f"huggingface_hub {md.version('huggingface-hub')}", file=sys.stderr)
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+"""Runs the tool (argv[1]) where only the standard library and huggingface_hub with its own dependencies
+import: what the stock image is sure to have. Anything else the interpreter holds (numpy, safetensors) fails."""
+
+
+@functools.cache
+def rendered_prefetch() -> tuple[dict, dict]:
+    """The built-in tool as a default stack renders it: the prefetch init container and the tool's ConfigMap."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        plan = render_stack(write_stack(Path(tmp), deployments=[deployment(cache={})]))
+    pod = resources_of(plan, "kubernetes:apps/v1:Deployment")[0].inputs["spec"]["template"]["spec"]
+    (config_map,) = [
+        r.inputs
+        for r in resources_of(plan, "kubernetes:core/v1:ConfigMap")
+        if r.name.endswith("-prefetch-tool")
+    ]
+    return pod["initContainers"][0], config_map
+
+
+@pytest.mark.parametrize("hub", sorted(HUB_PYTHONS))
+def test_the_mounted_tool_runs_on_the_image_python_under_each_hub_version(tmp_path, hub):
+    """The ConfigMap's bytes, at the mounted path, run with the rendered command (its interpreter swapped for
+    one with that huggingface_hub), under a read-only root, importing only what the stock image has; a gated
+    repo, a token, a dropped connection and 503s on the way."""
+    from . import read_only_root
+
+    python = HUB_PYTHONS[hub]
+    if not Path(python).exists():
+        pytest.fail(f"no interpreter at {python}; run the tests with `make test`")
+    container, config_map = rendered_prefetch()
+    *flags, mounted = container["command"]
+    assert flags[0] == "python3" and mounted == "/opt/sgldeploy-tool/prefetch.py"
+    tool = tmp_path / "tool" / "prefetch.py"  # the ConfigMap as the kubelet mounts it: its data, read-only
+    tool.parent.mkdir()
+    tool.write_text(config_map["data"]["prefetch.py"], encoding="utf-8")
+    tool.chmod(0o444)
+    dest = tmp_path / "models"
+    dest.mkdir()
+    with LoopbackHub() as server:
+        sha = server.add(Repo("meta/gated", gated=True, tokens=(TOKEN,))).commit(sharded_model())
+        server.spoil(r"model-00001", times=1, truncate_after=1000)
+        server.fail(r"model-00002", 503, times=2)
+        env = {
+            "HOME": "/root",
+            "PATH": "/usr/bin:/bin",
+            "HF_ENDPOINT": server.endpoint,
+            "HF_TOKEN": TOKEN,
+            **{e["name"]: e["value"] for e in container["env"] if "value" in e},
+        }
+        args = ["--repo", "meta/gated", "--revision", "main", "--dest", str(dest)]
+        argv = [python, *flags[1:], "-c", ONLY_WHAT_THE_IMAGE_HAS, str(tool), *args]
+        done = subprocess.run(
+            read_only_root.command(argv, [dest], env), capture_output=True, text=True, timeout=300
+        )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"huggingface_hub {hub.partition('-')[2]}" in done.stderr  # the interpreter holds that version
+    marker = json.loads((dest / "meta" / "gated" / sha / ".complete").read_text())
+    for entry in marker["files"]:
+        assert (
+            entry["sha256"]
+            == hashlib.sha256((dest / "meta" / "gated" / sha / entry["path"]).read_bytes()).hexdigest()
+        )
+    assert TOKEN not in done.stderr
+    assert not list(tool.parent.rglob("__pycache__"))
+
+
+@pytest.mark.parametrize("hub", sorted(HUB_PYTHONS))
+def test_a_corrupt_safetensors_header_is_refused_without_the_safetensors_package(tmp_path, hub):
+    """The header check is the format's own, in the standard library: tensors must tile the data."""
+    python = HUB_PYTHONS[hub]
+    if not Path(python).exists():
+        pytest.fail(f"no interpreter at {python}; run the tests with `make test`")
+    header = json.dumps(
+        {
+            "a": {"dtype": "F32", "shape": [2, 2], "data_offsets": [0, 16]},
+            "b": {"dtype": "F32", "shape": [2], "data_offsets": [20, 28]},
+        }
+    ).encode()
+    broken = len(header).to_bytes(8, "little") + header + bytes(28)  # a 4-byte gap between a and b
+    with LoopbackHub() as server:
+        files = sharded_model()
+        for name in [n for n in files if n.endswith(".safetensors")]:
+            files[name] = broken
+        server.add(Repo("org/gap")).commit(files)
+        env = {
+            **os.environ,
+            "HF_ENDPOINT": server.endpoint,
+            "HF_HUB_DISABLE_TELEMETRY": "1",
+            "HF_HOME": str(tmp_path / "hf"),
+        }
+        env.pop("HF_TOKEN", None)
+        done = subprocess.run(
+            [
+                python,
+                "-I",
+                "-B",
+                "-c",
+                ONLY_WHAT_THE_IMAGE_HAS,
+                str(TOOL),
+                "--repo",
+                "org/gap",
+                "--revision",
+                "main",
+                "--dest",
+                str(tmp_path / "cache"),
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+    assert done.returncode == prefetch.CORRUPT, done.stderr[-2000:]
+    assert "starts at data byte 20, expected 16" in done.stderr
+    assert not list((tmp_path / "cache").rglob(".complete"))

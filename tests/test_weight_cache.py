@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 import sys
 
@@ -117,23 +118,108 @@ def test_always_ready_keeps_a_replica_and_caches_too(tmp_path):
     assert resources_of(plan, "kubernetes:apps/v1:Deployment")[0].inputs["spec"]["replicas"] == 1
 
 
-def test_a_cache_needs_the_prefetch_image_and_its_csi_addon(tmp_path):
+def test_a_shared_cache_needs_its_csi_addon_but_no_image_of_its_own(tmp_path):
     with pytest.raises(InvalidInput) as err:
         render_stack(write_stack(tmp_path, deployments=[deployment(cache={"storage": "efs"})]))
     lines = [p.line() for p in err.value.problems]
-    assert any(
-        line.startswith(
-            "error: sgldeploy:deployments[0].cache.prefetch_image: is required: weights are cached efs"
+    assert len(lines) == 1 and lines[0].startswith(
+        "error: sgldeploy:platform.addons.efs_csi: must be true: qwen caches weights on efs"
+    ), lines
+    plan = render_stack(write_stack(tmp_path, deployments=[deployment(cache={})]))  # node-local, no image
+    assert pod_of(plan)["initContainers"][0]["image"] == "lmsysorg/sglang:v0.5.23"
+
+
+def tool_bytes() -> bytes:
+    return (ROOT / "sglang_image" / "prefetch.py").read_bytes()
+
+
+def tool_maps(plan) -> list:
+    return [
+        r for r in resources_of(plan, "kubernetes:core/v1:ConfigMap") if r.name.endswith("-prefetch-tool")
+    ]
+
+
+def tool_map(plan):
+    found = tool_maps(plan)
+    assert len(found) == 1, [r.name for r in found]
+    return found[0]
+
+
+def test_the_built_in_tool_is_a_config_map_named_by_its_sha256_and_run_by_the_serving_image(tmp_path):
+    from . import k8s_schemas
+
+    plan = render_stack(
+        write_stack(
+            tmp_path,
+            deployments=[deployment(readiness="fast", cache={})],
+            extra={"sgldeploy:hfToken": {"secure": "v1:x"}},
         )
-        for line in lines
     )
-    assert any(
-        line.startswith("error: sgldeploy:platform.addons.efs_csi: must be true: qwen caches weights on efs")
-        for line in lines
+    tool = tool_map(plan)
+    config_map = tool.inputs
+    k8s_schemas.validate(config_map, "1.33")
+    assert (
+        config_map["data"]["prefetch.py"].encode("utf-8") == tool_bytes()
+    )  # the committed file, byte for byte
+    assert (
+        config_map["metadata"]["name"]
+        == f"qwen-prefetch-tool-{hashlib.sha256(tool_bytes()).hexdigest()[:10]}"
     )
-    with pytest.raises(InvalidInput) as err:
-        render_stack(write_stack(tmp_path, deployments=[deployment(cache={})]))
-    assert "is required: weights are cached node-local" in err.value.problems[0].line()
+    assert config_map["immutable"] is True
+    pod = pod_of(plan)
+    server, init = pod["containers"][0], pod["initContainers"][0]
+    assert init["image"] == server["image"] == "lmsysorg/sglang:v0.5.23"  # no image to build
+    assert init["command"] == ["python3", "-I", "-B", "/opt/sgldeploy-tool/prefetch.py"]
+    assert server["command"][0] == "python3"  # the same Python the server runs
+    assert {"name": "prefetch-tool", "mountPath": "/opt/sgldeploy-tool", "readOnly": True} in init[
+        "volumeMounts"
+    ]
+    assert all(m["name"] != "prefetch-tool" for m in server["volumeMounts"])
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["prefetch-tool"]["configMap"] == {
+        "name": config_map["metadata"]["name"],
+        "items": [{"key": "prefetch.py", "path": "prefetch.py"}],
+        "defaultMode": 0o444,
+    }
+    assert tool.urn in resources_of(plan, "kubernetes:apps/v1:Deployment")[0].dependencies or any(
+        tool.urn in r.dependencies
+        for r in plan.recording.resources
+        if r.type == "sgldeploy:serving:SglangServer"
+    )
+    prepull = resources_of(plan, "kubernetes:apps/v1:DaemonSet")[0].inputs["spec"]["template"]["spec"]
+    assert [c["image"] for c in prepull["initContainers"]] == ["lmsysorg/sglang:v0.5.23"]  # one image to pull
+
+
+def test_a_changed_tool_is_a_new_config_map_and_rolls_the_pods(tmp_path, monkeypatch):
+    def render() -> tuple[object, dict]:
+        weight_cache.prefetch_tool_text.cache_clear()
+        plan = render_stack(write_stack(tmp_path, deployments=[deployment(cache={})]))
+        return tool_map(plan), resources_of(plan, "kubernetes:apps/v1:Deployment")[0]
+
+    before_map, before_workload = render()
+    changed = tmp_path / "prefetch.py"
+    changed.write_bytes(tool_bytes() + b"# a changed tool\n")
+    monkeypatch.setattr(weight_cache, "PREFETCH_TOOL_SOURCE", changed)
+    try:
+        after_map, after_workload = render()
+    finally:
+        weight_cache.prefetch_tool_text.cache_clear()
+    assert after_map.name == before_map.name  # the same Pulumi resource, so a new name is a replacement
+    new_name = f"qwen-prefetch-tool-{hashlib.sha256(changed.read_bytes()).hexdigest()[:10]}"
+    assert after_map.inputs["metadata"]["name"] == new_name != before_map.inputs["metadata"]["name"]
+    assert after_map.inputs["data"]["prefetch.py"].encode() == changed.read_bytes()
+    template = after_workload.inputs["spec"]["template"]
+    assert template != before_workload.inputs["spec"]["template"]  # the Deployment rolls its pods
+    assert {v["name"]: v for v in template["spec"]["volumes"]}["prefetch-tool"]["configMap"][
+        "name"
+    ] == new_name
+
+
+def test_an_override_image_runs_its_own_tool_and_needs_no_config_map(fast):
+    assert tool_maps(fast) == []
+    pod = pod_of(fast)
+    assert "prefetch-tool" not in {v["name"] for v in pod["volumes"]}
+    assert pod["initContainers"][0]["command"] == [weight_cache.PREFETCH_PYTHON, weight_cache.PREFETCH_TOOL]
 
 
 def shared(tmp_path, storage: str):
@@ -467,3 +553,49 @@ def test_fsx_throughput_is_one_persistent_2_accepts(tmp_path):
     fs = one(shared(tmp_path, "fsx-lustre"), "aws:fsx/lustreFileSystem:LustreFileSystem").inputs
     # PERSISTENT_2 SSD: 125, 250, 500 or 1000 MB/s/TiB (CreateFileSystemLustreConfiguration).
     assert fs["deploymentType"] == "PERSISTENT_2" and fs["perUnitStorageThroughput"] in (125, 250, 500, 1000)
+
+
+def pod_templates(plan) -> list[dict]:
+    """Every pod template of a plan's workloads and Jobs (LeaderWorkerSets: leader and workers)."""
+    out = []
+    for r in plan.recording.resources:
+        spec = r.inputs.get("spec") if r.custom and isinstance(r.inputs, dict) else None
+        if not isinstance(spec, dict):
+            continue
+        if isinstance(spec.get("template"), dict):
+            out.append(spec["template"]["spec"])
+        group = spec.get("leaderWorkerTemplate") or {}
+        out += [group[k]["spec"] for k in ("leaderTemplate", "workerTemplate") if k in group]
+    return [pod for pod in out if "containers" in pod]  # a NodePool's template is a node's, not a pod's
+
+
+def test_every_committed_stack_and_variant_plans_without_a_prefetch_image():
+    """The committed stacks set no prefetch image; wherever none is set the serving image runs the
+    ConfigMap's tool (named in the same plan, with the tool's bytes); where one is set, it runs its own."""
+    from .variants import PREFETCH_IMAGE, rendered_variants
+
+    for name in ("dev", "staging", "prod"):
+        assert "prefetch_image" not in (ROOT / "stacks" / f"Pulumi.{name}.yaml").read_text(), name
+    overridden = built_in = 0
+    for variant, plan in rendered_variants().items():
+        maps = {r.inputs["metadata"]["name"]: r.inputs for r in tool_maps(plan)}
+        for config_map in maps.values():
+            assert config_map["data"]["prefetch.py"].encode() == tool_bytes(), variant
+        for pod in pod_templates(plan):
+            tool_containers = [
+                c for c in pod.get("initContainers", []) + pod["containers"] if c["name"] in PREFETCH_NAMES
+            ]
+            volumes = {v["name"]: v for v in pod.get("volumes", [])}
+            for container in tool_containers:
+                if container["image"] == PREFETCH_IMAGE:
+                    overridden += 1
+                    assert container["command"] == [weight_cache.PREFETCH_PYTHON, weight_cache.PREFETCH_TOOL]
+                    continue
+                built_in += 1
+                assert container["image"].startswith("lmsysorg/sglang:"), (variant, container["image"])
+                assert container["command"][:3] == ["python3", "-I", "-B"], variant
+                assert volumes["prefetch-tool"]["configMap"]["name"] in maps, variant
+    assert overridden >= 1 and built_in >= 4  # the shared-caches variant has both; committed stacks built-in
+
+
+PREFETCH_NAMES = ("prefetch", "wait-for-cache")
