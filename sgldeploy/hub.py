@@ -22,6 +22,7 @@ from huggingface_hub.errors import (
     GatedRepoError,
     LocalEntryNotFoundError,
     NotASafetensorsRepoError,
+    OfflineModeIsEnabled,
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
@@ -32,6 +33,10 @@ PICKLE_WEIGHTS = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 TOKEN_FIX = (
     "accept the licence on the model's Hub page, then set the token with pulumi config set --secret "
     "sgldeploy:hfToken hf_…"
+)
+OFFLINE_FIX = (
+    "unset HF_HUB_OFFLINE to lock from the Hub, or lock from a local Hugging Face cache with "
+    "`sgldeploy lock --from-cache DIR`"
 )
 T = TypeVar("T")
 
@@ -80,6 +85,10 @@ def call(repo: str, what: str, fn: Callable[[], T], retry: Retry) -> T:
     for attempt in range(retry.attempts):
         try:
             return fn()
+        except OfflineModeIsEnabled:  # HF_HUB_OFFLINE=1: no request is made, so retrying cannot help
+            raise HubError(
+                f"HF_HUB_OFFLINE is set, so {repo} cannot be resolved on the Hub", OFFLINE_FIX
+            ) from None
         except GatedRepoError as error:
             who = "this token has no access" if _status(error) == 403 else "no valid token was given"
             raise HubError(f"{repo} is gated and {who} (HTTP {_status(error)})", TOKEN_FIX) from None
@@ -145,23 +154,7 @@ def resolve(
     sha = info.sha
     siblings = info.siblings or []
     names = [s.rfilename for s in siblings]
-    _check_paths(repo, names)
-    safetensors = [n for n in names if n.endswith(".safetensors")]
-    if not safetensors:
-        pickles = [n for n in names if n.endswith(PICKLE_WEIGHTS)]
-        what = f"{repo} has no safetensors weights" + (
-            f", only pickle files ({', '.join(pickles[:3])})" if pickles else ""
-        )
-        raise HubError(
-            what,
-            "pickle weights can run code when loaded; choose a repo (or a revision) that ships "
-            ".safetensors files",
-        )
-    if info.pipeline_tag not in SERVABLE_PIPELINES:
-        raise HubError(
-            f"{repo} has pipeline tag {info.pipeline_tag or 'none'}, which sgldeploy does not serve",
-            f"choose a model tagged {' or '.join(SERVABLE_PIPELINES)}",
-        )
+    refuse_unservable(repo, names, info.pipeline_tag)
     config_path = call(
         repo,
         "config.json",
@@ -175,7 +168,7 @@ def resolve(
     metadata = call(
         repo, "safetensors headers", lambda: api.get_safetensors_metadata(repo, revision=sha), retry
     )
-    by_dtype = {dtype: int(n) for dtype, n in sorted(metadata.parameter_count.items())}
+    by_dtype: dict[str, int] = {str(dtype): int(n) for dtype, n in sorted(metadata.parameter_count.items())}
     files: list[dict[str, Any]] = [
         {
             "path": s.rfilename,
@@ -185,20 +178,65 @@ def resolve(
         }
         for s in sorted(siblings, key=lambda s: s.rfilename)
     ]
+    return lock_entry(
+        ResolvedFacts(repo, revision, str(sha), info.pipeline_tag, bool(info.gated), config, by_dtype, files),
+        source="hub",
+    )
+
+
+def refuse_unservable(repo: str, names: list[str], pipeline_tag: str | None) -> None:
+    """The refusals every source applies (Hub and local cache alike): paths that escape, pickle-only
+    weights, a pipeline tag SGLang does not serve."""
+    _check_paths(repo, names)
+    safetensors = [n for n in names if n.endswith(".safetensors")]
+    if not safetensors:
+        pickles = [n for n in names if n.endswith(PICKLE_WEIGHTS)]
+        what = f"{repo} has no safetensors weights" + (
+            f", only pickle files ({', '.join(pickles[:3])})" if pickles else ""
+        )
+        raise HubError(
+            what,
+            "pickle weights can run code when loaded; choose a repo (or a revision) that ships "
+            ".safetensors files",
+        )
+    if pipeline_tag not in SERVABLE_PIPELINES:
+        raise HubError(
+            f"{repo} has pipeline tag {pipeline_tag or 'none'}, which sgldeploy does not serve",
+            f"choose a model tagged {' or '.join(SERVABLE_PIPELINES)}",
+        )
+
+
+@dataclass(frozen=True)
+class ResolvedFacts:
+    """What a source (the Hub, a local cache) found for one `repo@revision`, before it becomes an entry."""
+
+    repo: str
+    revision: str
+    sha: str
+    pipeline_tag: str | None
+    gated: bool | None  # None: unknown (a local cache does not record it)
+    config: dict[str, Any]
+    parameters_by_dtype: dict[str, int]
+    files: list[dict[str, Any]]
+
+
+def lock_entry(facts: ResolvedFacts, source: str) -> dict[str, Any]:
+    """A version 1 lock entry: one shape whatever the source."""
+    names = [f["path"] for f in facts.files]
     return {
-        "repo": repo,
-        "revision": revision,
-        "sha": sha,
-        "pipeline_tag": info.pipeline_tag,
-        "gated": bool(info.gated),
-        "custom_code": "auto_map" in config or any(n.endswith(".py") for n in names),
-        "parameters": sum(by_dtype.values()),
-        "dtype": config.get("torch_dtype") or config.get("dtype") or "bfloat16",
-        "parameters_by_dtype": by_dtype,
-        "safetensors_bytes": sum(f["size"] or 0 for f in files if f["path"].endswith(".safetensors")),
-        "files": files,
-        "config": config_fields(config),
-        "source": "hub",
+        "repo": facts.repo,
+        "revision": facts.revision,
+        "sha": facts.sha,
+        "pipeline_tag": facts.pipeline_tag,
+        "gated": facts.gated,
+        "custom_code": "auto_map" in facts.config or any(n.endswith(".py") for n in names),
+        "parameters": sum(facts.parameters_by_dtype.values()),
+        "dtype": facts.config.get("torch_dtype") or facts.config.get("dtype") or "bfloat16",
+        "parameters_by_dtype": facts.parameters_by_dtype,
+        "safetensors_bytes": sum(f["size"] or 0 for f in facts.files if f["path"].endswith(".safetensors")),
+        "files": facts.files,
+        "config": config_fields(facts.config),
+        "source": source,
     }
 
 

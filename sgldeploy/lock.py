@@ -1,22 +1,31 @@
 """The model lock (`models.lock.json`, version 1): what each `repo@revision` resolved to.
 
-Plans read the lock and never touch the network. Entries come from the Hub (`source: hub`) or, where
-no Hub is at hand, from published facts (`source: public-facts`, without a file list).
+Plans read the lock and never touch the network. Entries come from the Hub (`source: hub`), from a local
+Hugging Face cache (`source: local-cache`, gating unknown) or, where neither is at hand, from published facts
+(`source: public-facts`, without a file list). An entry may be written by hand: each field is checked
+(`entry_problems`) so a damaged one is reported by entry and field, never as a traceback.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .files import write_atomic
+from .problems import Problem, Verbatim
 
 SERVABLE_PIPELINES = ("text-generation", "image-text-to-text")
 LOCK_VERSION = 1
 LOCK_NAME = "models.lock.json"
+# Where an entry's facts came from: the Hub's API, a local Hugging Face cache directory (no network, so
+# gating is unknown), or published model facts (shared data's models.csv, no file list).
+SOURCES = ("hub", "local-cache", "public-facts")
+RELOCK = "or re-create the entry with `sgldeploy lock --refresh`"
 
 CONFIG_FIELDS = (
     "architectures",
@@ -58,6 +67,7 @@ class LockedModel:
     source: str
     parameters_by_dtype: dict[str, int]
     safetensors_bytes: int | None
+    gated_known: bool = True  # False for a local-cache entry: the cache does not record gating
 
     @property
     def num_layers(self) -> int:
@@ -92,14 +102,19 @@ class LockedModel:
         return int(self.config.get("qk_rope_head_dim") or 0)
 
     @classmethod
-    def from_entry(cls, entry: dict[str, Any]) -> LockedModel:
+    def from_entry(cls, entry: dict[str, Any], key: str | None = None) -> LockedModel:
+        """The model of a checked entry; LockEntryError names each damaged field."""
+        problems = entry_problems(key or "", entry, check_key=key is not None)
+        if problems:
+            raise LockEntryError(problems)
         return cls(
             repo=entry["repo"],
             revision=entry["revision"],
             sha=entry["sha"],
-            parameters=int(entry["parameters"]),
+            parameters=entry["parameters"],
             dtype=entry.get("dtype") or "bfloat16",
             gated=bool(entry.get("gated")),
+            gated_known=entry.get("gated") is not None,
             pipeline_tag=entry.get("pipeline_tag"),
             custom_code=bool(entry.get("custom_code")),
             config=dict(entry.get("config") or {}),
@@ -122,13 +137,238 @@ class LockError(Exception):
     pass
 
 
+@dataclass(frozen=True)
+class EntryProblem:
+    """One damaged field of one lock entry: `field` is its path inside the entry (`config.hidden_size`)."""
+
+    key: str
+    field: str
+    what: str
+    got: Any
+    fix: str
+    show_got: bool = True
+
+    def problem(self, lock_file: Path | str) -> Problem:
+        """The error line: `error: <lock file>: models["<key>"].<field>: <what> (got …); <fix>`."""
+        where = f"{lock_file}: models[{json.dumps(self.key)}]" + (f".{self.field}" if self.field else "")
+        return Problem(where, self.what, self.fix, self.got, show_got=self.show_got)
+
+
+class LockEntryError(LockError):
+    """A lock entry with damaged fields, each named."""
+
+    def __init__(self, problems: list[EntryProblem]):
+        self.problems = problems
+        super().__init__("; ".join(f"{p.key} {p.field}: {p.what}" for p in problems))
+
+
+# ---- checking an entry (hand-written or damaged) --------------------------------------------------
+
+_COMMIT = re.compile(r"[0-9a-f]{40}")
+_MISSING = object()
+
+
+def _integer(minimum: int) -> Callable[[Any], bool]:
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= minimum
+
+
+def _text(v: Any) -> bool:
+    return isinstance(v, str) and v != ""
+
+
+def _optional(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda v: v is None or check(v)
+
+
+_COUNT, _POSITIVE = _integer(0), _integer(1)
+
+
+@dataclass(frozen=True)
+class FieldRule:
+    """What one field of a lock entry must hold, for the message that names it when it does not."""
+
+    name: str
+    required: bool
+    check: Callable[[Any], bool]
+    expected: str  # what a good value is, in words
+    example: str
+
+
+# The entry's fields: the facts sizing and serving read (README, "Models and the lock").
+ENTRY_FIELDS: tuple[FieldRule, ...] = (
+    FieldRule(
+        "repo",
+        True,
+        lambda v: isinstance(v, str) and v.count("/") == 1 and all(v.split("/")),
+        "a repo id",
+        "org/name",
+    ),
+    FieldRule("revision", True, _text, "the branch, tag or commit the stack asks for", "main"),
+    FieldRule(
+        "sha",
+        True,
+        lambda v: isinstance(v, str) and bool(_COMMIT.fullmatch(v)),
+        "a 40-hex commit",
+        "a09a3545…",
+    ),
+    FieldRule("parameters", True, _POSITIVE, "the parameter count as a JSON integer", "7615616512"),
+    FieldRule("dtype", False, _optional(_text), "the checkpoint's torch_dtype", "bfloat16"),
+    FieldRule("pipeline_tag", False, _optional(_text), "the model card's pipeline tag", "text-generation"),
+    FieldRule(
+        "gated", False, _optional(lambda v: isinstance(v, bool)), "true, false or null (unknown)", "false"
+    ),
+    FieldRule("custom_code", False, lambda v: isinstance(v, bool), "true or false", "false"),
+    FieldRule(
+        "parameters_by_dtype",
+        False,
+        _optional(lambda v: isinstance(v, dict) and all(_text(k) and _COUNT(n) for k, n in v.items())),
+        "an object of safetensors dtype → integer count",
+        '{"BF16": 7615616512}',
+    ),
+    FieldRule(
+        "safetensors_bytes", False, _optional(_COUNT), "the weights' size in bytes, or null", "15231233024"
+    ),
+    FieldRule("files", False, lambda v: isinstance(v, list), "a list of {path, size, sha256}", "[]"),
+    FieldRule("source", False, lambda v: v in SOURCES, f"one of {', '.join(SOURCES)}", "hub"),
+    FieldRule(
+        "config",
+        True,
+        lambda v: isinstance(v, dict),
+        "an object of config.json fields",
+        '{"num_hidden_layers": 28}',
+    ),
+)
+# The config.json fields sizing reads (layers, heads, head size, context length, MLA, quantization).
+CONFIG_FIELD_RULES: tuple[FieldRule, ...] = (
+    FieldRule(
+        "num_hidden_layers", True, _POSITIVE, "a positive integer (config.json's num_hidden_layers)", "28"
+    ),
+    FieldRule(
+        "num_attention_heads", True, _POSITIVE, "a positive integer (config.json's num_attention_heads)", "28"
+    ),
+    FieldRule(
+        "num_key_value_heads", False, _optional(_POSITIVE), "a positive integer, or null for no GQA", "4"
+    ),
+    FieldRule("hidden_size", False, _optional(_POSITIVE), "a positive integer", "3584"),
+    FieldRule(
+        "head_dim", False, _optional(_POSITIVE), "a positive integer, or null for hidden_size / heads", "128"
+    ),
+    FieldRule("vocab_size", False, _optional(_POSITIVE), "a positive integer", "152064"),
+    FieldRule("num_experts", False, _optional(_COUNT), "an integer, or null for a dense model", "null"),
+    FieldRule(
+        "quantization_method",
+        False,
+        _optional(_text),
+        "config.json's quantization_config.quant_method",
+        "fp8",
+    ),
+    FieldRule("kv_lora_rank", False, _optional(_COUNT), "an integer (MLA models), or null", "512"),
+    FieldRule("qk_rope_head_dim", False, _optional(_COUNT), "an integer (MLA models), or null", "64"),
+    FieldRule(
+        "architectures",
+        False,
+        _optional(lambda v: isinstance(v, list) and all(_text(a) for a in v)),
+        "a list of names",
+        '["Qwen2ForCausalLM"]',
+    ),
+    FieldRule("rope_scaling", False, _optional(lambda v: isinstance(v, dict)), "an object, or null", "null"),
+    FieldRule(
+        "rope_parameters", False, _optional(lambda v: isinstance(v, dict)), "an object, or null", "null"
+    ),
+    *(
+        FieldRule(name, False, _optional(_POSITIVE), "a positive integer, or null", "32768")
+        for name in (
+            "max_position_embeddings",
+            "max_sequence_length",
+            "seq_length",
+            "max_seq_len",
+            "model_max_length",
+        )
+    ),
+)
+
+
+def _field_problems(
+    key: str,
+    values: dict[str, Any],
+    rules: tuple[FieldRule, ...],
+    prefix: str,
+) -> list[EntryProblem]:
+    out = []
+    for rule in rules:
+        name, expected, example = rule.name, rule.expected, rule.example
+        value = values.get(name, _MISSING)
+        if value is _MISSING and not rule.required:
+            continue
+        if value is _MISSING:
+            out.append(
+                EntryProblem(
+                    key,
+                    prefix + name,
+                    f"is missing: {expected}",
+                    None,
+                    f"add it (e.g. {example}), {RELOCK}",
+                    False,
+                )
+            )
+        elif not rule.check(value):
+            out.append(
+                EntryProblem(
+                    key, prefix + name, f"must be {expected}", value, f"write e.g. {example}, {RELOCK}"
+                )
+            )
+    return out
+
+
+def entry_problems(key: str, entry: Any, check_key: bool = True) -> list[EntryProblem]:
+    """Every damaged field of one lock entry, each named (a missing field, a wrong type, a bad commit)."""
+    if not isinstance(entry, dict):
+        return [EntryProblem(key, "", "must be an object", entry, RELOCK[3:])]
+    problems = _field_problems(key, entry, ENTRY_FIELDS, "")
+    config = entry.get("config")
+    if isinstance(config, dict):
+        problems += _field_problems(key, config, CONFIG_FIELD_RULES, "config.")
+        if config.get("hidden_size") is None and config.get("head_dim") is None:
+            problems.append(
+                EntryProblem(
+                    key,
+                    "config.hidden_size",
+                    "is missing, and so is config.head_dim",
+                    None,
+                    f"add config.hidden_size (or config.head_dim) from config.json, {RELOCK}",
+                    False,
+                )
+            )
+    named = f"{entry.get('repo')}@{entry.get('revision')}"
+    if check_key and not problems and key != named:
+        problems.append(
+            EntryProblem(
+                key,
+                "",
+                "is keyed by another repo@revision than it holds",
+                Verbatim(named),
+                f"key it by its repo@revision, {RELOCK}",
+            )
+        )
+    return problems
+
+
+@dataclass(frozen=True)
+class LockContents:
+    """The lock's usable models by `repo@revision`, and the damaged entries' problems by the same key."""
+
+    entries: dict[str, dict[str, Any]]
+    models: dict[str, LockedModel]
+    damaged: dict[str, list[EntryProblem]]
+
+
 def read_lock_entries(path: Path) -> dict[str, dict[str, Any]]:
-    """The lock's entries as written, checked to be usable; an absent file is an empty lock."""
+    """The lock's entries as written (damaged ones included); an absent file is an empty lock."""
     if not path.exists():
         return {}
     try:
         data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise LockError(
             f"{path}: cannot read the model lock ({exc}); re-create it with `sgldeploy lock`"
         ) from None
@@ -137,17 +377,31 @@ def read_lock_entries(path: Path) -> dict[str, dict[str, Any]]:
             f"{path}: not a version {LOCK_VERSION} model lock; re-create it with `sgldeploy lock`"
         )
     entries = data.get("models", {})
-    try:
-        for entry in entries.values():
-            LockedModel.from_entry(entry)
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise LockError(f"{path}: an entry lacks {exc}; re-create it with `sgldeploy lock`") from None
+    if not isinstance(entries, dict):
+        raise LockError(f"{path}: `models` is not an object of entries; re-create it with `sgldeploy lock`")
     return dict(entries)
 
 
+def read_lock_contents(path: Path) -> LockContents:
+    """Every entry checked on its own: one damaged entry does not hide the others."""
+    entries = read_lock_entries(path)
+    models, damaged = {}, {}
+    for key, entry in entries.items():
+        problems = entry_problems(key, entry)
+        if problems:
+            damaged[key] = problems
+        else:
+            models[key] = LockedModel.from_entry(entry, key)
+    return LockContents(entries, models, damaged)
+
+
 def read_lock(path: Path) -> dict[str, LockedModel]:
-    """The lock's entries by `repo@revision`; an absent file is an empty lock."""
-    return {key: LockedModel.from_entry(entry) for key, entry in read_lock_entries(path).items()}
+    """The lock's entries by `repo@revision`; an absent file is an empty lock; any damaged entry is an error."""
+    contents = read_lock_contents(path)
+    if contents.damaged:
+        first = next(iter(contents.damaged.values()))[0]
+        raise LockError(first.problem(path).line().removeprefix("error: "))
+    return contents.models
 
 
 def write_lock(path: Path, entries: dict[str, dict[str, Any]]) -> None:

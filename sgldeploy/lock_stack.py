@@ -1,5 +1,8 @@
 """`sgldeploy lock`: resolve every model of a stack on the Hub and write the lock beside the stack file.
 
+An entry already pinned to a commit is kept (a commit cannot move) unless `--refresh` asks for it again, so
+a model the Hub cannot give now does not stop the rest; the entries that resolved are written even when
+another failed. `--from-cache DIR` resolves from a local Hugging Face cache instead, with no network.
 `--check` writes nothing: it reports each branch or tag that has moved since it was locked (drift).
 The Hugging Face token comes from the stack secret `sgldeploy:hfToken` (read with `pulumi config get`
 when the Pulumi CLI is at hand), else from `HF_TOKEN`, else from the local token cache.
@@ -10,11 +13,16 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
-from . import hub
-from .lock import lock_key, lock_path_for, read_lock, read_lock_entries, write_lock
-from .problems import InvalidInput, Problem, config_path
+from huggingface_hub.constants import ENV_VARS_TRUE_VALUES
+
+from . import hf_cache, hub, rollout
+from .lock import lock_key, lock_path_for, read_lock_contents, write_lock
+from .problems import ConfigWarning, InvalidInput, Problem, config_path
 from .spec import is_commit
 from .stackfile import StackFile
 from .validate import parse_stack
@@ -23,11 +31,18 @@ from .validate import parse_stack
 DEFAULT_RETRY = hub.Retry()
 
 
+# The variables huggingface_hub reads as offline mode (constants.py HF_HUB_OFFLINE), read at call time.
+OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+
+
 @dataclass
 class LockReport:
     written: list[str] = field(default_factory=list)  # repo@revision → sha lines
+    kept: list[str] = field(default_factory=list)  # entries pinned to a commit, left as they are
+    warnings: list[ConfigWarning] = field(default_factory=list)  # e.g. gating unknown offline
     unchanged: bool = True
     drift: list[str] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)  # models not locked; the others were written
 
 
 def stack_token(stack: StackFile) -> str | None:
@@ -51,11 +66,34 @@ def _models(stack: StackFile) -> list[tuple[int, str, str]]:
     spec = parse_stack(stack.object("sgldeploy:platform"), stack.object("sgldeploy:deployments"))
     seen, out = set(), []
     for i, dep in enumerate(spec.deployments):
-        key = (dep.model.repo, dep.model.revision)
-        if key not in seen:
-            seen.add(key)
-            out.append((i, *key))
+        # A previous or canary commit is served too, so it is locked like model.revision.
+        revisions = [dep.model.revision, *(commit for _, commit in rollout.extra_revisions(dep))]
+        for key in ((dep.model.repo, revision) for revision in revisions):
+            if key not in seen:
+                seen.add(key)
+                out.append((i, *key))
     return out
+
+
+def offline_variable() -> str | None:
+    """The variable that puts huggingface_hub in offline mode, if one is set."""
+    return next((v for v in OFFLINE_VARIABLES if os.environ.get(v, "").upper() in ENV_VARS_TRUE_VALUES), None)
+
+
+def offline_problem(models: list[str]) -> Problem | None:
+    """One line for offline mode, instead of one network failure per model after its retries."""
+    variable = offline_variable()
+    if variable is None or not models:
+        return None
+    return Problem(
+        variable,
+        f"is set, so the Hub cannot be reached to resolve {', '.join(models)}",
+        hub.OFFLINE_FIX.replace("HF_HUB_OFFLINE", variable),
+        os.environ[variable],
+    )
+
+
+Resolver = Callable[[str, str], dict[str, Any]]
 
 
 def lock(
@@ -64,29 +102,68 @@ def lock(
     token: str | None = None,
     endpoint: str | None = None,
     retry: hub.Retry = DEFAULT_RETRY,
+    from_cache: Path | None = None,
+    refresh: bool = False,
 ) -> LockReport:
-    """Resolve the stack's models and merge them into its lock (entries of other stacks are kept)."""
+    """Resolve the stack's models and merge them into its lock (entries of other stacks are kept).
+
+    Entries pinned to a commit are kept unless `refresh`; a damaged entry is resolved again. The models that
+    resolved are written even when others failed (those are `report.problems`)."""
     path = lock_path_for(stack.path)
-    existing = read_lock_entries(path)
-    entries = dict(existing)
-    problems: list[Problem] = []
+    contents = read_lock_contents(path)
+    entries = dict(contents.entries)
     report = LockReport()
+    todo = []
     for i, repo, revision in _models(stack):
-        try:
-            entry = hub.resolve(repo, revision, token=token, endpoint=endpoint, retry=retry)
-        except hub.HubError as err:
-            problems.append(
-                Problem(config_path("deployments", (i, "model", "repo")), err.what, err.fix, repo)
-            )
+        key = lock_key(repo, revision)
+        if not refresh and is_commit(revision) and key in contents.models:
+            report.kept.append(f"{key} (pinned; --refresh resolves it again)")
+        else:
+            todo.append((i, repo, revision))
+    offline = None if from_cache else offline_problem([lock_key(r, rev) for _, r, rev in todo])
+    if offline is not None:
+        raise InvalidInput([offline])
+    resolver: Resolver
+    if from_cache is not None:
+        cache = hf_cache.hub_cache(from_cache)
+        resolver = lambda repo, revision: hf_cache.resolve(cache, repo, revision)  # noqa: E731
+    else:
+        resolver = lambda repo, revision: hub.resolve(  # noqa: E731
+            repo, revision, token=token, endpoint=endpoint, retry=retry
+        )
+    for i, repo, revision in todo:
+        entry = _resolve_one(resolver, i, repo, revision, report)
+        if entry is None:
             continue
         entries[lock_key(repo, revision)] = entry
-        report.written.append(f"{repo}@{revision} → {entry['sha']}")
-    if problems:
-        raise InvalidInput(problems)
-    report.unchanged = entries == existing
+        report.written.append(f"{repo}@{revision} → {entry['sha']} ({entry['source']})")
+        if entry["gated"] is None:
+            report.warnings.append(
+                ConfigWarning(
+                    config_path("deployments", (i, "model", "repo")),
+                    f"whether {repo} is gated is unknown offline (a local cache does not record it; the entry "
+                    'says "gated": null)',
+                    "if it is gated, set the token with `pulumi config set --secret sgldeploy:hfToken hf_…` "
+                    "before `pulumi up`, or run `sgldeploy lock --refresh` where the Hub is reachable",
+                )
+            )
+    report.unchanged = entries == contents.entries
     if not report.unchanged:
         write_lock(path, entries)
     return report
+
+
+def _resolve_one(
+    resolver: Resolver, i: int, repo: str, revision: str, report: LockReport
+) -> dict[str, Any] | None:
+    at = config_path("deployments", (i, "model", "repo"))
+    try:
+        return resolver(repo, revision)
+    except hf_cache.MissingFiles as missing:
+        report.problems += [Problem(at, err.what, err.fix, repo) for err in missing.errors]
+    except hub.HubError as err:
+        report.problems.append(Problem(at, err.what, err.fix, repo))
+    return None
 
 
 def check(
@@ -97,11 +174,20 @@ def check(
     retry: hub.Retry = DEFAULT_RETRY,
 ) -> LockReport:
     """Compare each locked branch or tag with the commit it points to now."""
-    locked = read_lock(lock_path_for(stack.path))
+    lock_file = lock_path_for(stack.path)
+    contents = read_lock_contents(lock_file)
     report = LockReport()
     problems: list[Problem] = []
-    for i, repo, revision in _models(stack):
-        entry = locked.get(lock_key(repo, revision))
+    models = _models(stack)
+    offline = offline_problem([lock_key(r, rev) for _, r, rev in models if not is_commit(rev)])
+    if offline is not None:
+        raise InvalidInput([offline])
+    for i, repo, revision in models:
+        key = lock_key(repo, revision)
+        if key in contents.damaged:
+            problems += [damage.problem(lock_file) for damage in contents.damaged[key]]
+            continue
+        entry = contents.models.get(key)
         if entry is None:
             problems.append(
                 Problem(

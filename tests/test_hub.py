@@ -306,3 +306,51 @@ def test_preview_resolves_a_model_missing_from_the_lock_and_warns(loopback, tmp_
     deployment = next(r for r in recording.resources if r.type == "kubernetes:apps/v1:Deployment")
     args = deployment.inputs["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[args.index("--revision") + 1] == sha
+
+
+def test_offline_mode_is_not_retried_as_a_network_failure(loopback, monkeypatch):
+    import huggingface_hub.constants
+
+    loopback.add(Repo("org/tiny")).commit(sharded_model())
+    monkeypatch.setattr(
+        huggingface_hub.constants, "HF_HUB_OFFLINE", True
+    )  # what HF_HUB_OFFLINE=1 sets at import
+    waits: list[float] = []
+    with pytest.raises(hub.HubError) as err:
+        hub.resolve("org/tiny", "main", endpoint=loopback.endpoint, retry=hub.Retry(sleep=waits.append))
+    assert err.value.what == "HF_HUB_OFFLINE is set, so org/tiny cannot be resolved on the Hub"
+    assert "sgldeploy lock --from-cache DIR" in err.value.fix
+    assert waits == [] and loopback.requests == [], "no request, no retry"
+
+
+def test_lock_check_is_offline_aware_and_names_a_damaged_entry(loopback, tmp_path):
+    sha = loopback.add(Repo("org/tiny")).commit(sharded_model())
+    stack = stack_for(tmp_path, "org/tiny")
+    assert cli(loopback, "lock", "--config", str(stack)).returncode == 0
+    offline = subprocess.run(
+        [
+            os.path.join(os.path.dirname(sys.executable), "sgldeploy"),
+            "lock",
+            "--check",
+            "--config",
+            str(stack),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_ENDPOINT": loopback.endpoint, "HF_HUB_OFFLINE": "1"},
+        timeout=120,
+    )
+    assert offline.returncode == 2
+    assert offline.stderr.startswith("error: HF_HUB_OFFLINE: is set, so the Hub cannot be reached to resolve")
+    lock_file = tmp_path / "models.lock.json"
+    lock = json.loads(lock_file.read_text())
+    del lock["models"]["org/tiny@main"]["config"]["num_attention_heads"]
+    lock_file.write_text(json.dumps(lock))
+    damaged = cli(loopback, "lock", "--check", "--config", str(stack))
+    assert damaged.returncode == 2 and "Traceback" not in damaged.stderr
+    assert damaged.stderr.startswith(
+        f'error: {lock_file}: models["org/tiny@main"].config.num_attention_heads: is missing'
+    )
+    relocked = cli(loopback, "lock", "--config", str(stack))  # a damaged entry is resolved again
+    assert relocked.returncode == 0 and f"org/tiny@main → {sha}" in relocked.stdout
+    assert read_lock(lock_file)["org/tiny@main"].num_attention_heads == 8
