@@ -3,7 +3,6 @@
 `pulumi preview` runs this file; so does `sgldeploy plan`, offline, under the Pulumi SDK's mock engine.
 """
 
-import os
 from pathlib import Path
 
 import pulumi
@@ -21,7 +20,7 @@ from sgldeploy.stack import SECRET_KEYS, resolve
 def resolve_online(repo, revision, problems, at):
     """A model missing from the lock is resolved on the Hub (HF_TOKEN or the local token cache), with a warning."""
     from sgldeploy import hub
-    from sgldeploy.lock import LockedModel
+    from sgldeploy.lock import LockedModel, LockEntryError
     from sgldeploy.problems import Problem
 
     try:
@@ -29,18 +28,34 @@ def resolve_online(repo, revision, problems, at):
     except hub.HubError as err:
         problems.append(Problem(at("model", "repo"), err.what, err.fix, repo))
         return None
+    try:
+        model = LockedModel.from_entry(entry)
+    except LockEntryError as err:  # facts sizing cannot read: a line per field, never a traceback
+        problems.extend(
+            Problem(
+                at("model", "repo"),
+                f"resolves on the Hub to facts sgldeploy cannot size: {damage.field}: {damage.what}",
+                "choose another revision, or lock the model by hand (see README)",
+                damage.got,
+                show_got=damage.show_got,
+            )
+            for damage in err.problems
+        )
+        return None
     pulumi.log.warn(
         f"{repo}@{revision} is not in {LOCK_NAME}; resolved on the Hub to {entry['sha']}. "
         "Run `sgldeploy lock` and commit the lock so every preview sizes the same model."
     )
-    return LockedModel.from_entry(entry)
+    return model
 
 
 config = pulumi.Config("sgldeploy")
 secrets = {key: config.get_secret(key) for key in SECRET_KEYS}
 lock_file = Path(config.get("lockFile") or Path(__file__).parent / "stacks" / LOCK_NAME)
-usage_file = config.get("usageFile")  # assumed traffic for the usage-based cost lines; defaults otherwise
-region = pulumi.Config("aws").get("region") or os.environ.get("AWS_REGION") or "us-east-1"
+# Assumed traffic for the usage-based cost lines (defaults otherwise), and the region priced: resolved as
+# `sgldeploy plan` resolves them (it passes its own choice here as sgldeploy:usageFile), so one estimate.
+usage_file = cost.usage_file(config.get("usageFile"), Path(__file__).parent / "stacks")
+region = cost.region_of(pulumi.Config("aws").get("region"))
 try:
     stack = resolve(
         config.get_object("platform"),
@@ -54,8 +69,8 @@ try:
             if value is not None and not pulumi.runtime.is_config_secret(f"sgldeploy:{key}")
         },
     )
-    estimate = cost.estimate(stack, region, cost.Usage.read(Path(usage_file) if usage_file else None))
-except InvalidInput as invalid:
+    estimate = cost.for_stack(stack, region, usage_file)
+except InvalidInput as invalid:  # bad input ends the program as RunError: its lines, never a traceback
     raise pulumi.RunError(str(invalid)) from None
 for warning in stack.warnings:  # `pulumi preview` and `sgldeploy plan` show them as `warning: …`
     pulumi.log.warn(warning.message())

@@ -9,6 +9,7 @@ is reported as unpriced rather than as zero. Pure: no Pulumi.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field, fields
 from datetime import date
 from pathlib import Path
@@ -33,6 +34,27 @@ from .problems import InvalidInput, Problem
 from .spec import PlatformSpec
 from .stack import ResolvedDeployment, ResolvedStack
 
+USAGE_FILE_KEY = "sgldeploy:usageFile"  # stack config: the usage file `pulumi preview` prices with
+
+
+def usage_file(setting: str | None, stack_dir: Path, override: Path | None = None) -> Path | None:
+    """The usage file a stack is priced with, by the program (its outputs and the policies' facts) and by the
+    plan's summary alike: `--usage FILE` when given (the command line wins over the stack's setting), else
+    the stack config `sgldeploy:usageFile`, a relative path read from the stack file's directory, as its
+    lock is; None: the default assumptions."""
+    if override is not None:
+        return override
+    if not setting:
+        return None
+    path = Path(setting)
+    return path if path.is_absolute() else stack_dir / path
+
+
+def region_of(setting: str | None) -> str:
+    """The region priced: the stack's `aws:region`, else `AWS_REGION` (which the AWS provider reads too),
+    else us-east-1."""
+    return setting or os.environ.get("AWS_REGION") or PRICED_REGION
+
 
 @dataclass(frozen=True)
 class Usage:
@@ -43,19 +65,25 @@ class Usage:
     nat_gateway_gb_per_month: float = 100.0  # per created VPC: image pulls, Hub downloads, AWS APIs
 
     @classmethod
-    def read(cls, path: Path | None) -> Usage:
-        """The defaults, overridden by a YAML mapping of the same keys; every problem reported at once."""
+    def read(cls, path: Path | None, named_by: str | None = None) -> Usage:
+        """The defaults, overridden by a YAML mapping of the same keys; every problem reported at once.
+        `named_by`: the option or config key that gave the path, named when the file cannot be read."""
         if path is None:
             return cls()
         try:
             raw = yaml.safe_load(path.read_text()) or {}
-        except (OSError, yaml.YAMLError) as err:
+        except (OSError, ValueError, yaml.YAMLError) as err:  # ValueError: a NUL in the path
             raise InvalidInput(
                 [
                     Problem(
                         str(path),
                         f"cannot be read as YAML ({err.__class__.__name__})",
-                        "pass a YAML file of usage assumptions",
+                        "pass a YAML file of usage assumptions"
+                        + (
+                            f" (the path {named_by} gives, a relative one read from the stack file's directory)"
+                            if named_by == USAGE_FILE_KEY
+                            else ""
+                        ),
                         show_got=False,
                     )
                 ]
@@ -448,6 +476,15 @@ def estimate(
             item, region, usage, replicas_when_idle(item.spec, stack.spec.platform.addons)
         )
     return Estimate(region=region, items=tuple(items), usage=usage)
+
+
+def for_stack(
+    stack: ResolvedStack, region: str, usage_path: Path | None, named_by: str = USAGE_FILE_KEY
+) -> Estimate:
+    """The one estimate of a stack: the program's outputs and facts and the plan's summary all come from it,
+    given the region (region_of) and the usage file (usage_file) they resolve the same way. `named_by`:
+    what gave the usage file (the config key, or `--usage`), for the error when it cannot be read."""
+    return estimate(stack, region, Usage.read(usage_path, named_by))
 
 
 def money(value: float | None) -> str:

@@ -5,9 +5,10 @@ Pure: both sides are plan JSON (version 1) as `sgldeploy plan --json` writes it.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-from .problems import InvalidInput, Problem
+from .problems import InvalidInput, Problem, Verbatim
 
 # Inputs a change of which replaces the resource rather than updating it: Kubernetes fields the API server
 # rejects updates of, and AWS arguments the provider schema marks ForceNew.
@@ -68,25 +69,48 @@ DEPLOYMENT_DRIVERS = (  # deployment fields whose change explains a cost change,
 
 
 def check_plan(data: Any, where: str) -> dict[str, Any]:
-    """A previous plan JSON, or one clear problem."""
-    if (
-        not isinstance(data, dict)
-        or data.get("version") != 1
-        or "cost" not in data
-        or "deployments" not in data
-    ):
-        got = data.get("version") if isinstance(data, dict) else type(data).__name__
-        raise InvalidInput(
-            [
-                Problem(
-                    where,
-                    "is not a sgldeploy plan JSON of version 1",
-                    "write it with `sgldeploy plan --json FILE` from the base branch",
-                    got,
-                )
-            ]
-        )
-    return data
+    """A previous plan JSON, or one clear problem saying what in it is not one."""
+    wrong = _not_a_plan(data)
+    if wrong is None and isinstance(data, dict):
+        return data
+    what, got = wrong or ("", data)
+    raise InvalidInput(
+        [
+            Problem(
+                where,
+                "is not a sgldeploy plan JSON of version 1" + (f": {what}" if what else ""),
+                "write it with `sgldeploy plan --json FILE` from the base branch",
+                got,
+            )
+        ]
+    )
+
+
+def _is_list_of_objects(value: Any, key: str) -> bool:
+    return isinstance(value, list) and all(isinstance(v, dict) and key in v for v in value)
+
+
+def _not_a_plan(data: Any) -> tuple[str, Any] | None:
+    """(what is wrong, the value found) for the parts of a plan JSON `diff` reads, or None when they hold."""
+    if not isinstance(data, dict):
+        return "its top level is not an object", data
+    keys = Verbatim("keys " + (", ".join(map(str, data)) or "none"))
+    if "version" not in data:
+        return "it has no 'version'", keys
+    if data["version"] != 1:
+        return "", data["version"]
+    missing = [key for key in ("cost", "deployments") if key not in data]
+    if missing:
+        return f"it has no {' and no '.join(repr(k) for k in missing)}", keys
+    if not isinstance(data["cost"], dict):
+        return "its 'cost' is not an object", data["cost"]
+    if not _is_list_of_objects(data["cost"].get("items", []), "resource"):
+        return "its 'cost.items' is not a list of cost items (each with a 'resource')", data["cost"]["items"]
+    if not _is_list_of_objects(data["deployments"], "name"):
+        return "its 'deployments' is not a list of deployments (each with a 'name')", data["deployments"]
+    if not _is_list_of_objects(data.get("resources", []), "urn"):
+        return "its 'resources' is not a list of resources (each with a 'urn')", data["resources"]
+    return None
 
 
 def _get(d: Any, path: tuple[str, ...]) -> Any:
@@ -108,13 +132,79 @@ def _show(value: Any) -> str:
 
 
 def _list_change(old: Any, new: Any) -> str:
-    """A list of plain values as what left and what came, e.g. instance types or flags."""
+    """A list of plain values as what left and what came, e.g. instance types."""
     old, new = old if isinstance(old, list) else [], new if isinstance(new, list) else []
     gone = [_show(v) for v in old if v not in new]
     came = [_show(v) for v in new if v not in old]
     if not gone and not came:
         return "reordered"
     return " ".join([*(f"-{v}" for v in gone), *(f"+{v}" for v in came)])
+
+
+_FLAG = re.compile(r"--?[A-Za-z][\w.-]*")  # `--tp-size`, `-m`; never a negative number such as `-1`
+_POSITIONAL = "(arguments)"  # what comes before the first flag, e.g. a command's program and its module
+
+
+def _is_flag(token: Any) -> bool:
+    return isinstance(token, str) and _FLAG.fullmatch(token.split("=", 1)[0]) is not None
+
+
+def _flags(tokens: list[Any]) -> dict[tuple[str, int], str | None]:
+    """A command line as (flag, occurrence) → its value (the tokens up to the next flag, joined; None for a
+    bare switch); `--flag=value` reads as `--flag value`, and a flag given twice keeps both."""
+    out: dict[tuple[str, int], str | None] = {}
+    key: tuple[str, int] = (_POSITIONAL, 0)
+    values: list[str] = []
+    seen: dict[str, int] = {}
+
+    def close() -> None:
+        if key[0] != _POSITIONAL or values:
+            out[key] = " ".join(values) if values else None
+
+    for token in tokens:
+        if _is_flag(token):
+            close()
+            flag, _, value = str(token).partition("=")
+            seen[flag] = seen.get(flag, -1) + 1
+            key, values = (flag, seen[flag]), ([value] if "=" in str(token) else [])
+        else:
+            values.append(_show(token))
+    close()
+    return out
+
+
+def _flag_changes(old: Any, new: Any) -> list[str] | None:
+    """Each changed flag of a command line with its old and new value (`--tp-size 1 → 4`), each added or
+    removed one as such; None when neither list is a command line (then `_list_change` describes it)."""
+    old, new = old if isinstance(old, list) else [], new if isinstance(new, list) else []
+    if not any(_is_flag(t) for t in (*old, *new)):
+        return None
+    before, after = _flags(old), _flags(new)
+
+    def shown(flag: str, value: str | None) -> str:
+        return flag if value is None else f"{flag} {value}"
+
+    changes = []
+    for key in [*before, *(k for k in after if k not in before)]:
+        flag = key[0]
+        if key not in after:
+            changes.append(f"removed {shown(flag, before[key])}")
+        elif key not in before:
+            changes.append(f"added {shown(flag, after[key])}")
+        elif before[key] != after[key]:
+            changes.append(f"{flag} {before[key] or '(no value)'} → {after[key] or '(no value)'}")
+    return changes or ["reordered"]
+
+
+def _input_changes(path: str, old: Any, new: Any) -> list[str]:
+    """One line per change of an input: a command line flag by flag, another list as values gone and
+    come, anything else as old → new."""
+    if isinstance(old, list) or isinstance(new, list):
+        flags = _flag_changes(old, new)
+        if flags is not None:
+            return [f"{path}: {c}" for c in flags]
+        return [f"{path}: {_list_change(old, new)}"]
+    return [f"{path}: {_show(old)} → {_show(new)}"]
 
 
 def _delta(old: float | None, new: float | None) -> dict[str, Any]:
@@ -245,12 +335,7 @@ def resource_diff(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
         if not paths:
             out["same"].append(entry)
             continue
-        entry["changes"] = [
-            f"{p}: {_list_change(o.get(p), n.get(p))}"
-            if isinstance(o.get(p), list) or isinstance(n.get(p), list)
-            else f"{p}: {_show(o.get(p))} → {_show(n.get(p))}"
-            for p in paths
-        ]
+        entry["changes"] = [c for p in paths for c in _input_changes(p, o.get(p), n.get(p))]
         causes = sorted({c for p in paths if (c := _forces_replace(news[urn]["type"], p))})
         if causes:
             out["replaced"].append({**entry, "because": causes})

@@ -6,6 +6,7 @@ deployment, and one YAML manifest per Kubernetes object exactly as the provider 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,10 +22,11 @@ from .lock import lock_path_for
 from .policy import pack
 from .policy.rules import Resource
 from .policy.values import from_engine
+from .problems import ConfigWarning
 from .sizing import Candidate, Sizing
 from .spec import AddonsSpec
 from .stack import ResolvedDeployment, ResolvedStack, resolve, secrets_of
-from .stackfile import StackFile
+from .stackfile import OPAQUE_SECRET, StackFile
 
 PLAN_VERSION = 1
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -39,10 +41,12 @@ class Plan:
     recording: Recording
     estimate: cost.Estimate
     violations: list[pack.Violation] = field(default_factory=list)
+    usage_file: Path | None = None  # the usage assumptions priced with; None: the defaults
+    warnings: list[ConfigWarning] = field(default_factory=list)  # valid, but worth saying (CLI: stderr)
 
     @property
     def region(self) -> str:
-        return self.stack.config.get("aws:region", "us-east-1")
+        return self.estimate.region
 
     @property
     def mandatory_violations(self) -> list[pack.Violation]:
@@ -65,20 +69,55 @@ def render(
         lock_file,
         secrets,
         plaintext_secrets=plaintext,
+        offline=True,
     )
-    usage = cost.Usage.read(usage_file)
+    usage_path = cost.usage_file(stack.config.get(cost.USAGE_FILE_KEY), stack.path.parent, usage_file)
+    estimate = cost.for_stack(
+        resolved,
+        cost.region_of(stack.config.get("aws:region")),
+        usage_path,
+        named_by="--usage" if usage_file is not None else cost.USAGE_FILE_KEY,
+    )
     config = {**stack.config, f"{PROJECT}:lockFile": str(lock_file)}
-    if usage_file is not None:
-        config[f"{PROJECT}:usageFile"] = str(usage_file)
-    recording = run_program(PROGRAM, PROJECT, stack.stack, config, stack.secret_keys)
+    if usage_path is not None:  # the program prices with the very file priced here, whichever gave it
+        config[cost.USAGE_FILE_KEY] = str(usage_path.absolute())
+    config, secret_keys = with_stand_ins(config, stack.secret_keys, resolved.stand_in_secrets)
+    recording = run_program(PROGRAM, PROJECT, stack.stack, config, secret_keys)
     plan = Plan(
         stack=stack,
         resolved=resolved,
         recording=recording,
-        estimate=cost.estimate(resolved, stack.config.get("aws:region", "us-east-1"), usage),
+        estimate=estimate,
+        usage_file=usage_path,
+        warnings=_usage_warnings(stack, usage_file),
     )
     plan.violations = policy_violations(recording, policy_settings)
     return plan
+
+
+def _usage_warnings(stack: StackFile, override: Path | None) -> list[ConfigWarning]:
+    """`--usage FILE` wins over the stack's `sgldeploy:usageFile`; `pulumi preview` reads only the latter."""
+    setting = stack.config.get(cost.USAGE_FILE_KEY)
+    if override is None or not setting:
+        return []
+    return [
+        ConfigWarning(
+            cost.USAGE_FILE_KEY,
+            f"{setting!r} is not used by this plan: --usage {override} wins, but `pulumi preview` prices with "
+            f"{setting!r}",
+            "drop one of them, or set sgldeploy:usageFile to the file passed with --usage",
+        )
+    ]
+
+
+def with_stand_ins(
+    config: dict[str, str], secret_keys: list[str], stand_ins: Iterable[str]
+) -> tuple[dict[str, str], list[str]]:
+    """The program's config with each secret the stack lacks set to the stand-in a `secure:` value gets, and
+    marked secret: the program renders it as set (the plan shows `[secret]`). Only the offline plan does this;
+    under `pulumi preview` the secret is absent and the program refuses to run."""
+    missing = [key for key in stand_ins if key not in config]
+    return {**config, **dict.fromkeys(missing, OPAQUE_SECRET)}, [*secret_keys, *missing]
 
 
 def policy_violations(
@@ -370,7 +409,7 @@ def summary(plan: Plan) -> str:
     platform = plan.estimate.of(None)
     if platform:
         lines += ["platform", *_cost_lines(platform)]
-    usage = "usage file" if plan.estimate.usage != cost.Usage() else "default usage assumptions"
+    usage = f"usage file {plan.usage_file}" if plan.usage_file else "default usage assumptions"
     lines.append(
         f"stack cost {cost.one_line('stack', plan.estimate.stack_totals()).split(': ', 1)[1]}; "
         f"{plan.region} prices, {usage}"

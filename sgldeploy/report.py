@@ -13,7 +13,9 @@ import jinja2
 
 from .cost import money, span
 
-MAX_CHANGES_SHOWN = 8  # changed inputs listed per resource; the JSON diff has them all
+MAX_CHANGES_SHOWN = (
+    8  # changed inputs listed per resource in the resource list; all of them follow, collapsed
+)
 MARK = {"added": "+", "removed": "-", "changed": "~"}
 
 _ENV = jinja2.Environment(
@@ -55,6 +57,17 @@ def _coverage(new_plan: dict[str, Any]) -> str:
     )
 
 
+def _shortened(resources: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """The resources with more changes than the list shows, with their mark: each gets a collapsed section
+    listing all of them, so no change is hidden behind "… N more"."""
+    return [
+        (mark, r)
+        for mark, key in (("±", "replaced"), ("~", "changed"))
+        for r in resources[key]
+        if len(r["changes"]) > MAX_CHANGES_SHOWN
+    ]
+
+
 def context(
     diff: dict[str, Any], new_plan: dict[str, Any], violations: list[dict[str, Any]]
 ) -> dict[str, Any]:
@@ -74,6 +87,7 @@ def context(
         "hours": new_plan["cost"].get("hours_per_month", 730),
         "mark": MARK,
         "max_changes": MAX_CHANGES_SHOWN,
+        "shortened": _shortened(diff["resources"]),
         "span": span,
         "signed": _signed,
         "amount": lambda v: money(abs(v)),
@@ -117,4 +131,5 @@ def text(diff: dict[str, Any]) -> str:
         for e in r[key]:
             why = f"  (replace: {', '.join(e['because'])})" if key == "replaced" else ""
             lines.append(f"  {mark} {e['type']}  {e['name']}{why}")
+            lines += [f"      {c}" for c in e.get("changes", [])]  # a terminal shows every one
     return "\n".join(lines)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .cost import USAGE_FILE_KEY
 from .spec import DeploymentSpec, PlatformSpec
 
 SECURE_VALUE = {
@@ -51,10 +52,16 @@ def stack_file_schema() -> dict[str, Any]:
                         "type": "string",
                         "description": "Model lock path; default stacks/models.lock.json",
                     },
+                    USAGE_FILE_KEY: {
+                        "type": "string",
+                        "minLength": 1,
+                        "description": "YAML of usage assumptions for the usage-based cost lines, relative to "
+                        "the stack file's directory; `sgldeploy plan --usage FILE` overrides it",
+                    },
                 },
                 # Any other sgldeploy: key is a typo; provider keys (aws:region, …) belong to their owners.
                 "patternProperties": {
-                    "^sgldeploy:(?!(platform|deployments|hfToken|apiKey|lockFile)$)": False
+                    "^sgldeploy:(?!(platform|deployments|hfToken|apiKey|lockFile|usageFile)$)": False
                 },
                 "additionalProperties": True,
             },

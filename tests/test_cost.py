@@ -9,20 +9,23 @@ transfer out $0.09/GB, EKS $0.10/h in standard support and $0.60/h in extended s
 from __future__ import annotations
 
 import csv
+import json
 import re
 from datetime import date, timedelta
 
+import jsonschema
 import pytest
 
 from sgldeploy import cost
 from sgldeploy.catalog import DATA, TODAY_ENV
 from sgldeploy.cli import main
-from sgldeploy.plan import plan_json
+from sgldeploy.plan import plan_json, policy_resources, render, summary
 from sgldeploy.problems import InvalidInput
 from sgldeploy.spec import ClusterSpec
 from sgldeploy.stack import resolve
+from sgldeploy.stackfile import read_stack_file
 
-from .conftest import LLAMA_70B, LOCK, deployment, render_stack, with_secret, write_stack
+from .conftest import LLAMA_70B, LOCK, ROOT, deployment, render_stack, with_secret, write_stack
 
 PLATFORM = {"cluster": {"name": "test"}, "namespace": "llm"}
 # The EKS Kubernetes release calendar, by hand from
@@ -424,3 +427,114 @@ def test_a_bad_calendar_date_is_one_problem_line(tmp_path, monkeypatch, capsys):
         f"error: {TODAY_ENV}: must be a date as YYYY-MM-DD (got 'next tuesday'); "
         "e.g. 2026-12-01, or unset it for today"
     )
+
+
+# ---- one estimate: the plan's summary, its JSON, the program's outputs and the policies' facts ----------
+
+# A public ALB deployment, 1–2 replicas of g6.xlarge, priced with 3 LCU/h and 1,000 GB/month out.
+PUBLIC_ALB = deployment(
+    endpoint={
+        "exposure": "public",
+        "load_balancer": "alb",
+        "tls_certificate_arn": "arn:aws:acm:us-east-1:123456789012:certificate/x",
+    },
+    scaling={"min_replicas": 1, "max_replicas": 2},
+)
+USAGE_3_LCU = "load_balancer_capacity_units_per_hour: 3\ndata_transfer_out_gb_per_month: 1000\n"
+USAGE_5_LCU = "load_balancer_capacity_units_per_hour: 5\n"
+# By hand: per node $0.8048/h and 150 GiB × $0.08/GB-month; ALB $0.0225/h, 3 LCU × $0.008/h; 1,000 GB × $0.09.
+BY_HAND_MIN = round(1 * 0.8048 * 730 + 1 * 150 * 0.08 + 0.0225 * 730 + 3 * 0.008 * 730 + 1000 * 0.09, 2)
+BY_HAND_MAX = round(2 * 0.8048 * 730 + 2 * 150 * 0.08 + 0.0225 * 730 + 3 * 0.008 * 730 + 1000 * 0.09, 2)
+
+
+def every_figure_of(plan) -> dict[str, tuple[float, float]]:
+    """The stack's monthly min and max wherever a plan shows them: summary, plan JSON, the program's stack
+    outputs (what `pulumi preview` diffs), its per-deployment outputs, and the facts the policies read."""
+    document = plan_json(plan)
+    [shown] = re.findall(r"^stack cost .*?, \$([\d,.]+)–\$([\d,.]+)/month", summary(plan), re.M)
+    outputs = document["outputs"]
+    [facts] = [
+        r.props["cost"]
+        for r in policy_resources(plan.recording)
+        if r.type == "sgldeploy:serving:ModelDeployment"
+    ]
+    return {
+        "summary": (float(shown[0].replace(",", "")), float(shown[1].replace(",", ""))),
+        "plan JSON": (document["cost"]["monthly_usd_min"], document["cost"]["monthly_usd_max"]),
+        "stack outputs": (outputs["estimatedMonthlyCostMin"], outputs["estimatedMonthlyCostMax"]),
+        "deployment outputs": (
+            outputs["deployments"]["qwen"]["estimatedMonthlyCostMin"],
+            outputs["deployments"]["qwen"]["estimatedMonthlyCostMax"],
+        ),
+        "policy facts": (facts["monthlyUsdMin"], facts["monthlyUsdMax"]),
+    }
+
+
+def test_a_stack_usage_file_gives_one_total_everywhere(tmp_path):
+    usage = tmp_path / "traffic.yaml"
+    usage.write_text(USAGE_3_LCU)
+    path = write_stack(tmp_path, deployments=[PUBLIC_ALB], extra={"sgldeploy:usageFile": str(usage)})
+    figures = every_figure_of(render_stack(path))
+    assert BY_HAND_MIN == 723.45 and BY_HAND_MAX == 1322.95
+    assert figures == dict.fromkeys(figures, (BY_HAND_MIN, BY_HAND_MAX))
+
+
+def test_a_relative_usage_file_is_read_beside_the_stack_file(tmp_path, monkeypatch):
+    (tmp_path / "traffic.yaml").write_text(USAGE_3_LCU)
+    path = write_stack(tmp_path, deployments=[PUBLIC_ALB], extra={"sgldeploy:usageFile": "traffic.yaml"})
+    monkeypatch.chdir(tmp_path.parent)  # the path is the stack file's, not the shell's
+    plan = render_stack(path)
+    assert plan.usage_file == tmp_path / "traffic.yaml"
+    assert set(every_figure_of(plan).values()) == {(BY_HAND_MIN, BY_HAND_MAX)}
+    assert f"usage file {tmp_path / 'traffic.yaml'}" in summary(plan)
+
+
+def test_usage_option_and_stack_setting_agree_and_the_option_wins(tmp_path, capsys):
+    three, five = tmp_path / "three.yaml", tmp_path / "five.yaml"
+    three.write_text(USAGE_3_LCU)
+    five.write_text(USAGE_5_LCU)
+    by_option = render(
+        read_stack_file(write_stack(tmp_path / "a", deployments=[PUBLIC_ALB])), usage_file=three
+    )
+    assert set(every_figure_of(by_option).values()) == {(BY_HAND_MIN, BY_HAND_MAX)}
+
+    # Both given: --usage FILE wins (5 LCU/h, the default 50 GB out), everywhere, and the CLI says so.
+    both = write_stack(tmp_path / "b", deployments=[PUBLIC_ALB], extra={"sgldeploy:usageFile": str(three)})
+    plan = render(read_stack_file(both), usage_file=five)
+    lcu = {i.resource: i for i in plan.estimate.items}["qwen/load-balancer-capacity"]
+    assert lcu.drivers == {"capacity_units_per_hour": 5.0}
+    at_min = 0.8048 * 730 + 150 * 0.08 + 0.0225 * 730 + 5 * 0.008 * 730 + 50 * 0.09
+    second_node = 0.8048 * 730 + 150 * 0.08
+    expected = (round(at_min, 2), round(at_min + second_node, 2))
+    assert set(every_figure_of(plan).values()) == {expected}
+    assert main(["plan", "--config", str(both), "--usage", str(five)]) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "usageFile" in line]
+    assert warnings == [
+        f"warning: sgldeploy:usageFile: '{three}' is not used by this plan: --usage {five} wins, but `pulumi "
+        f"preview` prices with '{three}'; drop one of them, or set sgldeploy:usageFile to the file passed "
+        "with --usage"
+    ]
+
+
+def test_the_schema_accepts_the_usage_file_key():
+    schema = json.loads((ROOT / "schema" / "sgldeploy.schema.json").read_text())
+    stack = {"config": {"sgldeploy:usageFile": "traffic.yaml", "aws:region": "us-east-1"}}
+    jsonschema.validate(stack, schema)
+    for wrong in ({"sgldeploy:usagefile": "traffic.yaml"}, {"sgldeploy:usageFile": 3}):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate({"config": wrong}, schema)
+
+
+def test_a_missing_usage_file_names_what_gave_it(tmp_path, capsys):
+    path = write_stack(tmp_path, extra={"sgldeploy:usageFile": "absent.yaml"})
+    assert main(["plan", "--config", str(path)]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: {tmp_path / 'absent.yaml'}: cannot be read as YAML (FileNotFoundError); pass a YAML file of "
+        "usage assumptions (the path sgldeploy:usageFile gives, a relative one read from the stack file's "
+        "directory)"
+    ]
+    assert main(["plan", "--config", str(path), "--usage", str(tmp_path / "gone.yaml")]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: {tmp_path / 'gone.yaml'}: cannot be read as YAML (FileNotFoundError); pass a YAML file of "
+        "usage assumptions"
+    ]

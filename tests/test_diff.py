@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -213,3 +214,100 @@ def test_a_created_cluster_shows_as_its_own_row(plans, tmp_path):
     assert f"| platform | $0.00 | ${platform['monthly_usd_max']['new']:,.2f} |" in text
     assert "+ platform/eks-control-plane" in text
     assert diff.diff(base, base)["cost"]["platform"] is None
+
+
+# ---- command lines, flag by flag, and no change hidden ----------------------------------------------
+
+
+def narrow(config):
+    config["sgldeploy:deployments"][0]["serving"]["context_length"] = 6144
+
+
+def wide(config):
+    dep = config["sgldeploy:deployments"][0]
+    dep["serving"]["context_length"] = 16384
+    dep["serving"]["extra_args"] = ["--enable-torch-compile"]
+    dep["resources"]["gpu_count"] = 4
+    dep["observability"] = {"metrics": False}
+    config["sgldeploy:platform"]["budget_usd_per_month"] = 10000  # four L4s cost more than dev's budget
+
+
+ARGS = "spec.template.spec.containers[0].args"
+# Written by hand from the two specs: TP 1 → 4 (gpu_count), the context length, the memory fraction sizing
+# gives each (0.699 on one L4, 0.673 on four), metrics off, the extra argument appended.
+ARGS_CHANGES = [
+    f"{ARGS}: --tp-size 1 → 4",
+    f"{ARGS}: --context-length 6144 → 16384",
+    f"{ARGS}: --mem-fraction-static 0.699 → 0.673",
+    f"{ARGS}: removed --enable-metrics",
+    f"{ARGS}: added --enable-torch-compile",
+]
+
+
+@pytest.fixture(scope="module")
+def tp_plans(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("tp")
+    (tmp / "narrow").mkdir(), (tmp / "wide").mkdir()
+    narrow_path, wide_path = dev_variant(tmp / "narrow", narrow), dev_variant(tmp / "wide", wide)
+    return plan_json(render_stack(narrow_path)), plan_json(render_stack(wide_path)), wide_path
+
+
+def server_changes(d: dict) -> list[str]:
+    [server] = [e for e in d["resources"]["changed"] if e["name"] == "qwen-7b-server-deployment"]
+    return server["changes"]
+
+
+def test_an_args_change_shows_each_flag_with_its_old_and_new_value(tp_plans):
+    old, new, _ = tp_plans
+    changes = server_changes(diff.diff(old, new))
+    assert [c for c in changes if c.startswith(ARGS)] == ARGS_CHANGES
+    back = server_changes(diff.diff(new, old))
+    assert [c for c in back if c.startswith(ARGS)] == [
+        f"{ARGS}: --tp-size 4 → 1",
+        f"{ARGS}: --context-length 16384 → 6144",
+        f"{ARGS}: --mem-fraction-static 0.673 → 0.699",
+        f"{ARGS}: removed --enable-torch-compile",
+        f"{ARGS}: added --enable-metrics",
+    ]
+
+
+def test_the_comment_hides_no_change(tp_plans, plans):
+    for old, new in (tp_plans[:2], plans):
+        d = diff.diff(old, new)
+        text = report.markdown(d, new)
+        for entry in d["resources"]["changed"] + d["resources"]["replaced"]:
+            for change in entry["changes"]:
+                assert f"    {change}\n" in text, change
+            if len(entry["changes"]) > report.MAX_CHANGES_SHOWN:
+                assert f"<summary>All changes of {entry['name']} ({len(entry['changes'])})</summary>" in text
+    changed = server_changes(diff.diff(*tp_plans[:2]))
+    count = len(changed)
+    assert count > report.MAX_CHANGES_SHOWN  # the list shows 8: the rest must be reachable
+    text = report.markdown(diff.diff(*tp_plans[:2]), tp_plans[1])
+    hint = f'    … {count - 8} more: all {count} under "All changes of qwen-7b-server-deployment" below\n'
+    assert hint in text
+    [collapsed] = re.findall(
+        rf"<summary>All changes of qwen-7b-server-deployment \({count}\)</summary>\n\n```diff\n(.*?)```",
+        text,
+        re.S,
+    )
+    assert [line.strip() for line in collapsed.splitlines()[1:]] == changed
+    assert collapsed.startswith("~ kubernetes:apps/v1:Deployment  qwen-7b-server-deployment\n")
+    assert [line.strip() for line in collapsed.splitlines() if line.strip().startswith(ARGS)] == ARGS_CHANGES
+
+
+def test_plan_compare_prints_every_changed_flag(tp_plans, tmp_path):
+    old, new, wide_path = tp_plans
+    base = tmp_path / "base.json"
+    base.write_text(json.dumps(old))
+    result = run_cli("plan", "--config", str(wide_path), "--compare", str(base))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    at = lines.index("  ~ kubernetes:apps/v1:Deployment  qwen-7b-server-deployment")
+    shown = []
+    for line in lines[at + 1 :]:
+        if not line.startswith("      "):
+            break
+        shown.append(line.strip())
+    assert [c for c in shown if c.startswith(ARGS)] == ARGS_CHANGES
+    assert shown == server_changes(diff.diff(old, new))  # all of them: a terminal has room
