@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from .lock import LockError
-from .problems import InvalidInput, Problem
-from .stackfile import StackFile, read_stack_file, stack_path
+from .problems import InvalidInput, Problem, Verbatim
+from .stackfile import StackFile, read_stack_file, stack_name, stack_path
 
 EXIT_OK, EXIT_POLICY, EXIT_INVALID = 0, 1, 2
 DEFAULT_STACK = "dev"
@@ -73,13 +75,90 @@ def build_parser() -> argparse.ArgumentParser:
     lock.add_argument(
         "--check", action="store_true", help="write nothing; exit 1 when a locked branch or tag has moved"
     )
+    lock.add_argument(
+        "--from-cache",
+        metavar="DIR",
+        type=Path,
+        help="resolve from this Hugging Face cache directory (HF_HUB_CACHE, or the HF_HOME above it), "
+        "with no network",
+    )
+    lock.add_argument(
+        "--refresh",
+        action="store_true",
+        help="resolve again the entries already pinned to a commit (kept by default)",
+    )
     commands.add_parser("schema", help="print the spec's JSON Schema")
     return parser
 
 
 def _stack_file(args: argparse.Namespace, root: Path) -> StackFile:
-    path = args.config if args.config else stack_path(args.stack or DEFAULT_STACK, root)
+    if args.config:
+        return read_stack_file(args.config)
+    name = args.stack or DEFAULT_STACK
+    path = stack_path(name, root)
+    if not path.is_file():
+        raise InvalidInput([_unknown_stack(name, path, root)])
     return read_stack_file(path)
+
+
+def _unknown_stack(name: str, path: Path, root: Path) -> Problem:
+    """A stack name without its file: the names that have one, so a typo is one look away."""
+    known = sorted(stack_name(p) for p in (root / "stacks").glob("Pulumi.*.y*ml") if p.is_file())
+    there = f"the stacks in {root / 'stacks'} are {', '.join(known)}" if known else "no stack files exist yet"
+    return Problem(
+        str(path),
+        "stack file not found",
+        f"{there}: pass one as --stack NAME, create stacks/Pulumi.{name}.yaml, or pass --config FILE",
+        Verbatim(f"--stack {name!r}"),
+    )
+
+
+def _output_problem(path: Path, err: OSError) -> Problem:
+    return Problem(
+        str(path),
+        f"cannot be written ({err.strerror or err.__class__.__name__})",
+        "choose a path in a directory you can write to",
+        show_got=False,
+    )
+
+
+def _prepare_outputs(args: argparse.Namespace) -> None:
+    """Before the plan renders: each output's directory exists (or is created) and is writable, so a bad path
+    is one line now, not a traceback after the plan (and never a half-written file)."""
+    problems = []
+    targets = [(args.json, False), (args.markdown, False), (args.manifests, True)]
+    for path, is_directory in (t for t in targets if t[0] is not None):
+        directory = path if is_directory else path.parent
+        try:
+            if not is_directory and path.is_dir():
+                raise IsADirectoryError(21, "is a directory", str(path))
+            directory.mkdir(parents=True, exist_ok=True)
+            if not os.access(directory, os.W_OK | os.X_OK):
+                raise PermissionError(13, "Permission denied", str(directory))
+        except OSError as err:
+            problems.append(_output_problem(path, err))
+    if problems:
+        raise InvalidInput(problems)
+
+
+def _stack_token(stack: StackFile) -> str | None:
+    """The stack's Hub token (lock_stack.stack_token), or one line when `pulumi config get` hangs or fails."""
+    from . import lock_stack
+
+    try:
+        return lock_stack.stack_token(stack)
+    except (subprocess.TimeoutExpired, OSError) as err:  # a backend that does not answer, a broken CLI
+        reason = f"timed out after {err.timeout:g} s" if isinstance(err, subprocess.TimeoutExpired) else err
+        raise InvalidInput(
+            [
+                Problem(
+                    "sgldeploy:hfToken",
+                    f"cannot be read with `pulumi config get` ({reason})",
+                    "check `pulumi login` and the stack's backend, or set HF_TOKEN for this command",
+                    show_got=False,
+                )
+            ]
+        ) from None
 
 
 def _fail(lines: Sequence[str]) -> int:
@@ -113,8 +192,9 @@ def main(argv: Sequence[str] | None = None, root: Path | None = None) -> int:
                 lock_path_for(stack.path),
                 secrets,
                 plaintext_secrets=plaintext,
+                offline=True,
             )
-            for warning in resolved.warnings:  # valid all the same: the exit code stays 0
+            for warning in (*resolved.stand_in_secrets.values(), *resolved.warnings):  # the exit code stays 0
                 print(warning.line(), file=sys.stderr)
             print(f"{stack.path}: valid")
             return EXIT_OK
@@ -128,18 +208,36 @@ def main(argv: Sequence[str] | None = None, root: Path | None = None) -> int:
 def _lock(args: argparse.Namespace, stack: StackFile) -> int:
     from . import lock_stack
 
-    token = lock_stack.stack_token(stack)
+    if args.check and (args.from_cache or args.refresh):
+        return _fail(
+            [
+                "--check: compares the lock with the Hub and writes nothing, so it takes neither "
+                "--from-cache nor --refresh; drop them, or drop --check"
+            ]
+        )
+    if args.from_cache is not None and not args.from_cache.is_dir():
+        return _fail(
+            [
+                f"--from-cache: is not a directory (got {str(args.from_cache)!r}); pass the Hugging "
+                "Face cache (HF_HUB_CACHE, e.g. ~/.cache/huggingface/hub)"
+            ]
+        )
+    token = None if args.from_cache else _stack_token(stack)
     if args.check:
         report = lock_stack.check(stack, token=token)
         for line in report.drift:
             print(f"drift: {line}", file=sys.stderr)
         print(f"{stack.path}: {len(report.drift)} moved")
         return EXIT_POLICY if report.drift else EXIT_OK
-    report = lock_stack.lock(stack, token=token)
+    report = lock_stack.lock(stack, token=token, from_cache=args.from_cache, refresh=args.refresh)
     for line in report.written:
         print(line)
+    for line in report.kept:
+        print(f"kept {line}")
+    for warning in report.warnings:
+        print(warning.line(), file=sys.stderr)
     print(f"{'unchanged' if report.unchanged else 'wrote'} {stack.path.parent / 'models.lock.json'}")
-    return EXIT_OK
+    return _fail([p.line() for p in report.problems]) if report.problems else EXIT_OK
 
 
 def _previous_plan(path: Path) -> dict[str, Any]:
@@ -175,11 +273,16 @@ def _plan(args: argparse.Namespace, stack: StackFile) -> int:
     from .policy import pack
 
     previous = _previous_plan(args.compare) if args.compare else None
+    _prepare_outputs(args)
     policy_settings = pack.read_settings(args.policy_config)
     try:
         plan = planning.render(stack, usage_file=args.usage, policy_settings=policy_settings)
     except pulumi.RunError as err:
         return _fail(str(err).splitlines())
+    for warning in plan.resolved.stand_in_secrets.values():  # the program saw them set: the CLI says so
+        print(warning.line(), file=sys.stderr)
+    for warning in plan.warnings:  # e.g. --usage over the stack's sgldeploy:usageFile
+        print(warning.line(), file=sys.stderr)
     for level, message in plan.recording.log:
         if level in ("warning", "error"):
             print(f"{level}: {message}", file=sys.stderr)
@@ -193,16 +296,22 @@ def _plan(args: argparse.Namespace, stack: StackFile) -> int:
         print(report.text(document["diff"]))
     print()
     print(planning.policy_report(plan))
-    if args.json:
-        write_atomic(args.json, json.dumps(document, indent=2) + "\n")
-        print(f"\nplan JSON: {args.json}")
-    if args.manifests:
-        written = planning.write_manifests(plan, args.manifests)
-        print(f"manifests: {len(written)} files in {args.manifests}")
-    if args.markdown:
-        against = document.get("diff") or diffing.diff(diffing.EMPTY_PLAN, document)
-        write_atomic(args.markdown, report.markdown(against, document, document["policy"]["violations"]))
-        print(f"markdown: {args.markdown}")
+    writing = args.json
+    try:  # prepared above; what the file system still refuses is one line
+        if args.json:
+            write_atomic(args.json, json.dumps(document, indent=2) + "\n")
+            print(f"\nplan JSON: {args.json}")
+        if args.manifests:
+            writing = args.manifests
+            written = planning.write_manifests(plan, args.manifests)
+            print(f"manifests: {len(written)} files in {args.manifests}")
+        if args.markdown:
+            writing = args.markdown
+            against = document.get("diff") or diffing.diff(diffing.EMPTY_PLAN, document)
+            write_atomic(args.markdown, report.markdown(against, document, document["policy"]["violations"]))
+            print(f"markdown: {args.markdown}")
+    except OSError as err:
+        raise InvalidInput([_output_problem(writing, err)]) from None
     return EXIT_POLICY if plan.mandatory_violations else EXIT_OK
 
 

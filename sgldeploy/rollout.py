@@ -79,6 +79,18 @@ def tracks(dep: DeploymentSpec, active_sha: str, active_replicas: int) -> list[T
     return out
 
 
+def extra_revisions(dep: DeploymentSpec) -> list[tuple[str, str]]:
+    """(field, commit) of each commit besides model.revision the strategy serves: like model.revision, each
+    must be in the lock (`sgldeploy lock` resolves them too)."""
+    r = dep.rollout
+    out = []
+    if r.strategy == "blue-green" and r.previous_revision:
+        out.append(("rollout.previous_revision", r.previous_revision))
+    if r.strategy == "canary" and r.canary_revision:
+        out.append(("rollout.canary_revision", r.canary_revision))
+    return out
+
+
 def canary_replicas(dep: DeploymentSpec, active_replicas: int) -> int:
     """The canary's share of the active track's first replicas, at least one."""
     return max(1, math.ceil(active_replicas * canary_percent(dep) / 100))
@@ -173,15 +185,22 @@ def problems(
             )
         )
     if r.strategy == "canary" and r.canary_revision:
-        if dep.endpoint.exposure == "cluster" or dep.endpoint.load_balancer != "alb":
+        if dep.endpoint.exposure == "cluster":  # no load balancer at all: the exposure is what to change
+            out.append(
+                (
+                    "endpoint.exposure",
+                    "a canary's traffic split needs an ALB (weighted target groups), and cluster has none",
+                    "use exposure public or internal (with load_balancer alb)",
+                    dep.endpoint.exposure,
+                )
+            )
+        elif dep.endpoint.load_balancer != "alb":
             out.append(
                 (
                     "endpoint.load_balancer",
                     "a canary's traffic split needs an ALB (weighted target groups)",
-                    "use exposure public or internal with load_balancer alb",
-                    dep.endpoint.load_balancer
-                    if dep.endpoint.exposure != "cluster"
-                    else dep.endpoint.exposure,
+                    "use load_balancer alb",
+                    dep.endpoint.load_balancer,
                 )
             )
         if router:

@@ -20,7 +20,8 @@ weights 14.19 GiB; KV per token 2 × 28 × 4 × 128 × 2 B = 56 KiB, so 4,096 to
 
 Candidates are whole nodes: every instance type of the catalog carries `g` GPUs and a replica uses all of them
 (tp = g), or, for 8-GPU instances, 2 or 4 nodes (tp = 8 × nodes, a LeaderWorkerSet). tp must divide the
-attention heads. The cheapest feasible candidate wins (spot prices when capacity is spot, where known); ties
+attention heads, and the KV heads must be a multiple of tp or tp a multiple of them (SGLang's attention layers,
+`tp_split_problem`). The cheapest feasible candidate wins (spot prices when capacity is spot, where known); ties
 go to fewer GPUs, then to more memory headroom.
 """
 
@@ -33,7 +34,7 @@ from typing import Any
 from . import weight_cache
 from .catalog import GpuModel, InstanceType, gpu_models, instance_types
 from .lock import LockedModel
-from .spec import GPU_MODELS, DeploymentSpec
+from .spec import GPU_MODELS, QUANTIZATIONS, DeploymentSpec
 
 GIB = 1024**3
 MULTI_NODE_COUNTS = (2, 4)
@@ -82,7 +83,10 @@ MIN_CAPABILITY = {
     "modelopt_fp8": 8.9,
     "awq": 7.5,
     "awq_marlin": 8.0,
-    "gptq": 6.0,
+    # SGLang 0.5.23's CUDA build registers no plain gptq (layers/quantization/__init__.py): a GPTQ checkpoint runs
+    # only converted to gptq_marlin (gptq/gptq.py `override_quantization_method`), whose Marlin kernels need 8.0
+    # (marlin_utils.py `query_marlin_supported_quant_types`); below, ModelConfig refuses "gptq".
+    "gptq": 8.0,
     "gptq_marlin": 8.0,
     "w8a8_int8": 7.5,
     "bitsandbytes": 7.0,
@@ -248,6 +252,112 @@ def context_problem(dep: DeploymentSpec, model: LockedModel) -> SizingError | No
     )
 
 
+# ---- the quantization SGLang starts with ---------------------------------------------------------
+
+# SGLang 0.5.23 checks --quantization against the checkpoint's own quantization_config.quant_method (the lock's
+# quantization_method) when it builds the ModelConfig, and refuses to start (ValueError) unless the flag names that
+# method, one the checkpoint converts to, or one its table pairs with it; then it refuses a method its build does
+# not register. Source: sgl-project/sglang v0.5.23 python/sglang/srt/configs/model_config.py
+# `_verify_quantization`, and the files named below. The tables hold what it does on an NVIDIA GPU with Marlin
+# kernels (compute capability 8.0, which MIN_CAPABILITY asks of the methods that need them).
+#
+# --quantization unquant is resolved to none first (arg_groups/serving_hook.py).
+MEANS_NONE = ("none", "unquant")
+# Flags of the spec the CUDA build does not register (layers/quantization/__init__.py), and the way out.
+UNREGISTERED_ON_CUDA = {
+    "gptq": ("its GPTQ kernel is gone: GPTQ checkpoints run as gptq_marlin", "gptq_marlin"),
+    "mlx_q4": ("an MLX method, registered on Apple silicon only", None),
+    "mlx_q8": ("an MLX method, registered on Apple silicon only", None),
+}
+# The flags a checkpoint's method converts to (`override_quantization_method`: awq/awq.py AWQMarlinConfig,
+# gptq/gptq.py GPTQMarlinConfig, moe_wna16.py MoeWNA16Config), for the layouts published checkpoints use: 4-bit
+# AWQ with zero points, 4- or 8-bit symmetric GPTQ, groups Marlin takes (the lock does not record them).
+CONVERTS_TO = {"awq": ("awq_marlin", "moe_wna16"), "gptq": ("gptq_marlin", "moe_wna16")}
+# `compatible_quantization_methods`: a flag, and the checkpoint methods it is kept on.
+COMPATIBLE_WITH = {
+    "modelopt_fp8": ("modelopt",),
+    "modelopt_fp4": ("modelopt", "fp8"),
+    "modelopt_mixed": ("modelopt",),
+    "nvfp4_online": ("fp8", "modelopt_fp8"),
+    "petit_nvfp4": ("modelopt",),
+    "w8a8_int8": ("compressed-tensors", "compressed_tensors"),
+    "w8a8_fp8": ("compressed-tensors", "compressed_tensors"),
+    "auto-round-int8": ("compressed-tensors", "compressed_tensors"),
+}
+# Flags every checkpoint takes: REQUANTIZATION_METHODS (requantized online), and humming, whose override claims
+# every checkpoint but these (layers/quantization/humming.py).
+REQUANTIZES = ("quark_mxfp4",)
+CLAIMS_EVERY_CHECKPOINT_BUT = {"humming": ("mxfp4",)}
+# Checkpoint methods whose own algorithm overrides the flag: a ModelOpt export runs as modelopt_fp8 or
+# modelopt_fp4 from its quant_algo, which the lock does not record (layers/quantization/base_config.py
+# `_modelopt_override_quantization_method`); nvfp4_online and quark_mxfp4 are kept, to requantize an FP8 export.
+CHECKPOINT_DECIDES = ("modelopt",)
+
+
+def sglang_takes_quantization(flag: str, saved: str | None) -> bool:
+    """Whether SGLang starts with `--quantization flag` on a checkpoint saved quantized with `saved` (None: not
+    quantized), as far as ModelConfig decides (what the method needs of the GPU is `capability_problem`'s)."""
+    if flag in MEANS_NONE or saved in CHECKPOINT_DECIDES:
+        return True
+    if flag in UNREGISTERED_ON_CUDA:
+        return False
+    if saved is None or flag == saved:
+        return True
+    claims_it = flag in CLAIMS_EVERY_CHECKPOINT_BUT and saved not in CLAIMS_EVERY_CHECKPOINT_BUT[flag]
+    return (
+        flag in CONVERTS_TO.get(saved, ())
+        or saved in COMPATIBLE_WITH.get(flag, ())
+        or flag in REQUANTIZES
+        or claims_it
+    )
+
+
+def quantization_problem(dep: DeploymentSpec, model: LockedModel) -> SizingError | None:
+    """A --quantization SGLang refuses for this checkpoint stops the server at start, after a whole cold start."""
+    flag, saved = dep.serving.quantization, model.quantization_method
+    if sglang_takes_quantization(flag, saved):
+        return None
+    if saved is None:  # only an unregistered flag is refused on a checkpoint that is not quantized
+        reason, instead = UNREGISTERED_ON_CUDA[flag]
+        return SizingError(
+            "serving.quantization",
+            f"is not a method SGLang 0.5.23 runs on NVIDIA GPUs ({reason})",
+            f"use {instead} or none" if instead else "use another method, or none",
+            flag,
+        )
+    taken = [q for q in QUANTIZATIONS if q not in MEANS_NONE and sglang_takes_quantization(q, saved)]
+    return SizingError(
+        "serving.quantization",
+        f"does not match {model.repo}'s checkpoint, saved quantized with {saved}: SGLang 0.5.23 refuses to "
+        "start with it" + (f" ({UNREGISTERED_ON_CUDA[flag][0]})" if flag in UNREGISTERED_ON_CUDA else ""),
+        "leave serving.quantization none to serve the checkpoint as saved"
+        + (f", or set it to one of {', '.join(taken)}" if taken else ""),
+        flag,
+    )
+
+
+# ---- the tensor-parallel split ------------------------------------------------------------------
+
+
+def tp_split_problem(model: LockedModel, tp: int) -> str | None:
+    """Why SGLang 0.5.23 cannot split this model's attention over tp GPUs, or None. Its attention layers assert
+    that tp divides the attention heads, and that the KV heads are a multiple of tp (each GPU holds its share) or
+    tp a multiple of them (each GPU holds a copy of one): models/llama.py and models/qwen2.py `*Attention`,
+    layers/linear.py `QKVParallelLinear` (`divide`)."""
+    heads, kv_heads = model.num_attention_heads, model.num_kv_heads
+    if heads % tp:
+        return (
+            f"does not divide the {heads} attention heads of {model.repo}: SGLang splits them evenly over "
+            "the tensor-parallel size"
+        )
+    if (kv_heads % tp if kv_heads >= tp else tp % kv_heads) == 0:
+        return None
+    return (
+        f"does not split the {kv_heads} KV heads of {model.repo}: SGLang needs them to be a multiple of the "
+        "tensor-parallel size, or the size a multiple of them (each GPU then holds a copy of one)"
+    )
+
+
 # ---- the formula --------------------------------------------------------------------------------
 
 
@@ -386,7 +496,7 @@ def candidates(
         counts = (1,) + (MULTI_NODE_COUNTS if inst.gpu_count >= MULTI_NODE_MIN_GPUS else ())
         for nodes in counts:
             tp = inst.gpu_count * nodes
-            if (gpu_count and tp != gpu_count) or model.num_attention_heads % tp:
+            if (gpu_count and tp != gpu_count) or tp_split_problem(model, tp):
                 continue
             gpu_model = gpu_models()[inst.gpu]
             dtype = serving_dtype(dep, model, gpu_model)
@@ -410,9 +520,9 @@ def candidates(
 def size(dep: DeploymentSpec, model: LockedModel) -> Sizing:
     """The cheapest feasible placement within the spec's constraints, or SizingError saying what would fit."""
     res = dep.resources
-    too_long = context_problem(dep, model)
-    if too_long:
-        raise too_long
+    refused = context_problem(dep, model) or quantization_problem(dep, model)
+    if refused:
+        raise refused
     context = dep.serving.context_length or context_limit(model)[0]
     unknown = [t for t in res.instance_types if t not in instance_types()]
     if unknown:
@@ -472,12 +582,7 @@ def _infeasible(
         "model.repo": dep.model.repo,
     }[field]
     if not options:
-        return SizingError(
-            field,
-            "matches no instance type: AWS offers no such GPU count on one node (or 2 and 4 nodes of 8)",
-            "pick gpu_count 1, 4 or 8, or auto",
-            got,
-        )
+        return _no_placement(dep, model, context, field, got)
     capable = [c for c in options if c.problem is None]
     if not capable:
         return SizingError(
@@ -504,6 +609,65 @@ def _infeasible(
                 got,
             )
     return SizingError(field, what, _what_would_fit(dep, capable, context), got)
+
+
+def offered_gpu_counts(gpu: str | None, allowed: tuple[str, ...] = ()) -> list[int]:
+    """GPUs per replica the catalog offers for a GPU (any when None) among the allowed instance types: one
+    node's GPUs, or 2 or 4 nodes of 8 (the shapes `candidates` builds, before the model's constraints)."""
+    counts: set[int] = set()
+    for inst in instance_types().values():
+        if (gpu and inst.gpu != gpu) or (allowed and inst.name not in allowed) or inst.gpu not in GPU_MODELS:
+            continue
+        nodes = (1,) + (MULTI_NODE_COUNTS if inst.gpu_count >= MULTI_NODE_MIN_GPUS else ())
+        counts.update(inst.gpu_count * n for n in nodes)
+    return sorted(counts)
+
+
+def _no_placement(
+    dep: DeploymentSpec, model: LockedModel, context: int, field: str, got: object
+) -> SizingError:
+    """No candidate at all: name the constraint that fails (the count AWS offers, or the model's heads) and
+    the GPU counts that satisfy both."""
+    res = dep.resources
+    gpu = None if res.gpu == "auto" else res.gpu
+    allowed = tuple(res.instance_types)
+    offered = offered_gpu_counts(gpu, allowed)
+    working = [n for n in offered if candidates(dep, model, context, gpu=gpu, gpu_count=n, allowed=allowed)]
+    where = (gpu or "any GPU") + (" among resources.instance_types" if allowed else "")
+    heads, kv_heads = model.num_attention_heads, model.num_kv_heads
+    if not offered:
+        return SizingError(
+            "resources.instance_types",
+            f"has no instance type that carries {gpu or 'a GPU sgldeploy serves on'}",
+            "allow instance types listed for it in sgldeploy/data/aws-gpu-instances.csv, or empty the list",
+            ", ".join(allowed),
+        )
+    listed = ", ".join(map(str, offered))
+    fix = (
+        f"pick gpu_count {' or '.join(map(str, working))} (the counts AWS offers for {where} that split "
+        f"{model.repo}'s {heads} attention heads and {kv_heads} KV heads), or auto"
+        if working
+        else "pick another resources.gpu (or resources.instance_types), or set both to auto"
+    )
+    if res.gpu_count == "auto":
+        # The KV heads decide only where a count divides the attention heads (tp_split_problem).
+        split = "divides" if all(heads % n for n in offered) else f"splits the {kv_heads} KV heads and"
+        what = (
+            f"offers no GPU count that {split} the {heads} attention heads of {model.repo} "
+            f"(AWS offers per replica, for {where}: {listed})"
+        )
+        return SizingError(field, what, fix, got)
+    count = int(res.gpu_count)
+    if count not in offered:
+        what = (
+            f"AWS offers no such GPU count for {where}: one node of the GPUs an instance carries, "
+            f"or 2 or 4 nodes of 8 (offered: {listed})"
+        )
+    else:
+        what = (
+            tp_split_problem(model, count) or f"is not a tensor-parallel size {model.repo} can be split into"
+        )
+    return SizingError("resources.gpu_count", what, fix, res.gpu_count)
 
 
 def _what_would_fit(dep: DeploymentSpec, capable: list[Candidate], context: int) -> str:

@@ -66,6 +66,17 @@ QUANTIZATIONS = (
 SPECULATIVE_ALGORITHMS = ("EAGLE", "EAGLE3", "NEXTN", "STANDALONE", "NGRAM", "DFLASH", "DSPARK", "UNO")
 GPU_MODELS = ("T4", "A10G", "L4", "L40S", "A100-40GB", "A100-80GB", "H100", "H200", "B200")
 
+# `serving.kv_cache_dtype` values other than auto: written as `precision`, they are pointed to that field.
+KV_CACHE_DTYPES = ("fp8_e4m3", "fp8_e5m2")
+# Short dtype names people write for `serving.precision`, and the one the field takes.
+PRECISION_ALIASES = {
+    "bf16": "bfloat16",
+    "fp16": "float16",
+    "half": "float16",
+    "fp32": "float32",
+    "float": "float32",
+}
+
 # Literals built from the tables above: pydantic reads them at runtime; a type checker sees str.
 if TYPE_CHECKING:
     SpeculativeAlgorithm = str
@@ -419,6 +430,33 @@ class ServingSpec(Model):
         description="SGLang `--quantization` method; none for the checkpoint as is (pre-quantized "
         "checkpoints are detected by SGLang). Default none.",
     )
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _precision_is_a_dtype(cls, value: Any) -> Any:
+        """`precision: fp8` (or bf16) is a common slip: point to the field or the spelling that means it."""
+        if not isinstance(value, str):
+            return value
+        if value in QUANTIZATIONS and value not in ("none", "unquant"):
+            raise SpecValueError(
+                f"is the dtype of weights and activations; {value} is a quantization method",
+                value,
+                f"set serving.quantization: {value} and leave precision auto",
+            )
+        if value in KV_CACHE_DTYPES:
+            raise SpecValueError(
+                "is the dtype of weights and activations, not of the KV cache",
+                value,
+                f"set serving.kv_cache_dtype: {value} and leave precision auto",
+            )
+        if value in PRECISION_ALIASES:
+            raise SpecValueError(
+                "is not one of the allowed values",
+                value,
+                f"write precision: {PRECISION_ALIASES[value]}",
+            )
+        return value
+
     kv_cache_dtype: Literal["auto", "fp8_e4m3", "fp8_e5m2"] = Field(
         "auto", description="KV cache dtype. Default auto."
     )
@@ -518,8 +556,8 @@ class CacheSpec(Model):
     prefetch_image: str | None = Field(
         None,
         min_length=1,
-        description="Image holding sgldeploy's prefetch "
-        "tool (built from sglang_image/); required when weights are cached.",
+        description="Image whose own prefetch tool fills the cache (built from "
+        "sglang_image/). Default: none, the serving image runs the tool from a ConfigMap.",
     )
 
 

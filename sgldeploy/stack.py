@@ -7,14 +7,14 @@ All problems (spec, lock, fit, secrets) are gathered and raised once as InvalidI
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Any
 
 from . import autoscaling, eks_support, endpoint, rollout, router, weight_cache
 from .catalog import calendar_date
-from .lock import SERVABLE_PIPELINES, LockedModel, LockError, lock_key, read_lock
+from .lock import SERVABLE_PIPELINES, LockedModel, LockError, lock_key, read_lock_contents
 from .problems import ConfigWarning, InvalidInput, Problem, config_path
 from .sizing import Sizing, SizingError, size
 from .spec import DeploymentSpec, StackSpec, is_commit
@@ -37,6 +37,9 @@ class ResolvedStack:
     spec: StackSpec
     deployments: list[ResolvedDeployment]
     warnings: tuple[ConfigWarning, ...] = ()  # valid, but worth acting on (e.g. the EKS version's support)
+    # Offline only: the secrets the stack needs but does not set (full config key → its warning). The offline
+    # plan stands each in as set, so it renders what `pulumi up` will once it is set.
+    stand_in_secrets: dict[str, ConfigWarning] = field(default_factory=dict)
 
 
 MissingResolver = Callable[[str, str, list[Any], Callable[..., str]], LockedModel | None]
@@ -50,9 +53,13 @@ def resolve(
     resolve_missing: MissingResolver | None = None,
     plaintext_secrets: Iterable[str] = (),
     today: date | None = None,
+    offline: bool = False,
 ) -> ResolvedStack:
     """Validate and size a stack. `secrets` holds the names (not values) of the secrets that are set;
     `plaintext_secrets` those of them set without `--secret`, which are refused.
+
+    A secret the stack needs but lacks is refused, unless `offline` (`sgldeploy plan` and `validate`, which in
+    CI have no access to the stack's secrets): then it is a warning, in `stand_in_secrets`.
 
     A model missing from the lock is a problem, unless `resolve_missing` (used by `pulumi preview`) finds it.
     `today` (default: catalog.calendar_date()) is the day the EKS calendar is read at.
@@ -65,7 +72,7 @@ def resolve(
     day = today or calendar_date()
     problems += eks_support.version_problems(spec.platform.cluster, day)
     try:
-        lock = read_lock(lock_file)
+        lock = read_lock_contents(lock_file)
     except LockError as exc:
         raise InvalidInput(
             [
@@ -79,17 +86,27 @@ def resolve(
             ]
         ) from None
     resolved: list[ResolvedDeployment] = []
+    gated: list[str] = []
+    # Offline, a missing token is not a problem of each model but one warning for the stack (below).
+    checked_secrets = secrets | {"hfToken"} if offline else secrets
     for i, dep in enumerate(spec.deployments):
 
         def at(*loc: object, i: int = i) -> str:
             return config_path("deployments", (i, *loc))
 
-        model = lock.get(lock_key(dep.model.repo, dep.model.revision))
+        key = lock_key(dep.model.repo, dep.model.revision)
+        if key in lock.damaged:  # a hand-written or damaged entry: one line per field, naming the entry
+            problems += [damage.problem(lock_file) for damage in lock.damaged[key]]
+            continue
+        model = lock.models.get(key)
         if model is None and resolve_missing is not None:
             model = resolve_missing(dep.model.repo, dep.model.revision, problems, at)
-        problems += _model_problems(spec, dep, model, lock_file, secrets, at)
+        problems += _model_problems(spec, dep, model, lock_file, checked_secrets, at)
+        problems += _rollout_lock_problems(dep, model, lock.models, lock_file, resolve_missing, problems, at)
         if model is None:
             continue
+        if model.gated and dep.model.repo not in gated:
+            gated.append(dep.model.repo)
         try:
             sizing = size(dep, model)
         except SizingError as exc:
@@ -107,7 +124,10 @@ def resolve(
     if problems:
         raise InvalidInput(_unique(problems))
     warnings = tuple(eks_support.version_warnings(spec.platform.cluster, day))
-    return ResolvedStack(spec=spec, deployments=resolved, warnings=warnings)
+    stand_ins = {}
+    if offline and gated and "hfToken" not in secrets:
+        stand_ins[config_path("hfToken")] = missing_token_warning(gated)
+    return ResolvedStack(spec=spec, deployments=resolved, warnings=warnings, stand_in_secrets=stand_ins)
 
 
 def secrets_of(stack: StackFile) -> tuple[set[str], set[str]]:
@@ -123,6 +143,17 @@ def plaintext_secret_problem(key: str) -> Problem:
         "is a secret set in plain text, so it is stored unencrypted in the stack file",
         f"remove it from the file, then run `pulumi config set --secret sgldeploy:{key} <value>`",
         show_got=False,
+    )
+
+
+def missing_token_warning(gated: list[str]) -> ConfigWarning:
+    """Offline, a gated model without the token plans as if it were set: `pulumi up` needs it all the same."""
+    verb = "is" if len(gated) == 1 else "are"
+    return ConfigWarning(
+        config_path("hfToken"),
+        f"is not set, and {', '.join(gated)} {verb} gated: this offline plan puts a stand-in secret in its place",
+        "accept the licence on the Hub, then set it with `pulumi config set --secret sgldeploy:hfToken hf_…` "
+        "before `pulumi up`",
     )
 
 
@@ -187,22 +218,40 @@ def _model_problems(
     return out
 
 
+def _rollout_lock_problems(
+    dep: DeploymentSpec,
+    model: LockedModel | None,
+    locked: dict[str, LockedModel],
+    lock_file: Path,
+    resolve_missing: MissingResolver | None,
+    problems: list[Problem],
+    at: Callable[..., str],
+) -> list[Problem]:
+    """A previous or canary commit must be in the lock as model.revision must: resolved once, reviewed, and
+    the same on every preview."""
+    out = []
+    for field_path, commit in rollout.extra_revisions(dep):
+        if (model and commit == model.sha) or lock_key(dep.model.repo, commit) in locked:
+            continue  # the active commit itself is refused by rollout.problems
+        if resolve_missing is not None and resolve_missing(dep.model.repo, commit, problems, at):
+            continue
+        out.append(
+            Problem(
+                at(*field_path.split(".")),
+                f"{dep.model.repo}@{commit} is not in {lock_file.name}",
+                "run `sgldeploy lock` to resolve it on the Hub",
+                commit,
+            )
+        )
+    return out
+
+
 def _placement_problems(
     spec: StackSpec, dep: DeploymentSpec, sizing: Sizing, at: Callable[..., str], active_sha: str
 ) -> list[Problem]:
     """What the chosen placement and cache need from the platform."""
     out = []
     storage = dep.cache_storage
-    if storage != "none" and not dep.cache.prefetch_image:
-        out.append(
-            Problem(
-                at("cache", "prefetch_image"),
-                f"is required: weights are cached {storage}",
-                "build and push sglang_image/ (see README), then set its image here; or set "
-                "cache.storage: none",
-                None,
-            )
-        )
     addon = {"efs": "efs_csi", "fsx-lustre": "fsx_csi"}.get(storage)
     if addon and not getattr(spec.platform.addons, addon):
         out.append(

@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import jsonschema
 import pytest
@@ -153,21 +154,6 @@ def test_schema_matches_the_committed_file_and_checks_stack_files():
             "sgldeploy:deployments[0].serving.mem_fraction_static: must be 0.5–0.95 (got 1.5)",
         ),
         (
-            "absent secret",
-            {
-                "sgldeploy:deployments": [
-                    {
-                        "name": "llama",
-                        "model": {
-                            "repo": "meta-llama/Llama-3.1-8B-Instruct",
-                            "revision": "0e9e39f249a16976918f6564b8830bc894c89659",
-                        },
-                    }
-                ]
-            },
-            "sgldeploy:hfToken: is required: meta-llama/Llama-3.1-8B-Instruct is gated",
-        ),
-        (
             "model missing from lock",
             {"sgldeploy:deployments": [deployment(model={"repo": "org/unknown-model"})]},
             "sgldeploy:deployments[0].model.revision: org/unknown-model@main is not in models.lock.json",
@@ -205,9 +191,9 @@ def test_invalid_stacks_exit_2_with_one_line_each(tmp_path, case, content, expec
 def test_missing_and_unreadable_stack_files(tmp_path):
     result = run_cli("plan", "--stack", "nope")
     assert result.returncode == 2
-    assert assert_clean_errors(result.stderr)[0].endswith(
-        "stacks/Pulumi.nope.yaml: stack file not found; create it, or pass --stack NAME for "
-        "stacks/Pulumi.NAME.yaml or --config FILE"
+    assert (
+        "stacks/Pulumi.nope.yaml: stack file not found (got --stack 'nope'); the stacks in"
+        in (assert_clean_errors(result.stderr)[0])
     )
     broken = tmp_path / "Pulumi.broken.yaml"
     broken.write_text("config:\n  sgldeploy:platform: {namespace: [unclosed\n")
@@ -247,8 +233,10 @@ def test_readme_quickstart_is_the_two_commands():
     commands = [line.strip() for line in quickstart.splitlines() if line.strip().startswith("make ")]
     assert [c.split()[1] for c in commands] == ["plan", "test"]
     ci = (ROOT / ".ci" / "run").read_text()
+    # The README's test command, then the bare-clone proof that the tests need nothing beside the clone.
     assert [line for line in ci.splitlines() if line and not line.startswith(("#", "set ", "cd "))] == [
-        "make test"
+        "make test",
+        ".ci/bare-clone",
     ]
 
 
@@ -268,13 +256,157 @@ def test_a_broken_lock_is_one_clear_line(tmp_path):
     assert "re-create it with `sgldeploy lock`" in result.stderr
 
 
-def test_committed_lock_regenerates_from_the_published_facts():
+# Published facts of the example stacks' models, as a models.csv of public facts has them (the columns
+# sgldeploy.lock.entry_from_public_facts reads), written here so the oracle is the test's own: each model's
+# config.json at the commit (https://huggingface.co/<repo>/blob/<commit>/config.json: sizes, heads, dtype,
+# architecture, max_position_embeddings), its model card and page (https://huggingface.co/<repo>: pipeline tag,
+# gating, the safetensors parameter count). Llama-3.1-70B's parameter count is the one quoted for
+# Llama-3.3-70B-Instruct, the same architecture (as ../shared/data/models.csv notes).
+PUBLISHED_MODEL_FACTS = """\
+repo_id,revision_sha,total_params,torch_dtype,hidden_size,num_hidden_layers,num_attention_heads,num_key_value_heads,head_dim,vocab_size,max_position_embeddings,tie_word_embeddings,gated,pipeline_tag,architecture,num_experts
+Qwen/Qwen2.5-7B-Instruct,a09a35458c702b33eeacc393d103063234e8bc28,7615616512,bfloat16,3584,28,28,4,128,152064,32768,false,false,text-generation,Qwen2ForCausalLM,
+meta-llama/Llama-3.1-8B-Instruct,0e9e39f249a16976918f6564b8830bc894c89659,8030261248,bfloat16,4096,32,32,8,128,128256,131072,false,true,text-generation,LlamaForCausalLM,
+meta-llama/Llama-3.1-70B-Instruct,1605565b47bb9346c5515c34102e054115b4f98b,70553706496,bfloat16,8192,80,64,8,128,128256,131072,false,true,text-generation,LlamaForCausalLM,
+"""
+
+
+def test_committed_lock_regenerates_from_the_published_facts(tmp_path):
     from sgldeploy.lock import lock_from_public_facts, read_lock_entries
 
-    from .conftest import LLAMA_8B, LLAMA_70B, QWEN, SHARED
+    from .conftest import LLAMA_8B, LLAMA_70B, QWEN
 
+    facts = tmp_path / "models.csv"
+    facts.write_text(PUBLISHED_MODEL_FACTS)
     entries = lock_from_public_facts(
-        SHARED / "data" / "models.csv",
+        facts,
         {ref["repo"]: [ref["revision"]] for ref in (QWEN, LLAMA_8B, LLAMA_70B)},
     )
     assert entries == read_lock_entries(ROOT / "stacks" / "models.lock.json")
+
+
+# ---- messages from the first hour of a real user ---------------------------------------------------------
+
+
+def one_error(capsys) -> str:
+    out = capsys.readouterr()
+    assert "Traceback" not in out.err
+    [line] = assert_clean_errors(out.err)
+    return line
+
+
+def test_an_unknown_stack_name_lists_the_stacks_that_exist(tmp_path, capsys):
+    committed = sorted(
+        p.name.removeprefix("Pulumi.").removesuffix(".yaml") for p in (ROOT / "stacks").glob("Pulumi.*.yaml")
+    )
+    assert committed == ["dev", "prod", "staging"]
+    assert main(["validate", "--stack", "prdo"], root=ROOT) == 2
+    assert one_error(capsys) == (
+        f"error: {ROOT}/stacks/Pulumi.prdo.yaml: stack file not found (got --stack 'prdo'); the stacks in "
+        f"{ROOT}/stacks are dev, prod, staging: pass one as --stack NAME, create stacks/Pulumi.prdo.yaml, or "
+        "pass --config FILE"
+    )
+    for name in ("b", "a"):  # another project's stacks: the list is theirs
+        write_stack(tmp_path / "stacks", name=name)
+    assert main(["plan", "--stack", "c"], root=tmp_path) == 2
+    assert f"the stacks in {tmp_path}/stacks are a, b: pass one" in one_error(capsys)
+    assert main(["plan"], root=tmp_path / "stacks" / "empty") == 2  # no stacks/ at all
+    assert "no stack files exist yet: pass one as --stack NAME" in one_error(capsys)
+
+
+@pytest.fixture
+def forbidden():
+    """A path no file can be written under: a directory inside /proc cannot be created, even by root."""
+    return Path("/proc/sgldeploy-forbidden")
+
+
+@pytest.mark.parametrize(
+    "flag, target, reason",
+    [
+        ("--manifests", "{forbidden}", "No such file or directory"),
+        ("--json", "{forbidden}/plan.json", "No such file or directory"),
+        ("--markdown", "{forbidden}/comment.md", "No such file or directory"),
+        ("--json", "{tmp}", "is a directory"),
+        ("--markdown", "{stack}/comment.md", "File exists"),  # a file where the directory should be
+    ],
+)
+def test_an_output_that_cannot_be_written_is_one_line_and_exit_2(
+    tmp_path, capsys, forbidden, flag, target, reason
+):
+    path = write_stack(tmp_path)
+    target = target.format(forbidden=forbidden, tmp=tmp_path, stack=path)
+    assert main(["plan", "--config", str(path), flag, target]) == 2
+    assert one_error(capsys) == (
+        f"error: {target}: cannot be written ({reason}); choose a path in a directory you can write to"
+    )
+    assert not forbidden.exists()
+
+
+def test_an_output_refused_while_writing_is_one_line_too(tmp_path, capsys):
+    """Past the checks before rendering, the file system can still refuse: a directory where a manifest goes."""
+    manifests = tmp_path / "manifests"
+    (manifests / "namespace-cluster-llm.yaml").mkdir(parents=True)
+    path = write_stack(tmp_path)
+    assert main(["plan", "--config", str(path), "--manifests", str(manifests)]) == 2
+    out = capsys.readouterr()
+    [line] = assert_clean_errors(out.err)
+    assert line == (
+        f"error: {manifests}: cannot be written (Is a directory); choose a path in a directory you can write to"
+    )
+
+
+@pytest.mark.parametrize(
+    "flag, name, fragment",
+    [
+        ("--compare", "missing.json", "cannot be read as JSON (FileNotFoundError)"),
+        ("--policy-config", "missing.json", "cannot be read as JSON (FileNotFoundError)"),
+        ("--usage", "missing.yaml", "cannot be read as YAML (FileNotFoundError)"),
+        ("--config", "missing.yaml", "stack file not found"),
+    ],
+)
+def test_an_input_file_that_cannot_be_read_is_one_line_and_exit_2(tmp_path, capsys, flag, name, fragment):
+    missing = tmp_path / "nowhere" / name
+    args = ["plan", flag, str(missing)]
+    if flag != "--config":
+        args += ["--config", str(write_stack(tmp_path))]
+    assert main(args) == 2
+    assert one_error(capsys).startswith(f"error: {missing}: {fragment}")
+
+
+@pytest.mark.parametrize(
+    "content, what",
+    [
+        ({"version": 1, "stack": "dev"}, "it has no 'cost' and no 'deployments' (got keys version, stack)"),
+        (
+            {"version": 1, "cost": {}, "deployments": {}},
+            "its 'deployments' is not a list of deployments (each with a 'name') (got {})",
+        ),
+        ({"version": 1, "cost": [], "deployments": []}, "its 'cost' is not an object (got a list of 0)"),
+        ({"stack": "dev"}, "it has no 'version' (got keys stack)"),
+        ([1, 2], "its top level is not an object (got a list of 2)"),
+        ({"version": 2, "cost": {}, "deployments": []}, "(got 2)"),
+    ],
+)
+def test_compare_says_what_is_wrong_with_the_previous_plan(tmp_path, capsys, content, what):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(content))
+    assert main(["plan", "--config", str(write_stack(tmp_path)), "--compare", str(bad)]) == 2
+    line = one_error(capsys)
+    assert line.startswith(f"error: {bad}: is not a sgldeploy plan JSON of version 1")
+    assert what + ";" in line
+
+
+def test_a_hanging_pulumi_config_get_is_one_line(tmp_path, capsys, monkeypatch):
+    from sgldeploy import lock_stack
+
+    def hangs(cmd, **kwargs):
+        raise subprocess.TimeoutExpired(cmd, kwargs["timeout"])
+
+    monkeypatch.setattr(lock_stack.shutil, "which", lambda name: "/usr/local/bin/pulumi")
+    monkeypatch.setattr(lock_stack.subprocess, "run", hangs)
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    path = write_stack(tmp_path, extra={"sgldeploy:hfToken": {"secure": CIPHERTEXT}})
+    assert main(["lock", "--config", str(path)]) == 2
+    assert one_error(capsys) == (
+        "error: sgldeploy:hfToken: cannot be read with `pulumi config get` (timed out after 60 s); check "
+        "`pulumi login` and the stack's backend, or set HF_TOKEN for this command"
+    )

@@ -13,7 +13,7 @@ import yaml
 
 from sgldeploy import cli
 
-from .conftest import LOCK, ROOT
+from .conftest import LOCK, QWEN, ROOT
 
 DEV = yaml.safe_load((ROOT / "stacks" / "Pulumi.dev.yaml").read_text())
 DEP = "sgldeploy:deployments[0]"
@@ -152,3 +152,71 @@ def test_hostile_stack_file_is_refused_with_one_line_per_problem(tmp_path, capsy
             lines,
         )
     assert "hf_plaintext" not in out.err and "sk-plaintext" not in out.err
+
+
+def _run_the_program(config: dict[str, Any]) -> None:
+    """The real __main__.py under the mock engine, as `pulumi preview` runs it: no CLI checks before it."""
+    import json
+
+    from sgldeploy.engine import run_program
+    from sgldeploy.plan import PROGRAM
+
+    full = {
+        "aws:region": "us-east-1",
+        "sgldeploy:platform": json.dumps({"cluster": {"name": "t"}, "namespace": "llm"}),
+        "sgldeploy:lockFile": str(LOCK),
+        **config,
+    }
+    run_program(PROGRAM, "sgldeploy", "hostile", full, [])
+
+
+def test_the_program_ends_bad_hub_facts_with_run_error(monkeypatch):
+    """A model missing from the lock is resolved on the Hub by the program; facts sizing cannot read end it
+    with pulumi.RunError naming the field, as a damaged lock entry would, not with an exception of the lock."""
+    import json
+
+    import pulumi
+
+    from sgldeploy import hub
+
+    entry = json.loads(LOCK.read_text())["models"][f"{QWEN['repo']}@{QWEN['revision']}"]
+    other = "c" * 40
+    damaged = {**entry, "revision": other, "sha": other, "config": {**entry["config"]}}
+    del damaged["config"]["num_hidden_layers"]
+    monkeypatch.setattr(hub, "resolve", lambda repo, revision, **_: damaged)
+    dep = {
+        "name": "q",
+        "model": {"repo": QWEN["repo"], "revision": other},
+        "serving": {"context_length": 4096, "max_concurrency": 4},
+        "cache": {"storage": "none"},
+        "resources": {"gpu": "L4", "gpu_count": 1},
+    }
+    with pytest.raises(pulumi.RunError) as caught:
+        _run_the_program({"sgldeploy:deployments": json.dumps([dep])})
+    lines = str(caught.value).splitlines()
+    assert lines[0].startswith(
+        "error: sgldeploy:deployments[0].model.repo: resolves on the Hub to facts sgldeploy cannot size: "
+        "config.num_hidden_layers: is missing"
+    ), lines
+    assert all(line.startswith("error: sgldeploy:deployments[0].model.") for line in lines), lines
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"sgldeploy:usageFile": "/tmp/usage\x00.yaml"},  # a NUL: open() raises ValueError
+        {"sgldeploy:usageFile": "/proc"},
+        {"sgldeploy:deployments": '{"not": "a list"}'},
+        {"sgldeploy:platform": "not json"},  # the SDK's ConfigTypeError, a RunError
+    ],
+)
+def test_the_program_raises_run_error_for_bad_config(config):
+    import pulumi
+
+    with pytest.raises(pulumi.RunError):
+        _run_the_program(
+            {
+                "sgldeploy:deployments": '[{"name": "q", "model": {"repo": "Qwen/Qwen2.5-7B-Instruct"}}]',
+                **config,
+            }
+        )

@@ -150,7 +150,7 @@ def test_promoting_a_canary_keeps_its_deployment_and_removes_the_old_one(tmp_pat
     "fields, where, what",
     [
         ({"rollout": {"strategy": "canary", "canary_revision": B}, "endpoint": {"exposure": "cluster"}},
-         "endpoint.load_balancer", "needs an ALB"),
+         "endpoint.exposure", "needs an ALB"),
         ({"rollout": {"strategy": "canary", "canary_revision": B},
           "endpoint": {**ALB, "algorithm": "cache-aware"}}, "endpoint.algorithm", "cannot weight"),
         ({"rollout": {"strategy": "canary", "canary_revision": "main"}}, "rollout.canary_revision", "40-hex"),
@@ -170,3 +170,47 @@ def test_rollouts_a_shape_cannot_do_are_refused_with_the_field(tmp_path, fields,
     assert any(
         p.path == f"sgldeploy:deployments[0].{where}" and what in p.line() for p in caught.value.problems
     ), [p.line() for p in caught.value.problems]
+
+
+@pytest.mark.parametrize(
+    "endpoint, field, value",
+    [({"exposure": "cluster"}, "exposure", "cluster"), ({"exposure": "internal", "load_balancer": "nlb"},
+      "load_balancer", "nlb"), ({"exposure": "cluster", "load_balancer": "nlb"}, "exposure", "cluster")],
+)  # fmt: skip
+def test_a_canary_without_an_alb_names_the_field_whose_value_it_quotes(tmp_path, endpoint, field, value):
+    with pytest.raises(InvalidInput) as caught:
+        render(tmp_path, rollout={"strategy": "canary", "canary_revision": B}, endpoint=endpoint)
+    [line] = [p.line() for p in caught.value.problems if "needs an ALB" in p.what]
+    assert line.startswith(f"error: sgldeploy:deployments[0].endpoint.{field}: a canary's traffic split")
+    assert f"(got {value!r});" in line
+
+
+@pytest.mark.parametrize(
+    "rollout, field",
+    [({"strategy": "canary", "canary_revision": B}, "canary_revision"),
+     ({"strategy": "blue-green", "previous_revision": B}, "previous_revision")],
+)  # fmt: skip
+def test_a_previous_or_canary_commit_must_be_in_the_lock_like_model_revision(tmp_path, rollout, field):
+    from sgldeploy.lock_stack import _models
+    from sgldeploy.stack import resolve
+    from sgldeploy.stackfile import read_stack_file
+
+    def lines(**fields) -> list[str]:
+        path = write_stack(tmp_path, platform=PLATFORM, deployments=[deployment(endpoint=ALB, **fields)])
+        with pytest.raises(InvalidInput) as caught:
+            resolve(PLATFORM, [deployment(endpoint=ALB, **fields)], path.parent / "models.lock.json", set())
+        return [p.line() for p in caught.value.problems]
+
+    # the committed lock holds only commit A: B is missing, as a model.revision of B would be
+    [missing] = lines(rollout=rollout, scaling={"min_replicas": 1, "max_replicas": 2})
+    [as_model_revision] = lines(model={"repo": QWEN["repo"], "revision": B})
+    assert missing == as_model_revision.replace(".model.revision:", f".rollout.{field}:")
+    assert missing == (
+        f"error: sgldeploy:deployments[0].rollout.{field}: {QWEN['repo']}@{B} is not in models.lock.json "
+        f"(got '{B}'); run `sgldeploy lock` to resolve it on the Hub"
+    )
+    # `sgldeploy lock` resolves it along with model.revision
+    stack = read_stack_file(
+        write_stack(tmp_path, platform=PLATFORM, deployments=[deployment(endpoint=ALB, rollout=rollout)])
+    )
+    assert [(repo, rev) for _, repo, rev in _models(stack)] == [(QWEN["repo"], A), (QWEN["repo"], B)]

@@ -126,3 +126,91 @@ def test_a_secret_in_plain_text_is_refused_without_echoing_it(key, tmp_path, cap
             f"file; remove it from the file, then run `pulumi config set --secret sgldeploy:{key} <value>`"
         ]
         assert CONFIGURED not in out.out + out.err
+
+
+# ---- offline plans without the stack's secrets ------------------------------------------------------------
+
+PROD = ROOT / "stacks" / "Pulumi.prod.yaml"
+GATED = ("meta-llama/Llama-3.1-8B-Instruct", "meta-llama/Llama-3.1-70B-Instruct")  # prod's two models
+TOKEN_WARNING = (
+    "warning: sgldeploy:hfToken: is not set, and meta-llama/Llama-3.1-8B-Instruct, "
+    "meta-llama/Llama-3.1-70B-Instruct are gated: this offline plan puts a stand-in secret in its place; "
+    "accept the licence on the Hub, then set it with `pulumi config set --secret sgldeploy:hfToken hf_…` "
+    "before `pulumi up`"
+)
+
+
+def test_the_committed_prod_stack_sets_no_token():
+    """The premise of the tests below: the stack as shipped, as a pull request's CI sees it."""
+    assert "sgldeploy:hfToken" not in yaml.safe_load(PROD.read_text())["config"]
+    lock = json.loads(LOCK.read_text())["models"]
+    assert {entry["repo"] for entry in lock.values() if entry["gated"]} >= set(GATED)
+
+
+@pytest.mark.parametrize("command", ["validate", "plan"])
+def test_offline_a_missing_token_is_one_warning_and_exit_0(command, capsys):
+    assert cli.main([command, "--stack", "prod"], root=ROOT) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert [line for line in err if "hfToken" in line] == [TOKEN_WARNING]
+    assert not [line for line in err if line.startswith("error:")]
+
+
+def resources_by_urn(path: Path) -> dict[str, dict]:
+    from sgldeploy.plan import plan_json, render
+    from sgldeploy.stackfile import read_stack_file
+
+    return {r["urn"]: r for r in plan_json(render(read_stack_file(path)))["resources"]}
+
+
+def test_the_stand_in_renders_exactly_as_a_token_that_is_set(tmp_path):
+    without = resources_by_urn(PROD)
+    with_token = resources_by_urn(stack_with_secrets(PROD.name, tmp_path, ("hfToken",)))
+    assert without == with_token
+    tokens = [r for r in without.values() if r["name"].endswith("-hf-token")]
+    assert sorted(r["inputs"]["metadata"]["name"] for r in tokens) == [
+        "llama-70b-hf-token",
+        "llama-8b-hf-token",
+    ]
+    assert all(r["inputs"]["stringData"] == {"HF_TOKEN": SECRET} for r in tokens)
+
+
+def test_no_stand_in_where_no_model_is_gated(capsys):
+    """dev serves a public model: no token, no Secret for one, no warning."""
+    resources = resources_by_urn(ROOT / "stacks" / "Pulumi.dev.yaml")
+    assert not [r for r in resources.values() if r["name"].endswith("-hf-token")]
+    assert cli.main(["validate", "--stack", "dev"], root=ROOT) == 0
+    assert "hfToken" not in capsys.readouterr().err
+
+
+def test_the_real_program_still_refuses_without_the_token():
+    """`pulumi preview`/`up` run __main__.py with the stack's config and nothing standing in: run it so, under
+    the mock engine, and it stops with today's error lines."""
+    import pulumi
+
+    from sgldeploy.engine import run_program
+    from sgldeploy.plan import PROGRAM
+    from sgldeploy.stackfile import read_stack_file
+
+    stack = read_stack_file(PROD)
+    config = {**stack.config, "sgldeploy:lockFile": str(LOCK)}
+    with pytest.raises(pulumi.RunError) as refused:
+        run_program(PROGRAM, "sgldeploy", stack.stack, config, stack.secret_keys)
+    assert str(refused.value).splitlines() == [
+        f"error: sgldeploy:hfToken: is required: {repo} is gated (got nothing); accept the licence on the Hub, "
+        "then run pulumi config set --secret sgldeploy:hfToken hf_…"
+        for repo in GATED
+    ]
+
+
+def test_one_gated_model_without_the_token(tmp_path, capsys):
+    """What test_cli's table once refused: a stack of one gated model, no token. Offline it is one warning."""
+    from .conftest import LLAMA_8B, write_stack
+
+    path = write_stack(tmp_path, deployments=[{"name": "llama", "model": dict(LLAMA_8B)}])
+    for command in ("validate", "plan"):
+        assert cli.main([command, "--config", str(path)]) == 0
+        assert [line for line in capsys.readouterr().err.splitlines() if "hfToken" in line] == [
+            "warning: sgldeploy:hfToken: is not set, and meta-llama/Llama-3.1-8B-Instruct is gated: this offline "
+            "plan puts a stand-in secret in its place; accept the licence on the Hub, then set it with "
+            "`pulumi config set --secret sgldeploy:hfToken hf_…` before `pulumi up`"
+        ]

@@ -2,9 +2,11 @@
 virtualenv): ServerArgs resolved from each server container's generated flags and environment, ModelConfig built
 from the lock entry's config, and the architecture's attention module at the command's tensor-parallel size.
 
-They run for every server container of every stack of tests/variants.py, and for the context-length boundaries of
-Qwen2.5-7B (32,768) and Llama 3.1 8B (131,072), where SGLang's verdict is the oracle for sgldeploy's validation.
-What cannot run on a CPU is listed in the contract's docstring.
+They run for every server container of every stack of tests/variants.py; and SGLang's verdict is the oracle for
+sgldeploy's validation at the context-length boundaries of Qwen2.5-7B (32,768) and Llama 3.1 8B (131,072), for
+every `serving.quantization` on every kind of checkpoint a lock records (judged on an H100's compute capability),
+and for every tensor-parallel size the catalog offers against published head shapes. What cannot run on a CPU is
+listed in the contract's docstring.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import re
 import subprocess
 import tempfile
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +24,9 @@ import pytest
 
 from sgldeploy.lock import read_lock
 from sgldeploy.problems import InvalidInput
-from sgldeploy.sizing import context_limit
+from sgldeploy.sizing import SizingError, candidates, context_limit, size
+from sgldeploy.spec import QUANTIZATIONS
+from sgldeploy.validate import parse_stack
 
 from .conftest import LLAMA_8B, LOCK, QWEN, deployment, render_stack, write_stack
 from .test_sglang_args import SGLANG_PYTHON
@@ -289,8 +294,6 @@ CONFIGS = {
 
 
 def test_the_limit_sgldeploy_derives_is_the_one_sglang_derives(sglang):
-    from dataclasses import replace
-
     qwen = read_lock(LOCK)[f"{QWEN['repo']}@{QWEN['revision']}"]
     args = ["--model-path", QWEN["repo"], "--revision", QWEN["revision"], "--context-length", "2048"]
     results = sglang.start(
@@ -304,10 +307,191 @@ def test_the_limit_sgldeploy_derives_is_the_one_sglang_derives(sglang):
 
 # ---- the checkpoint's own quantization ---------------------------------------------------------------------
 
+# config.json's `quantization_config` as published checkpoints write it, one per `quant_method` a lock entry can
+# record (sgldeploy/hub.py keeps only that key): the fields SGLang reads to decide what the checkpoint converts to.
+CHECKPOINTS: dict[str, dict[str, Any] | None] = {
+    "unquantized": None,
+    # Qwen's own FP8 checkpoints (e.g. Qwen/Qwen3-8B-FP8): block-wise e4m3, dynamic activations.
+    "fp8": {
+        "activation_scheme": "dynamic",
+        "fmt": "e4m3",
+        "quant_method": "fp8",
+        "weight_block_size": [128, 128],
+    },
+    # AutoAWQ GEMM, 4 bits, groups of 128, as in the transformers-era AWQ checkpoints (e.g.
+    # https://huggingface.co/TheBloke/Yarn-Mistral-7B-64k-AWQ/commit/ce42327a293cc6ac1676aabb9295626b3f689626).
+    "awq": {"bits": 4, "group_size": 128, "quant_method": "awq", "version": "gemm", "zero_point": True},
+    # AutoGPTQ, 4 bits, symmetric, groups of 128, no act-order (e.g. Qwen/Qwen2.5-7B-Instruct-GPTQ-Int4;
+    # https://huggingface.co/srishti-chouhan/gpt2-gptq/blob/7798ca075955456c637eaca57e7953fe437e7a3c/quantize_config.json).
+    "gptq": {
+        "bits": 4,
+        "group_size": 128,
+        "damp_percent": 0.01,
+        "desc_act": False,
+        "static_groups": False,
+        "sym": True,
+        "true_sequential": True,
+        "quant_method": "gptq",
+        "checkpoint_format": "gptq",
+    },
+    # llm-compressor FP8-dynamic (e.g. RedHatAI/Meta-Llama-3.1-8B-Instruct-FP8-dynamic): per-channel weights,
+    # per-token dynamic activations.
+    "compressed-tensors": {
+        "config_groups": {
+            "group_0": {
+                "input_activations": {
+                    "dynamic": True,
+                    "num_bits": 8,
+                    "strategy": "token",
+                    "symmetric": True,
+                    "type": "float",
+                },
+                "output_activations": None,
+                "targets": ["Linear"],
+                "weights": {
+                    "dynamic": False,
+                    "num_bits": 8,
+                    "observer": "minmax",
+                    "strategy": "channel",
+                    "symmetric": True,
+                    "type": "float",
+                },
+            }
+        },
+        "format": "float-quantized",
+        "ignore": ["lm_head"],
+        "kv_cache_scheme": None,
+        "quant_method": "compressed-tensors",
+        "quantization_status": "compressed",
+    },
+    # TensorRT Model Optimizer exports, in config.json's flat form (SGLang 0.5.23 model_config.py
+    # `_parse_modelopt_quant_config` reads it as hf_quant_config.json's "quantization" block): FP8
+    # (nvidia/Llama-3.1-8B-Instruct-FP8) and NVFP4 (nvidia/Llama-3.1-8B-Instruct-FP4, groups of 16).
+    "modelopt (FP8)": {
+        "quant_method": "modelopt",
+        "quant_algo": "FP8",
+        "kv_cache_quant_algo": "FP8",
+        "exclude_modules": ["lm_head"],
+        "producer": {"name": "modelopt", "version": "0.19.0"},
+    },
+    "modelopt (NVFP4)": {
+        "quant_method": "modelopt",
+        "quant_algo": "NVFP4",
+        "group_size": 16,
+        "kv_cache_quant_algo": "FP8",
+        "exclude_modules": ["lm_head"],
+        "producer": {"name": "modelopt", "version": "0.23.0"},
+    },
+    # OpenAI's gpt-oss (openai/gpt-oss-20b config.json): MXFP4 experts, attention and router left in bf16.
+    "mxfp4": {
+        "modules_to_not_convert": [
+            "model.layers.*.self_attn",
+            "model.layers.*.mlp.router",
+            "model.embed_tokens",
+            "lm_head",
+        ],
+        "quant_method": "mxfp4",
+    },
+    # bitsandbytes NF4 with double quantization, as transformers' BitsAndBytesConfig saves it (unsloth/*-bnb-4bit).
+    "bitsandbytes": {
+        "bnb_4bit_compute_dtype": "bfloat16",
+        "bnb_4bit_quant_storage": "uint8",
+        "bnb_4bit_quant_type": "nf4",
+        "bnb_4bit_use_double_quant": True,
+        "llm_int8_enable_fp32_cpu_offload": False,
+        "llm_int8_has_fp16_weight": False,
+        "llm_int8_skip_modules": None,
+        "llm_int8_threshold": 6.0,
+        "load_in_4bit": True,
+        "load_in_8bit": False,
+        "quant_method": "bitsandbytes",
+    },
+}
+H100 = [9, 0]  # the GPU the cross product is judged on: every conversion that needs one (Marlin: 8.0) is open
+# The one pair the lock cannot tell from another: it records a ModelOpt checkpoint's quant_method (modelopt), not
+# its algorithm; SGLang requantizes FP8 to NVFP4 online (nvfp4_online) but refuses it on an NVFP4 checkpoint.
+# sgldeploy accepts it, as for the FP8 exports that use it.
+LOCK_CANNOT_TELL = {("modelopt (NVFP4)", "nvfp4_online")}
 
-def test_a_quantization_other_than_the_checkpoints_is_refused_where_sglang_refuses_it(sglang, tmp_path):
+
+def _quantized(config: dict[str, Any], method: str | None) -> dict[str, Any]:
+    return {**config, "quantization_method": method}
+
+
+def _served(quantization: str) -> list[str]:
+    args = ["--model-path", QWEN["repo"], "--context-length", "4096", "--tp-size", "1", "--dtype", "bfloat16"]
+    return args + ([] if quantization == "none" else ["--quantization", quantization])
+
+
+@pytest.fixture(scope="module")
+def quantization_verdicts(sglang) -> dict[tuple[str, str], dict[str, Any]]:
+    """SGLang's result for every checkpoint of CHECKPOINTS served with every `serving.quantization` value."""
+    qwen = read_lock(LOCK)[f"{QWEN['repo']}@{QWEN['revision']}"]
+    pairs = [(name, q) for name in CHECKPOINTS for q in QUANTIZATIONS]
+    cases = [
+        {
+            "args": _served(q),
+            "env": {},
+            "config": _quantized(qwen.config, (CHECKPOINTS[name] or {}).get("quant_method")),
+            "dtype": "bfloat16",
+            "quantization_config": CHECKPOINTS[name],
+            "gpu_capability": H100,
+        }
+        for name, q in pairs
+    ]
+    return dict(zip(pairs, sglang.start(cases), strict=True))
+
+
+def _refused_by_sglang(result: dict[str, Any]) -> bool:
+    return "_verify_quantization" in (result.get("raised_in") or [])
+
+
+def _sgldeploy_refuses_quantization(method: str | None, quantization: str) -> str | None:
+    """What sizing reports at serving.quantization for the checkpoint on an H100, if it refuses there."""
+    qwen = read_lock(LOCK)[f"{QWEN['repo']}@{QWEN['revision']}"]
+    model = replace(qwen, config=_quantized(qwen.config, method))
+    raw = deployment(serving={"context_length": 4096, "max_concurrency": 4, "quantization": quantization})
+    raw["resources"] = {"gpu": "H100", "gpu_count": 1}
+    dep = parse_stack(None, [raw]).deployments[0]
+    try:
+        size(dep, model)
+    except SizingError as refused:
+        return refused.what if refused.field == "serving.quantization" else None
+    return None
+
+
+def test_quantization_is_refused_exactly_where_sglang_refuses_it(quantization_verdicts):
+    """Every serving.quantization on every kind of checkpoint: sgldeploy's verdict against SGLang's own
+    `ModelConfig._verify_quantization`, on an H100's capability."""
+    judged = {
+        p: r for p, r in quantization_verdicts.items() if _refused_by_sglang(r) or r["quantization_verified"]
+    }
+    # Every pair reaches SGLang's verdict on this CPU: none stops before the quantization is checked.
+    assert judged.keys() == quantization_verdicts.keys(), set(quantization_verdicts) - set(judged)
+    sglang_refuses = {p for p, r in judged.items() if _refused_by_sglang(r)}
+    # What fails after the verdict, and why it is not the quantization's: nvfp4_online needs a Blackwell GPU
+    # (arg_groups/overrides.py reads the machine's own; sgldeploy refuses it below compute capability 10.0).
+    later = {p: r["error"] for p, r in judged.items() if r["error"] and p not in sglang_refuses}
+    assert {q for _, q in later} == {"nvfp4_online"}, later
+    assert all("Blackwell" in error for error in later.values())
+    ours = {
+        (name, q)
+        for name, q in judged
+        if _sgldeploy_refuses_quantization((CHECKPOINTS[name] or {}).get("quant_method"), q)
+    }
+    assert sglang_refuses - ours == LOCK_CANNOT_TELL, "SGLang refuses, sgldeploy lets through"
+    assert ours - sglang_refuses == set(), "sgldeploy refuses what SGLang serves"
+    assert len(sglang_refuses) > 100 and len(judged) - len(sglang_refuses) > 50  # both verdicts are exercised
+
+
+def test_a_quantization_other_than_the_checkpoints_is_refused_where_sglang_refuses_it(
+    quantization_verdicts, tmp_path
+):
     """A checkpoint saved in fp8 served with `--quantization awq`: SGLang stops at start (ModelConfig
-    `_verify_quantization`: "Quantization method specified in the model config (fp8) does not match ...")."""
+    `_verify_quantization`: "Quantization method specified in the model config (fp8) does not match ..."); sgldeploy
+    refuses it at validation, one line, with the methods SGLang takes for that checkpoint."""
+    refused_by_sglang = quantization_verdicts[("fp8", "awq")]
+    assert "does not match the quantization method" in refused_by_sglang["error"]
     stack = write_stack(
         tmp_path,
         deployments=[
@@ -320,13 +504,171 @@ def test_a_quantization_other_than_the_checkpoints_is_refused_where_sglang_refus
     lock = json.loads((tmp_path / LOCK.name).read_text())
     lock["models"][f"{QWEN['repo']}@{QWEN['revision']}"]["config"]["quantization_method"] = "fp8"
     (tmp_path / LOCK.name).write_text(json.dumps(lock))
+    with pytest.raises(InvalidInput) as refused:
+        render_stack(stack)
+    [line] = [p.line() for p in refused.value.problems]
+    assert line.startswith(
+        f"error: sgldeploy:deployments[0].serving.quantization: does not match {QWEN['repo']}'s checkpoint, "
+        "saved quantized with fp8: SGLang 0.5.23 refuses to start with it (got 'awq'); "
+        "leave serving.quantization none to serve the checkpoint as saved"
+    ), line
+    # The other ways out are exactly the flags SGLang starts with on this checkpoint.
+    taken = sorted(
+        q
+        for (name, q), r in quantization_verdicts.items()
+        if name == "fp8" and q not in ("none", "unquant") and not _refused_by_sglang(r)
+    )
+    assert line.endswith(f", or set it to one of {', '.join(taken)}"), line
+
+
+GPTQ_BOUNDARY = [
+    pytest.param("T4", [7, 5], id="T4-7.5"),
+    pytest.param("A100-40GB", [8, 0], id="A100-8.0"),
+    pytest.param("A10G", [8, 6], id="A10G-8.6"),
+]
+
+
+@pytest.mark.parametrize("gpu, capability", GPTQ_BOUNDARY)
+def test_a_gptq_checkpoint_is_refused_where_sglang_has_no_kernel_for_it(sglang, gpu, capability):
+    """SGLang 0.5.23's CUDA build registers no plain gptq method: a GPTQ checkpoint runs only converted to
+    gptq_marlin, which needs compute capability 8.0; below, ModelConfig refuses it ("Unknown quantization method:
+    gptq"). sgldeploy refuses the GPU below, serves it at and above."""
+    llama = read_lock(LOCK)[f"{LLAMA_8B['repo']}@{LLAMA_8B['revision']}"]
+    # hugging-quants/Meta-Llama-3.1-8B-Instruct-GPTQ-INT4: about 5.7 GB (int4 layers, fp16 embeddings and head).
+    # Llama's 32 heads split over the 8 GPUs of the A100 nodes, the only A100s AWS offers.
+    gptq = replace(
+        llama, config=_quantized(llama.config, "gptq"), dtype="float16", safetensors_bytes=5_730_000_000
+    )
+    args = [
+        "--model-path",
+        LLAMA_8B["repo"],
+        "--context-length",
+        "4096",
+        "--tp-size",
+        "1",
+        "--dtype",
+        "float16",
+    ]
+    [result] = sglang.start(
+        [
+            {
+                "args": args,
+                "env": {},
+                "config": gptq.config,
+                "dtype": "float16",
+                "quantization_config": CHECKPOINTS["gptq"],
+                "gpu_capability": capability,
+            }
+        ]
+    )
+    sglang_refuses = _refused_by_sglang(result)
+    assert sglang_refuses == (capability < [8, 0]), result
+    if not sglang_refuses:
+        assert result["quantization"] == "gptq_marlin"
+    raw = deployment(
+        model=dict(LLAMA_8B),
+        serving={"context_length": 4096, "max_concurrency": 4},
+        resources={"gpu": gpu, "gpu_count": "auto"},
+    )
+    dep = parse_stack(None, [raw]).deployments[0]
     try:
-        plan = render_stack(stack)
-    except InvalidInput as refused:
-        [line] = [p.line() for p in refused.problems]
-        assert line.startswith("error: sgldeploy:deployments[0].serving.quantization: "), line
+        size(dep, gptq)
+    except SizingError as refused:
+        assert sglang_refuses, f"sgldeploy refuses what SGLang serves on {gpu}: {refused.what}"
+        assert refused.field == "resources.gpu" and "gptq needs compute capability 8.0" in refused.what
         return
-    args, env = _server(plan)
-    [result] = sglang.start([case(stack, args, env)])
-    assert result["stage"] == "server_args" and "does not match the quantization method" in result["error"]
-    pytest.xfail("sgldeploy passes --quantization awq on an fp8 checkpoint, which SGLang refuses at start")
+    assert not sglang_refuses, f"sgldeploy serves a GPTQ checkpoint on {gpu}, which SGLang refuses"
+
+
+# ---- the tensor-parallel size against the attention heads ----------------------------------------------
+
+# (attention heads, KV heads) of published models, and two shapes whose KV heads split unevenly.
+HEAD_SHAPES = {
+    "Llama-3.1-70B (64, 8)": (64, 8),
+    "Qwen2.5-7B (28, 4)": (28, 4),
+    "Qwen2.5-14B (40, 8)": (40, 8),
+    "Phi-3-medium (40, 10)": (40, 10),
+    "Qwen2.5-1.5B (12, 2)": (12, 2),
+    "Llama-2-7B MHA (32, 32)": (32, 32),
+    "24 heads, 6 KV heads": (24, 6),
+}
+TP_SIZES = (1, 4, 8, 16, 32)  # the GPU counts the catalog offers: one node of 1, 4 or 8; 2 or 4 nodes of 8
+ARCHITECTURES = {"qwen2": QWEN, "llama": LLAMA_8B}  # models/qwen2.py and models/llama.py assert the same
+
+
+def _shaped(base: dict[str, Any], heads: int, kv_heads: int) -> dict[str, Any]:
+    return {
+        **base,
+        "num_attention_heads": heads,
+        "num_key_value_heads": kv_heads,
+        "hidden_size": heads * 128,
+        "head_dim": 128,
+    }
+
+
+@pytest.fixture(scope="module")
+def tp_verdicts(sglang) -> dict[tuple[str, str, int], dict[str, Any]]:
+    """SGLang's attention module, built at every tp size for every shape and architecture."""
+    lock = read_lock(LOCK)
+    keys = [(arch, shape, tp) for arch in ARCHITECTURES for shape in HEAD_SHAPES for tp in TP_SIZES]
+    cases = []
+    for arch, shape, tp in keys:
+        ref = ARCHITECTURES[arch]
+        config = _shaped(lock[f"{ref['repo']}@{ref['revision']}"].config, *HEAD_SHAPES[shape])
+        args = ["--model-path", ref["repo"], "--context-length", "4096", "--tp-size", str(tp)]
+        cases.append({"args": args, "env": {}, "config": config, "dtype": "bfloat16"})
+    return dict(zip(keys, sglang.start(cases), strict=True))
+
+
+def _tp_model(shape: str) -> Any:
+    qwen = read_lock(LOCK)[f"{QWEN['repo']}@{QWEN['revision']}"]
+    # A small model, so that memory never decides: only the heads do.
+    return replace(qwen, config=_shaped(qwen.config, *HEAD_SHAPES[shape]), parameters=1_000_000_000)
+
+
+def _tp_dep(gpu_count: int | str) -> Any:
+    raw = deployment(serving={"context_length": 4096, "max_concurrency": 4})
+    raw["resources"] = {"gpu": "auto", "gpu_count": gpu_count}
+    return parse_stack(None, [raw]).deployments[0]
+
+
+def test_tensor_parallel_sizes_are_refused_exactly_where_sglangs_attention_refuses_them(tp_verdicts):
+    for shape in HEAD_SHAPES:
+        by_arch = {
+            arch: {tp for tp in TP_SIZES if tp_verdicts[(arch, shape, tp)]["error"] is None}
+            for arch in ARCHITECTURES
+        }
+        assert by_arch["qwen2"] == by_arch["llama"], shape  # one rule for both architectures
+        sglang_takes = by_arch["qwen2"]
+        for tp in TP_SIZES:
+            result = tp_verdicts[("qwen2", shape, tp)]
+            assert result["error"] is None or result["stage"] == "attention", (shape, tp, result["error"])
+        model = _tp_model(shape)
+        # Forced: refused, one line at resources.gpu_count naming the rule SGLang's attention asserted and the
+        # counts SGLang takes.
+        heads, kv_heads = HEAD_SHAPES[shape]
+        works = " or ".join(str(n) for n in sorted(sglang_takes))
+        for tp in TP_SIZES:
+            try:
+                sizing = size(_tp_dep(tp), model)
+            except SizingError as refused:
+                assert tp not in sglang_takes, f"{shape}: sgldeploy refuses tp {tp}, SGLang builds it"
+                assert refused.field == "resources.gpu_count" and refused.got == tp
+                asserted = tp_verdicts[("qwen2", shape, tp)]["error"]
+                rule = (
+                    f"does not split the {kv_heads} KV heads"
+                    if "total_num_kv_heads" in asserted
+                    else f"does not divide the {heads} attention heads"
+                )
+                assert refused.what.startswith(rule), (asserted, refused.what)
+                assert refused.fix.startswith(f"pick gpu_count {works} ("), refused.fix
+                continue
+            assert tp in sglang_takes, f"{shape}: sgldeploy places tp {tp}, SGLang's attention refuses it"
+            assert sizing.placement.tensor_parallel == tp
+        # Auto: the candidates sizing weighs are exactly the tp sizes SGLang takes.
+        offered = {c.tp for c in candidates(_tp_dep("auto"), model, 4096)}
+        assert offered == sglang_takes, shape
+    refused_somewhere = {
+        s for s in HEAD_SHAPES if any(tp_verdicts[("qwen2", s, tp)]["error"] for tp in TP_SIZES)
+    }
+    assert len(refused_somewhere) >= 4  # the shapes do reach both of SGLang's asserts

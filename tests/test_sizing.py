@@ -6,6 +6,7 @@ parameter counts and bf16 footprints). Hand computations are written out next to
 
 from __future__ import annotations
 
+import csv
 import math
 
 import pytest
@@ -26,7 +27,7 @@ from sgldeploy.sizing import (
 from sgldeploy.spec import DeploymentSpec
 from sgldeploy.validate import parse_stack
 
-from .conftest import LLAMA_8B, LLAMA_70B, QWEN, deployment
+from .conftest import LLAMA_8B, LLAMA_70B, QWEN, ROOT, deployment
 
 
 def spec(**fields) -> DeploymentSpec:
@@ -295,6 +296,58 @@ def test_gpu_count_no_instance_offers():
     assert "AWS offers no such GPU count" in err.value.what
 
 
+def _counts_from_catalog_csv(gpu: str) -> set[int]:
+    """GPUs per replica for `gpu`, read from the catalog file itself: one node, or 2 or 4 nodes of 8."""
+    with (ROOT / "sgldeploy" / "data" / "aws-gpu-instances.csv").open() as f:
+        per_node = {int(row["gpu_count"]) for row in csv.DictReader(f) if row["gpu_model"] == gpu}
+    return per_node | {n * k for n in per_node if n == 8 for k in (2, 4)}
+
+
+@pytest.mark.parametrize(
+    "gpu, count, constraint",
+    [
+        ("H100", 8, "does not divide the 28 attention heads"),  # the trial: 8× H100 exists, 28 % 8 ≠ 0
+        ("H100", 4, "AWS offers no such GPU count for H100"),  # 4 divides 28, but no 4× H100 instance
+        ("L4", 2, "AWS offers no such GPU count for L4"),
+    ],
+)
+def test_gpu_count_message_names_the_failing_constraint_and_the_counts_that_work(
+    lock, gpu, count, constraint
+):
+    qwen = model_of(lock, QWEN)
+    heads, kv_heads = qwen.config["num_attention_heads"], qwen.config["num_key_value_heads"]
+
+    def splits(
+        n: int,
+    ) -> bool:  # tp divides the heads; KV heads are a multiple of tp, or tp a multiple of them
+        return heads % n == 0 and (kv_heads % n == 0 if kv_heads >= n else n % kv_heads == 0)
+
+    working = sorted(n for n in _counts_from_catalog_csv(gpu) if splits(n))
+    assert working  # H100: [1]; L4: [1, 4]
+    with pytest.raises(SizingError) as err:
+        size(spec(resources={"gpu": gpu, "gpu_count": count}), qwen)
+    assert err.value.field == "resources.gpu_count" and err.value.got == count
+    assert constraint in err.value.what
+    assert err.value.fix.startswith(f"pick gpu_count {' or '.join(map(str, working))} (")
+    assert str(count) not in err.value.fix.split("(")[0]  # never suggests the count that was given
+
+
+def test_gpu_without_a_count_dividing_the_heads_lists_what_is_offered(lock):
+    qwen = model_of(lock, QWEN)  # only 8-GPU L4 nodes allowed: 8, 16 and 32 GPUs, none divides 28
+    with pytest.raises(SizingError) as err:
+        size(spec(resources={"gpu": "L4", "gpu_count": "auto", "instance_types": ["g6.48xlarge"]}), qwen)
+    assert err.value.field == "resources.gpu"
+    assert "offers no GPU count that divides the 28 attention heads" in err.value.what
+    assert err.value.what.endswith(": 8, 16, 32)")
+
+
+def test_instance_types_without_the_gpu_say_so(lock):
+    with pytest.raises(SizingError) as err:
+        size(spec(resources={"gpu": "L4", "instance_types": ["p5.48xlarge"]}), model_of(lock, QWEN))
+    assert err.value.field == "resources.instance_types" and err.value.got == "p5.48xlarge"
+    assert "has no instance type that carries L4" in err.value.what
+
+
 def test_spot_capacity_prices_by_spot_where_known(lock):
     chosen = size(spec(resources={"gpu": "L4", "gpu_count": 1, "capacity": "spot"}), model_of(lock, QWEN))
     assert chosen.placement.price_basis == "spot"
@@ -418,3 +471,48 @@ def test_models_that_overflow_in_fp16_are_not_cast_down():
     assert chosen.placement.gpu_model != "T4" and chosen.dtype == "bfloat16"  # T4 is cheaper, but unsafe
     llama_on_t4 = size(on_t4, facts(1_235_814_400, 16, 32, 8, 64, context=4096))
     assert llama_on_t4.dtype == "float16"  # other bf16 checkpoints are cast down as SGLang users do
+
+
+# ---- refusals SGLang makes at start, made at sizing (SGLang itself is their oracle: tests/test_sglang_config.py)
+
+
+PHI3_MEDIUM = facts(13_960_238_080, 40, 40, 10, 128, context=4096)  # 40 attention heads, 10 KV heads
+
+
+def test_a_gpu_count_that_splits_the_kv_heads_unevenly_names_the_rule():
+    # tp 4 divides the 40 heads; 10 KV heads are neither a multiple of 4 nor 4 a multiple of 10 (SGLang's
+    # QKVParallelLinear asserts one). Of the counts AWS offers (1, 4, 8, 16, 32) only 1 splits both: 8 fails the
+    # KV heads too, 16 and 32 do not divide 40.
+    with pytest.raises(SizingError) as err:
+        size(spec(resources={"gpu": "auto", "gpu_count": 4}), PHI3_MEDIUM)
+    assert err.value.field == "resources.gpu_count" and err.value.got == 4
+    assert err.value.what.startswith("does not split the 10 KV heads of org/model: ")
+    assert (
+        err.value.fix.startswith("pick gpu_count 1 (")
+        and "40 attention heads and 10 KV heads" in err.value.fix
+    )
+    # Only 8-GPU L4 nodes: 8, 16 and 32 GPUs; the KV heads refuse the one count that divides the heads.
+    with pytest.raises(SizingError) as err:
+        size(
+            spec(resources={"gpu": "L4", "gpu_count": "auto", "instance_types": ["g6.48xlarge"]}), PHI3_MEDIUM
+        )
+    assert "offers no GPU count that splits the 10 KV heads and the 40 attention heads" in err.value.what
+
+
+def test_kv_heads_fewer_than_the_gpus_are_replicated_when_the_gpus_are_a_multiple_of_them(lock):
+    # Llama 3.1 70B: 8 KV heads over 16 GPUs, two copies of each (16 % 8 == 0): two 8-GPU nodes.
+    chosen = size(
+        spec(model=dict(LLAMA_70B), resources={"gpu": "H100", "gpu_count": 16}), model_of(lock, LLAMA_70B)
+    )
+    assert chosen.placement.tensor_parallel == 16 and chosen.placement.nodes_per_replica == 2
+
+
+def test_a_method_sglangs_cuda_build_does_not_register_is_refused(lock):
+    with pytest.raises(SizingError) as err:
+        size(spec(serving={"quantization": "gptq"}), model_of(lock, QWEN))
+    assert err.value.field == "serving.quantization" and err.value.got == "gptq"
+    assert err.value.what == (
+        "is not a method SGLang 0.5.23 runs on NVIDIA GPUs (its GPTQ kernel is gone: GPTQ checkpoints run as "
+        "gptq_marlin)"
+    )
+    assert err.value.fix == "use gptq_marlin or none"

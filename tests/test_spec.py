@@ -534,3 +534,41 @@ def test_every_field_is_documented():
 
     walk(PlatformSpec, set())
     walk(DeploymentSpec, set())
+
+
+@pytest.mark.parametrize(
+    "written, line",
+    [
+        (
+            "fp8",
+            "error: sgldeploy:deployments[0].serving.precision: is the dtype of weights and activations; fp8 is "
+            "a quantization method (got 'fp8'); set serving.quantization: fp8 and leave precision auto",
+        ),
+        (
+            "awq",
+            "error: sgldeploy:deployments[0].serving.precision: is the dtype of weights and activations; awq is "
+            "a quantization method (got 'awq'); set serving.quantization: awq and leave precision auto",
+        ),
+        (
+            "fp8_e4m3",
+            "error: sgldeploy:deployments[0].serving.precision: is the dtype of weights and activations, not of "
+            "the KV cache (got 'fp8_e4m3'); set serving.kv_cache_dtype: fp8_e4m3 and leave precision auto",
+        ),
+        (
+            "bf16",
+            "error: sgldeploy:deployments[0].serving.precision: is not one of the allowed values (got 'bf16'); "
+            "write precision: bfloat16",
+        ),
+    ],
+)
+def test_precision_points_to_the_field_that_takes_the_value(written, line):
+    assert problems(None, [deployment(serving={"precision": written})]) == [line]
+
+
+def test_precision_pointer_names_a_value_the_other_field_accepts():
+    """What the message tells the user to write is itself valid."""
+    dep = parse_stack(None, [deployment(serving={"quantization": "fp8"})]).deployments[0]
+    assert (dep.serving.quantization, dep.serving.precision) == ("fp8", "auto")
+    dep = parse_stack(None, [deployment(serving={"kv_cache_dtype": "fp8_e4m3"})]).deployments[0]
+    assert dep.serving.kv_cache_dtype == "fp8_e4m3"
+    assert parse_stack(None, [deployment(serving={"precision": "bfloat16"})]).deployments[0]

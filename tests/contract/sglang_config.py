@@ -2,9 +2,14 @@
 
 Runs in the SGLang virtualenv: `python sglang_config.py`, reading one JSON list of cases a line on stdin and
 answering each with one line on stdout. A case is
-`{"args": [...], "env": {...}, "config": <a lock entry's config>, "dtype": <the lock entry's dtype>}`; the
-answer is a JSON list with one result per case, in order: `{"stage": ..., "error": ..., ...}`, `error` null when every
-stage passed, and `derived_context_len`, the context length SGLang derives from the config alone.
+`{"args": [...], "env": {...}, "config": <a lock entry's config>, "dtype": <the lock entry's dtype>}`, with two
+optional keys: `quantization_config`, the checkpoint's whole `quantization_config` (config.json's own, where the
+lock keeps only its `quant_method`), and `gpu_capability`, `[major, minor]` of the GPU the server runs on (see
+below). The answer is a JSON list with one result per case, in order: `{"stage": ..., "error": ..., ...}`, `error`
+null when every stage passed, `raised_in` the functions the error passed through (innermost last),
+`quantization_verified` whether `ModelConfig._verify_quantization` returned for the server's flags (so a later
+error is not the quantization's), and `derived_context_len`, the context length SGLang derives from the config
+alone.
 
 What runs, as `sglang.launch_server` runs it (sglang 0.5.23):
 
@@ -22,7 +27,8 @@ What runs, as `sglang.launch_server` runs it (sglang 0.5.23):
 What is adjusted to run on a CPU, and why none of it touches the checks above:
 
 - `--model-path` points at a temporary directory holding the lock entry's config as config.json (model_type
-  from transformers' own architecture table, `quantization_config.quant_method` from `quantization_method`).
+  from transformers' own architecture table, `quantization_config` the case's, else `quant_method` alone from
+  `quantization_method`).
 - `--device cpu` is appended: without it `handle_missing_default_values` calls `get_device()`, which raises
   "No accelerator" on a machine without a GPU. The device-specific handlers (attention backend, CUDA graphs,
   GPU memory) then take their CPU branch: they are not checked here.
@@ -34,6 +40,13 @@ What is adjusted to run on a CPU, and why none of it touches the checks above:
 - The process group is not built: `get_parallel().override(tp_size=N, tp_rank=0)` states this rank's place in
   it, which is all the attention constructor reads.
 - SGLANG_IS_IN_CI is cleared: `_derive_context_length` lets a longer context pass in CI too.
+- With `gpu_capability`, the reads of the device that `_verify_quantization` makes through the methods'
+  `override_quantization_method` (which checkpoints convert to Marlin kernels or to moe_wna16) answer as on a CUDA
+  GPU of that capability: `get_device_capability` in layers/quantization/marlin_utils.py and moe_wna16.py, and
+  awq.py's `_is_cuda`; and the method registry holds `mxfp4`, which layers/quantization/__init__.py registers on
+  CUDA. The rest of the registry is CUDA's already: this machine is neither CUDA nor SGLang's CPU platform, so,
+  as on CUDA, it registers no plain `gptq`. Without `gpu_capability` those checks see no GPU: no checkpoint
+  converts to Marlin.
 
 What does not run here (it needs a GPU, the weights or the process group): the quantization method's minimum
 compute capability and activation dtypes (model_loader/loader.py `_get_quantization_config`, against the GPU's
@@ -44,6 +57,7 @@ from the GPU's free memory), the rest of the model (embeddings, MLP, MoE), weigh
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.abc
 import importlib.machinery
 import inspect
@@ -53,6 +67,7 @@ import sys
 import tempfile
 import traceback
 import types
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -90,8 +105,11 @@ def _import_sglang() -> None:
         sys.meta_path.insert(0, _TorchvisionStub())
 
 
-def config_json(config: dict[str, Any], dtype: str) -> dict[str, Any]:
-    """A config.json for the lock entry's config: the fields it recorded, as the Hub's file names them."""
+def config_json(
+    config: dict[str, Any], dtype: str, quantization_config: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """A config.json for the lock entry's config: the fields it recorded, as the Hub's file names them, and the
+    checkpoint's own quantization_config where the case gives it."""
     from transformers.models.auto.modeling_auto import (
         MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
         MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES,
@@ -104,9 +122,35 @@ def config_json(config: dict[str, Any], dtype: str) -> dict[str, Any]:
         k: v for k, v in config.items() if v is not None and k not in ("quantization_method", "num_experts")
     }
     out.update(model_type=model_type, torch_dtype=dtype)
-    if config.get("quantization_method"):
+    if quantization_config is not None:
+        out["quantization_config"] = quantization_config
+    elif config.get("quantization_method"):
         out["quantization_config"] = {"quant_method": config["quantization_method"]}
     return out
+
+
+@contextlib.contextmanager
+def _gpu_of_capability(capability: list[int] | None) -> Iterator[None]:
+    """The device reads of the quantization overrides answer as on a CUDA GPU of this capability (docstring)."""
+    if capability is None:
+        yield
+        return
+    from sglang.srt.layers.quantization import QUANTIZATION_METHODS, marlin_utils, moe_wna16
+    from sglang.srt.layers.quantization.awq import awq
+    from sglang.srt.layers.quantization.mxfp4 import Mxfp4Config
+
+    device = (int(capability[0]), int(capability[1]))
+    saved = (marlin_utils.get_device_capability, moe_wna16.get_device_capability, awq._is_cuda)
+    registered = "mxfp4" in QUANTIZATION_METHODS
+    marlin_utils.get_device_capability = moe_wna16.get_device_capability = lambda *_: device
+    awq._is_cuda = True
+    QUANTIZATION_METHODS.setdefault("mxfp4", Mxfp4Config)
+    try:
+        yield
+    finally:
+        marlin_utils.get_device_capability, moe_wna16.get_device_capability, awq._is_cuda = saved
+        if not registered:
+            del QUANTIZATION_METHODS["mxfp4"]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -156,6 +200,25 @@ def _attention(model_config: Any, tp_size: int) -> dict[str, int]:
     return {"attention_heads_per_rank": built.num_heads, "kv_heads_per_rank": built.num_kv_heads}
 
 
+@contextlib.contextmanager
+def _quantization_checks() -> Iterator[list[str | None]]:
+    """The quantization each `_verify_quantization` call settled on, for every call that returned."""
+    from sglang.srt.configs.model_config import ModelConfig
+
+    settled: list[str | None] = []
+    verify = ModelConfig._verify_quantization
+
+    def recording(self: Any) -> None:
+        verify(self)
+        settled.append(self.quantization)
+
+    ModelConfig._verify_quantization = recording
+    try:
+        yield settled
+    finally:
+        ModelConfig._verify_quantization = verify
+
+
 def _error(exc: BaseException) -> str:
     """The message, or for a bare assert the source line that failed."""
     if str(exc):
@@ -174,34 +237,42 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
         os.environ.pop(name, None)
     os.environ.update(case.get("env") or {})
     result: dict[str, Any] = {"stage": "config", "error": None}
-    try:
-        model_dir = tempfile.mkdtemp(prefix="sgldeploy-config-")
-        config = config_json(case["config"], case["dtype"])
-        (Path(model_dir) / "config.json").write_text(json.dumps(config))
-        # What _derive_context_length compares --context-length with, from the config alone.
-        derived = ModelConfig(model_dir, dtype=case["dtype"])
-        result["derived_context_len"] = get_context_length(derived.hf_text_config)
-        result["stage"] = "server_args"
-        parser = _Parser(prog="sglang serve", allow_abbrev=False)
-        ServerArgs.add_cli_args(parser)
-        server_args = ServerArgs.from_cli_args(parser.parse_args(_with_model_dir(case["args"], model_dir)))
-        server_args.resolve_once()
-        result["stage"] = "model_config"
-        model_config = ModelConfig.from_server_args(server_args)
-        result.update(
-            context_len=model_config.context_len,
-            quantization=model_config.quantization,
-            dtype=str(model_config.dtype).removeprefix("torch."),
-            tp_size=server_args.tp_size,
-        )
-        result["stage"] = "attention"
-        result.update(_attention(model_config, server_args.tp_size))
-        result["stage"] = "done"
-    except Exception as exc:  # the checks raise ValueError or assert
-        result["error"] = _error(exc)
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
+    with _gpu_of_capability(case.get("gpu_capability")):
+        try:
+            model_dir = tempfile.mkdtemp(prefix="sgldeploy-config-")
+            config = config_json(case["config"], case["dtype"], case.get("quantization_config"))
+            (Path(model_dir) / "config.json").write_text(json.dumps(config))
+            # What _derive_context_length compares --context-length with, from the config alone.
+            derived = ModelConfig(model_dir, dtype=case["dtype"])
+            result["derived_context_len"] = get_context_length(derived.hf_text_config)
+            result["stage"] = "server_args"
+            parser = _Parser(prog="sglang serve", allow_abbrev=False)
+            ServerArgs.add_cli_args(parser)
+            server_args = ServerArgs.from_cli_args(
+                parser.parse_args(_with_model_dir(case["args"], model_dir))
+            )
+            with _quantization_checks() as settled:
+                try:
+                    server_args.resolve_once()
+                    result["stage"] = "model_config"
+                    model_config = ModelConfig.from_server_args(server_args)
+                finally:
+                    result["quantization_verified"] = bool(settled)
+            result.update(
+                context_len=model_config.context_len,
+                quantization=model_config.quantization,
+                dtype=str(model_config.dtype).removeprefix("torch."),
+                tp_size=server_args.tp_size,
+            )
+            result["stage"] = "attention"
+            result.update(_attention(model_config, server_args.tp_size))
+            result["stage"] = "done"
+        except Exception as exc:  # the checks raise ValueError or assert
+            result["error"] = _error(exc)
+            result["raised_in"] = [frame.name for frame in traceback.extract_tb(exc.__traceback__)]
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
     return result
 
 
