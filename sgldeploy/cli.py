@@ -182,6 +182,7 @@ def main(argv: Sequence[str] | None = None, root: Path | None = None) -> int:
         if args.command == "lock":
             return _lock(args, stack)
         if args.command == "validate":
+            from .cost import USAGE_FILE_KEY, stack_usage
             from .lock import lock_path_for
             from .stack import resolve, secrets_of
 
@@ -194,6 +195,7 @@ def main(argv: Sequence[str] | None = None, root: Path | None = None) -> int:
                 plaintext_secrets=plaintext,
                 offline=True,
             )
+            stack_usage(stack.config.get(USAGE_FILE_KEY), stack.path.parent)  # read as `plan` reads it
             for warning in (*resolved.stand_in_secrets.values(), *resolved.warnings):  # the exit code stays 0
                 print(warning.line(), file=sys.stderr)
             print(f"{stack.path}: valid")

@@ -487,6 +487,15 @@ def for_stack(
     return estimate(stack, region, Usage.read(usage_path, named_by))
 
 
+def stack_usage(
+    setting: str | None, stack_dir: Path, override: Path | None = None
+) -> tuple[Path | None, Usage]:
+    """The usage file a stack is priced with (usage_file) and its assumptions, read (raising InvalidInput)
+    one way for every command: `sgldeploy plan` prices with them, `sgldeploy validate` checks them."""
+    path = usage_file(setting, stack_dir, override)
+    return path, Usage.read(path, "--usage" if override is not None else USAGE_FILE_KEY)
+
+
 def money(value: float | None) -> str:
     return "unpriced" if value is None else f"${value:,.2f}"
 

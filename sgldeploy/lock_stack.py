@@ -16,7 +16,7 @@ import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from huggingface_hub.constants import ENV_VARS_TRUE_VALUES
 
@@ -62,16 +62,30 @@ def stack_token(stack: StackFile) -> str | None:
     return (result.stdout.strip() or None) if result.returncode == 0 else None
 
 
-def _models(stack: StackFile) -> list[tuple[int, str, str]]:
+class ServedRevision(NamedTuple):
+    """A revision a deployment serves, and the field of the stack that names it."""
+
+    deployment: int  # its index in sgldeploy:deployments
+    field: str  # model.revision, rollout.previous_revision or rollout.canary_revision
+    repo: str
+    revision: str
+
+    @property
+    def at(self) -> str:
+        """The config path of the field that names this revision, where a problem with it is reported."""
+        return config_path("deployments", (self.deployment, *self.field.split(".")))
+
+
+def _models(stack: StackFile) -> list[ServedRevision]:
+    """Each (repo, revision) the stack serves, once, named by the first field that gives it."""
     spec = parse_stack(stack.object("sgldeploy:platform"), stack.object("sgldeploy:deployments"))
     seen, out = set(), []
     for i, dep in enumerate(spec.deployments):
         # A previous or canary commit is served too, so it is locked like model.revision.
-        revisions = [dep.model.revision, *(commit for _, commit in rollout.extra_revisions(dep))]
-        for key in ((dep.model.repo, revision) for revision in revisions):
-            if key not in seen:
-                seen.add(key)
-                out.append((i, *key))
+        for field_path, revision in [("model.revision", dep.model.revision), *rollout.extra_revisions(dep)]:
+            if (dep.model.repo, revision) not in seen:
+                seen.add((dep.model.repo, revision))
+                out.append(ServedRevision(i, field_path, dep.model.repo, revision))
     return out
 
 
@@ -114,7 +128,7 @@ def lock(
     entries = dict(contents.entries)
     report = LockReport()
     todo = []
-    for i, repo, revision in _models(stack):
+    for i, _, repo, revision in _models(stack):
         key = lock_key(repo, revision)
         if not refresh and is_commit(revision) and key in contents.models:
             report.kept.append(f"{key} (pinned; --refresh resolves it again)")
@@ -179,10 +193,11 @@ def check(
     report = LockReport()
     problems: list[Problem] = []
     models = _models(stack)
-    offline = offline_problem([lock_key(r, rev) for _, r, rev in models if not is_commit(rev)])
+    offline = offline_problem([lock_key(m.repo, m.revision) for m in models if not is_commit(m.revision)])
     if offline is not None:
         raise InvalidInput([offline])
-    for i, repo, revision in models:
+    for served in models:
+        i, repo, revision = served.deployment, served.repo, served.revision
         key = lock_key(repo, revision)
         if key in contents.damaged:
             problems += [damage.problem(lock_file) for damage in contents.damaged[key]]
@@ -191,7 +206,7 @@ def check(
         if entry is None:
             problems.append(
                 Problem(
-                    config_path("deployments", (i, "model", "revision")),
+                    served.at,
                     f"{repo}@{revision} is not locked",
                     "run sgldeploy lock",
                     revision,
@@ -209,7 +224,7 @@ def check(
             continue
         if now != entry.sha:
             report.drift.append(
-                f"{repo}@{revision} moved: locked {entry.sha}, now {now}; review the change, "
+                f"{served.at}: {repo}@{revision} moved: locked {entry.sha}, now {now}; review the change, "
                 f"then run sgldeploy lock (or pin revision: {now})"
             )
     if problems:

@@ -71,13 +71,8 @@ def render(
         plaintext_secrets=plaintext,
         offline=True,
     )
-    usage_path = cost.usage_file(stack.config.get(cost.USAGE_FILE_KEY), stack.path.parent, usage_file)
-    estimate = cost.for_stack(
-        resolved,
-        cost.region_of(stack.config.get("aws:region")),
-        usage_path,
-        named_by="--usage" if usage_file is not None else cost.USAGE_FILE_KEY,
-    )
+    usage_path, usage = cost.stack_usage(stack.config.get(cost.USAGE_FILE_KEY), stack.path.parent, usage_file)
+    estimate = cost.estimate(resolved, cost.region_of(stack.config.get("aws:region")), usage)
     config = {**stack.config, f"{PROJECT}:lockFile": str(lock_file)}
     if usage_path is not None:  # the program prices with the very file priced here, whichever gave it
         config[cost.USAGE_FILE_KEY] = str(usage_path.absolute())

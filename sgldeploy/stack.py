@@ -22,6 +22,11 @@ from .stackfile import StackFile
 from .validate import parse_stack
 
 SECRET_KEYS = ("hfToken", "apiKey")
+# The fix for a revision absent from the lock: the Hub resolves it, and so does a local Hugging Face cache.
+NOT_LOCKED_FIX = (
+    "run `sgldeploy lock` to resolve it on the Hub, or `sgldeploy lock --from-cache DIR` to resolve it from a "
+    "Hugging Face cache without the Hub"
+)
 
 
 @dataclass(frozen=True)
@@ -182,7 +187,7 @@ def _model_problems(
             Problem(
                 at("model", "revision"),
                 f"{dep.model.repo}@{dep.model.revision} is not in {lock_file.name}",
-                "run `sgldeploy lock` to resolve it on the Hub",
+                NOT_LOCKED_FIX,
                 dep.model.revision,
             )
         )
@@ -239,7 +244,7 @@ def _rollout_lock_problems(
             Problem(
                 at(*field_path.split(".")),
                 f"{dep.model.repo}@{commit} is not in {lock_file.name}",
-                "run `sgldeploy lock` to resolve it on the Hub",
+                NOT_LOCKED_FIX,
                 commit,
             )
         )

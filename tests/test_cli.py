@@ -156,7 +156,9 @@ def test_schema_matches_the_committed_file_and_checks_stack_files():
         (
             "model missing from lock",
             {"sgldeploy:deployments": [deployment(model={"repo": "org/unknown-model"})]},
-            "sgldeploy:deployments[0].model.revision: org/unknown-model@main is not in models.lock.json",
+            "sgldeploy:deployments[0].model.revision: org/unknown-model@main is not in models.lock.json (got "
+            "'main'); run `sgldeploy lock` to resolve it on the Hub, or `sgldeploy lock --from-cache DIR` to "
+            "resolve it from a Hugging Face cache without the Hub",
         ),
         (
             "branch in production",

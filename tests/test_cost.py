@@ -538,3 +538,42 @@ def test_a_missing_usage_file_names_what_gave_it(tmp_path, capsys):
         f"error: {tmp_path / 'gone.yaml'}: cannot be read as YAML (FileNotFoundError); pass a YAML file of "
         "usage assumptions"
     ]
+
+
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        (
+            None,
+            "cannot be read as YAML (FileNotFoundError); pass a YAML file of usage assumptions (the path "
+            "sgldeploy:usageFile gives, a relative one read from the stack file's directory)",
+        ),
+        (
+            "load_balancer_capacity_units_per_hour: [3\n",
+            "cannot be read as YAML (ParserError); pass a YAML file of usage assumptions (the path "
+            "sgldeploy:usageFile gives, a relative one read from the stack file's directory)",
+        ),
+        (
+            "- 3\n",
+            "must be a mapping of usage assumptions (got a list of 1); use keys: "
+            "data_transfer_out_gb_per_month, load_balancer_capacity_units_per_hour, nat_gateway_gb_per_month",
+        ),
+        (
+            "nat_gateway_gb_per_month: lots\n",
+            "nat_gateway_gb_per_month: must be a number ≥ 0 (got 'lots'); e.g. 100",
+        ),
+    ],
+    ids=["missing", "not YAML", "not a mapping", "not a number"],
+)
+def test_validate_refuses_the_usage_file_plan_refuses_with_the_same_line(tmp_path, capsys, content, expected):
+    usage = tmp_path / "traffic.yaml"
+    if content is not None:
+        usage.write_text(content)
+    path = write_stack(tmp_path, extra={"sgldeploy:usageFile": "traffic.yaml"})
+    errors = {}
+    for command in ("validate", "plan"):
+        assert main([command, "--config", str(path)]) == 2, command
+        errors[command] = capsys.readouterr().err.splitlines()
+    assert errors["validate"] == errors["plan"]
+    [line] = errors["validate"]
+    assert line == f"error: {usage}: {expected}"

@@ -247,7 +247,7 @@ def test_lock_writes_a_stable_lock_and_plans_use_it(loopback, tmp_path):
 
 def test_lock_check_reports_a_moved_branch(loopback, tmp_path):
     repo = loopback.add(Repo("org/moving"))
-    repo.commit(sharded_model())
+    old_sha = repo.commit(sharded_model())
     stack = stack_for(tmp_path, "org/moving")
     assert cli(loopback, "lock", "--config", str(stack)).returncode == 0
     steady = cli(loopback, "lock", "--check", "--config", str(stack))
@@ -255,7 +255,10 @@ def test_lock_check_reports_a_moved_branch(loopback, tmp_path):
     new_sha = repo.commit(sharded_model(extra={"README.md": b"new"}))
     drift = cli(loopback, "lock", "--check", "--config", str(stack))
     assert drift.returncode == 1
-    assert "org/moving@main moved" in drift.stderr and new_sha in drift.stderr
+    assert drift.stderr.splitlines() == [  # at the field that names the branch
+        f"drift: sgldeploy:deployments[0].model.revision: org/moving@main moved: locked {old_sha}, now "
+        f"{new_sha}; review the change, then run sgldeploy lock (or pin revision: {new_sha})"
+    ]
 
 
 def test_lock_failures_are_one_line_each(loopback, tmp_path):

@@ -154,6 +154,25 @@ def test_lock_from_cache_with_no_network_gives_the_hub_entry(loopback, tmp_path)
     assert "(local-cache)" in plan.stdout
 
 
+def test_a_model_not_in_the_lock_names_the_offline_fix_and_that_fix_works(loopback, tmp_path):
+    files = model_files()
+    loopback.add(Repo("org/tiny")).commit(files)
+    download(loopback, "org/tiny", sorted(files), tmp_path / "hub")
+    stack = stack_file(tmp_path, [("org/tiny", "main")])
+
+    refused = sgldeploy("validate", "--config", str(stack))
+    assert refused.returncode == 2
+    assert errors(refused.stderr) == [
+        "error: sgldeploy:deployments[0].model.revision: org/tiny@main is not in models.lock.json (got 'main'); "
+        "run `sgldeploy lock` to resolve it on the Hub, or `sgldeploy lock --from-cache DIR` to resolve it from "
+        "a Hugging Face cache without the Hub"
+    ]
+    before = len(loopback.requests)
+    assert sgldeploy("lock", "--config", str(stack), "--from-cache", str(tmp_path / "hub")).returncode == 0
+    assert sgldeploy("validate", "--config", str(stack)).returncode == 0  # the fix it named, offline
+    assert len(loopback.requests) == before, "nothing may reach the Hub"
+
+
 def test_branch_and_tag_resolve_through_refs_and_a_commit_through_snapshots(loopback, tmp_path):
     repo = loopback.add(Repo("org/tiny"))
     files = model_files()

@@ -207,10 +207,30 @@ def test_a_previous_or_canary_commit_must_be_in_the_lock_like_model_revision(tmp
     assert missing == as_model_revision.replace(".model.revision:", f".rollout.{field}:")
     assert missing == (
         f"error: sgldeploy:deployments[0].rollout.{field}: {QWEN['repo']}@{B} is not in models.lock.json "
-        f"(got '{B}'); run `sgldeploy lock` to resolve it on the Hub"
+        f"(got '{B}'); run `sgldeploy lock` to resolve it on the Hub, or `sgldeploy lock --from-cache DIR` to "
+        "resolve it from a Hugging Face cache without the Hub"
     )
     # `sgldeploy lock` resolves it along with model.revision
     stack = read_stack_file(
         write_stack(tmp_path, platform=PLATFORM, deployments=[deployment(endpoint=ALB, rollout=rollout)])
     )
-    assert [(repo, rev) for _, repo, rev in _models(stack)] == [(QWEN["repo"], A), (QWEN["repo"], B)]
+    assert [(m.repo, m.revision) for m in _models(stack)] == [(QWEN["repo"], A), (QWEN["repo"], B)]
+
+
+@pytest.mark.parametrize(
+    "rollout, field",
+    [({"strategy": "canary", "canary_revision": B}, "canary_revision"),
+     ({"strategy": "blue-green", "previous_revision": B}, "previous_revision")],
+)  # fmt: skip
+def test_lock_check_reports_a_rollout_commit_missing_from_the_lock_at_its_field(
+    tmp_path, capsys, rollout, field
+):
+    from sgldeploy.cli import main
+
+    # the committed lock holds model.revision's commit A, not B: nothing here reaches the Hub (commits)
+    path = write_stack(tmp_path, platform=PLATFORM, deployments=[deployment(endpoint=ALB, rollout=rollout)])
+    assert main(["lock", "--check", "--config", str(path)]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: sgldeploy:deployments[0].rollout.{field}: {QWEN['repo']}@{B} is not locked (got '{B}'); "
+        "run sgldeploy lock"
+    ]
