@@ -758,12 +758,6 @@ class DeploymentSpec(Model):
     def served_name(self) -> str:
         return self.model.served_name or self.model.repo
 
-    @property
-    def canary_percent(self) -> int | None:
-        if self.rollout.strategy != "canary":
-            return None
-        return self.rollout.canary_percent if self.rollout.canary_percent is not None else 10
-
 
 class StackSpec(Model):
     """Everything under the `sgldeploy:` config namespace that is not a secret."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from sgldeploy.engine import SECRET, UNKNOWN
@@ -219,8 +221,16 @@ def test_a_replica_spanning_nodes_is_a_leader_worker_set(tmp_path):
     assert resources_of(plan, DEPLOYMENT) == []
     lws = one(plan, "kubernetes:leaderworkerset.x-k8s.io/v1:LeaderWorkerSet").inputs
     k8s_schemas.validate(lws, "1.33")
+    # The spec's defaults, max_surge 1 and max_unavailable 0, each in its own place.
+    assert lws["spec"]["rolloutStrategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdateConfiguration": {"maxSurge": 1, "maxUnavailable": 0},
+    }
     template = lws["spec"]["leaderWorkerTemplate"]
     assert template["size"] == 2 and template["restartPolicy"] == "RecreateGroupOnPodRestart"
+    # The leader is ready only once every rank has joined it: workers that waited for a ready leader
+    # (LeaderReady) would never start, so they start as soon as it is created.
+    assert lws["spec"]["startupPolicy"] == "LeaderCreated"
     leader = template["leaderTemplate"]["spec"]["containers"][0]
     worker = template["workerTemplate"]["spec"]["containers"][0]
     for c in (leader, worker):
@@ -228,6 +238,8 @@ def test_a_replica_spanning_nodes_is_a_leader_worker_set(tmp_path):
         assert args[args.index("--tp-size") + 1] == "16"
         assert args[args.index("--nnodes") + 1] == "$(LWS_GROUP_SIZE)"
         assert args[args.index("--node-rank") + 1] == "$(LWS_WORKER_INDEX)"
+        # SGLang's --dist-init-addr is host:port: rank 0's address and the rendezvous port, for every rank.
+        assert re.fullmatch(r"\$\(LWS_LEADER_ADDRESS\):\d+", args[args.index("--dist-init-addr") + 1])
         assert c["resources"]["limits"][GPU_RESOURCE] == "8"
     assert "readinessProbe" in leader and "readinessProbe" not in worker  # workers serve no HTTP
     service = server_service(plan).inputs["spec"]
@@ -266,3 +278,133 @@ def test_a_program_that_never_finishes_fails_cleanly(tmp_path):
     # The engine recovers: the next program in the same process renders normally.
     plan = render_stack(write_stack(tmp_path))
     assert resources_of(plan, DEPLOYMENT)
+
+
+PDB = "kubernetes:policy/v1:PodDisruptionBudget"
+
+
+def test_the_rolling_update_puts_the_specs_surge_and_unavailability_in_their_places(dev_like, tmp_path):
+    # The spec's documented defaults (max_surge 1, max_unavailable 0), then two other values, so that neither a
+    # swap nor a hard-coded pair can render them.
+    assert one(dev_like, DEPLOYMENT).inputs["spec"]["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
+    plan = render_stack(
+        write_stack(tmp_path, deployments=[deployment(rollout={"max_surge": 0, "max_unavailable": 2})])
+    )
+    assert one(plan, DEPLOYMENT).inputs["spec"]["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 2},
+    }
+
+
+@pytest.mark.parametrize(
+    "readiness, state, min_replicas, budget",
+    [
+        # always-ready keeps min_replicas through drains: one replica is never drained to none (the boundary).
+        ("always-ready", "running", 1, {"minAvailable": 1}),
+        ("always-ready", "running", 3, {"minAvailable": 3}),
+        # one below: an always-ready deployment stopped at zero has no minimum to keep, one pod at a time.
+        ("always-ready", "stopped", 0, {"maxUnavailable": 1}),
+        # the other readiness levels allow one replica at a time, whatever their minimum.
+        ("fast", "running", 1, {"maxUnavailable": 1}),
+        ("cold-start", "running", 2, {"maxUnavailable": 1}),
+    ],
+)
+def test_the_disruption_budget_at_and_around_its_boundaries(tmp_path, readiness, state, min_replicas, budget):
+    plan = render_stack(
+        write_stack(
+            tmp_path,
+            deployments=[
+                deployment(
+                    readiness=readiness,
+                    state=state,
+                    scaling={"min_replicas": min_replicas, "max_replicas": 4},
+                )
+            ],
+        )
+    )
+    pdb = one(plan, PDB).inputs["spec"]
+    assert pdb == {
+        "selector": {"matchLabels": one(plan, DEPLOYMENT).inputs["spec"]["selector"]["matchLabels"]},
+        # Kubernetes' default (IfHealthyBudget) lets a crash-looping pod that is never ready block every drain
+        # of its node while the budget is short; AlwaysAllow evicts unhealthy pods regardless.
+        "unhealthyPodEvictionPolicy": "AlwaysAllow",
+        **budget,
+    }
+
+
+def test_a_terminating_pod_outlives_the_load_balancers_deregistration_delay(tmp_path):
+    """The ALB keeps a deregistering target's requests in flight for its deregistration delay; the pod must not
+    be killed before they finish (README: a 120 s grace period, the ALB's 120 s deregistration delay)."""
+    plan = render_stack(
+        write_stack(
+            tmp_path,
+            deployments=[
+                deployment(
+                    endpoint={"exposure": "internal", "load_balancer": "alb"},
+                    scaling={"min_replicas": 1, "max_replicas": 2},
+                )
+            ],
+        )
+    )
+    [ingress] = resources_of(plan, "kubernetes:networking.k8s.io/v1:Ingress")
+    annotation = ingress.inputs["metadata"]["annotations"][
+        "alb.ingress.kubernetes.io/target-group-attributes"
+    ]
+    attributes = dict(pair.split("=") for pair in annotation.split(","))
+    delay = int(attributes["deregistration_delay.timeout_seconds"])
+    grace = one(plan, DEPLOYMENT).inputs["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    assert delay == 120 and grace == 120 and grace >= delay
+
+
+def test_every_startup_probe_covers_its_budget_with_less_than_one_period_to_spare():
+    """failureThreshold × periodSeconds is the time a pod has to open its port: at least the startup budget,
+    and less than one period more (a floor would cut the budget short wherever it is not a multiple of 10)."""
+    from sgldeploy.plan import plan_json
+
+    from .variants import rendered_variants
+
+    checked = 0
+    for variant, plan in rendered_variants().items():
+        budgets = {d["name"]: d["startup_budget_seconds"] for d in plan_json(plan)["deployments"]}
+        for r in plan.recording.resources:
+            spec = r.inputs.get("spec") if r.custom and isinstance(r.inputs, dict) else None
+            if r.type == DEPLOYMENT:
+                templates = [spec["template"]]
+            elif r.type == "kubernetes:leaderworkerset.x-k8s.io/v1:LeaderWorkerSet":
+                templates = [spec["leaderWorkerTemplate"]["leaderTemplate"]]
+            else:
+                continue
+            for template in templates:
+                labels = template["metadata"]["labels"]
+                if labels["app.kubernetes.io/component"] != "server":
+                    continue
+                budget = budgets[labels["app.kubernetes.io/instance"]]
+                probe = template["spec"]["containers"][0]["startupProbe"]
+                covered = probe["failureThreshold"] * probe["periodSeconds"]
+                assert budget <= covered < budget + probe["periodSeconds"], (variant, budget, probe)
+                checked += budget % probe["periodSeconds"] != 0
+    assert checked >= 5  # budgets that are not a multiple of the period: where ceil and floor differ
+
+
+def test_pods_over_efa_tell_nccl_to_use_it_and_no_others_do():
+    """README: pods request every Elastic Fabric Adapter their instance types share, with FI_PROVIDER=efa."""
+    from .variants import rendered_variants
+
+    with_efa = 0
+    for variant, plan in rendered_variants().items():
+        for r in plan.recording.resources:
+            if r.type not in (DEPLOYMENT, "kubernetes:leaderworkerset.x-k8s.io/v1:LeaderWorkerSet"):
+                continue
+            spec = r.inputs["spec"]
+            group = spec.get("leaderWorkerTemplate")
+            templates = [group["leaderTemplate"], group["workerTemplate"]] if group else [spec["template"]]
+            for template in templates:
+                for c in template["spec"]["containers"]:
+                    efa = int(c["resources"]["limits"].get("vpc.amazonaws.com/efa", "0"))
+                    provider = [e.get("value") for e in c["env"] if e["name"] == "FI_PROVIDER"]
+                    assert provider == (["efa"] if efa else []), (variant, r.name, c["name"])
+                    with_efa += efa > 0
+    assert with_efa >= 2  # the multi-node variant's leader and worker

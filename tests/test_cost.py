@@ -25,7 +25,7 @@ from sgldeploy.spec import ClusterSpec
 from sgldeploy.stack import resolve
 from sgldeploy.stackfile import read_stack_file
 
-from .conftest import LLAMA_70B, LOCK, ROOT, deployment, render_stack, with_secret, write_stack
+from .conftest import LLAMA_70B, LOCK, QWEN, ROOT, deployment, render_stack, with_secret, write_stack
 
 PLATFORM = {"cluster": {"name": "test"}, "namespace": "llm"}
 # The EKS Kubernetes release calendar, by hand from
@@ -577,3 +577,142 @@ def test_validate_refuses_the_usage_file_plan_refuses_with_the_same_line(tmp_pat
     assert errors["validate"] == errors["plan"]
     [line] = errors["validate"]
     assert line == f"error: {usage}: {expected}"
+
+
+def test_the_stack_cost_line_names_the_usage_based_part(tmp_path):
+    usage = tmp_path / "traffic.yaml"
+    usage.write_text(USAGE_3_LCU)
+    path = write_stack(tmp_path, deployments=[PUBLIC_ALB], extra={"sgldeploy:usageFile": str(usage)})
+    # By hand: 3 LCU × $0.008 × 730 h = $17.52, 1,000 GB × $0.09 = $90.00; the hourly figures add the same
+    # lines per hour (a month's dollars / 730).
+    usage_month = round(3 * 0.008 * 730 + 1000 * 0.09, 2)
+    assert usage_month == 107.52
+    node_h, disk_h, fixed_h = 0.8048, 150 * 0.08 / 730, 0.0225 + 3 * 0.008 + 1000 * 0.09 / 730
+    low_h, high_h = node_h + disk_h + fixed_h, 2 * (node_h + disk_h) + fixed_h
+    [line] = [x for x in summary(render_stack(path)).splitlines() if x.startswith("stack cost ")]
+    assert line == (
+        f"stack cost ${low_h:.2f}–${high_h:.2f}/h, ${BY_HAND_MIN:,.2f}–${BY_HAND_MAX:,.2f}/month (min–max "
+        f"replicas, 730 h), of which usage-based ${usage_month:.2f}/month; us-east-1 prices, usage file {usage}"
+    )
+
+
+def test_the_cost_line_names_no_usage_based_part_where_there_is_none():
+    est = estimate(deployment(scaling={"min_replicas": 1, "max_replicas": 1}))
+    month = round(0.8048 * 730 + 150 * 0.08, 2)  # one g6.xlarge and its 150 GiB disk
+    assert cost.one_line("qwen", est.deployment_totals("qwen")) == (
+        f"qwen: ${0.8048 + 150 * 0.08 / 730:.2f}/h, ${month:,.2f}/month (min–max replicas, 730 h)"
+    )
+
+
+def test_a_deployments_usage_based_part_spans_its_min_and_max():
+    # Only the NAT data is usage-based on the platform: 100 GB × $0.045 = $4.50 at min and at max.
+    est = estimate(deployment(), platform={**PLATFORM, "cluster": {"name": "c", "create": True}})
+    text = cost.one_line("platform", est.deployment_totals(None))
+    assert text.endswith(", of which usage-based $4.50/month")
+
+
+@pytest.fixture
+def canary_lock(tmp_path):
+    """The committed lock, plus Qwen 7B at a second commit (a canary's, or one kept warm)."""
+    lock = json.loads(LOCK.read_text())
+    entry = lock["models"][f"{QWEN['repo']}@{QWEN['revision']}"]
+    lock["models"][f"{QWEN['repo']}@{CANARY}"] = {**entry, "revision": CANARY, "sha": CANARY}
+    path = tmp_path / "models.lock.json"
+    path.write_text(json.dumps(lock))
+    return path
+
+
+CANARY = "b" * 40
+INTERNAL_ALB = {"exposure": "internal", "load_balancer": "alb"}
+
+
+@pytest.mark.parametrize(
+    "min_replicas, percent, canaries",
+    [
+        # The canary is a fixed share of the first (min, at least one) replicas, rounded up: never of max.
+        (2, 25, 1),  # 0.5 → 1 (at max 10 it would be 2.5 → 3)
+        (3, 50, 2),  # 1.5 → 2 (at max 10: 5)
+        (4, 50, 2),  # exactly 2
+        (1, 99, 1),  # 0.99 → 1 (at max 10: 10)
+        (5, 30, 2),  # 1.5 → 2 (at max 10: 3)
+    ],
+)
+def test_a_canary_is_priced_at_its_fixed_count_at_min_and_at_max(
+    canary_lock, min_replicas, percent, canaries
+):
+    raw = deployment(
+        endpoint=INTERNAL_ALB,
+        scaling={"min_replicas": min_replicas, "max_replicas": 10},
+        rollout={"strategy": "canary", "canary_revision": CANARY, "canary_percent": percent},
+    )
+    stack = resolve(PLATFORM, [raw], canary_lock, set(), today=PLAN_DAY)
+    est = cost.estimate(stack, "us-east-1", today=PLAN_DAY)
+    [line] = [i for i in est.items if i.resource == "qwen/rollout-tracks"]
+    assert line.drivers["extra_replicas"] == canaries
+    assert (cost.monthly(line.hourly_usd_min), cost.monthly(line.hourly_usd_max)) == (
+        round(canaries * 0.8048 * 730, 2),
+    ) * 2
+    assert f"{canaries} canary replica(s) of g6.xlarge" in line.description
+
+
+@pytest.mark.parametrize("written", ["true", "false", "yes", "on"])
+def test_a_yaml_boolean_is_not_a_usage_number(tmp_path, written):
+    # YAML 1.1 (PyYAML) reads true/yes/on as True: Python's True == 1, but no usage is a yes or a no.
+    usage = tmp_path / "usage.yaml"
+    usage.write_text(f"nat_gateway_gb_per_month: {written}\n")
+    with pytest.raises(InvalidInput) as err:
+        cost.Usage.read(usage)
+    value = "true" if written in ("true", "yes", "on") else "false"  # shown as YAML writes it
+    assert [p.line() for p in err.value.problems] == [
+        f"error: {usage}: nat_gateway_gb_per_month: must be a number ≥ 0 (got {value}); e.g. 100"
+    ]
+
+
+@pytest.mark.parametrize("written, read", [("0", 0.0), ("0.5", 0.5), ("7", 7.0)])
+def test_a_usage_of_zero_or_more_is_taken(tmp_path, written, read):
+    usage = tmp_path / "usage.yaml"
+    usage.write_text(f"nat_gateway_gb_per_month: {written}\n")
+    assert cost.Usage.read(usage).nat_gateway_gb_per_month == read
+    assert cost.Usage.read(usage).data_transfer_out_gb_per_month == 50.0  # the others keep their defaults
+
+
+def test_a_usage_just_below_zero_is_refused(tmp_path):
+    usage = tmp_path / "usage.yaml"
+    usage.write_text("load_balancer_capacity_units_per_hour: -0.01\n")
+    with pytest.raises(InvalidInput) as err:
+        cost.Usage.read(usage)
+    assert [p.line() for p in err.value.problems] == [
+        f"error: {usage}: load_balancer_capacity_units_per_hour: must be a number ≥ 0 (got -0.01); e.g. 100"
+    ]
+
+
+def test_a_commit_kept_warm_is_one_replica_at_min_and_at_max(canary_lock):
+    # Blue-green keeps one replica of the previous commit, whatever the scaling bounds (a replica spanning
+    # nodes cannot be blue-green: a LeaderWorkerSet rolls in place).
+    raw = deployment(
+        model={**QWEN, "revision": CANARY},
+        endpoint=INTERNAL_ALB,
+        scaling={"min_replicas": 3, "max_replicas": 10},
+        rollout={"strategy": "blue-green", "previous_revision": QWEN["revision"]},
+    )
+    stack = resolve(PLATFORM, [raw], canary_lock, set(), today=PLAN_DAY)
+    [line] = [
+        i for i in cost.estimate(stack, "us-east-1", today=PLAN_DAY).items if i.resource.endswith("tracks")
+    ]
+    assert cost.monthly(line.hourly_usd_min) == cost.monthly(line.hourly_usd_max) == round(0.8048 * 730, 2)
+    assert line.description == (
+        "1 previous commit kept warm replica(s) of g6.xlarge, on-demand price, running at all times"
+    )
+
+
+@pytest.mark.parametrize(
+    "setting, env, region",
+    [("eu-west-1", "us-west-2", "eu-west-1"), (None, "us-west-2", "us-west-2"), (None, None, "us-east-1")],
+)
+def test_the_stacks_region_wins_over_the_environment(monkeypatch, setting, env, region):
+    # The AWS provider reads aws:region first and AWS_REGION only without it; us-east-1 is the priced default.
+    if env is None:
+        monkeypatch.delenv("AWS_REGION", raising=False)
+    else:
+        monkeypatch.setenv("AWS_REGION", env)
+    assert cost.region_of(setting) == region

@@ -454,3 +454,255 @@ def test_an_ingress_certificate_known_after_apply_is_a_certificate(dev):
     [(level, message)] = _one(annotate(**{scheme: UNKNOWN}), "public-endpoint-secured")
     assert level == "advisory" and f"metadata.annotations[{scheme}] is known only after apply" in message
     assert _one(annotate(**{scheme: "internal"}), "public-endpoint-secured") == []
+
+
+# ---- boundaries: each rule's allowed value, and the nearest ones it must refuse ------------------------
+
+
+def _escalation(value):
+    def change(p):
+        context = server(p)["securityContext"]
+        if value is None:
+            context.pop("allowPrivilegeEscalation", None)
+        else:
+            context["allowPrivilegeEscalation"] = value
+
+    return change
+
+
+def test_privilege_escalation_must_be_explicitly_false(dev):
+    assert (
+        server(next(r for r in dev if kind("Deployment")(r)).props)["securityContext"][
+            "allowPrivilegeEscalation"
+        ]
+        is False
+    )
+    assert run(mutate(dev, kind("Deployment"), _escalation(False)), "no-privileged-containers") == []
+    for value, shown in ((None, "unset"), (True, "True")):
+        [v] = run(mutate(dev, kind("Deployment"), _escalation(value)), "no-privileged-containers")
+        assert (
+            f"containers[sglang] may escalate privileges (allowPrivilegeEscalation {shown}; allowed: false)"
+            in (v.message)
+        )
+
+
+@pytest.mark.parametrize("namespace", ["hostNetwork", "hostPID", "hostIPC"])
+def test_a_pod_sharing_any_host_namespace_is_refused(dev, namespace):
+    def share(p):
+        p["spec"]["template"]["spec"][namespace] = True
+
+    def unshare(p):
+        p["spec"]["template"]["spec"][namespace] = False
+
+    [v] = run(mutate(dev, kind("Deployment"), share), "no-privileged-containers")
+    assert "pod shares the host's network, PID or IPC namespace (allowed: none)" in v.message
+    assert run(mutate(dev, kind("Deployment"), unshare), "no-privileged-containers") == []
+
+
+@pytest.mark.parametrize(
+    ("path", "allowed"),
+    [
+        ("/mnt/sgldeploy-cache", True),
+        ("/mnt/sgldeploy-cache/", True),
+        ("/mnt/sgldeploy-cache/models/x", True),
+        ("/mnt/sgldeploy-cache-evil", False),  # shares the prefix, not the path
+        ("/mnt/sgldeploy-cache-evil/models", False),
+        ("/mnt/sgldeploy-cach", False),
+        ("/mnt", False),
+        ("/", False),
+    ],
+)
+def test_host_paths_are_matched_as_paths_not_prefixes(dev, path, allowed):
+    def mount(p):
+        p["spec"]["template"]["spec"]["volumes"].append({"name": "extra", "hostPath": {"path": path}})
+
+    found = run(mutate(dev, kind("Deployment"), mount), "no-privileged-containers")
+    if allowed:
+        assert found == []
+    else:
+        [v] = found
+        shown = path.rstrip("/") or "/"
+        assert f"volume 'extra' mounts host path {shown!r} (allowed under: /mnt/sgldeploy-cache)" in v.message
+
+
+def test_a_digest_is_sha256_and_exactly_64_lowercase_hex():
+    hex64 = "0123456789abcdef" * 4
+    assert rules.image_tag(f"lmsysorg/sglang@sha256:{hex64}") is None
+    assert rules.image_tag(f"lmsysorg/sglang:v0.5.23@sha256:{hex64}") is None
+    for not_a_digest in (
+        f"lmsysorg/sglang@sha256:{hex64[:63]}",  # one short
+        f"lmsysorg/sglang@sha256:{hex64}0",  # one long
+        f"lmsysorg/sglang@sha256:{hex64.upper()}",
+        f"lmsysorg/sglang@sha256:{hex64[:63]}g",
+        f"lmsysorg/sglang@sha512:{hex64}",
+        f"lmsysorg/sglang:sha256:{hex64}",
+        "lmsysorg/sglang@sha256:",
+    ):
+        assert rules.image_tag(not_a_digest) is not None, not_a_digest
+    assert rules.image_tag("lmsysorg/sglang:v0.5.23") == "v0.5.23"
+    assert rules.image_tag("registry:5000/sglang") == ""
+
+
+def test_an_empty_digest_is_no_pin(dev):
+    image = "lmsysorg/sglang@sha256:"
+    [v] = run(mutate(dev, kind("Deployment"), lambda p: server(p).update(image=image)), "images-pinned")
+    assert f"image {image!r} has no tag" in v.message
+
+
+def test_budget_boundary_one_cent_below_at_and_above(dev):
+    parts = [r for r in dev if r.type in (DEPLOYMENT_TYPE, PLATFORM_TYPE)]
+    cents = sum(round(r.props["cost"].get("monthlyUsdMax", 0) * 100) for r in parts)
+    assert cents > 0
+    total = cents / 100
+    assert run(dev, "stack-budget", budget_usd_per_month=total) == []  # at the budget: within it
+    assert run(dev, "stack-budget", budget_usd_per_month=total + 0.01) == []
+    [v] = run(dev, "stack-budget", budget_usd_per_month=total - 0.01)
+    assert f"${total:,.2f}/month at max replicas exceeds the budget of ${total - 0.01:,.2f}" in v.message
+    # The platform's own budget is judged the same way.
+    at = mutate(dev, of_type(PLATFORM_TYPE), lambda p: p.update(budgetUsdPerMonth=total))
+    assert run(at, "stack-budget") == []
+    below = mutate(dev, of_type(PLATFORM_TYPE), lambda p: p.update(budgetUsdPerMonth=total - 0.01))
+    assert len(run(below, "stack-budget")) == 1
+
+
+@pytest.fixture(scope="module")
+def multi(tmp_path_factory):
+    """A replica spanning two nodes, rendered as a LeaderWorkerSet."""
+    from .conftest import multi_node
+
+    root = tmp_path_factory.mktemp("multi")
+    stack = write_stack(
+        root,
+        platform={"cluster": {"name": "t"}, "namespace": "llm", "addons": {"leader_worker_set": True}},
+        deployments=[multi_node()],
+        extra={"sgldeploy:hfToken": {"secure": "v1:AAAAAAAAAAAAAAAA:opaque-ciphertext"}},
+    )
+    return policy_resources(render_stack(stack).recording)
+
+
+def _worker(props):
+    return props["spec"]["leaderWorkerTemplate"]["workerTemplate"]["spec"]
+
+
+def _leader(props):
+    return props["spec"]["leaderWorkerTemplate"]["leaderTemplate"]["spec"]
+
+
+WORKER = "spec.leaderWorkerTemplate.workerTemplate.spec.containers"
+
+
+@pytest.mark.parametrize(
+    ("policy", "change", "expected"),
+    [
+        ("images-pinned", lambda c: c.update(image="lmsysorg/sglang:latest"), "has tag 'latest'"),
+        ("no-privileged-containers", lambda c: c["securityContext"].update(privileged=True), "is privileged"),
+        (
+            "no-privileged-containers",
+            lambda c: c["securityContext"].pop("allowPrivilegeEscalation"),
+            "may escalate privileges (allowPrivilegeEscalation unset",
+        ),
+        ("container-resources", lambda c: c["resources"]["requests"].pop("memory"), "has no requests.memory"),
+        (
+            "weights-safetensors",
+            lambda c: c.update(args=[*c["args"], "--load-format=pt"]),
+            "--load-format pt",
+        ),
+    ],
+)
+def test_leader_worker_set_workers_are_inspected_like_the_leader(multi, policy, change, expected):
+    lws = next(r for r in multi if kind("LeaderWorkerSet")(r))
+    assert _leader(lws.props)["containers"] and _worker(lws.props)["containers"]
+    assert run(multi, policy) == []
+    [v] = run(mutate(multi, kind("LeaderWorkerSet"), lambda p: change(_worker(p)["containers"][0])), policy)
+    name = _worker(lws.props)["containers"][0]["name"]
+    assert f"{WORKER}[{name}]" in v.message and expected in v.message
+
+
+def test_leader_worker_set_worker_pods_are_inspected(multi):
+    def share(p):
+        _worker(p)["hostPID"] = True
+
+    [v] = run(mutate(multi, kind("LeaderWorkerSet"), share), "no-privileged-containers")
+    assert "pod shares the host's network, PID or IPC namespace" in v.message
+
+    def mount(p):
+        _worker(p).setdefault("volumes", []).append({"name": "root", "hostPath": {"path": "/"}})
+
+    [v] = run(mutate(multi, kind("LeaderWorkerSet"), mount), "no-privileged-containers")
+    assert "volume 'root' mounts host path '/'" in v.message
+
+
+def test_containers_need_a_memory_limit(dev):
+    [v] = run(
+        mutate(dev, kind("Deployment"), lambda p: server(p)["resources"]["limits"].pop("memory")),
+        "container-resources",
+    )
+    assert "containers[sglang] has no limits.memory" in v.message
+
+
+def test_gpu_caps_boundary_at_the_cap_and_one_below(prod):
+    per = {
+        r.name: int(r.props["replicas"]["max"]) * int(r.props["placement"]["gpusPerReplica"])
+        for r in prod
+        if r.type == DEPLOYMENT_TYPE
+    }
+    most, total = max(per.values()), sum(per.values())
+    assert run(prod, "gpu-caps", max_gpus_per_deployment=most, max_gpus_total=total) == []
+    [v] = run(prod, "gpu-caps", max_gpus_per_deployment=most - 1, max_gpus_total=total)
+    assert f"{most} GPUs at max replicas" in v.message and f"max_gpus_per_deployment {most - 1}" in v.message
+    [v] = run(prod, "gpu-caps", max_gpus_per_deployment=most, max_gpus_total=total - 1)
+    assert v.message.startswith(f"stack: {total} GPUs at max replicas exceeds max_gpus_total {total - 1}")
+
+
+def test_placement_memory_fits_up_to_the_gpus_memory(dev):
+    def need(gib):
+        def change(p):
+            p["memory"].update(requiredGibPerGpu=gib, gpuMemoryGib=22.35)
+
+        return change
+
+    assert run(mutate(dev, of_type(DEPLOYMENT_TYPE), need(22.35)), "placement-fits") == []
+    [v] = run(mutate(dev, of_type(DEPLOYMENT_TYPE), need(22.36)), "placement-fits")
+    assert "needs 22.36 GiB per GPU, L4 has 22.35 GiB" in v.message
+
+
+@pytest.mark.parametrize(
+    ("gpu", "quantization", "kv", "refused"),
+    [
+        # NVIDIA's compute capabilities: T4 7.5, A10G 8.6, A100 8.0, L4 8.9, H100 9.0. SGLang's fp8 and the FP8
+        # KV cache kernels need 8.0 (Ampere); w8a8_fp8's kernels need 8.9 (Ada).
+        ("A100-80GB", "fp8", "auto", []),  # at the threshold
+        ("T4", "fp8", "auto", ["quantization fp8 needs compute capability 8.0, T4 has 7.5"]),
+        ("L4", "w8a8_fp8", "auto", []),
+        ("A10G", "w8a8_fp8", "auto", ["quantization w8a8_fp8 needs compute capability 8.9, A10G has 8.6"]),
+        ("H100", "w8a8_fp8", "auto", []),
+        ("A100-80GB", "none", "fp8_e4m3", []),
+        ("A10G", "none", "fp8_e5m2", []),
+        ("T4", "none", "fp8_e4m3", ["FP8 KV cache on T4 (compute capability 7.5, needs 8.0)"]),
+    ],
+)
+def test_gpu_capability_boundaries(dev, gpu, quantization, kv, refused):
+    def place(p):
+        p["placement"]["gpuModel"] = gpu
+        p["serving"].update(quantization=quantization, kvCacheDtype=kv, dtype="float16")
+
+    messages = [v.message for v in run(mutate(dev, of_type(DEPLOYMENT_TYPE), place), "placement-fits")]
+    assert len(messages) == len(refused) and all(
+        want in message for want, message in zip(refused, messages, strict=True)
+    ), messages
+
+
+def test_gpu_capability_one_tenth_below_is_refused(dev, monkeypatch):
+    """No catalogued GPU sits a tenth below a threshold, so one is added: 8.8 is below w8a8_fp8's 8.9."""
+    import dataclasses
+
+    catalog = rules.gpu_models()
+    near = {**catalog, "X88": dataclasses.replace(catalog["L4"], compute_capability=8.8)}
+    monkeypatch.setattr(rules, "gpu_models", lambda: near)
+
+    def place(p):
+        p["placement"]["gpuModel"] = "X88"
+        p["serving"].update(quantization="w8a8_fp8", kvCacheDtype="auto", dtype="float16")
+
+    [v] = run(mutate(dev, of_type(DEPLOYMENT_TYPE), place), "placement-fits")
+    assert "quantization w8a8_fp8 needs compute capability 8.9, X88 has 8.8" in v.message

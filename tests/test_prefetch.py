@@ -520,3 +520,538 @@ def test_a_corrupt_safetensors_header_is_refused_without_the_safetensors_package
     assert done.returncode == prefetch.CORRUPT, done.stderr[-2000:]
     assert "starts at data byte 20, expected 16" in done.stderr
     assert not list((tmp_path / "cache").rglob(".complete"))
+
+
+# ---- verification at its boundaries: what is trusted, what is fetched again ---------------------------------
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _git_blob(data: bytes) -> str:
+    """git's object id of a blob: sha1 over "blob <size>\\0" and the bytes (git-hash-object)."""
+    return hashlib.sha1(f"blob {len(data)}\0".encode() + data).hexdigest()
+
+
+def _same_size_other_bytes(data: bytes) -> bytes:
+    return bytes([data[0] ^ 0x01]) + data[1:]
+
+
+@pytest.fixture
+def small_hub():
+    with LoopbackHub() as server:
+        server.files = sharded_model()
+        server.sha = server.add(Repo("org/small")).commit(server.files)
+        yield server
+
+
+def _fetch_small(server: LoopbackHub, dest: Path) -> dict:
+    return prefetch.prefetch(
+        "org/small", "main", dest, endpoint=server.endpoint, log=lambda line: None, sleep=lambda s: None
+    )
+
+
+def _gets_of(server: LoopbackHub, name: str) -> int:
+    return sum(1 for p in file_gets(server) if p.endswith("/" + name))
+
+
+def test_a_small_file_is_checked_against_its_git_blob_id(tmp_path):
+    data = b'{"version": "1.0"}'
+    path = tmp_path / "tokenizer.json"
+    path.write_bytes(data)
+    good = prefetch.RemoteFile("tokenizer.json", len(data), None, _git_blob(data))
+    assert prefetch.verify(path, good) == (None, _sha256(data))
+    other = _same_size_other_bytes(data)
+    path.write_bytes(other)
+    problem, sha = prefetch.verify(path, good)
+    assert problem == f"git blob {_git_blob(other)[:12]}…, the Hub says {_git_blob(data)[:12]}…"
+    assert sha == _sha256(other)
+
+
+def test_a_small_file_served_corrupt_is_refused_by_its_git_blob(small_hub, tmp_path):
+    small_hub.spoil(
+        r"tokenizer\.json$", times=1, corrupt=True
+    )  # same size, other bytes: only the blob id tells
+    with pytest.raises(prefetch.PrefetchError) as err:
+        _fetch_small(small_hub, tmp_path / "cache")
+    assert err.value.code == prefetch.CORRUPT
+    assert "tokenizer.json failed verification: git blob" in str(err.value)
+    target = tmp_path / "cache" / "org" / "small" / small_hub.sha
+    assert not (target / ".complete").exists() and not (target / "tokenizer.json").exists()
+
+
+def test_an_lfs_file_is_checked_by_sha256(tmp_path):
+    data = save({"w": np.arange(4, dtype=np.float32)})
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(_same_size_other_bytes(data))
+    remote = prefetch.RemoteFile("model.safetensors", len(data), _sha256(data), _git_blob(data))
+    problem, _ = prefetch.verify(path, remote)
+    assert problem.startswith(
+        f"sha256 {_sha256(path.read_bytes())[:12]}…, the Hub says {_sha256(data)[:12]}…"
+    )
+    path.write_bytes(data)
+    assert prefetch.verify(path, remote) == (None, _sha256(data))
+    short = prefetch.RemoteFile("model.safetensors", len(data) + 1, _sha256(data), None)
+    assert prefetch.verify(path, short)[0] == f"size {len(data)}, the Hub says {len(data) + 1}"
+
+
+@pytest.mark.parametrize("name", ["tokenizer.json", "model-00002-of-00002.safetensors"])
+def test_a_file_present_with_wrong_content_is_fetched_again_not_trusted(small_hub, tmp_path, name):
+    """Cached by verification, not by existence: a file already at its place, at its size, with other bytes
+    (an earlier run interrupted before `.complete`, a damaged disk) is fetched again."""
+    dest = tmp_path / "cache"
+    _fetch_small(small_hub, dest)
+    target = dest / "org" / "small" / small_hub.sha
+    (target / ".complete").unlink()
+    (target / name).write_bytes(_same_size_other_bytes(small_hub.files[name]))
+    before = {n: _gets_of(small_hub, n) for n in small_hub.files}
+    summary = _fetch_small(small_hub, dest)
+    assert (target / name).read_bytes() == small_hub.files[name]
+    assert _gets_of(small_hub, name) > before[name]
+    assert all(_gets_of(small_hub, n) == before[n] for n in small_hub.files if n != name)  # the rest verified
+    assert summary["skipped"] == summary["files"] - 1
+    marker = json.loads((target / ".complete").read_text())
+    assert {e["path"]: e["sha256"] for e in marker["files"]} == {
+        n: _sha256(small_hub.files[n]) for n in small_hub.files
+    }
+
+
+def test_a_verified_file_is_kept_and_recorded_by_its_bytes(small_hub, tmp_path):
+    dest = tmp_path / "cache"
+    _fetch_small(small_hub, dest)
+    target = dest / "org" / "small" / small_hub.sha
+    (target / ".complete").unlink()
+    gets = len(file_gets(small_hub))
+    summary = _fetch_small(small_hub, dest)
+    assert len(file_gets(small_hub)) == gets and summary["skipped"] == summary["files"] == len(
+        small_hub.files
+    )
+    marker = json.loads((target / ".complete").read_text())
+    assert marker["repo"] == "org/small" and marker["sha"] == small_hub.sha
+    assert sorted(marker["files"], key=lambda e: e["path"]) == [
+        {"path": n, "size": len(d), "sha256": _sha256(d)} for n, d in sorted(small_hub.files.items())
+    ]
+
+
+# `.complete`: a directory is complete only when its marker lists exactly these files, each on disk at the
+# Hub's size, the marker agreeing on the size and (for LFS files) the sha256.
+
+
+def _cache_with_marker(tmp_path: Path) -> tuple[Path, list, dict]:
+    data = {"config.json": b"{}", "model.safetensors": save({"w": np.zeros(3, dtype=np.float16)})}
+    target = tmp_path / "c"
+    target.mkdir()
+    for name, body in data.items():
+        (target / name).write_bytes(body)
+    files = [
+        prefetch.RemoteFile("config.json", 2, None, _git_blob(data["config.json"])),
+        prefetch.RemoteFile(
+            "model.safetensors", len(data["model.safetensors"]), _sha256(data["model.safetensors"]), None
+        ),
+    ]
+    marker = {
+        "repo": "org/x",
+        "sha": "a" * 40,
+        "files": [{"path": n, "size": len(b), "sha256": _sha256(b)} for n, b in data.items()],
+    }
+    return target, files, marker
+
+
+def _entry(marker: dict, name: str) -> dict:
+    return next(e for e in marker["files"] if e["path"] == name)
+
+
+@pytest.mark.parametrize(
+    ("case", "complete"),
+    [
+        ("as written", True),
+        ("no marker", False),
+        ("not json", False),
+        ("no files key", False),
+        ("a file missing from the marker", False),
+        ("an extra file in the marker", False),
+        ("a listed file missing on disk", False),
+        ("a file one byte short on disk", False),
+        ("a file one byte long on disk", False),
+        ("a listed file is a directory", False),
+        ("the marker's size one less", False),
+        ("the marker's size one more", False),
+        ("the marker names another sha256", False),
+        ("the marker has no sha256", False),
+        ("a small file's sha256 is not the marker's test", True),
+    ],
+)
+def test_complete_only_when_the_marker_matches(tmp_path, case, complete):
+    target, files, marker = _cache_with_marker(tmp_path)
+    weights = _entry(marker, "model.safetensors")
+    if case == "not json":
+        text = "{not json"
+    else:
+        if case == "no files key":
+            marker = {"repo": "org/x"}
+        elif case == "a file missing from the marker":
+            marker["files"] = [weights]
+        elif case == "an extra file in the marker":
+            marker["files"].append({"path": "tokenizer.json", "size": 2, "sha256": _sha256(b"{}")})
+        elif case == "a listed file missing on disk":
+            (target / "config.json").unlink()
+        elif case == "a file one byte short on disk":
+            (target / "config.json").write_bytes(b"{")
+        elif case == "a file one byte long on disk":
+            (target / "config.json").write_bytes(b"{} ")
+        elif case == "a listed file is a directory":
+            (target / "config.json").unlink()
+            (target / "config.json").mkdir()
+        elif case == "the marker's size one less":
+            weights["size"] -= 1
+        elif case == "the marker's size one more":
+            weights["size"] += 1
+        elif case == "the marker names another sha256":
+            weights["sha256"] = "0" * 64
+        elif case == "the marker has no sha256":
+            del weights["sha256"]
+        elif case == "a small file's sha256 is not the marker's test":
+            _entry(marker, "config.json")["sha256"] = "0" * 64  # small files carry no sha256 on the Hub
+        text = json.dumps(marker)
+    if case != "no marker":
+        (target / ".complete").write_text(text)
+    assert prefetch.complete_matches(target, files) is complete
+
+
+def test_a_marker_naming_another_sha256_is_not_trusted_and_is_rewritten(small_hub, tmp_path):
+    dest = tmp_path / "cache"
+    _fetch_small(small_hub, dest)
+    target = dest / "org" / "small" / small_hub.sha
+    marker = json.loads((target / ".complete").read_text())
+    name = "model-00001-of-00002.safetensors"
+    _entry(marker, name)["sha256"] = "0" * 64
+    (target / ".complete").write_text(json.dumps(marker))
+    gets = len(file_gets(small_hub))
+    _fetch_small(small_hub, dest)
+    assert len(file_gets(small_hub)) == gets  # every file verified on disk, none fetched
+    rewritten = json.loads((target / ".complete").read_text())
+    assert _entry(rewritten, name)["sha256"] == _sha256(small_hub.files[name])
+
+
+def test_a_complete_marker_with_a_file_gone_is_refilled(small_hub, tmp_path):
+    dest = tmp_path / "cache"
+    _fetch_small(small_hub, dest)
+    target = dest / "org" / "small" / small_hub.sha
+    (target / "generation_config.json").unlink()
+    summary = _fetch_small(small_hub, dest)
+    assert summary["skipped"] == summary["files"] - 1
+    assert (target / "generation_config.json").read_bytes() == small_hub.files["generation_config.json"]
+
+
+# safetensors: 8 bytes little-endian header length N, N bytes of JSON, then the data, which the tensors' offsets
+# (relative to the data) must tile exactly (huggingface/safetensors README "Format"; the library's
+# `validate` in safetensors/src/tensor.rs).
+
+
+def _st(header: dict | bytes, data_len: int, *, header_len: int | None = None, trailing: int = 0) -> bytes:
+    raw = header if isinstance(header, bytes) else json.dumps(header).encode()
+    n = len(raw) if header_len is None else header_len
+    return n.to_bytes(8, "little") + raw + bytes(data_len + trailing)
+
+
+def _problem(tmp_path: Path, content: bytes) -> str | None:
+    path = tmp_path / "x.safetensors"
+    path.write_bytes(content)
+    return prefetch.safetensors_problem(path)
+
+
+def _t(dtype: str, shape: list, begin: int, end: int) -> dict:
+    return {"dtype": dtype, "shape": shape, "data_offsets": [begin, end]}
+
+
+def test_safetensors_written_by_the_library_pass(tmp_path):
+    for arrays in (
+        {"a": np.ones((3, 5), dtype=np.float16), "b": np.zeros(7, dtype=np.int64)},
+        {"x": np.ones((2, 2), dtype=np.bool_), "y": np.ones(3, dtype=np.uint8), "z": np.ones(1, np.float64)},
+        {"empty": np.zeros((0, 4), dtype=np.float32)},
+    ):
+        assert _problem(tmp_path, save(arrays, metadata={"format": "pt"})) is None
+
+
+def test_safetensors_header_length_boundary(tmp_path):
+    header = json.dumps({}).encode()
+    assert _problem(tmp_path, _st(header, 0)) is None  # header exactly to the end of a file with no tensors
+    over = len(header) + 1  # one byte past the end
+    content = _st(header, 0, header_len=over)
+    assert _problem(tmp_path, content) == (
+        f"header length {over} runs past the end of the file ({len(content)} bytes)"
+    )
+    assert _problem(tmp_path, (2**64 - 1).to_bytes(8, "little")).startswith(
+        "header length 18446744073709551615"
+    )
+    assert _problem(tmp_path, b"\x02\x00\x00\x00\x00\x00\x00") == "shorter than a safetensors header"
+    assert _problem(tmp_path, b"") == "shorter than a safetensors header"
+    assert (
+        _problem(tmp_path, bytes(8)) == "header is not valid JSON"
+    )  # 8 bytes: a header length, and 0 of JSON
+
+
+@pytest.mark.parametrize(
+    ("header", "data_len", "trailing", "expected"),
+    [
+        # tiling: contiguous from 0, no overlap, no gap, ending at the file's end
+        ({"a": _t("F32", [2], 0, 8), "b": _t("F32", [2], 8, 16)}, 16, 0, None),
+        ({"a": _t("F32", [2], 4, 12)}, 12, 0, "tensor 'a' starts at data byte 4, expected 0"),
+        (
+            {"a": _t("F32", [2], 0, 8), "b": _t("F32", [2], 12, 20)},
+            20,
+            0,
+            "tensor 'b' starts at data byte 12, expected 8",
+        ),  # a gap
+        (
+            {"a": _t("F32", [2], 0, 8), "b": _t("F32", [2], 4, 12)},
+            12,
+            0,
+            "tensor 'b' starts at data byte 4, expected 8",
+        ),  # overlapping
+        (
+            {"a": _t("F32", [2], 0, 8), "b": _t("F32", [2], 7, 15)},
+            15,
+            0,
+            "tensor 'b' starts at data byte 7, expected 8",
+        ),  # one byte of overlap
+        (
+            {"a": _t("F32", [2], 0, 8)},
+            8,
+            1,
+            "tensors end at byte {end}, the file has {size}",
+        ),  # one byte over
+        ({"a": _t("F32", [2], 0, 8)}, 7, 0, "tensors end at byte {end}, the file has {size}"),  # one short
+        ({"__metadata__": {"format": "pt"}, "a": _t("U8", [3], 0, 3)}, 3, 0, None),
+        # each tensor as long as its shape and dtype say
+        ({"a": _t("F32", [2], 0, 7)}, 7, 0, "tensor 'a': F32 [2] takes 8 bytes, its offsets span 7"),
+        ({"a": _t("F32", [2], 0, 9)}, 9, 0, "tensor 'a': F32 [2] takes 8 bytes, its offsets span 9"),
+        ({"a": _t("BF16", [2, 3], 0, 12)}, 12, 0, None),
+        ({"a": _t("F4", [2], 0, 1)}, 1, 0, None),
+        ({"a": _t("F4", [3], 0, 2)}, 2, 0, "tensor 'a': F4 [3] takes 1.5 bytes, its offsets span 2"),
+        # a whole number of bytes, not rounded down: 12 bits are not 1 byte, 6 bits are not 0
+        ({"a": _t("F4", [3], 0, 1)}, 1, 0, "tensor 'a': F4 [3] takes 1.5 bytes, its offsets span 1"),
+        (
+            {"a": _t("F6_E3M2", [1], 0, 0)},
+            0,
+            0,
+            "tensor 'a': F6_E3M2 [1] takes 0.75 bytes, its offsets span 0",
+        ),
+        ({"a": _t("F6_E3M2", [4], 0, 3)}, 3, 0, None),
+        (
+            {"a": _t("F6_E2M3", [1], 0, 1)},
+            1,
+            0,
+            "tensor 'a': F6_E2M3 [1] takes 0.75 bytes, its offsets span 1",
+        ),
+        ({"a": _t("F32", [], 0, 4)}, 4, 0, None),  # a scalar: one element
+        ({"a": _t("F32", [0, 5], 0, 0)}, 0, 0, None),
+        # a dtype the table does not know is checked by its offsets only
+        ({"a": _t("F3_NEW", [5], 0, 2)}, 2, 0, None),
+        (
+            {"a": _t("F3_NEW", [5], 0, 2), "b": _t("U8", [1], 3, 4)},
+            4,
+            0,
+            "tensor 'b' starts at data byte 3, expected 2",
+        ),
+        # malformed entries
+        ({"a": [0, 4]}, 4, 0, "tensor 'a': is not a JSON object"),
+        ({"a": _t("U8", [4], 4, 0)}, 4, 0, "tensor 'a': data_offsets is not [begin, end] (got [4, 0])"),
+        ({"a": _t("U8", [4], -1, 3)}, 4, 0, "tensor 'a': data_offsets is not [begin, end] (got [-1, 3])"),
+        (
+            {"a": {"dtype": "U8", "shape": [1], "data_offsets": [0, True]}},
+            1,
+            0,
+            "tensor 'a': data_offsets is not [begin, end]",
+        ),
+        (
+            {"a": {"dtype": "U8", "shape": [1], "data_offsets": [0]}},
+            1,
+            0,
+            "tensor 'a': data_offsets is not [begin, end]",
+        ),
+        (
+            {"a": {"dtype": "U8", "shape": [1], "data_offsets": [0, 1, 2]}},
+            1,
+            0,
+            "tensor 'a': data_offsets is not [begin",
+        ),
+        (
+            {"a": {"dtype": "U8", "shape": [1], "data_offsets": [0.0, 1]}},
+            1,
+            0,
+            "tensor 'a': data_offsets is not [begin",
+        ),
+        (
+            {"a": {"dtype": "U8", "shape": [1]}},
+            1,
+            0,
+            "tensor 'a': data_offsets is not [begin, end] (got None)",
+        ),
+        ({"a": _t("U8", [-1], 0, 1)}, 1, 0, "tensor 'a': shape is not a list of sizes (got [-1])"),
+        ({"a": _t("U8", [True], 0, 1)}, 1, 0, "tensor 'a': shape is not a list of sizes (got [True])"),
+        ({"a": _t("U8", 1, 0, 1)}, 1, 0, "tensor 'a': shape is not a list of sizes (got 1)"),
+        ({"a": _t(8, [1], 0, 1)}, 1, 0, "tensor 'a': dtype is not a string (got 8)"),
+    ],
+)
+def test_safetensors_structure_checks(tmp_path, header, data_len, trailing, expected):
+    content = _st(header, data_len, trailing=trailing)
+    if expected is not None and "{end}" in expected:
+        n = len(json.dumps(header).encode())
+        end = 8 + n + max(t["data_offsets"][1] for k, t in header.items() if k != "__metadata__")
+        expected = expected.format(end=end, size=len(content))
+    problem = _problem(tmp_path, content)
+    assert problem == expected or (expected is not None and problem and problem.startswith(expected))
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        (b"{not json", "header is not valid JSON"),
+        (b"[1, 2]", "header is not a JSON object"),
+        (b"\xff\xfe", None),
+    ],
+)
+def test_safetensors_header_must_be_a_json_object(tmp_path, header, expected):
+    problem = _problem(tmp_path, _st(header, 0))
+    assert problem == (expected or "header is not valid JSON")
+
+
+# Bits per element, from the safetensors format (safetensors/src/tensor.rs `Dtype::bitsize`).
+FORMAT_BITS = {
+    "BOOL": 8, "U8": 8, "I8": 8, "F8_E5M2": 8, "F8_E4M3": 8, "F8_E8M0": 8, "F4": 4, "F6_E2M3": 6,
+    "F6_E3M2": 6, "I16": 16, "U16": 16, "F16": 16, "BF16": 16, "I32": 32, "U32": 32, "F32": 32, "I64": 64,
+    "U64": 64, "F64": 64, "C64": 64,
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("dtype", sorted(FORMAT_BITS))
+def test_each_dtype_takes_its_bytes_exactly(tmp_path, dtype):
+    elements = 8  # a whole number of bytes for every width
+    size = elements * FORMAT_BITS[dtype] // 8
+    for span, ok in ((size - 1, False), (size, True), (size + 1, False)):
+        problem = _problem(tmp_path, _st({"t": _t(dtype, [2, 4], 0, span)}, span))
+        assert (problem is None) is ok, (dtype, span, problem)
+        if not ok:
+            assert problem == f"tensor 't': {dtype} [2, 4] takes {size} bytes, its offsets span {span}"
+
+
+def test_a_safetensors_file_failing_its_structure_is_never_fetched_as_complete(tmp_path):
+    overlap = _st({"a": _t("F32", [2], 0, 8), "b": _t("F32", [2], 4, 12)}, 12)
+    with LoopbackHub() as server:
+        server.add(Repo("org/overlap")).commit({"config.json": b"{}", "model.safetensors": overlap})
+        with pytest.raises(prefetch.PrefetchError) as err:
+            prefetch.prefetch("org/overlap", "main", tmp_path / "cache", endpoint=server.endpoint, log=print)
+    assert err.value.code == prefetch.CORRUPT
+    assert "model.safetensors failed verification: tensor 'b' starts at data byte 4, expected 8" in str(
+        err.value
+    )
+    assert not list((tmp_path / "cache").rglob(".complete"))
+    assert not list((tmp_path / "cache").rglob("model.safetensors"))
+
+
+def test_a_run_that_fails_leaves_no_earlier_complete_behind(small_hub, tmp_path):
+    """Once a run finds the cache not complete, the old marker goes first: a pod waiting on `.complete` must
+    never start on a cache this run is still (or failed) refilling."""
+    dest = tmp_path / "cache"
+    _fetch_small(small_hub, dest)
+    target = dest / "org" / "small" / small_hub.sha
+    (target / "tokenizer.json").unlink()
+    small_hub.fail(r"tokenizer\.json$", 404, times=1)
+    with pytest.raises(prefetch.PrefetchError) as err:
+        _fetch_small(small_hub, dest)
+    assert err.value.code == prefetch.NOT_FOUND
+    assert not (target / ".complete").exists()
+
+
+def test_wait_complete_refuses_a_listed_file_at_another_size(small_hub, tmp_path):
+    dest = tmp_path / "cache"
+    _fetch_small(small_hub, dest)
+    sha, target = small_hub.sha, dest / "org" / "small" / small_hub.sha
+    assert prefetch.wait_complete("org/small", sha, dest, seconds=0, log=lambda line: None)["files"] == len(
+        small_hub.files
+    )
+    data = small_hub.files["config.json"]
+    for wrong in (data[:-1], data + b" "):  # one byte short, one byte long
+        (target / "config.json").write_bytes(wrong)
+        with pytest.raises(prefetch.PrefetchError) as err:
+            prefetch.wait_complete("org/small", sha, dest, seconds=0, log=lambda line: None)
+        assert err.value.code == prefetch.CORRUPT and "lacks config.json" in str(err.value)
+
+
+# ---- which paths a repo may list, and which files are fetched -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/etc/passwd",
+        "../x",
+        "a/../../x",
+        "a\\..\\x",
+        "a\0b",
+        "a//b",
+        "a/",
+        "",
+        "./config.json",
+        "a/./b",
+        ".partial/x.part",
+        ".complete",
+        "sub/.complete",
+    ],
+)
+def test_a_path_escaping_or_shadowing_the_cache_is_unsafe(path):
+    with pytest.raises(prefetch.PrefetchError) as err:
+        prefetch.safe_relative(path)
+    assert err.value.code == prefetch.UNSAFE and "escapes the cache" in str(err.value)
+
+
+@pytest.mark.parametrize("path", ["config.json", "sub/dir/file.bin", "..config", "a..b/c", ".gitattributes"])
+def test_an_ordinary_path_is_safe(path):
+    assert prefetch.safe_relative(path) == path
+
+
+@pytest.mark.parametrize(
+    ("path", "fetched"),
+    [
+        ("model.safetensors", True),
+        ("model-00001-of-00002.safetensors", True),
+        ("tokenizer.json", True),
+        ("qwen.tiktoken", True),
+        ("original/model.safetensors", False),  # only the top level: SGLang loads nothing from subfolders
+        ("onnx/tokenizer.json", False),
+        ("pytorch_model.bin", False),
+        ("model.safetensors.bak", False),
+        ("README.md", False),
+    ],
+)
+def test_only_top_level_weights_and_config_are_wanted(path, fetched):
+    assert prefetch.wanted(path) is fetched
+
+
+@pytest.mark.parametrize(
+    ("repo", "sha"),
+    [
+        ("org/..", "a" * 40),
+        ("../name", "a" * 40),
+        ("org/na..me", "a" * 40),
+        ("org/name", "a" * 39),
+        ("org/name", "A" * 40),
+        ("org/name", "../" + "a" * 37),
+        ("-org/name", "a" * 40),
+        ("org/-name", "a" * 40),
+        ("org/.name", "a" * 40),
+        ("org/na me", "a" * 40),
+    ],
+)
+def test_a_cache_path_is_built_from_validated_parts_only(tmp_path, repo, sha):
+    with pytest.raises(prefetch.PrefetchError) as err:
+        prefetch.cache_dir(tmp_path, repo, sha)
+    assert err.value.code == prefetch.UNSAFE
+
+
+def test_a_cache_path_is_dest_org_name_sha(tmp_path):
+    assert prefetch.cache_dir(
+        tmp_path, "Org.1/my_model-v2", "0" * 40
+    ) == tmp_path / "Org.1" / "my_model-v2" / ("0" * 40)

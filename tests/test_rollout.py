@@ -234,3 +234,52 @@ def test_lock_check_reports_a_rollout_commit_missing_from_the_lock_at_its_field(
         f"error: sgldeploy:deployments[0].rollout.{field}: {QWEN['repo']}@{B} is not locked (got '{B}'); "
         "run sgldeploy lock"
     ]
+
+
+def weights(plan) -> dict[str, int]:
+    [ingress] = objects(plan, "kubernetes:networking.k8s.io/v1:Ingress").values()
+    action = json.loads(ingress["metadata"]["annotations"]["alb.ingress.kubernetes.io/actions.weighted"])
+    return {g["serviceName"]: g["weight"] for g in action["forwardConfig"]["targetGroups"]}
+
+
+def test_a_canary_without_a_percent_gets_the_documented_ten_percent(tmp_path):
+    from sgldeploy.spec import RolloutSpec
+
+    assert "default 10 there" in RolloutSpec.model_fields["canary_percent"].description
+    plan = render(tmp_path, rollout={"strategy": "canary", "canary_revision": B})
+    assert weights(plan) == {"qwen": 90, "qwen-canary": 10}
+    assert plan_json(plan)["deployments"][0]["rollout"]["canary_percent"] == 10
+
+
+@pytest.mark.parametrize(
+    "active, percent, canary",
+    [
+        (3, 25, 1),  # 0.75 of a replica, below one: rounded up, a canary always runs
+        (4, 25, 1),  # exactly one
+        (5, 25, 2),  # 1.25, above one: rounded up to two (a floor would give one)
+        (3, 50, 2),  # 1.5: two
+    ],
+)
+def test_the_canary_gets_its_share_of_the_first_replicas_rounded_up(tmp_path, active, percent, canary):
+    plan = render(
+        tmp_path,
+        scaling={"min_replicas": active, "max_replicas": 6},
+        rollout={"strategy": "canary", "canary_revision": B, "canary_percent": percent},
+    )
+    deployments = objects(plan, DEPLOYMENT)
+    assert deployments[f"qwen-{B[:8]}"]["spec"]["replicas"] == canary
+    assert deployments[f"qwen-{A[:8]}"]["spec"]["replicas"] == active
+    assert weights(plan) == {"qwen": 100 - percent, "qwen-canary": percent}
+
+
+def test_a_stopped_canary_runs_nothing_and_splits_nothing(tmp_path):
+    """README, state stopped: replicas 0 and a node pool whose GPU limit is 0; the ALB answers 503, so no
+    weighted split to a canary that does not run."""
+    plan = render(tmp_path, state="stopped", rollout={"strategy": "canary", "canary_revision": B})
+    deployments = objects(plan, DEPLOYMENT)
+    assert {name: d["spec"]["replicas"] for name, d in deployments.items()} == {f"qwen-{A[:8]}": 0}
+    [pool] = resources_of(plan, "kubernetes:karpenter.sh/v1:NodePool")
+    assert pool.inputs["spec"]["limits"] == {"nvidia.com/gpu": "0"}
+    [ingress] = objects(plan, "kubernetes:networking.k8s.io/v1:Ingress").values()
+    assert "alb.ingress.kubernetes.io/actions.weighted" not in ingress["metadata"]["annotations"]
+    assert plan_json(plan)["deployments"][0]["rollout"]["canary_percent"] is None

@@ -19,6 +19,7 @@ from sgldeploy.sizing import (
     GIB,
     SizingError,
     candidates,
+    capability_problem,
     kv_bytes_per_token,
     memory_fit,
     sglang_auto_fraction,
@@ -27,7 +28,7 @@ from sgldeploy.sizing import (
 from sgldeploy.spec import DeploymentSpec
 from sgldeploy.validate import parse_stack
 
-from .conftest import LLAMA_8B, LLAMA_70B, QWEN, ROOT, deployment
+from .conftest import LLAMA_8B, LLAMA_70B, QWEN, ROOT, deployment, render_stack, resources_of, write_stack
 
 
 def spec(**fields) -> DeploymentSpec:
@@ -215,8 +216,15 @@ def test_deepseek_v3_needs_two_8_gpu_nodes():
         serving={"context_length": 32768, "max_concurrency": 8},
     )
     chosen = size(dep, DEEPSEEK_V3)
-    assert chosen.placement.nodes_per_replica >= 2 or chosen.placement.gpu_model in ("H200", "B200")
-    assert chosen.placement.tensor_parallel * chosen.memory.gpu_memory_gib > 641
+    # 641.29 GiB of weights: one 8× A100 80GB node would need 80.16 GiB of weights per GPU alone. Two of them
+    # (p4de.24xlarge, $27.44705/h each): 641.29 / 16 = 40.08 weights + 262,144 tokens × 70,272 B = 17.16 KV
+    # (MLA: the same latent on every rank) + 80 × (1 − 0.806) = 15.52 reserve = 72.76 ≤ 80 GiB, $54.89/h.
+    # Cheaper fits there are none: 4× 8 L4 ($53.40/h) hold 20.04 + 17.16 > 22.35; 8 H200 cost $63.296/h.
+    assert fraction_by_rule(80, 16) == 0.806
+    p = chosen.placement
+    assert (p.instance_type, p.nodes_per_replica, p.tensor_parallel) == ("p4de.24xlarge", 2, 16)
+    assert chosen.memory.required_gib_per_gpu == pytest.approx(40.08 + 17.16 + 15.52, abs=0.02)
+    assert p.hourly_usd_per_replica == pytest.approx(2 * 27.44705)
 
 
 def test_gemma_and_phi_and_small_models_pick_one_small_gpu():
@@ -391,7 +399,7 @@ def by_hand(dep: DeploymentSpec, model: LockedModel, gpu: str, tp: int, dtype: s
     """The fit, recomputed independently of sizing.py's helpers."""
     mem = gpu_models()[gpu].memory_gib
     frac = (
-        sglang_auto_fraction(mem, tp)
+        fraction_by_rule(mem, tp)
         if dep.serving.mem_fraction_static == "auto"
         else dep.serving.mem_fraction_static
     )
@@ -516,3 +524,335 @@ def test_a_method_sglangs_cuda_build_does_not_register_is_refused(lock):
         "gptq_marlin)"
     )
     assert err.value.fix == "use gptq_marlin or none"
+
+
+# ---- SGLang's own fraction, re-derived from its rule ----------------------------------------------
+
+# SGLang 0.5.23 arg_groups/memory_hook.py, as ../shared/reference/sglang.md §5 tabulates it: by GPU memory in
+# GB (10^9 bytes), the chunked-prefill size and the decode CUDA-graph batch size (tp < 4, tp ≥ 4).
+SGLANG_DEFAULTS_BY_GB = (
+    (20, 2048, 8, 8),
+    (35, 4096, 48, 160),
+    (60, 4096, 32, 160),
+    (90, 8192, 256, 512),
+    (160, 8192, 256, 512),
+    (math.inf, 16384, 512, 512),
+)
+
+
+def fraction_by_rule(gpu_memory_gib: float, tp: int) -> float:
+    """(gpu MB − reserved MB) / gpu MB with reserved = 512 + 1.5 × max(chunked, 2048) + tp/8 × 1024 + 2 × graph
+    batch, at least 10 GB over 60 GB; SGLang rounds to three places."""
+    gb = gpu_memory_gib * 2**30 / 10**9
+    _, chunked, small_tp, large_tp = next(row for row in SGLANG_DEFAULTS_BY_GB if gb < row[0])
+    reserved = 512 + 1.5 * max(chunked, 2048) + tp / 8 * 1024 + 2 * (small_tp if tp < 4 else large_tp)
+    if gb > 60:
+        reserved = max(reserved, 10 * 1024)
+    mb = gpu_memory_gib * 1024
+    return round((mb - reserved) / mb, 3)
+
+
+def test_the_rule_gives_the_fractions_readme_states():
+    assert fraction_by_rule(22.35, 1) == 0.699  # L4: 512 + 6,144 + 128 + 96 = 6,880 MB of 22,886 MB
+    assert fraction_by_rule(80, 1) == pytest.approx(0.83, abs=0.01)  # H100
+
+
+@pytest.mark.parametrize("gpu", sorted(gpu_models()))
+@pytest.mark.parametrize("tp", [1, 2, 3, 4, 8, 16, 32])
+def test_auto_fraction_is_sglangs_rule_for_every_gpu_and_tp(gpu, tp):
+    assert sglang_auto_fraction(gpu_models()[gpu].memory_gib, tp) == fraction_by_rule(
+        gpu_models()[gpu].memory_gib, tp
+    )
+
+
+@pytest.mark.parametrize("threshold_gb", [20, 35, 60, 90, 160])
+@pytest.mark.parametrize("step_gb", [-0.5, 0, 0.5])
+@pytest.mark.parametrize("tp", [1, 4])
+def test_auto_fraction_at_each_memory_threshold(threshold_gb, step_gb, tp):
+    # One below, at and one above each GB threshold of SGLang's table (and of the 10 GB floor over 60 GB).
+    gib = (threshold_gb + step_gb) * 10**9 / 2**30
+    assert sglang_auto_fraction(gib, tp) == fraction_by_rule(gib, tp)
+
+
+def test_auto_fraction_by_hand_on_the_thresholds():
+    # Exactly 20 GB is past "< 20": chunked 4096, graph 48 at tp 1. 20 GB = 19,073.49 MiB.
+    mb = 20e9 / 2**20
+    assert sglang_auto_fraction(20e9 / 2**30, 1) == round((mb - (512 + 6144 + 128 + 96)) / mb, 3)
+    # 19.5 GB: chunked 2048, graph 8.
+    mb = 19.5e9 / 2**20
+    assert sglang_auto_fraction(19.5e9 / 2**30, 1) == round((mb - (512 + 3072 + 128 + 16)) / mb, 3)
+    # 61 GB at tp 1: 512 + 12,288 + 128 + 512 = 13,440 MB, above the 10 GB floor; 60 GB is not "over 60".
+    mb = 61e9 / 2**20
+    assert sglang_auto_fraction(61e9 / 2**30, 1) == round((mb - 13440) / mb, 3)
+    mb = 60e9 / 2**20
+    assert sglang_auto_fraction(60e9 / 2**30, 1) == round((mb - (512 + 12288 + 128 + 512)) / mb, 3)
+
+
+# ---- the dtype quantized kernels take --------------------------------------------------------------
+
+BF16_GPTQ = facts(
+    8_030_261_248,
+    32,
+    32,
+    8,
+    128,
+    dtype="bfloat16",  # a GPTQ checkpoint whose config says bfloat16 (the activations it was calibrated in)
+    quantization="gptq",
+    by_dtype={"I32": 875_560_960, "BF16": 1_050_673_152},
+)
+BF16_AWQ = facts(
+    8_030_261_248,
+    32,
+    32,
+    8,
+    128,
+    dtype="bfloat16",
+    quantization="awq",
+    by_dtype={"I32": 875_560_960, "BF16": 1_050_673_152},
+)
+PLAIN_BF16 = facts(8_030_261_248, 32, 32, 8, 128, context=8192)
+ON_L4 = {
+    "resources": {"gpu": "L4", "gpu_count": 1},
+    "serving": {"context_length": 2048, "max_concurrency": 1},
+}
+
+
+@pytest.mark.parametrize(
+    "model, quantization, precision, dtype",
+    [
+        # AWQ and GPTQ kernels take float16 activations only (sglang.md §6: AWQConfig supports float16 only):
+        # on an L4, which has bf16, these are still served in float16.
+        (BF16_GPTQ, "none", "auto", "float16"),
+        (BF16_AWQ, "none", "auto", "float16"),
+        (PLAIN_BF16, "awq", "auto", "float16"),
+        (PLAIN_BF16, "awq_marlin", "auto", "float16"),
+        # Beside them: other methods keep the checkpoint's bf16, and a precision the spec sets wins.
+        (PLAIN_BF16, "fp8", "auto", "bfloat16"),
+        (PLAIN_BF16, "none", "auto", "bfloat16"),
+        (BF16_GPTQ, "none", "bfloat16", "bfloat16"),
+    ],
+)
+def test_awq_and_gptq_are_served_in_float16_even_where_the_gpu_has_bf16(
+    model, quantization, precision, dtype
+):
+    serving = {**ON_L4["serving"], "quantization": quantization, "precision": precision}
+    chosen = size(spec(resources=ON_L4["resources"], serving=serving), model)
+    assert chosen.placement.gpu_model == "L4" and chosen.dtype == dtype
+
+
+def test_the_awq_float16_reaches_the_servers_dtype_flag(tmp_path):
+    dep = deployment(serving={"context_length": 4096, "max_concurrency": 4, "quantization": "awq"})
+    [server] = resources_of(
+        render_stack(write_stack(tmp_path, deployments=[dep])), "kubernetes:apps/v1:Deployment"
+    )
+    [container] = [
+        c for c in server.inputs["spec"]["template"]["spec"]["containers"] if c["name"] == "sglang"
+    ]
+    args = container["args"]
+    assert args[args.index("--dtype") + 1] == "float16"  # Qwen's bf16 checkpoint, on a bf16-capable L4
+
+
+# ---- compute capability: one below, at and above each method's minimum -------------------------------
+
+# Compute capability by GPU and the minimum of each method in SGLang 0.5.23 (../shared/reference/sglang.md §6:
+# get_min_capability() of layers/quantization/*.py; gptq runs as gptq_marlin on CUDA, hence 80).
+CAPABILITY = {"T4": 7.5, "A10G": 8.6, "A100-40GB": 8.0, "L4": 8.9, "L40S": 8.9, "H100": 9.0, "B200": 10.0}
+METHOD_MINIMUM = {
+    "fp8": 8.0,
+    "w8a8_fp8": 8.9,
+    "awq": 7.5,
+    "awq_marlin": 8.0,
+    "gptq_marlin": 8.0,
+    "w8a8_int8": 7.5,
+    "w4afp8": 9.0,
+    "mxfp8": 10.0,
+}
+
+
+@pytest.mark.parametrize("method", sorted(METHOD_MINIMUM))
+@pytest.mark.parametrize("gpu", sorted(CAPABILITY))
+def test_a_method_runs_from_its_minimum_capability_up(method, gpu):
+    dep = spec(serving={"quantization": method, "precision": "float16"})
+    problem = capability_problem(dep, PLAIN_BF16, gpu_models()[gpu], "float16")
+    if CAPABILITY[gpu] >= METHOD_MINIMUM[method]:
+        assert problem is None
+    else:
+        assert problem == (
+            f"quantization {method} needs compute capability {METHOD_MINIMUM[method]}, {gpu} has "
+            f"{CAPABILITY[gpu]}"
+        )
+
+
+@pytest.mark.parametrize("gpu", sorted(CAPABILITY))
+def test_an_fp8_checkpoint_needs_capability_8_0_too(gpu):
+    fp8_checkpoint = facts(8_030_261_248, 32, 32, 8, 128, quantization="fp8")
+    problem = capability_problem(spec(), fp8_checkpoint, gpu_models()[gpu], "float16")
+    assert (problem is None) == (CAPABILITY[gpu] >= 8.0), problem
+
+
+@pytest.mark.parametrize("gpu", sorted(CAPABILITY))
+def test_an_fp8_kv_cache_needs_ampere(gpu):
+    # FlashInfer and Triton FP8 KV kernels: compute capability 8.0 (A100) and up; T4 (7.5) is below.
+    dep = spec(serving={"kv_cache_dtype": "fp8_e4m3", "precision": "float16"})
+    problem = capability_problem(dep, PLAIN_BF16, gpu_models()[gpu], "float16")
+    if CAPABILITY[gpu] >= 8.0:
+        assert problem is None
+    else:
+        assert problem == f"an FP8 KV cache needs compute capability 8.0, {gpu} has {CAPABILITY[gpu]}"
+
+
+# ---- the pod's requests: the node less a core and a fifth of its memory ------------------------------
+
+
+def _catalog_row(instance_type: str) -> dict[str, str]:
+    with (ROOT / "sgldeploy" / "data" / "aws-gpu-instances.csv").open() as f:
+        return next(row for row in csv.DictReader(f) if row["instance_type"] == instance_type)
+
+
+@pytest.mark.parametrize("instance_type", ["g6.xlarge", "g6e.xlarge", "g6.4xlarge"])
+def test_the_server_requests_the_node_less_a_core_and_a_fifth_of_memory(tmp_path, instance_type):
+    row = _catalog_row(instance_type)
+    cpu = int(row["vcpu"]) - 1  # g6.xlarge 4 vCPU → 3; g6.4xlarge 16 → 15
+    memory = math.floor(int(row["memory_gib"]) * 0.8) - 1  # 16 GiB → 11; 32 → 24; 64 → 50
+    dep = deployment(resources={"gpu": "auto", "gpu_count": "auto", "instance_types": [instance_type]})
+    [server] = resources_of(
+        render_stack(write_stack(tmp_path, deployments=[dep])), "kubernetes:apps/v1:Deployment"
+    )
+    [container] = [
+        c for c in server.inputs["spec"]["template"]["spec"]["containers"] if c["name"] == "sglang"
+    ]
+    assert container["resources"]["requests"]["cpu"] == str(cpu)
+    assert container["resources"]["requests"]["memory"] == container["resources"]["limits"]["memory"]
+    assert container["resources"]["requests"]["memory"] == f"{memory}Gi"
+    assert "cpu" not in container["resources"]["limits"]  # CPU limits throttle SGLang's scheduler
+
+
+def test_a_cpu_request_the_spec_sets_is_taken_as_written():
+    chosen = size(
+        spec(resources={"gpu": "L4", "gpu_count": 1, "cpu": 2, "memory_gib": 8}), facts(1e9, 16, 32, 8, 64)
+    )
+    assert (chosen.cpu, chosen.memory_request_gib) == (2.0, 8.0)
+
+
+# ---- the options the plan lists beside the choice -----------------------------------------------------
+
+
+def test_the_plan_lists_the_two_nearest_cheaper_misses_and_the_next_two_dearer_fits(lock):
+    chosen = size(
+        spec(
+            resources={"gpu": "auto", "gpu_count": "auto"},
+            serving={"context_length": 32768, "max_concurrency": 8, "quantization": "fp8"},
+        ),
+        model_of(lock, QWEN),
+    )
+    # Qwen 7B in fp8: 7.09 GiB of weights + 32,768 × 8 tokens × 56 KiB = 14 GiB of KV already exceed what one
+    # 22.35 GiB GPU keeps after its 6.73 GiB reserve; one L40S (44.7 GiB, g6e.xlarge $1.861/h) holds them.
+    assert chosen.placement.instance_type == "g6e.xlarge"
+    with (ROOT / "sgldeploy" / "data" / "aws-gpu-instances.csv").open() as f:
+        rows = [r for r in csv.DictReader(f) if r["on_demand_usd_per_hour_us_east_1"]]
+    price = {r["instance_type"]: float(r["on_demand_usd_per_hour_us_east_1"]) for r in rows}
+    cheaper = sorted(
+        (r for r in rows if price[r["instance_type"]] < 1.861), key=lambda r: price[r["instance_type"]]
+    )
+    # Every cheaper instance carries one GPU of at most 22.35 GiB: none fits, and the nearest two are listed.
+    assert all(r["gpu_count"] == "1" and float(r["gpu_memory_gib_per_gpu"]) <= 22.35 for r in cheaper)
+    assert [c.instance.name for c in chosen.cheaper_infeasible] == [r["instance_type"] for r in cheaper[-2:]]
+    assert [c.instance.name for c in chosen.cheaper_infeasible] == ["gr6.4xlarge", "g5.4xlarge"]
+    # Dearer: the other one-L40S instances are the same shape (alternatives of the node pool), 4× T4
+    # (g4dn.12xlarge, $3.912) has no fp8 (7.5 < 8.0); then 4× L4 ($4.6016) and 4× A10G ($5.672) fit at tp 4:
+    # 7.09 / 4 = 1.77 weights + 14 / 4 = 3.5 KV + 22.35 × (1 − 0.673) = 7.31 reserve = 12.58 ≤ 22.35.
+    assert fraction_by_rule(22.35, 4) == 0.673
+    assert chosen.placement.alternatives == ("g6e.2xlarge", "g6e.4xlarge", "g6e.8xlarge", "g6e.16xlarge")
+    assert [(c.instance.name, c.tp) for c in chosen.dearer] == [("g6.12xlarge", 4), ("g5.12xlarge", 4)]
+    assert [c.memory.required_gib_per_gpu for c in chosen.dearer] == [pytest.approx(12.58, abs=0.01)] * 2
+
+
+# ---- /dev/shm and the disk -----------------------------------------------------------------------------
+
+SMALL = facts(1_000_000_000, 16, 32, 8, 64, context=4096)  # splits over 1, 2, 4 or 8 GPUs
+
+
+@pytest.mark.parametrize(
+    "gpus, memory_gib, shm_gib",
+    [
+        (1, 64, 1),  # one GPU: NCCL moves nothing through /dev/shm
+        (4, 16, 2),  # an eighth of 16 is 2, the least
+        (4, 8, 2),  # an eighth of 8 is 1: raised to 2
+        (4, 24, 3),
+        (4, 127, 15),  # 127 / 8 = 15.9, whole GiB below
+        (4, 128, 16),
+        (4, 136, 16),  # 17 would exceed the 16 GiB cap
+    ],
+)
+def test_shared_memory_is_an_eighth_of_the_request_between_2_and_16_gib(gpus, memory_gib, shm_gib):
+    chosen = size(spec(resources={"gpu": "L4", "gpu_count": gpus, "memory_gib": memory_gib}), SMALL)
+    assert chosen.placement.tensor_parallel == gpus and chosen.shm_gib == shm_gib
+
+
+@pytest.mark.parametrize(
+    "weights_gib, disk_gib",
+    [(10, 150), (25, 150), (25.5, 200), (50, 200), (50.5, 250)],  # 100 + 2 × weights, up to a multiple of 50
+)
+def test_the_disk_holds_two_copies_of_the_weights_and_100_gib_more(weights_gib, disk_gib):
+    model = facts(int(weights_gib * GIB / 2), 16, 32, 8, 64, context=4096)  # bf16: 2 bytes a parameter
+    chosen = size(spec(resources={"gpu": "auto", "gpu_count": "auto"}), model)
+    assert chosen.memory.weights_gib == weights_gib and chosen.placement.nodes_per_replica == 1
+    assert chosen.disk_gib == disk_gib
+
+
+def test_the_rendered_node_disk_cache_volume_and_shm_follow_the_sizing(tmp_path):
+    # Qwen 7B on 4× L4 (g6.12xlarge, 192 GiB): 14.19 GiB of weights → 100 + 28.38 → 150 GiB of disk;
+    # memory request 153.6 → 152 GiB, an eighth 19 → /dev/shm capped at 16 GiB.
+    dep = deployment(resources={"gpu": "L4", "gpu_count": 4})
+    plan = render_stack(write_stack(tmp_path, deployments=[dep]))
+    [server] = resources_of(plan, "kubernetes:apps/v1:Deployment")
+    volumes = {v["name"]: v["emptyDir"] for v in server.inputs["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["dshm"] == {"sizeLimit": "16Gi", "medium": "Memory"}
+    assert volumes["hf-cache"] == {"sizeLimit": "150Gi"}
+    [node_class] = resources_of(plan, "kubernetes:karpenter.k8s.aws/v1:EC2NodeClass")
+    [root] = node_class.inputs["spec"]["blockDeviceMappings"]
+    assert root["ebs"]["volumeSize"] == "150Gi"
+
+
+def test_a_multi_node_replica_sizes_each_nodes_disk_for_its_share_of_the_weights(lock):
+    chosen = size(
+        spec(model=dict(LLAMA_70B), resources={"gpu": "H100", "gpu_count": 16}), model_of(lock, LLAMA_70B)
+    )
+    # 70,553,706,496 × 2 B = 131.42 GiB over 2 nodes: 65.71 each → 100 + 131.42 → 250 GiB (not 400).
+    weights = round(70_553_706_496 * 2 / GIB, 2)
+    assert chosen.placement.nodes_per_replica == 2 and chosen.memory.weights_gib == weights
+    assert chosen.disk_gib == math.ceil((100 + 2 * weights / 2) / 50) * 50 == 250
+
+
+# ---- the context SGLang derives, and the KV pool it leaves ------------------------------------------------
+
+
+def test_a_config_without_a_length_gets_sglangs_default_of_2048():
+    # get_context_length: none of the length keys set → 2048 (sgl-project/sglang v0.5.23 hf_transformers/common.py)
+    lengthless = facts(1_000_000_000, 16, 32, 8, 64, max_position_embeddings=None)
+    on_l4 = {"gpu": "L4", "gpu_count": 1}
+    assert size(spec(resources=on_l4, serving={"context_length": None}), lengthless).context_length == 2048
+    assert size(spec(resources=on_l4, serving={"context_length": 2048}), lengthless).context_length == 2048
+    with pytest.raises(SizingError) as err:
+        size(spec(resources=on_l4, serving={"context_length": 2049}), lengthless)
+    assert err.value.field == "serving.context_length" and "derives 2,048 tokens" in err.value.what
+
+
+def test_the_kv_pool_is_what_the_static_fraction_leaves_after_the_weights(lock):
+    # README's dev stack: Qwen 7B in bf16 on an L4: 22.35 GiB × 0.699 − 7,615,616,512 × 2 B of weights, over
+    # 56 KiB a token ≈ 26,915 tokens.
+    fit = memory_fit(spec(), model_of(lock, QWEN), gpu_models()["L4"], 1, 4096, "bfloat16")
+    pool_bytes = 22.35 * 0.699 * GIB - 7_615_616_512 * 2
+    assert fit.kv_capacity_tokens == int(pool_bytes // (56 * 1024)) == 26915
+
+
+@pytest.mark.parametrize("extra_gib, fits", [(-0.01, True), (0, True), (0.01, False)])
+def test_a_replica_fits_up_to_exactly_the_gpus_memory(extra_gib, fits):
+    # At a fraction of 0.9 an L4 keeps 22.35 × 0.1 = 2.235 GiB in reserve; 2,048 tokens × 32 KiB = 0.0625 GiB of
+    # KV; weights of 22.35 − 2.235 − 0.0625 = 20.0525 GiB fill it exactly (to the cent of a GiB shown).
+    weights_gib = 22.35 - 2.235 - 0.0625 + extra_gib
+    model = facts(int(weights_gib * GIB / 2), 16, 32, 8, 64, context=4096)
+    dep = spec(serving={"context_length": 2048, "max_concurrency": 1, "mem_fraction_static": 0.9})
+    fit = memory_fit(dep, model, gpu_models()["L4"], 1, 2048, "bfloat16")
+    assert fit.required_gib_per_gpu == pytest.approx(22.35 + extra_gib, abs=1e-9)
+    assert fit.fits is fits

@@ -97,12 +97,10 @@ def test_production_accepts_pinned_commit_and_full_spec():
         ],
     )
     dep = spec.deployments[0]
-    assert dep.canary_percent == 20 and dep.serving.mem_fraction_static == 0.85
+    assert dep.rollout.canary_percent == 20 and dep.serving.mem_fraction_static == 0.85
 
 
-def test_canary_defaults_to_ten_percent():
-    dep = parse_stack(None, [deployment(rollout={"strategy": "canary"})]).deployments[0]
-    assert dep.canary_percent == 10
+# The canary's default share (10 %) is checked on the rendered ALB weights: test_rollout.py.
 
 
 # (platform, deployments, config path, a fragment of the message) — one per rule, each must fail alone.
@@ -572,3 +570,114 @@ def test_precision_pointer_names_a_value_the_other_field_accepts():
     dep = parse_stack(None, [deployment(serving={"kv_cache_dtype": "fp8_e4m3"})]).deployments[0]
     assert dep.serving.kv_cache_dtype == "fp8_e4m3"
     assert parse_stack(None, [deployment(serving={"precision": "bfloat16"})]).deployments[0]
+
+
+# ---- revisions: the boundaries of what names a Hub directory safely, and the exact words refused ----------
+
+REVISION_PATH = "sgldeploy:deployments[0].model.revision"
+PLAIN_FIX = "use a plain branch or tag name, or the 40-hex commit"
+
+
+def revision_problems(revision) -> list[str]:
+    return problems(None, [deployment(model={**QWEN, "revision": revision})])
+
+
+@pytest.mark.parametrize(
+    "revision, reasons",
+    [
+        ("main/", "a trailing '/'"),  # the Hub's folder for "main/" would be "main", another revision's
+        ("refs/pr/", "a trailing '/'"),
+        ("/", "a leading '/', a trailing '/'"),
+        ("../x/", "'..', a trailing '/'"),  # every reason at once, in the order the rules are listed
+        ("a..b", "'..'"),
+        ("/main", "a leading '/'"),
+        ("a\\b", "a backslash"),
+        ("a\tb", "whitespace"),
+    ],
+)
+def test_a_revision_that_could_escape_its_directory_is_refused_in_so_many_words(revision, reasons):
+    assert revision_problems(revision) == [
+        f"error: {REVISION_PATH}: must not contain {reasons} (got {revision!r}); {PLAIN_FIX}"
+    ]
+
+
+@pytest.mark.parametrize("revision", ["main", "a/b", "refs/pr/3", "v1.0/x", "a.b"])
+def test_a_slash_or_a_dot_inside_a_revision_is_accepted(revision):
+    # One below the refused shapes: a slash that neither leads nor trails, a dot that is not '..'.
+    assert parse_stack(None, [deployment(model={**QWEN, "revision": revision})]).deployments[0]
+
+
+def test_a_revision_with_other_characters_says_which_are_allowed():
+    assert revision_problems("ma~in") == [
+        f"error: {REVISION_PATH}: may only contain letters, digits and . _ / + = - (got 'ma~in'); use the "
+        "branch, tag or commit exactly as the Hub shows it"
+    ]
+    assert revision_problems("") == [
+        f"error: {REVISION_PATH}: must be a branch, tag or 40-hex commit (got ''); e.g. main or a commit sha"
+    ]
+
+
+def test_a_revision_is_at_most_255_characters():
+    assert parse_stack(None, [deployment(model={**QWEN, "revision": "a" * 255})]).deployments[0]
+    (line,) = revision_problems("a" * 256)
+    assert line.startswith(f"error: {REVISION_PATH}: ")
+
+
+# ---- numbers or auto: the bounds, one below, at and one above ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "section, key, value, taken",
+    [
+        ("serving", "mem_fraction_static", 0.49, False),
+        ("serving", "mem_fraction_static", 0.5, True),
+        ("serving", "mem_fraction_static", 0.95, True),
+        ("serving", "mem_fraction_static", 0.96, False),
+        ("resources", "gpu_count", 0, False),
+        ("resources", "gpu_count", 1, True),
+        ("resources", "cpu", 0.09, False),
+        ("resources", "cpu", 0.1, True),
+        ("resources", "memory_gib", 0.1, True),
+        ("resources", "disk_gib", 1, True),
+        ("resources", "disk_gib", 0, False),
+    ],
+)
+def test_auto_numbers_are_taken_from_their_minimum_to_their_maximum(section, key, value, taken):
+    raw = deployment(**{section: {key: value}})
+    if taken:
+        parsed = getattr(parse_stack(None, [raw]).deployments[0], section)
+        assert getattr(parsed, key) == value
+        return
+    bounds = {"mem_fraction_static": "0.5–0.95", "cpu": "≥ 0.1"}.get(key, "≥ 1")
+    assert problems(None, [raw]) == [
+        f"error: sgldeploy:deployments[0].{section}.{key}: must be {bounds} (got {value}); use a value in "
+        f"{bounds}, or auto"
+    ]
+
+
+@pytest.mark.parametrize(
+    "key, value, shown, whole",
+    [
+        ("mem_fraction_static", True, "true", ""),  # YAML true is no fraction, though Python's True == 1
+        ("mem_fraction_static", "0.8", "'0.8'", ""),
+    ],
+)
+def test_a_fraction_that_is_no_number_is_refused(key, value, shown, whole):
+    assert problems(None, [deployment(serving={key: value})]) == [
+        f"error: sgldeploy:deployments[0].serving.{key}: must be 'auto' or a {whole}number (got {shown}); "
+        "write auto to let sgldeploy choose, or a number"
+    ]
+
+
+@pytest.mark.parametrize("value, shown", [(1.5, "1.5"), (True, "true"), ("2", "'2'")])
+def test_a_gpu_count_must_be_a_whole_number(value, shown):
+    assert problems(None, [deployment(resources={"gpu_count": value})]) == [
+        f"error: sgldeploy:deployments[0].resources.gpu_count: must be 'auto' or a whole number (got {shown}); "
+        "write auto to let sgldeploy choose, or a number"
+    ]
+    # 2.0 is a whole number: read as the int 2 (a flag's `--tp-size 2`, never `2.0`).
+    resources = (
+        parse_stack(None, [deployment(resources={"gpu_count": 2.0, "cpu": 2})]).deployments[0].resources
+    )
+    assert (type(resources.gpu_count), resources.gpu_count) == (int, 2)
+    assert (type(resources.cpu), resources.cpu) == (float, 2.0)

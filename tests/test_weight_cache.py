@@ -599,3 +599,62 @@ def test_every_committed_stack_and_variant_plans_without_a_prefetch_image():
 
 
 PREFETCH_NAMES = ("prefetch", "wait-for-cache")
+
+
+def test_cache_and_pre_pull_pods_run_with_the_security_readme_promises(fast):
+    """README: every pod sgldeploy declares (server, prefetch Job, image pre-puller) runs with the RuntimeDefault
+    seccomp profile, no service account token, no privilege escalation and every Linux capability dropped
+    (replicas over EFA keep IPC_LOCK); the image pre-puller runs as nobody (65534); the prefetch and pre-pull
+    containers have a read-only root filesystem. Checked on every variant's pods and on `fast`'s pre-puller."""
+    from .variants import rendered_variants
+
+    plans = {"fast": fast, **rendered_variants()}
+    seen: dict[str, int] = {"server": 0, "prefetch": 0, "image-prepull": 0, "read-only": 0, "efa": 0}
+    for variant, plan in plans.items():
+        for r in plan.recording.resources:
+            spec = r.inputs.get("spec") if r.custom and isinstance(r.inputs, dict) else None
+            if not isinstance(spec, dict):
+                continue
+            group = spec.get("leaderWorkerTemplate") or {}
+            templates = [spec["template"]] if isinstance(spec.get("template"), dict) else []
+            templates += [group[k] for k in ("leaderTemplate", "workerTemplate") if k in group]
+            for template in templates:
+                component = template.get("metadata", {}).get("labels", {}).get("app.kubernetes.io/component")
+                if component not in ("server", "prefetch", "image-prepull"):
+                    continue  # the router reads the API (its own account); a NodePool's template is a node's
+                where = (variant, r.name, component)
+                seen[component] += 1
+                pod = template["spec"]
+                assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, where
+                assert pod["automountServiceAccountToken"] is False, where
+                if component == "image-prepull":
+                    assert pod["securityContext"]["runAsNonRoot"] is True, where
+                    assert (pod["securityContext"]["runAsUser"], pod["securityContext"]["runAsGroup"]) == (
+                        65534,
+                        65534,
+                    ), where
+                for c in pod.get("initContainers", []) + pod["containers"]:
+                    context = c["securityContext"]
+                    assert context["allowPrivilegeEscalation"] is False, (where, c["name"])
+                    assert context["capabilities"]["drop"] == ["ALL"], (where, c["name"])
+                    efa = "vpc.amazonaws.com/efa" in c.get("resources", {}).get("limits", {})
+                    seen["efa"] += efa
+                    assert context["capabilities"].get("add", []) == (["IPC_LOCK"] if efa else []), where
+                    if c["name"] in ("prefetch", "wait-for-cache", "pause") or c["name"].startswith("pull-"):
+                        assert context["readOnlyRootFilesystem"] is True, (where, c["name"])
+                        seen["read-only"] += 1
+    # Each kind was reached: node-local prefetch, shared-cache waits and Jobs, pre-pullers, EFA replicas.
+    assert seen["image-prepull"] >= 5 and seen["prefetch"] >= 2 and seen["efa"] >= 2, seen
+    assert seen["server"] >= 15 and seen["read-only"] >= 20, seen
+
+
+def test_a_prefetch_image_that_is_also_the_serving_image_is_pulled_once(tmp_path):
+    plan = render_stack(
+        write_stack(
+            tmp_path,
+            deployments=[deployment(readiness="fast", serving__image=IMAGE, cache={"prefetch_image": IMAGE})],
+            extra={"sgldeploy:hfToken": {"secure": "v1:x"}},
+        )
+    )
+    [daemon_set] = resources_of(plan, "kubernetes:apps/v1:DaemonSet")
+    assert [c["image"] for c in daemon_set.inputs["spec"]["template"]["spec"]["initContainers"]] == [IMAGE]
