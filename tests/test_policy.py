@@ -543,10 +543,30 @@ def test_a_digest_is_sha256_and_exactly_64_lowercase_hex():
     assert rules.image_tag("registry:5000/sglang") == ""
 
 
-def test_an_empty_digest_is_no_pin(dev):
-    image = "lmsysorg/sglang@sha256:"
+@pytest.mark.parametrize(
+    "image",
+    [
+        "lmsysorg/sglang@sha256:",
+        "lmsysorg/sglang@sha256:"
+        + "ab" * 31
+        + "a",  # 63 hex: reads as the version tag 'abab…' without the check
+        "lmsysorg/sglang:v0.5.23@sha256:short",
+        "lmsysorg/sglang:latest@sha256:" + "AB" * 32,
+    ],
+)
+def test_a_malformed_digest_is_no_pin(dev, image):
     [v] = run(mutate(dev, kind("Deployment"), lambda p: server(p).update(image=image)), "images-pinned")
-    assert f"image {image!r} has no tag" in v.message
+    assert f"image {image!r} has a malformed digest" in v.message
+
+
+def test_a_full_digest_pins_with_or_without_a_tag(dev):
+    for image in ("lmsysorg/sglang@sha256:" + "0a" * 32, "lmsysorg/sglang:v0.5.23@sha256:" + "0a" * 32):
+        assert (
+            run(
+                mutate(dev, kind("Deployment"), lambda p, i=image: server(p).update(image=i)), "images-pinned"
+            )
+            == []
+        )
 
 
 def test_budget_boundary_one_cent_below_at_and_above(dev):

@@ -136,6 +136,13 @@ def images_pinned(r: Resource, config: dict[str, Any]) -> list[Finding]:
             out.append(undetermined(r, [where if is_unknown(c) else f"{where}.image"], "its image's tag"))
             continue
         image = image or ""
+        if "@" in image and not _DIGEST.search(image):
+            # The runtime refuses such a reference at pull time; its text after ':' is no version tag either.
+            out.append(
+                f"{r.name}: {where} image {image!r} has a malformed digest (allowed: @sha256: and 64 "
+                "lowercase hex digits); pin it by its full digest, or by a version tag without '@'"
+            )
+            continue
         tag = image_tag(image)
         if tag is not None and (tag in ("", "latest") or tag in config["forbidden_tags"]):
             shown = f"tag {tag!r}" if tag else "no tag"
