@@ -66,8 +66,10 @@ promtool:
 # The upstream files the tests read (CRDs, charts' default values), pinned by URL and sha256 in
 # tests/upstream.lock.json, into the ignored .cache/upstream/: from SGLDEPLOY_UPSTREAM_MIRROR, else ../shared,
 # else downloaded; every hash verified. Standard library only.
+# The mirror: SGLDEPLOY_UPSTREAM_MIRROR when set, else a ../shared beside the checkout when there is one.
+UPSTREAM_MIRROR := $(or $(SGLDEPLOY_UPSTREAM_MIRROR),$(wildcard $(abspath ..)/shared))
 upstream:
-	$(call timed,upstream,$(PYTHON) tests/fetch_upstream.py)
+	$(call timed,upstream,SGLDEPLOY_UPSTREAM_MIRROR='$(UPSTREAM_MIRROR)' $(PYTHON) tests/fetch_upstream.py)
 
 pytest: $(VENV)/.installed $(SGLANG_VENV)/.installed promtool upstream
 	$(call timed,pytest,SGLANG_PYTHON=$(abspath $(SGLANG_VENV))/bin/python $(VENV)/bin/python -m pytest)

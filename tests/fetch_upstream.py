@@ -2,8 +2,8 @@
 each verified against the sha256 that tests/upstream.lock.json pins.
 
 Each file comes, in this order, from the cache when already there and intact; from a local mirror laid out as
-../shared is (`crds/`, `data/charts/`), named by SGLDEPLOY_UPSTREAM_MIRROR, else ../shared beside the project
-when it exists; else from its upstream URL (a file at a commit, or a member of a published chart .tgz).
+../shared is (`crds/`, `data/charts/`), named by SGLDEPLOY_UPSTREAM_MIRROR (the Makefile names ../shared there
+when it exists and the variable is unset); else from its upstream URL (a file at a commit, or a member of a published chart .tgz).
 Every file is written to a temporary file, verified, then renamed; the stamp `lock.sha256` is written last,
 only when every file is verified, and tests/upstream.py reads nothing without it. Files the lock no longer
 names are removed, so a test cannot read one the lock does not pin.
@@ -34,7 +34,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 LOCK = ROOT / "tests" / "upstream.lock.json"
 CACHE = ROOT / ".cache" / "upstream"
-DEFAULT_MIRROR = ROOT.parent / "shared"
 MIRROR_ENV = "SGLDEPLOY_UPSTREAM_MIRROR"
 STAMP = "lock.sha256"  # the sha256 of the lock the cache was verified against
 DOWNLOAD_TIMEOUT_S = 30.0
@@ -126,16 +125,14 @@ def read_lock(lock: Path) -> list[Pinned]:
     return entries
 
 
-def mirror_root(environ: Mapping[str, str], default: Path = DEFAULT_MIRROR) -> Path | None:
-    """The mirror SGLDEPLOY_UPSTREAM_MIRROR names (it must exist), else `default` when it exists, else none."""
+def mirror_root(environ: Mapping[str, str]) -> Path | None:
+    """The mirror SGLDEPLOY_UPSTREAM_MIRROR names (it must exist), else none: files are then downloaded."""
     named = environ.get(MIRROR_ENV)
-    if named:
-        if not Path(named).is_dir():
-            raise LockError(
-                f"{MIRROR_ENV}: is not a directory (got {named!r}); point it at a copy of ../shared"
-            )
-        return Path(named)
-    return default if default.is_dir() else None
+    if not named:
+        return None
+    if not Path(named).is_dir():
+        raise LockError(f"{MIRROR_ENV}: is not a directory (got {named!r}); point it at a copy of ../shared")
+    return Path(named)
 
 
 def download(url: str, timeout_s: float) -> bytes:

@@ -10,6 +10,7 @@ import hashlib
 import http.server
 import io
 import json
+import os
 import re
 import subprocess
 import sys
@@ -292,21 +293,33 @@ def test_an_unusable_lock_is_one_line_and_exit_2(tmp_path, lock_text, expected):
     assert line.startswith(f"error: {lock}: ") and expected in line
 
 
-def test_the_mirror_is_the_variable_s_directory_else_shared_beside_the_project(tmp_path):
-    named, beside = tmp_path / "named", tmp_path / "shared"
+def test_the_mirror_is_the_variable_s_directory_else_none(tmp_path):
+    named = tmp_path / "named"
     named.mkdir()
-    beside.mkdir()
-    assert mirror_root({MIRROR_ENV: str(named)}, beside) == named
-    assert mirror_root({}, beside) == beside
-    assert mirror_root({MIRROR_ENV: ""}, beside) == beside
-    assert mirror_root({}, tmp_path / "absent") is None
+    assert mirror_root({MIRROR_ENV: str(named)}) == named
+    assert mirror_root({}) is None
+    assert mirror_root({MIRROR_ENV: ""}) is None
     with pytest.raises(LockError, match=f"{MIRROR_ENV}: is not a directory"):
-        mirror_root({MIRROR_ENV: str(tmp_path / "absent")}, beside)
+        mirror_root({MIRROR_ENV: str(tmp_path / "absent")})
     result = run_script(tmp_path, "--cache", str(tmp_path / "cache"), mirror=tmp_path / "absent")
     assert result.returncode == 2 and result.stderr == (
         f"error: {MIRROR_ENV}: is not a directory (got {str(tmp_path / 'absent')!r}); point it at a copy of ../shared\n"
     )
-    assert fetch_upstream.DEFAULT_MIRROR == Path(__file__).resolve().parent.parent.parent / "shared"
+
+
+def test_make_names_the_mirror_beside_the_project_only_when_the_variable_is_unset(tmp_path):
+    """The fallback to a ../shared beside the checkout is the Makefile's, not the fetch code's."""
+    root = SCRIPT.parent.parent
+
+    def fetch_line(env: dict[str, str]) -> str:
+        dry = subprocess.run(["make", "-n", "upstream"], cwd=root, env=env, capture_output=True, text=True)
+        [line] = [line for line in dry.stdout.splitlines() if "fetch_upstream.py" in line]
+        return line
+
+    base = {k: v for k, v in os.environ.items() if k != MIRROR_ENV}
+    assert f"{MIRROR_ENV}='{tmp_path}' " in fetch_line({**base, MIRROR_ENV: str(tmp_path)})
+    beside = root.parent / "shared"
+    assert f"{MIRROR_ENV}='{beside if beside.is_dir() else ''}' " in fetch_line(base)
 
 
 def test_the_tests_read_nothing_from_a_cache_not_verified_against_the_lock(tmp_path, monkeypatch):
