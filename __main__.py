@@ -51,10 +51,10 @@ def resolve_online(repo, revision, problems, at):
 
 config = pulumi.Config("sgldeploy")
 secrets = {key: config.get_secret(key) for key in SECRET_KEYS}
-lock_file = Path(config.get("lockFile") or Path(__file__).parent / "stacks" / LOCK_NAME)
+stacks_dir = Path(__file__).parent / "stacks"
+lock_file = Path(config.get("lockFile") or stacks_dir / LOCK_NAME)
 # Assumed traffic for the usage-based cost lines (defaults otherwise), and the region priced: resolved as
 # `sgldeploy plan` resolves them (it passes its own choice here as sgldeploy:usageFile), so one estimate.
-usage_file = cost.usage_file(config.get("usageFile"), Path(__file__).parent / "stacks")
 region = cost.region_of(pulumi.Config("aws").get("region"))
 try:
     stack = resolve(
@@ -69,7 +69,8 @@ try:
             if value is not None and not pulumi.runtime.is_config_secret(f"sgldeploy:{key}")
         },
     )
-    estimate = cost.for_stack(stack, region, usage_file)
+    _, usage = cost.stack_usage(config.get("usageFile"), stacks_dir)
+    estimate = cost.estimate(stack, region, usage)
 except InvalidInput as invalid:  # bad input ends the program as RunError: its lines, never a traceback
     raise pulumi.RunError(str(invalid)) from None
 for warning in stack.warnings:  # `pulumi preview` and `sgldeploy plan` show them as `warning: …`

@@ -478,20 +478,11 @@ def estimate(
     return Estimate(region=region, items=tuple(items), usage=usage)
 
 
-def for_stack(
-    stack: ResolvedStack, region: str, usage_path: Path | None, named_by: str = USAGE_FILE_KEY
-) -> Estimate:
-    """The one estimate of a stack: the program's outputs and facts and the plan's summary all come from it,
-    given the region (region_of) and the usage file (usage_file) they resolve the same way. `named_by`:
-    what gave the usage file (the config key, or `--usage`), for the error when it cannot be read."""
-    return estimate(stack, region, Usage.read(usage_path, named_by))
-
-
 def stack_usage(
     setting: str | None, stack_dir: Path, override: Path | None = None
 ) -> tuple[Path | None, Usage]:
     """The usage file a stack is priced with (usage_file) and its assumptions, read (raising InvalidInput)
-    one way for every command: `sgldeploy plan` prices with them, `sgldeploy validate` checks them."""
+    one way for the program (its outputs and facts), `sgldeploy plan` (its summary) and `sgldeploy validate`."""
     path = usage_file(setting, stack_dir, override)
     return path, Usage.read(path, "--usage" if override is not None else USAGE_FILE_KEY)
 
