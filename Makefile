@@ -56,7 +56,7 @@ typecheck: $(VENV)/.installed
 	$(call timed,typecheck,$(VENV)/bin/mypy)
 
 scan: $(VENV)/.installed $(CHECKOV_VENV)/.installed
-	$(call timed,scan,$(VENV)/bin/python -m sgldeploy.scan --checkov $(CHECKOV_VENV)/bin/checkov)
+	$(call timed,scan,$(VENV)/bin/python -m sgldeploy.offline.scan --checkov $(CHECKOV_VENV)/bin/checkov)
 
 # promtool checks and unit-tests every PrometheusRule; Debian's prometheus package ships it.
 promtool:

@@ -10,18 +10,18 @@ import pulumi
 from components.model_deployment import ModelDeployment, ModelDeploymentArgs, NodesArgs
 from components.platform import Platform, PlatformArgs
 from sgldeploy import cost
-from sgldeploy.autoscaling import DEFAULT_PROMETHEUS
-from sgldeploy.lock import LOCK_NAME
+from sgldeploy.builders.autoscaler import DEFAULT_PROMETHEUS
+from sgldeploy.models.lock import LOCK_NAME
 from sgldeploy.policy.facts import deployment_facts, platform_facts
-from sgldeploy.problems import InvalidInput
-from sgldeploy.stack import SECRET_KEYS, resolve
+from sgldeploy.spec.problems import InvalidInput
+from sgldeploy.stack import SECRET_KEYS, load
 
 
 def resolve_online(repo, revision, problems, at):
     """A model missing from the lock is resolved on the Hub (HF_TOKEN or the local token cache), with a warning."""
-    from sgldeploy import hub
-    from sgldeploy.lock import LockedModel, LockEntryError
-    from sgldeploy.problems import Problem
+    from sgldeploy.models import hub
+    from sgldeploy.models.lock import LockedModel, LockEntryError
+    from sgldeploy.spec.problems import Problem
 
     try:
         entry = hub.resolve(repo, revision)
@@ -57,7 +57,7 @@ lock_file = Path(config.get("lockFile") or stacks_dir / LOCK_NAME)
 # `sgldeploy plan` resolves them (it passes its own choice here as sgldeploy:usageFile), so one estimate.
 region = cost.region_of(pulumi.Config("aws").get("region"))
 try:
-    stack = resolve(
+    stack = load(
         config.get_object("platform"),
         config.get_object("deployments"),
         lock_file,

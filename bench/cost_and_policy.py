@@ -22,9 +22,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from plan_scaling import stack_file
 
 from sgldeploy import cost
-from sgldeploy.plan import policy_resources, render
+from sgldeploy.offline.plan import policy_resources, render
 from sgldeploy.policy import pack
-from sgldeploy.stackfile import read_stack_file
+from sgldeploy.spec.stackfile import read_stack_file
 
 
 def timed(fn, repeat: int):
@@ -45,7 +45,7 @@ def main() -> None:
         stack = read_stack_file(stack_file(Path(tmp), args.deployments))
         render(stack)  # warm imports and caches, as a second plan in the same process would be
         plan_s, plan = timed(lambda: render(stack), args.repeat)
-        price_s, _ = timed(lambda: cost.estimate(plan.resolved, plan.region), args.repeat)
+        price_s, _ = timed(lambda: cost.estimate(plan.loaded, plan.region), args.repeat)
         resources = policy_resources(plan.recording)
         policy_s, violations = timed(lambda: pack.evaluate(resources), args.repeat)
     added = 2 * price_s + policy_s  # priced twice per plan: in the program (outputs, facts) and for the plan

@@ -29,9 +29,9 @@ os.environ.update(HF_HOME=CACHE.name, HF_HUB_DISABLE_TELEMETRY="1", HF_HUB_DISAB
 
 from sgldeploy import hub  # noqa: E402
 from sgldeploy.catalog import gpu_models  # noqa: E402
-from sgldeploy.lock import LockedModel  # noqa: E402
-from sgldeploy.sizing import SizingError, memory_fit, size  # noqa: E402
-from sgldeploy.validate import parse_stack  # noqa: E402
+from sgldeploy.models.lock import LockedModel  # noqa: E402
+from sgldeploy.models.sizing import SizingError, memory_fit, size  # noqa: E402
+from sgldeploy.spec.validate import parse_stack  # noqa: E402
 from tests.hub_server import LoopbackHub, Repo  # noqa: E402
 
 

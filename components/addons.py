@@ -1,6 +1,6 @@
 """The cluster add-ons a stack installs: pinned Helm releases, each with only the AWS permissions it needs
 (EKS Pod Identity), and Karpenter's interruption queue. Add-ons marked `existing` are referenced, never
-reinstalled. The chart table, values and policies are data in sgldeploy/addons.py."""
+reinstalled. The chart table, values and policies are data in sgldeploy/builders/addons.py."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
-from sgldeploy import addons as catalog
+from sgldeploy.builders import addons as catalog
 from sgldeploy.spec import AddonsSpec
 
 POD_IDENTITY_TRUST = json.dumps(
@@ -49,9 +49,9 @@ class ClusterAddons(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: ClusterAddonsArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("sgldeploy:platform:ClusterAddons", name, None, opts)
-        plan = catalog.plan(args.spec)
+        selection = catalog.select(args.spec)
         self.releases = {}
-        for chart in plan.install:
+        for chart in selection.install:
             before: list[pulumi.Resource] = []
             if chart.addon == "karpenter":
                 before += self._interruption_queue(f"{name}-karpenter", args)
@@ -72,11 +72,11 @@ class ClusterAddons(pulumi.ComponentResource):
                 # Its service account must have AWS credentials (and Karpenter its queue) before it starts.
                 opts=pulumi.ResourceOptions(parent=self, depends_on=before),
             )
-        self.existing = plan.existing
+        self.existing = selection.existing
         self.register_outputs(
             {
-                "installed": {a: c.version for a, c in ((c.addon, c) for c in plan.install)},
-                "existing": plan.existing,
+                "installed": {a: c.version for a, c in ((c.addon, c) for c in selection.install)},
+                "existing": selection.existing,
             }
         )
 

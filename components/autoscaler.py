@@ -1,5 +1,5 @@
 """A deployment's autoscaler: a KEDA ScaledObject on SGLang's metrics, or an HTTPScaledObject (KEDA HTTP add-on)
-with the proxy Service clients call when the deployment may be at zero. Specs in sgldeploy/autoscaling.py."""
+with the proxy Service clients call when the deployment may be at zero. Specs in sgldeploy/builders/autoscaler.py."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
-from sgldeploy import autoscaling, serving
-from sgldeploy.sizing import Sizing
+from sgldeploy.builders import autoscaler, sglang_server
+from sgldeploy.models.sizing import Sizing
 from sgldeploy.spec import DeploymentSpec
 
 
@@ -18,14 +18,14 @@ from sgldeploy.spec import DeploymentSpec
 class AutoscalerArgs:
     spec: DeploymentSpec
     sizing: Sizing
-    kind: str  # "metrics" or "http" (sgldeploy.autoscaling.Plan.kind)
+    kind: str  # "metrics" or "http" (sgldeploy.builders.autoscaler.AutoscalerChoice.kind)
     namespace: pulumi.Input[str]
     namespace_name: str
-    prometheus: str = autoscaling.DEFAULT_PROMETHEUS
+    prometheus: str = autoscaler.DEFAULT_PROMETHEUS
     crds: list[Any] = field(default_factory=list)
     """KEDA (and HTTP add-on) Helm releases when this stack installs them: their CRDs come first."""
     workload: str | None = None
-    """The active track's Deployment (sgldeploy.rollout); None for the deployment's name."""
+    """The active track's Deployment (sgldeploy.builders.rollout); None for the deployment's name."""
 
 
 class Autoscaler(pulumi.ComponentResource):
@@ -38,7 +38,7 @@ class Autoscaler(pulumi.ComponentResource):
         metadata = {
             "name": dep.name,
             "namespace": args.namespace,
-            "labels": serving.labels(dep, "autoscaler"),
+            "labels": sglang_server.labels(dep, "autoscaler"),
         }
         # ScaledObject and HTTPScaledObject are KEDA's kinds: its CRDs must exist first.
         after_crds = pulumi.ResourceOptions(parent=self, depends_on=list(args.crds))
@@ -49,7 +49,7 @@ class Autoscaler(pulumi.ComponentResource):
                 api_version="keda.sh/v1alpha1",
                 kind="ScaledObject",
                 metadata=metadata,
-                spec=autoscaling.scaled_object_spec(
+                spec=autoscaler.scaled_object_spec(
                     dep, args.sizing, args.namespace_name, args.prometheus, workload=args.workload
                 ),
                 opts=after_crds,
@@ -60,7 +60,7 @@ class Autoscaler(pulumi.ComponentResource):
                 api_version="http.keda.sh/v1alpha1",
                 kind="HTTPScaledObject",
                 metadata=metadata,
-                spec=autoscaling.http_scaled_object_spec(
+                spec=autoscaler.http_scaled_object_spec(
                     dep, args.sizing, args.namespace_name, dep.endpoint.hostname, workload=args.workload
                 ),
                 opts=after_crds,
@@ -68,9 +68,9 @@ class Autoscaler(pulumi.ComponentResource):
             k8s.core.v1.Service(
                 f"{name}-proxy",
                 metadata={**metadata, "name": f"{dep.name}-proxy"},
-                spec=autoscaling.proxy_service_spec(),
+                spec=autoscaler.proxy_service_spec(),
                 # Clients address the deployment by this fixed name; a replacement must free it first.
                 opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True),
             )
-            self.proxy_host = autoscaling.proxy_host(dep, args.namespace_name)
+            self.proxy_host = autoscaler.proxy_host(dep, args.namespace_name)
         self.register_outputs({"proxyHost": self.proxy_host})

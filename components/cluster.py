@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_aws as aws
 
-from sgldeploy import network
+from sgldeploy.builders import network
 from sgldeploy.spec import ClusterSpec
 
 

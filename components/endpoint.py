@@ -1,5 +1,5 @@
 """A deployment's load balancer: an ALB Ingress or an NLB Service, which the AWS Load Balancer Controller turns
-into the load balancer itself. Specs in sgldeploy/endpoint.py."""
+into the load balancer itself. Specs in sgldeploy/builders/endpoint.py."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_kubernetes as k8s
 
-from sgldeploy import endpoint
+from sgldeploy.builders import endpoint
 from sgldeploy.spec import DeploymentSpec
 
 

@@ -9,19 +9,26 @@ import pulumi
 import pulumi_kubernetes as k8s
 import pulumi_random as random
 
-from sgldeploy import autoscaling, network_policy, node_pool, rollout, router, serving, weight_cache
-from sgldeploy.lock import LockedModel
-from sgldeploy.sizing import Sizing
+from components.autoscaler import Autoscaler, AutoscalerArgs
+from components.endpoint import Endpoint, EndpointArgs
+from components.node_pool import GpuNodePool, GpuNodePoolArgs
+from components.observability import Observability, ObservabilityArgs
+from components.platform import ClusterNetwork
+from components.router import Router, RouterArgs
+from components.sglang_server import SglangServer, SglangServerArgs
+from components.weight_cache import SharedWeightCache, SharedWeightCacheArgs
+from sgldeploy.builders import (
+    autoscaler,
+    network_policy,
+    node_pool,
+    rollout,
+    router,
+    sglang_server,
+    weight_cache,
+)
+from sgldeploy.models.lock import LockedModel
+from sgldeploy.models.sizing import Sizing
 from sgldeploy.spec import AddonsSpec, DeploymentSpec
-
-from .autoscaler import Autoscaler, AutoscalerArgs
-from .endpoint import Endpoint, EndpointArgs
-from .node_pool import GpuNodePool, GpuNodePoolArgs
-from .observability import Observability, ObservabilityArgs
-from .platform import ClusterNetwork
-from .router import Router, RouterArgs
-from .sglang_server import SglangServer, SglangServerArgs
-from .weight_cache import SharedWeightCache, SharedWeightCacheArgs
 
 
 @dataclass(frozen=True)
@@ -54,7 +61,7 @@ class ModelDeploymentArgs:
     """A node pool of its own (with `network`); None to run on GPU nodes the cluster already has."""
     addons: AddonsSpec | None = None
     """The platform's add-ons (installed or existing): KEDA for autoscaling, Prometheus for monitoring."""
-    prometheus_url: str = autoscaling.DEFAULT_PROMETHEUS
+    prometheus_url: str = autoscaler.DEFAULT_PROMETHEUS
     network_policies: bool = True
     """Render the deployment's NetworkPolicies (platform.network_policies)."""
     addon_releases: dict[str, Any] = field(default_factory=dict)
@@ -71,7 +78,7 @@ class ModelDeployment(pulumi.ComponentResource):
         super().__init__("sgldeploy:serving:ModelDeployment", name, args.facts, opts)
         dep = args.spec
         child = pulumi.ResourceOptions(parent=self)
-        labels = serving.labels(dep)
+        labels = sglang_server.labels(dep)
 
         hf_secret = None
         if args.hf_token is not None:
@@ -116,11 +123,11 @@ class ModelDeployment(pulumi.ComponentResource):
                 opts=child,
             )
         scaling = (
-            autoscaling.for_stack(dep, args.addons)
+            autoscaler.for_stack(dep, args.addons)
             if args.addons is not None
-            else autoscaling.Plan("none", "no add-ons given")
+            else autoscaler.AutoscalerChoice("none", "no add-ons given")
         )
-        refs = serving.SecretRefs(
+        refs = sglang_server.SecretRefs(
             hf_token=f"{dep.name}-hf-token" if hf_secret else None,
             api_key=f"{dep.name}-api-key" if api_secret else None,
         )
@@ -139,7 +146,7 @@ class ModelDeployment(pulumi.ComponentResource):
                     weights_gib=args.sizing.memory.weights_gib,
                     namespace=args.namespace,
                     network=args.network,
-                    token_env=serving.token_env(refs),
+                    token_env=sglang_server.token_env(refs),
                     tags=args.tags or {},
                     volume_name=f"{args.namespace_name}-{dep.name}-weights",
                 ),
@@ -264,7 +271,7 @@ class ModelDeployment(pulumi.ComponentResource):
         k8s.policy.v1.PodDisruptionBudget(
             f"{name}-pdb",
             metadata={"name": dep.name, "namespace": args.namespace, "labels": labels},
-            spec=serving.disruption_budget_spec(dep),
+            spec=sglang_server.disruption_budget_spec(dep),
             # Fixed name, one per deployment; a replacement must free it first.
             opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(delete_before_replace=True)),
         )
@@ -276,7 +283,7 @@ class ModelDeployment(pulumi.ComponentResource):
         self, name: str, args: ModelDeploymentArgs, network: ClusterNetwork, *, through_interceptor: bool
     ) -> None:
         dep = args.spec
-        labels = serving.labels(dep, "network-policy")
+        labels = sglang_server.labels(dep, "network-policy")
         k8s.networking.v1.NetworkPolicy(
             f"{name}-deny-ingress",
             metadata={"name": f"{dep.name}-deny-ingress", "namespace": args.namespace, "labels": labels},

@@ -1,6 +1,6 @@
 """A deployment's GPU nodes: a Karpenter NodePool and EC2NodeClass, or an EKS managed node group.
 
-The specs come from sgldeploy/node_pool.py, where the pool's taints and labels are defined together with the
+The specs come from sgldeploy/builders/node_pool.py, where the pool's taints and labels are defined together with the
 pod scheduling that matches them.
 """
 
@@ -14,11 +14,10 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
-from sgldeploy import network, node_pool
-from sgldeploy.sizing import Sizing
+from components.platform import ClusterNetwork
+from sgldeploy.builders import network, node_pool
+from sgldeploy.models.sizing import Sizing
 from sgldeploy.spec import DeploymentSpec
-
-from .platform import ClusterNetwork
 
 
 @dataclass(frozen=True)
@@ -26,7 +25,7 @@ class GpuNodePoolArgs:
     spec: DeploymentSpec
     sizing: Sizing
     pool: str
-    """Cluster-unique pool name (sgldeploy.node_pool.pool_id), also the label and taint value."""
+    """Cluster-unique pool name (sgldeploy.builders.node_pool.pool_id), also the label and taint value."""
     provisioner: str
     """karpenter or managed-node-group (platform.node_provisioner)."""
     cluster_name: str

@@ -1,4 +1,4 @@
-"""A deployment's metrics scrape, alerts and dashboard (specs in sgldeploy/observability.py)."""
+"""A deployment's metrics scrape, alerts and dashboard (specs in sgldeploy/builders/observability.py)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
-from sgldeploy import observability
-from sgldeploy.rollout import Track
-from sgldeploy.sizing import Sizing
+from sgldeploy.builders import observability
+from sgldeploy.builders.rollout import Track
+from sgldeploy.models.sizing import Sizing
 from sgldeploy.spec import DeploymentSpec
 
 
@@ -22,7 +22,7 @@ class ObservabilityArgs:
     namespace: pulumi.Input[str]
     namespace_name: str
     tracks: list[Track] = field(default_factory=list)
-    """The rollout's Deployments, the active one first (sgldeploy.rollout.tracks); empty for a LeaderWorkerSet
+    """The rollout's Deployments, the active one first (sgldeploy.builders.rollout.tracks); empty for a LeaderWorkerSet
     or one Deployment named after the deployment."""
     crds: list[Any] = field(default_factory=list)
     """The Prometheus operator's Helm release when this stack installs it: its CRDs come first."""

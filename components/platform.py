@@ -15,12 +15,10 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
-from sgldeploy import aws_text
-from sgldeploy.addons import ClusterFacts
-from sgldeploy.spec import PlatformSpec
-
-from .addons import ClusterAddons, ClusterAddonsArgs
-from .cluster import EksCluster, EksClusterArgs
+from components.addons import ClusterAddons, ClusterAddonsArgs
+from components.cluster import EksCluster, EksClusterArgs
+from sgldeploy.builders.addons import ClusterFacts
+from sgldeploy.spec import PlatformSpec, aws_text
 
 
 @dataclass(frozen=True)

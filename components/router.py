@@ -1,6 +1,6 @@
 """The SGLang router in front of a deployment's replicas (`algorithm: cache-aware`): its service account and
 read-only pod access for discovery, the Deployment and Service, a ServiceMonitor for its metrics and, with more
-than one router pod, a disruption budget. Specs in sgldeploy/router.py."""
+than one router pod, a disruption budget. Specs in sgldeploy/builders/router.py."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
-from sgldeploy import router
-from sgldeploy.sizing import Sizing
+from sgldeploy.builders import router
+from sgldeploy.models.sizing import Sizing
 from sgldeploy.spec import DeploymentSpec
 
 
@@ -25,7 +25,7 @@ class RouterArgs:
     api_key_secret: str | None
     """The Secret holding the deployment's API key; None when auth is none."""
     track_labels: dict[str, str] | None = None
-    """The active track's labels (sgldeploy.rollout): with blue-green only its pods get traffic."""
+    """The active track's labels (sgldeploy.builders.rollout): with blue-green only its pods get traffic."""
     monitoring_crds: list[Any] | None = None
     """None: no Prometheus operator, so no ServiceMonitor; else the release whose CRDs come first (or [])."""
 

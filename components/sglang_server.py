@@ -10,9 +10,9 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
-from sgldeploy import node_pool, rollout, serving
-from sgldeploy.lock import LockedModel
-from sgldeploy.sizing import Sizing
+from sgldeploy.builders import node_pool, rollout, sglang_server
+from sgldeploy.models.lock import LockedModel
+from sgldeploy.models.sizing import Sizing
 from sgldeploy.spec import DeploymentSpec
 
 
@@ -22,17 +22,17 @@ class SglangServerArgs:
     model: LockedModel
     sizing: Sizing
     namespace: pulumi.Input[str]
-    secrets: serving.SecretRefs
+    secrets: sglang_server.SecretRefs
     pool: str | None = None
     efa: int = 0
     """Elastic Fabric Adapters each pod of a replica spanning nodes requests (0: none)."""
     autoscaled: bool = False
     """An autoscaler owns the replica count after the first apply."""
-    """The deployment's node pool (sgldeploy.node_pool.pool_id); None for any GPU node."""
+    """The deployment's node pool (sgldeploy.builders.node_pool.pool_id); None for any GPU node."""
     pod_spec_overrides: dict[str, Any] = field(default_factory=dict)
     """Extra pod spec fields merged over the generated ones (wrap, don't hide), e.g. priorityClassName."""
     tracks: list[rollout.Track] = field(default_factory=list)
-    """The rollout's Deployments, the active one first (sgldeploy.rollout.tracks); empty for one plain Deployment."""
+    """The rollout's Deployments, the active one first (sgldeploy.builders.rollout.tracks); empty for one plain Deployment."""
 
 
 class SglangServer(pulumi.ComponentResource):
@@ -48,7 +48,7 @@ class SglangServer(pulumi.ComponentResource):
         dep = args.spec
         types = node_pool.instance_types(args.sizing)
         multi_node = args.sizing.placement.nodes_per_replica > 1
-        metadata = {"name": dep.name, "namespace": args.namespace, "labels": serving.labels(dep)}
+        metadata = {"name": dep.name, "namespace": args.namespace, "labels": sglang_server.labels(dep)}
         child = pulumi.ResourceOptions(parent=self)
         # The name is what operators type (`kubectl get deploy NAME`); a replacement must free it first.
         named = pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(delete_before_replace=True))
@@ -59,7 +59,7 @@ class SglangServer(pulumi.ComponentResource):
             else named
         )
         if multi_node:
-            spec = serving.leader_worker_set_spec(
+            spec = sglang_server.leader_worker_set_spec(
                 dep, args.model, args.sizing, args.secrets, types, pool=args.pool, efa=args.efa
             )
             for role in ("leaderTemplate", "workerTemplate"):
@@ -76,7 +76,7 @@ class SglangServer(pulumi.ComponentResource):
             tracks = args.tracks or rollout.tracks(dep, args.model.sha, dep.initial_replicas)[:1]
             workloads = []
             for track in tracks:
-                spec = serving.deployment_spec(
+                spec = sglang_server.deployment_spec(
                     dep,
                     dataclasses.replace(args.model, sha=track.sha),
                     args.sizing,
@@ -100,7 +100,7 @@ class SglangServer(pulumi.ComponentResource):
                 k8s.core.v1.Service(
                     f"{name}-canary-service",
                     metadata={**metadata, "name": f"{dep.name}{rollout.CANARY_SERVICE_SUFFIX}"},
-                    spec=serving.service_spec(dep, multi_node, tracks[-1]),
+                    spec=sglang_server.service_spec(dep, multi_node, tracks[-1]),
                     opts=pulumi.ResourceOptions(
                         parent=self, depends_on=[workloads[-1]], delete_before_replace=True
                     ),
@@ -109,7 +109,7 @@ class SglangServer(pulumi.ComponentResource):
         self.service = k8s.core.v1.Service(
             f"{name}-service",
             metadata=metadata,
-            spec=serving.service_spec(dep, multi_node, active),
+            spec=sglang_server.service_spec(dep, multi_node, active),
             # Clients address the model by this DNS name, so it is fixed; a replacement must free it first.
             # It selects the active commit only once that commit's Deployment is ready (Pulumi awaits it).
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.workload], delete_before_replace=True),

@@ -1,7 +1,7 @@
 """A shared weight cache for one deployment: an EFS or FSx for Lustre file system reachable from every node,
 its PersistentVolume and claim, and a prefetch Job per (model, commit) that fills it before pods roll.
 
-The pod side (init container that waits for `.complete`, read-only mount) is in sgldeploy/weight_cache.py.
+The pod side (init container that waits for `.complete`, read-only mount) is in sgldeploy/builders/weight_cache.py.
 """
 
 from __future__ import annotations
@@ -13,11 +13,10 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
-from sgldeploy import weight_cache
-from sgldeploy.lock import LockedModel
+from components.platform import ClusterNetwork
+from sgldeploy.builders import weight_cache
+from sgldeploy.models.lock import LockedModel
 from sgldeploy.spec import DeploymentSpec
-
-from .platform import ClusterNetwork
 
 NFS_PORT = 2049
 LUSTRE_PORTS = ((988, 988), (1018, 1023))

@@ -15,7 +15,7 @@ from datetime import UTC, date, datetime
 from functools import cache
 from pathlib import Path
 
-from .problems import InvalidInput, Problem
+from sgldeploy.spec.problems import InvalidInput, Problem
 
 DATA = Path(__file__).parent / "data"
 PRICED_REGION = "us-east-1"

@@ -15,9 +15,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .lock import LockError
-from .problems import InvalidInput, Problem, Verbatim
-from .stackfile import StackFile, read_stack_file, stack_name, stack_path
+from sgldeploy.models.lock import LockError
+from sgldeploy.spec.problems import InvalidInput, Problem, Verbatim
+from sgldeploy.spec.stackfile import StackFile, read_stack_file, stack_name, stack_path
 
 EXIT_OK, EXIT_POLICY, EXIT_INVALID = 0, 1, 2
 DEFAULT_STACK = "dev"
@@ -143,7 +143,7 @@ def _prepare_outputs(args: argparse.Namespace) -> None:
 
 def _stack_token(stack: StackFile) -> str | None:
     """The stack's Hub token (lock_stack.stack_token), or one line when `pulumi config get` hangs or fails."""
-    from . import lock_stack
+    from sgldeploy.models import lock_stack
 
     try:
         return lock_stack.stack_token(stack)
@@ -169,12 +169,12 @@ def _fail(lines: Sequence[str]) -> int:
 
 def main(argv: Sequence[str] | None = None, root: Path | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from .plan import PROJECT_ROOT
+    from sgldeploy.offline.plan import PROJECT_ROOT
 
     root = root or (Path.cwd() if (Path.cwd() / "stacks").is_dir() else PROJECT_ROOT)
     try:
         if args.command == "schema":
-            from .schema import stack_file_schema
+            from sgldeploy.spec.json_schema import stack_file_schema
 
             print(json.dumps(stack_file_schema(), indent=2))
             return EXIT_OK
@@ -182,12 +182,12 @@ def main(argv: Sequence[str] | None = None, root: Path | None = None) -> int:
         if args.command == "lock":
             return _lock(args, stack)
         if args.command == "validate":
-            from .cost import USAGE_FILE_KEY, stack_usage
-            from .lock import lock_path_for
-            from .stack import resolve, secrets_of
+            from sgldeploy.cost import USAGE_FILE_KEY, stack_usage
+            from sgldeploy.models.lock import lock_path_for
+            from sgldeploy.stack import load, secrets_of
 
             secrets, plaintext = secrets_of(stack)
-            resolved = resolve(
+            loaded = load(
                 stack.object("sgldeploy:platform"),
                 stack.object("sgldeploy:deployments"),
                 lock_path_for(stack.path),
@@ -196,7 +196,7 @@ def main(argv: Sequence[str] | None = None, root: Path | None = None) -> int:
                 offline=True,
             )
             stack_usage(stack.config.get(USAGE_FILE_KEY), stack.path.parent)  # read as `plan` reads it
-            for warning in (*resolved.stand_in_secrets.values(), *resolved.warnings):  # the exit code stays 0
+            for warning in (*loaded.stand_in_secrets.values(), *loaded.warnings):  # the exit code stays 0
                 print(warning.line(), file=sys.stderr)
             print(f"{stack.path}: valid")
             return EXIT_OK
@@ -208,7 +208,7 @@ def main(argv: Sequence[str] | None = None, root: Path | None = None) -> int:
 
 
 def _lock(args: argparse.Namespace, stack: StackFile) -> int:
-    from . import lock_stack
+    from sgldeploy.models import lock_stack
 
     if args.check and (args.from_cache or args.refresh):
         return _fail(
@@ -243,7 +243,7 @@ def _lock(args: argparse.Namespace, stack: StackFile) -> int:
 
 
 def _previous_plan(path: Path) -> dict[str, Any]:
-    from .diff import check_plan
+    from sgldeploy.offline.diff import check_plan
 
     try:
         return check_plan(json.loads(path.read_text()), str(path))
@@ -265,14 +265,14 @@ def _plan(args: argparse.Namespace, stack: StackFile) -> int:
 
     import pulumi
 
-    from .engine import close_leftover_event_loops
+    from sgldeploy.offline.engine import close_leftover_event_loops
 
     atexit.register(close_leftover_event_loops)  # a clean exit: nothing printed by interpreter shutdown
-    from . import diff as diffing
-    from . import plan as planning
-    from . import report
-    from .files import write_atomic
-    from .policy import pack
+    from sgldeploy.files import write_atomic
+    from sgldeploy.offline import diff as diffing
+    from sgldeploy.offline import plan as planning
+    from sgldeploy.offline import report
+    from sgldeploy.policy import pack
 
     previous = _previous_plan(args.compare) if args.compare else None
     _prepare_outputs(args)
@@ -281,7 +281,7 @@ def _plan(args: argparse.Namespace, stack: StackFile) -> int:
         plan = planning.render(stack, usage_file=args.usage, policy_settings=policy_settings)
     except pulumi.RunError as err:
         return _fail(str(err).splitlines())
-    for warning in plan.resolved.stand_in_secrets.values():  # the program saw them set: the CLI says so
+    for warning in plan.loaded.stand_in_secrets.values():  # the program saw them set: the CLI says so
         print(warning.line(), file=sys.stderr)
     for warning in plan.warnings:  # e.g. --usage over the stack's sgldeploy:usageFile
         print(warning.line(), file=sys.stderr)

@@ -17,22 +17,15 @@ from typing import Any
 
 import yaml
 
-from . import rollout, weight_cache
-from .autoscaling import replicas_when_idle
-from .catalog import HOURS_PER_MONTH, PRICED_REGION, calendar_date, eks_versions, service_prices
-from .network import (
-    SYSTEM_NODE_DISK_GIB,
-    SYSTEM_NODE_INSTANCE,
-)
-from .network import (
-    SYSTEM_NODES as SYSTEM_NODE_COUNT,
-)
-from .network import (
-    ZONES as NAT_GATEWAYS,
-)
-from .problems import InvalidInput, Problem
-from .spec import PlatformSpec
-from .stack import ResolvedDeployment, ResolvedStack
+from sgldeploy.builders import rollout, weight_cache
+from sgldeploy.builders.autoscaler import replicas_when_idle
+from sgldeploy.builders.network import SYSTEM_NODE_DISK_GIB, SYSTEM_NODE_INSTANCE
+from sgldeploy.builders.network import SYSTEM_NODES as SYSTEM_NODE_COUNT
+from sgldeploy.builders.network import ZONES as NAT_GATEWAYS
+from sgldeploy.catalog import HOURS_PER_MONTH, PRICED_REGION, calendar_date, eks_versions, service_prices
+from sgldeploy.spec import PlatformSpec
+from sgldeploy.spec.problems import InvalidInput, Problem
+from sgldeploy.stack import LoadedDeployment, LoadedStack
 
 USAGE_FILE_KEY = "sgldeploy:usageFile"  # stack config: the usage file `pulumi preview` prices with
 
@@ -169,7 +162,7 @@ def _line(
 # ---- one deployment ------------------------------------------------------------------------------
 
 
-def _node_price(item: ResolvedDeployment, region: str) -> float | None:
+def _node_price(item: LoadedDeployment, region: str) -> float | None:
     """One GPU node of the placement, per hour; None where the catalog has no price."""
     p = item.sizing.placement
     if region != PRICED_REGION or p.hourly_usd_per_replica is None:
@@ -177,7 +170,7 @@ def _node_price(item: ResolvedDeployment, region: str) -> float | None:
     return p.hourly_usd_per_replica / p.nodes_per_replica
 
 
-def gpu_nodes(item: ResolvedDeployment, region: str, idle: int) -> CostItem:
+def gpu_nodes(item: LoadedDeployment, region: str, idle: int) -> CostItem:
     """`idle`: replicas running with no traffic (0 when the deployment scales to zero)."""
     p, spec = item.sizing.placement, item.spec
     low = idle
@@ -210,7 +203,7 @@ def gpu_nodes(item: ResolvedDeployment, region: str, idle: int) -> CostItem:
     )
 
 
-def node_disks(item: ResolvedDeployment, region: str, idle: int) -> CostItem:
+def node_disks(item: LoadedDeployment, region: str, idle: int) -> CostItem:
     p, spec = item.sizing.placement, item.spec
     nodes_min, nodes_max = idle * p.nodes_per_replica, spec.max_replicas * p.nodes_per_replica
     gib = item.sizing.disk_gib
@@ -227,7 +220,7 @@ def node_disks(item: ResolvedDeployment, region: str, idle: int) -> CostItem:
     )
 
 
-def cache_storage(item: ResolvedDeployment, region: str) -> CostItem | None:
+def cache_storage(item: LoadedDeployment, region: str) -> CostItem | None:
     """Shared caches cost whether or not replicas run; node-local NVMe is part of the instance price."""
     spec = item.spec
     storage = spec.cache_storage
@@ -253,7 +246,7 @@ def cache_storage(item: ResolvedDeployment, region: str) -> CostItem | None:
     )
 
 
-def endpoint(item: ResolvedDeployment, region: str, usage: Usage) -> list[CostItem]:
+def endpoint(item: LoadedDeployment, region: str, usage: Usage) -> list[CostItem]:
     """The load balancer the AWS Load Balancer Controller creates for a public or internal endpoint."""
     spec, ep = item.spec, item.spec.endpoint
     if ep.exposure == "cluster":
@@ -303,7 +296,7 @@ def endpoint(item: ResolvedDeployment, region: str, usage: Usage) -> list[CostIt
     return lines
 
 
-def rollout_tracks(item: ResolvedDeployment, region: str) -> CostItem | None:
+def rollout_tracks(item: LoadedDeployment, region: str) -> CostItem | None:
     """A blue-green previous commit kept warm, or a canary: replicas beyond the autoscaled ones, always on."""
     p, spec = item.sizing.placement, item.spec
     extra = rollout.extra_replicas(spec, spec.initial_replicas)
@@ -327,7 +320,7 @@ def rollout_tracks(item: ResolvedDeployment, region: str) -> CostItem | None:
     )
 
 
-def deployment_items(item: ResolvedDeployment, region: str, usage: Usage, idle: int) -> list[CostItem]:
+def deployment_items(item: LoadedDeployment, region: str, usage: Usage, idle: int) -> list[CostItem]:
     cache = cache_storage(item, region)
     tracks = rollout_tracks(item, region)
     return [
@@ -358,7 +351,7 @@ def control_plane(platform: PlatformSpec, region: str, day: date) -> CostItem:
             f"EKS control plane, Kubernetes {version} in standard support until "
             f"{release.end_of_standard_support}"
         )
-    else:  # resolve() refuses such a version; priced nothing rather than a guess
+    else:  # load() refuses such a version; priced nothing rather than a guess
         return CostItem(
             "platform/eks-control-plane",
             f"EKS control plane, Kubernetes {version}: not offered by EKS on {day}",
@@ -466,7 +459,7 @@ class Estimate:
 
 
 def estimate(
-    stack: ResolvedStack, region: str, usage: Usage | None = None, today: date | None = None
+    stack: LoadedStack, region: str, usage: Usage | None = None, today: date | None = None
 ) -> Estimate:
     """`today` (default: catalog.calendar_date()) decides the control plane's rate."""
     usage = usage or Usage()

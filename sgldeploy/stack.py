@@ -12,14 +12,14 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from . import autoscaling, eks_support, endpoint, rollout, router, weight_cache
-from .catalog import calendar_date
-from .lock import SERVABLE_PIPELINES, LockedModel, LockError, lock_key, read_lock_contents
-from .problems import ConfigWarning, InvalidInput, Problem, config_path
-from .sizing import Sizing, SizingError, size
-from .spec import DeploymentSpec, StackSpec, is_commit
-from .stackfile import StackFile
-from .validate import parse_stack
+from sgldeploy.builders import autoscaler, endpoint, rollout, router, weight_cache
+from sgldeploy.catalog import calendar_date
+from sgldeploy.models.lock import SERVABLE_PIPELINES, LockedModel, LockError, lock_key, read_lock_contents
+from sgldeploy.models.sizing import Sizing, SizingError, size
+from sgldeploy.spec import DeploymentSpec, StackSpec, eks_support, is_commit
+from sgldeploy.spec.problems import ConfigWarning, InvalidInput, Problem, config_path
+from sgldeploy.spec.stackfile import StackFile
+from sgldeploy.spec.validate import parse_stack
 
 SECRET_KEYS = ("hfToken", "apiKey")
 # The fix for a revision absent from the lock: the Hub resolves it, and so does a local Hugging Face cache.
@@ -30,7 +30,7 @@ NOT_LOCKED_FIX = (
 
 
 @dataclass(frozen=True)
-class ResolvedDeployment:
+class LoadedDeployment:
     spec: DeploymentSpec  # with `cache.storage: auto` replaced by the storage chosen for it
     model: LockedModel
     sizing: Sizing
@@ -38,9 +38,9 @@ class ResolvedDeployment:
 
 
 @dataclass(frozen=True)
-class ResolvedStack:
+class LoadedStack:
     spec: StackSpec
-    deployments: list[ResolvedDeployment]
+    deployments: list[LoadedDeployment]
     warnings: tuple[ConfigWarning, ...] = ()  # valid, but worth acting on (e.g. the EKS version's support)
     # Offline only: the secrets the stack needs but does not set (full config key → its warning). The offline
     # plan stands each in as set, so it renders what `pulumi up` will once it is set.
@@ -50,7 +50,7 @@ class ResolvedStack:
 MissingResolver = Callable[[str, str, list[Any], Callable[..., str]], LockedModel | None]
 
 
-def resolve(
+def load(
     platform: Any,
     deployments: Any,
     lock_file: Path,
@@ -59,7 +59,7 @@ def resolve(
     plaintext_secrets: Iterable[str] = (),
     today: date | None = None,
     offline: bool = False,
-) -> ResolvedStack:
+) -> LoadedStack:
     """Validate and size a stack. `secrets` holds the names (not values) of the secrets that are set;
     `plaintext_secrets` those of them set without `--secret`, which are refused.
 
@@ -90,7 +90,7 @@ def resolve(
                 ),
             ]
         ) from None
-    resolved: list[ResolvedDeployment] = []
+    loaded: list[LoadedDeployment] = []
     gated: list[str] = []
     # Offline, a missing token is not a problem of each model but one warning for the stack (below).
     checked_secrets = secrets | {"hfToken"} if offline else secrets
@@ -125,14 +125,14 @@ def resolve(
             dep = dep.model_copy(update={"cache": dep.cache.model_copy(update={"storage": storage})})
             sizing = size(dep, model)
         problems += _placement_problems(spec, dep, sizing, at, model.sha)
-        resolved.append(ResolvedDeployment(dep, model, sizing, reason))
+        loaded.append(LoadedDeployment(dep, model, sizing, reason))
     if problems:
         raise InvalidInput(_unique(problems))
     warnings = tuple(eks_support.version_warnings(spec.platform.cluster, day))
     stand_ins = {}
     if offline and gated and "hfToken" not in secrets:
         stand_ins[config_path("hfToken")] = missing_token_warning(gated)
-    return ResolvedStack(spec=spec, deployments=resolved, warnings=warnings, stand_in_secrets=stand_ins)
+    return LoadedStack(spec=spec, deployments=loaded, warnings=warnings, stand_in_secrets=stand_ins)
 
 
 def secrets_of(stack: StackFile) -> tuple[set[str], set[str]]:
@@ -271,7 +271,7 @@ def _placement_problems(
     if wrong_size:
         field, what, fix, got = wrong_size
         out.append(Problem(at(*field.split(".")), what, fix, got))
-    from_zero = autoscaling.for_stack(dep, spec.platform.addons).kind == "http"
+    from_zero = autoscaler.for_stack(dep, spec.platform.addons).kind == "http"
     wrong = endpoint.problem(dep, from_zero)
     if wrong:
         field, what, fix, got = wrong

@@ -26,7 +26,7 @@ from typing import Any
 import botocore.session
 from botocore.model import Shape
 
-from sgldeploy.engine import SECRET, UNKNOWN
+from sgldeploy.offline.engine import SECRET, UNKNOWN
 
 BOTOCORE_VERSION = "1.44.5"  # pinned in pyproject.toml; the models below are that release's
 

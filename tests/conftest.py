@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 import yaml
 
-from sgldeploy.lock import read_lock
-from sgldeploy.plan import Plan, render
-from sgldeploy.stackfile import read_stack_file
+from sgldeploy.models.lock import read_lock
+from sgldeploy.offline.plan import Plan, render
+from sgldeploy.spec.stackfile import read_stack_file
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCK = ROOT / "stacks" / "models.lock.json"

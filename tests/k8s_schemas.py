@@ -32,7 +32,7 @@ import yaml
 from cel_expr_python import cel
 from cel_expr_python.ext import ext_strings
 
-from sgldeploy.engine import SECRET, UNKNOWN
+from sgldeploy.offline.engine import SECRET, UNKNOWN
 
 from .upstream import upstream
 

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from sgldeploy import addons
+from sgldeploy.builders import addons
 
 from .conftest import deployment, multi_node, render_stack, resources_of, write_stack
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import promql_parser
 import pytest
 
-from sgldeploy import autoscaling
+from sgldeploy.builders import autoscaler
 
 from . import k8s_schemas
 from .conftest import deployment, multi_node, render_stack, resources_of, write_stack
@@ -62,7 +62,7 @@ def test_prometheus_triggers_follow_the_metric(tmp_path, metric, query):
     }
     [trigger] = spec["triggers"]
     assert trigger["type"] == "prometheus" and trigger["metadata"]["threshold"] == "6"
-    assert trigger["metadata"]["serverAddress"] == autoscaling.DEFAULT_PROMETHEUS
+    assert trigger["metadata"]["serverAddress"] == autoscaler.DEFAULT_PROMETHEUS
     assert query in trigger["metadata"]["query"] and 'namespace="llm"' in trigger["metadata"]["query"]
     promql_parser.parse(trigger["metadata"]["query"])
     assert resources_of(plan, HTTP_SCALED) == []
@@ -114,7 +114,7 @@ def test_scale_from_zero_goes_through_the_http_add_on(tmp_path):
     assert k8s_schemas.validate(proxy, "1.33")
     assert proxy["spec"] == {
         "type": "ExternalName",
-        "externalName": autoscaling.INTERCEPTOR,
+        "externalName": autoscaler.INTERCEPTOR,
         "ports": [{"name": "http", "port": 8080, "targetPort": 8080}],
     }
     assert plan.recording.outputs["deployments"]["qwen"]["estimatedMonthlyCostMin"] == 0
@@ -135,7 +135,7 @@ def test_without_keda_or_its_http_add_on_replicas_stay_fixed(tmp_path):
     )
     assert resources_of(no_http, HTTP_SCALED) == [] and resources_of(no_http, SCALED) == []
     assert workload(no_http).inputs["spec"]["replicas"] == 1
-    from sgldeploy.plan import summary
+    from sgldeploy.offline.plan import summary
 
     assert "min_replicas 0 needs the KEDA HTTP add-on" in summary(no_http)
 
@@ -168,7 +168,7 @@ def test_autoscalers_wait_for_keda_and_the_workload(tmp_path):
 
 
 def test_the_plan_says_what_the_first_request_waits(tmp_path):
-    from sgldeploy.plan import plan_json, summary
+    from sgldeploy.offline.plan import plan_json, summary
 
     plan = render(tmp_path, scaling={"min_replicas": 0, "max_replicas": 2})
     replicas = plan_json(plan)["deployments"][0]["replicas"]

@@ -9,8 +9,8 @@ import re
 
 import pytest
 
-from sgldeploy import aws_text
-from sgldeploy.problems import InvalidInput
+from sgldeploy.spec import aws_text
+from sgldeploy.spec.problems import InvalidInput
 
 from . import aws_api
 from .conftest import deployment, render_stack, write_stack

@@ -259,7 +259,7 @@ def test_a_broken_lock_is_one_clear_line(tmp_path):
 
 
 # Published facts of the example stacks' models, as a models.csv of public facts has them (the columns
-# sgldeploy.lock.entry_from_public_facts reads), written here so the oracle is the test's own: each model's
+# sgldeploy.models.lock.entry_from_public_facts reads), written here so the oracle is the test's own: each model's
 # config.json at the commit (https://huggingface.co/<repo>/blob/<commit>/config.json: sizes, heads, dtype,
 # architecture, max_position_embeddings), its model card and page (https://huggingface.co/<repo>: pipeline tag,
 # gating, the safetensors parameter count). Llama-3.1-70B's parameter count is the one quoted for
@@ -273,7 +273,7 @@ meta-llama/Llama-3.1-70B-Instruct,1605565b47bb9346c5515c34102e054115b4f98b,70553
 
 
 def test_committed_lock_regenerates_from_the_published_facts(tmp_path):
-    from sgldeploy.lock import lock_from_public_facts, read_lock_entries
+    from sgldeploy.models.lock import lock_from_public_facts, read_lock_entries
 
     from .conftest import LLAMA_8B, LLAMA_70B, QWEN
 
@@ -398,7 +398,7 @@ def test_compare_says_what_is_wrong_with_the_previous_plan(tmp_path, capsys, con
 
 
 def test_a_hanging_pulumi_config_get_is_one_line(tmp_path, capsys, monkeypatch):
-    from sgldeploy import lock_stack
+    from sgldeploy.models import lock_stack
 
     def hangs(cmd, **kwargs):
         raise subprocess.TimeoutExpired(cmd, kwargs["timeout"])

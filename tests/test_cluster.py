@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from sgldeploy import network
+from sgldeploy.builders import network
 
 from .conftest import deployment, render_stack, resources_of, write_stack
 

@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from sgldeploy.engine import SECRET, UNKNOWN
-from sgldeploy.serving import GPU_RESOURCE
+from sgldeploy.builders.sglang_server import GPU_RESOURCE
+from sgldeploy.offline.engine import SECRET, UNKNOWN
 
 from .conftest import deployment, multi_node, render_stack, resources_of, write_stack
 
@@ -248,7 +248,7 @@ def test_a_replica_spanning_nodes_is_a_leader_worker_set(tmp_path):
 
 
 def test_multi_node_placement_needs_the_leader_worker_set_addon(tmp_path):
-    from sgldeploy.problems import InvalidInput
+    from sgldeploy.spec.problems import InvalidInput
 
     big = multi_node()
     with pytest.raises(InvalidInput) as err:
@@ -259,7 +259,7 @@ def test_multi_node_placement_needs_the_leader_worker_set_addon(tmp_path):
 def test_a_program_that_never_finishes_fails_cleanly(tmp_path):
     import pulumi
 
-    from sgldeploy.engine import run_program
+    from sgldeploy.offline.engine import run_program
 
     program = tmp_path / "__main__.py"
     program.write_text(
@@ -362,7 +362,7 @@ def test_a_terminating_pod_outlives_the_load_balancers_deregistration_delay(tmp_
 def test_every_startup_probe_covers_its_budget_with_less_than_one_period_to_spare():
     """failureThreshold × periodSeconds is the time a pod has to open its port: at least the startup budget,
     and less than one period more (a floor would cut the budget short wherever it is not a multiple of 10)."""
-    from sgldeploy.plan import plan_json
+    from sgldeploy.offline.plan import plan_json
 
     from .variants import rendered_variants
 

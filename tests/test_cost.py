@@ -19,11 +19,11 @@ import pytest
 from sgldeploy import cost
 from sgldeploy.catalog import DATA, TODAY_ENV
 from sgldeploy.cli import main
-from sgldeploy.plan import plan_json, policy_resources, render, summary
-from sgldeploy.problems import InvalidInput
+from sgldeploy.offline.plan import plan_json, policy_resources, render, summary
 from sgldeploy.spec import ClusterSpec
-from sgldeploy.stack import resolve
-from sgldeploy.stackfile import read_stack_file
+from sgldeploy.spec.problems import InvalidInput
+from sgldeploy.spec.stackfile import read_stack_file
+from sgldeploy.stack import load
 
 from .conftest import LLAMA_70B, LOCK, QWEN, ROOT, deployment, render_stack, with_secret, write_stack
 
@@ -50,7 +50,7 @@ def plan_day(monkeypatch):
 
 
 def estimate(*deployments, platform=None, region="us-east-1", usage=None, secrets=(), today=None):
-    stack = resolve(platform or PLATFORM, list(deployments), LOCK, set(secrets), today=today)
+    stack = load(platform or PLATFORM, list(deployments), LOCK, set(secrets), today=today)
     return cost.estimate(stack, region, usage, today=today)
 
 
@@ -235,12 +235,12 @@ def test_committed_stacks_price_every_line_and_preview_outputs_agree(tmp_path):
         outputs = plan.recording.outputs
         assert outputs["estimatedMonthlyCostMin"] == totals["monthly_usd_min"]
         assert outputs["estimatedMonthlyCostMax"] == totals["monthly_usd_max"]
-        for d in plan.resolved.deployments:
+        for d in plan.loaded.deployments:
             per = plan.estimate.deployment_totals(d.spec.name)
             assert outputs["deployments"][d.spec.name]["estimatedMonthlyCostMax"] == per["monthly_usd_max"]
         assert (
             sum(1 for level, msg in plan.recording.log if level == "info" and msg.startswith("cost "))
-            == len(plan.resolved.deployments) + 1
+            == len(plan.loaded.deployments) + 1
         )
 
 
@@ -294,7 +294,7 @@ def warnings_on(version: str, day: date, create: bool = True) -> list[str]:
     platform = (
         created(version) if create else {**PLATFORM, "cluster": {"name": "x", "kubernetes_version": version}}
     )
-    return [w.line() for w in resolve(platform, [deployment()], LOCK, set(), today=day).warnings]
+    return [w.line() for w in load(platform, [deployment()], LOCK, set(), today=day).warnings]
 
 
 def _add_months(day: date, months: int) -> date:
@@ -385,7 +385,7 @@ def test_an_existing_cluster_is_warned_about_but_its_control_plane_is_not_this_s
 )
 def test_a_version_eks_does_not_offer_is_refused_with_the_versions_it_offers(version, day, why):
     with pytest.raises(InvalidInput) as err:
-        resolve(created(version), [deployment()], LOCK, set(), today=day)
+        load(created(version), [deployment()], LOCK, set(), today=day)
     [line] = [p.line() for p in err.value.problems]
     assert line.startswith(f"error: {VERSION_PATH}: is not a Kubernetes version EKS offers on {day}")
     assert why in line and f"(got '{version}')" in line
@@ -395,7 +395,7 @@ def test_a_version_eks_does_not_offer_is_refused_with_the_versions_it_offers(ver
 
 def test_the_last_day_of_extended_support_is_still_offered():
     _, _, extended_end = CALENDAR["1.31"]
-    stack = resolve(created("1.31"), [deployment()], LOCK, set(), today=extended_end - timedelta(days=1))
+    stack = load(created("1.31"), [deployment()], LOCK, set(), today=extended_end - timedelta(days=1))
     assert "left EKS standard support on 2025-11-26" in stack.warnings[0].line()
 
 
@@ -645,7 +645,7 @@ def test_a_canary_is_priced_at_its_fixed_count_at_min_and_at_max(
         scaling={"min_replicas": min_replicas, "max_replicas": 10},
         rollout={"strategy": "canary", "canary_revision": CANARY, "canary_percent": percent},
     )
-    stack = resolve(PLATFORM, [raw], canary_lock, set(), today=PLAN_DAY)
+    stack = load(PLATFORM, [raw], canary_lock, set(), today=PLAN_DAY)
     est = cost.estimate(stack, "us-east-1", today=PLAN_DAY)
     [line] = [i for i in est.items if i.resource == "qwen/rollout-tracks"]
     assert line.drivers["extra_replicas"] == canaries
@@ -695,7 +695,7 @@ def test_a_commit_kept_warm_is_one_replica_at_min_and_at_max(canary_lock):
         scaling={"min_replicas": 3, "max_replicas": 10},
         rollout={"strategy": "blue-green", "previous_revision": QWEN["revision"]},
     )
-    stack = resolve(PLATFORM, [raw], canary_lock, set(), today=PLAN_DAY)
+    stack = load(PLATFORM, [raw], canary_lock, set(), today=PLAN_DAY)
     [line] = [
         i for i in cost.estimate(stack, "us-east-1", today=PLAN_DAY).items if i.resource.endswith("tracks")
     ]

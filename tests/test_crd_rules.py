@@ -14,8 +14,8 @@ from typing import Any
 import jsonschema
 import pytest
 
-from sgldeploy.engine import UNKNOWN
-from sgldeploy.plan import kubernetes_objects
+from sgldeploy.offline.engine import UNKNOWN
+from sgldeploy.offline.plan import kubernetes_objects
 
 from . import k8s_schemas
 from .k8s_schemas import UnsupportedRule, check_rules, validate_custom_resource, with_defaults

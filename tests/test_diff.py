@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sgldeploy import diff, report
-from sgldeploy.plan import plan_json
-from sgldeploy.problems import InvalidInput
+from sgldeploy.offline import diff, report
+from sgldeploy.offline.plan import plan_json
+from sgldeploy.spec.problems import InvalidInput
 
 from .conftest import LOCK, render_stack
 from .test_cli import run_cli

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sgldeploy.plan import policy_resources
-from sgldeploy.problems import InvalidInput
+from sgldeploy.offline.plan import policy_resources
+from sgldeploy.spec.problems import InvalidInput
 
 from . import k8s_schemas
 from .conftest import deployment, render_stack, resources_of, write_stack

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from sgldeploy.addons import CHARTS
+from sgldeploy.builders.addons import CHARTS
 
 from . import fetch_upstream, upstream
 from .fetch_upstream import MIRROR_ENV, STAMP, LockError, fetch_all, mirror_root

@@ -20,8 +20,8 @@ import jsonschema
 import pytest
 import yaml
 
-from sgldeploy.addons import CHARTS
-from sgldeploy.engine import SECRET, UNKNOWN
+from sgldeploy.builders.addons import CHARTS
+from sgldeploy.offline.engine import SECRET, UNKNOWN
 
 from .upstream import chart_source, upstream
 from .variants import rendered_variants

@@ -158,8 +158,8 @@ def _run_the_program(config: dict[str, Any]) -> None:
     """The real __main__.py under the mock engine, as `pulumi preview` runs it: no CLI checks before it."""
     import json
 
-    from sgldeploy.engine import run_program
-    from sgldeploy.plan import PROGRAM
+    from sgldeploy.offline.engine import run_program
+    from sgldeploy.offline.plan import PROGRAM
 
     full = {
         "aws:region": "us-east-1",
@@ -177,7 +177,7 @@ def test_the_program_ends_bad_hub_facts_with_run_error(monkeypatch):
 
     import pulumi
 
-    from sgldeploy import hub
+    from sgldeploy.models import hub
 
     entry = json.loads(LOCK.read_text())["models"][f"{QWEN['repo']}@{QWEN['revision']}"]
     other = "c" * 40

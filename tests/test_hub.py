@@ -14,8 +14,8 @@ import pytest
 import yaml
 from safetensors.numpy import save
 
-from sgldeploy import hub
-from sgldeploy.lock import read_lock
+from sgldeploy.models import hub
+from sgldeploy.models.lock import read_lock
 
 from .conftest import ROOT
 from .hub_server import LoopbackHub, Repo
@@ -291,9 +291,9 @@ def test_production_branch_is_refused_with_the_commit_to_pin(loopback, tmp_path)
 
 
 def test_preview_resolves_a_model_missing_from_the_lock_and_warns(loopback, tmp_path, monkeypatch):
-    from sgldeploy.engine import run_program
-    from sgldeploy.plan import PROGRAM
-    from sgldeploy.stackfile import read_stack_file
+    from sgldeploy.offline.engine import run_program
+    from sgldeploy.offline.plan import PROGRAM
+    from sgldeploy.spec.stackfile import read_stack_file
 
     sha = loopback.add(Repo("org/tiny")).commit(sharded_model())
     monkeypatch.setenv("HF_ENDPOINT", loopback.endpoint)  # as `pulumi preview` would run with it set

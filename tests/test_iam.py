@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from sgldeploy import addons
+from sgldeploy.builders import addons
 
 from . import iam_lint
 from .variants import rendered_variants

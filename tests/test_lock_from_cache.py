@@ -22,8 +22,9 @@ import pytest
 import yaml
 from huggingface_hub import hf_hub_download
 
-from sgldeploy import cli, hf_cache, hub, lock_stack
-from sgldeploy.stackfile import read_stack_file
+from sgldeploy import cli
+from sgldeploy.models import hf_cache, hub, lock_stack
+from sgldeploy.spec.stackfile import read_stack_file
 
 from .conftest import ROOT
 from .hub_server import LoopbackHub, Repo, git_blob_id

@@ -8,7 +8,7 @@ import jsonschema
 import kubernetes_validate
 import pytest
 
-from sgldeploy.plan import kubernetes_objects
+from sgldeploy.offline.plan import kubernetes_objects
 
 from . import k8s_schemas
 from .conftest import ROOT, render_stack, with_secret
@@ -24,7 +24,7 @@ def stack_objects(request, tmp_path_factory):
     if "prod" in path.name:  # gated models: the token is set as `pulumi config set --secret` would
         path = with_secret(path, tmp_path_factory.mktemp("prod"))
     plan = render_stack(path)
-    version = plan.resolved.spec.platform.cluster.kubernetes_version
+    version = plan.loaded.spec.platform.cluster.kubernetes_version
     return request.param, version, kubernetes_objects(plan)
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 
-from sgldeploy.engine import OFFLINE_VPC_CIDR
-from sgldeploy.sglang_args import SERVER_PORT
+from sgldeploy.builders.sglang_args import SERVER_PORT
+from sgldeploy.offline.engine import OFFLINE_VPC_CIDR
 
 from . import k8s_schemas
 from .conftest import deployment, multi_node, render_stack, resources_of, write_stack

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from sgldeploy import node_pool
+from sgldeploy.builders import node_pool
 from sgldeploy.spec import DeploymentSpec
 
 from . import k8s_schemas
@@ -256,7 +256,7 @@ def test_managed_node_group_mode(tmp_path):
 # ---- a cluster placement group lives in one Availability Zone: one subnet per multi-node pool -----------
 # Auto Scaling refuses a cluster placement group with subnets in several zones (CreateAutoScalingGroup,
 # PlacementGroup), and Karpenter offers every zone of its node class's subnets whatever the group. The
-# offline cluster has two subnets, subnet-offline-a and -b (sgldeploy/engine.py), one per zone.
+# offline cluster has two subnets, subnet-offline-a and -b (sgldeploy/offline/engine.py), one per zone.
 
 
 def subnet_ids(node_class: dict) -> list[str]:

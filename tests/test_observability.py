@@ -12,7 +12,7 @@ from pathlib import Path
 import promql_parser
 import pytest
 
-from sgldeploy import observability
+from sgldeploy.builders import observability
 from sgldeploy.spec import DeploymentSpec
 
 from . import k8s_schemas
@@ -118,7 +118,7 @@ def test_alerts_follow_the_spec_thresholds(plan):
     )
     assert rules["SglangQueueDepth"]["expr"].endswith("> 16")
     assert rules["SglangAtMaxReplicas"]["expr"].endswith(">= 3")
-    sizing = plan.resolved.deployments[0].sizing
+    sizing = plan.loaded.deployments[0].sizing
     dep = DeploymentSpec.model_validate(
         deployment(observability={"alerts": {"p99_latency_seconds": None, "queue_depth": None}})
     )

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from cel_expr_python import cel
 
-from sgldeploy.engine import UNKNOWN, run_program
+from sgldeploy.offline.engine import UNKNOWN, run_program
 
 from .upstream import upstream
 from .variants import rendered_variants

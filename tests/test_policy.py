@@ -9,10 +9,10 @@ import runpy
 
 import pytest
 
-from sgldeploy.plan import policy_resources
+from sgldeploy.offline.plan import policy_resources
 from sgldeploy.policy import pack, rules
 from sgldeploy.policy.facts import DEPLOYMENT_TYPE, PLATFORM_TYPE
-from sgldeploy.problems import InvalidInput
+from sgldeploy.spec.problems import InvalidInput
 
 from .conftest import LOCK, ROOT, deployment, render_stack, with_secret, write_stack
 from .test_cli import run_cli

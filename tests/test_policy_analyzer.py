@@ -10,8 +10,8 @@ import json
 
 import pytest
 
-from sgldeploy.engine import WIRE_UNKNOWN, Registration
-from sgldeploy.plan import Plan, policy_violations
+from sgldeploy.offline.engine import WIRE_UNKNOWN, Registration
+from sgldeploy.offline.plan import Plan, policy_violations
 from sgldeploy.policy import pack
 from sgldeploy.policy.facts import DEPLOYMENT_TYPE
 

@@ -98,7 +98,7 @@ def targets() -> list[Target]:
     out = []
     for variant, plan in rendered_variants().items():
         resources = plan.recording.resources
-        specs = {d.spec.name: d.spec for d in plan.resolved.deployments}
+        specs = {d.spec.name: d.spec for d in plan.loaded.deployments}
         for r in resources:
             if r.type != RULE:
                 continue

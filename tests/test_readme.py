@@ -32,8 +32,8 @@ import pytest
 
 from sgldeploy import cli
 from sgldeploy.files import write_atomic
-from sgldeploy.plan import Plan, render
-from sgldeploy.stackfile import read_stack_file, stack_path
+from sgldeploy.offline.plan import Plan, render
+from sgldeploy.spec.stackfile import read_stack_file, stack_path
 
 from .conftest import ROOT, deployment, write_stack
 
@@ -148,7 +148,7 @@ def rendered(stack: str) -> Plan:
 
 def would_need(plan: Plan, gpu: str) -> str:
     options = [
-        c for d in plan.resolved.deployments for c in d.sizing.cheaper_infeasible if c.instance.gpu == gpu
+        c for d in plan.loaded.deployments for c in d.sizing.cheaper_infeasible if c.instance.gpu == gpu
     ]
     assert options, f"the plan of {plan.stack.stack} names no cheaper placement on {gpu} that does not fit"
     need = options[0].memory
@@ -158,7 +158,7 @@ def would_need(plan: Plan, gpu: str) -> str:
 def figures(plan: Plan) -> dict[re.Pattern[str], list[str]]:
     """What the table's cells say about each deployment of the stack, in order, as the plan gives it."""
     out: dict[re.Pattern[str], list[str]] = {PLACEMENT: [], REQUESTS: [], REPLICAS: []}
-    for d in plan.resolved.deployments:
+    for d in plan.loaded.deployments:
         p, context = d.sizing.placement, d.sizing.context_length
         assert context % 1024 == 0, f"{d.spec.name}: a context of {context} tokens is not a whole number of k"
         out[PLACEMENT].append(f"{p.instance_type} ({p.gpus_per_replica}× {p.gpu_model})")
@@ -312,7 +312,7 @@ def prose() -> str:
 
 
 def test_the_sizing_worked_example_is_the_dev_plans():
-    [d] = rendered("dev").resolved.deployments
+    [d] = rendered("dev").loaded.deployments
     model, m, ctx = d.model, d.sizing.memory, d.sizing.context_length
     layers, kv_heads, head_dim, requests = (
         model.num_layers,
@@ -338,7 +338,7 @@ def test_the_sizing_worked_example_is_the_dev_plans():
 
 
 def test_the_cold_start_figures_are_the_dev_plans():
-    from sgldeploy.plan import plan_json
+    from sgldeploy.offline.plan import plan_json
 
     cold = plan_json(rendered("dev"))["deployments"][0]["cold_start_seconds"]
     for words in (

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from sgldeploy.plan import normalize, plan_json, policy_report, resource_tree, summary
+from sgldeploy.offline.plan import normalize, plan_json, policy_report, resource_tree, summary
 
 from .variants import rendered_variants
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from sgldeploy.diff import resource_diff
-from sgldeploy.plan import plan_json
-from sgldeploy.problems import InvalidInput
-from sgldeploy.rollout import COMMIT_LABEL
+from sgldeploy.builders.rollout import COMMIT_LABEL
+from sgldeploy.offline.diff import resource_diff
+from sgldeploy.offline.plan import plan_json
+from sgldeploy.spec.problems import InvalidInput
 
 from . import k8s_schemas
 from .conftest import QWEN, deployment, render_stack, resources_of, write_stack
@@ -191,14 +191,14 @@ def test_a_canary_without_an_alb_names_the_field_whose_value_it_quotes(tmp_path,
      ({"strategy": "blue-green", "previous_revision": B}, "previous_revision")],
 )  # fmt: skip
 def test_a_previous_or_canary_commit_must_be_in_the_lock_like_model_revision(tmp_path, rollout, field):
-    from sgldeploy.lock_stack import _models
-    from sgldeploy.stack import resolve
-    from sgldeploy.stackfile import read_stack_file
+    from sgldeploy.models.lock_stack import _models
+    from sgldeploy.spec.stackfile import read_stack_file
+    from sgldeploy.stack import load
 
     def lines(**fields) -> list[str]:
         path = write_stack(tmp_path, platform=PLATFORM, deployments=[deployment(endpoint=ALB, **fields)])
         with pytest.raises(InvalidInput) as caught:
-            resolve(PLATFORM, [deployment(endpoint=ALB, **fields)], path.parent / "models.lock.json", set())
+            load(PLATFORM, [deployment(endpoint=ALB, **fields)], path.parent / "models.lock.json", set())
         return [p.line() for p in caught.value.problems]
 
     # the committed lock holds only commit A: B is missing, as a model.revision of B would be

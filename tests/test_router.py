@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from sgldeploy import router
-from sgldeploy.engine import OFFLINE_VPC_CIDR
-from sgldeploy.sglang_args import SERVER_PORT
+from sgldeploy.builders import router
+from sgldeploy.builders.sglang_args import SERVER_PORT
+from sgldeploy.offline.engine import OFFLINE_VPC_CIDR
 from sgldeploy.spec import ROUTER_IMAGE
 
 from . import k8s_schemas
@@ -203,7 +203,7 @@ def test_the_router_can_front_other_algorithms_when_asked(tmp_path):
     ids=["ip-hash", "cache-aware without it"],
 )
 def test_router_settings_it_cannot_honour_are_refused(tmp_path, endpoint, what):
-    from sgldeploy.problems import InvalidInput
+    from sgldeploy.spec.problems import InvalidInput
 
     with pytest.raises(InvalidInput) as caught:
         render(tmp_path, endpoint={"exposure": "internal", **endpoint})

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from sgldeploy import router
-from sgldeploy.lock import read_lock
-from sgldeploy.sizing import size
-from sgldeploy.validate import parse_stack
+from sgldeploy.builders import router
+from sgldeploy.models.lock import read_lock
+from sgldeploy.models.sizing import size
+from sgldeploy.spec.validate import parse_stack
 
 from . import read_only_root
 from .conftest import LOCK, deployment

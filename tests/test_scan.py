@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from sgldeploy.scan import (
+from sgldeploy.offline.scan import (
     SKIPS,
     Finding,
     ScanError,
@@ -15,7 +15,7 @@ from sgldeploy.scan import (
     triage,
     with_stand_in_secrets,
 )
-from sgldeploy.stackfile import OPAQUE_SECRET, read_stack_file
+from sgldeploy.spec.stackfile import OPAQUE_SECRET, read_stack_file
 
 from .conftest import ROOT
 

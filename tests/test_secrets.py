@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sgldeploy import cli, engine, stackfile
-from sgldeploy.engine import SECRET
+from sgldeploy import cli
+from sgldeploy.offline import engine
+from sgldeploy.offline.engine import SECRET
+from sgldeploy.spec import stackfile
 
 from .conftest import LOCK, ROOT
 
@@ -94,8 +96,8 @@ def test_no_secret_value_appears_in_any_output(name, keys, tmp_path, capsys, kno
 def test_the_generated_key_did_reach_the_program(tmp_path, monkeypatch):
     """The test above could pass with a key that never left the mock. Without the known value the Secret's
     data is unknown (one marker for the whole map); with it, the map and its key are known, the value masked."""
-    from sgldeploy.plan import render
-    from sgldeploy.stackfile import read_stack_file
+    from sgldeploy.offline.plan import render
+    from sgldeploy.spec.stackfile import read_stack_file
 
     def api_key_data() -> object:
         plan = render(read_stack_file(stack_with_secrets("Pulumi.dev.yaml", tmp_path, ("hfToken",))))
@@ -156,8 +158,8 @@ def test_offline_a_missing_token_is_one_warning_and_exit_0(command, capsys):
 
 
 def resources_by_urn(path: Path) -> dict[str, dict]:
-    from sgldeploy.plan import plan_json, render
-    from sgldeploy.stackfile import read_stack_file
+    from sgldeploy.offline.plan import plan_json, render
+    from sgldeploy.spec.stackfile import read_stack_file
 
     return {r["urn"]: r for r in plan_json(render(read_stack_file(path)))["resources"]}
 
@@ -187,9 +189,9 @@ def test_the_real_program_still_refuses_without_the_token():
     the mock engine, and it stops with today's error lines."""
     import pulumi
 
-    from sgldeploy.engine import run_program
-    from sgldeploy.plan import PROGRAM
-    from sgldeploy.stackfile import read_stack_file
+    from sgldeploy.offline.engine import run_program
+    from sgldeploy.offline.plan import PROGRAM
+    from sgldeploy.spec.stackfile import read_stack_file
 
     stack = read_stack_file(PROD)
     config = {**stack.config, "sgldeploy:lockFile": str(LOCK)}

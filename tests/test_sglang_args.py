@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from sgldeploy.sglang_args import ENTRYPOINT, launch_command
-from sgldeploy.sizing import size
+from sgldeploy.builders.sglang_args import ENTRYPOINT, launch_command
+from sgldeploy.models.sizing import size
 from sgldeploy.spec import SGLANG_IMAGE
-from sgldeploy.validate import parse_stack
+from sgldeploy.spec.validate import parse_stack
 
 from .conftest import LLAMA_70B, QWEN, ROOT, deployment
 

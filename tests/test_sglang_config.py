@@ -22,11 +22,11 @@ from typing import Any
 
 import pytest
 
-from sgldeploy.lock import read_lock
-from sgldeploy.problems import InvalidInput
-from sgldeploy.sizing import SizingError, candidates, context_limit, size
+from sgldeploy.models.lock import read_lock
+from sgldeploy.models.sizing import SizingError, candidates, context_limit, size
 from sgldeploy.spec import QUANTIZATIONS
-from sgldeploy.validate import parse_stack
+from sgldeploy.spec.problems import InvalidInput
+from sgldeploy.spec.validate import parse_stack
 
 from .conftest import LLAMA_8B, LOCK, QWEN, deployment, render_stack, write_stack
 from .test_sglang_args import SGLANG_PYTHON
@@ -308,7 +308,7 @@ def test_the_limit_sgldeploy_derives_is_the_one_sglang_derives(sglang):
 # ---- the checkpoint's own quantization ---------------------------------------------------------------------
 
 # config.json's `quantization_config` as published checkpoints write it, one per `quant_method` a lock entry can
-# record (sgldeploy/hub.py keeps only that key): the fields SGLang reads to decide what the checkpoint converts to.
+# record (sgldeploy/models/hub.py keeps only that key): the fields SGLang reads to decide what the checkpoint converts to.
 CHECKPOINTS: dict[str, dict[str, Any] | None] = {
     "unquantized": None,
     # Qwen's own FP8 checkpoints (e.g. Qwen/Qwen3-8B-FP8): block-wise e4m3, dynamic activations.

@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sgldeploy.catalog import gpu_models, instance_types
-from sgldeploy.lock import LockedModel
-from sgldeploy.sizing import (
+from sgldeploy.models.lock import LockedModel
+from sgldeploy.models.sizing import (
     GIB,
     SizingError,
     candidates,
@@ -26,7 +26,7 @@ from sgldeploy.sizing import (
     size,
 )
 from sgldeploy.spec import DeploymentSpec
-from sgldeploy.validate import parse_stack
+from sgldeploy.spec.validate import parse_stack
 
 from .conftest import LLAMA_8B, LLAMA_70B, QWEN, ROOT, deployment, render_stack, resources_of, write_stack
 

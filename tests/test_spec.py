@@ -5,9 +5,9 @@ from __future__ import annotations
 import pydantic
 import pytest
 
-from sgldeploy.problems import InvalidInput
 from sgldeploy.spec import READINESS_DEFAULTS, DeploymentSpec, PlatformSpec
-from sgldeploy.validate import parse_stack
+from sgldeploy.spec.problems import InvalidInput
+from sgldeploy.spec.validate import parse_stack
 
 from .conftest import QWEN, deployment
 

@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
-from sgldeploy import weight_cache
-from sgldeploy.problems import InvalidInput
-from sgldeploy.validate import parse_stack
+from sgldeploy.builders import weight_cache
+from sgldeploy.spec.problems import InvalidInput
+from sgldeploy.spec.validate import parse_stack
 
 from .conftest import QWEN, ROOT, deployment, render_stack, resources_of, write_stack
 
@@ -96,7 +96,7 @@ def test_cold_start_downloads_on_every_start_and_keeps_baseline_security(tmp_pat
     assert {"name": "HF_HOME", "value": "/root/.cache/huggingface"} in server["env"]
     assert not any("hostPath" in v for v in pod["volumes"])
     assert namespace_labels(plan)["pod-security.kubernetes.io/enforce"] == "baseline"
-    assert plan.resolved.deployments[0].spec.min_replicas == 0
+    assert plan.loaded.deployments[0].spec.min_replicas == 0
     assert resources_of(plan, "kubernetes:apps/v1:DaemonSet") == []  # nothing kept warm
 
 
@@ -329,7 +329,7 @@ def test_cold_start_estimates_by_hand():
 
 
 def test_startup_budget_and_rollout_deadline_follow_the_storage(fast, lock):
-    sizing = fast.resolved.deployments[0].sizing
+    sizing = fast.loaded.deployments[0].sizing
     assert sizing.startup_budget_seconds == 2 * (21 + 135) + 600
     pod_deadline = resources_of(fast, "kubernetes:apps/v1:Deployment")[0].inputs["spec"][
         "progressDeadlineSeconds"
@@ -339,9 +339,9 @@ def test_startup_budget_and_rollout_deadline_follow_the_storage(fast, lock):
 
 
 def test_plan_explains_the_cache_and_the_cold_start(fast):
-    from sgldeploy.plan import deployment_json, summary
+    from sgldeploy.offline.plan import deployment_json, summary
 
-    j = deployment_json(fast.resolved.deployments[0], fast.estimate, fast.resolved.spec.platform.addons)
+    j = deployment_json(fast.loaded.deployments[0], fast.estimate, fast.loaded.spec.platform.addons)
     assert j["cache"]["storage"] == "node-local" and "auto: readiness fast" in j["cache"]["why"]
     assert j["cold_start_seconds"]["warm_node"]["total"] < j["cold_start_seconds"]["new_node"]["total"]
     text = summary(fast)
@@ -410,7 +410,7 @@ def test_auto_choice_reaches_the_rendered_resources(tmp_path):
             tmp_path, platform=platform, deployments=[big], extra={"sgldeploy:hfToken": {"secure": "v1:x"}}
         )
     )
-    item = plan.resolved.deployments[0]
+    item = plan.loaded.deployments[0]
     assert item.spec.cache_storage == "fsx-lustre" and "downloaded 4 times" in item.cache_reason
     assert resources_of(plan, "aws:fsx/lustreFileSystem:LustreFileSystem")
 

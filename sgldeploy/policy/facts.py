@@ -9,22 +9,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..cost import Estimate
-from ..spec import PlatformSpec, is_commit
-from ..stack import ResolvedDeployment
+from sgldeploy.cost import Estimate
+from sgldeploy.spec import PlatformSpec, is_commit
+from sgldeploy.stack import LoadedDeployment
 
 DEPLOYMENT_TYPE = "sgldeploy:serving:ModelDeployment"
 PLATFORM_TYPE = "sgldeploy:platform:Platform"
 
 
-def weights_format(item: ResolvedDeployment) -> str:
+def weights_format(item: LoadedDeployment) -> str:
     """`safetensors` when the lock read safetensors headers (the lock refuses pickle-only repos)."""
     model = item.model
     return "safetensors" if model.safetensors_bytes is not None or model.parameters_by_dtype else "unknown"
 
 
 def deployment_facts(
-    item: ResolvedDeployment, platform: PlatformSpec, region: str, estimate: Estimate
+    item: LoadedDeployment, platform: PlatformSpec, region: str, estimate: Estimate
 ) -> dict[str, Any]:
     spec, p, m = item.spec, item.sizing.placement, item.sizing.memory
     totals = estimate.deployment_totals(spec.name)

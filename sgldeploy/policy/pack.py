@@ -17,11 +17,11 @@ from typing import Any
 
 import jsonschema
 
-from ..problems import InvalidInput, Problem
-from ..weight_cache import NODE_CACHE_PATH
-from . import rules
-from .rules import Finding, Resource, Undetermined
-from .values import as_written
+from sgldeploy.builders.weight_cache import NODE_CACHE_PATH
+from sgldeploy.policy import rules
+from sgldeploy.policy.rules import Finding, Resource, Undetermined
+from sgldeploy.policy.values import as_written
+from sgldeploy.spec.problems import InvalidInput, Problem
 
 PACK_NAME = "sgldeploy"
 LEVELS = ("advisory", "mandatory", "remediate", "disabled")

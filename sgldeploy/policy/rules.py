@@ -15,10 +15,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from ..catalog import gpu_models
-from ..sizing import FP8_KV_MIN_CAPABILITY, MIN_CAPABILITY
-from .facts import DEPLOYMENT_TYPE, PLATFORM_TYPE
-from .values import UNKNOWN, get, is_unknown, unknown_paths
+from sgldeploy.catalog import gpu_models
+from sgldeploy.models.sizing import FP8_KV_MIN_CAPABILITY, MIN_CAPABILITY
+from sgldeploy.policy.facts import DEPLOYMENT_TYPE, PLATFORM_TYPE
+from sgldeploy.policy.values import UNKNOWN, get, is_unknown, unknown_paths
 
 
 @dataclass(frozen=True)

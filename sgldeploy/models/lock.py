@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .files import write_atomic
-from .problems import Problem, Verbatim
+from sgldeploy.files import write_atomic
+from sgldeploy.spec.problems import Problem, Verbatim
 
 SERVABLE_PIPELINES = ("text-generation", "image-text-to-text")
 LOCK_VERSION = 1
@@ -41,7 +41,7 @@ CONFIG_FIELDS = (
     # extensions: MLA models (DeepSeek) cache a compressed latent instead of per-head K and V
     "kv_lora_rank",
     "qk_rope_head_dim",
-    # extensions: what SGLang derives the context length from (sgldeploy.sizing.context_limit)
+    # extensions: what SGLang derives the context length from (sgldeploy.models.sizing.context_limit)
     "max_sequence_length",
     "seq_length",
     "max_seq_len",

@@ -20,12 +20,13 @@ from typing import Any, NamedTuple
 
 from huggingface_hub.constants import ENV_VARS_TRUE_VALUES
 
-from . import hf_cache, hub, rollout
-from .lock import lock_key, lock_path_for, read_lock_contents, write_lock
-from .problems import ConfigWarning, InvalidInput, Problem, config_path
-from .spec import is_commit
-from .stackfile import StackFile
-from .validate import parse_stack
+from sgldeploy.builders import rollout
+from sgldeploy.models import hf_cache, hub
+from sgldeploy.models.lock import lock_key, lock_path_for, read_lock_contents, write_lock
+from sgldeploy.spec import is_commit
+from sgldeploy.spec.problems import ConfigWarning, InvalidInput, Problem, config_path
+from sgldeploy.spec.stackfile import StackFile
+from sgldeploy.spec.validate import parse_stack
 
 # The Hub client's default retries; a module constant so callers share one value.
 DEFAULT_RETRY = hub.Retry()

@@ -13,23 +13,24 @@ from typing import Any
 
 import yaml
 
-from . import autoscaling, cost, rollout, router, weight_cache
-from .autoscaling import replicas_when_idle
-from .catalog import HOURS_PER_MONTH
-from .engine import Recording, Registration, run_program
-from .files import write_atomic
-from .lock import lock_path_for
-from .policy import pack
-from .policy.rules import Resource
-from .policy.values import from_engine
-from .problems import ConfigWarning
-from .sizing import Candidate, Sizing
-from .spec import AddonsSpec
-from .stack import ResolvedDeployment, ResolvedStack, resolve, secrets_of
-from .stackfile import OPAQUE_SECRET, StackFile
+from sgldeploy import cost
+from sgldeploy.builders import autoscaler, rollout, router, weight_cache
+from sgldeploy.builders.autoscaler import replicas_when_idle
+from sgldeploy.catalog import HOURS_PER_MONTH
+from sgldeploy.files import write_atomic
+from sgldeploy.models.lock import lock_path_for
+from sgldeploy.models.sizing import Candidate, Sizing
+from sgldeploy.offline.engine import Recording, Registration, run_program
+from sgldeploy.policy import pack
+from sgldeploy.policy.rules import Resource
+from sgldeploy.policy.values import from_engine
+from sgldeploy.spec import AddonsSpec
+from sgldeploy.spec.problems import ConfigWarning
+from sgldeploy.spec.stackfile import OPAQUE_SECRET, StackFile
+from sgldeploy.stack import LoadedDeployment, LoadedStack, load, secrets_of
 
 PLAN_VERSION = 1
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 PROGRAM = PROJECT_ROOT / "__main__.py"
 PROJECT = "sgldeploy"
 
@@ -37,7 +38,7 @@ PROJECT = "sgldeploy"
 @dataclass
 class Plan:
     stack: StackFile
-    resolved: ResolvedStack
+    loaded: LoadedStack
     recording: Recording
     estimate: cost.Estimate
     violations: list[pack.Violation] = field(default_factory=list)
@@ -63,7 +64,7 @@ def render(
     price it and run the policy pack over what it declared."""
     lock_file = lock_path_for(stack.path)
     secrets, plaintext = secrets_of(stack)
-    resolved = resolve(
+    loaded = load(
         stack.object(f"{PROJECT}:platform"),
         stack.object(f"{PROJECT}:deployments"),
         lock_file,
@@ -72,15 +73,15 @@ def render(
         offline=True,
     )
     usage_path, usage = cost.stack_usage(stack.config.get(cost.USAGE_FILE_KEY), stack.path.parent, usage_file)
-    estimate = cost.estimate(resolved, cost.region_of(stack.config.get("aws:region")), usage)
+    estimate = cost.estimate(loaded, cost.region_of(stack.config.get("aws:region")), usage)
     config = {**stack.config, f"{PROJECT}:lockFile": str(lock_file)}
     if usage_path is not None:  # the program prices with the very file priced here, whichever gave it
         config[cost.USAGE_FILE_KEY] = str(usage_path.absolute())
-    config, secret_keys = with_stand_ins(config, stack.secret_keys, resolved.stand_in_secrets)
+    config, secret_keys = with_stand_ins(config, stack.secret_keys, loaded.stand_in_secrets)
     recording = run_program(PROGRAM, PROJECT, stack.stack, config, secret_keys)
     plan = Plan(
         stack=stack,
-        resolved=resolved,
+        loaded=loaded,
         recording=recording,
         estimate=estimate,
         usage_file=usage_path,
@@ -160,10 +161,10 @@ def _resources(plan: Plan) -> list[Registration]:
     return sorted(plan.recording.resources, key=lambda r: r.urn)
 
 
-def deployment_json(item: ResolvedDeployment, estimate: cost.Estimate, addons: AddonsSpec) -> dict[str, Any]:
+def deployment_json(item: LoadedDeployment, estimate: cost.Estimate, addons: AddonsSpec) -> dict[str, Any]:
     p, m, spec = item.sizing.placement, item.sizing.memory, item.spec
     spend = estimate.deployment_totals(spec.name)
-    scaling = autoscaling.for_stack(spec, addons)
+    scaling = autoscaler.for_stack(spec, addons)
     return {
         "name": spec.name,
         "model": spec.model.repo,
@@ -200,7 +201,7 @@ def deployment_json(item: ResolvedDeployment, estimate: cost.Estimate, addons: A
             "max": spec.max_replicas,
             "running_when_idle": replicas_when_idle(spec, addons),
             "autoscaling": scaling.why,
-            "first_request_wait_seconds": autoscaling.wait_seconds(spec, item.sizing)
+            "first_request_wait_seconds": autoscaler.wait_seconds(spec, item.sizing)
             if scaling.kind == "http"
             else None,
         },
@@ -228,7 +229,7 @@ def deployment_json(item: ResolvedDeployment, estimate: cost.Estimate, addons: A
     }
 
 
-def _cold_start(item: ResolvedDeployment) -> dict[str, Any]:
+def _cold_start(item: LoadedDeployment) -> dict[str, Any]:
     p, spec = item.sizing.placement, item.spec
     out: dict[str, Any] = {}
     for case, warm in (("new_node", False), ("warm_node", True)):
@@ -266,8 +267,8 @@ def plan_json(plan: Plan) -> dict[str, Any]:
             for r in _resources(plan)
         ],
         "deployments": [
-            deployment_json(d, plan.estimate, plan.resolved.spec.platform.addons)
-            for d in plan.resolved.deployments
+            deployment_json(d, plan.estimate, plan.loaded.spec.platform.addons)
+            for d in plan.loaded.deployments
         ],
         "cost": {
             "currency": "USD",
@@ -369,8 +370,8 @@ _money = cost.money
 
 def summary(plan: Plan) -> str:
     lines = []
-    for d in plan.resolved.deployments:
-        j = deployment_json(d, plan.estimate, plan.resolved.spec.platform.addons)
+    for d in plan.loaded.deployments:
+        j = deployment_json(d, plan.estimate, plan.loaded.spec.platform.addons)
         p, m, c = j["placement"], j["memory"], j["cost"]
         gpu_mem = m["gpu_memory_gib"]
         lines += [

@@ -31,10 +31,10 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from . import weight_cache
-from .catalog import GpuModel, InstanceType, gpu_models, instance_types
-from .lock import LockedModel
-from .spec import GPU_MODELS, QUANTIZATIONS, DeploymentSpec
+from sgldeploy.builders import weight_cache
+from sgldeploy.catalog import GpuModel, InstanceType, gpu_models, instance_types
+from sgldeploy.models.lock import LockedModel
+from sgldeploy.spec import GPU_MODELS, QUANTIZATIONS, DeploymentSpec
 
 GIB = 1024**3
 MULTI_NODE_COUNTS = (2, 4)

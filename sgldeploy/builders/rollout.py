@@ -18,7 +18,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from .spec import DeploymentSpec
+from sgldeploy.spec import DeploymentSpec
 
 COMMIT_LABEL = "sgldeploy.io/commit"
 CANARY_SERVICE_SUFFIX = "-canary"

@@ -10,13 +10,13 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from . import node_pool, rollout, weight_cache
-from .lock import LockedModel
-from .rollout import Track
-from .sglang_args import API_KEY_ENV, SERVER_PORT, launch_command
-from .sizing import Sizing
-from .spec import DeploymentSpec
-from .weight_cache import CachePlan
+from sgldeploy.builders import node_pool, rollout, weight_cache
+from sgldeploy.builders.rollout import Track
+from sgldeploy.builders.sglang_args import API_KEY_ENV, SERVER_PORT, launch_command
+from sgldeploy.builders.weight_cache import CacheLayout
+from sgldeploy.models.lock import LockedModel
+from sgldeploy.models.sizing import Sizing
+from sgldeploy.spec import DeploymentSpec
 
 GPU_RESOURCE = "nvidia.com/gpu"
 SERVICE_PORT = 80
@@ -92,7 +92,7 @@ def api_key_env(secret: str) -> dict[str, Any]:
     return {"name": API_KEY_ENV, "valueFrom": {"secretKeyRef": {"name": secret, "key": "API_KEY"}}}
 
 
-def env(dep: DeploymentSpec, secrets: SecretRefs, cache: CachePlan) -> list[dict[str, Any]]:
+def env(dep: DeploymentSpec, secrets: SecretRefs, cache: CacheLayout) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = list(cache.server_env)
     token = token_env(secrets) if cache.hub_on_start else None  # a local cache never needs the token
     if token:
@@ -115,7 +115,7 @@ def pod_template(
 ) -> dict[str, Any]:
     """The pod of a one-node replica (`server`), or of the `leader` or a `worker` of a multi-node one; on the
     deployment's own node pool when `pool` names it, with `efa` Elastic Fabric Adapters for NCCL."""
-    cache = weight_cache.plan(dep, model, sizing.disk_gib, token_env(secrets))
+    cache = weight_cache.layout(dep, model, sizing.disk_gib, token_env(secrets))
     launch = launch_command(
         dep,
         model,
@@ -211,7 +211,7 @@ def deployment_spec(
     pool: str | None = None,
     track: Track | None = None,
 ) -> dict[str, Any]:
-    """One track's Deployment (sgldeploy.rollout): `model` already carries the track's commit."""
+    """One track's Deployment (sgldeploy.builders.rollout): `model` already carries the track's commit."""
     track = track or rollout.tracks(dep, model.sha, dep.initial_replicas)[0]
     template = pod_template(dep, model, sizing, secrets, instance_types, pool=pool)
     template["metadata"]["labels"].update(track.labels)

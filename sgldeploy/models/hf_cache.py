@@ -28,7 +28,7 @@ from huggingface_hub.file_download import repo_folder_name
 from huggingface_hub.repocard import metadata_load
 from safetensors import SafetensorError, safe_open
 
-from .hub import PICKLE_WEIGHTS, HubError, ResolvedFacts, lock_entry, refuse_unservable
+from sgldeploy.models.hub import PICKLE_WEIGHTS, HubError, ResolvedFacts, lock_entry, refuse_unservable
 
 SOURCE = "local-cache"
 COMMIT = re.compile(r"[0-9a-f]{40}")  # huggingface_hub's REGEX_COMMIT_HASH

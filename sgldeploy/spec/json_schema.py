@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .cost import USAGE_FILE_KEY
-from .spec import DeploymentSpec, PlatformSpec
+from sgldeploy.cost import USAGE_FILE_KEY
+from sgldeploy.spec import DeploymentSpec, PlatformSpec
 
 SECURE_VALUE = {
     "type": "object",

@@ -1,6 +1,6 @@
 """Scan the Kubernetes manifests of every committed stack with Checkov.
 
-    python -m sgldeploy.scan --checkov .venv-checkov/bin/checkov
+    python -m sgldeploy.offline.scan --checkov .venv-checkov/bin/checkov
 
 Each stack is planned offline (as `sgldeploy plan --manifests` does) and its manifests scanned with Checkov's
 Kubernetes checks. A failed check passes only when the skip list names its check and object, with the reason
@@ -26,9 +26,9 @@ from typing import Any
 
 import yaml
 
-from .stackfile import OPAQUE_SECRET, StackFile, read_stack_file
+from sgldeploy.spec.stackfile import OPAQUE_SECRET, StackFile, read_stack_file
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SKIPS = ROOT / "security" / "checkov-skips.yaml"
 STAND_IN_SECRETS = ("sgldeploy:hfToken",)
 
@@ -101,7 +101,7 @@ def with_stand_in_secrets(stack: StackFile) -> StackFile:
 
 
 def write_stack_manifests(stack_file: Path, directory: Path) -> int:
-    from .plan import render, write_manifests
+    from sgldeploy.offline.plan import render, write_manifests
 
     plan = render(with_stand_in_secrets(read_stack_file(stack_file)))
     return len(write_manifests(plan, directory))
@@ -143,7 +143,9 @@ def findings_of(stack: str, reports: list[dict[str, Any]]) -> tuple[list[Finding
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sgldeploy.scan", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m sgldeploy.offline.scan", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--checkov", default="checkov", help="the checkov executable")
     parser.add_argument("--skips", type=Path, default=SKIPS, help="the justified skip list")
     parser.add_argument(

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .node_pool import GPU_LABEL, POOL_LABEL
-from .spec import AddonsSpec
+from sgldeploy.builders.node_pool import GPU_LABEL, POOL_LABEL
+from sgldeploy.spec import AddonsSpec
 
 
 @dataclass(frozen=True)
@@ -615,16 +615,16 @@ def interruption_queue_policy(queue_arn: str) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
-class Plan:
+class AddonSelection:
     """Which add-ons a stack installs, which it only references, and in what order."""
 
     install: list[Chart] = field(default_factory=list)
     existing: list[str] = field(default_factory=list)
 
 
-def plan(addons: AddonsSpec) -> Plan:
+def select(addons: AddonsSpec) -> AddonSelection:
     """From the spec's AddonsSpec: true → install, "existing" → reference."""
-    out = Plan()
+    out = AddonSelection()
     for chart in CHARTS:
         setting = getattr(addons, chart.addon)
         if setting is True:

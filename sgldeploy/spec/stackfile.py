@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from .problems import InvalidInput, Problem
+from sgldeploy.spec.problems import InvalidInput, Problem
 
 OPAQUE_SECRET = "offline-opaque-secret"
 MAX_STACK_FILE_BYTES = 1 << 20

@@ -27,7 +27,7 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 
-from .lock import CONFIG_FIELDS, SERVABLE_PIPELINES
+from sgldeploy.models.lock import CONFIG_FIELDS, SERVABLE_PIPELINES
 
 PICKLE_WEIGHTS = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 TOKEN_FIX = (

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import serving
-from .serving import ROLE_LABEL, selector
-from .sglang_args import API_KEY_ENV, SERVER_PORT
-from .sizing import Sizing
-from .spec import DeploymentSpec
-from .weight_cache import container_security
+from sgldeploy.builders import sglang_server
+from sgldeploy.builders.sglang_args import API_KEY_ENV, SERVER_PORT
+from sgldeploy.builders.sglang_server import ROLE_LABEL, selector
+from sgldeploy.builders.weight_cache import container_security
+from sgldeploy.models.sizing import Sizing
+from sgldeploy.spec import DeploymentSpec
 
 ROUTER_PORT = 8000
 METRICS_PORT = 29000
@@ -61,7 +61,7 @@ def name(dep: DeploymentSpec) -> str:
 
 
 def labels(dep: DeploymentSpec) -> dict[str, str]:
-    return {**serving.labels(dep, COMPONENT), "app.kubernetes.io/name": "sgl-model-gateway"}
+    return {**sglang_server.labels(dep, COMPONENT), "app.kubernetes.io/name": "sgl-model-gateway"}
 
 
 def pod_selector(dep: DeploymentSpec) -> dict[str, str]:
@@ -158,7 +158,7 @@ def deployment_spec(
     api_key_secret: str | None,
     track_labels: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    env = [serving.api_key_env(api_key_secret)] if api_key_secret else []
+    env = [sglang_server.api_key_env(api_key_secret)] if api_key_secret else []
     container = {
         "name": "router",
         "image": dep.endpoint.router.image,

@@ -7,10 +7,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from . import observability, router
-from .sizing import Sizing
-from .spec import AddonsSpec, DeploymentSpec
-from .weight_cache import cold_start
+from sgldeploy.builders import observability, router
+from sgldeploy.builders.weight_cache import cold_start
+from sgldeploy.models.sizing import Sizing
+from sgldeploy.spec import AddonsSpec, DeploymentSpec
 
 DEFAULT_PROMETHEUS = "http://kube-prometheus-stack-prometheus.monitoring.svc:9090"
 """The Prometheus that kube-prometheus-stack (the `prometheus` add-on) runs."""
@@ -23,35 +23,37 @@ POLLING_SECONDS = 15
 
 
 @dataclass(frozen=True)
-class Plan:
+class AutoscalerChoice:
     kind: str  # "metrics" (ScaledObject), "http" (HTTPScaledObject, scale from zero), or "none"
     why: str
 
 
-def plan(dep: DeploymentSpec, keda: bool, keda_http: bool) -> Plan:
+def choose(dep: DeploymentSpec, keda: bool, keda_http: bool) -> AutoscalerChoice:
     if dep.state == "stopped":
-        return Plan("none", "stopped: no replicas")
+        return AutoscalerChoice("none", "stopped: no replicas")
     if not keda:
-        return Plan("none", "platform.addons.keda is false: replicas stay at the Deployment's count")
+        return AutoscalerChoice(
+            "none", "platform.addons.keda is false: replicas stay at the Deployment's count"
+        )
     if dep.min_replicas == 0:
         if not keda_http:
-            return Plan(
+            return AutoscalerChoice(
                 "none",
                 "min_replicas 0 needs the KEDA HTTP add-on to hold requests while a replica "
                 "starts; platform.addons.keda_http is false, so one replica stays up",
             )
-        return Plan(
+        return AutoscalerChoice(
             "http",
             f"scale to zero after {dep.idle_timeout_seconds} s idle; the HTTP add-on holds "
             "requests while a replica starts",
         )
     if dep.min_replicas == dep.max_replicas:
-        return Plan("none", f"min_replicas = max_replicas = {dep.max_replicas}: nothing to scale")
-    return Plan("metrics", f"{dep.scaling.metric} with target {dep.scaling.target:g} per replica")
+        return AutoscalerChoice("none", f"min_replicas = max_replicas = {dep.max_replicas}: nothing to scale")
+    return AutoscalerChoice("metrics", f"{dep.scaling.metric} with target {dep.scaling.target:g} per replica")
 
 
 def target_ref(dep: DeploymentSpec, sizing: Sizing, workload: str | None = None) -> dict[str, str]:
-    """The workload to scale: `workload` names the active track's Deployment (sgldeploy.rollout)."""
+    """The workload to scale: `workload` names the active track's Deployment (sgldeploy.builders.rollout)."""
     if sizing.placement.nodes_per_replica > 1:
         return {"apiVersion": "leaderworkerset.x-k8s.io/v1", "kind": "LeaderWorkerSet", "name": dep.name}
     return {"apiVersion": "apps/v1", "kind": "Deployment", "name": workload or dep.name}
@@ -149,9 +151,9 @@ def proxy_service_spec() -> dict[str, Any]:
     }
 
 
-def for_stack(dep: DeploymentSpec, addons: AddonsSpec) -> Plan:
-    """The plan from the platform's add-ons (installed or existing both count)."""
-    return plan(dep, bool(addons.keda), bool(addons.keda_http))
+def for_stack(dep: DeploymentSpec, addons: AddonsSpec) -> AutoscalerChoice:
+    """The choice from the platform's add-ons (installed or existing both count)."""
+    return choose(dep, bool(addons.keda), bool(addons.keda_http))
 
 
 def replicas_when_idle(dep: DeploymentSpec, addons: AddonsSpec) -> int:

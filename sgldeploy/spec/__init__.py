@@ -20,7 +20,7 @@ from pydantic import (
     field_validator,
 )
 
-from .problems import SpecValueError
+from sgldeploy.spec.problems import SpecValueError
 
 SGLANG_IMAGE = "lmsysorg/sglang:v0.5.23"
 # The SGLang Model Gateway release whose Python launcher (sglang-router 0.3.2) the tests parse its arguments with.

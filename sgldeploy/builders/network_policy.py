@@ -22,11 +22,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import router
-from .addons import CHARTS
-from .serving import selector
-from .sglang_args import SERVER_PORT
-from .spec import DeploymentSpec
+from sgldeploy.builders import router
+from sgldeploy.builders.addons import CHARTS
+from sgldeploy.builders.sglang_args import SERVER_PORT
+from sgldeploy.builders.sglang_server import selector
+from sgldeploy.spec import DeploymentSpec
 
 NAMESPACE_LABEL = "kubernetes.io/metadata.name"  # set by Kubernetes on every namespace since 1.21
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import unicodedata
 from collections.abc import Mapping
 
-from .problems import Problem, config_path
-from .spec import PlatformSpec
+from sgldeploy.spec import PlatformSpec
+from sgldeploy.spec.problems import Problem, config_path
 
 TAG_KEY_MAX = 127  # EC2 Tag.Key: "accept a maximum of 127 Unicode characters" (IAM, EKS and the others: 128)
 TAG_VALUE_MAX = 256  # EC2 Tag.Value and every other service

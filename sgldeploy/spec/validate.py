@@ -14,14 +14,8 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
-from . import aws_text
-from .problems import InvalidInput, Problem, SpecValueError, Verbatim, config_path
-from .spec import (
-    SGLANG_IMAGE,
-    DeploymentSpec,
-    PlatformSpec,
-    StackSpec,
-)
+from sgldeploy.spec import SGLANG_IMAGE, DeploymentSpec, PlatformSpec, StackSpec, aws_text
+from sgldeploy.spec.problems import InvalidInput, Problem, SpecValueError, Verbatim, config_path
 
 MAX_NAME = 40
 # Flags sgldeploy derives from the spec; setting them in extra_args would fight the generated value.

@@ -26,11 +26,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from . import rollout
-from .rollout import Track
-from .serving import labels, selector
-from .sizing import Sizing
-from .spec import DeploymentSpec
+from sgldeploy.builders import rollout
+from sgldeploy.builders.rollout import Track
+from sgldeploy.builders.sglang_server import labels, selector
+from sgldeploy.models.sizing import Sizing
+from sgldeploy.spec import DeploymentSpec
 
 SCRAPE_INTERVAL = "15s"
 METRICS = {  # SGLang's names the queries use; a test checks each against SGLang 0.5.23's observability source
@@ -92,7 +92,7 @@ class Workloads:
 def workloads(
     dep: DeploymentSpec, namespace: str, multi_node: bool, tracks: Sequence[Track] = ()
 ) -> Workloads:
-    """From the rollout's tracks (sgldeploy.rollout; empty: one Deployment named after the deployment)."""
+    """From the rollout's tracks (sgldeploy.builders.rollout; empty: one Deployment named after the deployment)."""
     names = tuple(t.name for t in tracks) or (dep.name,)
     serving = tuple(t.name for t in tracks if t.role in ("active", "canary")) or names[:1]
     canary = (f"{dep.name}{rollout.CANARY_SERVICE_SUFFIX}",) if rollout.split(dep) and not multi_node else ()

@@ -13,10 +13,11 @@ import hashlib
 from collections.abc import Sequence
 from typing import Any
 
-from . import catalog, rollout
-from .sizing import Sizing
-from .spec import DeploymentSpec
-from .weight_cache import NODE_CACHE_PATH
+from sgldeploy import catalog
+from sgldeploy.builders import rollout
+from sgldeploy.builders.weight_cache import NODE_CACHE_PATH
+from sgldeploy.models.sizing import Sizing
+from sgldeploy.spec import DeploymentSpec
 
 POOL_LABEL = "sgldeploy.io/node-pool"
 GPU_LABEL = "sgldeploy.io/gpu"

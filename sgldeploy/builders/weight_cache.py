@@ -25,15 +25,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .lock import LockedModel
-from .spec import READINESS_DEFAULTS, AddonsSpec, DeploymentSpec
+from sgldeploy.models.lock import LockedModel
+from sgldeploy.spec import READINESS_DEFAULTS, AddonsSpec, DeploymentSpec
 
 NODE_CACHE_PATH = "/mnt/sgldeploy-cache"  # the GPU node class mounts the instance-store NVMe here
 MODELS_MOUNT = "/models"
 JIT_MOUNT = "/root/.cache/sglang"
 PREFETCH_PYTHON = "/opt/sgldeploy/venv/bin/python"  # the tool's own environment in the image (Dockerfile)
 PREFETCH_TOOL = "/opt/sgldeploy/prefetch.py"
-PREFETCH_TOOL_SOURCE = Path(__file__).resolve().parent.parent / "sglang_image" / "prefetch.py"
+PREFETCH_TOOL_SOURCE = Path(__file__).resolve().parents[2] / "sglang_image" / "prefetch.py"
 TOOL_VOLUME = "prefetch-tool"
 TOOL_MOUNT = "/opt/sgldeploy-tool"  # the ConfigMap holding the tool, in any serving image
 TOOL_KEY = "prefetch.py"
@@ -48,7 +48,7 @@ WAIT_FOR_CACHE_SECONDS = 3 * 3600  # the prefetch Job of a large model on a new 
 
 
 @dataclass(frozen=True)
-class CachePlan:
+class CacheLayout:
     storage: str
     model_path: str  # what SGLang gets as --model-path
     volumes: list[dict[str, Any]]
@@ -151,13 +151,13 @@ def local_model_dir(repo: str, sha: str) -> str:
     return f"{MODELS_MOUNT}/{repo}/{sha}"
 
 
-def plan(
+def layout(
     dep: DeploymentSpec, model: LockedModel, disk_gib: int, token_env: dict[str, Any] | None
-) -> CachePlan:
+) -> CacheLayout:
     """The cache of `dep`'s effective storage. `token_env` is the HF_TOKEN env entry (a Secret reference)."""
     storage = dep.cache_storage
     if storage == "none":
-        return CachePlan(
+        return CacheLayout(
             storage=storage,
             model_path=dep.model.repo,
             volumes=[{"name": "hf-cache", "emptyDir": {"sizeLimit": f"{disk_gib}Gi"}}],
@@ -171,7 +171,7 @@ def plan(
             args=wait["args"] + ["--wait-complete", str(WAIT_FOR_CACHE_SECONDS)],
             resources={"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "256Mi"}},
         )
-        return CachePlan(
+        return CacheLayout(
             storage=storage,
             model_path=local_model_dir(dep.model.repo, model.sha),
             volumes=[
@@ -189,7 +189,7 @@ def plan(
             init_containers=[wait],
             hub_on_start=False,
         )
-    return CachePlan(
+    return CacheLayout(
         storage=storage,
         model_path=local_model_dir(dep.model.repo, model.sha),
         volumes=[

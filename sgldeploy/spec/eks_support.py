@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from datetime import date
 
-from .catalog import PRICED_REGION, EksVersion, eks_versions, service_prices
-from .problems import ConfigWarning, Problem, config_path
-from .spec import ClusterSpec
+from sgldeploy.catalog import PRICED_REGION, EksVersion, eks_versions, service_prices
+from sgldeploy.spec import ClusterSpec
+from sgldeploy.spec.problems import ConfigWarning, Problem, config_path
 
 WARN_WITHIN_DAYS = 90
 """A version leaving standard support within this many days (or already out of it) is warned about."""

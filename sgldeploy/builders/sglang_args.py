@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .lock import LockedModel
-from .sizing import Sizing
-from .spec import DeploymentSpec
+from sgldeploy.models.lock import LockedModel
+from sgldeploy.models.sizing import Sizing
+from sgldeploy.spec import DeploymentSpec
 
 SERVER_PORT = 30000
 ENTRYPOINT = ("python3", "-m", "sglang.launch_server")

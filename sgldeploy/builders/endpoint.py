@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from . import rollout, router
-from .autoscaling import INTERCEPTOR_PORT
-from .serving import SERVICE_PORT, labels, service_selector
-from .spec import DeploymentSpec
+from sgldeploy.builders import rollout, router
+from sgldeploy.builders.autoscaler import INTERCEPTOR_PORT
+from sgldeploy.builders.sglang_server import SERVICE_PORT, labels, service_selector
+from sgldeploy.spec import DeploymentSpec
 
 INTERCEPTOR_SERVICE = "keda-add-ons-http-interceptor-proxy"
 INTERCEPTOR_NAMESPACE = "keda"

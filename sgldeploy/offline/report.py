@@ -11,7 +11,7 @@ from typing import Any
 
 import jinja2
 
-from .cost import money, span
+from sgldeploy.cost import money, span
 
 MAX_CHANGES_SHOWN = (
     8  # changed inputs listed per resource in the resource list; all of them follow, collapsed

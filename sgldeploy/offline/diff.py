@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .problems import InvalidInput, Problem, Verbatim
+from sgldeploy.spec.problems import InvalidInput, Problem, Verbatim
 
 # Inputs a change of which replaces the resource rather than updating it: Kubernetes fields the API server
 # rejects updates of, and AWS arguments the provider schema marks ForceNew.
