@@ -1,4 +1,5 @@
-"""The Pulumi program: stack config → validated, sized spec → one ModelDeployment per entry → outputs.
+"""The Pulumi program: stack config → validated, sized spec → the Platform and one ModelDeployment per entry →
+outputs.
 
 `pulumi preview` runs this file; so does `sgldeploy plan`, offline, under the Pulumi SDK's mock engine.
 """
@@ -14,6 +15,7 @@ from sgldeploy.builders.autoscaler import DEFAULT_PROMETHEUS
 from sgldeploy.models.lock import LOCK_NAME
 from sgldeploy.policy.facts import deployment_facts, platform_facts
 from sgldeploy.spec.problems import InvalidInput
+from sgldeploy.spec.region import stack_region
 from sgldeploy.stack import SECRET_KEYS, load
 
 
@@ -26,7 +28,7 @@ def resolve_online(repo, revision, problems, at):
     try:
         entry = hub.resolve(repo, revision)
     except hub.HubError as err:
-        problems.append(Problem(at("model", "repo"), err.what, err.fix, repo))
+        problems.append(err.at(at("model", "repo"), repo))
         return None
     try:
         model = LockedModel.from_entry(entry)
@@ -34,12 +36,12 @@ def resolve_online(repo, revision, problems, at):
         problems.extend(
             Problem(
                 at("model", "repo"),
-                f"resolves on the Hub to facts sgldeploy cannot size: {damage.field}: {damage.what}",
+                f"resolves on the Hub to facts sgldeploy cannot size: {damage.path}: {damage.what}",
                 "choose another revision, or lock the model by hand (see README)",
                 damage.got,
                 show_got=damage.show_got,
             )
-            for damage in err.problems
+            for damage in (entry_problem.problem for entry_problem in err.problems)
         )
         return None
     pulumi.log.warn(
@@ -53,9 +55,10 @@ config = pulumi.Config("sgldeploy")
 secrets = {key: config.get_secret(key) for key in SECRET_KEYS}
 stacks_dir = Path(__file__).parent / "stacks"
 lock_file = Path(config.get("lockFile") or stacks_dir / LOCK_NAME)
-# Assumed traffic for the usage-based cost lines (defaults otherwise), and the region priced: resolved as
-# `sgldeploy plan` resolves them (it passes its own choice here as sgldeploy:usageFile), so one estimate.
-region = cost.region_of(pulumi.Config("aws").get("region"))
+# The region (aws:region, else the environment, as the AWS provider reads it) and the assumed traffic for the
+# usage-based cost lines: resolved as `sgldeploy plan` resolves them (it passes its own usage file choice here
+# as sgldeploy:usageFile), so one estimate.
+region = stack_region(pulumi.Config("aws").get("region"))
 try:
     stack = load(
         config.get_object("platform"),

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from plan_scaling import stack_file
 
 from sgldeploy import cost
-from sgldeploy.offline.plan import policy_resources, render
+from sgldeploy.offline.render import policy_resources, render
 from sgldeploy.policy import pack
 from sgldeploy.spec.stackfile import read_stack_file
 

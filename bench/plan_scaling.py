@@ -77,7 +77,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3, help="runs per case; the fastest wall time is kept")
     args = parser.parse_args()
-    baseline = best([sys.executable, "-c", "import sgldeploy.offline.plan, sgldeploy.cli"], args.repeat)
+    baseline = best(
+        [
+            sys.executable,
+            "-c",
+            "import sgldeploy.offline.plan_text, sgldeploy.offline.manifests, sgldeploy.cli",
+        ],
+        args.repeat,
+    )
     dev = best(CLI + ["plan", "--stack", "dev"], args.repeat)
     print(f"{'case':<28}{'wall s':>9}{'peak MiB':>10}{'× baseline':>12}")
     print(f"{'baseline (start + imports)':<28}{baseline[0]:>9.2f}{baseline[1]:>10.0f}{1:>12.2f}")

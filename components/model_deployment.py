@@ -1,4 +1,21 @@
-"""One entry of `sgldeploy:deployments`: its secrets, its SGLang server and its disruption budget."""
+"""One entry of `sgldeploy:deployments` and every child it declares, in the order `ModelDeployment.__init__`
+declares them:
+
+- the Secrets its pods read by name: the Hugging Face token and, with `auth: api-key`, the API key (a
+  RandomPassword kept in the stack state when the stack config sets none);
+- its GPU nodes (GpuNodePool, when the stack provisions them);
+- the prefetch tool's ConfigMap (when the serving image runs sgldeploy's built-in tool);
+- a shared weight cache on EFS or FSx for Lustre (SharedWeightCache);
+- the SGLang server (SglangServer: Deployments per rollout track or a LeaderWorkerSet, and its Service);
+- its autoscaler (Autoscaler, when KEDA scales it);
+- the SGLang router (Router, with `algorithm: cache-aware`);
+- the load balancer (Endpoint, unless `exposure: cluster`);
+- the image pre-pull DaemonSet (`readiness: fast`, while running);
+- metrics scrape, alerts and dashboard (Observability, with the Prometheus operator);
+- a NetworkPolicy that denies all ingress and one per way in to its server and router
+  (platform.network_policies);
+- the PodDisruptionBudget of its server pods.
+"""
 
 from __future__ import annotations
 
@@ -68,265 +85,172 @@ class ModelDeploymentArgs:
     """Add-ons this stack installs (ClusterAddons.releases): custom resources wait for their CRDs."""
 
 
+@dataclass(frozen=True)
+class _Choices:
+    """What the spec and the platform decide for the deployment, derived once and read by several children."""
+
+    multi_node: bool
+    """A replica spans nodes: a LeaderWorkerSet rather than Deployments."""
+    scaling: autoscaler.AutoscalerChoice
+    tracks: list[rollout.Track]
+    """The rollout's Deployments, the active one first; empty for a LeaderWorkerSet."""
+    pool: str | None
+    """The node pool of its own (sgldeploy.builders.node_pool.pool_id); None on the cluster's GPU nodes."""
+    prometheus: bool
+    """The Prometheus operator runs (installed here or existing): its kinds can be declared."""
+    labels: dict[str, str]
+
+    @property
+    def autoscaled(self) -> bool:
+        return self.scaling.kind != "none"
+
+    @property
+    def through_interceptor(self) -> bool:
+        """Requests reach the server through the KEDA HTTP interceptor, which holds them while it is at zero."""
+        return self.scaling.kind == "http"
+
+    @staticmethod
+    def of(args: ModelDeploymentArgs) -> _Choices:
+        dep = args.spec
+        multi_node = node_pool.multi_node(args.sizing)
+        return _Choices(
+            multi_node=multi_node,
+            scaling=(
+                autoscaler.for_stack(dep, args.addons)
+                if args.addons is not None
+                else autoscaler.AutoscalerChoice("none", "no add-ons given")
+            ),
+            tracks=[] if multi_node else rollout.tracks(dep, args.model.sha, dep.initial_replicas),
+            pool=node_pool.pool_id(args.namespace_name, dep) if _own_nodes(args) else None,
+            prometheus=args.addons is not None and bool(args.addons.prometheus),
+            labels=sglang_server.labels(dep),
+        )
+
+
 class ModelDeployment(pulumi.ComponentResource):
+    """One model deployment: the children the module docstring lists, each declared by one step below."""
+
     server: SglangServer
     api_key: pulumi.Output[str] | None
     """The key clients send as `Authorization: Bearer …`, a secret output; None when auth is none."""
+    node_pool: GpuNodePool | None
+    cache: SharedWeightCache | None
+    autoscaler: Autoscaler | None
+    router: Router | None
+    # No attribute takes the name of a facts key (`endpoint`, `model`, ...): the facts are the component's
+    # inputs, and Pulumi resolves each of them onto the attribute of its name.
 
     def __init__(self, name: str, args: ModelDeploymentArgs, opts: pulumi.ResourceOptions | None = None):
         # The facts are the component's inputs, so CrossGuard policies and the offline plan read the same values.
         super().__init__("sgldeploy:serving:ModelDeployment", name, args.facts, opts)
         dep = args.spec
-        child = pulumi.ResourceOptions(parent=self)
-        labels = sglang_server.labels(dep)
-
-        hf_secret = None
-        if args.hf_token is not None:
-            hf_secret = self._secret(
-                f"{name}-hf-token", f"{dep.name}-hf-token", "HF_TOKEN", args.hf_token, args.namespace, labels
-            )
-        self.api_key = None
-        api_secret = None
-        if dep.endpoint.auth == "api-key":
-            key = args.api_key
-            if key is None:
-                # No key in the stack config: generate one and keep it, secret, in the stack state.
-                key = random.RandomPassword(f"{name}-api-key", length=48, special=False, opts=child).result
-            self.api_key = pulumi.Output.secret(key)
-            api_secret = self._secret(
-                f"{name}-api-key-secret",
-                f"{dep.name}-api-key",
-                "API_KEY",
-                self.api_key,
-                args.namespace,
-                labels,
-            )
-
-        self.node_pool = None
-        pool = None
-        if args.nodes is not None and args.network is not None:
-            pool = node_pool.pool_id(args.namespace_name, dep)
-            self.node_pool = GpuNodePool(
-                f"{name}-nodes",
-                GpuNodePoolArgs(
-                    spec=dep,
-                    sizing=args.sizing,
-                    pool=pool,
-                    provisioner=args.nodes.provisioner,
-                    cluster_name=args.nodes.cluster_name,
-                    network=args.network,
-                    node_role_name=args.nodes.node_role_name,
-                    node_role_arn=args.nodes.node_role_arn,
-                    tags=args.tags or {},
-                    crds=_installed(args, "karpenter"),
-                ),
-                opts=child,
-            )
-        scaling = (
-            autoscaler.for_stack(dep, args.addons)
-            if args.addons is not None
-            else autoscaler.AutoscalerChoice("none", "no add-ons given")
-        )
+        _validate(args)
+        choices = _Choices.of(args)
+        hf_secret = self._hf_token_secret(name, args, choices)
+        self.api_key = self._api_key(name, args)
+        api_secret = self._api_key_secret(name, args, choices, self.api_key)
+        self.node_pool = self._node_pool(name, args, choices.pool)
         refs = sglang_server.SecretRefs(
             hf_token=f"{dep.name}-hf-token" if hf_secret else None,
             api_key=f"{dep.name}-api-key" if api_secret else None,
         )
-        depends = [s for s in (hf_secret, api_secret) if s is not None]
-        if weight_cache.builtin_tool(dep):
-            depends.append(self._prefetch_tool(name, dep, args.namespace))
-        self.cache = None
-        if dep.cache_storage in weight_cache.SHARED:
-            if args.network is None:
-                raise ValueError(f"{dep.name}: a {dep.cache_storage} weight cache needs the cluster network")
-            self.cache = SharedWeightCache(
-                f"{name}-cache",
-                SharedWeightCacheArgs(
-                    spec=dep,
-                    model=args.model,
-                    weights_gib=args.sizing.memory.weights_gib,
-                    namespace=args.namespace,
-                    network=args.network,
-                    token_env=sglang_server.token_env(refs),
-                    tags=args.tags or {},
-                    volume_name=f"{args.namespace_name}-{dep.name}-weights",
-                ),
-                # The Job reads the token Secret and the tool's ConfigMap (a copy: `depends` grows below,
-                # and must not include the Job).
-                opts=pulumi.ResourceOptions(
-                    parent=self,
-                    depends_on=list(depends)
-                    + _installed(args, "efs_csi" if dep.cache_storage == "efs" else "fsx_csi"),
-                ),
-            )
-            depends.append(self.cache.job)  # pods roll only once the commit is in the cache
-        if args.sizing.placement.nodes_per_replica > 1:
-            depends += _installed(args, "leader_worker_set")  # the LeaderWorkerSet CRD must exist first
-        tracks = (
-            rollout.tracks(dep, args.model.sha, dep.initial_replicas)
-            if args.sizing.placement.nodes_per_replica == 1
-            else []
-        )
-        self.server = SglangServer(
-            f"{name}-server",
-            SglangServerArgs(
-                spec=dep,
-                model=args.model,
-                sizing=args.sizing,
-                namespace=args.namespace,
-                secrets=refs,
-                pool=pool,
-                autoscaled=scaling.kind != "none",
-                # With the EFA device plugin running, replicas spanning nodes request the adapters.
-                efa=node_pool.efa_interfaces(args.sizing)
-                if args.nodes and args.addons is not None and args.addons.efa_device_plugin
-                else 0,
-                tracks=tracks,
-            ),
-            # Pods reference the Secrets and the tool's ConfigMap by name, and a shared cache must hold the
-            # commit, before they start.
-            opts=pulumi.ResourceOptions(parent=self, depends_on=depends),
-        )
-        self.autoscaler = None
-        if scaling.kind != "none":
-            self.autoscaler = Autoscaler(
-                f"{name}-autoscaler",
-                AutoscalerArgs(
-                    spec=dep,
-                    sizing=args.sizing,
-                    kind=scaling.kind,
-                    namespace=args.namespace,
-                    namespace_name=args.namespace_name,
-                    prometheus=args.prometheus_url,
-                    crds=_installed(args, "keda")
-                    + (_installed(args, "keda_http") if scaling.kind == "http" else []),
-                    workload=tracks[0].name if tracks else None,
-                ),
-                # It scales the workload, which must exist first.
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[self.server]),
-            )
-        self.router = None
-        if router.enabled(dep):
-            prometheus = dep.observability.metrics and _prometheus_operator(args)
-            self.router = Router(
-                f"{name}-router",
-                RouterArgs(
-                    spec=dep,
-                    sizing=args.sizing,
-                    namespace=args.namespace,
-                    namespace_name=args.namespace_name,
-                    multi_node=args.sizing.placement.nodes_per_replica > 1,
-                    api_key_secret=refs.api_key,
-                    monitoring_crds=_installed(args, "prometheus") if prometheus else None,
-                    track_labels=tracks[0].labels if tracks else None,
-                ),
-                # Its pods read the API key Secret by name; it sends to the active commit once that is ready.
-                opts=pulumi.ResourceOptions(
-                    parent=self, depends_on=[self.server, *(s for s in (api_secret,) if s is not None)]
-                ),
-            )
-        if dep.endpoint.exposure != "cluster":
-            Endpoint(
-                f"{name}-endpoint",
-                EndpointArgs(
-                    spec=dep,
-                    namespace=args.namespace,
-                    multi_node=args.sizing.placement.nodes_per_replica > 1,
-                    through_interceptor=scaling.kind == "http",
-                    tags=args.tags or {},
-                ),
-                # The AWS Load Balancer Controller turns these into load balancers, once it runs.
-                opts=pulumi.ResourceOptions(
-                    parent=self,
-                    depends_on=_installed(args, "aws_load_balancer_controller")
-                    + ([self.router] if self.router else []),
-                ),
-            )
-        if dep.readiness == "fast" and dep.state == "running":
-            k8s.apps.v1.DaemonSet(
-                f"{name}-image-prepull",
-                metadata={"name": f"{dep.name}-image-prepull", "namespace": args.namespace, "labels": labels},
-                spec=weight_cache.prepull_daemon_set_spec(
-                    dep,
-                    node_pool.instance_type_affinity(node_pool.instance_types(args.sizing)),
-                    node_pool.pod_scheduling(pool) if pool else None,
-                ),
-                # Fixed name, one per deployment; a replacement must free it first.
-                opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(delete_before_replace=True)),
-            )
-        if dep.observability.metrics and _prometheus_operator(args):
-            Observability(
-                f"{name}-observability",
-                ObservabilityArgs(
-                    spec=dep,
-                    sizing=args.sizing,
-                    namespace=args.namespace,
-                    namespace_name=args.namespace_name,
-                    tracks=tracks,
-                    crds=_installed(args, "prometheus"),
-                ),
-                opts=child,
-            )
-        if args.network_policies and args.network is not None:
-            self._network_policies(name, args, args.network, through_interceptor=scaling.kind == "http")
-        k8s.policy.v1.PodDisruptionBudget(
-            f"{name}-pdb",
-            metadata={"name": dep.name, "namespace": args.namespace, "labels": labels},
-            spec=sglang_server.disruption_budget_spec(dep),
-            # Fixed name, one per deployment; a replacement must free it first.
-            opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(delete_before_replace=True)),
-        )
+        # What the pods read by name (the Secrets, the tool's ConfigMap) exists before them.
+        pod_inputs: list[pulumi.Resource] = [
+            s for s in (hf_secret, api_secret, self._prefetch_tool(name, args)) if s is not None
+        ]
+        self.cache = self._shared_cache(name, args, refs, pod_inputs)
+        # Pods roll only once the commit is in the shared cache.
+        cache_filled = [self.cache.job] if self.cache is not None else []
+        self.server = self._server(name, args, choices, refs, [*pod_inputs, *cache_filled])
+        self.autoscaler = self._autoscaler(name, args, choices)
+        self.router = self._router(name, args, choices, refs, api_secret)
+        self._endpoint(name, args, choices)
+        self._image_prepull(name, args, choices)
+        self._observability(name, args, choices)
+        self._network_policies(name, args, choices)
+        self._disruption_budget(name, args, choices)
         self.register_outputs(
             {**(args.facts or {}), "serviceName": self.server.service_name, "apiKey": self.api_key}
         )
 
-    def _network_policies(
-        self, name: str, args: ModelDeploymentArgs, network: ClusterNetwork, *, through_interceptor: bool
-    ) -> None:
-        dep = args.spec
-        labels = sglang_server.labels(dep, "network-policy")
-        k8s.networking.v1.NetworkPolicy(
-            f"{name}-deny-ingress",
-            metadata={"name": f"{dep.name}-deny-ingress", "namespace": args.namespace, "labels": labels},
-            spec=network_policy.deny_all_spec(dep),
-            opts=pulumi.ResourceOptions(parent=self),
+    def _hf_token_secret(
+        self, name: str, args: ModelDeploymentArgs, choices: _Choices
+    ) -> k8s.core.v1.Secret | None:
+        """HF_TOKEN for the pods and the prefetch Job; None for public models without a token."""
+        if args.hf_token is None:
+            return None
+        secret_name = f"{args.spec.name}-hf-token"
+        return self._secret(f"{name}-hf-token", secret_name, "HF_TOKEN", args.hf_token, args, choices)
+
+    def _api_key(self, name: str, args: ModelDeploymentArgs) -> pulumi.Output[str] | None:
+        """The key clients send (a secret output): the stack config's, else one generated; None with auth none."""
+        if args.spec.endpoint.auth != "api-key":
+            return None
+        key = args.api_key
+        if key is None:
+            # No key in the stack config: generate one and keep it, secret, in the stack state.
+            key = random.RandomPassword(
+                f"{name}-api-key", length=48, special=False, opts=pulumi.ResourceOptions(parent=self)
+            ).result
+        return pulumi.Output.secret(key)
+
+    def _api_key_secret(
+        self, name: str, args: ModelDeploymentArgs, choices: _Choices, key: pulumi.Output[str] | None
+    ) -> k8s.core.v1.Secret | None:
+        """API_KEY for SGLang and the router to check requests against; None with auth none."""
+        if key is None:
+            return None
+        secret_name = f"{args.spec.name}-api-key"
+        return self._secret(f"{name}-api-key-secret", secret_name, "API_KEY", key, args, choices)
+
+    def _secret(
+        self,
+        resource_name: str,
+        secret_name: str,
+        key: str,
+        value: pulumi.Output[str],
+        args: ModelDeploymentArgs,
+        choices: _Choices,
+    ) -> k8s.core.v1.Secret:
+        return k8s.core.v1.Secret(
+            resource_name,
+            metadata={"name": secret_name, "namespace": args.namespace, "labels": choices.labels},
+            type="Opaque",
+            string_data={key: pulumi.Output.secret(value)},  # type: ignore[arg-type]  # the SDK's stub infers Never
+            # Pods reference the Secret by this fixed name; a replacement must free it first.
+            opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True),
         )
-        k8s.networking.v1.NetworkPolicy(
-            f"{name}-server-ingress",
-            metadata={"name": f"{dep.name}-server-ingress", "namespace": args.namespace, "labels": labels},
-            spec=network_policy.server_ingress_spec(
-                dep,
-                vpc_cidr=network.vpc_cidr,
-                through_interceptor=through_interceptor,
-                prometheus=_prometheus_operator(args),
-                multi_node=args.sizing.placement.nodes_per_replica > 1,
+
+    def _node_pool(self, name: str, args: ModelDeploymentArgs, pool: str | None) -> GpuNodePool | None:
+        """GPU nodes of its own; None when it runs on GPU nodes the cluster already has."""
+        if pool is None or args.nodes is None or args.network is None:
+            return None
+        return GpuNodePool(
+            f"{name}-nodes",
+            GpuNodePoolArgs(
+                spec=args.spec,
+                sizing=args.sizing,
+                pool=pool,
+                provisioner=args.nodes.provisioner,
+                cluster_name=args.nodes.cluster_name,
+                network=args.network,
+                node_role_name=args.nodes.node_role_name,
+                node_role_arn=args.nodes.node_role_arn,
+                tags=args.tags or {},
+                crds=_installed(args, "karpenter"),
             ),
             opts=pulumi.ResourceOptions(parent=self),
         )
-        if router.enabled(dep):
-            k8s.networking.v1.NetworkPolicy(
-                f"{name}-router-ingress",
-                metadata={
-                    "name": f"{dep.name}-router-ingress",
-                    "namespace": args.namespace,
-                    "labels": labels,
-                },
-                spec=network_policy.router_ingress_spec(
-                    dep,
-                    vpc_cidr=network.vpc_cidr,
-                    through_interceptor=through_interceptor,
-                    prometheus=_prometheus_operator(args),
-                ),
-                opts=pulumi.ResourceOptions(parent=self),
-            )
 
-    def _prefetch_tool(
-        self, name: str, dep: DeploymentSpec, namespace: pulumi.Input[str]
-    ) -> k8s.core.v1.ConfigMap:
-        """The prefetch tool as a file for the serving image to run (no image of sgldeploy's own needed)."""
-        tool = weight_cache.tool_config_map(dep)
+    def _prefetch_tool(self, name: str, args: ModelDeploymentArgs) -> k8s.core.v1.ConfigMap | None:
+        """The prefetch tool as a file for the serving image to run (no image of sgldeploy's own needed); None
+        when the image brings its own."""
+        if not weight_cache.builtin_tool(args.spec):
+            return None
+        tool = weight_cache.tool_config_map(args.spec)
         return k8s.core.v1.ConfigMap(
             f"{name}-prefetch-tool",
-            metadata={**tool["metadata"], "namespace": namespace},
+            metadata={**tool["metadata"], "namespace": args.namespace},
             data=tool["data"],
             # Its name carries the tool's sha256, so a given name never changes content, and a changed tool
             # is a replacement: Pulumi creates the new ConfigMap first, the pod templates that name it change
@@ -335,28 +259,233 @@ class ModelDeployment(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self),
         )
 
-    def _secret(
+    def _shared_cache(
         self,
-        resource_name: str,
-        secret_name: str,
-        key: str,
-        value: pulumi.Output[str],
-        namespace: pulumi.Input[str],
-        labels: dict[str, str],
-    ) -> k8s.core.v1.Secret:
-        return k8s.core.v1.Secret(
-            resource_name,
-            metadata={"name": secret_name, "namespace": namespace, "labels": labels},
-            type="Opaque",
-            string_data={key: pulumi.Output.secret(value)},  # type: ignore[arg-type]  # the SDK's stub infers Never
-            # Pods reference the Secret by this fixed name; a replacement must free it first.
+        name: str,
+        args: ModelDeploymentArgs,
+        refs: sglang_server.SecretRefs,
+        job_inputs: list[pulumi.Resource],
+    ) -> SharedWeightCache | None:
+        """The weights on EFS or FSx for Lustre, filled by a prefetch Job; None for other cache storage."""
+        dep = args.spec
+        if dep.cache_storage not in weight_cache.SHARED or args.network is None:
+            return None
+        csi_driver = "efs_csi" if dep.cache_storage == "efs" else "fsx_csi"
+        return SharedWeightCache(
+            f"{name}-cache",
+            SharedWeightCacheArgs(
+                spec=dep,
+                model=args.model,
+                weights_gib=args.sizing.memory.weights_gib,
+                namespace=args.namespace,
+                network=args.network,
+                token_env=sglang_server.token_env(refs),
+                tags=args.tags or {},
+                volume_name=f"{args.namespace_name}-{dep.name}-weights",
+            ),
+            # The Job reads the token Secret and the tool's ConfigMap, and mounts through the CSI driver.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[*job_inputs, *_installed(args, csi_driver)]),
+        )
+
+    def _server(
+        self,
+        name: str,
+        args: ModelDeploymentArgs,
+        choices: _Choices,
+        refs: sglang_server.SecretRefs,
+        pod_inputs: list[pulumi.Resource],
+    ) -> SglangServer:
+        # With the EFA device plugin running, replicas spanning nodes request the adapters.
+        efa_plugin = args.nodes is not None and args.addons is not None and args.addons.efa_device_plugin
+        # The LeaderWorkerSet CRD must exist before a workload of its kind.
+        crds = _installed(args, "leader_worker_set") if choices.multi_node else []
+        return SglangServer(
+            f"{name}-server",
+            SglangServerArgs(
+                spec=args.spec,
+                model=args.model,
+                sizing=args.sizing,
+                namespace=args.namespace,
+                secrets=refs,
+                pool=choices.pool,
+                autoscaled=choices.autoscaled,
+                efa=node_pool.efa_interfaces(args.sizing) if efa_plugin else 0,
+                tracks=choices.tracks,
+            ),
+            # Pods reference the Secrets and the tool's ConfigMap by name, and a shared cache must hold the
+            # commit, before they start.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[*pod_inputs, *crds]),
+        )
+
+    def _autoscaler(self, name: str, args: ModelDeploymentArgs, choices: _Choices) -> Autoscaler | None:
+        """KEDA's scaler of the server; None when nothing scales it (no KEDA, fixed bounds, stopped)."""
+        if not choices.autoscaled:
+            return None
+        http = _installed(args, "keda_http") if choices.through_interceptor else []
+        return Autoscaler(
+            f"{name}-autoscaler",
+            AutoscalerArgs(
+                spec=args.spec,
+                sizing=args.sizing,
+                kind=choices.scaling.kind,
+                namespace=args.namespace,
+                namespace_name=args.namespace_name,
+                prometheus=args.prometheus_url,
+                crds=_installed(args, "keda") + http,
+                workload=choices.tracks[0].name if choices.tracks else None,
+            ),
+            # It scales the workload, which must exist first.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.server]),
+        )
+
+    def _router(
+        self,
+        name: str,
+        args: ModelDeploymentArgs,
+        choices: _Choices,
+        refs: sglang_server.SecretRefs,
+        api_secret: k8s.core.v1.Secret | None,
+    ) -> Router | None:
+        """The SGLang router in front of the replicas; None unless `algorithm: cache-aware`."""
+        if not router.enabled(args.spec):
+            return None
+        monitored = args.spec.observability.metrics and choices.prometheus
+        return Router(
+            f"{name}-router",
+            RouterArgs(
+                spec=args.spec,
+                sizing=args.sizing,
+                namespace=args.namespace,
+                namespace_name=args.namespace_name,
+                multi_node=choices.multi_node,
+                api_key_secret=refs.api_key,
+                monitoring_crds=_installed(args, "prometheus") if monitored else None,
+                track_labels=choices.tracks[0].labels if choices.tracks else None,
+            ),
+            # Its pods read the API key Secret by name; it sends to the active commit once that is ready.
+            opts=pulumi.ResourceOptions(
+                parent=self, depends_on=[self.server, *(s for s in (api_secret,) if s is not None)]
+            ),
+        )
+
+    def _endpoint(self, name: str, args: ModelDeploymentArgs, choices: _Choices) -> Endpoint | None:
+        """The load balancer clients reach; None with `exposure: cluster`."""
+        if args.spec.endpoint.exposure == "cluster":
+            return None
+        return Endpoint(
+            f"{name}-endpoint",
+            EndpointArgs(
+                spec=args.spec,
+                namespace=args.namespace,
+                multi_node=choices.multi_node,
+                through_interceptor=choices.through_interceptor,
+                tags=args.tags or {},
+            ),
+            # The AWS Load Balancer Controller turns these into load balancers, once it runs.
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                depends_on=_installed(args, "aws_load_balancer_controller")
+                + ([self.router] if self.router else []),
+            ),
+        )
+
+    def _image_prepull(
+        self, name: str, args: ModelDeploymentArgs, choices: _Choices
+    ) -> k8s.apps.v1.DaemonSet | None:
+        """Pulls the serving image onto every node that may run it (`readiness: fast`, while running)."""
+        dep = args.spec
+        if dep.readiness != "fast" or dep.state != "running":
+            return None
+        return k8s.apps.v1.DaemonSet(
+            f"{name}-image-prepull",
+            metadata={
+                "name": f"{dep.name}-image-prepull",
+                "namespace": args.namespace,
+                "labels": choices.labels,
+            },
+            spec=weight_cache.prepull_daemon_set_spec(
+                dep,
+                node_pool.instance_type_affinity(node_pool.instance_types(args.sizing)),
+                node_pool.pod_scheduling(choices.pool) if choices.pool else None,
+            ),
+            # Fixed name, one per deployment; a replacement must free it first.
+            opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True),
+        )
+
+    def _observability(self, name: str, args: ModelDeploymentArgs, choices: _Choices) -> Observability | None:
+        """Scrape, alerts and dashboard; None without `observability.metrics` or the Prometheus operator."""
+        if not (args.spec.observability.metrics and choices.prometheus):
+            return None
+        return Observability(
+            f"{name}-observability",
+            ObservabilityArgs(
+                spec=args.spec,
+                sizing=args.sizing,
+                namespace=args.namespace,
+                namespace_name=args.namespace_name,
+                tracks=choices.tracks,
+                crds=_installed(args, "prometheus"),
+            ),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+
+    def _network_policies(
+        self, name: str, args: ModelDeploymentArgs, choices: _Choices
+    ) -> list[k8s.networking.v1.NetworkPolicy]:
+        """Deny all ingress, then admit what reaches the server (and the router); none when turned off."""
+        if not args.network_policies or args.network is None:
+            return []
+        dep, vpc_cidr = args.spec, args.network.vpc_cidr
+        specs = {
+            "deny-ingress": network_policy.deny_all_spec(dep),
+            "server-ingress": network_policy.server_ingress_spec(
+                dep,
+                vpc_cidr=vpc_cidr,
+                through_interceptor=choices.through_interceptor,
+                prometheus=choices.prometheus,
+                multi_node=choices.multi_node,
+            ),
+        }
+        if router.enabled(dep):
+            specs["router-ingress"] = network_policy.router_ingress_spec(
+                dep,
+                vpc_cidr=vpc_cidr,
+                through_interceptor=choices.through_interceptor,
+                prometheus=choices.prometheus,
+            )
+        labels = sglang_server.labels(dep, "network-policy")
+        return [
+            k8s.networking.v1.NetworkPolicy(
+                f"{name}-{role}",
+                metadata={"name": f"{dep.name}-{role}", "namespace": args.namespace, "labels": labels},
+                spec=spec,
+                opts=pulumi.ResourceOptions(parent=self),
+            )
+            for role, spec in specs.items()
+        ]
+
+    def _disruption_budget(
+        self, name: str, args: ModelDeploymentArgs, choices: _Choices
+    ) -> k8s.policy.v1.PodDisruptionBudget:
+        dep = args.spec
+        return k8s.policy.v1.PodDisruptionBudget(
+            f"{name}-pdb",
+            metadata={"name": dep.name, "namespace": args.namespace, "labels": choices.labels},
+            spec=sglang_server.disruption_budget_spec(dep),
+            # Fixed name, one per deployment; a replacement must free it first.
             opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True),
         )
 
 
-def _prometheus_operator(args: ModelDeploymentArgs) -> bool:
-    """The Prometheus operator runs (installed here or existing): its ServiceMonitors and rules can be declared."""
-    return args.addons is not None and bool(args.addons.prometheus)
+def _validate(args: ModelDeploymentArgs) -> None:
+    dep = args.spec
+    if dep.cache_storage in weight_cache.SHARED and args.network is None:
+        raise ValueError(f"{dep.name}: a {dep.cache_storage} weight cache needs the cluster network")
+
+
+def _own_nodes(args: ModelDeploymentArgs) -> bool:
+    """The deployment declares a node pool of its own (the stack's provisioner, in the cluster's network)."""
+    return args.nodes is not None and args.network is not None
 
 
 def _installed(args: ModelDeploymentArgs, addon: str) -> list[Any]:

@@ -8,7 +8,7 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
-from sgldeploy.builders import observability
+from sgldeploy.builders import node_pool, observability
 from sgldeploy.builders.rollout import Track
 from sgldeploy.models.sizing import Sizing
 from sgldeploy.spec import DeploymentSpec
@@ -33,7 +33,7 @@ class Observability(pulumi.ComponentResource):
         super().__init__("sgldeploy:observability:Observability", name, None, opts)
         dep = args.spec
         targets = observability.workloads(
-            dep, args.namespace_name, args.sizing.placement.nodes_per_replica > 1, args.tracks
+            dep, args.namespace_name, node_pool.multi_node(args.sizing), args.tracks
         )
         labels = observability.monitoring_labels(dep)
         metadata: dict[str, Any] = {

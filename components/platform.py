@@ -1,7 +1,9 @@
-"""The cluster every deployment runs on, and the Kubernetes provider that reaches it.
+"""The cluster every deployment runs on, the Kubernetes provider that reaches it, the namespace the deployments
+share and the cluster add-ons.
 
+`cluster.create: true` declares the VPC and EKS cluster (EksCluster, components/cluster.py).
 `cluster.create: false` uses an existing EKS cluster by name: nothing about the cluster is created or
-changed, only read (`aws.eks.get_cluster`). The namespace the deployments share is created here.
+changed, only read (`aws.eks.get_cluster`).
 """
 
 from __future__ import annotations
@@ -83,7 +85,8 @@ class ClusterNetwork:
 
 
 class Platform(pulumi.ComponentResource):
-    """The EKS cluster (existing, by name), a server-side-apply Kubernetes provider and the namespace."""
+    """The EKS cluster (an EksCluster, or an existing one read by name), a server-side-apply Kubernetes provider,
+    the namespace and the add-ons (ClusterAddons)."""
 
     provider: k8s.Provider
     """The Kubernetes provider every Kubernetes resource of the stack is created with."""
@@ -103,63 +106,92 @@ class Platform(pulumi.ComponentResource):
         spec = args.spec
         self.node_role_name = spec.node_role or aws_text.default_node_role(spec.cluster.name)
         account = aws.get_caller_identity(opts=pulumi.InvokeOptions(parent=self)).account_id
-        ready: list[pulumi.Resource] = []
-        if spec.cluster.create:
-            eks = EksCluster(
-                f"{name}-cluster",
-                EksClusterArgs(
-                    spec=spec.cluster, region=args.region, node_role_name=self.node_role_name, tags=spec.tags
-                ),
-                opts=pulumi.ResourceOptions(parent=self),
-            )
-            cluster = eks.cluster
-            self.cluster_name = cluster.name
-            self.network = ClusterNetwork(
+        cluster = (
+            self._created_cluster(name, args)
+            if spec.cluster.create
+            else self._existing_cluster(args, account)
+        )
+        self.cluster_name, self.network, self.node_role_arn = (
+            cluster.name,
+            cluster.network,
+            cluster.node_role_arn,
+        )
+        self.kubeconfig = pulumi.Output.secret(cluster.kubeconfig)
+        self.provider = self._kubernetes_provider(name)
+        self.namespace = self._namespace(name, args)
+        self.addons = self._addons(name, args, account, cluster.addons_after)
+        self.register_outputs(
+            {**(args.facts or {}), "clusterName": self.cluster_name, "namespace": self.namespace}
+        )
+
+    def _created_cluster(self, name: str, args: PlatformArgs) -> _Cluster:
+        """`cluster.create: true`: the VPC and EKS cluster of EksCluster."""
+        eks = EksCluster(
+            f"{name}-cluster",
+            EksClusterArgs(
+                spec=args.spec.cluster,
+                region=args.region,
+                node_role_name=self.node_role_name,
+                tags=args.spec.tags,
+            ),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        cluster = eks.cluster
+        return _Cluster(
+            name=cluster.name,
+            network=ClusterNetwork(
                 vpc_id=eks.vpc_id,
                 subnet_ids=eks.private_subnet_ids,
                 security_group_id=cluster.vpc_config.cluster_security_group_id,
-                vpc_cidr=spec.cluster.vpc_cidr,
-            )
-            config: pulumi.Input[str] = pulumi.Output.all(
+                vpc_cidr=args.spec.cluster.vpc_cidr,
+            ),
+            kubeconfig=pulumi.Output.all(
                 cluster.name, cluster.endpoint, cluster.certificate_authority.data
-            ).apply(lambda v: kubeconfig(v[0], v[1], v[2], args.region))
-            self.node_role_arn = eks.node_role.arn
-            ready.append(eks.system_nodes)  # add-on pods need nodes to run on
-        else:
-            # Read once, as plain values: the network facts decide how many mount targets a shared cache gets.
-            cluster = aws.eks.get_cluster(name=spec.cluster.name, opts=pulumi.InvokeOptions(parent=self))
-            self.cluster_name = pulumi.Output.from_input(cluster.name)
-            vpc = cluster.vpc_config
-            self.network = ClusterNetwork(
+            ).apply(lambda v: kubeconfig(v[0], v[1], v[2], args.region)),
+            node_role_arn=eks.node_role.arn,
+            addons_after=[eks.system_nodes],  # add-on pods need nodes to run on
+        )
+
+    def _existing_cluster(self, args: PlatformArgs, account: str) -> _Cluster:
+        """`cluster.create: false`: the cluster read by name, as plain values (the network facts decide how many
+        mount targets a shared cache gets)."""
+        cluster = aws.eks.get_cluster(name=args.spec.cluster.name, opts=pulumi.InvokeOptions(parent=self))
+        vpc = cluster.vpc_config
+        return _Cluster(
+            name=pulumi.Output.from_input(cluster.name),
+            network=ClusterNetwork(
                 vpc_id=_field(vpc, "vpc_id"),
                 subnet_ids=list(_field(vpc, "subnet_ids")),
                 security_group_id=_field(vpc, "cluster_security_group_id"),
                 vpc_cidr=aws.ec2.get_vpc(
                     id=_field(vpc, "vpc_id"), opts=pulumi.InvokeOptions(parent=self)
                 ).cidr_block,
-            )
-            config = kubeconfig(
+            ),
+            kubeconfig=kubeconfig(
                 cluster.name,
                 cluster.endpoint,
                 _field(cluster.certificate_authorities[0], "data"),
                 args.region,
-            )
-            self.node_role_arn = pulumi.Output.from_input(
-                f"arn:aws:iam::{account}:role/{self.node_role_name}"
-            )
-        self.kubeconfig = pulumi.Output.secret(config)
-        self.provider = k8s.Provider(
+            ),
+            node_role_arn=pulumi.Output.from_input(f"arn:aws:iam::{account}:role/{self.node_role_name}"),
+            addons_after=[],
+        )
+
+    def _kubernetes_provider(self, name: str) -> k8s.Provider:
+        return k8s.Provider(
             f"{name}-k8s",
             kubeconfig=self.kubeconfig,
             enable_server_side_apply=True,
             opts=pulumi.ResourceOptions(parent=self),
         )
+
+    def _namespace(self, name: str, args: PlatformArgs) -> pulumi.Output[str]:
         # Baseline pod security, unless a node-local weight cache needs its hostPath; the warnings stay on.
         enforce = "privileged" if args.node_cache else "baseline"
         namespace = k8s.core.v1.Namespace(
             f"{name}-namespace",
             metadata={
-                "name": spec.namespace,
+                "name": args.spec.namespace,
                 "labels": {
                     **args.labels,
                     "pod-security.kubernetes.io/enforce": enforce,
@@ -170,7 +202,13 @@ class Platform(pulumi.ComponentResource):
             # The namespace name is fixed by the spec; a rename must delete the old one first.
             opts=pulumi.ResourceOptions(parent=self, provider=self.provider, delete_before_replace=True),
         )
-        self.namespace = namespace.metadata.apply(lambda m: m["name"])
+        namespace_name: pulumi.Output[str] = namespace.metadata.apply(lambda m: m["name"])
+        return namespace_name
+
+    def _addons(
+        self, name: str, args: PlatformArgs, account: str, after: list[pulumi.Resource]
+    ) -> ClusterAddons:
+        spec = args.spec
         facts = ClusterFacts(
             name=spec.cluster.name,
             region=args.region,
@@ -179,13 +217,22 @@ class Platform(pulumi.ComponentResource):
             node_role_name=self.node_role_name,
             interruption_queue=aws_text.interruption_queue(spec.cluster.name),
         )
-        self.addons = ClusterAddons(
+        return ClusterAddons(
             f"{name}-addons",
             ClusterAddonsArgs(spec=spec.addons, cluster=facts, tags=spec.tags),
             opts=pulumi.ResourceOptions(
-                parent=self, providers={"kubernetes": self.provider}, depends_on=ready
+                parent=self, providers={"kubernetes": self.provider}, depends_on=after
             ),
         )
-        self.register_outputs(
-            {**(args.facts or {}), "clusterName": self.cluster_name, "namespace": self.namespace}
-        )
+
+
+@dataclass(frozen=True)
+class _Cluster:
+    """What the platform needs of its cluster, created or existing."""
+
+    name: pulumi.Output[str]
+    network: ClusterNetwork
+    kubeconfig: pulumi.Input[str]
+    node_role_arn: pulumi.Output[str]
+    addons_after: list[pulumi.Resource]
+    """What the add-ons wait for (the system nodes of a created cluster)."""

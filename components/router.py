@@ -36,60 +36,84 @@ class Router(pulumi.ComponentResource):
     def __init__(self, name: str, args: RouterArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("sgldeploy:traffic:Router", name, None, opts)
         dep = args.spec
-        child = pulumi.ResourceOptions(parent=self)
-        # Fixed names, one per deployment: a replacement must free the name first.
-        named = pulumi.ResourceOptions(parent=self, delete_before_replace=True)
         self.service_name = router.name(dep)
+        metadata = {"name": self.service_name, "namespace": args.namespace, "labels": router.labels(dep)}
+        binding = self._discovery_access(name, args, metadata)
+        self.deployment = self._deployment(name, args, metadata, binding)
+        k8s.core.v1.Service(
+            f"{name}-service", metadata=metadata, spec=router.service_spec(dep), opts=self._named()
+        )
+        if dep.endpoint.router.replicas > 1:
+            self._disruption_budget(name, args, metadata)
+        if args.monitoring_crds is not None:
+            self._service_monitor(name, args, metadata, args.monitoring_crds)
+        self.register_outputs({"serviceName": self.service_name})
 
-        def metadata(resource: str | None = None) -> dict[str, Any]:
-            return {
-                "name": resource or self.service_name,
-                "namespace": args.namespace,
-                "labels": router.labels(dep),
-            }
+    def _named(self, depends_on: list[pulumi.Resource] | None = None) -> pulumi.ResourceOptions:
+        # Fixed names, one per deployment: a replacement must free the name first.
+        return pulumi.ResourceOptions(parent=self, delete_before_replace=True, depends_on=depends_on)
 
+    def _discovery_access(
+        self, name: str, args: RouterArgs, metadata: dict[str, Any]
+    ) -> k8s.rbac.v1.RoleBinding:
+        """The router's service account, allowed to read the pods it discovers; returns the binding."""
         account = k8s.core.v1.ServiceAccount(
             f"{name}-service-account",
-            metadata=metadata(),
+            metadata=metadata,
             automount_service_account_token=False,  # only the router's own pods mount it
-            opts=named,
+            opts=self._named(),
         )
-        role = k8s.rbac.v1.Role(f"{name}-role", metadata=metadata(), rules=router.role_rules(), opts=named)
-        binding = k8s.rbac.v1.RoleBinding(
+        role = k8s.rbac.v1.Role(
+            f"{name}-role", metadata=metadata, rules=router.role_rules(), opts=self._named()
+        )
+        return k8s.rbac.v1.RoleBinding(
             f"{name}-role-binding",
-            metadata=metadata(),
+            metadata=metadata,
             role_ref={"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": self.service_name},
             subjects=[{"kind": "ServiceAccount", "name": self.service_name, "namespace": args.namespace}],
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[account, role], delete_before_replace=True),
+            # It binds these two by name, so they exist first.
+            opts=self._named(depends_on=[account, role]),
         )
+
+    def _deployment(
+        self, name: str, args: RouterArgs, metadata: dict[str, Any], binding: k8s.rbac.v1.RoleBinding
+    ) -> k8s.apps.v1.Deployment:
         spec = router.deployment_spec(
-            dep, args.sizing, args.namespace_name, args.multi_node, args.api_key_secret, args.track_labels
+            args.spec,
+            args.sizing,
+            args.namespace_name,
+            args.multi_node,
+            args.api_key_secret,
+            args.track_labels,
         )
-        self.deployment = k8s.apps.v1.Deployment(
+        return k8s.apps.v1.Deployment(
             f"{name}-deployment",
-            metadata=metadata(),
+            metadata=metadata,
             spec=spec,
             # Discovery fails without its permissions: they exist before the first pod starts.
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[binding], delete_before_replace=True),
+            opts=self._named(depends_on=[binding]),
         )
-        k8s.core.v1.Service(f"{name}-service", metadata=metadata(), spec=router.service_spec(dep), opts=named)
-        if dep.endpoint.router.replicas > 1:
-            k8s.policy.v1.PodDisruptionBudget(
-                f"{name}-pdb",
-                metadata=metadata(),
-                spec={"selector": {"matchLabels": router.pod_selector(dep)}, "maxUnavailable": 1},
-                opts=named,
-            )
-        if args.monitoring_crds is not None:
-            k8s.apiextensions.CustomResource(
-                f"{name}-service-monitor",
-                api_version="monitoring.coreos.com/v1",
-                kind="ServiceMonitor",
-                metadata=metadata(),
-                spec=router.service_monitor_spec(dep),
-                # A kind of the Prometheus operator: its CRDs must exist first.
-                opts=pulumi.ResourceOptions.merge(
-                    child, pulumi.ResourceOptions(depends_on=args.monitoring_crds)
-                ),
-            )
-        self.register_outputs({"serviceName": self.service_name})
+
+    def _disruption_budget(
+        self, name: str, args: RouterArgs, metadata: dict[str, Any]
+    ) -> k8s.policy.v1.PodDisruptionBudget:
+        """With more than one router pod, a node drain takes one at a time."""
+        return k8s.policy.v1.PodDisruptionBudget(
+            f"{name}-pdb",
+            metadata=metadata,
+            spec={"selector": {"matchLabels": router.pod_selector(args.spec)}, "maxUnavailable": 1},
+            opts=self._named(),
+        )
+
+    def _service_monitor(
+        self, name: str, args: RouterArgs, metadata: dict[str, Any], crds: list[Any]
+    ) -> k8s.apiextensions.CustomResource:
+        return k8s.apiextensions.CustomResource(
+            f"{name}-service-monitor",
+            api_version="monitoring.coreos.com/v1",
+            kind="ServiceMonitor",
+            metadata=metadata,
+            spec=router.service_monitor_spec(args.spec),
+            # A kind of the Prometheus operator: its CRDs must exist first.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=crds),
+        )

@@ -13,11 +13,14 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sgldeploy.models.lock import LockError
 from sgldeploy.spec.problems import InvalidInput, Problem, Verbatim
 from sgldeploy.spec.stackfile import StackFile, read_stack_file, stack_name, stack_path
+
+if TYPE_CHECKING:  # for annotations only: each command imports what it uses when it runs
+    from sgldeploy.offline.render import Plan
 
 EXIT_OK, EXIT_POLICY, EXIT_INVALID = 0, 1, 2
 DEFAULT_STACK = "dev"
@@ -169,7 +172,7 @@ def _fail(lines: Sequence[str]) -> int:
 
 def main(argv: Sequence[str] | None = None, root: Path | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from sgldeploy.offline.plan import PROJECT_ROOT
+    from sgldeploy.offline.render import PROJECT_ROOT
 
     root = root or (Path.cwd() if (Path.cwd() / "stacks").is_dir() else PROJECT_ROOT)
     try:
@@ -182,29 +185,25 @@ def main(argv: Sequence[str] | None = None, root: Path | None = None) -> int:
         if args.command == "lock":
             return _lock(args, stack)
         if args.command == "validate":
-            from sgldeploy.cost import USAGE_FILE_KEY, stack_usage
-            from sgldeploy.models.lock import lock_path_for
-            from sgldeploy.stack import load, secrets_of
-
-            secrets, plaintext = secrets_of(stack)
-            loaded = load(
-                stack.object("sgldeploy:platform"),
-                stack.object("sgldeploy:deployments"),
-                lock_path_for(stack.path),
-                secrets,
-                plaintext_secrets=plaintext,
-                offline=True,
-            )
-            stack_usage(stack.config.get(USAGE_FILE_KEY), stack.path.parent)  # read as `plan` reads it
-            for warning in (*loaded.stand_in_secrets.values(), *loaded.warnings):  # the exit code stays 0
-                print(warning.line(), file=sys.stderr)
-            print(f"{stack.path}: valid")
-            return EXIT_OK
+            return _validate(stack)
         return _plan(args, stack)
     except InvalidInput as invalid:
         return _fail([p.line() for p in invalid.problems])
     except LockError as err:
         return _fail([f"{err}"])
+
+
+def _validate(stack: StackFile) -> int:
+    from sgldeploy.cost import stack_usage
+    from sgldeploy.offline.render import load_offline
+    from sgldeploy.spec import USAGE_FILE_KEY
+
+    loaded = load_offline(stack)
+    stack_usage(stack.config.get(USAGE_FILE_KEY), stack.path.parent)  # read as `plan` reads it
+    for warning in (*loaded.stand_in_secrets.values(), *loaded.warnings):  # the exit code stays 0
+        print(warning.line(), file=sys.stderr)
+    print(f"{stack.path}: valid")
+    return EXIT_OK
 
 
 def _lock(args: argparse.Namespace, stack: StackFile) -> int:
@@ -265,22 +264,33 @@ def _plan(args: argparse.Namespace, stack: StackFile) -> int:
 
     import pulumi
 
-    from sgldeploy.offline.engine import close_leftover_event_loops
-
-    atexit.register(close_leftover_event_loops)  # a clean exit: nothing printed by interpreter shutdown
-    from sgldeploy.files import write_atomic
     from sgldeploy.offline import diff as diffing
-    from sgldeploy.offline import plan as planning
-    from sgldeploy.offline import report
+    from sgldeploy.offline.plan_json import plan_json
+    from sgldeploy.offline.render import render
+    from sgldeploy.offline.sdk_internals import close_leftover_event_loops
     from sgldeploy.policy import pack
 
+    atexit.register(close_leftover_event_loops)  # a clean exit: nothing printed by interpreter shutdown
     previous = _previous_plan(args.compare) if args.compare else None
     _prepare_outputs(args)
     policy_settings = pack.read_settings(args.policy_config)
     try:
-        plan = planning.render(stack, usage_file=args.usage, policy_settings=policy_settings)
+        plan = render(stack, usage_file=args.usage, policy_settings=policy_settings)
     except pulumi.RunError as err:
         return _fail(str(err).splitlines())
+    document = plan_json(plan)
+    if previous is not None:
+        document["diff"] = diffing.diff(previous, document)
+    _print_plan(plan, document)
+    _write_outputs(args, plan, document)
+    return EXIT_POLICY if plan.mandatory_violations else EXIT_OK
+
+
+def _print_plan(plan: Plan, document: dict[str, Any]) -> None:
+    """Warnings on stderr; the resource tree, the summary, the cost diff (with --compare) and the policy
+    report on stdout."""
+    from sgldeploy.offline import plan_text, report
+
     for warning in plan.loaded.stand_in_secrets.values():  # the program saw them set: the CLI says so
         print(warning.line(), file=sys.stderr)
     for warning in plan.warnings:  # e.g. --usage over the stack's sgldeploy:usageFile
@@ -288,24 +298,31 @@ def _plan(args: argparse.Namespace, stack: StackFile) -> int:
     for level, message in plan.recording.log:
         if level in ("warning", "error"):
             print(f"{level}: {message}", file=sys.stderr)
-    print(planning.resource_tree(plan))
+    print(plan_text.resource_tree(plan))
     print()
-    print(planning.summary(plan))
-    document = planning.plan_json(plan)
-    if previous is not None:
-        document["diff"] = diffing.diff(previous, document)
+    print(plan_text.summary(plan))
+    if "diff" in document:
         print()
         print(report.text(document["diff"]))
     print()
-    print(planning.policy_report(plan))
+    print(plan_text.policy_report(plan))
+
+
+def _write_outputs(args: argparse.Namespace, plan: Plan, document: dict[str, Any]) -> None:
+    """The files asked for (--json, --manifests, --markdown), each named on stdout once written."""
+    from sgldeploy.files import write_atomic
+    from sgldeploy.offline import diff as diffing
+    from sgldeploy.offline import report
+    from sgldeploy.offline.manifests import write_manifests
+
     writing = args.json
-    try:  # prepared above; what the file system still refuses is one line
+    try:  # prepared before the plan rendered; what the file system still refuses is one line
         if args.json:
             write_atomic(args.json, json.dumps(document, indent=2) + "\n")
             print(f"\nplan JSON: {args.json}")
         if args.manifests:
             writing = args.manifests
-            written = planning.write_manifests(plan, args.manifests)
+            written = write_manifests(plan, args.manifests)
             print(f"manifests: {len(written)} files in {args.manifests}")
         if args.markdown:
             writing = args.markdown
@@ -314,7 +331,6 @@ def _plan(args: argparse.Namespace, stack: StackFile) -> int:
             print(f"markdown: {args.markdown}")
     except OSError as err:
         raise InvalidInput([_output_problem(writing, err)]) from None
-    return EXIT_POLICY if plan.mandatory_violations else EXIT_OK
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ is reported as unpriced rather than as zero. Pure: no Pulumi.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field, fields
 from datetime import date
 from pathlib import Path
@@ -23,11 +22,9 @@ from sgldeploy.builders.network import SYSTEM_NODE_DISK_GIB, SYSTEM_NODE_INSTANC
 from sgldeploy.builders.network import SYSTEM_NODES as SYSTEM_NODE_COUNT
 from sgldeploy.builders.network import ZONES as NAT_GATEWAYS
 from sgldeploy.catalog import HOURS_PER_MONTH, PRICED_REGION, calendar_date, eks_versions, service_prices
-from sgldeploy.spec import PlatformSpec
+from sgldeploy.spec import USAGE_FILE_KEY, PlatformSpec
 from sgldeploy.spec.problems import InvalidInput, Problem
 from sgldeploy.stack import LoadedDeployment, LoadedStack
-
-USAGE_FILE_KEY = "sgldeploy:usageFile"  # stack config: the usage file `pulumi preview` prices with
 
 
 def usage_file(setting: str | None, stack_dir: Path, override: Path | None = None) -> Path | None:
@@ -41,12 +38,6 @@ def usage_file(setting: str | None, stack_dir: Path, override: Path | None = Non
         return None
     path = Path(setting)
     return path if path.is_absolute() else stack_dir / path
-
-
-def region_of(setting: str | None) -> str:
-    """The region priced: the stack's `aws:region`, else `AWS_REGION` (which the AWS provider reads too),
-    else us-east-1."""
-    return setting or os.environ.get("AWS_REGION") or PRICED_REGION
 
 
 @dataclass(frozen=True)

@@ -7,14 +7,21 @@ All problems (spec, lock, fit, secrets) are gathered and raised once as InvalidI
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
 from typing import Any
 
 from sgldeploy.builders import autoscaler, endpoint, rollout, router, weight_cache
 from sgldeploy.catalog import calendar_date
-from sgldeploy.models.lock import SERVABLE_PIPELINES, LockedModel, LockError, lock_key, read_lock_contents
+from sgldeploy.models.lock import (
+    SERVABLE_PIPELINES,
+    LockContents,
+    LockedModel,
+    LockError,
+    lock_key,
+    read_lock_contents,
+)
 from sgldeploy.models.sizing import Sizing, SizingError, size
 from sgldeploy.spec import DeploymentSpec, StackSpec, eks_support, is_commit
 from sgldeploy.spec.problems import ConfigWarning, InvalidInput, Problem, config_path
@@ -76,8 +83,39 @@ def load(
         raise InvalidInput(problems + invalid.problems) from None
     day = today or calendar_date()
     problems += eks_support.version_problems(spec.platform.cluster, day)
+    models = _ModelSource(_read_lock(lock_file, problems), lock_file, resolve_missing)
+    # Offline, a missing token is not a problem of each model but one warning for the stack (below).
+    checked_secrets = secrets | {"hfToken"} if offline else secrets
+    loaded = [
+        _load_deployment(spec, i, dep, models, checked_secrets, problems)
+        for i, dep in enumerate(spec.deployments)
+    ]
+    if problems:
+        raise InvalidInput(_unique(problems))
+    ready = [d for d in loaded if d is not None]  # all of them: a deployment not loaded left a problem
+    warnings = tuple(eks_support.version_warnings(spec.platform.cluster, day))
+    stand_ins = {}
+    gated = list(
+        dict.fromkeys(d.spec.model.repo for d in ready if d.model.gated)
+    )  # in stack order, once each
+    if offline and gated and "hfToken" not in secrets:
+        stand_ins[config_path("hfToken")] = missing_token_warning(gated)
+    return LoadedStack(spec=spec, deployments=ready, warnings=warnings, stand_in_secrets=stand_ins)
+
+
+@dataclass(frozen=True)
+class _ModelSource:
+    """Where a deployment's model facts come from: the lock, else (`pulumi preview`) the Hub."""
+
+    lock: LockContents
+    lock_file: Path
+    resolve_missing: MissingResolver | None
+
+
+def _read_lock(lock_file: Path, problems: list[Problem]) -> LockContents:
+    """The lock's contents; a lock that cannot be read at all ends the checks, with the problems found so far."""
     try:
-        lock = read_lock_contents(lock_file)
+        return read_lock_contents(lock_file)
     except LockError as exc:
         raise InvalidInput(
             [
@@ -90,49 +128,59 @@ def load(
                 ),
             ]
         ) from None
-    loaded: list[LoadedDeployment] = []
-    gated: list[str] = []
-    # Offline, a missing token is not a problem of each model but one warning for the stack (below).
-    checked_secrets = secrets | {"hfToken"} if offline else secrets
-    for i, dep in enumerate(spec.deployments):
 
-        def at(*loc: object, i: int = i) -> str:
-            return config_path("deployments", (i, *loc))
 
-        key = lock_key(dep.model.repo, dep.model.revision)
-        if key in lock.damaged:  # a hand-written or damaged entry: one line per field, naming the entry
-            problems += [damage.problem(lock_file) for damage in lock.damaged[key]]
-            continue
-        model = lock.models.get(key)
-        if model is None and resolve_missing is not None:
-            model = resolve_missing(dep.model.repo, dep.model.revision, problems, at)
-        problems += _model_problems(spec, dep, model, lock_file, checked_secrets, at)
-        problems += _rollout_lock_problems(dep, model, lock.models, lock_file, resolve_missing, problems, at)
-        if model is None:
-            continue
-        if model.gated and dep.model.repo not in gated:
-            gated.append(dep.model.repo)
-        try:
-            sizing = size(dep, model)
-        except SizingError as exc:
-            problems.append(Problem(at(*exc.field.split(".")), exc.what, exc.fix, exc.got))
-            continue
-        reason = ""
-        if dep.cache.storage == "auto":  # decided by readiness, size and replica bounds, then sized again
-            storage, reason = weight_cache.choose(
-                dep, spec.platform.addons, sizing.memory.weights_gib, sizing.placement.nodes_per_replica
-            )
-            dep = dep.model_copy(update={"cache": dep.cache.model_copy(update={"storage": storage})})
-            sizing = size(dep, model)
-        problems += _placement_problems(spec, dep, sizing, at, model.sha)
-        loaded.append(LoadedDeployment(dep, model, sizing, reason))
-    if problems:
-        raise InvalidInput(_unique(problems))
-    warnings = tuple(eks_support.version_warnings(spec.platform.cluster, day))
-    stand_ins = {}
-    if offline and gated and "hfToken" not in secrets:
-        stand_ins[config_path("hfToken")] = missing_token_warning(gated)
-    return LoadedStack(spec=spec, deployments=loaded, warnings=warnings, stand_in_secrets=stand_ins)
+def _load_deployment(
+    spec: StackSpec,
+    i: int,
+    dep: DeploymentSpec,
+    models: _ModelSource,
+    secrets: set[str],
+    problems: list[Problem],
+) -> LoadedDeployment | None:
+    """Deployment i's locked model and sizing, or None; what is wrong with it goes on `problems`."""
+
+    def at(*loc: object) -> str:
+        return config_path("deployments", (i, *loc))
+
+    key = lock_key(dep.model.repo, dep.model.revision)
+    if key in models.lock.damaged:  # a hand-written or damaged entry: one line per field, naming the entry
+        problems += [damage.in_lock(models.lock_file) for damage in models.lock.damaged[key]]
+        return None
+    model = models.lock.models.get(key)
+    if model is None and models.resolve_missing is not None:
+        model = models.resolve_missing(dep.model.repo, dep.model.revision, problems, at)
+    problems += _model_problems(spec, dep, model, models.lock_file, secrets, at)
+    problems += _rollout_lock_problems(dep, model, models, problems, at)
+    if model is None:
+        return None
+    try:
+        sizing = size(dep, model)
+    except SizingError as exc:
+        problems.append(_in_deployment(exc.problem, at))
+        return None
+    dep, sizing, reason = _choose_cache(spec, dep, model, sizing)
+    problems += _placement_problems(spec, dep, sizing, at, model.sha)
+    return LoadedDeployment(dep, model, sizing, reason)
+
+
+def _choose_cache(
+    spec: StackSpec, dep: DeploymentSpec, model: LockedModel, sizing: Sizing
+) -> tuple[DeploymentSpec, Sizing, str]:
+    """`cache.storage: auto` is decided by readiness, size and replica bounds, then the deployment is sized again
+    with the storage chosen: (deployment, sizing, how auto chose). Any other storage stays as written."""
+    if dep.cache.storage != "auto":
+        return dep, sizing, ""
+    storage, reason = weight_cache.choose(
+        dep, spec.platform.addons, sizing.memory.weights_gib, sizing.placement.nodes_per_replica
+    )
+    dep = dep.model_copy(update={"cache": dep.cache.model_copy(update={"storage": storage})})
+    return dep, size(dep, model), reason
+
+
+def _in_deployment(problem: Problem, at: Callable[..., str]) -> Problem:
+    """A problem found inside one deployment (its path `resources.gpu`), with its full config path."""
+    return replace(problem, path=at(*problem.path.split(".")))
 
 
 def secrets_of(stack: StackFile) -> tuple[set[str], set[str]]:
@@ -171,6 +219,16 @@ def _model_problems(
     at: Callable[..., str],
 ) -> list[Problem]:
     """What the lock says about the model: pinned, servable, its code allowed, its licence accepted."""
+    out = _pin_problems(spec, dep, model, lock_file, at)
+    if model is not None:
+        out += _locked_model_problems(dep, model, secrets, at)
+    return out
+
+
+def _pin_problems(
+    spec: StackSpec, dep: DeploymentSpec, model: LockedModel | None, lock_file: Path, at: Callable[..., str]
+) -> list[Problem]:
+    """The revision is pinned where production needs it, and locked."""
     out = []
     if spec.platform.environment == "production" and not is_commit(dep.model.revision):
         locked = f"; it is locked at {model.sha}" if model else ""
@@ -191,7 +249,14 @@ def _model_problems(
                 dep.model.revision,
             )
         )
-        return out
+    return out
+
+
+def _locked_model_problems(
+    dep: DeploymentSpec, model: LockedModel, secrets: set[str], at: Callable[..., str]
+) -> list[Problem]:
+    """The locked model is servable, its code allowed, its licence accepted."""
+    out = []
     if model.pipeline_tag not in SERVABLE_PIPELINES:
         out.append(
             Problem(
@@ -226,24 +291,23 @@ def _model_problems(
 def _rollout_lock_problems(
     dep: DeploymentSpec,
     model: LockedModel | None,
-    locked: dict[str, LockedModel],
-    lock_file: Path,
-    resolve_missing: MissingResolver | None,
+    models: _ModelSource,
     problems: list[Problem],
     at: Callable[..., str],
 ) -> list[Problem]:
     """A previous or canary commit must be in the lock as model.revision must: resolved once, reviewed, and
     the same on every preview."""
     out = []
-    for field_path, commit in rollout.extra_revisions(dep):
-        if (model and commit == model.sha) or lock_key(dep.model.repo, commit) in locked:
+    resolve = models.resolve_missing
+    for field_path, commit in dep.extra_revisions:
+        if (model and commit == model.sha) or lock_key(dep.model.repo, commit) in models.lock.models:
             continue  # the active commit itself is refused by rollout.problems
-        if resolve_missing is not None and resolve_missing(dep.model.repo, commit, problems, at):
+        if resolve is not None and resolve(dep.model.repo, commit, problems, at):
             continue
         out.append(
             Problem(
                 at(*field_path.split(".")),
-                f"{dep.model.repo}@{commit} is not in {lock_file.name}",
+                f"{dep.model.repo}@{commit} is not in {models.lock_file.name}",
                 NOT_LOCKED_FIX,
                 commit,
             )
@@ -267,29 +331,18 @@ def _placement_problems(
                 False,
             )
         )
-    wrong_size = weight_cache.size_problem(dep)
-    if wrong_size:
-        field, what, fix, got = wrong_size
-        out.append(Problem(at(*field.split(".")), what, fix, got))
     from_zero = autoscaler.for_stack(dep, spec.platform.addons).kind == "http"
-    wrong = endpoint.problem(dep, from_zero)
-    if wrong:
-        field, what, fix, got = wrong
-        out.append(Problem(at(*field.split(".")), what, fix, got))
     nodes = sizing.placement.nodes_per_replica
-    wrong_router = router.problem(dep)
-    if wrong_router:
-        field, what, fix, got = wrong_router
-        out.append(Problem(at(*field.split(".")), what, fix, got))
-    for field, what, fix, got in rollout.problems(
+    found = [weight_cache.size_problem(dep), endpoint.problem(dep, from_zero), router.problem(dep)]
+    found += rollout.problems(
         dep,
         multi_node=nodes > 1,
         shared_cache=storage in weight_cache.SHARED,
         router=router.enabled(dep),
         at_zero=from_zero,
         active_sha=active_sha,
-    ):
-        out.append(Problem(at(*field.split(".")), what, fix, got))
+    )
+    out += [_in_deployment(problem, at) for problem in found if problem]
     if nodes > 1 and not spec.platform.addons.leader_worker_set:
         out.append(
             Problem(

@@ -32,8 +32,9 @@ import grpc
 from google.protobuf import empty_pb2, json_format, struct_pb2
 from pulumi.runtime.proto import analyzer_pb2, analyzer_pb2_grpc
 
-from sgldeploy.offline.engine import SECRET, WIRE_UNKNOWN, Registration
-from sgldeploy.offline.plan import PROJECT, Plan
+from sgldeploy.offline.engine import SECRET, Registration
+from sgldeploy.offline.render import PROJECT, Plan
+from sgldeploy.offline.sdk_internals import WIRE_UNKNOWN
 
 from .conftest import ROOT
 

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from sgldeploy.models.lock import read_lock
-from sgldeploy.offline.plan import Plan, render
+from sgldeploy.offline.render import Plan, render
 from sgldeploy.spec.stackfile import read_stack_file
 
 ROOT = Path(__file__).resolve().parent.parent

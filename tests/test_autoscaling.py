@@ -135,7 +135,7 @@ def test_without_keda_or_its_http_add_on_replicas_stay_fixed(tmp_path):
     )
     assert resources_of(no_http, HTTP_SCALED) == [] and resources_of(no_http, SCALED) == []
     assert workload(no_http).inputs["spec"]["replicas"] == 1
-    from sgldeploy.offline.plan import summary
+    from sgldeploy.offline.plan_text import summary
 
     assert "min_replicas 0 needs the KEDA HTTP add-on" in summary(no_http)
 
@@ -168,7 +168,8 @@ def test_autoscalers_wait_for_keda_and_the_workload(tmp_path):
 
 
 def test_the_plan_says_what_the_first_request_waits(tmp_path):
-    from sgldeploy.offline.plan import plan_json, summary
+    from sgldeploy.offline.plan_json import plan_json
+    from sgldeploy.offline.plan_text import summary
 
     plan = render(tmp_path, scaling={"min_replicas": 0, "max_replicas": 2})
     replicas = plan_json(plan)["deployments"][0]["replicas"]

@@ -259,7 +259,7 @@ def test_a_broken_lock_is_one_clear_line(tmp_path):
 
 
 # Published facts of the example stacks' models, as a models.csv of public facts has them (the columns
-# sgldeploy.models.lock.entry_from_public_facts reads), written here so the oracle is the test's own: each model's
+# tests/public_facts.py reads), written here so the oracle is the test's own: each model's
 # config.json at the commit (https://huggingface.co/<repo>/blob/<commit>/config.json: sizes, heads, dtype,
 # architecture, max_position_embeddings), its model card and page (https://huggingface.co/<repo>: pipeline tag,
 # gating, the safetensors parameter count). Llama-3.1-70B's parameter count is the one quoted for
@@ -273,13 +273,14 @@ meta-llama/Llama-3.1-70B-Instruct,1605565b47bb9346c5515c34102e054115b4f98b,70553
 
 
 def test_committed_lock_regenerates_from_the_published_facts(tmp_path):
-    from sgldeploy.models.lock import lock_from_public_facts, read_lock_entries
+    from sgldeploy.models.lock import read_lock_entries
 
     from .conftest import LLAMA_8B, LLAMA_70B, QWEN
+    from .public_facts import lock_entries
 
     facts = tmp_path / "models.csv"
     facts.write_text(PUBLISHED_MODEL_FACTS)
-    entries = lock_from_public_facts(
+    entries = lock_entries(
         facts,
         {ref["repo"]: [ref["revision"]] for ref in (QWEN, LLAMA_8B, LLAMA_70B)},
     )

@@ -6,12 +6,12 @@ import re
 
 import pytest
 
-from sgldeploy.builders.sglang_server import GPU_RESOURCE
 from sgldeploy.offline.engine import SECRET, UNKNOWN
 
 from .conftest import deployment, multi_node, render_stack, resources_of, write_stack
 
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
+GPU_RESOURCE = "nvidia.com/gpu"  # the NVIDIA device plugin's extended resource
 
 
 @pytest.fixture(scope="module")
@@ -362,7 +362,7 @@ def test_a_terminating_pod_outlives_the_load_balancers_deregistration_delay(tmp_
 def test_every_startup_probe_covers_its_budget_with_less_than_one_period_to_spare():
     """failureThreshold × periodSeconds is the time a pod has to open its port: at least the startup budget,
     and less than one period more (a floor would cut the budget short wherever it is not a multiple of 10)."""
-    from sgldeploy.offline.plan import plan_json
+    from sgldeploy.offline.plan_json import plan_json
 
     from .variants import rendered_variants
 

@@ -19,7 +19,9 @@ import pytest
 from sgldeploy import cost
 from sgldeploy.catalog import DATA, TODAY_ENV
 from sgldeploy.cli import main
-from sgldeploy.offline.plan import plan_json, policy_resources, render, summary
+from sgldeploy.offline.plan_json import plan_json
+from sgldeploy.offline.plan_text import summary
+from sgldeploy.offline.render import policy_resources, render
 from sgldeploy.spec import ClusterSpec
 from sgldeploy.spec.problems import InvalidInput
 from sgldeploy.spec.stackfile import read_stack_file
@@ -703,16 +705,3 @@ def test_a_commit_kept_warm_is_one_replica_at_min_and_at_max(canary_lock):
     assert line.description == (
         "1 previous commit kept warm replica(s) of g6.xlarge, on-demand price, running at all times"
     )
-
-
-@pytest.mark.parametrize(
-    "setting, env, region",
-    [("eu-west-1", "us-west-2", "eu-west-1"), (None, "us-west-2", "us-west-2"), (None, None, "us-east-1")],
-)
-def test_the_stacks_region_wins_over_the_environment(monkeypatch, setting, env, region):
-    # The AWS provider reads aws:region first and AWS_REGION only without it; us-east-1 is the priced default.
-    if env is None:
-        monkeypatch.delenv("AWS_REGION", raising=False)
-    else:
-        monkeypatch.setenv("AWS_REGION", env)
-    assert cost.region_of(setting) == region

@@ -15,7 +15,7 @@ import jsonschema
 import pytest
 
 from sgldeploy.offline.engine import UNKNOWN
-from sgldeploy.offline.plan import kubernetes_objects
+from sgldeploy.offline.manifests import kubernetes_objects
 
 from . import k8s_schemas
 from .k8s_schemas import UnsupportedRule, check_rules, validate_custom_resource, with_defaults

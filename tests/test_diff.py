@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from sgldeploy.offline import diff, report
-from sgldeploy.offline.plan import plan_json
+from sgldeploy.offline.plan_json import plan_json
 from sgldeploy.spec.problems import InvalidInput
 
 from .conftest import LOCK, render_stack

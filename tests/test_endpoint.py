@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sgldeploy.offline.plan import policy_resources
+from sgldeploy.offline.render import policy_resources
 from sgldeploy.spec.problems import InvalidInput
 
 from . import k8s_schemas

@@ -159,7 +159,7 @@ def _run_the_program(config: dict[str, Any]) -> None:
     import json
 
     from sgldeploy.offline.engine import run_program
-    from sgldeploy.offline.plan import PROGRAM
+    from sgldeploy.offline.render import PROGRAM
 
     full = {
         "aws:region": "us-east-1",

@@ -137,21 +137,24 @@ def test_quantized_and_multimodal_configs(loopback):
 def test_refusals(loopback, files, tag, fragment):
     loopback.add(Repo("org/bad", pipeline_tag=tag)).commit(files or sharded_model())
     err = refused(loopback, "org/bad")
-    assert fragment in err.what and err.fix
+    assert fragment in err.problem.what and err.problem.fix
 
 
 def test_path_escape_is_refused(loopback):
     loopback.add(Repo("org/evil")).commit(sharded_model(extra={"../../etc/evil.safetensors": b"x"}))
-    assert "escapes its directory" in refused(loopback, "org/evil").what
+    assert "escapes its directory" in refused(loopback, "org/evil").problem.what
 
 
 def test_gated_without_and_with_token(loopback):
     loopback.add(Repo("meta/gated", gated=True, tokens=(TOKEN,))).commit(sharded_model())
     err = refused(loopback, "meta/gated")
-    assert "is gated" in err.what and "HTTP 401" in err.what
-    assert "pulumi config set --secret sgldeploy:hfToken" in err.fix and "accept the licence" in err.fix
+    assert "is gated" in err.problem.what and "HTTP 401" in err.problem.what
+    assert (
+        "pulumi config set --secret sgldeploy:hfToken" in err.problem.fix
+        and "accept the licence" in err.problem.fix
+    )
     wrong = refused(loopback, "meta/gated", token="hf_someone_else")
-    assert "HTTP 403" in wrong.what
+    assert "HTTP 403" in wrong.problem.what
     entry = resolve(loopback, "meta/gated", token=TOKEN)
     assert entry["gated"] is True
     assert TOKEN not in json.dumps(entry)
@@ -159,11 +162,11 @@ def test_gated_without_and_with_token(loopback):
 
 def test_private_and_missing_repos_and_revisions(loopback):
     loopback.add(Repo("org/private", private=True, tokens=(TOKEN,))).commit(sharded_model())
-    assert "HTTP 401" in refused(loopback, "org/private").what
+    assert "HTTP 401" in refused(loopback, "org/private").problem.what
     loopback.add(Repo("org/real")).commit(sharded_model())
     missing = refused(loopback, "org/nothing-here", token=TOKEN)
-    assert "does not exist on the Hub (HTTP 404)" in missing.what
-    assert "has no revision of that name" in refused(loopback, "org/real", "no-such-branch").what
+    assert "does not exist on the Hub (HTTP 404)" in missing.problem.what
+    assert "has no revision of that name" in refused(loopback, "org/real", "no-such-branch").problem.what
 
 
 @pytest.mark.parametrize("status, headers", [(503, {}), (502, {}), (429, {"Retry-After": "7"}), (0, {})])
@@ -190,7 +193,7 @@ def test_permanent_failure_names_repo_and_what_was_tried(loopback):
     loopback.add(Repo("org/down")).commit(sharded_model())
     loopback.fail(r"^/api/models/org/down", 503, times=100)
     err = refused(loopback, "org/down")
-    assert err.what == "gave up on org/down after 4 attempts at model_info: HTTP 503"
+    assert err.problem.what == "gave up on org/down after 4 attempts at model_info: HTTP 503"
 
 
 # ---- the lock command ---------------------------------------------------------------------------
@@ -292,7 +295,7 @@ def test_production_branch_is_refused_with_the_commit_to_pin(loopback, tmp_path)
 
 def test_preview_resolves_a_model_missing_from_the_lock_and_warns(loopback, tmp_path, monkeypatch):
     from sgldeploy.offline.engine import run_program
-    from sgldeploy.offline.plan import PROGRAM
+    from sgldeploy.offline.render import PROGRAM
     from sgldeploy.spec.stackfile import read_stack_file
 
     sha = loopback.add(Repo("org/tiny")).commit(sharded_model())
@@ -321,8 +324,8 @@ def test_offline_mode_is_not_retried_as_a_network_failure(loopback, monkeypatch)
     waits: list[float] = []
     with pytest.raises(hub.HubError) as err:
         hub.resolve("org/tiny", "main", endpoint=loopback.endpoint, retry=hub.Retry(sleep=waits.append))
-    assert err.value.what == "HF_HUB_OFFLINE is set, so org/tiny cannot be resolved on the Hub"
-    assert "sgldeploy lock --from-cache DIR" in err.value.fix
+    assert err.value.problem.what == "HF_HUB_OFFLINE is set, so org/tiny cannot be resolved on the Hub"
+    assert "sgldeploy lock --from-cache DIR" in err.value.problem.fix
     assert waits == [] and loopback.requests == [], "no request, no retry"
 
 

@@ -93,7 +93,7 @@ def test_karpenter_may_list_instance_profiles_and_nothing_scopes_that_action():
     # Karpenter's instance profile garbage collection calls ListInstanceProfiles, which takes Resource "*".
     [statement] = [
         s
-        for s in addons.policy(addons.BY_ADDON["karpenter"], FACTS)["Statement"]
+        for s in addons.policy(next(c for c in addons.CHARTS if c.addon == "karpenter"), FACTS)["Statement"]
         if "iam:ListInstanceProfiles" in s["Action"]
     ]
     assert statement["Resource"] == ["*"]

@@ -193,14 +193,14 @@ def test_branch_and_tag_resolve_through_refs_and_a_commit_through_snapshots(loop
     assert by_commit["sha"] == old and by_commit["revision"] == old
     with pytest.raises(hub.HubError) as no_ref:
         hf_cache.resolve(cache, "org/tiny", "v2.0")
-    assert "has no ref 'v2.0' in the cache" in no_ref.value.what and old in no_ref.value.what
+    assert "has no ref 'v2.0' in the cache" in no_ref.value.problem.what and old in no_ref.value.problem.what
     with pytest.raises(hub.HubError) as no_snapshot:
         hf_cache.resolve(cache, "org/tiny", "f" * 40)
-    assert "has no snapshot in the cache" in no_snapshot.value.what
+    assert "has no snapshot in the cache" in no_snapshot.value.problem.what
     with pytest.raises(hub.HubError) as absent:
         hf_cache.resolve(cache, "org/other", "main")
-    assert "org/other is not in the Hugging Face cache" in absent.value.what
-    assert "hf download org/other --revision main" in absent.value.fix
+    assert "org/other is not in the Hugging Face cache" in absent.value.problem.what
+    assert "hf download org/other --revision main" in absent.value.problem.fix
 
 
 def test_a_partial_snapshot_gives_one_line_per_missing_file(loopback, tmp_path):
@@ -236,7 +236,7 @@ def test_a_damaged_safetensors_header_is_one_line(loopback, tmp_path):
     shard.resolve().write_bytes(b"\xff" * 16)
     with pytest.raises(hub.HubError) as err:
         hf_cache.resolve(cache, "org/tiny", "main")
-    assert f"cached {SHARD_1} has an unreadable safetensors header" in err.value.what
+    assert f"cached {SHARD_1} has an unreadable safetensors header" in err.value.problem.what
 
 
 @pytest.mark.parametrize(
@@ -256,7 +256,10 @@ def test_cache_refusals_are_the_hub_paths(loopback, tmp_path, files, tag):
         hub.resolve("org/bad", "main", endpoint=loopback.endpoint, retry=NO_WAIT, cache_dir=loopback.cache)
     with pytest.raises(hub.HubError) as from_cache:
         hf_cache.resolve(cache, "org/bad", "main")
-    assert (from_cache.value.what, from_cache.value.fix) == (from_hub.value.what, from_hub.value.fix)
+    assert (from_cache.value.problem.what, from_cache.value.problem.fix) == (
+        from_hub.value.problem.what,
+        from_hub.value.problem.fix,
+    )
 
 
 def test_custom_code_from_a_cache_needs_trust_remote_code(loopback, tmp_path):

@@ -8,7 +8,7 @@ import jsonschema
 import kubernetes_validate
 import pytest
 
-from sgldeploy.offline.plan import kubernetes_objects
+from sgldeploy.offline.manifests import kubernetes_objects
 
 from . import k8s_schemas
 from .conftest import ROOT, render_stack, with_secret

@@ -9,7 +9,7 @@ import runpy
 
 import pytest
 
-from sgldeploy.offline.plan import policy_resources
+from sgldeploy.offline.render import policy_resources
 from sgldeploy.policy import pack, rules
 from sgldeploy.policy.facts import DEPLOYMENT_TYPE, PLATFORM_TYPE
 from sgldeploy.spec.problems import InvalidInput

@@ -10,8 +10,9 @@ import json
 
 import pytest
 
-from sgldeploy.offline.engine import WIRE_UNKNOWN, Registration
-from sgldeploy.offline.plan import Plan, policy_violations
+from sgldeploy.offline.engine import Registration
+from sgldeploy.offline.render import Plan, policy_violations
+from sgldeploy.offline.sdk_internals import WIRE_UNKNOWN
 from sgldeploy.policy import pack
 from sgldeploy.policy.facts import DEPLOYMENT_TYPE
 

@@ -32,7 +32,7 @@ import pytest
 
 from sgldeploy import cli
 from sgldeploy.files import write_atomic
-from sgldeploy.offline.plan import Plan, render
+from sgldeploy.offline.render import Plan, render
 from sgldeploy.spec.stackfile import read_stack_file, stack_path
 
 from .conftest import ROOT, deployment, write_stack
@@ -338,7 +338,7 @@ def test_the_sizing_worked_example_is_the_dev_plans():
 
 
 def test_the_cold_start_figures_are_the_dev_plans():
-    from sgldeploy.offline.plan import plan_json
+    from sgldeploy.offline.plan_json import plan_json
 
     cold = plan_json(rendered("dev"))["deployments"][0]["cold_start_seconds"]
     for words in (

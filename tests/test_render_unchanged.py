@@ -17,7 +17,9 @@ from typing import Any
 
 import pytest
 
-from sgldeploy.offline.plan import normalize, plan_json, policy_report, resource_tree, summary
+from sgldeploy.offline.engine import normalize
+from sgldeploy.offline.plan_json import plan_json
+from sgldeploy.offline.plan_text import policy_report, resource_tree, summary
 
 from .variants import rendered_variants
 

@@ -11,7 +11,7 @@ import pytest
 
 from sgldeploy.builders.rollout import COMMIT_LABEL
 from sgldeploy.offline.diff import resource_diff
-from sgldeploy.offline.plan import plan_json
+from sgldeploy.offline.plan_json import plan_json
 from sgldeploy.spec.problems import InvalidInput
 
 from . import k8s_schemas

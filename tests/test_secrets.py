@@ -96,7 +96,7 @@ def test_no_secret_value_appears_in_any_output(name, keys, tmp_path, capsys, kno
 def test_the_generated_key_did_reach_the_program(tmp_path, monkeypatch):
     """The test above could pass with a key that never left the mock. Without the known value the Secret's
     data is unknown (one marker for the whole map); with it, the map and its key are known, the value masked."""
-    from sgldeploy.offline.plan import render
+    from sgldeploy.offline.render import render
     from sgldeploy.spec.stackfile import read_stack_file
 
     def api_key_data() -> object:
@@ -158,7 +158,8 @@ def test_offline_a_missing_token_is_one_warning_and_exit_0(command, capsys):
 
 
 def resources_by_urn(path: Path) -> dict[str, dict]:
-    from sgldeploy.offline.plan import plan_json, render
+    from sgldeploy.offline.plan_json import plan_json
+    from sgldeploy.offline.render import render
     from sgldeploy.spec.stackfile import read_stack_file
 
     return {r["urn"]: r for r in plan_json(render(read_stack_file(path)))["resources"]}
@@ -190,7 +191,7 @@ def test_the_real_program_still_refuses_without_the_token():
     import pulumi
 
     from sgldeploy.offline.engine import run_program
-    from sgldeploy.offline.plan import PROGRAM
+    from sgldeploy.offline.render import PROGRAM
     from sgldeploy.spec.stackfile import read_stack_file
 
     stack = read_stack_file(PROD)

@@ -456,7 +456,7 @@ def _sgldeploy_refuses_quantization(method: str | None, quantization: str) -> st
     try:
         size(dep, model)
     except SizingError as refused:
-        return refused.what if refused.field == "serving.quantization" else None
+        return refused.problem.what if refused.problem.path == "serving.quantization" else None
     return None
 
 
@@ -574,8 +574,11 @@ def test_a_gptq_checkpoint_is_refused_where_sglang_has_no_kernel_for_it(sglang, 
     try:
         size(dep, gptq)
     except SizingError as refused:
-        assert sglang_refuses, f"sgldeploy refuses what SGLang serves on {gpu}: {refused.what}"
-        assert refused.field == "resources.gpu" and "gptq needs compute capability 8.0" in refused.what
+        assert sglang_refuses, f"sgldeploy refuses what SGLang serves on {gpu}: {refused.problem.what}"
+        assert (
+            refused.problem.path == "resources.gpu"
+            and "gptq needs compute capability 8.0" in refused.problem.what
+        )
         return
     assert not sglang_refuses, f"sgldeploy serves a GPTQ checkpoint on {gpu}, which SGLang refuses"
 
@@ -653,15 +656,15 @@ def test_tensor_parallel_sizes_are_refused_exactly_where_sglangs_attention_refus
                 sizing = size(_tp_dep(tp), model)
             except SizingError as refused:
                 assert tp not in sglang_takes, f"{shape}: sgldeploy refuses tp {tp}, SGLang builds it"
-                assert refused.field == "resources.gpu_count" and refused.got == tp
+                assert refused.problem.path == "resources.gpu_count" and refused.problem.got == tp
                 asserted = tp_verdicts[("qwen2", shape, tp)]["error"]
                 rule = (
                     f"does not split the {kv_heads} KV heads"
                     if "total_num_kv_heads" in asserted
                     else f"does not divide the {heads} attention heads"
                 )
-                assert refused.what.startswith(rule), (asserted, refused.what)
-                assert refused.fix.startswith(f"pick gpu_count {works} ("), refused.fix
+                assert refused.problem.what.startswith(rule), (asserted, refused.problem.what)
+                assert refused.problem.fix.startswith(f"pick gpu_count {works} ("), refused.problem.fix
                 continue
             assert tp in sglang_takes, f"{shape}: sgldeploy places tp {tp}, SGLang's attention refuses it"
             assert sizing.placement.tensor_parallel == tp

@@ -264,29 +264,31 @@ def test_gpu_capability_rules(lock):
     assert t4.dtype == "float16"
     with pytest.raises(SizingError) as err:
         size(spec(resources={"gpu": "T4", "gpu_count": 1}, serving={"quantization": "w8a8_fp8"}), qwen)
-    assert "compute capability 8.9" in err.value.what
+    assert "compute capability 8.9" in err.value.problem.what
     with pytest.raises(SizingError) as err:
         size(spec(resources={"gpu": "T4", "gpu_count": 1}, serving={"precision": "bfloat16"}), qwen)
-    assert "no bfloat16" in err.value.what
+    assert "no bfloat16" in err.value.problem.what
     with pytest.raises(SizingError) as err:
         size(spec(resources={"gpu": "T4", "gpu_count": 1}, serving={"kv_cache_dtype": "fp8_e4m3"}), qwen)
-    assert "FP8 KV cache" in err.value.what
+    assert "FP8 KV cache" in err.value.problem.what
 
 
 def test_forced_gpu_that_cannot_hold_the_model_names_the_cheapest_alternative(lock):
     with pytest.raises(SizingError) as err:
         size(spec(serving={"context_length": 32768, "max_concurrency": 4}), model_of(lock, QWEN))
-    assert err.value.field == "resources.gpu" and err.value.got == "L4"
-    assert "does not fit: needs" in err.value.what and "the GPU has 22.35 GiB" in err.value.what
-    assert "the cheapest placement that fits is g6e.xlarge (1× L40S)" in err.value.fix
+    assert err.value.problem.path == "resources.gpu" and err.value.problem.got == "L4"
+    assert (
+        "does not fit: needs" in err.value.problem.what and "the GPU has 22.35 GiB" in err.value.problem.what
+    )
+    assert "the cheapest placement that fits is g6e.xlarge (1× L40S)" in err.value.problem.fix
 
 
 def test_infeasible_everywhere_says_what_would_fit():
     huge = facts(5_000_000_000_000, 120, 128, 8, 128)  # 9.3 TiB of bf16 weights: more than 32× B200 hold
     with pytest.raises(SizingError) as err:
         size(spec(resources={"gpu": "auto", "gpu_count": "auto"}), huge)
-    assert err.value.field == "model.repo" and "does not fit" in err.value.what
-    assert "serving.quantization: fp8" in err.value.fix
+    assert err.value.problem.path == "model.repo" and "does not fit" in err.value.problem.what
+    assert "serving.quantization: fp8" in err.value.problem.fix
     with pytest.raises(SizingError) as err:
         size(
             spec(
@@ -295,13 +297,16 @@ def test_infeasible_everywhere_says_what_would_fit():
             ),
             facts(8_030_261_248, 32, 32, 8, 128, context=131072),  # Llama 3.1 8B's own length
         )
-    assert "serving.max_concurrency ≤" in err.value.fix and "serving.context_length ≤" in err.value.fix
+    assert (
+        "serving.max_concurrency ≤" in err.value.problem.fix
+        and "serving.context_length ≤" in err.value.problem.fix
+    )
 
 
 def test_gpu_count_no_instance_offers():
     with pytest.raises(SizingError) as err:
         size(spec(resources={"gpu": "L4", "gpu_count": 2}), facts(1_000_000_000, 16, 32, 8, 64))
-    assert "AWS offers no such GPU count" in err.value.what
+    assert "AWS offers no such GPU count" in err.value.problem.what
 
 
 def _counts_from_catalog_csv(gpu: str) -> set[int]:
@@ -334,26 +339,26 @@ def test_gpu_count_message_names_the_failing_constraint_and_the_counts_that_work
     assert working  # H100: [1]; L4: [1, 4]
     with pytest.raises(SizingError) as err:
         size(spec(resources={"gpu": gpu, "gpu_count": count}), qwen)
-    assert err.value.field == "resources.gpu_count" and err.value.got == count
-    assert constraint in err.value.what
-    assert err.value.fix.startswith(f"pick gpu_count {' or '.join(map(str, working))} (")
-    assert str(count) not in err.value.fix.split("(")[0]  # never suggests the count that was given
+    assert err.value.problem.path == "resources.gpu_count" and err.value.problem.got == count
+    assert constraint in err.value.problem.what
+    assert err.value.problem.fix.startswith(f"pick gpu_count {' or '.join(map(str, working))} (")
+    assert str(count) not in err.value.problem.fix.split("(")[0]  # never suggests the count that was given
 
 
 def test_gpu_without_a_count_dividing_the_heads_lists_what_is_offered(lock):
     qwen = model_of(lock, QWEN)  # only 8-GPU L4 nodes allowed: 8, 16 and 32 GPUs, none divides 28
     with pytest.raises(SizingError) as err:
         size(spec(resources={"gpu": "L4", "gpu_count": "auto", "instance_types": ["g6.48xlarge"]}), qwen)
-    assert err.value.field == "resources.gpu"
-    assert "offers no GPU count that divides the 28 attention heads" in err.value.what
-    assert err.value.what.endswith(": 8, 16, 32)")
+    assert err.value.problem.path == "resources.gpu"
+    assert "offers no GPU count that divides the 28 attention heads" in err.value.problem.what
+    assert err.value.problem.what.endswith(": 8, 16, 32)")
 
 
 def test_instance_types_without_the_gpu_say_so(lock):
     with pytest.raises(SizingError) as err:
         size(spec(resources={"gpu": "L4", "instance_types": ["p5.48xlarge"]}), model_of(lock, QWEN))
-    assert err.value.field == "resources.instance_types" and err.value.got == "p5.48xlarge"
-    assert "has no instance type that carries L4" in err.value.what
+    assert err.value.problem.path == "resources.instance_types" and err.value.problem.got == "p5.48xlarge"
+    assert "has no instance type that carries L4" in err.value.problem.what
 
 
 def test_spot_capacity_prices_by_spot_where_known(lock):
@@ -383,7 +388,7 @@ def test_unknown_instance_type_is_refused(lock):
             spec(resources={"gpu": "L4", "gpu_count": 1, "instance_types": ["m5.large"]}),
             model_of(lock, QWEN),
         )
-    assert err.value.field == "resources.instance_types" and err.value.got == "m5.large"
+    assert err.value.problem.path == "resources.instance_types" and err.value.problem.got == "m5.large"
 
 
 def test_catalog_tables_are_complete():
@@ -464,11 +469,13 @@ def test_models_that_overflow_in_fp16_are_not_cast_down():
     )
     with pytest.raises(SizingError) as err:
         size(on_t4, gemma3)
-    assert "Gemma3ForConditionalGeneration overflows in float16 and T4 has no bfloat16" in err.value.what
+    assert (
+        "Gemma3ForConditionalGeneration overflows in float16 and T4 has no bfloat16" in err.value.problem.what
+    )
     forced = spec(resources={"gpu": "L4", "gpu_count": 1}, serving={"precision": "float16"})
     with pytest.raises(SizingError) as err:
         size(forced, gemma3)
-    assert "use precision bfloat16 or auto" in err.value.what
+    assert "use precision bfloat16 or auto" in err.value.problem.what
     chosen = size(
         spec(
             resources={"gpu": "auto", "gpu_count": "auto"},
@@ -493,18 +500,20 @@ def test_a_gpu_count_that_splits_the_kv_heads_unevenly_names_the_rule():
     # KV heads too, 16 and 32 do not divide 40.
     with pytest.raises(SizingError) as err:
         size(spec(resources={"gpu": "auto", "gpu_count": 4}), PHI3_MEDIUM)
-    assert err.value.field == "resources.gpu_count" and err.value.got == 4
-    assert err.value.what.startswith("does not split the 10 KV heads of org/model: ")
+    assert err.value.problem.path == "resources.gpu_count" and err.value.problem.got == 4
+    assert err.value.problem.what.startswith("does not split the 10 KV heads of org/model: ")
     assert (
-        err.value.fix.startswith("pick gpu_count 1 (")
-        and "40 attention heads and 10 KV heads" in err.value.fix
+        err.value.problem.fix.startswith("pick gpu_count 1 (")
+        and "40 attention heads and 10 KV heads" in err.value.problem.fix
     )
     # Only 8-GPU L4 nodes: 8, 16 and 32 GPUs; the KV heads refuse the one count that divides the heads.
     with pytest.raises(SizingError) as err:
         size(
             spec(resources={"gpu": "L4", "gpu_count": "auto", "instance_types": ["g6.48xlarge"]}), PHI3_MEDIUM
         )
-    assert "offers no GPU count that splits the 10 KV heads and the 40 attention heads" in err.value.what
+    assert (
+        "offers no GPU count that splits the 10 KV heads and the 40 attention heads" in err.value.problem.what
+    )
 
 
 def test_kv_heads_fewer_than_the_gpus_are_replicated_when_the_gpus_are_a_multiple_of_them(lock):
@@ -518,12 +527,12 @@ def test_kv_heads_fewer_than_the_gpus_are_replicated_when_the_gpus_are_a_multipl
 def test_a_method_sglangs_cuda_build_does_not_register_is_refused(lock):
     with pytest.raises(SizingError) as err:
         size(spec(serving={"quantization": "gptq"}), model_of(lock, QWEN))
-    assert err.value.field == "serving.quantization" and err.value.got == "gptq"
-    assert err.value.what == (
+    assert err.value.problem.path == "serving.quantization" and err.value.problem.got == "gptq"
+    assert err.value.problem.what == (
         "is not a method SGLang 0.5.23 runs on NVIDIA GPUs (its GPTQ kernel is gone: GPTQ checkpoints run as "
         "gptq_marlin)"
     )
-    assert err.value.fix == "use gptq_marlin or none"
+    assert err.value.problem.fix == "use gptq_marlin or none"
 
 
 # ---- SGLang's own fraction, re-derived from its rule ----------------------------------------------
@@ -835,7 +844,10 @@ def test_a_config_without_a_length_gets_sglangs_default_of_2048():
     assert size(spec(resources=on_l4, serving={"context_length": 2048}), lengthless).context_length == 2048
     with pytest.raises(SizingError) as err:
         size(spec(resources=on_l4, serving={"context_length": 2049}), lengthless)
-    assert err.value.field == "serving.context_length" and "derives 2,048 tokens" in err.value.what
+    assert (
+        err.value.problem.path == "serving.context_length"
+        and "derives 2,048 tokens" in err.value.problem.what
+    )
 
 
 def test_the_kv_pool_is_what_the_static_fraction_leaves_after_the_weights(lock):

@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from sgldeploy.builders import weight_cache
+from sgldeploy.models import cold_start
 from sgldeploy.spec.problems import InvalidInput
 from sgldeploy.spec.validate import parse_stack
 
@@ -317,15 +318,15 @@ def test_shared_cache_size_by_hand():
 def test_cold_start_estimates_by_hand():
     dep = parse_stack(None, [deployment(readiness="fast", cache={"prefetch_image": IMAGE})]).deployments[0]
     mb = 14.19 * 1073.741824  # 15,236 MB of weights
-    warm = weight_cache.cold_start(dep, 14.19, 1, warm_node=True)
+    warm = cold_start.cold_start(dep, 14.19, 1, warm_node=True)
     assert warm.node_s == 0 and warm.image_s == 0
     assert warm.weights_s == round(mb / 1500 + mb / 1400)  # NVMe, then into GPU memory: 21 s
     assert warm.engine_s == 135 and warm.total_s == 156
-    new = weight_cache.cold_start(dep, 14.19, 1, warm_node=False)
+    new = cold_start.cold_start(dep, 14.19, 1, warm_node=False)
     assert new.weights_s == round(mb / 250 + mb / 1500 + mb / 1400)  # a first download: 82 s
     assert new.total_s == 90 + 70 + new.weights_s + 135
     hub = parse_stack(None, [deployment(readiness="cold-start", cache={})]).deployments[0]
-    assert weight_cache.cold_start(hub, 14.19, 1, warm_node=True).weights_s == round(mb / 250 + mb / 1400)
+    assert cold_start.cold_start(hub, 14.19, 1, warm_node=True).weights_s == round(mb / 250 + mb / 1400)
 
 
 def test_startup_budget_and_rollout_deadline_follow_the_storage(fast, lock):
@@ -339,7 +340,8 @@ def test_startup_budget_and_rollout_deadline_follow_the_storage(fast, lock):
 
 
 def test_plan_explains_the_cache_and_the_cold_start(fast):
-    from sgldeploy.offline.plan import deployment_json, summary
+    from sgldeploy.offline.plan_json import deployment_json
+    from sgldeploy.offline.plan_text import summary
 
     j = deployment_json(fast.loaded.deployments[0], fast.estimate, fast.loaded.spec.platform.addons)
     assert j["cache"]["storage"] == "node-local" and "auto: readiness fast" in j["cache"]["why"]

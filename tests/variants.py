@@ -12,7 +12,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from sgldeploy.offline.plan import Plan
+from sgldeploy.offline.render import Plan
 
 from .conftest import LOCK, QWEN, ROOT, deployment, multi_node, render_stack, with_secret, write_stack
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from sgldeploy.builders.gpu import gpu_toleration
 from sgldeploy.builders.node_pool import GPU_LABEL, POOL_LABEL
 from sgldeploy.spec import AddonsSpec
 
@@ -150,13 +151,10 @@ CHARTS: tuple[Chart, ...] = (
         "kubernetes-sigs/aws-fsx-csi-driver charts/aws-fsx-csi-driver/Chart.yaml @5b227125",
     ),
 )
-BY_ADDON = {c.addon: c for c in CHARTS}
 
-GPU_NODE_TOLERATIONS = [
-    {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
-    {"key": POOL_LABEL, "operator": "Exists", "effect": "NoSchedule"},
-]
-"""Node agents (device plugin, CSI node drivers) must run on every GPU pool despite its taints."""
+GPU_NODE_TOLERATIONS = [gpu_toleration(), {"key": POOL_LABEL, "operator": "Exists", "effect": "NoSchedule"}]
+"""The device plugins (NVIDIA's, EFA's) must run on every GPU pool despite its taints (the CSI node drivers
+tolerate every taint: their values below)."""
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sgldeploy.builders import observability, router
-from sgldeploy.builders.weight_cache import cold_start
+from sgldeploy.builders import observability, router, sglang_server
+from sgldeploy.models.cold_start import cold_start
 from sgldeploy.models.sizing import Sizing
 from sgldeploy.spec import AddonsSpec, DeploymentSpec
 
@@ -130,7 +130,7 @@ def http_scaled_object_spec(
         "scaleTargetRef": {
             **target_ref(dep, sizing, workload),
             "service": router.name(dep) if router.enabled(dep) else dep.name,
-            "port": 80,
+            "port": sglang_server.SERVICE_PORT,  # the model's Service and the router's alike
         },
         "replicas": {"min": 0, "max": dep.max_replicas},
         "scaledownPeriod": dep.idle_timeout_seconds,

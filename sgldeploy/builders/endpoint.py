@@ -13,8 +13,14 @@ from typing import Any
 
 from sgldeploy.builders import rollout, router
 from sgldeploy.builders.autoscaler import INTERCEPTOR_PORT
-from sgldeploy.builders.sglang_server import SERVICE_PORT, labels, service_selector
+from sgldeploy.builders.sglang_server import (
+    SERVICE_PORT,
+    TERMINATION_GRACE_SECONDS,
+    labels,
+    service_selector,
+)
 from sgldeploy.spec import DeploymentSpec
+from sgldeploy.spec.problems import Problem
 
 INTERCEPTOR_SERVICE = "keda-add-ons-http-interceptor-proxy"
 INTERCEPTOR_NAMESPACE = "keda"
@@ -40,7 +46,7 @@ STOPPED_ACTION = "stopped"  # the Ingress backend naming the ALB's fixed 503 res
 IDLE_TIMEOUT_SECONDS = (
     600  # an ALB drops a connection idle this long; non-streamed completions can take minutes
 )
-DEREGISTRATION_DELAY_SECONDS = 120  # as long as a pod's termination grace: in-flight generations finish
+DEREGISTRATION_DELAY_SECONDS = TERMINATION_GRACE_SECONDS  # as long as a pod's: in-flight generations finish
 ALB_ALGORITHMS = {
     "round-robin": "round_robin",
     "least-connections": "least_outstanding_requests",
@@ -191,19 +197,20 @@ def endpoint_labels(dep: DeploymentSpec) -> dict[str, str]:
     return labels(dep, component="endpoint")
 
 
-def problem(dep: DeploymentSpec, scales_from_zero: bool) -> tuple[str, str, str, Any] | None:
-    """(field, what, fix, got) when the endpoint cannot serve a deployment that sleeps at zero."""
+def problem(dep: DeploymentSpec, scales_from_zero: bool) -> Problem | None:
+    """The problem (its path inside the deployment) when the endpoint cannot serve a deployment that sleeps
+    at zero."""
     if not scales_from_zero or dep.endpoint.exposure == "cluster":
         return None
     if dep.endpoint.load_balancer == "nlb":
-        return (
+        return Problem(
             "endpoint.load_balancer",
             "cannot hold requests while a replica starts from zero",
             "use load_balancer: alb (with a hostname), or set scaling.min_replicas: 1",
             "nlb",
         )
     if not dep.endpoint.hostname:
-        return (
+        return Problem(
             "endpoint.hostname",
             "is required to scale a load-balanced endpoint from zero: the HTTP add-on "
             "routes requests by Host",

@@ -15,14 +15,13 @@ from typing import Any
 
 from sgldeploy import catalog
 from sgldeploy.builders import rollout
+from sgldeploy.builders.gpu import GPU_PRESENT_LABEL, GPU_RESOURCE, GPU_TAINT, gpu_toleration
 from sgldeploy.builders.weight_cache import NODE_CACHE_PATH
 from sgldeploy.models.sizing import Sizing
 from sgldeploy.spec import DeploymentSpec
 
 POOL_LABEL = "sgldeploy.io/node-pool"
 GPU_LABEL = "sgldeploy.io/gpu"
-GPU_RESOURCE = "nvidia.com/gpu"
-GPU_TAINT = {"key": GPU_RESOURCE, "value": "true", "effect": "NoSchedule"}
 AMI_ALIAS = "al2023@v20260728"
 """EKS-optimised Amazon Linux 2023; Karpenter picks its NVIDIA variant (driver and container toolkit) for GPU
 instance types. Pinned: `@latest` would replace every GPU node whenever AWS publishes an AMI. The release must
@@ -55,8 +54,7 @@ def pool_taint(pool: str) -> dict[str, str]:
 
 
 def node_labels(pool: str, sizing: Sizing) -> dict[str, str]:
-    # nvidia.com/gpu.present is what the NVIDIA device plugin's chart selects nodes by when no NFD runs.
-    return {POOL_LABEL: pool, GPU_LABEL: sizing.placement.gpu_model, "nvidia.com/gpu.present": "true"}
+    return {POOL_LABEL: pool, GPU_LABEL: sizing.placement.gpu_model, GPU_PRESENT_LABEL: "true"}
 
 
 def pod_scheduling(pool: str) -> dict[str, Any]:
@@ -64,7 +62,7 @@ def pod_scheduling(pool: str) -> dict[str, Any]:
     return {
         "nodeSelector": {POOL_LABEL: pool},
         "tolerations": [
-            {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"},
+            gpu_toleration(),
             {"key": POOL_LABEL, "operator": "Equal", "value": pool, "effect": "NoSchedule"},
         ],
     }
@@ -261,8 +259,9 @@ def autoscaler_tags(cluster: str, pool: str, sizing: Sizing) -> dict[str, str]:
         f"k8s.io/cluster-autoscaler/{cluster}": "owned",
         f"{prefix}/label/{POOL_LABEL}": pool,
         f"{prefix}/label/{GPU_LABEL}": sizing.placement.gpu_model,
-        f"{prefix}/taint/{GPU_RESOURCE}": "true:NoSchedule",
-        f"{prefix}/taint/{POOL_LABEL}": f"{pool}:NoSchedule",
+        **{
+            f"{prefix}/taint/{t['key']}": f"{t['value']}:{t['effect']}" for t in (GPU_TAINT, pool_taint(pool))
+        },
         f"{prefix}/resources/{GPU_RESOURCE}": str(per_node),
     }
 

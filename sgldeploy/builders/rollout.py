@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sgldeploy.spec import DeploymentSpec
+from sgldeploy.spec.problems import Problem
 
 COMMIT_LABEL = "sgldeploy.io/commit"
 CANARY_SERVICE_SUFFIX = "-canary"
@@ -79,18 +80,6 @@ def tracks(dep: DeploymentSpec, active_sha: str, active_replicas: int) -> list[T
     return out
 
 
-def extra_revisions(dep: DeploymentSpec) -> list[tuple[str, str]]:
-    """(field, commit) of each commit besides model.revision the strategy serves: like model.revision, each
-    must be in the lock (`sgldeploy lock` resolves them too)."""
-    r = dep.rollout
-    out = []
-    if r.strategy == "blue-green" and r.previous_revision:
-        out.append(("rollout.previous_revision", r.previous_revision))
-    if r.strategy == "canary" and r.canary_revision:
-        out.append(("rollout.canary_revision", r.canary_revision))
-    return out
-
-
 def canary_replicas(dep: DeploymentSpec, active_replicas: int) -> int:
     """The canary's share of the active track's first replicas, at least one."""
     return max(1, math.ceil(active_replicas * canary_percent(dep) / 100))
@@ -139,14 +128,14 @@ def split(dep: DeploymentSpec) -> bool:
 
 def problems(
     dep: DeploymentSpec, *, multi_node: bool, shared_cache: bool, router: bool, at_zero: bool, active_sha: str
-) -> list[tuple[str, str, str, Any]]:
-    """(field, what, fix, got) for rollouts this deployment's shape cannot do."""
+) -> list[Problem]:
+    """The problems (their paths inside the deployment) of rollouts this deployment's shape cannot do."""
     r = dep.rollout
-    out: list[tuple[str, str, str, Any]] = []
+    out: list[Problem] = []
     for field in ("previous_revision", "canary_revision"):
         if getattr(r, field) == active_sha:
             out.append(
-                (
+                Problem(
                     f"rollout.{field}",
                     "is the commit model.revision already serves",
                     "name another commit, or remove it",
@@ -157,7 +146,7 @@ def problems(
         for field in ("previous_revision", "canary_revision"):
             if getattr(r, field):
                 out.append(
-                    (
+                    Problem(
                         f"rollout.{field}",
                         "applies only to blue-green and canary",
                         "remove it",
@@ -167,7 +156,7 @@ def problems(
         return out
     if multi_node:
         out.append(
-            (
+            Problem(
                 "rollout.strategy",
                 "needs a replica that fits one node (a LeaderWorkerSet rolls in place)",
                 "use rolling for placements spanning nodes",
@@ -177,7 +166,7 @@ def problems(
     extra = r.previous_revision or r.canary_revision
     if extra and shared_cache:
         out.append(
-            (
+            Problem(
                 "cache.storage",
                 "a second commit needs its own prefetch, which shared caches do not run yet",
                 "use node-local or none while a previous or canary commit is declared",
@@ -187,7 +176,7 @@ def problems(
     if r.strategy == "canary" and r.canary_revision:
         if dep.endpoint.exposure == "cluster":  # no load balancer at all: the exposure is what to change
             out.append(
-                (
+                Problem(
                     "endpoint.exposure",
                     "a canary's traffic split needs an ALB (weighted target groups), and cluster has none",
                     "use exposure public or internal (with load_balancer alb)",
@@ -196,7 +185,7 @@ def problems(
             )
         elif dep.endpoint.load_balancer != "alb":
             out.append(
-                (
+                Problem(
                     "endpoint.load_balancer",
                     "a canary's traffic split needs an ALB (weighted target groups)",
                     "use load_balancer alb",
@@ -205,7 +194,7 @@ def problems(
             )
         if router:
             out.append(
-                (
+                Problem(
                     "endpoint.algorithm",
                     "the router cannot weight a canary",
                     "turn the router off while a canary runs (a round-robin or least-connections ALB splits)",
@@ -214,7 +203,7 @@ def problems(
             )
         if at_zero:
             out.append(
-                (
+                Problem(
                     "scaling.min_replicas",
                     "the HTTP add-on cannot split traffic for a canary",
                     "keep at least one replica while a canary runs",

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from sgldeploy.builders import sglang_server
+from sgldeploy.builders import pod_security, sglang_server
 from sgldeploy.builders.sglang_args import API_KEY_ENV, SERVER_PORT
 from sgldeploy.builders.sglang_server import ROLE_LABEL, selector
-from sgldeploy.builders.weight_cache import container_security
 from sgldeploy.models.sizing import Sizing
 from sgldeploy.spec import DeploymentSpec
+from sgldeploy.spec.problems import Problem
 
 ROUTER_PORT = 8000
 METRICS_PORT = 29000
@@ -37,17 +37,17 @@ def enabled(dep: DeploymentSpec) -> bool:
     return wanted and dep.endpoint.algorithm in POLICIES and dep.state == "running"
 
 
-def problem(dep: DeploymentSpec) -> tuple[str, str, str, Any] | None:
-    """(field, what, fix, got) when the router is asked for but cannot do the algorithm."""
+def problem(dep: DeploymentSpec) -> Problem | None:
+    """The problem (its path inside the deployment) when the router is asked for but cannot do the algorithm."""
     if dep.endpoint.router.enabled and dep.endpoint.algorithm not in POLICIES:
-        return (
+        return Problem(
             "endpoint.router.enabled",
             f"has no router policy for algorithm {dep.endpoint.algorithm}",
             "use cache-aware, round-robin or least-connections with the router, or turn it off",
             True,
         )
     if dep.endpoint.router.enabled is False and dep.endpoint.algorithm == "cache-aware":
-        return (
+        return Problem(
             "endpoint.router.enabled",
             "cannot be false with cache-aware: only the router knows the replicas' caches",
             "leave it unset, or choose another algorithm",
@@ -136,7 +136,8 @@ def args(
         "/health",
         "--health-check-interval-secs",
         "30",
-        # SGLang's /health generates one token and may take 20 s on a busy replica.
+        # A replica's /health runs a one-token generation and may take its full 20 s on a busy replica
+        # (sglang_server.probes).
         "--health-check-timeout-secs",
         "30",
         "--prometheus-host",
@@ -181,7 +182,7 @@ def deployment_spec(
             "limits": {"cpu": "2", "memory": "2Gi"},
         },
         # The gateway is one static binary that writes only to stdout.
-        "securityContext": {**container_security(), "readOnlyRootFilesystem": True},
+        "securityContext": pod_security.read_only_container(),
     }
     return {
         "replicas": dep.endpoint.router.replicas,
@@ -193,14 +194,10 @@ def deployment_spec(
                 "serviceAccountName": name(dep),
                 # Worker discovery watches pods through the Kubernetes API.
                 "automountServiceAccountToken": True,
-                "securityContext": {
-                    "runAsNonRoot": True,
-                    "runAsUser": 65534,
-                    "runAsGroup": 65534,
-                    "seccompProfile": {"type": "RuntimeDefault"},
-                },
+                "securityContext": pod_security.non_root_pod(),
                 "containers": [container],
-                "terminationGracePeriodSeconds": 120,  # in-flight generations finish
+                # Requests it proxies finish as the replicas' own do.
+                "terminationGracePeriodSeconds": sglang_server.TERMINATION_GRACE_SECONDS,
             },
         },
     }
@@ -211,7 +208,7 @@ def service_spec(dep: DeploymentSpec) -> dict[str, Any]:
         "type": "ClusterIP",
         "selector": pod_selector(dep),
         "ports": [
-            {"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"},
+            {"name": "http", "port": sglang_server.SERVICE_PORT, "targetPort": "http", "protocol": "TCP"},
             {"name": "metrics", "port": METRICS_PORT, "targetPort": "metrics", "protocol": "TCP"},
         ],
     }

@@ -10,7 +10,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from sgldeploy.builders import node_pool, rollout, weight_cache
+from sgldeploy.builders import node_pool, pod_security, rollout, weight_cache
+from sgldeploy.builders.gpu import GPU_RESOURCE, gpu_toleration
 from sgldeploy.builders.rollout import Track
 from sgldeploy.builders.sglang_args import API_KEY_ENV, SERVER_PORT, launch_command
 from sgldeploy.builders.weight_cache import CacheLayout
@@ -18,8 +19,8 @@ from sgldeploy.models.lock import LockedModel
 from sgldeploy.models.sizing import Sizing
 from sgldeploy.spec import DeploymentSpec
 
-GPU_RESOURCE = "nvidia.com/gpu"
-SERVICE_PORT = 80
+SERVICE_PORT = 80  # the port of the model's Service and of its router's
+TERMINATION_GRACE_SECONDS = 120  # a stopped or moved pod lets its in-flight generations finish
 PROBE_PERIOD_SECONDS = 10
 DIST_INIT_PORT = 20000  # torch.distributed rendezvous on the leader of a multi-node replica
 ROLE_LABEL = "sgldeploy.io/role"
@@ -53,7 +54,7 @@ def service_selector(dep: DeploymentSpec, multi_node: bool) -> dict[str, str]:
 
 
 def probes(sizing: Sizing) -> dict[str, dict[str, Any]]:
-    """Startup budget from the model size; cheap readiness; liveness with room for SGLang's 20 s check.
+    """Startup budget from the model size; cheap readiness; liveness with room for SGLang's 20 s `/health`.
 
     The port opens only after weights load and CUDA graphs are captured, so the startup probe's
     budget (failureThreshold × period) must cover the whole cold start.
@@ -71,7 +72,9 @@ def probes(sizing: Sizing) -> dict[str, dict[str, Any]]:
             "timeoutSeconds": 5,
             "failureThreshold": 3,
         },
-        # /health runs a one-token generation that waits up to 20 s; a shorter timeout kills busy pods.
+        # SGLang 0.5.23's /health runs a one-token generation (SGLANG_ENABLE_HEALTH_ENDPOINT_GENERATION, on by
+        # default) and answers 503 when nothing comes back within SGLANG_HEALTH_CHECK_TIMEOUT (20 s): a shorter
+        # probe timeout would kill pods that are merely busy.
         "livenessProbe": {
             "httpGet": {"path": "/health", "port": "http"},
             "periodSeconds": 30,
@@ -166,7 +169,7 @@ def pod_template(
         },
         "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}, *cache.server_mounts],
         # EFA's registered memory must stay locked in RAM: the one capability a replica over EFA needs.
-        "securityContext": weight_cache.container_security(*(["IPC_LOCK"] if efa else [])),
+        "securityContext": pod_security.container(*(["IPC_LOCK"] if efa else [])),
         # Ranks ≥ 1 of a multi-node replica serve no HTTP at all: only the leader and single pods are probed.
         **(probes(sizing) if role != "worker" else {}),
     }
@@ -184,14 +187,9 @@ def pod_template(
             # server never starts on a partial one.
             **({"initContainers": cache.init_containers} if cache.init_containers else {}),
             "containers": [container],
-            # Let in-flight generations finish when a pod is stopped or moved.
-            "terminationGracePeriodSeconds": 120,
-            **weight_cache.POD_SECURITY,
-            **(
-                node_pool.pod_scheduling(pool)
-                if pool
-                else {"tolerations": [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}]}
-            ),
+            "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
+            **pod_security.without_api_token(),
+            **(node_pool.pod_scheduling(pool) if pool else {"tolerations": [gpu_toleration()]}),
             "affinity": node_pool.instance_type_affinity(instance_types),
             "volumes": [
                 # NCCL and the tokenizer workers use /dev/shm; Docker's 64 MB default is too small.
@@ -200,6 +198,12 @@ def pod_template(
             ],
         },
     }
+
+
+def surge_and_unavailable(dep: DeploymentSpec) -> dict[str, int]:
+    """`rollout.max_surge` and `max_unavailable` as a Deployment's and a LeaderWorkerSet's rolling update take
+    them (replicas, or whole groups for a LeaderWorkerSet)."""
+    return {"maxSurge": dep.rollout.max_surge, "maxUnavailable": dep.rollout.max_unavailable}
 
 
 def deployment_spec(
@@ -218,13 +222,7 @@ def deployment_spec(
     return {
         "replicas": dep.initial_replicas if track.replicas is None else track.replicas,
         "selector": {"matchLabels": {**selector(dep), **track.labels}},
-        "strategy": {
-            "type": "RollingUpdate",
-            "rollingUpdate": {
-                "maxSurge": dep.rollout.max_surge,
-                "maxUnavailable": dep.rollout.max_unavailable,
-            },
-        },
+        "strategy": {"type": "RollingUpdate", "rollingUpdate": surge_and_unavailable(dep)},
         # A rollout not ready within a cold node, a first download and the startup budget is reported failed.
         "progressDeadlineSeconds": sizing.rollout_deadline_seconds,
         "template": template,
@@ -246,10 +244,7 @@ def leader_worker_set_spec(
         "startupPolicy": "LeaderCreated",
         "rolloutStrategy": {
             "type": "RollingUpdate",
-            "rollingUpdateConfiguration": {
-                "maxSurge": dep.rollout.max_surge,
-                "maxUnavailable": dep.rollout.max_unavailable,
-            },
+            "rollingUpdateConfiguration": surge_and_unavailable(dep),
         },
         "leaderWorkerTemplate": {
             "size": sizing.placement.nodes_per_replica,

@@ -1,4 +1,5 @@
-"""Where a deployment's weights live, as pod volumes and containers (no Pulumi), and what a cold start costs.
+"""Where a deployment's weights live, as pod volumes and containers, and the storage `auto` chooses (no
+Pulumi; what a cold start costs is models/cold_start.py).
 
 - `none`: SGLang downloads from the Hub into a per-pod emptyDir on every start.
 - `node-local`: a directory on the GPU node (`NODE_CACHE_PATH`, on the instance-store NVMe where the node
@@ -25,8 +26,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sgldeploy.builders import pod_security
+from sgldeploy.builders.gpu import gpu_toleration
 from sgldeploy.models.lock import LockedModel
 from sgldeploy.spec import READINESS_DEFAULTS, AddonsSpec, DeploymentSpec
+from sgldeploy.spec.problems import Problem
 
 NODE_CACHE_PATH = "/mnt/sgldeploy-cache"  # the GPU node class mounts the instance-store NVMe here
 MODELS_MOUNT = "/models"
@@ -42,7 +46,6 @@ IMAGE_PYTHON = ("python3", "-I", "-B")
 user site changes which huggingface_hub it imports, `-B` since the root filesystem is read-only (no bytecode)."""
 SERVE_ENTRYPOINT = "/opt/sgldeploy/serve.sh"  # checks .complete, then execs SGLang (sglang_image/serve.sh)
 MODEL_DIR_ENV = "SGLDEPLOY_MODEL_DIR"
-RENDERED = ("none", "node-local", "efs", "fsx-lustre")
 SHARED = ("efs", "fsx-lustre")
 WAIT_FOR_CACHE_SECONDS = 3 * 3600  # the prefetch Job of a large model on a new file system
 
@@ -56,7 +59,6 @@ class CacheLayout:
     server_env: list[dict[str, Any]]
     init_containers: list[dict[str, Any]] = field(default_factory=list)
     hub_on_start: bool = True  # does a starting pod download the weights from the Hub?
-    uses_host_path: bool = False
 
 
 def builtin_tool(dep: DeploymentSpec) -> bool:
@@ -115,36 +117,6 @@ def tool_volumes(dep: DeploymentSpec) -> list[dict[str, Any]]:
 def serves_through_entrypoint(dep: DeploymentSpec) -> bool:
     """The sgldeploy image (the prefetch image) also serves, so its entrypoint can check the cache itself."""
     return dep.cache_storage != "none" and dep.serving.image == dep.cache.prefetch_image
-
-
-def container_security(*add: str) -> dict[str, Any]:
-    """No privilege escalation and no Linux capabilities beyond those named (the images run as root)."""
-    return {
-        "allowPrivilegeEscalation": False,
-        "capabilities": {"drop": ["ALL"], **({"add": list(add)} if add else {})},
-    }
-
-
-NOBODY = 65534
-UNPRIVILEGED_POD = {
-    "runAsNonRoot": True,
-    "runAsUser": NOBODY,
-    "runAsGroup": NOBODY,
-    "seccompProfile": {"type": "RuntimeDefault"},
-}
-"""For pods that neither write a hostPath nor run SGLang: they run as nobody."""
-
-
-def read_only_container_security() -> dict[str, Any]:
-    """Nothing to write: the root filesystem is mounted read-only."""
-    return {**container_security(), "readOnlyRootFilesystem": True}
-
-
-POD_SECURITY = {
-    "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
-    # None of sgldeploy's pods talks to the Kubernetes API: no token in them.
-    "automountServiceAccountToken": False,
-}
 
 
 def local_model_dir(repo: str, sha: str) -> str:
@@ -213,7 +185,6 @@ def layout(
         ],
         init_containers=[prefetch_container(dep, model, token_env)],
         hub_on_start=False,
-        uses_host_path=True,
     )
 
 
@@ -247,7 +218,7 @@ def prepull_daemon_set_spec(
                 "requests": {"cpu": "10m", "memory": "16Mi"},
                 "limits": {"cpu": "100m", "memory": "64Mi"},
             },
-            "securityContext": read_only_container_security(),
+            "securityContext": pod_security.read_only_container(),
         }
         for i, image in enumerate(images)
     ]
@@ -265,22 +236,14 @@ def prepull_daemon_set_spec(
                             "requests": {"cpu": "1m", "memory": "8Mi"},
                             "limits": {"cpu": "10m", "memory": "16Mi"},
                         },
-                        "securityContext": read_only_container_security(),
+                        "securityContext": pod_security.read_only_container(),
                     }
                 ],
-                **(
-                    scheduling
-                    or {
-                        "tolerations": [
-                            {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
-                        ]
-                    }
-                ),
+                **(scheduling or {"tolerations": [gpu_toleration()]}),
                 "affinity": affinity,
                 "terminationGracePeriodSeconds": 1,
-                **POD_SECURITY,
                 # It only pulls images and sleeps: no root, nothing written.
-                "securityContext": UNPRIVILEGED_POD,
+                **pod_security.without_api_token(pod_security.non_root_pod()),
             },
         },
     }
@@ -310,7 +273,7 @@ def prefetch_container(
         ],
         "resources": {"requests": {"cpu": "2", "memory": "2Gi"}, "limits": {"memory": "2Gi"}},
         # The tool writes only under /models (its own temporary files included).
-        "securityContext": read_only_container_security(),
+        "securityContext": pod_security.read_only_container(),
     }
 
 
@@ -329,7 +292,7 @@ def prefetch_job_spec(
             "metadata": {"labels": labels},
             "spec": {
                 "restartPolicy": "OnFailure",
-                **POD_SECURITY,
+                **pod_security.without_api_token(),
                 "containers": [prefetch_container(dep, model, token_env)],
                 "volumes": [
                     {"name": "model-cache", "persistentVolumeClaim": {"claimName": claim_name(dep)}},
@@ -384,15 +347,15 @@ def shared_size_gib(dep: DeploymentSpec, weights_gib: float) -> int:
     return max(100, math.ceil(need / 100) * 100)
 
 
-def size_problem(dep: DeploymentSpec) -> tuple[str, str, str, int] | None:
-    """(field, what, fix, got) when `cache.size_gib` is a size the cache's file system refuses, else None."""
+def size_problem(dep: DeploymentSpec) -> Problem | None:
+    """The problem (its path inside the deployment) when `cache.size_gib` is a size the cache's file system refuses, else None."""
     size = dep.cache.size_gib
     if dep.cache_storage != "fsx-lustre" or size == "auto" or fsx_capacity_valid(int(size)):
         return None
     below, above = fsx_capacities_around(int(size))
     small, large = FSX_SMALL_CAPACITIES_GIB
     nearest = f"{below} or {above}" if below else str(above)
-    return (
+    return Problem(
         "cache.size_gib",
         f"is not a size FSx for Lustre {FSX_DEPLOYMENT_TYPE} accepts: {small}, {large} or a multiple of "
         f"{FSX_CAPACITY_STEP_GIB} GiB",
@@ -441,55 +404,3 @@ def explain(dep: DeploymentSpec, reason: str = "") -> str:
         "by a prefetch Job",
     }[storage]
     return f"{what} ({reason})" if reason else what
-
-
-# ---- cold start ------------------------------------------------------------------------------------
-
-# Assumptions, each from a published figure (../shared/reference/serving-anchors.md §2, sglang.md §3):
-NODE_PROVISIONING_S = 90  # Karpenter launching a GPU instance and the node joining (EKS, AL2023 NVIDIA AMI)
-IMAGE_PULL_S = 70  # the SGLang image (~9 GB) on a new node: llm-d measured 69 s for 8.9 GB without streaming
-IMPORTS_S = 60  # Python and CUDA imports: llm-d measured 73 s for vLLM
-ENGINE_START_S = 75  # KV pool, CUDA graph capture, warm-up: llm-d measured 73 s engine init
-HUB_MB_S = 250  # one node downloading from the Hub, per node
-NVME_MB_S = 1500  # reading safetensors from the instance-store NVMe
-SHARED_MB_S = {"efs": 300, "fsx-lustre": 1000}  # per client: EFS elastic throughput; FSx 250 MB/s/TiB × 4 TiB
-DOWNLOAD_TO_VRAM_MB_S = 1400  # copying weights into GPU memory (llm-d: 61 GiB in 43 s)
-
-
-@dataclass(frozen=True)
-class ColdStart:
-    node_s: int
-    image_s: int
-    weights_s: int
-    engine_s: int
-    note: str
-
-    @property
-    def total_s(self) -> int:
-        return self.node_s + self.image_s + self.weights_s + self.engine_s
-
-
-def cold_start(dep: DeploymentSpec, weights_gib: float, nodes: int, warm_node: bool) -> ColdStart:
-    """Seconds from a scale-up decision to a ready replica, for the first replica of a deployment at rest."""
-    mb_per_node = weights_gib * 1.073741824e3 / nodes
-    if dep.cache_storage == "none":
-        weights = mb_per_node / HUB_MB_S + mb_per_node / DOWNLOAD_TO_VRAM_MB_S
-        where = f"weights from the Hub at {HUB_MB_S} MB/s"
-    elif dep.cache_storage in SHARED:  # filled before the rollout, whatever the node
-        rate = SHARED_MB_S[dep.cache_storage]
-        weights = mb_per_node / rate + mb_per_node / DOWNLOAD_TO_VRAM_MB_S
-        where = f"weights from {dep.cache_storage} at {rate} MB/s"
-    elif warm_node:
-        weights = mb_per_node / NVME_MB_S + mb_per_node / DOWNLOAD_TO_VRAM_MB_S
-        where = f"weights from the node's cache at {NVME_MB_S} MB/s"
-    else:  # a new node's disk is empty: the prefetch downloads once, then the server reads the local copy
-        weights = mb_per_node / HUB_MB_S + mb_per_node / NVME_MB_S + mb_per_node / DOWNLOAD_TO_VRAM_MB_S
-        where = f"a first download at {HUB_MB_S} MB/s into the node's cache"
-    node = 0 if warm_node else NODE_PROVISIONING_S
-    image = 0 if warm_node else IMAGE_PULL_S
-    note = (
-        "a warm node: no provisioning or image pull"
-        if warm_node
-        else f"a new node ({NODE_PROVISIONING_S} s) and image pull ({IMAGE_PULL_S} s)"
-    ) + f"; {where}"
-    return ColdStart(node, image, int(round(weights)), IMPORTS_S + ENGINE_START_S, note)

@@ -13,7 +13,7 @@ import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 import httpx2
@@ -28,6 +28,7 @@ from huggingface_hub.errors import (
 )
 
 from sgldeploy.models.lock import CONFIG_FIELDS, SERVABLE_PIPELINES
+from sgldeploy.spec.problems import THIS_FIELD, Problem, ProblemError
 
 PICKLE_WEIGHTS = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 TOKEN_FIX = (
@@ -58,12 +59,15 @@ class Retry:
         return min(self.first_delay * 2.0**attempt, self.max_delay)
 
 
-class HubError(Exception):
-    """A model that cannot be locked, with the line's three parts."""
+class HubError(ProblemError):
+    """A model that cannot be locked: the problem, less the config path and the value, which the caller knows
+    (`at`)."""
 
     def __init__(self, what: str, fix: str):
-        super().__init__(f"{what}; {fix}")
-        self.what, self.fix = what, fix
+        super().__init__(Problem(THIS_FIELD, what, fix))
+
+    def at(self, path: str, repo: str) -> Problem:
+        return replace(self.problem, path=path, got=repo)
 
 
 def _status(error: Exception | None) -> int | None:

@@ -2,17 +2,16 @@
 
 Plans read the lock and never touch the network. Entries come from the Hub (`source: hub`), from a local
 Hugging Face cache (`source: local-cache`, gating unknown) or, where neither is at hand, from published facts
-(`source: public-facts`, without a file list). An entry may be written by hand: each field is checked
-(`entry_problems`) so a damaged one is reported by entry and field, never as a traceback.
+(`source: public-facts`, written by hand, without a file list). Any entry may be written by hand: each field
+is checked (`entry_problems`) so a damaged one is reported by entry and field, never as a traceback.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -139,19 +138,17 @@ class LockError(Exception):
 
 @dataclass(frozen=True)
 class EntryProblem:
-    """One damaged field of one lock entry: `field` is its path inside the entry (`config.hidden_size`)."""
+    """One damaged field of one lock entry: the problem's path is the field inside the entry
+    (`config.hidden_size`), "" for the entry itself."""
 
     key: str
-    field: str
-    what: str
-    got: Any
-    fix: str
-    show_got: bool = True
+    problem: Problem
 
-    def problem(self, lock_file: Path | str) -> Problem:
-        """The error line: `error: <lock file>: models["<key>"].<field>: <what> (got …); <fix>`."""
-        where = f"{lock_file}: models[{json.dumps(self.key)}]" + (f".{self.field}" if self.field else "")
-        return Problem(where, self.what, self.fix, self.got, show_got=self.show_got)
+    def in_lock(self, lock_file: Path | str) -> Problem:
+        """The problem placed in the lock: `error: <lock file>: models["<key>"].<field>: <what> (got …); <fix>`."""
+        field = self.problem.path
+        where = f"{lock_file}: models[{json.dumps(self.key)}]" + (f".{field}" if field else "")
+        return replace(self.problem, path=where)
 
 
 class LockEntryError(LockError):
@@ -159,7 +156,7 @@ class LockEntryError(LockError):
 
     def __init__(self, problems: list[EntryProblem]):
         self.problems = problems
-        super().__init__("; ".join(f"{p.key} {p.field}: {p.what}" for p in problems))
+        super().__init__("; ".join(f"{p.key} {p.problem.path}: {p.problem.what}" for p in problems))
 
 
 # ---- checking an entry (hand-written or damaged) --------------------------------------------------
@@ -304,17 +301,19 @@ def _field_problems(
             out.append(
                 EntryProblem(
                     key,
-                    prefix + name,
-                    f"is missing: {expected}",
-                    None,
-                    f"add it (e.g. {example}), {RELOCK}",
-                    False,
+                    Problem(
+                        prefix + name,
+                        f"is missing: {expected}",
+                        f"add it (e.g. {example}), {RELOCK}",
+                        show_got=False,
+                    ),
                 )
             )
         elif not rule.check(value):
             out.append(
                 EntryProblem(
-                    key, prefix + name, f"must be {expected}", value, f"write e.g. {example}, {RELOCK}"
+                    key,
+                    Problem(prefix + name, f"must be {expected}", f"write e.g. {example}, {RELOCK}", value),
                 )
             )
     return out
@@ -323,7 +322,7 @@ def _field_problems(
 def entry_problems(key: str, entry: Any, check_key: bool = True) -> list[EntryProblem]:
     """Every damaged field of one lock entry, each named (a missing field, a wrong type, a bad commit)."""
     if not isinstance(entry, dict):
-        return [EntryProblem(key, "", "must be an object", entry, RELOCK[3:])]
+        return [EntryProblem(key, Problem("", "must be an object", RELOCK[3:], entry))]
     problems = _field_problems(key, entry, ENTRY_FIELDS, "")
     config = entry.get("config")
     if isinstance(config, dict):
@@ -332,11 +331,12 @@ def entry_problems(key: str, entry: Any, check_key: bool = True) -> list[EntryPr
             problems.append(
                 EntryProblem(
                     key,
-                    "config.hidden_size",
-                    "is missing, and so is config.head_dim",
-                    None,
-                    f"add config.hidden_size (or config.head_dim) from config.json, {RELOCK}",
-                    False,
+                    Problem(
+                        "config.hidden_size",
+                        "is missing, and so is config.head_dim",
+                        f"add config.hidden_size (or config.head_dim) from config.json, {RELOCK}",
+                        show_got=False,
+                    ),
                 )
             )
     named = f"{entry.get('repo')}@{entry.get('revision')}"
@@ -344,10 +344,12 @@ def entry_problems(key: str, entry: Any, check_key: bool = True) -> list[EntryPr
         problems.append(
             EntryProblem(
                 key,
-                "",
-                "is keyed by another repo@revision than it holds",
-                Verbatim(named),
-                f"key it by its repo@revision, {RELOCK}",
+                Problem(
+                    "",
+                    "is keyed by another repo@revision than it holds",
+                    f"key it by its repo@revision, {RELOCK}",
+                    Verbatim(named),
+                ),
             )
         )
     return problems
@@ -400,7 +402,7 @@ def read_lock(path: Path) -> dict[str, LockedModel]:
     contents = read_lock_contents(path)
     if contents.damaged:
         first = next(iter(contents.damaged.values()))[0]
-        raise LockError(first.problem(path).line().removeprefix("error: "))
+        raise LockError(first.in_lock(path).message())
     return contents.models
 
 
@@ -409,52 +411,3 @@ def write_lock(path: Path, entries: dict[str, dict[str, Any]]) -> None:
     write_atomic(
         path, json.dumps({"version": LOCK_VERSION, "models": entries}, indent=2, sort_keys=True) + "\n"
     )
-
-
-def entry_from_public_facts(row: dict[str, str], requested_revision: str) -> dict[str, Any]:
-    """A lock entry from a row of published model facts (the columns of shared data's models.csv)."""
-
-    def integer(name: str) -> int | None:
-        return int(row[name]) if row.get(name) else None
-
-    return {
-        "repo": row["repo_id"],
-        "revision": requested_revision,
-        "sha": row["revision_sha"],
-        "pipeline_tag": row["pipeline_tag"] or None,
-        "gated": row["gated"] == "true",
-        "custom_code": False,
-        "parameters": int(row["total_params"]),
-        "dtype": row["torch_dtype"],
-        "parameters_by_dtype": {_dtype_label(row["torch_dtype"]): int(row["total_params"])},
-        "safetensors_bytes": None,
-        "files": [],
-        "config": {
-            "architectures": [row["architecture"]],
-            "hidden_size": integer("hidden_size"),
-            "num_hidden_layers": integer("num_hidden_layers"),
-            "num_attention_heads": integer("num_attention_heads"),
-            "num_key_value_heads": integer("num_key_value_heads"),
-            "head_dim": integer("head_dim"),
-            "vocab_size": integer("vocab_size"),
-            "max_position_embeddings": integer("max_position_embeddings"),
-            "num_experts": integer("num_experts"),
-            "quantization_method": None,
-        },
-        "source": "public-facts",
-    }
-
-
-def _dtype_label(torch_dtype: str) -> str:
-    return {"bfloat16": "BF16", "float16": "F16", "float32": "F32"}.get(torch_dtype, torch_dtype.upper())
-
-
-def lock_from_public_facts(csv_path: Path, revisions: dict[str, list[str]]) -> dict[str, dict[str, Any]]:
-    """Entries for `repo → [requested revisions]` from a models.csv of published facts."""
-    with open(csv_path, newline="") as f:
-        rows = {r["repo_id"]: r for r in csv.DictReader(f)}
-    return {
-        lock_key(repo, rev): entry_from_public_facts(rows[repo], rev)
-        for repo, revs in revisions.items()
-        for rev in revs
-    }

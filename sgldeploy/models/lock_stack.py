@@ -20,7 +20,6 @@ from typing import Any, NamedTuple
 
 from huggingface_hub.constants import ENV_VARS_TRUE_VALUES
 
-from sgldeploy.builders import rollout
 from sgldeploy.models import hf_cache, hub
 from sgldeploy.models.lock import lock_key, lock_path_for, read_lock_contents, write_lock
 from sgldeploy.spec import is_commit
@@ -83,7 +82,7 @@ def _models(stack: StackFile) -> list[ServedRevision]:
     seen, out = set(), []
     for i, dep in enumerate(spec.deployments):
         # A previous or canary commit is served too, so it is locked like model.revision.
-        for field_path, revision in [("model.revision", dep.model.revision), *rollout.extra_revisions(dep)]:
+        for field_path, revision in [("model.revision", dep.model.revision), *dep.extra_revisions]:
             if (dep.model.repo, revision) not in seen:
                 seen.add((dep.model.repo, revision))
                 out.append(ServedRevision(i, field_path, dep.model.repo, revision))
@@ -175,9 +174,9 @@ def _resolve_one(
     try:
         return resolver(repo, revision)
     except hf_cache.MissingFiles as missing:
-        report.problems += [Problem(at, err.what, err.fix, repo) for err in missing.errors]
+        report.problems += [err.at(at, repo) for err in missing.errors]
     except hub.HubError as err:
-        report.problems.append(Problem(at, err.what, err.fix, repo))
+        report.problems.append(err.at(at, repo))
     return None
 
 
@@ -201,7 +200,7 @@ def check(
         i, repo, revision = served.deployment, served.repo, served.revision
         key = lock_key(repo, revision)
         if key in contents.damaged:
-            problems += [damage.problem(lock_file) for damage in contents.damaged[key]]
+            problems += [damage.in_lock(lock_file) for damage in contents.damaged[key]]
             continue
         entry = contents.models.get(key)
         if entry is None:
@@ -219,9 +218,7 @@ def check(
         try:
             now = hub.current_sha(repo, revision, token=token, endpoint=endpoint, retry=retry)
         except hub.HubError as err:
-            problems.append(
-                Problem(config_path("deployments", (i, "model", "repo")), err.what, err.fix, repo)
-            )
+            problems.append(err.at(config_path("deployments", (i, "model", "repo")), repo))
             continue
         if now != entry.sha:
             report.drift.append(

@@ -31,10 +31,11 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from sgldeploy.builders import weight_cache
 from sgldeploy.catalog import GpuModel, InstanceType, gpu_models, instance_types
+from sgldeploy.models import cold_start
 from sgldeploy.models.lock import LockedModel
 from sgldeploy.spec import GPU_MODELS, QUANTIZATIONS, DeploymentSpec
+from sgldeploy.spec.problems import Problem, ProblemError
 
 GIB = 1024**3
 MULTI_NODE_COUNTS = (2, 4)
@@ -188,10 +189,9 @@ class Sizing:
     dearer: tuple[Candidate, ...] = ()  # the next two feasible options up in price
 
 
-class SizingError(Exception):
-    def __init__(self, field: str, what: str, fix: str, got: object):
-        super().__init__(what)
-        self.field, self.what, self.fix, self.got = field, what, fix, got
+class SizingError(ProblemError):
+    """A deployment no placement can serve; the problem's path is the field inside the deployment to change
+    (`resources.gpu`), placed by the caller that knows the deployment."""
 
 
 # ---- the context length SGLang starts with --------------------------------------------------------
@@ -232,7 +232,7 @@ def context_limit(model: LockedModel) -> tuple[int, str]:
     return limit, f"{key} {config[key]:,}" + (f" × RoPE factor {factor:g}" if factor != 1 else "")
 
 
-def context_problem(dep: DeploymentSpec, model: LockedModel) -> SizingError | None:
+def context_problem(dep: DeploymentSpec, model: LockedModel) -> Problem | None:
     """A context longer than the model's stops SGLang at start, after a whole cold start, unless allowed."""
     asked = dep.serving.context_length
     limit, derived_from = context_limit(model)
@@ -242,7 +242,7 @@ def context_problem(dep: DeploymentSpec, model: LockedModel) -> SizingError | No
     if allowed is not None and allowed.lower() in ENV_TRUE:
         return None  # SGLang warns that outputs may be wrong past the trained length, and runs
     read_as_false = f" ({LONGER_CONTEXT_ENV}={allowed!r} reads as false)" if allowed is not None else ""
-    return SizingError(
+    return Problem(
         "serving.context_length",
         f"is longer than {model.repo} takes: SGLang 0.5.23 derives {limit:,} tokens from its config "
         f"({derived_from}) and refuses to start with more{read_as_false}",
@@ -312,21 +312,21 @@ def sglang_takes_quantization(flag: str, saved: str | None) -> bool:
     )
 
 
-def quantization_problem(dep: DeploymentSpec, model: LockedModel) -> SizingError | None:
+def quantization_problem(dep: DeploymentSpec, model: LockedModel) -> Problem | None:
     """A --quantization SGLang refuses for this checkpoint stops the server at start, after a whole cold start."""
     flag, saved = dep.serving.quantization, model.quantization_method
     if sglang_takes_quantization(flag, saved):
         return None
     if saved is None:  # only an unregistered flag is refused on a checkpoint that is not quantized
         reason, instead = UNREGISTERED_ON_CUDA[flag]
-        return SizingError(
+        return Problem(
             "serving.quantization",
             f"is not a method SGLang 0.5.23 runs on NVIDIA GPUs ({reason})",
             f"use {instead} or none" if instead else "use another method, or none",
             flag,
         )
     taken = [q for q in QUANTIZATIONS if q not in MEANS_NONE and sglang_takes_quantization(q, saved)]
-    return SizingError(
+    return Problem(
         "serving.quantization",
         f"does not match {model.repo}'s checkpoint, saved quantized with {saved}: SGLang 0.5.23 refuses to "
         "start with it" + (f" ({UNREGISTERED_ON_CUDA[flag][0]})" if flag in UNREGISTERED_ON_CUDA else ""),
@@ -522,15 +522,17 @@ def size(dep: DeploymentSpec, model: LockedModel) -> Sizing:
     res = dep.resources
     refused = context_problem(dep, model) or quantization_problem(dep, model)
     if refused:
-        raise refused
+        raise SizingError(refused)
     context = dep.serving.context_length or context_limit(model)[0]
     unknown = [t for t in res.instance_types if t not in instance_types()]
     if unknown:
         raise SizingError(
-            "resources.instance_types",
-            f"has instance types without GPU data: {', '.join(unknown)}",
-            "use GPU instance types listed in sgldeploy/data/aws-gpu-instances.csv",
-            unknown[0],
+            Problem(
+                "resources.instance_types",
+                f"has instance types without GPU data: {', '.join(unknown)}",
+                "use GPU instance types listed in sgldeploy/data/aws-gpu-instances.csv",
+                unknown[0],
+            )
         )
     gpu = None if res.gpu == "auto" else res.gpu
     gpu_count = None if res.gpu_count == "auto" else int(res.gpu_count)
@@ -538,7 +540,9 @@ def size(dep: DeploymentSpec, model: LockedModel) -> Sizing:
     options = candidates(dep, model, context, gpu=gpu, gpu_count=gpu_count, allowed=allowed)
     feasible = [c for c in options if c.feasible]
     if not feasible:
-        raise _infeasible(dep, model, context, options, constrained=any((gpu, gpu_count, allowed)))
+        raise SizingError(
+            _infeasible(dep, model, context, options, constrained=any((gpu, gpu_count, allowed)))
+        )
     best = feasible[0]
     same_shape = tuple(
         c.instance.name
@@ -565,7 +569,7 @@ def size(dep: DeploymentSpec, model: LockedModel) -> Sizing:
 
 def _infeasible(
     dep: DeploymentSpec, model: LockedModel, context: int, options: list[Candidate], constrained: bool
-) -> SizingError:
+) -> Problem:
     field = (
         "resources.gpu"
         if dep.resources.gpu != "auto"
@@ -585,7 +589,7 @@ def _infeasible(
         return _no_placement(dep, model, context, field, got)
     capable = [c for c in options if c.problem is None]
     if not capable:
-        return SizingError(
+        return Problem(
             field,
             f"cannot run this deployment: {options[0].problem}",
             "choose another GPU, or change serving.quantization or serving.precision",
@@ -601,14 +605,14 @@ def _infeasible(
     if constrained:
         elsewhere = [c for c in candidates(dep, model, context) if c.feasible]
         if elsewhere:
-            return SizingError(
+            return Problem(
                 field,
                 what,
                 f"the cheapest placement that fits is {elsewhere[0].label}; allow "
                 "it, or lower serving.context_length or serving.max_concurrency",
                 got,
             )
-    return SizingError(field, what, _what_would_fit(dep, capable, context), got)
+    return Problem(field, what, _what_would_fit(dep, capable, context), got)
 
 
 def offered_gpu_counts(gpu: str | None, allowed: tuple[str, ...] = ()) -> list[int]:
@@ -623,9 +627,7 @@ def offered_gpu_counts(gpu: str | None, allowed: tuple[str, ...] = ()) -> list[i
     return sorted(counts)
 
 
-def _no_placement(
-    dep: DeploymentSpec, model: LockedModel, context: int, field: str, got: object
-) -> SizingError:
+def _no_placement(dep: DeploymentSpec, model: LockedModel, context: int, field: str, got: object) -> Problem:
     """No candidate at all: name the constraint that fails (the count AWS offers, or the model's heads) and
     the GPU counts that satisfy both."""
     res = dep.resources
@@ -636,7 +638,7 @@ def _no_placement(
     where = (gpu or "any GPU") + (" among resources.instance_types" if allowed else "")
     heads, kv_heads = model.num_attention_heads, model.num_kv_heads
     if not offered:
-        return SizingError(
+        return Problem(
             "resources.instance_types",
             f"has no instance type that carries {gpu or 'a GPU sgldeploy serves on'}",
             "allow instance types listed for it in sgldeploy/data/aws-gpu-instances.csv, or empty the list",
@@ -656,7 +658,7 @@ def _no_placement(
             f"offers no GPU count that {split} the {heads} attention heads of {model.repo} "
             f"(AWS offers per replica, for {where}: {listed})"
         )
-        return SizingError(field, what, fix, got)
+        return Problem(field, what, fix, got)
     count = int(res.gpu_count)
     if count not in offered:
         what = (
@@ -667,7 +669,7 @@ def _no_placement(
         what = (
             tp_split_problem(model, count) or f"is not a tensor-parallel size {model.repo} can be split into"
         )
-    return SizingError("resources.gpu_count", what, fix, res.gpu_count)
+    return Problem("resources.gpu_count", what, fix, res.gpu_count)
 
 
 def _what_would_fit(dep: DeploymentSpec, capable: list[Candidate], context: int) -> str:
@@ -716,13 +718,13 @@ def _finish(
         if dep.resources.disk_gib != "auto"
         else int(math.ceil((100 + 2 * weights_per_node) / 50) * 50)
     )
-    warm = weight_cache.cold_start(dep, best.memory.weights_gib, best.nodes, warm_node=True)
+    warm = cold_start.cold_start(dep, best.memory.weights_gib, best.nodes, warm_node=True)
     # Twice the expected load and engine start, plus ten minutes for kernels compiled cold (JIT caches empty).
     budget = min(3600, 2 * (warm.weights_s + warm.engine_s) + 600)
     first_download = (
-        int(weights_per_node * 1073.741824 / weight_cache.HUB_MB_S) if dep.cache_storage != "none" else 0
+        int(weights_per_node * 1073.741824 / cold_start.HUB_MB_S) if dep.cache_storage != "none" else 0
     )  # the prefetch init container, before the server starts
-    deadline = weight_cache.NODE_PROVISIONING_S + weight_cache.IMAGE_PULL_S + first_download + budget
+    deadline = cold_start.NODE_PROVISIONING_S + cold_start.IMAGE_PULL_S + first_download + budget
     return Sizing(
         placement=placement,
         memory=best.memory,

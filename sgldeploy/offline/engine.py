@@ -4,15 +4,14 @@ This is how `sgldeploy plan` renders a stack without a Pulumi CLI or a cloud acc
 same `__main__.py` that `pulumi preview` runs, with preview semantics: every output of a resource still to be
 created that its inputs do not determine is unknown (`preview_state`), as the providers answer a preview.
 Each registration is kept with its type, name, parent and inputs exactly as the engine would receive them,
-with secrets replaced by a marker so no secret reaches a plan file.
+with secrets replaced by a marker so no secret reaches a plan file; `normalize` makes recorded values stable
+and readable for the plan JSON, the manifests and the policies. The SDK internals this relies on are in
+sdk_internals.py, and nowhere else.
 """
 
 from __future__ import annotations
 
-import asyncio
 import functools
-import gc
-import importlib
 import logging
 import runpy
 import typing
@@ -22,11 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import pulumi
-from pulumi import _types as pulumi_types
-from pulumi.runtime import mocks as pulumi_mocks
-from pulumi.runtime import rpc, settings
-from pulumi.runtime.stack import run_in_stack
-from pulumi.runtime.sync_await import _sync_await
+
+from sgldeploy.offline import sdk_internals as sdk
+from sgldeploy.spec.region import REGION_KEY, stack_region
 
 SECRET = "[secret]"
 UNKNOWN = "(known after apply)"
@@ -46,7 +43,7 @@ class Registration:
     dependencies: list[str] = field(default_factory=list)  # URNs this one waits for (depends_on, inputs)
     ignore_changes: list[str] = field(default_factory=list)  # inputs a later update leaves as they are
     # The inputs and the state (outputs) as the engine holds them, the form it sends a policy analyzer over
-    # gRPC: unknowns as `WIRE_UNKNOWN`, secrets as secret envelopes whose value is SECRET, or WIRE_UNKNOWN
+    # gRPC: unknowns as `sdk.WIRE_UNKNOWN`, secrets as secret envelopes whose value is SECRET, or WIRE_UNKNOWN
     # while it is not known. A component's state is what it registers as outputs.
     wire_inputs: dict[str, Any] = field(default_factory=dict)
     wire_state: dict[str, Any] = field(default_factory=dict)
@@ -62,47 +59,57 @@ class Recording:
     wire_outputs: dict[str, Any] = field(default_factory=dict)  # the stack's outputs in wire form (wire())
 
 
-WIRE_UNKNOWN = rpc.UNKNOWN  # the sentinel string an unknown value travels as (Pulumi's UnknownStringValue)
-
-
 def wire(value: Any) -> Any:
     """Deserialized properties in their wire form, secrets masked: see Registration.wire_inputs."""
     if isinstance(value, dict):
-        if value.get(rpc._special_sig_key) == rpc._special_secret_sig:
+        if sdk.is_secret(value):
             return {**value, "value": _masked(value.get("value"))}
         return {k: wire(v) for k, v in value.items()}
     if isinstance(value, list):
         return [wire(v) for v in value]
-    if isinstance(value, pulumi.output.Unknown) or value == rpc.UNKNOWN:
-        return WIRE_UNKNOWN
+    if sdk.is_unknown(value):
+        return sdk.WIRE_UNKNOWN
     return value
 
 
 def _masked(secret: Any) -> Any:
-    """A secret's shape with each known value as SECRET and each unknown one as WIRE_UNKNOWN."""
+    """A secret's shape with each known value as SECRET and each unknown one as sdk.WIRE_UNKNOWN."""
     if isinstance(secret, dict):
         return {k: _masked(v) for k, v in secret.items()}
     if isinstance(secret, list):
         return [_masked(v) for v in secret]
-    return WIRE_UNKNOWN if isinstance(secret, pulumi.output.Unknown) or secret == rpc.UNKNOWN else SECRET
+    return sdk.WIRE_UNKNOWN if sdk.is_unknown(secret) else SECRET
 
 
 def scrub(value: Any) -> Any:
     """Replace secrets and unknowns in deserialized inputs by readable markers."""
     if isinstance(value, dict):
-        if value.get(rpc._special_sig_key) == rpc._special_secret_sig:
+        if sdk.is_secret(value):
             inner = value.get("value")
             # Keep the keys of a secret map (Secret.stringData) so manifests keep their shape; never values.
             return {k: SECRET for k in inner} if isinstance(inner, dict) else SECRET
-        if rpc._special_sig_key in value:  # archives, assets, resource references
-            return {k: scrub(v) for k, v in value.items() if k != rpc._special_sig_key}
+        if sdk.SIG_KEY in value:  # archives, assets, resource references
+            return {k: scrub(v) for k, v in value.items() if k != sdk.SIG_KEY}
         return {k: scrub(v) for k, v in value.items()}
     if isinstance(value, list):
         return [scrub(v) for v in value]
-    if (
-        isinstance(value, pulumi.output.Unknown) or value == rpc.UNKNOWN
-    ):  # outputs of resources not yet created
+    if sdk.is_unknown(value):  # outputs of resources not yet created
         return UNKNOWN
+    return value
+
+
+_FIRST = {"apiVersion": 0, "kind": 1, "metadata": 2, "name": 3, "spec": 4}
+
+
+def normalize(value: Any) -> Any:
+    """Stable, readable values: the engine carries numbers as floats (3.0 → 3) and maps in no fixed order
+    (keys sorted, with apiVersion, kind, metadata, name and spec first, as manifests are usually written)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: normalize(value[k]) for k in sorted(value, key=lambda k: (_FIRST.get(k, 9), k))}
+    if isinstance(value, list):
+        return [normalize(v) for v in value]
     return value
 
 
@@ -125,27 +132,17 @@ def preview_state(token: str, inputs: dict[str, Any]) -> dict[str, Any]:
     if token.split(":", 1)[0] in ECHOING_PACKAGES:
         return dict(inputs)
     types = _output_types(token)
-    state: dict[str, Any] = {name: rpc.UNKNOWN for name in types if name not in inputs}
+    state: dict[str, Any] = {name: sdk.WIRE_UNKNOWN for name in types if name not in inputs}
     state.update({k: _unset_as_unknown(v, types.get(k)) for k, v in inputs.items()})
     return state
 
 
-@functools.cache
-def _output_types(token: str) -> dict[str, Any]:
-    """Output property name → type of the SDK class registered for `token` (empty for components, providers
-    and Kubernetes custom resources, whose classes carry no types)."""
-    pkg, mod, _ = (token.split(":") + ["", ""])[:3]
-    module = rpc.get_resource_module(pkg, mod, "")
-    mod_info = getattr(module, "mod_info", None) or {}  # the generated SDK's token → class table
-    class_name = (mod_info.get("classes") or {}).get(token)
-    if class_name is None:
-        return {}
-    return pulumi_types.resource_types(getattr(importlib.import_module(mod_info["fqn"]), class_name))
+_output_types = functools.cache(sdk.resource_output_types)  # one look-up per type, however many resources
 
 
 def _unset_as_unknown(value: Any, typ: Any) -> Any:
     """`value` with each attribute its output type declares and it leaves unset as unknown, at any depth."""
-    if typ is None or isinstance(value, pulumi.output.Unknown):
+    if typ is None or sdk.is_unknown(value):
         return value
     origin, args = typing.get_origin(typ), typing.get_args(typ)
     if origin is typing.Union:
@@ -155,12 +152,12 @@ def _unset_as_unknown(value: Any, typ: Any) -> Any:
         return [_unset_as_unknown(v, args[0]) for v in value]
     if origin in (dict, Mapping) and isinstance(value, dict) and len(args) == 2:
         return {k: _unset_as_unknown(v, args[1]) for k, v in value.items()}
-    if isinstance(typ, type) and pulumi_types.is_output_type(typ) and isinstance(value, dict):
-        if rpc._special_sig_key in value:  # a secret or an asset: left whole
+    if isinstance(typ, type) and sdk.is_output_type(typ) and isinstance(value, dict):
+        if sdk.SIG_KEY in value:  # a secret or an asset: left whole
             return value
-        fields = pulumi_types.output_type_types(typ)
+        fields = sdk.output_type_fields(typ)
         return {
-            **{name: rpc.UNKNOWN for name in fields if name not in value},
+            **{name: sdk.WIRE_UNKNOWN for name in fields if name not in value},
             **{k: _unset_as_unknown(v, fields.get(k)) for k, v in value.items()},
         }
     return value
@@ -184,7 +181,7 @@ class _OfflineMocks(pulumi.runtime.Mocks):
         return handler(dict(args.args)), []  # no check failures
 
 
-class _RecordingMonitor(pulumi_mocks.MockMonitor):
+class _RecordingMonitor(sdk.MockMonitor):
     def __init__(self, mocks: _OfflineMocks, recording: Recording):
         super().__init__(mocks)
         self.recording = recording
@@ -193,7 +190,7 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
     def RegisterResource(self, request: Any) -> Any:
         response = super().RegisterResource(request)  # type: ignore[no-untyped-call]
         if request.type != "pulumi:pulumi:Stack":
-            sent = rpc.deserialize_properties(request.object, keep_unknowns=True)
+            sent = sdk.deserialize(request.object)
             registration = Registration(
                 urn=response.urn,
                 type=request.type,
@@ -205,16 +202,14 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
                 dependencies=sorted(request.dependencies),
                 ignore_changes=list(request.ignoreChanges),
                 wire_inputs=wire(sent),
-                wire_state=wire(rpc.deserialize_properties(response.object, keep_unknowns=True))
-                if request.custom
-                else {},
+                wire_state=wire(sdk.deserialize(response.object)) if request.custom else {},
             )
             self.recording.resources.append(registration)
             self.by_urn[registration.urn] = registration
         return response
 
     def RegisterResourceOutputs(self, request: Any) -> Any:
-        outputs = rpc.deserialize_properties(request.outputs, keep_unknowns=True)
+        outputs = sdk.deserialize(request.outputs)
         if request.urn.split("::")[2] == "pulumi:pulumi:Stack":  # the stack itself, not a child
             self.recording.outputs.update(scrub(outputs))
             self.recording.wire_outputs.update(wire(outputs))
@@ -279,16 +274,6 @@ def default_invokes(region: str) -> dict[str, Callable[[dict[str, Any]], dict[st
     }
 
 
-def close_leftover_event_loops() -> None:
-    """Close the event loops the SDK opened in its worker threads and never closed, while their sockets are
-    still open: left to interpreter shutdown, they print "Exception ignored … Invalid file descriptor". For a
-    process about to exit (the CLI registers it with atexit); a later plan in the same process would find them
-    closed."""
-    for obj in gc.get_objects():
-        if isinstance(obj, asyncio.BaseEventLoop) and not obj.is_closed() and not obj.is_running():
-            obj.close()
-
-
 PROGRAM_TIMEOUT_SECONDS = 300.0  # a stack of hundreds of deployments renders in seconds; a hang never ends
 
 
@@ -311,7 +296,7 @@ def run_program(
     Exceptions the program raises (e.g. pulumi.RunError) propagate to the caller.
     """
     recording = Recording(project=project, stack=stack)
-    region = config.get("aws:region", "us-east-1")
+    region = stack_region(config.get(REGION_KEY))  # as the program reads it, environment included
     monitor = _RecordingMonitor(_OfflineMocks(invokes or default_invokes(region)), recording)
     logger = logging.getLogger("sgldeploy.offline")
     logger.propagate = False
@@ -321,18 +306,9 @@ def run_program(
     capture = _LogCapture(recording)
     logger.addHandler(capture)
     pulumi.runtime.set_all_config(config, secret_keys)
-    # A fresh event loop per run: the SDK keeps per-loop state, and plans may run many times per process.
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
-    settings.SETTINGS.rpc_manager.clear()
-    settings.SETTINGS.outputs.clear()
-    pulumi_mocks.set_mocks(
-        monitor.mocks, project=project, stack=stack, preview=True, logger=logger, monitor=monitor
-    )
-    # set_mocks made a root stack for unit tests; the program gets its own, as under `pulumi preview`.
-    settings.set_root_resource(None)  # type: ignore[arg-type]
+    loop = sdk.start_run(monitor, project, stack, logger)  # afresh: plans may run many times per process
     try:
-        _sync_await(asyncio.wait_for(run_in_stack(lambda: _run_program(program)), timeout))
+        sdk.run_in_new_stack(lambda: _run_program(program), timeout)
     except TimeoutError:
         raise pulumi.RunError(
             f"error: {program.name}: the program did not finish within {timeout:.0f} s (got a resource waiting "

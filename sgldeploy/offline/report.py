@@ -12,6 +12,7 @@ from typing import Any
 import jinja2
 
 from sgldeploy.cost import money, span
+from sgldeploy.spec.region import DEFAULT_REGION
 
 MAX_CHANGES_SHOWN = (
     8  # changed inputs listed per resource in the resource list; all of them follow, collapsed
@@ -19,7 +20,7 @@ MAX_CHANGES_SHOWN = (
 MARK = {"added": "+", "removed": "-", "changed": "~"}
 
 _ENV = jinja2.Environment(
-    loader=jinja2.PackageLoader("sgldeploy", "templates"),
+    loader=jinja2.PackageLoader("sgldeploy.offline", "templates"),
     undefined=jinja2.StrictUndefined,
     keep_trailing_newline=True,
     autoescape=False,
@@ -83,7 +84,7 @@ def context(
         "resources": diff["resources"],
         "violations": violations,
         "coverage": _coverage(new_plan),
-        "region": new_plan["cost"].get("region", "us-east-1"),
+        "region": new_plan["cost"].get("region", DEFAULT_REGION),
         "hours": new_plan["cost"].get("hours_per_month", 730),
         "mark": MARK,
         "max_changes": MAX_CHANGES_SHOWN,

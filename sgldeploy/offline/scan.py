@@ -101,7 +101,8 @@ def with_stand_in_secrets(stack: StackFile) -> StackFile:
 
 
 def write_stack_manifests(stack_file: Path, directory: Path) -> int:
-    from sgldeploy.offline.plan import render, write_manifests
+    from sgldeploy.offline.manifests import write_manifests
+    from sgldeploy.offline.render import render
 
     plan = render(with_stand_in_secrets(read_stack_file(stack_file)))
     return len(write_manifests(plan, directory))

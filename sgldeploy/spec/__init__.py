@@ -1,7 +1,7 @@
 """The typed deployment spec: what a stack file may say, with every default in one place.
 
 The field names are a contract (../DESIGN.md): extend, never rename. Pydantic checks shapes,
-types and ranges; `sgldeploy.rules` checks what spans fields and deployments. Neither imports Pulumi.
+types and ranges; `sgldeploy.spec.validate` checks what spans fields and deployments. Neither imports Pulumi.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pydantic import (
     field_validator,
 )
 
-from sgldeploy.spec.problems import SpecValueError
+from sgldeploy.spec.problems import THIS_FIELD, Problem, SpecValueError
 
 SGLANG_IMAGE = "lmsysorg/sglang:v0.5.23"
 # The SGLang Model Gateway release whose Python launcher (sglang-router 0.3.2) the tests parse its arguments with.
@@ -87,6 +87,7 @@ else:
     Quantization = Literal[QUANTIZATIONS]
     GpuChoice = Literal[("auto", *GPU_MODELS)]
 
+USAGE_FILE_KEY = "sgldeploy:usageFile"  # stack config: the usage file `pulumi preview` prices with
 MAX_REPLICAS = 1000  # a bound that catches typos in orders of magnitude, far above any GPU quota
 
 Readiness = Literal["always-ready", "fast", "cold-start"]
@@ -139,13 +140,20 @@ def _auto_or(kind: type, minimum: float, maximum: float | None = None) -> Any:
             ok_type = ok_type and float(value).is_integer()
         if not ok_type:
             raise SpecValueError(
-                f"must be 'auto' or a {'whole ' if kind is int else ''}number",
-                value,
-                "write auto to let sgldeploy choose, or a number",
+                Problem(
+                    THIS_FIELD,
+                    what=f"must be 'auto' or a {'whole ' if kind is int else ''}number",
+                    fix="write auto to let sgldeploy choose, or a number",
+                    got=value,
+                )
             )
         if value < minimum or (maximum is not None and value > maximum):
             bounds = f"{minimum}–{maximum}" if maximum is not None else f"≥ {minimum}"
-            raise SpecValueError(f"must be {bounds}", value, f"use a value in {bounds}, or auto")
+            raise SpecValueError(
+                Problem(
+                    THIS_FIELD, what=f"must be {bounds}", fix=f"use a value in {bounds}, or auto", got=value
+                )
+            )
         return kind(value)
 
     number: dict[str, Any] = {"type": "integer" if kind is int else "number", "minimum": minimum}
@@ -167,7 +175,14 @@ else:
 def _check_revision(value: str) -> str:
     """A branch, tag or commit that can never escape the directory it names."""
     if not isinstance(value, str) or not value:
-        raise SpecValueError("must be a branch, tag or 40-hex commit", value, "e.g. main or a commit sha")
+        raise SpecValueError(
+            Problem(
+                THIS_FIELD,
+                what="must be a branch, tag or 40-hex commit",
+                fix="e.g. main or a commit sha",
+                got=value,
+            )
+        )
     bad = [
         why
         for cond, why in (
@@ -182,15 +197,21 @@ def _check_revision(value: str) -> str:
     ]
     if bad:
         raise SpecValueError(
-            f"must not contain {', '.join(bad)}",
-            value,
-            "use a plain branch or tag name, or the 40-hex commit",
+            Problem(
+                THIS_FIELD,
+                what=f"must not contain {', '.join(bad)}",
+                fix="use a plain branch or tag name, or the 40-hex commit",
+                got=value,
+            )
         )
     if not _REVISION.match(value):
         raise SpecValueError(
-            "may only contain letters, digits and . _ / + = -",
-            value,
-            "use the branch, tag or commit exactly as the Hub shows it",
+            Problem(
+                THIS_FIELD,
+                what="may only contain letters, digits and . _ / + = -",
+                fix="use the branch, tag or commit exactly as the Hub shows it",
+                got=value,
+            )
         )
     return value
 
@@ -237,9 +258,12 @@ class ClusterSpec(Model):
         text = str(value) if isinstance(value, (str, float)) else value
         if not isinstance(text, str) or not _K8S_VERSION.match(text):
             raise SpecValueError(
-                'must be a Kubernetes minor version like "1.35"',
-                value,
-                "quote it in YAML so 1.30 is not read as the number 1.3",
+                Problem(
+                    THIS_FIELD,
+                    what='must be a Kubernetes minor version like "1.35"',
+                    fix="quote it in YAML so 1.30 is not read as the number 1.3",
+                    got=value,
+                )
             )
         return text
 
@@ -249,12 +273,19 @@ class ClusterSpec(Model):
         try:
             net = ipaddress.IPv4Network(value)
         except ValueError:
-            raise SpecValueError("must be an IPv4 network in CIDR form", value, "e.g. 10.0.0.0/16") from None
+            raise SpecValueError(
+                Problem(
+                    THIS_FIELD, what="must be an IPv4 network in CIDR form", fix="e.g. 10.0.0.0/16", got=value
+                )
+            ) from None
         if net.prefixlen > 20:
             raise SpecValueError(
-                "is too small for node and load-balancer subnets in two zones",
-                value,
-                "use a /20 or larger, e.g. 10.0.0.0/16",
+                Problem(
+                    THIS_FIELD,
+                    what="is too small for node and load-balancer subnets in two zones",
+                    fix="use a /20 or larger, e.g. 10.0.0.0/16",
+                    got=value,
+                )
             )
         return value
 
@@ -263,9 +294,12 @@ def _addon(value: Any) -> Any:
     if value is True or value is False or value == "existing":
         return value
     raise SpecValueError(
-        "must be true, false or existing",
-        value,
-        "true installs it, existing references one already on the cluster, false leaves it out",
+        Problem(
+            THIS_FIELD,
+            what="must be true, false or existing",
+            fix="true installs it, existing references one already on the cluster, false leaves it out",
+            got=value,
+        )
     )
 
 
@@ -372,7 +406,12 @@ class PlatformSpec(Model):
     def _namespace(cls, value: str) -> str:
         if not _DNS1123_LABEL.match(value):
             raise SpecValueError(
-                "must be a DNS-1123 label (lower-case letters, digits, '-')", value, "e.g. llm-serving"
+                Problem(
+                    THIS_FIELD,
+                    what="must be a DNS-1123 label (lower-case letters, digits, '-')",
+                    fix="e.g. llm-serving",
+                    got=value,
+                )
             )
         return value
 
@@ -403,9 +442,12 @@ class ModelRef(Model):
         parts = value.split("/")
         if len(parts) != 2 or not all(_REPO_PART.match(p) for p in parts) or ".." in value:
             raise SpecValueError(
-                "must be a Hugging Face repo id `org/name` of letters, digits, '.', '_' and '-'",
-                value,
-                "copy the id from the model page, e.g. Qwen/Qwen2.5-7B-Instruct",
+                Problem(
+                    THIS_FIELD,
+                    what="must be a Hugging Face repo id `org/name` of letters, digits, '.', '_' and '-'",
+                    fix="copy the id from the model page, e.g. Qwen/Qwen2.5-7B-Instruct",
+                    got=value,
+                )
             )
         return value
 
@@ -439,21 +481,30 @@ class ServingSpec(Model):
             return value
         if value in QUANTIZATIONS and value not in ("none", "unquant"):
             raise SpecValueError(
-                f"is the dtype of weights and activations; {value} is a quantization method",
-                value,
-                f"set serving.quantization: {value} and leave precision auto",
+                Problem(
+                    THIS_FIELD,
+                    what=f"is the dtype of weights and activations; {value} is a quantization method",
+                    fix=f"set serving.quantization: {value} and leave precision auto",
+                    got=value,
+                )
             )
         if value in KV_CACHE_DTYPES:
             raise SpecValueError(
-                "is the dtype of weights and activations, not of the KV cache",
-                value,
-                f"set serving.kv_cache_dtype: {value} and leave precision auto",
+                Problem(
+                    THIS_FIELD,
+                    what="is the dtype of weights and activations, not of the KV cache",
+                    fix=f"set serving.kv_cache_dtype: {value} and leave precision auto",
+                    got=value,
+                )
             )
         if value in PRECISION_ALIASES:
             raise SpecValueError(
-                "is not one of the allowed values",
-                value,
-                f"write precision: {PRECISION_ALIASES[value]}",
+                Problem(
+                    THIS_FIELD,
+                    what="is not one of the allowed values",
+                    fix=f"write precision: {PRECISION_ALIASES[value]}",
+                    got=value,
+                )
             )
         return value
 
@@ -504,9 +555,12 @@ class ResourcesSpec(Model):
     def _tensor_parallel_size(cls, value: Any) -> Any:
         if value != "auto" and not (value in (1, 2, 4, 8) or value % 8 == 0):
             raise SpecValueError(
-                "must be 1, 2, 4, 8 or a multiple of 8",
-                value,
-                "tensor parallelism splits attention heads evenly; pick the next allowed size",
+                Problem(
+                    THIS_FIELD,
+                    what="must be 1, 2, 4, 8 or a multiple of 8",
+                    fix="tensor parallelism splits attention heads evenly; pick the next allowed size",
+                    got=value,
+                )
             )
         return value
 
@@ -571,7 +625,14 @@ class HealthCheckSpec(Model):
     @classmethod
     def _path(cls, value: str) -> str:
         if not value.startswith("/") or any(c.isspace() for c in value):
-            raise SpecValueError("must be an absolute URL path", value, "start it with '/', e.g. /ready")
+            raise SpecValueError(
+                Problem(
+                    THIS_FIELD,
+                    what="must be an absolute URL path",
+                    fix="start it with '/', e.g. /ready",
+                    got=value,
+                )
+            )
         return value
 
 
@@ -626,9 +687,12 @@ class EndpointSpec(Model):
     def _arn(cls, value: str | None) -> str | None:
         if value is not None and not _ACM_ARN.match(value):
             raise SpecValueError(
-                "must be an ACM certificate ARN",
-                value,
-                "e.g. arn:aws:acm:us-east-1:123456789012:certificate/…",
+                Problem(
+                    THIS_FIELD,
+                    what="must be an ACM certificate ARN",
+                    fix="e.g. arn:aws:acm:us-east-1:123456789012:certificate/…",
+                    got=value,
+                )
             )
         return value
 
@@ -636,7 +700,11 @@ class EndpointSpec(Model):
     @classmethod
     def _hostname(cls, value: str | None) -> str | None:
         if value is not None and not _HOSTNAME.match(value):
-            raise SpecValueError("must be a lower-case DNS name", value, "e.g. llm.example.com")
+            raise SpecValueError(
+                Problem(
+                    THIS_FIELD, what="must be a lower-case DNS name", fix="e.g. llm.example.com", got=value
+                )
+            )
         return value
 
 
@@ -664,9 +732,12 @@ class RolloutSpec(Model):
     def _commit(cls, value: str | None) -> str | None:
         if value is not None and not is_commit(value):
             raise SpecValueError(
-                "must be a 40-hex commit",
-                value,
-                "use the commit sha (models.lock.json lists the one each revision resolved to)",
+                Problem(
+                    THIS_FIELD,
+                    what="must be a 40-hex commit",
+                    fix="use the commit sha (models.lock.json lists the one each revision resolved to)",
+                    got=value,
+                )
             )
         return value
 
@@ -757,6 +828,18 @@ class DeploymentSpec(Model):
     @property
     def served_name(self) -> str:
         return self.model.served_name or self.model.repo
+
+    @property
+    def extra_revisions(self) -> list[tuple[str, str]]:
+        """(field, commit) of each commit besides model.revision the rollout serves: like model.revision, each
+        must be in the lock (`sgldeploy lock` resolves them too)."""
+        r = self.rollout
+        out = []
+        if r.strategy == "blue-green" and r.previous_revision:
+            out.append(("rollout.previous_revision", r.previous_revision))
+        if r.strategy == "canary" and r.canary_revision:
+            out.append(("rollout.canary_revision", r.canary_revision))
+        return out
 
 
 class StackSpec(Model):

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sgldeploy.cost import USAGE_FILE_KEY
-from sgldeploy.spec import DeploymentSpec, PlatformSpec
+from sgldeploy.spec import USAGE_FILE_KEY, DeploymentSpec, PlatformSpec
 
 SECURE_VALUE = {
     "type": "object",

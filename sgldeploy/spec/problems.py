@@ -11,50 +11,68 @@ import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 NAMESPACE = "sgldeploy"
 _MAX_SHOWN = 80
 _PLAIN_KEY = re.compile(r"[A-Za-z0-9_:-]+")
 
 
-class SpecValueError(ValueError):
-    """Raised by spec validators; carries the three parts of a problem line."""
-
-    def __init__(self, what: str, got: Any, fix: str):
-        super().__init__(what)
-        self.what, self.got, self.fix = what, got, fix
-
-
 @dataclass(frozen=True)
 class Problem:
+    """One thing wrong in user input, the one shape every check reports: `error: <path>: <what> (got <got>); <fix>`.
+
+    Arguments go in that order, but `got` last: it is optional (`show_got=False` when no value helps, or when
+    the value is a secret). Code that sees only part of the input (a field's validator, sizing, the builders,
+    which see one deployment) gives the path inside what it sees, and the caller that knows where that sits
+    puts the full path in with `dataclasses.replace`."""
+
     path: str
     what: str
     fix: str
     got: Any = None
     show_got: bool = True
 
-    def line(self) -> str:
+    LEVEL: ClassVar[str] = "error"
+
+    def message(self) -> str:
+        """The line without its level (what pulumi.log.warn is given; it adds `warning: ` itself)."""
         got = f" (got {show(self.got)})" if self.show_got else ""
-        return one_line(f"error: {self.path}: {self.what}{got}; {self.fix}")
+        return one_line(f"{self.path}: {self.what}{got}; {self.fix}")
+
+    def line(self) -> str:
+        return f"{self.LEVEL}: {self.message()}"
 
 
 @dataclass(frozen=True)
-class ConfigWarning:
+class ConfigWarning(Problem):
     """Valid input that will cost more or stop working later: reported, never fatal (the exit code stays).
 
     The CLI prints `line()` on stderr; the Pulumi program logs `message()` with pulumi.log.warn, which both
-    `pulumi preview` and `sgldeploy plan` show as `warning: <message>`."""
+    `pulumi preview` and `sgldeploy plan` show as `warning: <message>`. A warning is about a setting, not a
+    value gone wrong, so by default it shows no `got`."""
 
-    path: str
-    what: str
-    fix: str
+    show_got: bool = False
 
-    def message(self) -> str:
-        return one_line(f"{self.path}: {self.what}; {self.fix}")
+    LEVEL: ClassVar[str] = "warning"
 
-    def line(self) -> str:
-        return f"warning: {self.message()}"
+
+# The path a field's validator gives its problem: it cannot know where the field sits; pydantic's error
+# location says, and validate.py puts the full path in.
+THIS_FIELD = ""
+
+
+class ProblemError(Exception):
+    """A problem raised where it is found, to the caller that can place it (see Problem)."""
+
+    def __init__(self, problem: Problem):
+        super().__init__(problem.what)
+        self.problem = problem
+
+
+class SpecValueError(ProblemError, ValueError):
+    """Raised by spec validators (pydantic reports a ValueError as a validation error and keeps the exception in
+    the error's context), with the path THIS_FIELD."""
 
 
 class InvalidInput(Exception):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import typing
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -108,6 +109,18 @@ def stack_rules(platform: PlatformSpec | None, deployments: list[DeploymentSpec 
 def _deployment_rules(
     platform: PlatformSpec | None, dep: DeploymentSpec, at: Callable[..., str]
 ) -> list[Problem]:
+    """The rules of one deployment that span its fields (or need the platform)."""
+    return (
+        _scaling_rules(dep, at)
+        + _rollout_rules(dep, at)
+        + _trust_rules(platform, dep, at)
+        + _endpoint_rules(dep, at)
+        + _serving_rules(dep, at)
+        + _env_rules(dep, at)
+    )
+
+
+def _scaling_rules(dep: DeploymentSpec, at: Callable[..., str]) -> list[Problem]:
     out: list[Problem] = []
     s = dep.scaling
     if s.min_replicas is not None and s.min_replicas > s.max_replicas:
@@ -137,6 +150,11 @@ def _deployment_rules(
                 0,
             )
         )
+    return out
+
+
+def _rollout_rules(dep: DeploymentSpec, at: Callable[..., str]) -> list[Problem]:
+    out: list[Problem] = []
     r = dep.rollout
     if r.canary_percent is not None and r.strategy != "canary":
         out.append(
@@ -165,6 +183,11 @@ def _deployment_rules(
                 0,
             )
         )
+    return out
+
+
+def _trust_rules(platform: PlatformSpec | None, dep: DeploymentSpec, at: Callable[..., str]) -> list[Problem]:
+    out: list[Problem] = []
     # With an invalid platform, rules that depend on it wait until it is fixed.
     if platform and dep.model.trust_remote_code and not platform.allow_trust_remote_code:
         out.append(
@@ -176,6 +199,11 @@ def _deployment_rules(
                 True,
             )
         )
+    return out
+
+
+def _endpoint_rules(dep: DeploymentSpec, at: Callable[..., str]) -> list[Problem]:
+    out: list[Problem] = []
     e = dep.endpoint
     if e.exposure == "cluster" and (e.tls_certificate_arn or e.hostname):
         field = "tls_certificate_arn" if e.tls_certificate_arn else "hostname"
@@ -196,6 +224,11 @@ def _deployment_rules(
                 "none",
             )
         )
+    return out
+
+
+def _serving_rules(dep: DeploymentSpec, at: Callable[..., str]) -> list[Problem]:
+    out: list[Problem] = []
     sv = dep.serving
     if sv.quantization in ("awq", "awq_marlin") and sv.precision == "bfloat16":
         out.append(
@@ -238,6 +271,11 @@ def _deployment_rules(
                 sv.image,
             )
         )
+    return out
+
+
+def _env_rules(dep: DeploymentSpec, at: Callable[..., str]) -> list[Problem]:
+    out: list[Problem] = []
     for key in dep.env:
         if not _ENV_NAME.match(key):
             out.append(
@@ -288,8 +326,8 @@ def _problem(model: type[BaseModel], key: str, prefix: tuple[Any, ...], err: Err
     path = config_path(key, prefix + loc)
     kind, ctx, got = err["type"], err.get("ctx") or {}, err.get("input")
     cause = ctx.get("error")
-    if isinstance(cause, SpecValueError):
-        return Problem(path, cause.what, cause.fix, cause.got)
+    if isinstance(cause, SpecValueError):  # the validator's own line, its path THIS_FIELD
+        return replace(cause.problem, path=path)
     if kind == "extra_forbidden":
         parent = _model_at(model, loc[:-1])
         allowed = sorted(parent.model_fields) if parent else []

@@ -1,0 +1,142 @@
+"""The plan JSON (version 1, DESIGN.md): what a rendered plan declares, places and costs, for machines."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sgldeploy import cost
+from sgldeploy.builders import autoscaler, rollout, router, weight_cache
+from sgldeploy.builders.autoscaler import replicas_when_idle
+from sgldeploy.catalog import HOURS_PER_MONTH
+from sgldeploy.models import cold_start
+from sgldeploy.models.sizing import Candidate
+from sgldeploy.offline.engine import normalize
+from sgldeploy.offline.render import Plan
+from sgldeploy.policy import pack
+from sgldeploy.spec import AddonsSpec
+from sgldeploy.stack import LoadedDeployment
+
+PLAN_VERSION = 1
+
+
+def deployment_json(item: LoadedDeployment, estimate: cost.Estimate, addons: AddonsSpec) -> dict[str, Any]:
+    p, m, spec = item.sizing.placement, item.sizing.memory, item.spec
+    spend = estimate.deployment_totals(spec.name)
+    scaling = autoscaler.for_stack(spec, addons)
+    return {
+        "name": spec.name,
+        "model": spec.model.repo,
+        "revision": spec.model.revision,
+        "sha": item.model.sha,
+        "placement": {
+            "instance_type": p.instance_type,
+            "gpu_model": p.gpu_model,
+            "gpus_per_replica": p.gpus_per_replica,
+            "nodes_per_replica": p.nodes_per_replica,
+            "tensor_parallel": p.tensor_parallel,
+            "alternatives": list(p.alternatives),
+        },
+        "memory": {
+            "weights_gib": m.weights_gib,
+            "kv_cache_gib": m.kv_cache_gib,
+            "required_gib_per_gpu": m.required_gib_per_gpu,
+            "gpu_memory_gib": m.gpu_memory_gib,
+            "weights_gib_per_gpu": m.weights_gib_per_gpu,
+            "kv_cache_gib_per_gpu": m.kv_cache_gib_per_gpu,
+            "reserve_gib_per_gpu": m.reserve_gib_per_gpu,
+            "mem_fraction_static": m.mem_fraction_static,
+            "context_length": item.sizing.context_length,
+            "kv_tokens": m.kv_tokens,
+            "kv_capacity_tokens": m.kv_capacity_tokens,
+            "dtype": item.sizing.dtype,
+        },
+        "alternatives": {
+            "cheaper_infeasible": [_candidate(c) for c in item.sizing.cheaper_infeasible],
+            "dearer": [_candidate(c) for c in item.sizing.dearer],
+        },
+        "replicas": {
+            "min": spec.min_replicas,
+            "max": spec.max_replicas,
+            "running_when_idle": replicas_when_idle(spec, addons),
+            "autoscaling": scaling.why,
+            "first_request_wait_seconds": autoscaler.wait_seconds(spec, item.sizing)
+            if scaling.kind == "http"
+            else None,
+        },
+        "rollout": {
+            "strategy": spec.rollout.strategy,
+            "tracks": [
+                {"role": t.role, "commit": t.sha, "deployment": t.name, "replicas": t.replicas}
+                for t in rollout.tracks(spec, item.model.sha, spec.initial_replicas)
+            ]
+            if p.nodes_per_replica == 1
+            else [],
+            "canary_percent": rollout.canary_percent(spec) if rollout.split(spec) else None,
+        },
+        "routing": {
+            "algorithm": spec.endpoint.algorithm,
+            "router": router.enabled(spec),
+            "max_in_flight": router.capacity(spec) if router.enabled(spec) else None,
+            "why": router.describe(spec),
+        },
+        "readiness": spec.readiness,
+        "cache": {"storage": spec.cache_storage, "why": weight_cache.explain(spec, item.cache_reason)},
+        "cold_start_seconds": _cold_start(item),
+        "startup_budget_seconds": item.sizing.startup_budget_seconds,
+        "cost": spend,
+    }
+
+
+def _cold_start(item: LoadedDeployment) -> dict[str, Any]:
+    p, spec = item.sizing.placement, item.spec
+    out: dict[str, Any] = {}
+    for case, warm in (("new_node", False), ("warm_node", True)):
+        c = cold_start.cold_start(spec, item.sizing.memory.weights_gib, p.nodes_per_replica, warm_node=warm)
+        out[case] = {
+            "node": c.node_s,
+            "image": c.image_s,
+            "weights": c.weights_s,
+            "engine": c.engine_s,
+            "total": c.total_s,
+            "assumes": c.note,
+        }
+    return out
+
+
+def _candidate(c: Candidate) -> dict[str, Any]:
+    return {
+        "instance_type": c.instance.name,
+        "gpu_model": c.instance.gpu,
+        "gpus_per_replica": c.tp,
+        "nodes_per_replica": c.nodes,
+        "hourly_usd": None if c.hourly_usd is None else round(c.hourly_usd, 4),
+        "required_gib_per_gpu": c.memory.required_gib_per_gpu,
+        "gpu_memory_gib": c.memory.gpu_memory_gib,
+        "problem": c.problem,
+    }
+
+
+def plan_json(plan: Plan) -> dict[str, Any]:
+    return {
+        "version": PLAN_VERSION,
+        "stack": plan.stack.stack,
+        "resources": [
+            {"urn": r.urn, "type": r.type, "name": r.name, "parent": r.parent, "inputs": normalize(r.inputs)}
+            for r in plan.resources_in_urn_order
+        ],
+        "deployments": [
+            deployment_json(d, plan.estimate, plan.loaded.spec.platform.addons)
+            for d in plan.loaded.deployments
+        ],
+        "cost": {
+            "currency": "USD",
+            "region": plan.estimate.region,
+            "hours_per_month": HOURS_PER_MONTH,
+            **plan.estimate.stack_totals(),
+            "platform": plan.estimate.deployment_totals(None),
+            "usage": vars(plan.estimate.usage),
+            "items": [i.as_json() for i in plan.estimate.items],
+        },
+        "policy": {"pack": pack.PACK_NAME, "violations": [v.as_json() for v in plan.violations]},
+        "outputs": normalize(plan.recording.outputs),
+    }

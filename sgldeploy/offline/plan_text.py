@@ -1,0 +1,138 @@
+"""A rendered plan as text for people: the resource tree `pulumi preview` prints, a summary per deployment
+(placement, memory fit, scaling, cost) and the policy report."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sgldeploy import cost
+from sgldeploy.models.sizing import Candidate, Sizing
+from sgldeploy.offline.engine import Registration
+from sgldeploy.offline.plan_json import deployment_json
+from sgldeploy.offline.render import PROJECT, Plan
+from sgldeploy.policy import pack
+
+
+def resource_tree(plan: Plan) -> str:
+    """The tree `pulumi preview` prints: type and name, nested under their parents."""
+    stack_urn = f"urn:pulumi:{plan.stack.stack}::{PROJECT}::pulumi:pulumi:Stack::{PROJECT}-{plan.stack.stack}"
+    children: dict[str, list[Registration]] = {}
+    for r in plan.recording.resources:
+        children.setdefault(r.parent or stack_urn, []).append(r)
+    rows = [("", "pulumi:pulumi:Stack", f"{PROJECT}-{plan.stack.stack}")]
+
+    def walk(urn: str, prefix: str) -> None:
+        kids = sorted(children.get(urn, []), key=lambda r: (r.custom, r.type, r.name))
+        for i, r in enumerate(kids):
+            last = i == len(kids) - 1
+            rows.append((prefix + ("└─ " if last else "├─ "), r.type, r.name))
+            walk(r.urn, prefix + ("   " if last else "│  "))
+
+    walk(stack_urn, "")
+    width = max(len(p) + len(t) for p, t, _ in rows) + 2
+    lines = [f"     {'Type':<{width}}Name", *(f" +   {(p + t):<{width}}{n}" for p, t, n in rows)]
+    lines.append(f"\nResources:\n    + {len(rows)} to create")
+    return "\n".join(lines)
+
+
+def _rollout_line(r: dict[str, Any]) -> list[str]:
+    """Shown only when more than one commit runs, or commits are keyed (blue-green, canary)."""
+    if r["strategy"] == "rolling":
+        return []
+    tracks = ", ".join(
+        f"{'stable' if t['role'] == 'active' and r['strategy'] == 'canary' else t['role']} "
+        f"{t['commit'][:8]} ({t['deployment']}"
+        + (f", {t['replicas']} replica(s)" if t["replicas"] is not None else "")
+        + ")"
+        for t in r["tracks"]
+    )
+    split = f"; the ALB sends {r['canary_percent']}% to the canary" if r["canary_percent"] else ""
+    return [f"  rollout    {r['strategy']}: {tracks}{split}"]
+
+
+def _alternatives(sizing: Sizing) -> list[str]:
+    def show(c: Candidate) -> str:
+        why = c.problem or f"needs {c.memory.required_gib_per_gpu:g} of {c.memory.gpu_memory_gib:g} GiB"
+        return f"{c.label} {_money(c.hourly_usd)}/h ({why})"
+
+    lines = []
+    if sizing.cheaper_infeasible:
+        lines.append("  cheaper    " + "; ".join(show(c) for c in sizing.cheaper_infeasible) + ": do not fit")
+    if sizing.dearer:
+        lines.append(
+            "  dearer     " + "; ".join(f"{c.label} {_money(c.hourly_usd)}/h" for c in sizing.dearer)
+        )
+    return lines
+
+
+_money = cost.money
+
+
+def summary(plan: Plan) -> str:
+    lines = []
+    for d in plan.loaded.deployments:
+        j = deployment_json(d, plan.estimate, plan.loaded.spec.platform.addons)
+        p, m, c = j["placement"], j["memory"], j["cost"]
+        gpu_mem = m["gpu_memory_gib"]
+        lines += [
+            f"{d.spec.name}: {d.spec.model.repo}@{d.model.sha[:12]} ({d.model.source})",
+            f"  placement  {p['instance_type']} · {p['gpus_per_replica']}× {p['gpu_model']} ({gpu_mem:g} GiB) · "
+            f"TP {p['tensor_parallel']} · {p['nodes_per_replica']} node(s) per replica",
+            f"  memory     per GPU {m['weights_gib_per_gpu']:g} weights + {m['kv_cache_gib_per_gpu']:g} KV "
+            f"({m['context_length']:,} tokens × {d.spec.serving.max_concurrency} requests) + "
+            f"{m['reserve_gib_per_gpu']:g} reserve = {m['required_gib_per_gpu']:g} of {gpu_mem:g} GiB "
+            f"({m['dtype']}, mem_fraction_static {m['mem_fraction_static']:g}; KV pool ≈ "
+            f"{m['kv_capacity_tokens']:,} tokens)",
+            *_alternatives(d.sizing),
+            f"  replicas   {j['replicas']['min']}–{j['replicas']['max']}, {j['replicas']['running_when_idle']} "
+            f"running when idle (readiness {j['readiness']}, cold-start budget {j['startup_budget_seconds']} s)",
+            f"  scaling    {j['replicas']['autoscaling']}"
+            + (
+                f"; from zero the first request waits up to {j['replicas']['first_request_wait_seconds']} s"
+                if j["replicas"]["first_request_wait_seconds"]
+                else ""
+            ),
+            f"  routing    {j['routing']['why']}",
+            *_rollout_line(j["rollout"]),
+            f"  cache      {j['cache']['why']}",
+            f"  cold start {j['cold_start_seconds']['new_node']['total']} s on a new node "
+            f"({j['cold_start_seconds']['new_node']['assumes']}), "
+            f"{j['cold_start_seconds']['warm_node']['total']} s on a warm one",
+            f"  cost       {cost.span(c['hourly_usd_min'], c['hourly_usd_max'])}/h · "
+            f"{cost.span(c['monthly_usd_min'], c['monthly_usd_max'])}/month",
+            *_cost_lines(plan.estimate.of(d.spec.name)),
+        ]
+    platform = plan.estimate.of(None)
+    if platform:
+        lines += ["platform", *_cost_lines(platform)]
+    usage = f"usage file {plan.usage_file}" if plan.usage_file else "default usage assumptions"
+    lines.append(
+        f"stack cost {cost.one_line('stack', plan.estimate.stack_totals()).split(': ', 1)[1]}; "
+        f"{plan.region} prices, {usage}"
+    )
+    return "\n".join(lines)
+
+
+def _cost_lines(items: list[cost.CostItem]) -> list[str]:
+    return [
+        f"    {i.resource.split('/', 1)[1]:<24} "
+        f"{cost.span(cost.monthly(i.hourly_usd_min), cost.monthly(i.hourly_usd_max)):>24}"
+        f"/month{'  (usage-based)' if i.usage_based else ''}  {i.description}"
+        for i in items
+    ]
+
+
+def policy_report(plan: Plan) -> str:
+    """Violations as the Pulumi CLI lists them: pack, then each policy, level, resource and message."""
+    if not plan.violations:
+        return f"Policies: {len(pack.POLICIES)} policies of pack {pack.PACK_NAME} passed"
+    lines = [f"Policies:\n    {pack.PACK_NAME}"]
+    for v in plan.violations:
+        mark = "❌" if v.blocking else "⚠️"
+        lines.append(f"        - [{v.level}]  {v.policy}  ({v.resource.split('::')[-1] or 'stack'})")
+        lines.append(f"          {mark} {v.message}")
+    counts = (
+        f"{len(plan.mandatory_violations)} mandatory, {len(plan.violations) - len(plan.mandatory_violations)} "
+        "advisory"
+    )
+    return "\n".join(lines + [f"    {counts}"])
