@@ -15,7 +15,7 @@ STACK ?= dev
 # make test TORCH_PIP_ARGS='--index-url <PyTorch CPU wheel index>'
 TORCH_PIP_ARGS ?=
 
-.PHONY: plan test lint typecheck scan upstream pytest fmt bench clean schema promtool
+.PHONY: plan test lint typecheck scan upstream pytest fmt bench clean schema promtool mutate
 
 # Runs a stage and prints how long it took, so a slow CI names its slow stage.
 define timed
@@ -87,5 +87,26 @@ bench: $(VENV)/.installed
 	$(VENV)/bin/python bench/prefetch.py
 	$(VENV)/bin/python bench/cost_and_policy.py
 
+# Mutation testing, outside `make test`: mutmut runs the tests that reach each mutated function, once per
+# mutant, and bench/mutate.py prints the score per module (how each status counts: its docstring).
+# MUTATE_PATHS restricts the modules, MUTATE_TESTS the tests, MUTATE_CHILDREN the mutants run in parallel, e.g.
+# make mutate MUTATE_PATHS=sgldeploy/builders/rollout.py MUTATE_TESTS=tests/test_rollout.py MUTATE_CHILDREN=1
+# MUTATE_SAMPLE=N runs N mutants drawn at random (MUTATE_SEED) and scores those, with a 95% interval.
+MUTATE_PATHS ?= sgldeploy sglang_image/prefetch.py
+MUTATE_TESTS ?=
+MUTATE_CHILDREN ?=
+MUTATE_SAMPLE ?=
+MUTATE_SEED ?= 1
+
+$(VENV)/.installed-mutate: $(VENV)/.installed
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -e '.[test,mutate]'
+	touch $@
+
+mutate: $(VENV)/.installed-mutate $(SGLANG_VENV)/.installed promtool upstream
+	$(call timed,mutate,SGLANG_PYTHON=$(abspath $(SGLANG_VENV))/bin/python $(VENV)/bin/python bench/mutate.py \
+		--paths $(MUTATE_PATHS) $(if $(MUTATE_TESTS),--tests $(MUTATE_TESTS)) \
+		$(if $(MUTATE_CHILDREN),--max-children $(MUTATE_CHILDREN)) \
+		$(if $(MUTATE_SAMPLE),--sample $(MUTATE_SAMPLE) --seed $(MUTATE_SEED)))
+
 clean:
-	rm -rf $(VENV) $(SGLANG_VENV) $(CHECKOV_VENV) *.egg-info .cache/upstream
+	rm -rf $(VENV) $(SGLANG_VENV) $(CHECKOV_VENV) *.egg-info .cache/upstream .mutate mutants

@@ -108,3 +108,11 @@ def with_secret(stack_file: Path, tmp_path: Path, key: str = "hfToken") -> Path:
     out.write_text(yaml.safe_dump(data))
     (tmp_path / "models.lock.json").write_text(LOCK.read_text())
     return out
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The render snapshots run first. A change in what a stack renders is then reported first by the test
+    that shows all of it; and in a mutation run (make mutate), which maps each function to the tests during
+    which it first runs, every function a variant's program calls maps to that variant's snapshot, however
+    the tests that share the session's renders are ordered."""
+    items.sort(key=lambda item: item.path.name != "test_render_unchanged.py")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import tempfile
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from sgldeploy.offline.render import Plan
@@ -120,8 +121,30 @@ def variant_stack_files(root: Path) -> dict[str, Path]:
     return files
 
 
+class RenderedVariants(Mapping[str, Plan]):
+    """Each variant rendered offline when first asked for, once per session.
+
+    Rendered one at a time rather than all at once, so the first test to ask for a variant is the one that
+    runs its program: mutation testing (make mutate) maps each function to the tests that call it, and a
+    function only one variant reaches then maps to that variant's tests."""
+
+    def __init__(self) -> None:
+        self._files = variant_stack_files(Path(tempfile.mkdtemp(prefix="sgldeploy-variants-")))
+        self._plans: dict[str, Plan] = {}
+
+    def __getitem__(self, name: str) -> Plan:
+        if name not in self._plans:
+            self._plans[name] = render_stack(self._files[name])
+        return self._plans[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._files)
+
+    def __len__(self) -> int:
+        return len(self._files)
+
+
 @functools.cache
-def rendered_variants() -> dict[str, Plan]:
-    """Every variant rendered offline, once per session."""
-    root = Path(tempfile.mkdtemp(prefix="sgldeploy-variants-"))
-    return {name: render_stack(path) for name, path in variant_stack_files(root).items()}
+def rendered_variants() -> RenderedVariants:
+    """Every variant, rendered once per session (see RenderedVariants)."""
+    return RenderedVariants()
