@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
 import subprocess
 import sys
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import jsonschema
@@ -21,9 +23,24 @@ CIPHERTEXT = "v1:Q2lwaGVydGV4dC1uZXZlci1zaG93bg=="
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    """The installed console script, as a user runs it."""
+    """`sgldeploy ARGS` in-process from the repository's root, as the console script runs it (its exit code,
+    stdout and stderr): in-process, so mutation testing sees which code each test runs.
+    test_the_console_script_is_what_users_run runs the installed script itself."""
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        try:
+            code = main(list(args), root=ROOT)
+        except SystemExit as exit_:  # argparse's usage errors
+            code = exit_.code if isinstance(exit_.code, int) else 2
+    return subprocess.CompletedProcess(["sgldeploy", *args], code, out.getvalue(), err.getvalue())
+
+
+def test_the_console_script_is_what_users_run():
     exe = os.path.join(os.path.dirname(sys.executable), "sgldeploy")
-    return subprocess.run([exe, *args], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    result = subprocess.run([exe, "validate", "--stack", "dev"], capture_output=True, text=True, cwd=ROOT)
+    assert (result.returncode, result.stdout.strip(), result.stderr) == (0, f"{ROOT}/stacks/Pulumi.dev.yaml: valid", "")
+    usage = subprocess.run([exe, "frobnicate"], capture_output=True, text=True, cwd=ROOT)
+    assert usage.returncode == 2 and "invalid choice: 'frobnicate'" in usage.stderr
 
 
 def assert_clean_errors(stderr: str) -> list[str]:
