@@ -2,26 +2,36 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import functools
 import hashlib
+import importlib
+import io
 import json
 import os
+import re
 import subprocess
 import sys
+import threading
+import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlparse
 
 import numpy as np
 import pytest
 from safetensors.numpy import save
 
+# By its package path, as mutmut names the tool's functions (sglang_image.prefetch.x_...): the mutants it
+# activates are then the functions these tests call.
+from sglang_image import prefetch
+
 from .conftest import ROOT, deployment, render_stack, resources_of, write_stack
 from .hub_server import LoopbackHub, Repo
 from .test_hub import TOKEN, sharded_model
 from .test_sglang_args import SGLANG_PYTHON
-
-sys.path.insert(0, str(ROOT / "sglang_image"))
-import prefetch
 
 TOOL = ROOT / "sglang_image" / "prefetch.py"
 SHARD_MIB = 128  # two shards: a 268 MB repo, generated once per session
@@ -227,6 +237,29 @@ def test_a_truncated_safetensors_header_is_refused(tmp_path, monkeypatch):
     assert "model.safetensors failed verification" in result.stderr and "header" in result.stderr
 
 
+# (repo, revision, token) of each refusal, on the Hub refusing_hub() serves
+REFUSED = {
+    "no token": ("meta/gated", "main", None),
+    "wrong token": ("meta/gated", "main", "hf_wrong"),
+    "no repo": ("org/missing", "main", TOKEN),
+    "no revision": ("org/ok", "v9", None),
+    "escape": ("org/evil", "main", None),
+    "pickle only": ("org/pickle", "main", None),
+    "not org/name": ("org/ok/x", "main", None),
+}
+
+
+@contextlib.contextmanager
+def refusing_hub() -> Iterator[LoopbackHub]:
+    """A Hub with a gated repo, a servable one, one listing a path that escapes the cache, one of pickles only."""
+    with LoopbackHub() as server:
+        server.add(Repo("meta/gated", gated=True, tokens=(TOKEN,))).commit(sharded_model())
+        server.add(Repo("org/ok")).commit(sharded_model())
+        server.add(Repo("org/evil")).commit(sharded_model(extra={"../../../etc/cron.d/x": b"boom"}))
+        server.add(Repo("org/pickle")).commit({"config.json": b"{}", "pytorch_model.bin": b"x"})
+        yield server
+
+
 @pytest.mark.parametrize(
     "case, code, fragment",
     [
@@ -239,19 +272,8 @@ def test_a_truncated_safetensors_header_is_refused(tmp_path, monkeypatch):
     ],
 )
 def test_refusals_fail_at_once_with_one_line(tmp_path, case, code, fragment):
-    with LoopbackHub() as server:
-        server.add(Repo("meta/gated", gated=True, tokens=(TOKEN,))).commit(sharded_model())
-        server.add(Repo("org/ok")).commit(sharded_model())
-        server.add(Repo("org/evil")).commit(sharded_model(extra={"../../../etc/cron.d/x": b"boom"}))
-        server.add(Repo("org/pickle")).commit({"config.json": b"{}", "pytorch_model.bin": b"x"})
-        repo, revision, token = {
-            "no token": ("meta/gated", "main", None),
-            "wrong token": ("meta/gated", "main", "hf_wrong"),
-            "no repo": ("org/missing", "main", TOKEN),
-            "no revision": ("org/ok", "v9", None),
-            "escape": ("org/evil", "main", None),
-            "pickle only": ("org/pickle", "main", None),
-        }[case]
+    with refusing_hub() as server:
+        repo, revision, token = REFUSED[case]
         result = run(server, tmp_path / "cache", repo=repo, revision=revision, token=token)
     assert result.returncode == code, result.stderr
     lines = result.stderr.strip().splitlines()
@@ -579,6 +601,9 @@ def test_a_small_file_served_corrupt_is_refused_by_its_git_blob(small_hub, tmp_p
     assert "tokenizer.json failed verification: git blob" in str(err.value)
     target = tmp_path / "cache" / "org" / "small" / small_hub.sha
     assert not (target / ".complete").exists() and not (target / "tokenizer.json").exists()
+    # discarded whole: neither its bytes nor its record of finished chunks is left for a later run to resume
+    assert not (target / ".partial" / "tokenizer.json.part").exists()
+    assert not (target / ".partial" / "tokenizer.json.part.done").exists()
 
 
 def test_an_lfs_file_is_checked_by_sha256(tmp_path):
@@ -846,6 +871,14 @@ def test_safetensors_header_length_boundary(tmp_path):
             "tensor 'a': F6_E2M3 [1] takes 0.75 bytes, its offsets span 1",
         ),
         ({"a": _t("F32", [], 0, 4)}, 4, 0, None),  # a scalar: one element
+        # sizes are exact integers: past 2**53 bytes a float would round (2**53 + 1 to 2**53), so a tensor whose
+        # offsets do span its size is judged by where it ends, not refused for a size it has
+        (
+            {"a": _t("U8", [2**53 + 1], 0, 2**53 + 1)},
+            0,
+            0,
+            "tensors end at byte {end}, the file has {size}",
+        ),
         ({"a": _t("F32", [0, 5], 0, 0)}, 0, 0, None),
         # a dtype the table does not know is checked by its offsets only
         ({"a": _t("F3_NEW", [5], 0, 2)}, 2, 0, None),
@@ -1055,3 +1088,685 @@ def test_a_cache_path_is_dest_org_name_sha(tmp_path):
     assert prefetch.cache_dir(
         tmp_path, "Org.1/my_model-v2", "0" * 40
     ) == tmp_path / "Org.1" / "my_model-v2" / ("0" * 40)
+
+
+# ---- the command line, in process: what main() reads, prints and returns --------------------------------------
+# (The subprocess runs above prove the script; these run main() where mutation testing can reach it.)
+
+
+def _main(capsys, *argv: str) -> tuple[int, str]:
+    capsys.readouterr()
+    code = prefetch.main(list(argv))
+    return code, capsys.readouterr().err
+
+
+ACCEPT_THE_LICENCE = "accept the licence on the Hub and give a token with access (HF_TOKEN)"
+
+
+def _args(dest: Path, repo: str = "org/small", revision: str = "main") -> list[str]:
+    return ["--repo", repo, "--revision", revision, "--dest", str(dest)]
+
+
+@pytest.mark.parametrize(
+    ("case", "code", "line"),
+    [
+        # the Hub lists a gated repo to anyone and denies its files: one worker takes them in order
+        ("no token", 3, f"meta/gated denied config.json (HTTP 401): {ACCEPT_THE_LICENCE}"),
+        ("wrong token", 3, f"meta/gated denied config.json (HTTP 403): {ACCEPT_THE_LICENCE}"),
+        ("no repo", 4, "org/missing not found or private (HTTP 404); check the id and HF_TOKEN"),
+        ("no revision", 4, "org/ok has no revision 'v9' (HTTP 404)"),
+        ("escape", 8, "the repo lists a file path that escapes the cache: '../../../etc/cron.d/x'"),
+        ("pickle only", 4, "the repo has no safetensors weights at this revision"),
+        ("not org/name", 2, "--repo must be ORG/NAME (got 'org/ok/x')"),
+    ],
+)
+def test_main_refuses_with_the_exit_code_and_one_line(tmp_path, monkeypatch, capsys, case, code, line):
+    with refusing_hub() as server:
+        repo, revision, token = REFUSED[case]
+        monkeypatch.setenv("HF_ENDPOINT", server.endpoint)
+        monkeypatch.delenv("HF_TOKEN", raising=False)
+        if token:
+            monkeypatch.setenv("HF_TOKEN", token)
+        got, err = _main(capsys, *_args(tmp_path / "cache", repo, revision), "--workers", "1")
+        resolved = sum(1 for _, path in server.requests if path.startswith("/api/models/"))
+        denied = _gets_of(server, "config.json")
+    # (the loopback Hub's threads may print a dropped connection to the same stderr: only the tool's lines count)
+    assert got == code and [x for x in err.splitlines() if x.startswith("prefetch")] == [
+        f"prefetch: error: {line}"
+    ]
+    assert resolved <= 1 and denied <= 1  # at once: a refusal is never retried
+    assert not list(tmp_path.rglob(".complete"))
+
+
+def test_main_fetches_logs_each_file_and_reports_a_rerun_as_verified(
+    small_hub, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setenv("HF_ENDPOINT", small_hub.endpoint)
+    code, err = _main(capsys, *_args(tmp_path / "cache"), "--workers", "2")
+    target = tmp_path / "cache" / "org" / "small" / small_hub.sha
+    assert code == 0 and (target / ".complete").exists()
+    names = sorted(small_hub.files)
+    for name in names:
+        assert f"fetched {name} ({len(small_hub.files[name]) / 1e6:.1f} MB)\n" in err
+    total = sum(len(data) for data in small_hub.files.values())
+    summary = [line for line in err.splitlines() if line.startswith("prefetch:")][-1]
+    assert summary.startswith(
+        f"prefetch: org/small@{small_hub.sha} complete in {target}: {len(names)} files (0 already verified), "
+        f"{total / 1e6:.1f} MB in "
+    )
+    code, err = _main(capsys, *_args(tmp_path / "cache"))
+    (summary,) = [line for line in err.splitlines() if line.startswith("prefetch:")]
+    assert code == 0 and "fetched" not in err
+    assert summary.startswith(
+        f"prefetch: org/small@{small_hub.sha} complete in {target}: {len(names)} files "
+        f"({len(names)} already verified), 0.0 MB in "
+    )
+    assert summary.endswith(" s (0 MB/s)")
+
+
+@pytest.fixture
+def fake_prefetch(monkeypatch):
+    """prefetch() replaced: it records what main() passed and returns (or raises) what a test sets."""
+    calls: list[dict] = []
+    outcome: dict = {"summary": None, "raise": None, "log": []}
+
+    def fake(repo, revision, dest, *, workers, log):
+        calls.append({"repo": repo, "revision": revision, "dest": dest, "workers": workers})
+        for line in outcome["log"]:
+            log(line)
+        if outcome["raise"] is not None:
+            raise outcome["raise"]
+        return outcome["summary"]
+
+    monkeypatch.setattr(prefetch, "prefetch", fake)
+    return calls, outcome
+
+
+def _summary(**fields) -> dict:
+    return {"repo": "org/x", "sha": "c" * 40, "path": "/cache/org/x", "files": 3, "skipped": 1, **fields}
+
+
+@pytest.mark.parametrize(
+    ("fetched", "seconds", "tail"),
+    [
+        (5_000_000, 2.0, "5.0 MB in 2.00 s (2 MB/s)"),
+        (123_456_789, 0.5, "123.5 MB in 0.50 s (247 MB/s)"),
+        (0, 0.0, "0.0 MB in 0.00 s (0 MB/s)"),  # nothing timed: no rate, and no division by zero
+        (1_000_000, 0.0, "1.0 MB in 0.00 s (0 MB/s)"),
+    ],
+)
+def test_main_prints_the_summary_line(fake_prefetch, capsys, fetched, seconds, tail):
+    _, outcome = fake_prefetch
+    outcome["summary"] = _summary(bytes=fetched, seconds=seconds)
+    outcome["log"] = ["fetched a (1.0 MB)"]
+    code, err = _main(capsys, *_args(Path("/d"), "org/x"))
+    assert code == prefetch.OK
+    assert err == (
+        "fetched a (1.0 MB)\n"
+        f"prefetch: org/x@{'c' * 40} complete in /cache/org/x: 3 files (1 already verified), {tail}\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("flag", "workers"),
+    [([], prefetch.WORKERS), (["--workers", "0"], 1), (["--workers", "1"], 1), (["--workers", "3"], 3)],
+)
+def test_main_passes_the_arguments_and_at_least_one_worker(fake_prefetch, capsys, flag, workers):
+    calls, outcome = fake_prefetch
+    outcome["summary"] = _summary(bytes=0, seconds=0.0)
+    assert _main(capsys, *_args(Path("/d"), "org/x", "v1"), *flag)[0] == 0
+    assert calls == [{"repo": "org/x", "revision": "v1", "dest": Path("/d"), "workers": workers}]
+
+
+@pytest.mark.parametrize(
+    ("raised", "code", "line"),
+    [
+        (prefetch.PrefetchError(prefetch.GAVE_UP, "gave up"), prefetch.GAVE_UP, "prefetch: error: gave up"),
+        (
+            OSError(13, "Permission denied"),
+            prefetch.DISK,
+            "prefetch: error: cannot use /d: Permission denied",
+        ),
+        (OSError("no strerror"), prefetch.DISK, "prefetch: error: cannot use /d: no strerror"),
+        (KeyboardInterrupt(), 130, "prefetch: interrupted; run again to resume"),
+    ],
+)
+def test_main_turns_failures_into_an_exit_code_and_one_line(fake_prefetch, capsys, raised, code, line):
+    _, outcome = fake_prefetch
+    outcome["raise"] = raised
+    assert _main(capsys, *_args(Path("/d"), "org/x")) == (code, line + "\n")
+
+
+@pytest.fixture
+def fake_wait(monkeypatch):
+    calls: list[tuple] = []
+    outcome: dict = {"done": None, "raise": None}
+
+    def fake(repo, sha, dest, seconds, log):
+        calls.append((repo, sha, dest, seconds))
+        log("waiting for it")
+        if outcome["raise"] is not None:
+            raise outcome["raise"]
+        return outcome["done"]
+
+    monkeypatch.setattr(prefetch, "wait_complete", fake)
+    return calls, outcome
+
+
+def test_main_wait_complete_fetches_nothing_and_reports(fake_wait, fake_prefetch, capsys):
+    calls, outcome = fake_wait
+    outcome["done"] = {"path": "/cache/org/x/" + "c" * 40, "files": 4}
+    code, err = _main(capsys, *_args(Path("/d"), "org/x", "c" * 40), "--wait-complete", "2.5")
+    assert (
+        code == prefetch.OK
+        and err == f"waiting for it\nprefetch: /cache/org/x/{'c' * 40} is complete (4 files)\n"
+    )
+    assert calls == [("org/x", "c" * 40, Path("/d"), 2.5)]
+    assert fake_prefetch[0] == []  # nothing fetched
+    outcome["raise"] = prefetch.PrefetchError(prefetch.INCOMPLETE, "not complete")
+    assert _main(capsys, *_args(Path("/d"), "org/x", "c" * 40), "--wait-complete", "0") == (
+        prefetch.INCOMPLETE,
+        "waiting for it\nprefetch: error: not complete\n",
+    )
+    assert calls[-1][3] == 0.0
+
+
+def test_the_parser_states_its_contract():
+    parser = prefetch.build_parser()
+    assert (
+        parser.description
+        == "Fetch exactly the files SGLang needs for one model commit, verified, into DEST/ORG/NAME/SHA/."
+    )
+    args = parser.parse_args(_args(Path("/d"), "org/x"))
+    assert (args.repo, args.revision, args.dest, args.workers, args.wait_complete) == (
+        "org/x",
+        "main",
+        Path("/d"),
+        prefetch.WORKERS,
+        None,
+    )
+    for missing in ("--repo", "--revision", "--dest"):
+        argv = _args(Path("/d"))
+        at = argv.index(missing)
+        with pytest.raises(SystemExit) as exit_:
+            parser.parse_args(argv[:at] + argv[at + 2 :])
+        assert exit_.value.code == prefetch.BAD_ARGS
+    text = " ".join(parser.format_help().split())
+    for phrase in (
+        "--repo REPO Hugging Face repo id, ORG/NAME",
+        "--revision REVISION branch, tag or commit; resolved to the commit first",
+        "--dest DEST cache root; files land in DEST/ORG/NAME/SHA/",
+        f"--workers WORKERS parallel ranged requests (default {prefetch.WORKERS})",
+        "--wait-complete SECONDS fetch nothing: wait up to SECONDS for another run to complete this commit's "
+        "cache (exit 9 if it does not)",
+    ):
+        assert phrase in text
+
+
+def test_weights_are_hashed_as_their_chunks_land_and_never_read_again(hub_with_model, tmp_path, monkeypatch):
+    """An LFS file's sha256 is fed from its chunks as they arrive (or caught up, in order, as they land out of
+    order), so its verification reads nothing a second time: digest() is never called on a weights file."""
+    read_again: list[str] = []
+    real_digest = prefetch.digest
+
+    def digest(path: Path, blob_id: bool = True) -> tuple[str, str]:
+        read_again.append(path.name)
+        return real_digest(path, blob_id)
+
+    monkeypatch.setattr(prefetch, "digest", digest)
+    prefetch.prefetch(
+        "org/big",
+        "main",
+        tmp_path / "cache",
+        workers=4,
+        endpoint=hub_with_model.endpoint,
+        log=lambda line: None,
+    )
+    assert (tmp_path / "cache" / "org" / "big" / hub_with_model.sha / ".complete").exists()
+    assert "config.json.part" in read_again  # small files are checked by their git blob id, read once more
+    assert not [name for name in read_again if name.endswith(".safetensors.part")]
+
+
+# ---- what goes over the wire: each chunk's request, redirects, short bodies, retries and their backoff ----------
+
+
+class RecordingHub(LoopbackHub):
+    """The loopback Hub that also keeps each file GET's headers, can redirect file GETs (as the Hub sends LFS
+    files to its CDN) and can end a ranged body early but cleanly: half the bytes, with a Content-Length that
+    matches them, so no transport error tells the client."""
+
+    def __init__(self) -> None:
+        self.file_headers: list[tuple[str, dict[str, str]]] = []  # (path, headers, lower-cased names)
+        self.redirect: str | None = None  # a pattern of file paths answered with a 302 to themselves
+        self.short_bodies: dict[str, int] = {}  # a pattern of file paths -> how many bodies to cut short
+        super().__init__()
+
+    def _handler(self):
+        hub, base = self, super()._handler()
+
+        class Handler(base):
+            def do_GET(self) -> None:
+                url = urlparse(self.path)
+                if "/resolve/" in url.path:
+                    hub.file_headers.append((url.path, {k.lower(): v for k, v in self.headers.items()}))
+                    if hub.redirect and not url.query and re.search(hub.redirect, url.path):
+                        self._reply(302, b"", {"Location": f"{url.path}?from=hub"})
+                        return
+                super().do_GET()
+
+            def _reply(self, status, data=b"", headers=None, body=True, length=None) -> None:
+                with hub.lock:
+                    pattern = next(
+                        (p for p, n in hub.short_bodies.items() if n > 0 and re.search(p, self.path)), None
+                    )
+                    if status == 206 and pattern is not None:
+                        hub.short_bodies[pattern] -= 1
+                        data = data[: len(data) // 2]
+                super()._reply(status, data, headers, body, length)
+
+        return Handler
+
+
+@pytest.fixture
+def recording_hub():
+    with RecordingHub() as server:
+        server.files = sharded_model()
+        server.sha = server.add(Repo("org/small")).commit(server.files)
+        yield server
+
+
+def _fetch_recording(server: LoopbackHub, dest: Path, waits: list[float] | None = None, **kwargs) -> dict:
+    return prefetch.prefetch(
+        "org/small",
+        "main",
+        dest,
+        endpoint=server.endpoint,
+        log=lambda line: None,
+        sleep=(waits.append if waits is not None else lambda s: None),
+        **kwargs,
+    )
+
+
+def test_each_chunk_is_one_ranged_identity_request_with_bounded_timeouts(
+    recording_hub, tmp_path, monkeypatch
+):
+    """Identity encoding: the bytes on the wire are the file's (a compressed answer would fail every hash).
+    A stalled read is abandoned after 60 s, a connect after 10 s, and the chunk retried."""
+    from huggingface_hub.utils import get_session
+
+    session, real_stream = get_session(), get_session().stream
+    timeouts: list[tuple] = []
+
+    def stream(*args, **kwargs):
+        t = kwargs["timeout"]
+        timeouts.append((t.connect, t.read, t.write, t.pool, kwargs["follow_redirects"]))
+        return real_stream(*args, **kwargs)
+
+    monkeypatch.setattr(session, "stream", stream)
+    _fetch_recording(recording_hub, tmp_path / "cache")
+    sizes = {name: len(data) for name, data in recording_hub.files.items()}
+    asked = {path.rsplit("/", 1)[-1]: headers for path, headers in recording_hub.file_headers}
+    assert sorted(asked) == sorted(sizes) and len(recording_hub.file_headers) == len(sizes)  # one chunk each
+    for name, headers in asked.items():
+        assert headers["accept-encoding"] == "identity"
+        assert headers["range"] == f"bytes=0-{sizes[name] - 1}"
+    assert timeouts == [(10.0, 60.0, 60.0, 60.0, True)] * len(sizes)
+
+
+def test_redirected_files_are_followed(recording_hub, tmp_path):
+    recording_hub.redirect = r"/resolve/.*\.safetensors$"
+    waits: list[float] = []
+    _fetch_recording(recording_hub, tmp_path / "cache", waits)
+    target = tmp_path / "cache" / "org" / "small" / recording_hub.sha
+    for name, data in recording_hub.files.items():
+        assert (target / name).read_bytes() == data
+    assert waits == []  # followed at once, not retried
+    weights = [p for p, _ in recording_hub.file_headers if p.endswith(".safetensors")]
+    assert len(weights) == 4  # each weights file: the redirect, then its target
+
+
+def test_a_body_ending_early_is_retried_after_half_a_second(recording_hub, tmp_path):
+    recording_hub.short_bodies[r"tokenizer\.json$"] = 1
+    waits: list[float] = []
+    summary = _fetch_recording(recording_hub, tmp_path / "cache", waits, workers=1)
+    assert waits == [0.5]
+    target = tmp_path / "cache" / "org" / "small" / recording_hub.sha
+    assert (target / "tokenizer.json").read_bytes() == recording_hub.files["tokenizer.json"]
+    assert summary["skipped"] == 0
+
+
+def test_a_body_always_ending_early_gives_up_naming_where_it_ended(recording_hub, tmp_path):
+    recording_hub.short_bodies[r"tokenizer\.json$"] = prefetch.ATTEMPTS
+    size = len(recording_hub.files["tokenizer.json"])
+    waits: list[float] = []
+    with pytest.raises(prefetch.PrefetchError) as err:
+        _fetch_recording(recording_hub, tmp_path / "cache", waits, workers=1)
+    assert err.value.code == prefetch.GAVE_UP
+    assert str(err.value) == (
+        f"gave up on org/small tokenizer.json bytes 0-{size - 1} after 6 attempts: "
+        f"body ended at byte {size // 2} of {size}"
+    )
+    assert waits == [0.5, 1.0, 2.0, 4.0, 8.0]  # doubling from half a second, none after the last attempt
+
+
+@pytest.mark.parametrize(
+    ("status", "headers", "waits"),
+    [(429, {"Retry-After": "2"}, [2.0]), (503, {}, [0.5]), (416, {}, [0.5]), (302, {}, [0.5])],
+)
+def test_a_chunk_answered_other_than_200_or_206_is_retried(recording_hub, tmp_path, status, headers, waits):
+    recording_hub.fail(r"tokenizer\.json$", status, times=1, **headers)
+    slept: list[float] = []
+    _fetch_recording(recording_hub, tmp_path / "cache", slept, workers=1)
+    assert slept == waits
+    target = tmp_path / "cache" / "org" / "small" / recording_hub.sha
+    assert (target / "tokenizer.json").read_bytes() == recording_hub.files["tokenizer.json"]
+
+
+def test_an_empty_file_is_one_plain_get_answered_200(tmp_path):
+    with RecordingHub() as server:
+        files = {**sharded_model(), "added_tokens.json": b""}
+        sha = server.add(Repo("org/empty")).commit(files)
+        waits: list[float] = []
+        prefetch.prefetch(
+            "org/empty",
+            "main",
+            tmp_path / "cache",
+            endpoint=server.endpoint,
+            log=lambda x: None,
+            sleep=waits.append,
+        )
+    assert (tmp_path / "cache" / "org" / "empty" / sha / "added_tokens.json").read_bytes() == b""
+    (asked,) = [h for p, h in server.file_headers if p.endswith("/added_tokens.json")]
+    assert "range" not in asked and waits == []  # no byte range to ask for; the whole (empty) answer taken
+
+
+def test_a_chunk_always_answered_416_gives_up_naming_the_status(recording_hub, tmp_path):
+    recording_hub.fail(r"tokenizer\.json$", 416, times=prefetch.ATTEMPTS)
+    size = len(recording_hub.files["tokenizer.json"])
+    with pytest.raises(prefetch.PrefetchError) as err:
+        _fetch_recording(recording_hub, tmp_path / "cache", workers=1)
+    assert err.value.code == prefetch.GAVE_UP
+    assert (
+        str(err.value) == f"gave up on org/small tokenizer.json bytes 0-{size - 1} after 6 attempts: HTTP 416"
+    )
+
+
+# resolving the revision: the Hub's refusals, and retries with their backoff
+
+
+def _resolve(server: LoopbackHub, repo: str, waits: list[float], revision: str = "main"):
+    return prefetch.resolve(repo, revision, server.endpoint, waits.append)
+
+
+def test_resolving_backs_off_doubling_from_half_a_second_to_a_cap_of_8(small_hub, monkeypatch):
+    monkeypatch.setattr(prefetch, "ATTEMPTS", 8)  # enough attempts for the cap to bite
+    small_hub.fail(r"^/api/models/org/small", 502, times=8)
+    waits: list[float] = []
+    with pytest.raises(prefetch.PrefetchError) as err:
+        _resolve(small_hub, "org/small", waits)
+    assert err.value.code == prefetch.GAVE_UP
+    assert str(err.value) == "gave up resolving org/small@main after 8 attempts: HTTP 502"
+    assert waits == [0.5, 1.0, 2.0, 4.0, 8.0, 8.0, 8.0]
+
+
+@pytest.mark.parametrize(
+    ("fault", "headers", "wait"),
+    [(429, {"Retry-After": "3"}, 3.0), (503, {}, 0.5), (0, {}, 0.5)],  # 0: the connection dropped
+)
+def test_resolving_retries_what_may_pass(small_hub, fault, headers, wait):
+    small_hub.fail(r"^/api/models/org/small", fault, times=1, **headers)
+    waits: list[float] = []
+    assert _resolve(small_hub, "org/small", waits).sha == small_hub.sha
+    assert waits == [wait]
+
+
+@pytest.mark.parametrize(
+    ("repo", "status", "headers", "code", "message"),
+    [
+        (
+            "org/small",
+            401,
+            {"X-Error-Code": "GatedRepo", "X-Error-Message": "Access to this model is restricted"},
+            prefetch.DENIED,
+            f"org/small is gated (HTTP 401): {ACCEPT_THE_LICENCE}",
+        ),
+        (
+            "org/missing",
+            None,
+            {},
+            prefetch.DENIED,
+            "org/missing not found or private (HTTP 401); check the id",
+        ),
+        ("org/small", 400, {}, prefetch.NOT_FOUND, "org/small: HTTP 400 resolving 'main'"),
+        ("org/small", 499, {}, prefetch.NOT_FOUND, "org/small: HTTP 499 resolving 'main'"),
+    ],
+)
+def test_resolving_refuses_at_once(small_hub, repo, status, headers, code, message):
+    if status is not None:
+        small_hub.fail(r"^/api/models/", status, times=1, **headers)
+    waits: list[float] = []
+    with pytest.raises(prefetch.PrefetchError) as err:
+        _resolve(small_hub, repo, waits)
+    assert err.value.code == code and str(err.value).startswith(message) and waits == []
+
+
+# ---- what a run leaves: its summary, the marker, a moving branch, a full disk, the progress bar ---------------
+
+
+def test_the_summary_has_exactly_its_keys_and_times_the_run(small_hub, tmp_path):
+    dest = tmp_path / "cache"
+    target = dest / "org" / "small" / small_hub.sha
+    for fetched in (True, False):  # a fresh run, then one over the complete cache
+        before = time.monotonic()
+        summary = _fetch_small(small_hub, dest)
+        elapsed = time.monotonic() - before
+        seconds = summary.pop("seconds")
+        assert summary == {
+            "repo": "org/small",
+            "sha": small_hub.sha,
+            "path": str(target),
+            "files": len(small_hub.files),
+            "skipped": 0 if fetched else len(small_hub.files),
+            "bytes": sum(len(d) for d in small_hub.files.values()) if fetched else 0,
+        }
+        assert 0.0 <= seconds <= round(elapsed, 3) + 0.001 and seconds >= elapsed - 0.05
+
+
+def test_the_marker_is_written_one_key_per_line(small_hub, tmp_path):
+    _fetch_small(small_hub, tmp_path / "cache")
+    target = tmp_path / "cache" / "org" / "small" / small_hub.sha
+    entries = ",\n".join(
+        f'  {{\n   "path": "{n}",\n   "size": {len(d)},\n   "sha256": "{_sha256(d)}"\n  }}'
+        for n, d in sorted(small_hub.files.items())
+    )
+    expected = f'{{\n "repo": "org/small",\n "sha": "{small_hub.sha}",\n "files": [\n{entries}\n ]\n}}'
+    assert (target / ".complete").read_text() == expected
+
+
+def test_a_revision_is_fetched_at_its_commit_while_main_moves_on(tmp_path):
+    with RecordingHub() as server:
+        repo = server.add(Repo("org/moving"))
+        old = sharded_model()
+        old_sha = repo.commit(old, ref="v1")
+        new = {**old, "config.json": b'{"model_type": "newer"}'}
+        repo.commit(new, ref="main")
+        prefetch.prefetch(
+            "org/moving", "v1", tmp_path / "cache", endpoint=server.endpoint, log=lambda x: None
+        )
+    target = tmp_path / "cache" / "org" / "moving" / old_sha
+    assert (target / "config.json").read_bytes() == old["config.json"]
+    assert {p.split("/resolve/")[1].split("/")[0] for p, _ in server.file_headers} == {old_sha}
+
+
+def test_a_full_disk_at_reservation_fails_clearly_and_frees_what_was_reserved(
+    small_hub, tmp_path, monkeypatch
+):
+    real_fallocate, reserved = os.posix_fallocate, []
+
+    def posix_fallocate(fd: int, offset: int, length: int) -> None:
+        if reserved:  # the second file finds the disk full
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        reserved.append(length)
+        real_fallocate(fd, offset, length)
+
+    monkeypatch.setattr(os, "posix_fallocate", posix_fallocate)
+    dest = tmp_path / "cache"
+    with pytest.raises(prefetch.PrefetchError) as err:
+        _fetch_small(small_hub, dest)
+    assert err.value.code == prefetch.DISK
+    assert str(err.value) == f"cannot write under {dest}: No space left on device"
+    assert reserved and not list(dest.rglob("*.part")) and not list(dest.rglob(".complete"))
+
+
+def test_on_a_terminal_a_progress_bar_counts_every_byte_under_the_repo_name(small_hub, tmp_path, monkeypatch):
+    # the class `from huggingface_hub.utils import tqdm` hands out lives in this submodule
+    bar_module = importlib.import_module("huggingface_hub.utils.tqdm")
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    bars: list[dict] = []
+
+    class Bar:
+        def __init__(self, **kwargs) -> None:
+            self.record = {"made": kwargs, "counted": 0, "closed": False}
+            bars.append(self.record)
+
+        def update(self, n: int) -> None:
+            self.record["counted"] += n
+
+        def close(self) -> None:
+            self.record["closed"] = True
+
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    monkeypatch.setattr(bar_module, "tqdm", Bar)
+    _fetch_small(small_hub, tmp_path / "cache")
+    total = sum(len(d) for d in small_hub.files.values())
+    made = {"total": total, "unit": "B", "unit_scale": True, "desc": "org/small"}
+    assert bars == [{"made": made, "counted": total, "closed": True}]
+
+
+# ---- waiting for another run's cache -----------------------------------------------------------------------
+
+
+def test_wait_complete_returns_what_it_found(small_hub, tmp_path):
+    dest = tmp_path / "cache"
+    _fetch_small(small_hub, dest)
+    done = prefetch.wait_complete("org/small", small_hub.sha, dest, seconds=0, log=lambda line: None)
+    target = dest / "org" / "small" / small_hub.sha
+    assert done == {
+        "repo": "org/small",
+        "sha": small_hub.sha,
+        "path": str(target),
+        "files": len(small_hub.files),
+    }
+
+
+def test_wait_complete_polls_then_says_what_to_check(tmp_path):
+    lines: list[str] = []
+    sha = "b" * 40
+    with pytest.raises(prefetch.PrefetchError) as err:
+        prefetch.wait_complete("org/x", sha, tmp_path, seconds=0.05, poll=0.01, log=lines.append)
+    target = tmp_path / "org" / "x" / sha
+    assert err.value.code == prefetch.INCOMPLETE
+    assert (
+        str(err.value)
+        == f"{target} is not complete after 0 s; is the prefetch Job running? (kubectl get jobs)"
+    )
+    assert lines and set(lines) == {f"waiting for {target}/.complete"}
+
+
+@pytest.mark.parametrize("wait", [False, True])
+def test_main_flushes_each_log_line_as_it_is_logged(monkeypatch, wait):
+    """A Job's log shows progress as it happens, even where stderr is block-buffered."""
+    raw = io.BytesIO()
+    monkeypatch.setattr(sys, "stderr", io.TextIOWrapper(raw, encoding="utf-8"))  # no line buffering
+    seen: list[bytes] = []
+
+    def fake(*args, log, **kwargs) -> dict:
+        log("a line")
+        seen.append(raw.getvalue())
+        if wait:
+            return {"path": "/p", "files": 1}
+        return _summary(bytes=0, seconds=0.0)
+
+    monkeypatch.setattr(prefetch, "wait_complete" if wait else "prefetch", fake)
+    flag = ["--wait-complete", "1"] if wait else []
+    assert prefetch.main(_args(Path("/d"), "org/x", "c" * 40) + flag) == prefetch.OK
+    assert seen == [b"a line\n"]
+
+
+# ---- the transfer's parts, where no run can reach a case: hashing out of order, the verification pool --------
+
+
+def _plan(part: Path, data: bytes, done: set[int]) -> prefetch._Plan:
+    chunks = max(1, -(-len(data) // prefetch.CHUNK))
+    remote = prefetch.RemoteFile("w.safetensors", len(data), _sha256(data), None)
+    return prefetch._Plan(remote, part, part.with_name(part.name + ".done"), -1, chunks, done, [], 0.0)
+
+
+@pytest.mark.parametrize("size", [1, 15, 16, 17, 24, 25, 32, 33, 41])
+def test_chunks_landed_out_of_order_are_hashed_to_the_last_byte(tmp_path, monkeypatch, size):
+    """Chunks of 16 bytes read 8 at a time: a chunk that ends 1 byte into a read, or is 1 byte long, still
+    counts that byte."""
+    monkeypatch.setattr(prefetch, "CHUNK", 16)
+    monkeypatch.setattr(prefetch, "PIECE", 4)
+    data = bytes(range(size))
+    part = tmp_path / "w.safetensors.part"
+    part.write_bytes(data)
+    plan = _plan(part, data, set(range(-(-size // 16))))
+    assert plan.sha256() == _sha256(data) and plan.hashed == plan.chunks
+
+
+def test_a_chunk_landing_before_the_first_reads_nothing(tmp_path, monkeypatch):
+    monkeypatch.setattr(prefetch, "CHUNK", 16)
+    data = bytes(48)
+    plan = _plan(tmp_path / "absent.part", data, {1, 2})  # chunk 0 not yet landed; no file to read either
+    plan.hash_ready()
+    assert plan.hashed == 0 and plan.sha256() is None
+
+
+def test_at_most_two_files_are_verified_at_once(tmp_path):
+    """Verification reads whole files (git blob ids): two at a time, beside the transfers, not one per file."""
+    files, partial = [], tmp_path / ".partial"
+    partial.mkdir()
+    for i in range(4):  # each already on disk in full: all four are ready to verify at once
+        remote = prefetch.RemoteFile(f"f{i}.json", 3, None, None)
+        (partial / f"{remote.path}.part").write_bytes(b"abc")
+        (partial / f"{remote.path}.part.done").write_text("[0]")
+        files.append(remote)
+    ready, in_flight, peak, checked = threading.Condition(), [0], [0], []
+
+    def finish(remote: prefetch.RemoteFile, part: Path, sha256: str | None) -> None:
+        with ready:
+            in_flight[0] += 1
+            peak[0] = max(peak[0], in_flight[0])
+            ready.notify_all()
+            ready.wait_for(lambda: in_flight[0] > 2, timeout=0.2)  # a third, if it ever runs, comes now
+            in_flight[0] -= 1
+            checked.append(remote.path)
+
+    transfer = prefetch.Transfer("org/x", "a" * 40, None, 4, lambda line: None)
+    transfer.fetch_all(files, lambda remote: partial / f"{remote.path}.part", finish)
+    assert peak[0] == 2 and sorted(checked) == [f.path for f in files]
+
+
+def test_a_plan_closes_its_descriptor_once_however_often_it_is_closed(tmp_path, monkeypatch):
+    """Closed once: a second close must not close a descriptor the number was reused for, nor any other."""
+    part = tmp_path / "w.part"
+    part.write_bytes(b"x")
+    plan = _plan(part, b"x", set())
+    plan.fd = os.open(part, os.O_WRONLY)
+    closed: list[int] = []
+    real_close = os.close
+
+    def close(fd: int) -> None:
+        closed.append(fd)
+        real_close(fd)
+
+    opened = plan.fd
+    monkeypatch.setattr(os, "close", close)
+    plan.close()
+    plan.close()
+    assert closed == [opened] and plan.fd < 0
