@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 # Nothing in the tests may reach the real Hub: unless a test points it at its loopback Hub, the client
 # talks to a closed loopback port. Set before anything imports huggingface_hub.
@@ -116,3 +117,24 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     which it first runs, every function a variant's program calls maps to that variant's snapshot, however
     the tests that share the session's renders are ordered."""
     items.sort(key=lambda item: item.path.name != "test_render_unchanged.py")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """A session starts with nothing of sgldeploy's cached, neither in sgldeploy (the catalog's tables, the
+    prefetch tool's text) nor in the tests (rendered stacks and plans): mutation testing (make mutate) forks
+    each mutant's session from a process that already ran the tests once, and a cache kept from that run would
+    answer with the unmutated code's results."""
+    for name, module in list(sys.modules.items()):
+        if name == "sgldeploy" or name.startswith(("sgldeploy.", "tests.")):
+            for value in list(vars(module).values()):
+                if callable(getattr(value, "cache_clear", None)) and _caches_product_output(name, value):
+                    value.cache_clear()
+
+
+# Caches of facts from outside sgldeploy (upstream schemas, AWS API models, generated test repos): kept, since
+# no mutant of sgldeploy changes them and they are slow to build.
+_EXTERNAL_CACHES = ("tests.aws_api", "tests.k8s_schemas", "tests.upstream")
+
+
+def _caches_product_output(module: str, value: Any) -> bool:
+    return module not in _EXTERNAL_CACHES and getattr(value, "__name__", "") != "big_model"
