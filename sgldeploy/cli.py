@@ -132,12 +132,12 @@ def _prepare_outputs(args: argparse.Namespace) -> None:
     targets = [(args.json, False), (args.markdown, False), (args.manifests, True)]
     for path, is_directory in (t for t in targets if t[0] is not None):
         directory = path if is_directory else path.parent
-        try:
+        try:  # the errors carry no file name: the problem line names the output itself
             if not is_directory and path.is_dir():
-                raise IsADirectoryError(21, "is a directory", str(path))
+                raise IsADirectoryError(21, "is a directory")
             directory.mkdir(parents=True, exist_ok=True)
             if not os.access(directory, os.W_OK | os.X_OK):
-                raise PermissionError(13, "Permission denied", str(directory))
+                raise PermissionError(13, "Permission denied")
         except OSError as err:
             problems.append(_output_problem(path, err))
     if problems:

@@ -38,7 +38,11 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 def test_the_console_script_is_what_users_run():
     exe = os.path.join(os.path.dirname(sys.executable), "sgldeploy")
     result = subprocess.run([exe, "validate", "--stack", "dev"], capture_output=True, text=True, cwd=ROOT)
-    assert (result.returncode, result.stdout.strip(), result.stderr) == (0, f"{ROOT}/stacks/Pulumi.dev.yaml: valid", "")
+    assert (result.returncode, result.stdout.strip(), result.stderr) == (
+        0,
+        f"{ROOT}/stacks/Pulumi.dev.yaml: valid",
+        "",
+    )
     usage = subprocess.run([exe, "frobnicate"], capture_output=True, text=True, cwd=ROOT)
     assert usage.returncode == 2 and "invalid choice: 'frobnicate'" in usage.stderr
 
@@ -430,3 +434,60 @@ def test_a_hanging_pulumi_config_get_is_one_line(tmp_path, capsys, monkeypatch):
         "error: sgldeploy:hfToken: cannot be read with `pulumi config get` (timed out after 60 s); check "
         "`pulumi login` and the stack's backend, or set HF_TOKEN for this command"
     )
+
+
+# ---- in-process paths: lock's kept entries, --markdown without --compare, each option's help -------------
+
+
+def test_lock_keeps_a_pinned_entry_and_says_so(tmp_path):
+    path = write_stack(tmp_path)  # Qwen pinned to a commit, already in the lock beside it: nothing to ask
+    result = run_cli("lock", "--config", str(path))
+    assert (result.returncode, result.stderr) == (0, "")
+    assert result.stdout.splitlines() == [
+        f"kept {QWEN['repo']}@{QWEN['revision']} (pinned; --refresh resolves it again)",
+        f"unchanged {tmp_path / 'models.lock.json'}",
+    ]
+
+
+def test_markdown_without_compare_is_the_change_from_nothing(tmp_path):
+    """A first plan (no --compare) comments the whole stack as added: every resource to create, the cost
+    from $0.00."""
+    path = write_stack(tmp_path)
+    comment, plan_file = tmp_path / "comment.md", tmp_path / "plan.json"
+    result = run_cli("plan", "--config", str(path), "--markdown", str(comment), "--json", str(plan_file))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == f"markdown: {comment}"
+    document = json.loads(plan_file.read_text())
+    low, high = document["cost"]["monthly_usd_min"], document["cost"]["monthly_usd_max"]
+    text = comment.read_text()
+    assert f"**Monthly cost will be ${low:,.2f}–${high:,.2f} (min–max replicas).**" in text
+    assert f"| qwen (added) | $0.00 | ${low:,.2f}–${high:,.2f} |" in text
+    created = len(document["resources"])
+    assert (
+        f"Resource changes: {created} to create, 0 to update, 0 to replace, 0 to delete, 0 unchanged" in text
+    )
+
+
+def test_each_plan_option_says_what_it_does_in_its_help():
+    """`sgldeploy plan --help` is the reference users read (the options are the DESIGN.md contract)."""
+    out = io.StringIO()
+    with redirect_stdout(out), pytest.raises(SystemExit):
+        main(["plan", "--help"])
+    help_text = " ".join(out.getvalue().split())  # argparse wraps to the terminal's width
+    for option, what in [
+        ("--stack NAME", "read stacks/Pulumi.NAME.yaml (default dev)"),
+        ("--config FILE", "read this stack file"),
+        ("--json FILE", "write the plan JSON here"),
+        ("--manifests DIR", "write one YAML file per Kubernetes object"),
+        (
+            "--compare PREVIOUS_PLAN_JSON",
+            "diff cost and resources against a plan JSON written earlier (e.g. from the base branch)",
+        ),
+        ("--markdown FILE", "write the cost estimate (and diff, with --compare) as a pull-request comment"),
+        (
+            "--policy-config FILE",
+            "policy pack config, in the format of `pulumi preview --policy-pack-config`",
+        ),
+        ("--usage FILE", "YAML of usage assumptions for usage-based cost lines (see README)"),
+    ]:
+        assert f"{option} {what}" in help_text, option

@@ -705,3 +705,31 @@ def test_a_commit_kept_warm_is_one_replica_at_min_and_at_max(canary_lock):
     assert line.description == (
         "1 previous commit kept warm replica(s) of g6.xlarge, on-demand price, running at all times"
     )
+
+
+@pytest.mark.parametrize(
+    "version, day, support",
+    [
+        ("1.29", date(2026, 3, 22), "extended"),  # the calendar: 1.29's extended support ends 2026-03-23
+        ("1.29", date(2026, 3, 23), "ended"),
+        ("1.29", date(2024, 1, 22), "upcoming"),  # released on EKS 2024-01-23
+        ("1.20", date(2026, 1, 1), "unknown"),  # not in the calendar at all
+    ],
+)
+def test_a_control_plane_eks_does_not_offer_is_priced_nothing_under_its_own_name(version, day, support):
+    from sgldeploy.spec import PlatformSpec
+
+    spec = PlatformSpec.model_validate(
+        {"cluster": {"name": "c", "create": True, "kubernetes_version": version}}
+    )
+    item = cost.control_plane(spec, "us-east-1", day)
+    if support == "extended":
+        assert (item.resource, item.hourly_usd_min is not None) == ("platform/eks-control-plane", True)
+        return
+    assert item == cost.CostItem(
+        "platform/eks-control-plane",
+        f"EKS control plane, Kubernetes {version}: not offered by EKS on {day.isoformat()}",
+        None,
+        None,
+        drivers={"kubernetes_version": version, "support": support},
+    )

@@ -360,3 +360,42 @@ def test_lock_check_is_offline_aware_and_names_a_damaged_entry(loopback, tmp_pat
     relocked = cli(loopback, "lock", "--config", str(stack))  # a damaged entry is resolved again
     assert relocked.returncode == 0 and f"org/tiny@main → {sha}" in relocked.stdout
     assert read_lock(lock_file)["org/tiny@main"].num_attention_heads == 8
+
+
+# ---- in-process paths (mutation testing sees only the code a test runs in its own process) --------------
+
+
+@pytest.mark.parametrize(
+    "experts, expected",
+    [
+        ({"num_local_experts": 8, "num_experts_per_tok": 2}, 8),  # Mixtral-8x7B's config.json
+        ({"num_experts": 60, "num_experts_per_tok": 4}, 60),  # Qwen1.5-MoE-A2.7B's
+        ({"n_routed_experts": 256, "num_experts_per_tok": 8}, 256),  # DeepSeek-V3's
+        ({}, None),  # a dense model
+    ],
+)
+def test_the_expert_count_is_read_under_each_name_the_families_use(loopback, experts, expected):
+    loopback.add(Repo("org/moe")).commit(sharded_model({**CONFIG, **experts}))
+    assert resolve(loopback, "org/moe")["config"]["num_experts"] == expected
+
+
+def test_lock_check_retries_as_it_is_told(loopback, tmp_path):
+    from sgldeploy.models import lock_stack
+    from sgldeploy.spec.problems import InvalidInput
+    from sgldeploy.spec.stackfile import read_stack_file
+
+    loopback.add(Repo("org/tiny")).commit(sharded_model())
+    stack = read_stack_file(stack_for(tmp_path, "org/tiny"))
+    lock_stack.lock(stack, endpoint=loopback.endpoint, retry=NO_WAIT)
+    loopback.fail(r"^/api/models/org/tiny", 503, times=1000)
+    asked, waits = len(loopback.requests), []
+    with pytest.raises(InvalidInput) as err:
+        lock_stack.check(
+            stack,
+            endpoint=loopback.endpoint,
+            retry=hub.Retry(attempts=3, first_delay=0.5, sleep=waits.append),
+        )
+    assert waits == [0.5, 1.0], "two waits between three attempts, doubling from first_delay"
+    assert len([p for _, p in loopback.requests[asked:] if p.startswith("/api/models/org/tiny")]) == 3
+    [problem] = err.value.problems
+    assert problem.path == "sgldeploy:deployments[0].model.repo" and problem.got == "org/tiny"

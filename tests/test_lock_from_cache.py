@@ -237,6 +237,40 @@ def test_a_damaged_safetensors_header_is_one_line(loopback, tmp_path):
     with pytest.raises(hub.HubError) as err:
         hf_cache.resolve(cache, "org/tiny", "main")
     assert f"cached {SHARD_1} has an unreadable safetensors header" in err.value.problem.what
+    assert err.value.problem.fix == "download the file again (delete its blob first) to repair the cache"
+
+
+def test_a_partial_snapshot_names_the_commit_by_its_first_12_hex_in_process(loopback, tmp_path):
+    """The lines of the subprocess test above, from the function itself (so mutation testing sees them)."""
+    files = model_files()
+    sha = loopback.add(Repo("org/tiny")).commit(files)
+    cache = tmp_path / "cache"
+    download(loopback, "org/tiny", [n for n in sorted(files) if n not in ("config.json", SHARD_2)], cache)
+    with pytest.raises(hf_cache.MissingFiles) as err:
+        hf_cache.resolve(cache, "org/tiny", "main")
+    assert [(e.problem.what, e.problem.fix) for e in err.value.errors] == [
+        (
+            f"org/tiny@{sha[:12]} in the cache {cache} lacks {name} (a partial snapshot)",
+            f"download it with `hf download org/tiny {name} --revision {sha} --cache-dir {cache}`",
+        )
+        for name in ("config.json", SHARD_2)
+    ]
+
+
+def test_an_entry_from_a_cache_warns_that_gating_is_unknown_in_process(loopback, tmp_path):
+    files = model_files()
+    sha = loopback.add(Repo("org/tiny")).commit(files)
+    cache = tmp_path / "hf-home" / "hub"
+    download(loopback, "org/tiny", sorted(files), cache)
+    stack = read_stack_file(stack_file(tmp_path, [("org/tiny", "main")]))
+    report = lock_stack.lock(stack, from_cache=cache)
+    assert report.written == [f"org/tiny@main → {sha} (local-cache)"] and report.problems == []
+    assert [w.line() for w in report.warnings] == [
+        "warning: sgldeploy:deployments[0].model.repo: whether org/tiny is gated is unknown offline (a local "
+        'cache does not record it; the entry says "gated": null); if it is gated, set the token with '
+        "`pulumi config set --secret sgldeploy:hfToken hf_…` before `pulumi up`, or run `sgldeploy lock "
+        "--refresh` where the Hub is reachable"
+    ]
 
 
 @pytest.mark.parametrize(

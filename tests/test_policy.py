@@ -283,6 +283,43 @@ def test_policy_config_problems_one_line_each():
     )
 
 
+@pytest.mark.parametrize(
+    "given, message, shown",
+    [
+        ("org/x", "'org/x' is not of type 'array'", "'org/x'"),  # one repo, not a list of them
+        (["org/x", 1], "1 is not of type 'string'", "a list of 2"),
+    ],
+)
+def test_a_policy_config_file_is_named_in_each_line_and_list_settings_take_lists_of_text(
+    tmp_path, given, message, shown
+):
+    config = tmp_path / "policy-config.json"
+    config.write_text(json.dumps({"trust-remote-code-allowlist": {"allowed_repos": given}}))
+    with pytest.raises(InvalidInput) as err:
+        pack.read_settings(config)
+    assert [p.line() for p in err.value.problems] == [
+        f"error: {config}: trust-remote-code-allowlist.allowed_repos: is invalid ({message}) (got {shown}); "
+        "Hugging Face repos reviewed and allowed to run their own code"
+    ]
+    config.write_text(json.dumps({"trust-remote-code-allowlist": {"allowed_repos": ["org/x"]}}))
+    assert pack.read_settings(config)["trust-remote-code-allowlist"].config == {"allowed_repos": ["org/x"]}
+
+
+def test_a_list_setting_schema_is_an_array_of_strings():
+    """What the pack declares to Pulumi for a list setting (called here, not only at import)."""
+    import jsonschema
+
+    schema = pack._strings(["latest"], "tags that move")
+    assert schema == {
+        "type": "array",
+        "items": {"type": "string"},
+        "default": ["latest"],
+        "description": "tags that move",
+    }
+    for value, valid in ((["a"], True), ([], True), ("a", False), ([1], False)):
+        assert jsonschema.Draft202012Validator(schema).is_valid(value) is valid, value
+
+
 def test_every_policy_is_described_with_safe_defaults():
     for p in pack.POLICIES:
         assert p.description.endswith(".") and p.level in pack.LEVELS

@@ -868,3 +868,38 @@ def test_a_replica_fits_up_to_exactly_the_gpus_memory(extra_gib, fits):
     fit = memory_fit(dep, model, gpu_models()["L4"], 1, 2048, "bfloat16")
     assert fit.required_gib_per_gpu == pytest.approx(22.35 + extra_gib, abs=1e-9)
     assert fit.fits is fits
+
+
+def test_instance_types_without_any_gpu_say_so():
+    with pytest.raises(SizingError) as err:
+        # p3 carries V100s, in the instance catalog but not among the GPUs sgldeploy serves on
+        size(
+            spec(resources={"gpu": "auto", "instance_types": ["p3.2xlarge"]}),
+            facts(1_000_000_000, 16, 32, 8, 64),
+        )
+    assert err.value.problem.line() == (
+        "error: resources.instance_types: has no instance type that carries a GPU sgldeploy serves on (got "
+        "'p3.2xlarge'); allow instance types listed for it in sgldeploy/data/aws-gpu-instances.csv, or empty "
+        "the list"
+    )
+
+
+def test_infeasible_with_every_halving_already_taken_says_nothing_fits():
+    """FP8 weights and an FP8 KV cache already: no concurrency or context would fit either, so no hint."""
+    # 6e12 parameters at fp8 are 5.5 TiB; 32× B200 hold 5.6 TiB: too little KV room for 64 requests of 512 tokens
+    huge = facts(6_000_000_000_000, 120, 128, 8, 128, context=131072)
+    with pytest.raises(SizingError) as err:
+        size(
+            spec(
+                resources={"gpu": "auto", "gpu_count": "auto"},
+                serving={
+                    "quantization": "fp8",
+                    "kv_cache_dtype": "fp8_e4m3",
+                    "context_length": 131072,
+                    "max_concurrency": 64,
+                },
+            ),
+            huge,
+        )
+    assert err.value.problem.path == "model.repo" and "does not fit" in err.value.problem.what
+    assert err.value.problem.fix == "no placement in the catalog can hold this model"

@@ -681,3 +681,63 @@ def test_a_gpu_count_must_be_a_whole_number(value, shown):
     )
     assert (type(resources.gpu_count), resources.gpu_count) == (int, 2)
     assert (type(resources.cpu), resources.cpu) == (float, 2.0)
+
+
+# ---- what pydantic reports, as one line each ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("length, refused", [(62, False), (63, False), (64, True)])
+def test_a_string_over_its_length_is_one_line_in_pydantics_words(length, refused):
+    platform = {"namespace": "n" * length}  # a DNS-1123 label: at most 63 characters
+    if not refused:
+        assert parse_stack(platform, [deployment()]).platform.namespace == "n" * length
+        return
+    assert problems(platform, [deployment()]) == [
+        f"error: sgldeploy:platform.namespace: string should have at most 63 characters (got '{'n' * length}'); "
+        "shorten or correct it"
+    ]
+
+
+def test_a_string_against_its_pattern_is_one_line():
+    [line] = problems({"cluster": {"name": "-x"}}, [deployment()])
+    # The pattern as EKS's CreateCluster documents a cluster name (letters, digits, - and _, not starting with
+    # either), shown with its case: [A-Za-z] lowercased would read [a-za-z] and say something else.
+    assert line == (
+        "error: sgldeploy:platform.cluster.name: string should match pattern '^[A-Za-z0-9][A-Za-z0-9_-]*$' "
+        "(got '-x'); shorten or correct it"
+    )
+
+
+def test_a_type_error_of_a_kind_without_a_phrase_still_reads_as_one_line():
+    """Every field today is a number, text, a flag, a list or an object; a field of another type (a set, here)
+    still gets a line from pydantic's error kind, not a crash."""
+    from sgldeploy.spec.validate import _problem
+
+    class WithASet(pydantic.BaseModel):
+        tags: set[str]
+
+    with pytest.raises(pydantic.ValidationError) as err:
+        WithASet.model_validate({"tags": 5})
+    [detail] = err.value.errors(include_url=False)
+    assert detail["type"] == "set_type"
+    assert _problem(WithASet, "platform", (), detail).line() == (
+        "error: sgldeploy:platform.tags: must be set type (got 5); write set type here"
+    )
+
+
+def test_the_json_schema_of_an_auto_number_has_the_validators_bounds():
+    """Editors check stack files with the schema: 0.49 and 0.96 refused, 0.5 and 0.95 taken, as parse_stack
+    does (test_auto_numbers_are_taken_from_their_minimum_to_their_maximum). The helper is called here, not
+    only at import, so a mutation of it is seen by the test that runs it."""
+    import jsonschema
+
+    from sgldeploy.spec import _auto_or
+
+    class Fraction(pydantic.BaseModel):
+        value: _auto_or(float, 0.5, 0.95)  # type: ignore[valid-type]
+
+    schema = Fraction.model_json_schema()["properties"]["value"]
+    assert schema["anyOf"] == [{"const": "auto"}, {"type": "number", "minimum": 0.5, "maximum": 0.95}]
+    validator = jsonschema.Draft202012Validator(schema)
+    for value, taken in ((0.49, False), (0.5, True), (0.95, True), (0.96, False), ("auto", True)):
+        assert validator.is_valid(value) is taken, value
