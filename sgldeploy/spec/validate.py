@@ -351,7 +351,9 @@ def _problem(model: type[BaseModel], key: str, prefix: tuple[Any, ...], err: Err
     if kind == "finite_number":
         return Problem(path, "must be a finite number", "write a number, not NaN or infinity", got)
     if kind in ("string_too_long", "string_too_short", "string_pattern_mismatch"):
-        return Problem(path, err["msg"].lower(), "shorten or correct it", got)
+        # pydantic's sentence, its first letter lowered to start the line's clause; a pattern in it keeps its case
+        msg = err["msg"]
+        return Problem(path, msg[:1].lower() + msg[1:], "shorten or correct it", got)
     if kind.endswith("_type") or kind.endswith("_parsing") or kind == "model_type":
         expected = {
             "int": "a whole number",
