@@ -597,15 +597,13 @@ def prefetch(
     missing = []
     for remote in files:
         final = target / remote.path
-        if final.is_file() and verify(final, remote)[0] is None:  # cached by verification, not by existence
-            summary["skipped"] += 1
-            recorded[remote.path] = {
-                "path": remote.path,
-                "size": remote.size,
-                "sha256": digest(final, blob_id=False)[0],
-            }
-        else:
-            missing.append(remote)
+        if final.is_file():
+            problem, sha256 = verify(final, remote)  # cached by verification, not by existence
+            if problem is None:  # one read of the file: verifying it gave its sha256
+                summary["skipped"] += 1
+                recorded[remote.path] = {"path": remote.path, "size": remote.size, "sha256": sha256}
+                continue
+        missing.append(remote)
 
     def place(remote: RemoteFile, part: Path, sha256: str | None) -> None:
         problem, sha256 = verify(part, remote, sha256)

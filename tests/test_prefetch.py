@@ -142,15 +142,30 @@ def test_fresh_download_is_complete_and_verified(hub_with_model, tmp_path):
     assert serve.returncode == 0 and serve.stdout == "serving\n"  # the image's entrypoint accepts this cache
 
 
-def test_second_run_transfers_nothing(hub_with_model, tmp_path):
+def test_second_run_transfers_nothing_and_reads_each_file_at_most_once(hub_with_model, tmp_path, monkeypatch):
     assert run(hub_with_model, tmp_path / "cache").returncode == 0
     before = len(file_gets(hub_with_model))
-    summary = prefetch.prefetch(
-        "org/big", "main", tmp_path / "cache", endpoint=hub_with_model.endpoint, log=lambda line: None
+    hashed: list[str] = []
+    real_digest = prefetch.digest
+    monkeypatch.setattr(
+        prefetch, "digest", lambda path, **kw: hashed.append(path.name) or real_digest(path, **kw)
     )
+
+    def rerun() -> dict:
+        return prefetch.prefetch(
+            "org/big", "main", tmp_path / "cache", endpoint=hub_with_model.endpoint, log=lambda line: None
+        )
+
+    summary = rerun()  # the marker matches the commit's files: nothing is read
+    assert (summary["bytes"], summary["skipped"], hashed) == (0, summary["files"], [])
+    marker = tmp_path / "cache" / "org" / "big" / hub_with_model.sha / ".complete"
+    recorded = marker.read_text()
+    marker.unlink()  # without it every file is verified from disk, each read once
+    summary = rerun()
+    assert (summary["bytes"], summary["skipped"]) == (0, summary["files"])
+    assert len(hashed) == len(set(hashed)) == summary["files"]
+    assert marker.read_text() == recorded  # the sha256 verifying gave is the one recorded
     assert len(file_gets(hub_with_model)) == before
-    assert summary["bytes"] == 0 and summary["skipped"] == summary["files"]
-    assert summary["seconds"] < 1.0
 
 
 def test_dropped_connections_and_server_errors_are_retried(hub_with_model, tmp_path):
