@@ -311,3 +311,23 @@ def test_plan_compare_prints_every_changed_flag(tp_plans, tmp_path):
         shown.append(line.strip())
     assert [c for c in shown if c.startswith(ARGS)] == ARGS_CHANGES
     assert shown == server_changes(diff.diff(old, new))  # all of them: a terminal has room
+
+
+def test_a_cost_diff_against_a_plan_without_costs_has_no_diff_and_removes_every_item(plans):
+    """A plan with no cost lines (no totals, no `items`): each amount it lacks is unknown, so the change
+    has no diff and no percent, and every item of the other plan reads as removed."""
+    base, _ = plans
+    bare = {"deployments": [{"name": d["name"]} for d in base["deployments"]], "cost": {}}
+    d = diff.cost_diff(base, bare)
+    old_max = base["cost"]["monthly_usd_max"]
+    assert d["total"]["monthly_usd_max"] == {"old": old_max, "new": None, "diff": None, "percent": None}
+    [dep] = d["deployments"]
+    old_dep_max = base["deployments"][0]["cost"]["monthly_usd_max"]
+    assert dep["monthly_usd_max"] == {"old": old_dep_max, "new": None, "diff": None, "percent": None}
+    assert [(i["resource"], i["status"]) for i in d["items"]] == [
+        (resource, "removed") for resource in sorted(i["resource"] for i in base["cost"]["items"])
+    ]
+    back = diff.cost_diff(bare, base)
+    assert [(i["resource"], i["status"]) for i in back["items"]] == [
+        (resource, "added") for resource in sorted(i["resource"] for i in base["cost"]["items"])
+    ]

@@ -399,3 +399,22 @@ def test_lock_check_retries_as_it_is_told(loopback, tmp_path):
     assert len([p for _, p in loopback.requests[asked:] if p.startswith("/api/models/org/tiny")]) == 3
     [problem] = err.value.problems
     assert problem.path == "sgldeploy:deployments[0].model.repo" and problem.got == "org/tiny"
+
+
+def test_a_file_refused_with_http_401_names_the_token_fix(loopback):
+    """A 401 on a file (no Hub error code, so the client raises its plain HTTP error, not RepoNotFound) is
+    a token problem, not a fault to retry or a traceback."""
+    loopback.add(Repo("org/tiny")).commit(sharded_model())
+    loopback.fail(r"/resolve/.*/config\.json$", 401, times=100)
+    err = refused(loopback, "org/tiny")
+    assert (err.problem.what, err.problem.fix) == ("org/tiny cannot be read (HTTP 401)", hub.TOKEN_FIX)
+
+
+def test_current_sha_asks_the_hub_that_hf_endpoint_names(loopback):
+    """HF_ENDPOINT is read at call time (the client read it once at import, when it named a closed port)."""
+    repo = loopback.add(Repo("org/moving"))
+    first = repo.commit(sharded_model())
+    assert hub.current_sha("org/moving", "main", retry=NO_WAIT) == first
+    second = repo.commit(sharded_model(extra={"README.md": b"new"}))
+    assert hub.current_sha("org/moving", "main", retry=NO_WAIT) == second
+    assert [p for m, p in loopback.requests if m == "GET" and p.startswith("/api/models/org/moving")]

@@ -486,3 +486,53 @@ def test_an_entry_keyed_by_another_model_is_named(tmp_path, capsys):
         f'error: {tmp_path / "models.lock.json"}: models["{QWEN}"]: is keyed by another repo@revision than it '
         "holds (got Qwen/Qwen2.5-7B-Instruct@main); key it by its repo@revision"
     )
+
+
+def test_an_entry_without_a_dtype_is_read_as_bfloat16():
+    """A lock entry's dtype is optional (DESIGN.md: the checkpoint's torch_dtype); missing, it is bfloat16,
+    the dtype SGLang serves a checkpoint in when its config names none."""
+    from sgldeploy.models.lock import LockedModel, read_lock_entries
+
+    key, entry = next(iter(read_lock_entries(ROOT / "stacks" / "models.lock.json").items()))
+    without = {k: v for k, v in entry.items() if k != "dtype"}
+    assert LockedModel.from_entry(without, key).dtype == "bfloat16"
+    assert LockedModel.from_entry({**without, "dtype": None}, key).dtype == "bfloat16"
+    assert LockedModel.from_entry({**without, "dtype": "float16"}, key).dtype == "float16"
+
+
+def test_a_damaged_weights_index_in_the_cache_names_the_repo(loopback, tmp_path):
+    files = model_files()
+    sha = loopback.add(Repo("org/tiny")).commit(files)
+    cache = tmp_path / "cache"
+    download(loopback, "org/tiny", sorted(files), cache)
+    index = cache / "models--org--tiny" / "snapshots" / sha / "model.safetensors.index.json"
+    index.resolve().write_bytes(b"{not json")
+    with pytest.raises(hub.HubError) as err:
+        hf_cache.resolve(cache, "org/tiny", "main")
+    assert (err.value.problem.what, err.value.problem.fix) == (
+        "org/tiny's cached model.safetensors.index.json cannot be read as JSON (JSONDecodeError)",
+        "download the file again (delete its blob first) to repair the cache",
+    )
+
+
+def test_safetensors_sgl_cannot_load_beside_pickle_weights_are_refused_like_the_hub_refuses_them(
+    loopback, tmp_path
+):
+    """An adapter in safetensors beside pickle weights: complete as a snapshot, but no model.safetensors
+    and no index for SGLang to load; the cache names the repo as the Hub path does."""
+    files = {"config.json": b"{}", "README.md": CARD, "pytorch_model.bin": b"pickle"}
+    files["adapter_model.safetensors"] = sharded_model()[SHARD_2]
+    loopback.add(Repo("org/adapter")).commit(files)
+    cache = tmp_path / "cache"
+    download(loopback, "org/adapter", sorted(files), cache)
+    with pytest.raises(hub.HubError) as from_cache:
+        hf_cache.resolve(cache, "org/adapter", "main")
+    assert (from_cache.value.problem.what, from_cache.value.problem.fix) == (
+        "org/adapter has no model.safetensors or model.safetensors.index.json",
+        "choose a repo whose weights SGLang loads as safetensors",
+    )
+    with pytest.raises(hub.HubError) as from_hub:
+        hub.resolve(
+            "org/adapter", "main", endpoint=loopback.endpoint, retry=NO_WAIT, cache_dir=loopback.cache
+        )
+    assert from_hub.value.problem.what == from_cache.value.problem.what

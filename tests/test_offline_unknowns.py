@@ -133,3 +133,21 @@ def test_node_classes_select_the_cluster_security_group_by_a_valid_term():
                 assert rule.eval(data={"self": applied}).value() is True, f"{name}: {r.name}: {message}"
             checked += 1
     assert checked >= 4
+
+
+def test_an_attribute_left_unset_in_a_map_of_objects_reads_as_unknown():
+    """Under a map (Lex's bot version: locale → specification), each object's unset attribute is the
+    cloud's to decide, as it is at the top level; a set one stays known."""
+    import pulumi_aws.lex  # noqa: F401  (registers the lex resource module)
+
+    from sgldeploy.offline.engine import preview_state
+    from sgldeploy.offline.sdk_internals import WIRE_UNKNOWN
+
+    token = "aws:lex/v2modelsBotVersion:V2modelsBotVersion"
+    given = {"botId": "bot", "localeSpecification": {"en_US": {}, "de_DE": {"sourceBotVersion": "DRAFT"}}}
+    state = preview_state(token, given)
+    assert state["localeSpecification"] == {
+        "en_US": {"sourceBotVersion": WIRE_UNKNOWN},
+        "de_DE": {"sourceBotVersion": "DRAFT"},
+    }
+    assert state["botId"] == "bot" and state["botVersion"] == WIRE_UNKNOWN

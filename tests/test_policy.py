@@ -487,7 +487,11 @@ def test_an_ingress_certificate_known_after_apply_is_a_certificate(dev):
 
     assert _one(annotate(**{scheme: "internet-facing", cert: UNKNOWN}), "public-endpoint-secured") == []
     [(level, message)] = _one(annotate(**{scheme: "internet-facing"}), "public-endpoint-secured")
-    assert level == "mandatory" and "without alb.ingress.kubernetes.io/certificate-arn" in message
+    assert (level, message) == (
+        "mandatory",
+        "x-ingress: internet-facing ALB Ingress without alb.ingress.kubernetes.io/certificate-arn; "
+        "add an ACM certificate so clients connect over HTTPS",
+    )
     [(level, message)] = _one(annotate(**{scheme: UNKNOWN}), "public-endpoint-secured")
     assert level == "advisory" and f"metadata.annotations[{scheme}] is known only after apply" in message
     assert _one(annotate(**{scheme: "internal"}), "public-endpoint-secured") == []
@@ -763,3 +767,20 @@ def test_gpu_capability_one_tenth_below_is_refused(dev, monkeypatch):
 
     [v] = run(mutate(dev, of_type(DEPLOYMENT_TYPE), place), "placement-fits")
     assert "quantization w8a8_fp8 needs compute capability 8.9, X88 has 8.8" in v.message
+
+
+def test_a_gpu_model_known_only_after_apply_leaves_the_fit_undetermined(dev):
+    from sgldeploy.policy.values import UNKNOWN
+
+    def unknown_gpu(p):
+        p["placement"]["gpuModel"] = UNKNOWN
+
+    resources = mutate(dev, of_type(DEPLOYMENT_TYPE), unknown_gpu)
+    name = next(r.name for r in resources if r.type == DEPLOYMENT_TYPE)
+    assert _one(resources, "placement-fits") == [
+        (
+            "advisory",
+            f"{name}: cannot check its placement's fit before apply: placement.gpuModel is known only after "
+            f"apply; `pulumi up` checks it once known, before it creates {name}",
+        )
+    ]

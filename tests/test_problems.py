@@ -54,3 +54,52 @@ def test_a_validators_problem_gets_the_full_config_path():
         "error: sgldeploy:platform.cluster.vpc_cidr: is too small for node and load-balancer subnets in two zones "
         "(got '10.0.0.0/24'); use a /20 or larger, e.g. 10.0.0.0/16"
     ]
+
+
+# ---- the production pin's line, with and without a locked commit to name (stack.py) -------------------
+
+
+def production_stack(tmp_path, revision: str, locked_sha: str | None):
+    """A production stack serving QWEN at `revision`, with `revision` in its lock at `locked_sha` when given."""
+    import json
+
+    from .conftest import QWEN, deployment, write_stack
+
+    path = write_stack(
+        tmp_path,
+        platform={"environment": "production", "cluster": {"name": "x"}},
+        deployments=[deployment(model={"repo": QWEN["repo"], "revision": revision})],
+    )
+    if locked_sha is not None:
+        lock_file = path.parent / "models.lock.json"
+        lock = json.loads(lock_file.read_text())
+        entry = lock["models"][f"{QWEN['repo']}@{QWEN['revision']}"]
+        lock["models"][f"{QWEN['repo']}@{revision}"] = {**entry, "revision": revision, "sha": locked_sha}
+        lock_file.write_text(json.dumps(lock))
+    return path
+
+
+def revision_lines(path) -> list[str]:
+    from .conftest import render_stack
+
+    with pytest.raises(InvalidInput) as invalid:
+        render_stack(path)
+    return [p.line() for p in invalid.value.problems if p.path.endswith(".model.revision")]
+
+
+def test_a_production_branch_names_the_commit_it_is_locked_at(tmp_path):
+    sha = "e" * 40
+    assert revision_lines(production_stack(tmp_path, "main", sha)) == [
+        "error: sgldeploy:deployments[0].model.revision: must be a 40-hex commit in a production stack "
+        f"(got 'main'); pin the commit the branch or tag resolves to; it is locked at {sha}"
+    ]
+
+
+def test_a_production_branch_not_in_the_lock_names_no_commit(tmp_path):
+    assert revision_lines(production_stack(tmp_path, "v9", None)) == [
+        "error: sgldeploy:deployments[0].model.revision: must be a 40-hex commit in a production stack "
+        "(got 'v9'); pin the commit the branch or tag resolves to",
+        "error: sgldeploy:deployments[0].model.revision: Qwen/Qwen2.5-7B-Instruct@v9 is not in models.lock.json "
+        "(got 'v9'); run `sgldeploy lock` to resolve it on the Hub, or `sgldeploy lock --from-cache DIR` to "
+        "resolve it from a Hugging Face cache without the Hub",
+    ]

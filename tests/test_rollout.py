@@ -283,3 +283,36 @@ def test_a_stopped_canary_runs_nothing_and_splits_nothing(tmp_path):
     [ingress] = objects(plan, "kubernetes:networking.k8s.io/v1:Ingress").values()
     assert "alb.ingress.kubernetes.io/actions.weighted" not in ingress["metadata"]["annotations"]
     assert plan_json(plan)["deployments"][0]["rollout"]["canary_percent"] is None
+
+
+@pytest.mark.parametrize("min_replicas, refused", [(0, True), (1, False)])
+def test_a_canary_needs_a_replica_the_http_add_on_cannot_split_traffic_to_zero(
+    tmp_path, min_replicas, refused
+):
+    """From zero the HTTP add-on routes every request itself, so no ALB weight reaches the canary."""
+    platform = {**PLATFORM, "addons": {"keda": True, "keda_http": True}}
+    path = write_stack(
+        tmp_path,
+        platform=platform,
+        deployments=[
+            deployment(
+                scaling={"min_replicas": min_replicas, "max_replicas": 4},
+                endpoint={**ALB, "hostname": "llm.example.com"},
+                rollout={"strategy": "canary", "canary_revision": B},
+            )
+        ],
+    )
+    lock_with_more_commits(path.parent / "models.lock.json")
+    try:
+        render_stack(path)
+        lines = []
+    except InvalidInput as invalid:
+        lines = [p.line() for p in invalid.problems]
+    assert lines == (
+        [
+            "error: sgldeploy:deployments[0].scaling.min_replicas: the HTTP add-on cannot split traffic for a "
+            "canary (got 0); keep at least one replica while a canary runs"
+        ]
+        if refused
+        else []
+    )

@@ -903,3 +903,16 @@ def test_infeasible_with_every_halving_already_taken_says_nothing_fits():
         )
     assert err.value.problem.path == "model.repo" and "does not fit" in err.value.problem.what
     assert err.value.problem.fix == "no placement in the catalog can hold this model"
+
+
+@pytest.mark.parametrize(
+    "precision, kv_cache_dtype, element_bytes",
+    [("float32", "auto", 4), ("bfloat16", "auto", 2), ("float16", "auto", 2), ("float32", "fp8_e4m3", 1)],
+)
+def test_the_fits_kv_bytes_per_token_follow_the_dtype_it_serves(precision, kv_cache_dtype, element_bytes):
+    """An auto KV cache holds K and V in the serving dtype (4 B in float32), an fp8 one in 1 B: Phi-3-mini,
+    32 layers × 32 KV heads × head dim 96, caches 2 × 32 × 32 × 96 = 196,608 elements per token."""
+    dep = spec(serving={"kv_cache_dtype": kv_cache_dtype, "context_length": 4096, "max_concurrency": 1})
+    fit = memory_fit(dep, PHI3_MINI, gpu_models()["H100"], 1, 4096, precision)
+    assert fit.kv_bytes_per_token == 196_608 * element_bytes
+    assert fit.kv_cache_gib == round(4096 * 196_608 * element_bytes / 2**30, 2)

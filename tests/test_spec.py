@@ -741,3 +741,32 @@ def test_the_json_schema_of_an_auto_number_has_the_validators_bounds():
     validator = jsonschema.Draft202012Validator(schema)
     for value, taken in ((0.49, False), (0.5, True), (0.95, True), (0.96, False), ("auto", True)):
         assert validator.is_valid(value) is taken, value
+
+
+@pytest.mark.parametrize("exposure, refused", [("public", True), ("internal", False), ("cluster", False)])
+def test_auth_none_is_refused_on_a_public_endpoint_only(exposure, refused):
+    try:
+        parse_stack(None, [deployment(endpoint={"exposure": exposure, "auth": "none"})])
+        lines = []
+    except InvalidInput as invalid:
+        lines = [p.line() for p in invalid.problems if p.path.endswith(".endpoint.auth")]
+    assert lines == (
+        [
+            "error: sgldeploy:deployments[0].endpoint.auth: must not be none on a public endpoint (got 'none'); "
+            "use auth: api-key, or exposure: internal"
+        ]
+        if refused
+        else []
+    )
+
+
+def test_the_stack_file_schema_tells_how_to_set_the_hugging_face_token():
+    """Called in-process (not only through `sgldeploy schema`), the schema's hfToken is a secure value whose
+    description is the command DESIGN.md gives for setting it."""
+    from sgldeploy.spec.json_schema import SECURE_VALUE, stack_file_schema
+
+    token = stack_file_schema()["properties"]["config"]["properties"]["sgldeploy:hfToken"]
+    assert token == {
+        **SECURE_VALUE,
+        "description": "Hugging Face token: pulumi config set --secret sgldeploy:hfToken hf_…",
+    }

@@ -122,10 +122,10 @@ def test_always_ready_keeps_a_replica_and_caches_too(tmp_path):
 def test_a_shared_cache_needs_its_csi_addon_but_no_image_of_its_own(tmp_path):
     with pytest.raises(InvalidInput) as err:
         render_stack(write_stack(tmp_path, deployments=[deployment(cache={"storage": "efs"})]))
-    lines = [p.line() for p in err.value.problems]
-    assert len(lines) == 1 and lines[0].startswith(
-        "error: sgldeploy:platform.addons.efs_csi: must be true: qwen caches weights on efs"
-    ), lines
+    assert [p.line() for p in err.value.problems] == [  # got: the add-on as YAML writes it
+        "error: sgldeploy:platform.addons.efs_csi: must be true: qwen caches weights on efs (got false); "
+        "enable the efs_csi add-on, or choose another cache.storage"
+    ]
     plan = render_stack(write_stack(tmp_path, deployments=[deployment(cache={})]))  # node-local, no image
     assert pod_of(plan)["initContainers"][0]["image"] == "lmsysorg/sglang:v0.5.23"
 
