@@ -104,6 +104,9 @@ def test_nlb_with_tls_and_source_ip_stickiness(tmp_path):
     a = service["metadata"]["annotations"]
     assert a["service.beta.kubernetes.io/aws-load-balancer-scheme"] == "internet-facing"
     assert a["service.beta.kubernetes.io/aws-load-balancer-ssl-cert"] == CERT
+    # the platform's tags reach the NLB under the controller's annotation: comma-separated key=value pairs
+    pairs = a["service.beta.kubernetes.io/aws-load-balancer-additional-resource-tags"].split(",")
+    assert dict(pair.split("=", 1) for pair in pairs)["team"] == "ml"
     assert (
         "stickiness.type=source_ip"
         in a["service.beta.kubernetes.io/aws-load-balancer-target-group-attributes"]

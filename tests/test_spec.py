@@ -770,3 +770,19 @@ def test_the_stack_file_schema_tells_how_to_set_the_hugging_face_token():
         **SECURE_VALUE,
         "description": "Hugging Face token: pulumi config set --secret sgldeploy:hfToken hf_…",
     }
+
+
+def test_a_deployment_refused_in_shape_does_not_hide_the_rules_of_the_next():
+    """Every problem at once: the first deployment fails its shape, the second a rule across its fields."""
+    assert problems(
+        None,
+        [
+            deployment(name="a", scaling={"max_replicas": "two"}),
+            deployment(name="b", scaling={"min_replicas": 2, "max_replicas": 1}),
+        ],
+    ) == [
+        "error: sgldeploy:deployments[0].scaling.max_replicas: must be a whole number (got 'two'); "
+        "write a whole number here",
+        "error: sgldeploy:deployments[1].scaling.max_replicas: must be ≥ min_replicas (got 1 < 2); "
+        "raise max_replicas or lower min_replicas",
+    ]
