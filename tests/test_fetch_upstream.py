@@ -80,7 +80,7 @@ def leftovers(cache: Path) -> list[str]:
 
 
 def test_every_file_comes_from_the_mirror_verified_and_the_stamp_names_the_lock(tmp_path):
-    mirror, cache = tmp_path / "shared", tmp_path / "cache"
+    mirror, cache = tmp_path / "mirror", tmp_path / "cache"
     (mirror / "crds").mkdir(parents=True)
     (mirror / "crds" / "a.yaml").write_bytes(CRD)
     (mirror / "data" / "charts" / "c-1.0.0").mkdir(parents=True)
@@ -101,7 +101,7 @@ def test_every_file_comes_from_the_mirror_verified_and_the_stamp_names_the_lock(
 
 
 def test_a_mirror_file_with_another_hash_is_one_line_and_nothing_is_written(tmp_path):
-    mirror, cache = tmp_path / "shared", tmp_path / "cache"
+    mirror, cache = tmp_path / "mirror", tmp_path / "cache"
     (mirror / "crds").mkdir(parents=True)
     (mirror / "crds" / "a.yaml").write_bytes(EDITED)
     (mirror / "crds" / "b.yaml").write_bytes(CRD)
@@ -124,7 +124,7 @@ def test_a_mirror_file_with_another_hash_is_one_line_and_nothing_is_written(tmp_
 
 
 def test_a_damaged_cache_file_is_fetched_again(tmp_path):
-    mirror, cache = tmp_path / "shared", tmp_path / "cache"
+    mirror, cache = tmp_path / "mirror", tmp_path / "cache"
     (mirror / "crds").mkdir(parents=True)
     (mirror / "crds" / "a.yaml").write_bytes(CRD)
     lock = write_lock(
@@ -144,7 +144,7 @@ def test_a_damaged_cache_file_is_fetched_again(tmp_path):
 
 
 def test_a_write_that_fails_is_one_line_and_leaves_no_partial_file(tmp_path, monkeypatch):
-    mirror, cache = tmp_path / "shared", tmp_path / "cache"
+    mirror, cache = tmp_path / "mirror", tmp_path / "cache"
     (mirror / "crds").mkdir(parents=True)
     (mirror / "crds" / "a.yaml").write_bytes(CRD)
     lock = write_lock(
@@ -166,7 +166,7 @@ def test_a_write_that_fails_is_one_line_and_leaves_no_partial_file(tmp_path, mon
 
 
 def test_files_the_lock_no_longer_pins_leave_the_cache(tmp_path):
-    mirror, cache = tmp_path / "shared", tmp_path / "cache"
+    mirror, cache = tmp_path / "mirror", tmp_path / "cache"
     (mirror / "crds").mkdir(parents=True)
     (mirror / "crds" / "a.yaml").write_bytes(CRD)
     (cache / "crds").mkdir(parents=True)
@@ -255,7 +255,7 @@ def run_script(tmp_path: Path, *args: str, mirror: Path | None) -> subprocess.Co
 
 
 def test_a_file_neither_in_the_mirror_nor_reachable_is_one_line_and_exit_1(tmp_path):
-    mirror = tmp_path / "shared"
+    mirror = tmp_path / "mirror"
     mirror.mkdir()
     lock = write_lock(
         tmp_path / "lock.json", [{"path": "crds/a.yaml", "url": CLOSED_PORT_URL, "sha256": sha(CRD)}]
