@@ -246,19 +246,6 @@ def draw(groups_: list[Group], size: int, seed: int) -> dict[str, list[str]]:
     return by_group
 
 
-def count(group: Group) -> dict[str, int]:
-    """How many mutants each selected module has, from mutmut's own generator, without running a test."""
-    from mutmut.mutation.file_mutation import mutate_file_contents
-
-    found = {}
-    for source in group.source_paths:
-        for path in sorted((ROOT / source).rglob("*.py")):
-            module = str(path.relative_to(ROOT))
-            if any(fnmatch(module, pattern) for pattern in group.only_mutate):
-                found[module] = len(mutate_file_contents(module, path.read_text()).mutant_names)
-    return found
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -276,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     if args.count:
-        counts = {module: n for group in groups(args.paths, None) for module, n in count(group).items()}
+        counts = {m: len(names) for g in groups(args.paths, None) for m, names in mutant_names(g).items()}
         for module, n in counts.items():
             print(f"{n:6d}  {module}")
         print(f"{sum(counts.values()):6d}  total")
