@@ -17,10 +17,11 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
 import yaml
-from huggingface_hub import hf_hub_download
+from huggingface_hub import constants, hf_hub_download
 
 from sgldeploy import cli
 from sgldeploy.models import hf_cache, hub, lock_stack
@@ -28,6 +29,7 @@ from sgldeploy.spec.stackfile import read_stack_file
 
 from .conftest import ROOT
 from .hub_server import LoopbackHub, Repo, git_blob_id
+from .test_cli import run_cli
 from .test_hub import CONFIG, NO_WAIT, sharded_model
 
 CARD = b"---\nlicense: apache-2.0\npipeline_tag: text-generation\n---\n# Tiny\n"
@@ -77,11 +79,24 @@ def offline_env() -> dict[str, str]:
     }
 
 
-def sgldeploy(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def sgldeploy_script(*args: str) -> subprocess.CompletedProcess[str]:
+    """The installed console script with no network, as a user runs it."""
     exe = os.path.join(os.path.dirname(sys.executable), "sgldeploy")
     return subprocess.run(
-        [exe, *args], capture_output=True, text=True, env=env or offline_env(), cwd=ROOT, timeout=120
+        [exe, *args], capture_output=True, text=True, env=offline_env(), cwd=ROOT, timeout=120
     )
+
+
+def sgldeploy(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`sgldeploy ARGS` in-process under `env` (default: no network), so mutation testing sees the code each
+    test runs. huggingface_hub reads HF_HUB_OFFLINE once, at import: it is set here as the client keeps it."""
+    env = env or offline_env()
+    offline = constants._is_true(env.get("HF_HUB_OFFLINE"))
+    with (
+        mock.patch.dict(os.environ, env, clear=True),
+        mock.patch.object(constants, "HF_HUB_OFFLINE", offline),
+    ):
+        return run_cli(*args)
 
 
 def stack_file(directory: Path, models: list[tuple[str, str]]) -> Path:
@@ -124,7 +139,7 @@ def test_lock_from_cache_with_no_network_gives_the_hub_entry(loopback, tmp_path)
     stack = stack_file(tmp_path, [("org/tiny", "main")])
     before = len(loopback.requests)
 
-    result = sgldeploy("lock", "--config", str(stack), "--from-cache", str(hf_home))  # HF_HOME: hub/ inside
+    result = sgldeploy_script("lock", "--config", str(stack), "--from-cache", str(hf_home))  # HF_HOME: hub/
 
     assert result.returncode == 0, result.stderr
     assert len(loopback.requests) == before, "nothing may reach the Hub"
@@ -536,3 +551,66 @@ def test_safetensors_sgl_cannot_load_beside_pickle_weights_are_refused_like_the_
             "org/adapter", "main", endpoint=loopback.endpoint, retry=NO_WAIT, cache_dir=loopback.cache
         )
     assert from_hub.value.problem.what == from_cache.value.problem.what
+
+
+@pytest.mark.parametrize(
+    "extra, line",
+    [
+        (
+            ["--from-cache", "{tmp}/absent"],
+            "error: --from-cache: is not a directory (got '{tmp}/absent'); pass the Hugging Face cache "
+            "(HF_HUB_CACHE, e.g. ~/.cache/huggingface/hub)",
+        ),
+        (
+            ["--from-cache", "{tmp}/a-file"],
+            "error: --from-cache: is not a directory (got '{tmp}/a-file'); pass the Hugging Face cache "
+            "(HF_HUB_CACHE, e.g. ~/.cache/huggingface/hub)",
+        ),
+        (
+            ["--check", "--from-cache", "{tmp}"],
+            "error: --check: compares the lock with the Hub and writes nothing, so it takes neither "
+            "--from-cache nor --refresh; drop them, or drop --check",
+        ),
+        (
+            ["--check", "--refresh"],
+            "error: --check: compares the lock with the Hub and writes nothing, so it takes neither "
+            "--from-cache nor --refresh; drop them, or drop --check",
+        ),
+    ],
+    ids=["absent", "a-file", "check-with-cache", "check-with-refresh"],
+)
+def test_lock_options_that_cannot_work_are_one_line_and_touch_nothing(tmp_path, extra, line):
+    (tmp_path / "a-file").write_text("")
+    stack = stack_file(tmp_path, [("org/tiny", "main")])
+    result = sgldeploy("lock", "--config", str(stack), *(a.format(tmp=tmp_path) for a in extra))
+    assert (result.returncode, result.stderr.strip(), result.stdout) == (2, line.format(tmp=tmp_path), "")
+    assert not (tmp_path / "models.lock.json").exists()
+
+
+def test_lock_prints_each_entry_written_or_kept_then_the_lock_file(loopback, tmp_path):
+    files = model_files()
+    sha = loopback.add(Repo("org/tiny")).commit(files)
+    cache = tmp_path / "hub"
+    download(loopback, "org/tiny", sorted(files), cache)
+    lock_file = tmp_path / "models.lock.json"
+    stack = stack_file(tmp_path, [("org/tiny", "main")])
+
+    first = sgldeploy("lock", "--config", str(stack), "--from-cache", str(cache))
+    assert (first.returncode, first.stdout) == (
+        0,
+        f"org/tiny@main → {sha} (local-cache)\nwrote {lock_file}\n",
+    )
+    again = sgldeploy(
+        "lock", "--config", str(stack_file(tmp_path, [("org/tiny", sha)])), "--from-cache", str(cache)
+    )
+    assert (again.returncode, again.stdout) == (
+        0,
+        f"org/tiny@{sha} → {sha} (local-cache)\nwrote {lock_file}\n",
+    )
+    pinned = sgldeploy(
+        "lock", "--config", str(stack_file(tmp_path, [("org/tiny", sha)])), "--from-cache", str(cache)
+    )
+    assert (pinned.returncode, pinned.stdout) == (
+        0,
+        f"kept org/tiny@{sha} (pinned; --refresh resolves it again)\nunchanged {lock_file}\n",
+    )

@@ -784,3 +784,35 @@ def test_a_gpu_model_known_only_after_apply_leaves_the_fit_undetermined(dev):
             f"apply; `pulumi up` checks it once known, before it creates {name}",
         )
     ]
+
+
+def test_a_budget_or_a_cost_known_only_after_apply_leaves_the_budget_undetermined(dev):
+    from sgldeploy.policy.values import UNKNOWN
+
+    platform = next(r.name for r in dev if r.type == PLATFORM_TYPE)
+    later_budget = mutate(dev, of_type(PLATFORM_TYPE), lambda p: p.update(budgetUsdPerMonth=UNKNOWN))
+    assert _one(later_budget, "stack-budget") == [
+        (
+            "advisory",
+            f"{platform}: cannot check the budget before apply: budgetUsdPerMonth is known only after apply; "
+            f"`pulumi up` checks it once known, before it creates {platform}",
+        )
+    ]
+    # A deployment's cost unknown: the known parts alone within the budget leave it undetermined, not passed.
+    name = next(r.name for r in dev if r.type == DEPLOYMENT_TYPE)
+    later_cost = mutate(dev, of_type(DEPLOYMENT_TYPE), lambda p: p.update(cost=UNKNOWN))
+    assert _one(later_cost, "stack-budget", budget_usd_per_month=10**9) == [
+        (
+            "advisory",
+            f"{name}: cannot check the stack's cost against its budget before apply: cost is known only after "
+            f"apply; `pulumi up` checks it once known, before it creates {name}",
+        )
+    ]
+
+
+def test_a_production_deployment_with_no_children_at_all_lacks_its_pdb(prod):
+    target = next(r for r in prod if r.type == DEPLOYMENT_TYPE)
+    childless = [r for r in prod if r.parent != target.urn]
+    assert [(v.level, v.message) for v in run(childless, "production-availability")] == [
+        ("mandatory", f"{target.name}: no PodDisruptionBudget guards its pods; keep the deployment's PDB")
+    ]

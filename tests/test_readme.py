@@ -27,6 +27,7 @@ import shlex
 from collections.abc import Callable, Iterator
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
@@ -71,9 +72,26 @@ def resource_tree(stdout: str) -> str:
     return "\n".join(lines[: end + 1])
 
 
+def help_text(*argv: str) -> str:
+    """What `sgldeploy ARGV --help` prints on a terminal 110 columns wide (argparse wraps to COLUMNS)."""
+    out = io.StringIO()
+    with (
+        mock.patch.dict(os.environ, {"COLUMNS": "110"}),
+        redirect_stdout(out),
+        pytest.raises(SystemExit) as exit_,
+    ):
+        cli.main([*argv, "--help"], root=ROOT)
+    assert exit_.value.code == 0
+    return out.getvalue().rstrip("\n")
+
+
 PRINTED: dict[str, Callable[[], str]] = {
     "sgldeploy plan --stack dev": lambda: plan_stdout("dev"),
     "sgldeploy plan --stack prod, its resource tree": lambda: resource_tree(plan_stdout("prod")),
+    "sgldeploy --help": lambda: help_text(),
+    "sgldeploy validate --help": lambda: help_text("validate"),
+    "sgldeploy plan --help": lambda: help_text("plan"),
+    "sgldeploy lock --help": lambda: help_text("lock"),
 }
 
 

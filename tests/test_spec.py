@@ -786,3 +786,22 @@ def test_a_deployment_refused_in_shape_does_not_hide_the_rules_of_the_next():
         "error: sgldeploy:deployments[1].scaling.max_replicas: must be ≥ min_replicas (got 1 < 2); "
         "raise max_replicas or lower min_replicas",
     ]
+
+
+@pytest.mark.parametrize(
+    "file, name",
+    [
+        ("Pulumi.prod.yaml", "prod"),
+        ("Pulumi.prod.yml", "prod"),
+        ("Pulumi.team.prod.yaml", "team.prod"),  # Pulumi stack names may hold dots
+        ("Pulumi.yaml.yaml", "yaml"),
+        ("prod.yaml", "prod"),  # not named as Pulumi names stack files: its stem
+        ("Pulumi.prod.json", "Pulumi.prod"),
+    ],
+)
+def test_the_stack_name_is_what_pulumi_names_the_file_by(file, name):
+    from pathlib import Path
+
+    from sgldeploy.spec.stackfile import stack_name
+
+    assert stack_name(Path("/some/dir") / file) == name
