@@ -71,8 +71,9 @@ UPSTREAM_MIRROR := $(or $(SGLDEPLOY_UPSTREAM_MIRROR),$(wildcard $(abspath ..)/sh
 upstream:
 	$(call timed,upstream,SGLDEPLOY_UPSTREAM_MIRROR='$(UPSTREAM_MIRROR)' $(PYTHON) tests/fetch_upstream.py)
 
-pytest: $(VENV)/.installed $(SGLANG_VENV)/.installed promtool upstream
-	$(call timed,pytest,SGLANG_PYTHON=$(abspath $(SGLANG_VENV))/bin/python $(VENV)/bin/python -m pytest)
+pytest: $(VENV)/.installed $(SGLANG_VENV)/.installed $(CHECKOV_VENV)/.installed promtool upstream
+	$(call timed,pytest,SGLANG_PYTHON=$(abspath $(SGLANG_VENV))/bin/python \
+		SGLDEPLOY_CHECKOV=$(abspath $(CHECKOV_VENV))/bin/checkov $(VENV)/bin/python -m pytest)
 
 fmt: $(VENV)/.installed
 	$(VENV)/bin/ruff check --fix .
@@ -102,8 +103,9 @@ $(VENV)/.installed-mutate: $(VENV)/.installed
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -e '.[test,mutate]'
 	touch $@
 
-mutate: $(VENV)/.installed-mutate $(SGLANG_VENV)/.installed promtool upstream
-	$(call timed,mutate,SGLANG_PYTHON=$(abspath $(SGLANG_VENV))/bin/python $(VENV)/bin/python bench/mutate.py \
+mutate: $(VENV)/.installed-mutate $(SGLANG_VENV)/.installed $(CHECKOV_VENV)/.installed promtool upstream
+	$(call timed,mutate,SGLANG_PYTHON=$(abspath $(SGLANG_VENV))/bin/python \
+		SGLDEPLOY_CHECKOV=$(abspath $(CHECKOV_VENV))/bin/checkov $(VENV)/bin/python bench/mutate.py \
 		--paths $(MUTATE_PATHS) $(if $(MUTATE_TESTS),--tests $(MUTATE_TESTS)) \
 		$(if $(MUTATE_CHILDREN),--max-children $(MUTATE_CHILDREN)) \
 		$(if $(MUTATE_SAMPLE),--sample $(MUTATE_SAMPLE) --seed $(MUTATE_SEED)))

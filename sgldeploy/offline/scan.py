@@ -26,6 +26,7 @@ from typing import Any
 
 import yaml
 
+from sgldeploy.spec.problems import InvalidInput
 from sgldeploy.spec.stackfile import OPAQUE_SECRET, StackFile, read_stack_file
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -172,6 +173,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 findings += failed
     except ScanError as exc:
         print(f"scan: error: {exc}", file=sys.stderr)
+        return 2
+    except (
+        InvalidInput
+    ) as invalid:  # a stack that cannot be planned: its lines, as `sgldeploy plan` gives them
+        for problem in invalid.problems:
+            print(f"scan: {problem.line()}", file=sys.stderr)
         return 2
     unexplained, stale = triage(findings, skips)
     for f in unexplained:
