@@ -1,0 +1,88 @@
+"""What the locked model and the chosen placement need from the rest of the stack, each line exactly as the
+user reads it (stack.load, which `validate`, `plan` and the program share)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sgldeploy import stack
+from sgldeploy.spec.problems import InvalidInput
+
+from .conftest import LOCK, QWEN, deployment, multi_node
+
+QWEN_KEY = f"{QWEN['repo']}@{QWEN['revision']}"
+
+
+def lock_with(tmp_path: Path, **entry: Any) -> Path:
+    """The committed lock with Qwen's entry changed as a lock of another model would read."""
+    lock = json.loads(LOCK.read_text())
+    lock["models"][QWEN_KEY].update(entry)
+    path = tmp_path / "models.lock.json"
+    path.write_text(json.dumps(lock))
+    return path
+
+
+def lines(platform: dict, deployments: list[dict], lock_file: Path = LOCK, secrets=frozenset()) -> list[str]:
+    try:
+        stack.load(platform, deployments, lock_file, set(secrets), offline=False)
+    except InvalidInput as invalid:
+        return [p.line() for p in invalid.problems]
+    return []
+
+
+PLATFORM = {"cluster": {"name": "c"}}
+
+
+@pytest.mark.parametrize(
+    "tag, shown",
+    [("text-to-image", "text-to-image"), (None, "none")],
+)
+def test_a_model_sglang_does_not_serve_is_named_with_its_pipeline(tmp_path, tag, shown):
+    assert lines(PLATFORM, [deployment()], lock_with(tmp_path, pipeline_tag=tag)) == [
+        f"error: sgldeploy:deployments[0].model.repo: has pipeline {shown}, which SGLang does not serve as a "
+        f"chat/completions model (got '{QWEN['repo']}'); choose a model tagged text-generation or "
+        "image-text-to-text"
+    ]
+
+
+def test_a_model_with_its_own_code_needs_trust_remote_code(tmp_path):
+    locked = lock_with(tmp_path, custom_code=True)
+    assert lines(PLATFORM, [deployment()], locked) == [
+        "error: sgldeploy:deployments[0].model.trust_remote_code: must be true: the model ships its own Python "
+        "code (got false); review the code, then allow it (platform and deployment), or choose another model"
+    ]
+    allowed = {**PLATFORM, "allow_trust_remote_code": True}
+    assert lines(allowed, [deployment(model__trust_remote_code=True)], locked) == []
+
+
+def test_a_gated_model_needs_the_token_unless_it_is_set(tmp_path):
+    gated = lock_with(tmp_path, gated=True)
+    assert lines(PLATFORM, [deployment()], gated) == [
+        f"error: sgldeploy:hfToken: is required: {QWEN['repo']} is gated (got nothing); accept the licence on "
+        "the Hub, then run pulumi config set --secret sgldeploy:hfToken hf_…"
+    ]
+    assert lines(PLATFORM, [deployment()], gated, secrets={"hfToken"}) == []
+
+
+@pytest.mark.parametrize("storage, addon", [("efs", "efs_csi"), ("fsx-lustre", "fsx_csi")])
+def test_a_shared_cache_needs_its_csi_driver(storage, addon):
+    assert lines(PLATFORM, [deployment(cache={"storage": storage})]) == [
+        f"error: sgldeploy:platform.addons.{addon}: must be true: qwen caches weights on {storage} (got false); "
+        f"enable the {addon} add-on, or choose another cache.storage"
+    ]
+    with_driver = {**PLATFORM, "addons": {addon: True}}
+    assert lines(with_driver, [deployment(cache={"storage": storage})]) == []
+
+
+def test_a_replica_across_nodes_needs_the_leader_worker_set(tmp_path):
+    secrets = {"hfToken"}  # Llama is gated
+    assert lines(PLATFORM, [multi_node()], secrets=secrets) == [
+        "error: sgldeploy:platform.addons.leader_worker_set: must be true: big spans 2 nodes per replica "
+        "(p5.48xlarge) (got false); enable the LeaderWorkerSet add-on, or choose a placement that fits one node"
+    ]
+    with_lws = {**PLATFORM, "addons": {"leader_worker_set": True}}
+    assert lines(with_lws, [multi_node()], secrets=secrets) == []
