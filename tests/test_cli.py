@@ -491,3 +491,37 @@ def test_each_plan_option_says_what_it_does_in_its_help():
         ("--usage FILE", "YAML of usage assumptions for usage-based cost lines (see README)"),
     ]:
         assert f"{option} {what}" in help_text, option
+
+
+def test_a_directory_the_user_cannot_write_to_is_one_line(tmp_path, capsys, monkeypatch):
+    """Root (these tests' user) may write anywhere; a user who may not is told so before the plan renders."""
+    import sgldeploy.cli
+
+    path = write_stack(tmp_path)
+    unwritable = tmp_path / "read-only"
+    unwritable.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(
+        sgldeploy.cli.os, "access", lambda p, mode: Path(p) != unwritable and real_access(p, mode)
+    )
+    assert main(["plan", "--config", str(path), "--json", str(unwritable / "plan.json")]) == 2
+    assert one_error(capsys) == (
+        f"error: {unwritable / 'plan.json'}: cannot be written (Permission denied); choose a path in a "
+        "directory you can write to"
+    )
+    assert list(unwritable.iterdir()) == []
+
+
+def test_stack_names_are_read_from_the_working_directorys_stacks_else_the_projects(
+    tmp_path, capsys, monkeypatch
+):
+    own = tmp_path / "project"
+    (own / "stacks").mkdir(parents=True)
+    for name in ("Pulumi.dev.yaml", "models.lock.json"):
+        (own / "stacks" / name).write_text((ROOT / "stacks" / name).read_text())
+    monkeypatch.chdir(own)
+    assert main(["validate", "--stack", "dev"]) == 0
+    assert capsys.readouterr().out == f"{own}/stacks/Pulumi.dev.yaml: valid\n"
+    monkeypatch.chdir(tmp_path)  # no stacks/ here: the project's own
+    assert main(["validate", "--stack", "dev"]) == 0
+    assert capsys.readouterr().out == f"{ROOT}/stacks/Pulumi.dev.yaml: valid\n"

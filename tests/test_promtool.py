@@ -104,7 +104,10 @@ def targets() -> list[Target]:
                 continue
             name, namespace = r.inputs["metadata"]["name"], r.inputs["metadata"]["namespace"]
             world = pw.world_of(resources, name, namespace)
-            scaled, max_replicas, triggers = _autoscaler(resources, namespace, world.workloads)
+            if specs[name].state == "stopped":  # no autoscaler: it runs and scales nothing, its rules stay
+                scaled, max_replicas, triggers = world.workloads[0], 0, []
+            else:
+                scaled, max_replicas, triggers = _autoscaler(resources, namespace, world.workloads)
             [board] = [
                 json.loads(next(iter(c.inputs["data"].values())))
                 for c in resources

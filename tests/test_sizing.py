@@ -916,3 +916,30 @@ def test_the_fits_kv_bytes_per_token_follow_the_dtype_it_serves(precision, kv_ca
     fit = memory_fit(dep, PHI3_MINI, gpu_models()["H100"], 1, 4096, precision)
     assert fit.kv_bytes_per_token == 196_608 * element_bytes
     assert fit.kv_cache_gib == round(4096 * 196_608 * element_bytes / 2**30, 2)
+
+
+@pytest.mark.parametrize(
+    "capacity_per_request, hints",
+    [
+        (
+            512,  # the shortest context worth suggesting
+            "serving.context_length ≤ 512 fits {label}; serving.quantization: fp8 halves the weights; "
+            "serving.kv_cache_dtype: fp8_e4m3 halves the KV cache",
+        ),
+        (
+            511,
+            "serving.quantization: fp8 halves the weights; serving.kv_cache_dtype: fp8_e4m3 halves the KV cache",
+        ),
+    ],
+)
+def test_what_would_fit_suggests_a_context_of_512_tokens_or_more(lock, capacity_per_request, hints):
+    """The hints for a placement whose KV pool holds `capacity_per_request` tokens for each of the 4 requests
+    (of 4096: too few for a concurrency hint): a shorter context is suggested only from 512 tokens."""
+    from dataclasses import replace
+
+    from sgldeploy.models.sizing import _what_would_fit
+
+    dep = spec()  # 4 requests of 4096 tokens
+    option = candidates(dep, model_of(lock, QWEN), 4096, gpu="L4", gpu_count=1)[0]
+    option = replace(option, memory=replace(option.memory, kv_capacity_tokens=4 * capacity_per_request))
+    assert _what_would_fit(dep, [option], 4096) == hints.format(label=option.label)

@@ -4,6 +4,8 @@ a line that reads differently both fail here. The lines are the interface; they 
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from sgldeploy.spec.problems import InvalidInput
@@ -113,7 +115,7 @@ LINES = {
 }
 
 
-def lines_of(*deployments: dict, platform: dict | None = None) -> list[str]:
+def lines_of(*deployments: Any, platform: dict | None = None) -> list[str]:
     try:
         parse_stack(platform or {}, list(deployments))
     except InvalidInput as invalid:
@@ -184,3 +186,110 @@ def test_custom_code_allowed_by_the_platform_is_valid():
     assert (
         lines_of(deployment(model__trust_remote_code=True), platform={"allow_trust_remote_code": True}) == []
     )
+
+
+# ---- a field's own rules: pydantic's errors, as lines --------------------------------------------------
+
+P0 = "error: sgldeploy:platform"
+FIELD_LINES = {
+    "unknown-key": (
+        {},
+        {"scaling": {"maxreplicas": 2}},
+        f"{D0}.scaling.maxreplicas: is not a known key (got 'maxreplicas'); remove it or fix the spelling; "
+        "known keys here: idle_timeout_seconds, max_replicas, metric, min_replicas, scale_down_delay_seconds, "
+        "target",
+    ),
+    "not-one-of": (
+        {},
+        {"readiness": "warm"},
+        f"{D0}.readiness: is not one of the allowed values (got 'warm'); use one of: always-ready | fast | "
+        "cold-start",
+    ),
+    "below-a-minimum": (
+        {},
+        {"scaling": {"max_replicas": -1}},
+        f"{D0}.scaling.max_replicas: must be ≥ 0 (got -1); use a value ≥ 0",
+    ),
+    "at-an-exclusive-minimum": (
+        {},
+        {"serving": {"context_length": 0, "max_concurrency": 4}},
+        f"{D0}.serving.context_length: must be > 0 (got 0); use a value > 0",
+    ),
+    "above-a-maximum": (
+        {},
+        {"scaling": {"max_replicas": 1001}},
+        f"{D0}.scaling.max_replicas: must be ≤ 1000 (got 1001); use a value ≤ 1000",
+    ),
+    "below-the-health-check-interval": (
+        {},
+        {"endpoint": {"health_check": {"interval_seconds": 4}}},
+        f"{D0}.endpoint.health_check.interval_seconds: must be ≥ 5 (got 4); use a value ≥ 5",
+    ),
+    "not-finite": (
+        {"budget_usd_per_month": float("inf")},
+        {},
+        f"{P0}.budget_usd_per_month: must be a finite number (got inf); write a number, not NaN or infinity",
+    ),
+    "not-a-number": (
+        {"budget_usd_per_month": "lots"},
+        {},
+        f"{P0}.budget_usd_per_month: must be a number (got 'lots'); write a number here",
+    ),
+    "not-a-whole-number": (
+        {},
+        {"scaling": {"max_replicas": "two"}},
+        f"{D0}.scaling.max_replicas: must be a whole number (got 'two'); write a whole number here",
+    ),
+    "not-a-boolean": (
+        {},
+        {"model__trust_remote_code": "maybe"},
+        f"{D0}.model.trust_remote_code: must be true or false (got 'maybe'); write true or false here",
+    ),
+    "not-text": ({}, {"model__repo": 5}, f"{D0}.model.repo: must be text (got 5); write text here"),
+    "not-a-list": (
+        {},
+        {"serving__extra_args": "--x"},
+        f"{D0}.serving.extra_args: must be a list (got '--x'); write a list here",
+    ),
+    "not-a-mapping": (
+        {},
+        {"env": ["A"]},
+        f"{D0}.env: must be an object (a YAML mapping) (got a list of 1); write an object (a YAML mapping) here",
+    ),
+    "a-block-not-a-mapping": (
+        {},
+        {"scaling": 3},
+        f"{D0}.scaling: must be an object (a YAML mapping) (got 3); write an object (a YAML mapping) here",
+    ),
+    "too-long": (
+        {"cluster": {"name": "c" * 101}},
+        {},
+        f"{P0}.cluster.name: string should have at most 100 characters (got '{'c' * 78}…); shorten or "
+        "correct it",
+    ),
+    "not-the-pattern": (
+        {"cluster": {"name": "-c"}},
+        {},
+        f"{P0}.cluster.name: string should match pattern '^[A-Za-z0-9][A-Za-z0-9_-]*$' (got '-c'); shorten or "
+        "correct it",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FIELD_LINES))
+def test_a_fields_own_rule_is_its_one_line(case):
+    platform, fields, line = FIELD_LINES[case]
+    assert lines_of(deployment(**fields), platform=platform) == [line]
+
+
+def test_a_missing_field_and_a_block_that_is_not_an_object():
+    no_model = {k: v for k, v in deployment().items() if k != "model"}
+    assert lines_of(no_model) == [f"{D0}.model: is required; add it"]
+    assert lines_of("x") == [
+        f"{D0}: must be an object (a YAML mapping) (got 'x'); write it as `key: value` lines"
+    ]
+    with pytest.raises(InvalidInput) as invalid:
+        parse_stack("x", [])
+    assert [p.line() for p in invalid.value.problems] == [
+        f"{P0}: must be an object (a YAML mapping) (got 'x'); write it as `key: value` lines"
+    ]

@@ -1,6 +1,7 @@
 """The stacks every real-engine check runs over: the committed ones and generated variants that reach the
 code paths the committed stacks do not (a created cluster, managed node groups, a replica spanning nodes,
-shared caches, every add-on at once, scale from zero, the router, blue-green and canary rollouts).
+shared caches, every add-on at once, scale from zero, the router, blue-green and canary rollouts, and the
+knobs none of those set).
 
 `rendered_variants()` renders each once per test session; checks iterate over the result.
 """
@@ -100,6 +101,48 @@ def variant_stack_files(root: Path) -> dict[str, Path]:
                 endpoint={**ALB_INTERNAL, "algorithm": "cache-aware"},
             )
         ],
+    )
+    # The knobs no other variant sets: a stopped deployment, a public NLB with TLS and sticky sessions, spot
+    # capacity, the other scaling signals, FP8 weights and KV cache, speculative decoding, alert thresholds.
+    files["knobs"] = write_stack(
+        root / "knobs",
+        platform={**EXISTING, "budget_usd_per_month": 50000, "tags": {"team": "llm", "cost-center": "42"}},
+        deployments=[
+            deployment(name="stopped", state="stopped", endpoint=dict(ALB_INTERNAL)),
+            deployment(
+                name="public",
+                resources={"gpu": "L40S", "gpu_count": 1, "capacity": "spot-fallback"},
+                scaling={"min_replicas": 1, "max_replicas": 3, "metric": "running-requests", "target": 8},
+                serving={
+                    "context_length": 8192,
+                    "max_concurrency": 16,
+                    "quantization": "fp8",
+                    "kv_cache_dtype": "fp8_e4m3",
+                    "speculative": {"algorithm": "NGRAM"},
+                },
+                endpoint={
+                    "exposure": "public",
+                    "load_balancer": "nlb",
+                    "sticky_sessions": True,
+                    "auth": "api-key",
+                    "hostname": "llm.example.com",
+                    "tls_certificate_arn": "arn:aws:acm:us-east-1:123456789012:certificate/abc",
+                },
+                observability={"alerts": {"p99_latency_seconds": 5, "error_rate_percent": 2}},
+            ),
+            deployment(
+                name="by-memory",
+                resources={"gpu": "L4", "gpu_count": 1, "capacity": "spot"},
+                scaling={"min_replicas": 1, "max_replicas": 2, "metric": "memory-utilization", "target": 70},
+                endpoint=dict(ALB_INTERNAL),
+            ),
+            deployment(
+                name="by-cpu",
+                scaling={"min_replicas": 1, "max_replicas": 2, "metric": "cpu-utilization", "target": 60},
+                endpoint={**ALB_INTERNAL, "algorithm": "least-connections"},
+            ),
+        ],
+        extra={"sgldeploy:apiKey": {"secure": "v1:AAAAAAAAAAAAAAAA:opaque-ciphertext"}},
     )
     for strategy, rollout in (
         ("blue-green", {"strategy": "blue-green", "previous_revision": SECOND_COMMIT}),
