@@ -816,3 +816,52 @@ def test_a_production_deployment_with_no_children_at_all_lacks_its_pdb(prod):
     assert [(v.level, v.message) for v in run(childless, "production-availability")] == [
         ("mandatory", f"{target.name}: no PodDisruptionBudget guards its pods; keep the deployment's PDB")
     ]
+
+
+@pytest.mark.parametrize(
+    "policy, unknown, known, what",
+    [
+        ("model-revision-pinned-production", ("environment",), {}, "its environment"),
+        ("model-revision-pinned", ("environment",), {}, "its environment"),
+        ("production-availability", ("environment",), {}, "its environment"),
+        ("model-revision-pinned", ("model",), {}, "that its model revision is a commit"),
+        ("weights-safetensors", ("model",), {}, "its weights' format"),
+        ("trust-remote-code-allowlist", ("model",), {}, "whether its model runs its own code"),
+        ("placement-fits", ("memory",), {}, "its placement's fit"),
+        ("placement-fits", ("serving",), {}, "its placement's fit"),
+        ("allowed-instances-and-regions", ("region",), {}, "its instance types and region"),
+        ("allowed-instances-and-regions", ("placement",), {}, "its instance types and region"),
+        ("public-endpoint-secured", ("endpoint", "exposure"), {}, "whether its endpoint is public"),
+        (
+            "public-endpoint-secured",
+            ("endpoint", "auth"),
+            {("endpoint", "exposure"): "public"},
+            "its public endpoint's auth and TLS",
+        ),
+    ],
+    ids=lambda v: ".".join(v) if isinstance(v, tuple) else None,
+)
+def test_a_fact_known_only_after_apply_is_one_advisory_naming_it(dev, policy, unknown, known, what):
+    from sgldeploy.policy.values import UNKNOWN
+
+    def later(props):
+        for path, value in [*known.items(), (unknown, UNKNOWN)]:
+            *parents, leaf = path
+            target = props
+            for part in parents:
+                target = target[part]
+            target[leaf] = value
+
+    resources = mutate(dev, of_type(DEPLOYMENT_TYPE), later)
+    name = next(r.name for r in resources if r.type == DEPLOYMENT_TYPE)
+    field = ".".join(unknown)
+    assert (policy, _one(resources, policy)) == (
+        policy,
+        [
+            (
+                "advisory",
+                f"{name}: cannot check {what} before apply: {field} is known only after apply; `pulumi up` "
+                f"checks it once known, before it creates {name}",
+            )
+        ],
+    )

@@ -316,3 +316,103 @@ def test_a_canary_needs_a_replica_the_http_add_on_cannot_split_traffic_to_zero(
         if refused
         else []
     )
+
+
+# ---- each rule of rollout.problems, its problem whole ----------------------------------------------------
+
+SHAPE = {"multi_node": False, "shared_cache": False, "router": False, "at_zero": False, "active_sha": A}
+
+
+def rollout_problems(rollout: dict, endpoint: dict | None = None, **shape) -> list[tuple]:
+    from sgldeploy.builders import rollout as rollouts
+    from sgldeploy.spec.validate import parse_stack
+
+    dep = parse_stack(None, [deployment(rollout=rollout, endpoint=endpoint or ALB)]).deployments[0]
+    return [(p.path, p.what, p.fix, p.got) for p in rollouts.problems(dep, **{**SHAPE, **shape})]
+
+
+@pytest.mark.parametrize(
+    "rollout, endpoint, shape, expected",
+    [
+        (
+            {"strategy": "blue-green", "previous_revision": A},
+            None,
+            {},
+            [("rollout.previous_revision", "is the commit model.revision already serves",
+              "name another commit, or remove it", A)],
+        ),
+        (
+            {"strategy": "canary", "canary_revision": A},
+            None,
+            {},
+            [("rollout.canary_revision", "is the commit model.revision already serves",
+              "name another commit, or remove it", A)],
+        ),
+        (
+            {"strategy": "rolling", "previous_revision": B},
+            None,
+            {},
+            [("rollout.previous_revision", "applies only to blue-green and canary", "remove it", B)],
+        ),
+        (
+            {"strategy": "blue-green", "previous_revision": B},
+            None,
+            {"multi_node": True},
+            [("rollout.strategy", "needs a replica that fits one node (a LeaderWorkerSet rolls in place)",
+              "use rolling for placements spanning nodes", "blue-green")],
+        ),
+        (
+            {"strategy": "blue-green", "previous_revision": B},
+            None,
+            {"shared_cache": True},
+            [("cache.storage", "a second commit needs its own prefetch, which shared caches do not run yet",
+              "use node-local or none while a previous or canary commit is declared", "none")],
+        ),
+        (
+            {"strategy": "blue-green"},  # no second commit: a shared cache is fine
+            None,
+            {"shared_cache": True},
+            [],
+        ),
+        (
+            {"strategy": "canary", "canary_revision": B},
+            {"exposure": "cluster"},
+            {},
+            [("endpoint.exposure",
+              "a canary's traffic split needs an ALB (weighted target groups), and cluster has none",
+              "use exposure public or internal (with load_balancer alb)", "cluster")],
+        ),
+        (
+            {"strategy": "canary", "canary_revision": B},
+            {"exposure": "internal", "load_balancer": "nlb"},
+            {},
+            [("endpoint.load_balancer", "a canary's traffic split needs an ALB (weighted target groups)",
+              "use load_balancer alb", "nlb")],
+        ),
+        (
+            {"strategy": "canary", "canary_revision": B},
+            {**ALB, "algorithm": "cache-aware"},
+            {"router": True, "at_zero": True},
+            [
+                ("endpoint.algorithm", "the router cannot weight a canary",
+                 "turn the router off while a canary runs (a round-robin or least-connections ALB splits)",
+                 "cache-aware"),
+                ("scaling.min_replicas", "the HTTP add-on cannot split traffic for a canary",
+                 "keep at least one replica while a canary runs", 0),  # readiness fast: from zero
+            ],
+        ),
+        (
+            {"strategy": "canary"},  # no canary commit yet: nothing to split
+            {"exposure": "cluster"},
+            {"router": True, "at_zero": True},
+            [],
+        ),
+    ],
+    ids=[
+        "previous-is-active", "canary-is-active", "rolling-with-a-previous", "blue-green-across-nodes",
+        "second-commit-on-a-shared-cache", "blue-green-alone-on-a-shared-cache", "canary-without-a-balancer",
+        "canary-on-an-nlb", "canary-through-the-router-from-zero", "canary-without-its-commit",
+    ],
+)  # fmt: skip
+def test_each_rollout_rule_is_its_problem(rollout, endpoint, shape, expected):
+    assert rollout_problems(rollout, endpoint, **shape) == expected
