@@ -274,6 +274,7 @@ CONFIGS = {
     "linear rope x2": _qwen_config(rope_scaling={"rope_type": "linear", "factor": 2.0}),
     "dynamic rope x4 (old 'type' key)": _qwen_config(rope_scaling={"type": "dynamic", "factor": 4.0}),
     "yarn x4": _qwen_config(rope_scaling={"rope_type": "yarn", "factor": 4.0}),
+    "yarn x4 (old 'type' key)": _qwen_config(rope_scaling={"type": "yarn", "factor": 4.0}),
     "linear x2 with its original length": _qwen_config(
         rope_scaling={"rope_type": "linear", "factor": 2.0, "original_max_position_embeddings": 32768}
     ),
