@@ -97,3 +97,22 @@ def test_the_checks_see_a_wrong_import(tmp_path):
     ]
     assert upward("sgldeploy.cli", found) == []
     assert upward("sgldeploy.builders.router", {"sgldeploy.spec.problems", "sgldeploy.models.lock"}) == []
+
+
+def test_the_benchmarks_import_what_exists():
+    """bench/ runs outside the tests (make bench); a module or name it imports that a move took away would
+    only show there. Read, not imported: a benchmark's import sets up its scratch environment."""
+    import importlib.util
+
+    missing = []
+    for path in sorted((ROOT / "bench").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "sgldeploy":
+                module = importlib.import_module(node.module)
+                missing += [
+                    f"{path.name}: {node.module}.{a.name}"
+                    for a in node.names
+                    if not hasattr(module, a.name)
+                    and importlib.util.find_spec(f"{node.module}.{a.name}") is None
+                ]
+    assert missing == []
