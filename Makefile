@@ -87,6 +87,7 @@ bench: $(VENV)/.installed
 	$(VENV)/bin/python bench/sizing_and_lock.py
 	$(VENV)/bin/python bench/prefetch.py
 	$(VENV)/bin/python bench/cost_and_policy.py
+	$(VENV)/bin/python bench/throughput.py
 
 # Mutation testing, outside `make test`: mutmut runs the tests that reach each mutated function, once per
 # mutant, and bench/mutate.py prints the score per module (how each status counts: its docstring).

@@ -27,8 +27,8 @@ sys.path.insert(0, str(ROOT))
 CACHE = tempfile.TemporaryDirectory(prefix="sgldeploy-bench-")
 os.environ.update(HF_HOME=CACHE.name, HF_HUB_DISABLE_TELEMETRY="1", HF_HUB_DISABLE_PROGRESS_BARS="1")
 
-from sgldeploy.models import hub  # noqa: E402
 from sgldeploy.catalog import gpu_models  # noqa: E402
+from sgldeploy.models import hub  # noqa: E402
 from sgldeploy.models.lock import LockedModel  # noqa: E402
 from sgldeploy.models.sizing import SizingError, memory_fit, size  # noqa: E402
 from sgldeploy.spec.validate import parse_stack  # noqa: E402

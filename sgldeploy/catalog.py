@@ -32,6 +32,10 @@ class GpuModel:
     fp8: bool  # native FP8 compute (W8A8), not weight-only
     karpenter_gpu_name: str  # value of the karpenter.k8s.aws/instance-gpu-name label
     source: str
+    memory_bandwidth_gbs: float = 0.0  # peak HBM/GDDR bandwidth
+    # Peak dense tensor TFLOPS by the precision the GEMMs run in (fp16 also where a GPU has no bf16); a
+    # precision the GPU has no tensor cores for is absent.
+    dense_tflops: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,8 @@ class InstanceType:
     spot_usd_per_hour: float | None  # us-east-1, the highest per-AZ price seen; None where unknown
     source: str
     efa_interfaces: int = 0  # Elastic Fabric Adapter interfaces the type supports (aws-gpu-efa.csv)
+    gpu_link: str = "pcie"  # how the instance's GPUs reach each other: nvlink or pcie (gpu-interconnect.csv)
+    gpu_link_gbs: float = 0.0  # per GPU, each way
 
     def hourly_usd(self, spot: bool) -> float | None:
         """Spot where asked and known (upper bound), else on-demand."""
@@ -84,6 +90,12 @@ def gpu_models() -> dict[str, GpuModel]:
             fp8=r["fp8"].startswith("yes"),
             karpenter_gpu_name=r["gpu_model"].split()[0].lower(),
             source=r["source"],
+            memory_bandwidth_gbs=float(r["memory_bandwidth_gbs"]),
+            dense_tflops=tuple(
+                (precision, float(r[f"dense_{precision}_tflops"]))
+                for precision in ("bf16", "fp16", "fp8")
+                if r[f"dense_{precision}_tflops"]
+            ),
         )
         for r in rows
     }
@@ -95,6 +107,8 @@ def instance_types() -> dict[str, InstanceType]:
         rows = list(csv.DictReader(f))
     with open(DATA / "aws-gpu-efa.csv", newline="") as f:
         efa = {r["instance_type"]: int(r["efa_interfaces"]) for r in csv.DictReader(f)}
+    with open(DATA / "gpu-interconnect.csv", newline="") as f:
+        links = {r["family"]: (r["link"], float(r["link_gbs_per_gpu"])) for r in csv.DictReader(f)}
     return {
         r["instance_type"]: InstanceType(
             name=r["instance_type"],
@@ -111,6 +125,8 @@ def instance_types() -> dict[str, InstanceType]:
             spot_usd_per_hour=_spot_upper_bound(r["spot_hint"]),
             source=r["source"],
             efa_interfaces=efa.get(r["instance_type"], 0),
+            gpu_link=links[r["instance_type"].split(".")[0]][0],
+            gpu_link_gbs=links[r["instance_type"].split(".")[0]][1],
         )
         for r in rows
     }
