@@ -93,7 +93,9 @@ def load(
     if problems:
         raise InvalidInput(_unique(problems))
     ready = [d for d in loaded if d is not None]  # all of them: a deployment not loaded left a problem
-    warnings = tuple(eks_support.version_warnings(spec.platform.cluster, day))
+    warnings = tuple(eks_support.version_warnings(spec.platform.cluster, day)) + tuple(
+        w for i, d in enumerate(ready) for w in slo_warnings(d, i)
+    )
     stand_ins = {}
     gated = list(
         dict.fromkeys(d.spec.model.repo for d in ready if d.model.gated)
@@ -353,6 +355,30 @@ def _placement_problems(
                 False,
             )
         )
+    return out
+
+
+def slo_warnings(item: LoadedDeployment, i: int) -> list[ConfigWarning]:
+    """A latency target the placement's modelled figures miss at max_concurrency: a warning with the numbers
+    (the model is an estimate; `sgldeploy verify` measures)."""
+    t, slo = item.sizing.throughput, item.spec.slo
+    if t is None:
+        return []
+    out = []
+    for field, target, modelled, name in (
+        ("ttft_p95_seconds", slo.ttft_p95_seconds, t.estimate.ttft_seconds, "time to first token"),
+        ("itl_p95_seconds", slo.itl_p95_seconds, t.estimate.itl_seconds, "inter-token latency"),
+    ):
+        if target is not None and modelled > target:
+            out.append(
+                ConfigWarning(
+                    config_path("deployments", (i, "slo", field)),
+                    f"is {target:g} s, but {item.sizing.placement.instance_type} is modelled at a {name} of "
+                    f"{modelled:.3g} s with {t.estimate.batch} requests of {t.input_tokens} + "
+                    f"{t.output_tokens} tokens running",
+                    "lower serving.max_concurrency, or choose a faster GPU or more GPUs per replica",
+                )
+            )
     return out
 
 

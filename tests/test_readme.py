@@ -72,6 +72,16 @@ def resource_tree(stdout: str) -> str:
     return "\n".join(lines[: end + 1])
 
 
+def throughput_calibration() -> str:
+    """The calibration table bench/throughput.py prints first."""
+    import runpy
+
+    out = io.StringIO()
+    with redirect_stdout(out):
+        runpy.run_path(str(ROOT / "bench" / "throughput.py"))["calibration"]()
+    return out.getvalue().rstrip("\n")
+
+
 def help_text(*argv: str) -> str:
     """What `sgldeploy ARGV --help` prints on a terminal 110 columns wide (argparse wraps to COLUMNS)."""
     out = io.StringIO()
@@ -92,6 +102,7 @@ PRINTED: dict[str, Callable[[], str]] = {
     "sgldeploy validate --help": lambda: help_text("validate"),
     "sgldeploy plan --help": lambda: help_text("plan"),
     "sgldeploy lock --help": lambda: help_text("lock"),
+    "bench/throughput.py, the calibration": lambda: throughput_calibration(),
 }
 
 

@@ -86,3 +86,24 @@ def test_a_replica_across_nodes_needs_the_leader_worker_set(tmp_path):
     ]
     with_lws = {**PLATFORM, "addons": {"leader_worker_set": True}}
     assert lines(with_lws, [multi_node()], secrets=secrets) == []
+
+
+def test_a_latency_target_the_placement_misses_is_a_warning_with_the_numbers():
+    from sgldeploy.models.lock import read_lock
+    from sgldeploy.models.sizing import size
+    from sgldeploy.spec.validate import parse_stack
+
+    fields = {"slo": {"ttft_p95_seconds": 0.01, "itl_p95_seconds": 10}}
+    loaded = stack.load(PLATFORM, [deployment(**fields)], LOCK, set(), offline=True)
+    dep = parse_stack(None, [deployment(**fields)]).deployments[0]
+    sizing = size(dep, read_lock(LOCK)[QWEN_KEY])  # the same placement, sized on its own
+    t = sizing.throughput
+    assert t is not None and t.estimate.ttft_seconds > 0.01 and t.estimate.itl_seconds < 10
+    assert [w.line() for w in loaded.warnings] == [
+        f"warning: sgldeploy:deployments[0].slo.ttft_p95_seconds: is 0.01 s, but "
+        f"{sizing.placement.instance_type} is modelled at a time to first token of "
+        f"{t.estimate.ttft_seconds:.3g} s with 4 requests of 1024 + 256 tokens running; lower "
+        "serving.max_concurrency, or choose a faster GPU or more GPUs per replica"
+    ]
+    met = stack.load(PLATFORM, [deployment(slo={"ttft_p95_seconds": 60})], LOCK, set(), offline=True)
+    assert met.warnings == ()

@@ -293,3 +293,14 @@ def test_a_missing_field_and_a_block_that_is_not_an_object():
     assert [p.line() for p in invalid.value.problems] == [
         f"{P0}: must be an object (a YAML mapping) (got 'x'); write it as `key: value` lines"
     ]
+
+
+def test_a_workload_longer_than_the_context_is_named_and_one_that_fits_is_not():
+    too_long = {"workload": {"input_tokens": 4000, "output_tokens": 97}}  # 4097 of the 4096 deployment()'s
+    assert lines_of(deployment(**too_long)) == [
+        f"{D0}.workload.input_tokens: and output_tokens make requests of 4097 tokens, longer than "
+        "serving.context_length 4096 (got 4000); shorten the workload, or raise serving.context_length"
+    ]
+    assert lines_of(deployment(workload={"input_tokens": 4000, "output_tokens": 96})) == []
+    # The defaults (1024 + 256) describe a typical request, not a limit: a shorter context takes them.
+    assert lines_of(deployment(serving={"context_length": 1024, "max_concurrency": 4})) == []

@@ -33,6 +33,7 @@ from typing import Any
 
 from sgldeploy.catalog import GpuModel, InstanceType, gpu_models, instance_types
 from sgldeploy.models import cold_start
+from sgldeploy.models import throughput as throughput_model
 from sgldeploy.models.lock import LockedModel
 from sgldeploy.spec import GPU_MODELS, QUANTIZATIONS, DeploymentSpec
 from sgldeploy.spec.problems import Problem, ProblemError
@@ -187,6 +188,7 @@ class Sizing:
     rollout_deadline_seconds: int  # a new node, the image, a first download, then the startup budget
     cheaper_infeasible: tuple[Candidate, ...] = ()  # the two nearest cheaper options that do not fit
     dearer: tuple[Candidate, ...] = ()  # the next two feasible options up in price
+    throughput: throughput_model.Throughput | None = None  # what the placement delivers for the workload
 
 
 class SizingError(ProblemError):
@@ -564,7 +566,35 @@ def size(dep: DeploymentSpec, model: LockedModel) -> Sizing:
         hourly_usd_per_replica=best.hourly_usd,
         price_basis=best.price_basis,
     )
-    return _finish(dep, best, placement, context, cheaper, dearer)
+    return _finish(dep, best, placement, context, cheaper, dearer, delivered(dep, model, best, context))
+
+
+# Quantizations whose GEMMs run in FP8 on a GPU with FP8 tensor cores (else weight-only, at the bf16 rate).
+FP8_GEMMS = ("fp8", "w8a8_fp8", "modelopt_fp8", "modelopt")
+
+
+def delivered(
+    dep: DeploymentSpec, model: LockedModel, option: Candidate, context: int
+) -> throughput_model.Throughput:
+    """What a placement serves of the deployment's workload at max_concurrency, and at what cost per token."""
+    method = dep.serving.quantization if dep.serving.quantization != "none" else model.quantization_method
+    shape = throughput_model.model_shape(
+        model, weight_bytes(dep, model, option.dtype), option.memory.kv_bytes_per_token
+    )
+    return throughput_model.for_placement(
+        model,
+        shape,
+        option.instance,
+        gpu_models()[option.instance.gpu],
+        option.tp,
+        option.nodes,
+        "fp8" if method in FP8_GEMMS else "bf16",
+        dep.workload,
+        dep.serving.max_concurrency,
+        context,
+        option.memory.kv_capacity_tokens,
+        option.hourly_usd,
+    )
 
 
 def _infeasible(
@@ -701,6 +731,7 @@ def _finish(
     context: int,
     cheaper: tuple[Candidate, ...],
     dearer: tuple[Candidate, ...],
+    throughput: throughput_model.Throughput,
 ) -> Sizing:
     node = best.instance
     # Leave a core and a fifth of memory for the kubelet, system daemons and the device plugin.
@@ -738,4 +769,5 @@ def _finish(
         rollout_deadline_seconds=deadline,
         cheaper_infeasible=cheaper,
         dearer=dearer,
+        throughput=throughput,
     )

@@ -18,10 +18,13 @@ tuned engines that beat SGLang's defaults.
 from __future__ import annotations
 
 import csv
+import math
 from dataclasses import dataclass
 from functools import cache
 
-from sgldeploy.catalog import DATA, GpuModel, gpu_models, instance_types
+from sgldeploy.catalog import DATA, GpuModel, InstanceType, gpu_models, instance_types
+from sgldeploy.models.lock import LockedModel
+from sgldeploy.spec import WorkloadSpec
 
 # ---- the calibrated factors (bench/throughput.py fits and checks them against the calibration rows) ----------
 
@@ -34,7 +37,8 @@ PREFILL_COMPUTE_EFFICIENCY = 0.60
 # Scheduling, sampling and kernel launches per decode step that no roofline sees (CUDA graphs keep it small).
 STEP_OVERHEAD_SECONDS = 0.001
 # The fixed cost of one all-reduce across the GPUs of a replica, by link (NCCL's latency at small messages).
-ALL_REDUCE_LATENCY_SECONDS = {"nvlink": 20e-6, "pcie": 50e-6}  # PCIe: uncalibrated (no row), NCCL's order
+# PCIe and EFA (a replica across nodes) have no calibration row: NCCL's order of magnitude.
+ALL_REDUCE_LATENCY_SECONDS = {"nvlink": 20e-6, "pcie": 50e-6, "efa": 50e-6}
 
 
 @dataclass(frozen=True)
@@ -190,6 +194,99 @@ def estimate(
 
 def usd_per_million_output_tokens(hourly_usd: float, tokens_per_second: float) -> float:
     return hourly_usd / (tokens_per_second * 3600) * 1e6
+
+
+# ---- a deployment's placement -----------------------------------------------------------------------------
+
+BASIS = (
+    "roofline model (sgldeploy/models/throughput.py) calibrated on published SGLang, vLLM, TensorRT-LLM and NIM "
+    "measurements; steady state at max_concurrency requests of the workload's shape, equal lengths"
+)
+
+
+@dataclass(frozen=True)
+class Throughput:
+    """What a placement delivers for a deployment's workload, and what its tokens cost."""
+
+    estimate: Estimate
+    input_tokens: int
+    output_tokens: int
+    usd_per_million_output_tokens: float | None  # None where the placement has no price
+    replicas_for_workload: int | None  # None without requests_per_second
+    basis: str
+
+
+def model_shape(model: LockedModel, weight_bytes: float, kv_bytes_per_token: float) -> ModelShape:
+    """A locked model's shape. The lock records how many experts a MoE model has but not how many a token
+    uses, so its every weight is read per step: an upper bound on decode time."""
+    return ModelShape(
+        weight_bytes=weight_bytes,
+        expert_weight_bytes=0,
+        experts=0,
+        experts_per_token=0,
+        active_parameters=model.parameters,
+        kv_bytes_per_token=kv_bytes_per_token,
+        kv_replicated=model.kv_lora_rank > 0,
+        layers=model.num_layers,
+        hidden_size=int(model.config.get("hidden_size") or model.num_attention_heads * model.head_dim),
+        attention_width=model.num_attention_heads * model.head_dim,
+    )
+
+
+def request_shape(workload: WorkloadSpec, context_length: int) -> tuple[int, int]:
+    """The workload's request, shortened in proportion where the context cannot hold it (the defaults on a
+    short context; a shape the user wrote is checked against it by validation)."""
+    total = workload.input_tokens + workload.output_tokens
+    if total <= context_length:
+        return workload.input_tokens, workload.output_tokens
+    output = max(1, workload.output_tokens * context_length // total)
+    return max(1, context_length - output), output
+
+
+def for_placement(
+    model: LockedModel,
+    shape: ModelShape,
+    instance: InstanceType,
+    gpu: GpuModel,
+    tp: int,
+    nodes: int,
+    precision: str,
+    workload: WorkloadSpec,
+    concurrency: int,
+    context_length: int,
+    kv_capacity_tokens: int,
+    hourly_usd: float | None,
+) -> Throughput:
+    family = instance.name.split(".")[0]
+    device = accelerator(gpu, family, precision)
+    if nodes > 1:  # the all-reduces cross nodes: each GPU's share of the instance's network
+        device = Accelerator(device.name, device.hbm_gbs, device.dense_tflops, "efa",
+                             instance.network_gbps / 8 / instance.gpu_count)  # fmt: skip
+    input_tokens, output_tokens = request_shape(workload, context_length)
+    found = estimate(
+        shape, device, tp, Workload(input_tokens, output_tokens, concurrency), kv_capacity_tokens
+    )
+    rate = found.output_tokens_per_second_per_replica
+    replicas = (
+        math.ceil(workload.requests_per_second * output_tokens / rate)
+        if workload.requests_per_second
+        else None
+    )
+    notes = [BASIS]
+    if found.kv_batch_limit is not None and found.kv_batch_limit < concurrency:
+        notes.append(f"the KV pool holds {found.kv_batch_limit} such requests, fewer than max_concurrency")
+    if model.config.get("num_experts"):
+        notes.append("a mixture of experts read as dense: the lock records no experts per token")
+    if device.link != "nvlink" and tp > 1:
+        notes.append(f"all-reduce over {device.link}, which no calibration row measures")
+    return Throughput(
+        estimate=found,
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        usd_per_million_output_tokens=usd_per_million_output_tokens(hourly_usd, rate) if hourly_usd else None,
+        replicas_for_workload=replicas,
+        basis="; ".join(notes),
+    )
 
 
 # ---- the hardware, from the catalog ----------------------------------------------------------------------

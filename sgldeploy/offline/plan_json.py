@@ -84,6 +84,30 @@ def deployment_json(item: LoadedDeployment, estimate: cost.Estimate, addons: Add
         "cold_start_seconds": _cold_start(item),
         "startup_budget_seconds": item.sizing.startup_budget_seconds,
         "cost": spend,
+        "throughput": _throughput(item, estimate),
+    }
+
+
+def _throughput(item: LoadedDeployment, estimate: cost.Estimate) -> dict[str, Any] | None:
+    t = item.sizing.throughput
+    if t is None:
+        return None
+    e = t.estimate
+    nodes = next(i for i in estimate.of(item.spec.name) if i.resource.endswith("/gpu-nodes"))
+    priced = nodes.drivers.get("usd_per_node_hour") is not None  # the stack's region has a price
+    return {
+        "output_tokens_per_second_per_replica": round(e.output_tokens_per_second_per_replica, 1),
+        "output_tokens_per_second_per_request": round(e.output_tokens_per_second_per_request, 2),
+        "ttft_seconds": round(e.ttft_seconds, 3),
+        "itl_seconds": round(e.itl_seconds, 4),
+        "usd_per_million_output_tokens": round(t.usd_per_million_output_tokens, 2)
+        if priced and t.usd_per_million_output_tokens is not None
+        else None,
+        "replicas_for_workload": t.replicas_for_workload,
+        "requests": {"input_tokens": t.input_tokens, "output_tokens": t.output_tokens, "running": e.batch},
+        "kv_batch_limit": e.kv_batch_limit,
+        "compute_bound_batch": e.compute_bound_batch,
+        "basis": t.basis,
     }
 
 

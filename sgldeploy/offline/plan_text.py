@@ -68,6 +68,23 @@ def _alternatives(sizing: Sizing) -> list[str]:
 _money = cost.money
 
 
+def _throughput_line(t: dict[str, Any] | None, requests_per_second: float | None) -> list[str]:
+    if t is None:
+        return []
+    r = t["requests"]
+    price = t["usd_per_million_output_tokens"]
+    line = (
+        f"  throughput {t['output_tokens_per_second_per_replica']:,.0f} output tokens/s per replica, "
+        f"{t['output_tokens_per_second_per_request']:g} per request ({r['running']} running of "
+        f"{r['input_tokens']:,} + {r['output_tokens']:,} tokens) · TTFT {t['ttft_seconds']:g} s · "
+        f"ITL {t['itl_seconds'] * 1000:.1f} ms · "
+        + (f"{_money(price)} per 1M output tokens" if price is not None else "no price per token")
+    )
+    if requests_per_second:
+        line += f" · {t['replicas_for_workload']} replica(s) for {requests_per_second:g} requests/s"
+    return [line]
+
+
 def summary(plan: Plan) -> str:
     lines = []
     for d in plan.loaded.deployments:
@@ -84,6 +101,7 @@ def summary(plan: Plan) -> str:
             f"({m['dtype']}, mem_fraction_static {m['mem_fraction_static']:g}; KV pool ≈ "
             f"{m['kv_capacity_tokens']:,} tokens)",
             *_alternatives(d.sizing),
+            *_throughput_line(j["throughput"], d.spec.workload.requests_per_second),
             f"  replicas   {j['replicas']['min']}–{j['replicas']['max']}, {j['replicas']['running_when_idle']} "
             f"running when idle (readiness {j['readiness']}, cold-start budget {j['startup_budget_seconds']} s)",
             f"  scaling    {j['replicas']['autoscaling']}"

@@ -766,6 +766,27 @@ class ObservabilitySpec(Model):
     alerts: AlertsSpec = Field(default_factory=AlertsSpec, description="Alert thresholds.")
 
 
+class WorkloadSpec(Model):
+    """The requests the deployment serves, for the throughput, latency and $/1M tokens the plan states."""
+
+    input_tokens: int = Field(1024, gt=0, description="Prompt tokens of a typical request. Default 1024.")
+    output_tokens: int = Field(256, gt=0, description="Generated tokens of a typical request. Default 256.")
+    requests_per_second: float | None = Field(
+        None, gt=0, description="Requests per second at peak; null to size for max_concurrency alone."
+    )
+
+
+class SloSpec(Model):
+    """Latency targets the plan checks the placement against (95th percentile, at max_concurrency)."""
+
+    ttft_p95_seconds: float | None = Field(
+        None, gt=0, description="Time to first token, seconds; null for none."
+    )
+    itl_p95_seconds: float | None = Field(
+        None, gt=0, description="Inter-token latency, seconds; null for none."
+    )
+
+
 class DeploymentSpec(Model):
     name: str = Field(
         ..., description="Deployment name: DNS-1035 label, ≤ 40 characters, unique in the stack."
@@ -789,6 +810,8 @@ class DeploymentSpec(Model):
     state: Literal["running", "stopped"] = Field(
         "running", description="stopped keeps the definition and the cache but runs no replicas."
     )
+    workload: WorkloadSpec = Field(default_factory=WorkloadSpec, description="The shape of its requests.")
+    slo: SloSpec = Field(default_factory=SloSpec, description="Latency targets.")
     env: dict[str, str] = Field(
         default_factory=dict, description="Extra environment variables for the server."
     )

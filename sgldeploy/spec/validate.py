@@ -117,6 +117,7 @@ def _deployment_rules(
         + _endpoint_rules(dep, at)
         + _serving_rules(dep, at)
         + _env_rules(dep, at)
+        + _workload_rules(dep, at)
     )
 
 
@@ -272,6 +273,24 @@ def _serving_rules(dep: DeploymentSpec, at: Callable[..., str]) -> list[Problem]
             )
         )
     return out
+
+
+def _workload_rules(dep: DeploymentSpec, at: Callable[..., str]) -> list[Problem]:
+    # The defaults describe a typical chat request; only a shape the user wrote must fit the context.
+    w, context = dep.workload, dep.serving.context_length
+    if "workload" not in dep.model_fields_set or context is None:
+        return []
+    if w.input_tokens + w.output_tokens <= context:
+        return []
+    return [
+        Problem(
+            at("workload", "input_tokens"),
+            f"and output_tokens make requests of {w.input_tokens + w.output_tokens} tokens, longer than "
+            f"serving.context_length {context}",
+            "shorten the workload, or raise serving.context_length",
+            w.input_tokens,
+        )
+    ]
 
 
 def _env_rules(dep: DeploymentSpec, at: Callable[..., str]) -> list[Problem]:
