@@ -365,14 +365,14 @@ def slo_warnings(item: LoadedDeployment, i: int) -> list[ConfigWarning]:
     if t is None:
         return []
     out = []
-    for field, target, modelled, name in (
+    for key, target, modelled, name in (
         ("ttft_p95_seconds", slo.ttft_p95_seconds, t.estimate.ttft_seconds, "time to first token"),
         ("itl_p95_seconds", slo.itl_p95_seconds, t.estimate.itl_seconds, "inter-token latency"),
     ):
         if target is not None and modelled > target:
             out.append(
                 ConfigWarning(
-                    config_path("deployments", (i, "slo", field)),
+                    config_path("deployments", (i, "slo", key)),
                     f"is {target:g} s, but {item.sizing.placement.instance_type} is modelled at a {name} of "
                     f"{modelled:.3g} s with {t.estimate.batch} requests of {t.input_tokens} + "
                     f"{t.output_tokens} tokens running",
