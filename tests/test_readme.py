@@ -384,3 +384,30 @@ def test_the_count_of_hostile_files_is_the_tests():
     assert counts and set(counts) == {str(len(CASES))}, (
         f"README.md says {counts}; tests/test_hostile_input.py has {len(CASES)}"
     )
+
+
+def test_the_t4_trial_figures_are_the_sizings():
+    """README's Throughput section: where Qwen2.5-7B at 32k × 16 lands with gpu: auto, and what its cheapest
+    memory fit, 4× T4, would cost per token (in float16, which only an explicit precision allows there)."""
+    from sgldeploy.models.lock import read_lock
+    from sgldeploy.models.sizing import size
+    from sgldeploy.spec.validate import parse_stack
+
+    from .conftest import LOCK, QWEN
+
+    qwen = read_lock(LOCK)[f"{QWEN['repo']}@{QWEN['revision']}"]
+
+    def sized(gpu: str, **serving: object):
+        shape = {"context_length": 32768, "max_concurrency": 16, **serving}
+        dep = deployment(resources={"gpu": gpu, "gpu_count": "auto"}, serving=shape)
+        return size(parse_stack(None, [dep]).deployments[0], qwen)
+
+    chosen, on_t4 = sized("auto"), sized("T4", precision="float16")
+    assert on_t4.placement.instance_type == "g4dn.12xlarge"
+    p = chosen.placement
+    text = " ".join(README.read_text().split())
+    assert (
+        f"now lands on one {p.gpu_model} ({p.instance_type}) at "
+        f"${chosen.throughput.usd_per_million_output_tokens:.2f} per 1M output tokens against the T4s' "
+        f"${on_t4.throughput.usd_per_million_output_tokens:.2f}, and says so" in text
+    ), "README's Throughput section states other figures than sizing gives"

@@ -188,20 +188,20 @@ def test_llama_70b_bf16_needs_more_than_one_80gb_gpu(lock):
     assert (chosen.placement.instance_type, chosen.placement.tensor_parallel) == ("p5.48xlarge", 8)
 
 
-def test_mixtral_auto_placement_by_hand():
+def test_mixtral_placement_by_hand():
     dep = spec(
-        resources={"gpu": "auto", "gpu_count": "auto"}, serving={"context_length": 4096, "max_concurrency": 8}
+        resources={"gpu": "T4", "gpu_count": "auto"}, serving={"context_length": 4096, "max_concurrency": 8}
     )
     chosen = size(dep, MIXTRAL)
     # 8× T4 (g4dn.metal, $7.824/h), fp16, tp 8: 86.99/8 = 10.87 weights + 32,768 × 16 KiB = 0.5 KV
-    # + 16 × (1 − 0.718) = 4.52 reserve = 15.89 ≤ 16 GiB; every cheaper instance is too small.
+    # + 16 × (1 − 0.718) = 4.52 reserve = 15.89 ≤ 16 GiB; every smaller T4 instance is too small.
     assert chosen.placement.instance_type == "g4dn.metal" and chosen.dtype == "float16"
     assert chosen.memory.required_gib_per_gpu == pytest.approx(15.89, abs=0.02)
     assert chosen.memory.weights_gib == pytest.approx(86.99, abs=0.01)
-    # Forcing bf16 rules T4 out; the next is 4× L40S (g6e.12xlarge): 21.75 + 1.0 + 7.33 = 30.08 ≤ 44.7
+    # On L40S in bf16, 4 of them (g6e.12xlarge): 21.75 + 1.0 + 7.33 = 30.08 ≤ 44.7
     bf16 = size(
         spec(
-            resources={"gpu": "auto", "gpu_count": "auto"},
+            resources={"gpu": "L40S", "gpu_count": "auto"},
             serving={"context_length": 4096, "max_concurrency": 8, "precision": "bfloat16"},
         ),
         MIXTRAL,
@@ -210,16 +210,16 @@ def test_mixtral_auto_placement_by_hand():
     assert bf16.memory.required_gib_per_gpu == pytest.approx(30.08, abs=0.02)
 
 
-def test_deepseek_v3_needs_two_8_gpu_nodes():
+def test_deepseek_v3_needs_two_8_gpu_nodes_of_a100_80gb():
     dep = spec(
-        resources={"gpu": "auto", "gpu_count": "auto"},
+        resources={"gpu": "A100-80GB", "gpu_count": "auto"},
         serving={"context_length": 32768, "max_concurrency": 8},
     )
     chosen = size(dep, DEEPSEEK_V3)
     # 641.29 GiB of weights: one 8× A100 80GB node would need 80.16 GiB of weights per GPU alone. Two of them
     # (p4de.24xlarge, $27.44705/h each): 641.29 / 16 = 40.08 weights + 262,144 tokens × 70,272 B = 17.16 KV
     # (MLA: the same latent on every rank) + 80 × (1 − 0.806) = 15.52 reserve = 72.76 ≤ 80 GiB, $54.89/h.
-    # Cheaper fits there are none: 4× 8 L4 ($53.40/h) hold 20.04 + 17.16 > 22.35; 8 H200 cost $63.296/h.
+    # (With gpu auto, one node of 8 H200, $63.296/h, serves its tokens cheaper: test_auto_… below.)
     assert fraction_by_rule(80, 16) == 0.806
     p = chosen.placement
     assert (p.instance_type, p.nodes_per_replica, p.tensor_parallel) == ("p4de.24xlarge", 2, 16)
@@ -245,7 +245,9 @@ def test_gemma_and_phi_and_small_models_pick_one_small_gpu():
         ),
         LLAMA32_1B,
     )
-    assert tiny.placement.instance_type == "g4dn.xlarge"  # the cheapest GPU instance of all
+    # Its checkpoint is bf16: not the T4 (the cheapest GPU instance of all), which has none.
+    assert tiny.placement.gpus_per_replica == 1 and gpu_models()[tiny.placement.gpu_model].bf16
+    assert tiny.placement.gpu_model != "T4" and tiny.dtype == "bfloat16"
     phi = size(
         spec(resources={"gpu": "L4", "gpu_count": 1}, serving={"context_length": 4096, "max_concurrency": 4}),
         PHI3_MINI,
@@ -447,19 +449,27 @@ specs = st.builds(
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(model=models, dep=specs)
-def test_choice_is_feasible_and_nothing_cheaper_is(model, dep):
+def test_choice_is_feasible_and_nothing_fits_that_serves_tokens_cheaper(model, dep):
     try:
         chosen = size(dep, model)
     except SizingError:
         for c in candidates(dep, model, dep.serving.context_length):
             assert not (c.problem is None and by_hand(dep, model, c.instance.gpu, c.tp, c.dtype)), c.label
         return
+    from sgldeploy.models.sizing import delivered, keeps_checkpoint_dtype
+
     p = chosen.placement
     assert by_hand(dep, model, p.gpu_model, p.tensor_parallel, chosen.dtype)
     assert model.num_attention_heads % p.tensor_parallel == 0
-    for c in candidates(dep, model, dep.serving.context_length):
-        if c.hourly_usd is not None and c.hourly_usd < p.hourly_usd_per_replica and c.problem is None:
-            assert not by_hand(dep, model, c.instance.gpu, c.tp, c.dtype), f"{c.label} is cheaper and fits"
+    context = dep.serving.context_length
+    per_token = chosen.throughput.usd_per_million_output_tokens
+    keeps = [c for c in candidates(dep, model, context) if keeps_checkpoint_dtype(dep, model, c)]
+    for c in keeps:
+        fits = c.problem is None and by_hand(dep, model, c.instance.gpu, c.tp, c.dtype)
+        if fits and c.hourly_usd is not None:
+            rate = delivered(dep, model, c, context).estimate.output_tokens_per_second_per_replica
+            usd = c.hourly_usd / (rate * 3600) * 1e6
+            assert usd >= per_token * (1 - 1e-9), f"{c.label} fits and serves tokens cheaper"
 
 
 def test_models_that_overflow_in_fp16_are_not_cast_down():
@@ -943,3 +953,110 @@ def test_what_would_fit_suggests_a_context_of_512_tokens_or_more(lock, capacity_
     option = candidates(dep, model_of(lock, QWEN), 4096, gpu="L4", gpu_count=1)[0]
     option = replace(option, memory=replace(option.memory, kv_capacity_tokens=4 * capacity_per_request))
     assert _what_would_fit(dep, [option], 4096) == hints.format(label=option.label)
+
+
+# ---- gpu: auto chooses by cost per token ----------------------------------------------------------------
+
+AUTO = {"gpu": "auto", "gpu_count": "auto"}
+
+
+def per_token_table(dep, model, context):
+    """$ per 1M output tokens of every feasible placement: its hourly price over the tokens an hour serves."""
+    from sgldeploy.models.sizing import delivered
+
+    out = {}
+    for c in candidates(dep, model, context):
+        if c.feasible and c.hourly_usd is not None:
+            rate = delivered(dep, model, c, context).estimate.output_tokens_per_second_per_replica
+            out[c.label] = (c.hourly_usd / (rate * 3600) * 1e6, c)
+    return out
+
+
+def test_a_bf16_model_on_auto_leaves_the_t4_for_the_cheapest_tokens(lock):
+    """The trial: Qwen2.5-7B at 32k × 16 once landed on 4× T4 in float16, the cheapest memory fit."""
+    qwen = model_of(lock, QWEN)
+    dep = spec(resources=AUTO, serving={"context_length": 32768, "max_concurrency": 16})
+    table = per_token_table(dep, qwen, 32768)
+    cheapest_fit = min(table.values(), key=lambda v: v[1].rank())[1]
+    assert cheapest_fit.instance.gpu == "T4"
+    keeping = {label: v for label, v in table.items() if gpu_models()[v[1].instance.gpu].bf16}
+    want_usd, want = min(keeping.values(), key=lambda v: v[0])
+    sized = size(dep, qwen)
+    assert (sized.placement.instance_type, sized.dtype) == (want.instance.name, "bfloat16")
+    assert sized.throughput.usd_per_million_output_tokens == pytest.approx(want_usd)
+    assert sized.choice == (
+        f"{want.label} serves a million output tokens for ${want_usd:,.2f}; the cheapest memory fit, "
+        f"{cheapest_fit.label}, has no bfloat16 for this bf16 checkpoint"
+    )
+
+
+def test_auto_picks_the_lowest_cost_per_token_and_says_what_the_cheapest_fit_costs(lock):
+    qwen = model_of(lock, QWEN)
+    dep = spec(resources=AUTO)  # 4 × 4096
+    table = per_token_table(dep, qwen, 4096)
+    want_usd, want = min(table.values(), key=lambda v: (v[0], v[1].rank()))
+    cheap_usd, cheapest = min(table.values(), key=lambda v: v[1].rank())
+    assert want is not cheapest  # an L4 is the cheapest hour, not the cheapest token
+    sized = size(dep, qwen)
+    assert sized.placement.instance_type == want.instance.name
+    assert sized.choice == (
+        f"{want.label} serves a million output tokens for ${want_usd:,.2f}; the cheapest memory fit, "
+        f"{cheapest.label}, costs ${cheapest.hourly_usd:,.2f}/h but ${cheap_usd:,.2f} per 1M output tokens"
+    )
+
+
+def test_a_latency_target_rules_out_placements_that_miss_it(lock):
+    qwen = model_of(lock, QWEN)
+    base = spec(resources=AUTO)
+    first = size(base, qwen)
+    itl = first.throughput.estimate.itl_seconds
+    tight = spec(resources=AUTO, slo={"itl_p95_seconds": itl * 0.9})
+    sized = size(tight, qwen)
+    assert sized.throughput.estimate.itl_seconds <= itl * 0.9 < itl
+    assert sized.throughput.usd_per_million_output_tokens >= first.throughput.usd_per_million_output_tokens
+    # None meets an impossible target: the cheapest per token all the same (the plan warns).
+    impossible = size(spec(resources=AUTO, slo={"itl_p95_seconds": 1e-6}), qwen)
+    assert impossible.placement == first.placement
+
+
+def test_requests_per_second_beyond_max_replicas_rules_a_placement_out(lock):
+    qwen = model_of(lock, QWEN)
+    first = size(spec(resources=AUTO), qwen)
+    rate = first.throughput.estimate.output_tokens_per_second_per_replica
+    # Just more than 2 replicas of the cheapest-per-token placement serve: it needs 3 of max 2.
+    rps = 2 * rate / 256 * 1.01
+    busy = spec(resources=AUTO, scaling={"max_replicas": 2}, workload={"requests_per_second": rps})
+    sized = size(busy, qwen)
+    assert sized.placement.instance_type != first.placement.instance_type
+    assert sized.throughput.replicas_for_workload <= 2
+    roomy = spec(resources=AUTO, scaling={"max_replicas": 3}, workload={"requests_per_second": rps})
+    assert size(roomy, qwen).throughput.replicas_for_workload == 3
+
+
+def test_a_chosen_gpu_gets_its_cheapest_fit_and_no_reason(lock):
+    qwen = model_of(lock, QWEN)
+    sized = size(spec(resources={"gpu": "L4", "gpu_count": "auto"}), qwen)
+    assert (sized.placement.instance_type, sized.choice) == ("g6.xlarge", None)
+
+
+@pytest.mark.parametrize(
+    "precision, checkpoint, gpu, keeps",
+    [
+        ("auto", "bfloat16", "T4", False),
+        ("float16", "bfloat16", "T4", True),  # asked for explicitly
+        ("auto", "float16", "T4", True),  # the checkpoint's own dtype
+        ("auto", "bfloat16", "L4", True),
+    ],
+)
+def test_only_an_explicit_precision_serves_a_bf16_checkpoint_on_a_gpu_without_bf16(
+    lock, precision, checkpoint, gpu, keeps
+):
+    from dataclasses import replace
+
+    from sgldeploy.models.sizing import keeps_checkpoint_dtype
+
+    model = replace(model_of(lock, QWEN), dtype=checkpoint)
+    dep = spec(resources={"gpu": gpu, "gpu_count": "auto"}, serving={"precision": precision, "max_concurrency": 1,
+                                                                     "context_length": 1024})  # fmt: skip
+    option = candidates(dep, model, 1024, gpu=gpu)[0]
+    assert keeps_checkpoint_dtype(dep, model, option) is keeps

@@ -189,6 +189,7 @@ class Sizing:
     cheaper_infeasible: tuple[Candidate, ...] = ()  # the two nearest cheaper options that do not fit
     dearer: tuple[Candidate, ...] = ()  # the next two feasible options up in price
     throughput: throughput_model.Throughput | None = None  # what the placement delivers for the workload
+    choice: str | None = None  # why the placement beat the cheapest memory fit (None: it is that fit)
 
 
 class SizingError(ProblemError):
@@ -545,17 +546,19 @@ def size(dep: DeploymentSpec, model: LockedModel) -> Sizing:
         raise SizingError(
             _infeasible(dep, model, context, options, constrained=any((gpu, gpu_count, allowed)))
         )
-    best = feasible[0]
+    best, delivers, choice = choose(dep, model, context, feasible)
     same_shape = tuple(
         c.instance.name
-        for c in feasible[1:]
-        if c.instance.gpu == best.instance.gpu and c.tp == best.tp and c.nodes == best.nodes
+        for c in feasible
+        if c is not best and c.instance.gpu == best.instance.gpu and c.tp == best.tp and c.nodes == best.nodes
     )
     priced = [c for c in options if c.hourly_usd is not None]
     cheaper = tuple(c for c in priced if c.rank() < best.rank() and not c.feasible)[-2:]
-    dearer = tuple(c for c in feasible[1:] if c.hourly_usd is not None and c.instance.name not in same_shape)[
-        :2
-    ]
+    dearer = tuple(
+        c
+        for c in feasible
+        if c.rank() > best.rank() and c.hourly_usd is not None and c.instance.name not in same_shape
+    )[:2]
     placement = Placement(
         instance_type=best.instance.name,
         gpu_model=best.instance.gpu,
@@ -566,7 +569,58 @@ def size(dep: DeploymentSpec, model: LockedModel) -> Sizing:
         hourly_usd_per_replica=best.hourly_usd,
         price_basis=best.price_basis,
     )
-    return _finish(dep, best, placement, context, cheaper, dearer, delivered(dep, model, best, context))
+    return _finish(dep, best, placement, context, cheaper, dearer, delivers, choice)
+
+
+def keeps_checkpoint_dtype(dep: DeploymentSpec, model: LockedModel, option: Candidate) -> bool:
+    """A bf16 checkpoint is not silently served in float16 on a GPU without bf16 (a T4): only when the
+    precision is set explicitly."""
+    gpu = gpu_models()[option.instance.gpu]
+    return dep.serving.precision != "auto" or model.dtype != "bfloat16" or gpu.bf16
+
+
+def meets_targets(dep: DeploymentSpec, t: throughput_model.Throughput) -> bool:
+    """The latency targets at max_concurrency, and the requests per second within max_replicas."""
+    slo = dep.slo
+    return (
+        (slo.ttft_p95_seconds is None or t.estimate.ttft_seconds <= slo.ttft_p95_seconds)
+        and (slo.itl_p95_seconds is None or t.estimate.itl_seconds <= slo.itl_p95_seconds)
+        and (t.replicas_for_workload is None or t.replicas_for_workload <= dep.max_replicas)
+    )
+
+
+def choose(
+    dep: DeploymentSpec, model: LockedModel, context: int, feasible: list[Candidate]
+) -> tuple[Candidate, throughput_model.Throughput, str | None]:
+    """With `gpu: auto`, the placement with the lowest cost per million output tokens among those that keep
+    the checkpoint's dtype and meet the targets (all that keep it, when none meets them; the plan then warns),
+    and why it beat the cheapest memory fit; with a GPU chosen, the cheapest fit of it."""
+    cheapest = feasible[0]
+    if dep.resources.gpu != "auto":
+        return cheapest, delivered(dep, model, cheapest, context), None
+    scored = [(c, delivered(dep, model, c, context)) for c in feasible]
+    keeping = [(c, t) for c, t in scored if keeps_checkpoint_dtype(dep, model, c)] or scored
+    pool = [(c, t) for c, t in keeping if meets_targets(dep, t)] or keeping
+    priced = [(c, t) for c, t in pool if t.usd_per_million_output_tokens is not None] or pool
+    best, delivers = min(priced, key=lambda ct: (ct[1].usd_per_million_output_tokens or 0.0, ct[0].rank()))
+    if best is cheapest:
+        return best, delivers, None
+    base = dict(scored)[cheapest]
+    why = [f"{best.label} serves a million output tokens for {_usd(delivers.usd_per_million_output_tokens)}"]
+    if not keeps_checkpoint_dtype(dep, model, cheapest):
+        why.append(f"the cheapest memory fit, {cheapest.label}, has no bfloat16 for this bf16 checkpoint")
+    elif not meets_targets(dep, base):
+        why.append(f"the cheapest memory fit, {cheapest.label}, misses the slo or the requests per second")
+    else:
+        why.append(
+            f"the cheapest memory fit, {cheapest.label}, costs {_usd(cheapest.hourly_usd)}/h but "
+            f"{_usd(base.usd_per_million_output_tokens)} per 1M output tokens"
+        )
+    return best, delivers, "; ".join(why)
+
+
+def _usd(value: float | None) -> str:
+    return "an unknown price" if value is None else f"${value:,.2f}"
 
 
 # Quantizations whose GEMMs run in FP8 on a GPU with FP8 tensor cores (else weight-only, at the bf16 rate).
@@ -732,6 +786,7 @@ def _finish(
     cheaper: tuple[Candidate, ...],
     dearer: tuple[Candidate, ...],
     throughput: throughput_model.Throughput,
+    choice: str | None,
 ) -> Sizing:
     node = best.instance
     # Leave a core and a fifth of memory for the kubelet, system daemons and the device plugin.
@@ -770,4 +825,5 @@ def _finish(
         cheaper_infeasible=cheaper,
         dearer=dearer,
         throughput=throughput,
+        choice=choice,
     )

@@ -35,6 +35,7 @@ def deployment_json(item: LoadedDeployment, estimate: cost.Estimate, addons: Add
             "nodes_per_replica": p.nodes_per_replica,
             "tensor_parallel": p.tensor_parallel,
             "alternatives": list(p.alternatives),
+            "why": item.sizing.choice,
         },
         "memory": {
             "weights_gib": m.weights_gib,

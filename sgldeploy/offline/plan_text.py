@@ -95,6 +95,7 @@ def summary(plan: Plan) -> str:
             f"{d.spec.name}: {d.spec.model.repo}@{d.model.sha[:12]} ({d.model.source})",
             f"  placement  {p['instance_type']} · {p['gpus_per_replica']}× {p['gpu_model']} ({gpu_mem:g} GiB) · "
             f"TP {p['tensor_parallel']} · {p['nodes_per_replica']} node(s) per replica",
+            *([f"  chosen     {p['why']}"] if p["why"] else []),
             f"  memory     per GPU {m['weights_gib_per_gpu']:g} weights + {m['kv_cache_gib_per_gpu']:g} KV "
             f"({m['context_length']:,} tokens × {d.spec.serving.max_concurrency} requests) + "
             f"{m['reserve_gib_per_gpu']:g} reserve = {m['required_gib_per_gpu']:g} of {gpu_mem:g} GiB "
