@@ -331,3 +331,41 @@ def test_a_cost_diff_against_a_plan_without_costs_has_no_diff_and_removes_every_
     assert [(i["resource"], i["status"]) for i in back["items"]] == [
         (resource, "added") for resource in sorted(i["resource"] for i in base["cost"]["items"])
     ]
+
+
+def test_the_cost_diff_moves_the_price_of_a_million_tokens(plans):
+    base, scaled = plans
+    [dep] = diff.diff(base, scaled)["cost"]["deployments"]
+    old = base["deployments"][0]["throughput"]["usd_per_million_output_tokens"]
+    new = scaled["deployments"][0]["throughput"]["usd_per_million_output_tokens"]
+    assert old != new  # an L40S serves a token at another price than an L4
+    assert dep["usd_per_million_output_tokens"] == {
+        "old": old,
+        "new": new,
+        "diff": round(new - old, 2),
+        "percent": round(100 * round(new - old, 2) / old, 1),
+    }
+    line = next(line for line in report.text(diff.diff(base, scaled)).splitlines() if "qwen-7b " in line)
+    assert (
+        f", ${old:,.2f} → ${new:,.2f} ({dep['usd_per_million_output_tokens']['percent']:+g}%) per 1M" in line
+    )
+    # A previous plan from before throughput was stated: the new price alone.
+    older = copy.deepcopy(base)
+    del older["deployments"][0]["throughput"]
+    [first] = diff.diff(older, scaled)["cost"]["deployments"]
+    assert first["usd_per_million_output_tokens"] == {"old": None, "new": new, "diff": None, "percent": None}
+
+
+@pytest.mark.parametrize(
+    "old, new, shown",
+    [
+        (None, None, "–"),
+        (None, 2.5, "$2.50 (new)"),
+        (2.5, None, "$2.50 (before)"),
+        (2.5, 2.5, "$2.50"),
+        (2.0, 2.5, "$2.00 → $2.50 (+25%)"),
+        (0.0, 2.5, "$0.00 → $2.50"),  # no percentage of nothing
+    ],
+)
+def test_a_price_per_token_shows_as_far_as_each_side_states_it(old, new, shown):
+    assert report.per_token(diff._delta(old, new)) == shown

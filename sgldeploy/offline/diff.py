@@ -223,6 +223,11 @@ def _costs(entry: dict[str, Any] | None) -> dict[str, Any]:
     }
 
 
+def _per_token(entry: dict[str, Any] | None) -> float | None:
+    """The deployment's $ per 1M output tokens (None: removed, unpriced, or a plan from before throughput)."""
+    return ((entry or {}).get("throughput") or {}).get("usd_per_million_output_tokens")
+
+
 def _status(old: Any, new: Any, changed: bool) -> str:
     return "added" if old is None else "removed" if new is None else "changed" if changed else "unchanged"
 
@@ -249,6 +254,7 @@ def cost_diff(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
                 "status": _status(o, n, bool(changes) or co != cn),
                 "changes": changes,
                 **{k: _delta(co[k], cn[k]) for k in co},
+                "usd_per_million_output_tokens": _delta(_per_token(o), _per_token(n)),
             }
         )
     oi = {i["resource"]: i for i in old["cost"].get("items", [])}

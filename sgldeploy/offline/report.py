@@ -92,6 +92,7 @@ def context(
         "span": span,
         "signed": _signed,
         "amount": lambda v: money(abs(v)),
+        "per_token": per_token,
         "percent": lambda p: "" if p is None else f" ({p:+g}%)",
     }
 
@@ -100,6 +101,19 @@ def markdown(
     diff: dict[str, Any], new_plan: dict[str, Any], violations: list[dict[str, Any]] | None = None
 ) -> str:
     return _ENV.get_template("cost_comment.md.j2").render(**context(diff, new_plan, violations or []))
+
+
+def per_token(delta: dict[str, Any]) -> str:
+    """$ per 1M output tokens before → after, as far as each side states it."""
+    old, new = delta["old"], delta["new"]
+    if old is None and new is None:
+        return "–"
+    if old is None or new is None:
+        return money(new if old is None else old) + (" (new)" if old is None else " (before)")
+    if old == new:
+        return money(new)
+    change = "" if delta["percent"] is None else f" ({delta['percent']:+g}%)"
+    return f"{money(old)} → {money(new)}{change}"
 
 
 def text(diff: dict[str, Any]) -> str:
@@ -114,9 +128,12 @@ def text(diff: dict[str, Any]) -> str:
     ]
     for d in cost["deployments"]:
         why = f"  ({'; '.join(d['changes'])})" if d["changes"] else ""
+        tokens = per_token(d["usd_per_million_output_tokens"])
         lines.append(
             f"  {d['name']:<24} {d['status']:<9} {_signed(d['monthly_usd_min'])} at min, "
-            f"{_signed(d['monthly_usd_max'])} at max{why}"
+            f"{_signed(d['monthly_usd_max'])} at max"
+            + (f", {tokens} per 1M output tokens" if tokens != "–" else "")
+            + why
         )
     for i in cost["items"]:
         lines.append(
