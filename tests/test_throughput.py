@@ -193,3 +193,66 @@ def test_every_calibration_row_names_its_source_and_conditions():
         assert r.source and len(r.conditions.split()) >= 5, r.id
         assert r.metric in ("itl_seconds", "ttft_seconds", "output_tokens_per_second_per_request",
                             "output_tokens_per_second_per_replica")  # fmt: skip
+
+
+# ---- a locked model's shape --------------------------------------------------------------------------------
+
+
+def locked(config: dict, parameters: int = 46_702_792_704):
+    from sgldeploy.models.lock import LockedModel
+
+    base = {"num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8, "hidden_size": 4096}
+    return LockedModel(
+        repo="org/moe",
+        revision="main",
+        sha="0" * 40,
+        parameters=parameters,
+        dtype="bfloat16",
+        gated=False,
+        pipeline_tag="text-generation",
+        custom_code=False,
+        config={**base, **config},
+        source="test",
+        parameters_by_dtype={},
+        safetensors_bytes=None,
+    )
+
+
+def test_a_mixture_of_experts_counts_its_routed_experts_from_the_config():
+    # Mixtral-8x7B: 32 layers of 8 experts, 2 per token, gated MLPs of 4096 × 14336 (its intermediate_size).
+    mixtral = locked({"num_experts": 8, "num_experts_per_tok": 2, "intermediate_size": 14336})
+    shape = t.model_shape(mixtral, weight_bytes=2 * mixtral.parameters, kv_bytes_per_token=131072)
+    routed = 32 * 8 * 3 * 4096 * 14336  # 45.1 B of the 46.7 B parameters
+    assert (shape.experts, shape.experts_per_token) == (8, 2)
+    assert shape.expert_weight_bytes == pytest.approx(2 * routed)
+    assert shape.active_parameters == pytest.approx(mixtral.parameters - routed * 6 / 8)  # about 12.9 B
+    assert 12.8e9 < shape.active_parameters < 13.0e9  # as Mistral states it
+
+
+def test_dense_layers_before_the_first_moe_layer_are_not_experts():
+    deepseek = locked(
+        {"num_experts": 256, "num_experts_per_tok": 8, "moe_intermediate_size": 2048, "intermediate_size": 18432,
+         "first_k_dense_replace": 3, "num_hidden_layers": 61, "hidden_size": 7168},
+        parameters=671_000_000_000,
+    )  # fmt: skip
+    shape = t.model_shape(deepseek, weight_bytes=deepseek.parameters, kv_bytes_per_token=70272)
+    assert shape.expert_weight_bytes == pytest.approx(58 * 256 * 3 * 7168 * 2048)  # fp8: a byte a parameter
+
+
+def test_a_lock_entry_without_the_routing_fields_is_read_as_dense_and_says_so():
+    from sgldeploy.catalog import gpu_models, instance_types
+    from sgldeploy.spec import WorkloadSpec
+
+    older = locked({"num_experts": 8})
+    shape = t.model_shape(older, weight_bytes=2 * older.parameters, kv_bytes_per_token=131072)
+    assert (shape.experts, shape.expert_weight_bytes, shape.active_parameters) == (0, 0, older.parameters)
+    found = t.for_placement(
+        older, shape, instance_types()["p5.48xlarge"], gpu_models()["H100"], 8, 1, "bf16", WorkloadSpec(), 8,
+        4096, 10**6, 98.32,
+    )  # fmt: skip
+    assert "a mixture of experts read as dense: its lock entry records no experts per token" in found.basis
+    dense = t.model_shape(locked({}), weight_bytes=2 * older.parameters, kv_bytes_per_token=131072)
+    assert dense.experts == 0 and "mixture" not in t.for_placement(
+        locked({}), dense, instance_types()["p5.48xlarge"], gpu_models()["H100"], 8, 1, "bf16", WorkloadSpec(), 8,
+        4096, 10**6, 98.32,
+    ).basis  # fmt: skip

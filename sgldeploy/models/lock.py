@@ -47,6 +47,11 @@ CONFIG_FIELDS = (
     "model_max_length",
     "rope_scaling",
     "rope_parameters",
+    # extensions: a mixture of experts' routing, for the bytes a decode step reads (models/throughput.py)
+    "num_experts_per_tok",
+    "moe_intermediate_size",
+    "intermediate_size",
+    "first_k_dense_replace",
 )
 
 
@@ -252,6 +257,16 @@ CONFIG_FIELD_RULES: tuple[FieldRule, ...] = (
     ),
     FieldRule("vocab_size", False, _optional(_POSITIVE), "a positive integer", "152064"),
     FieldRule("num_experts", False, _optional(_COUNT), "an integer, or null for a dense model", "null"),
+    FieldRule(
+        "num_experts_per_tok", False, _optional(_POSITIVE), "a positive integer (MoE models), or null", "8"
+    ),
+    FieldRule(
+        "moe_intermediate_size", False, _optional(_POSITIVE), "a positive integer (MoE models), or null", "2048"
+    ),
+    FieldRule("intermediate_size", False, _optional(_POSITIVE), "a positive integer, or null", "18944"),
+    FieldRule(
+        "first_k_dense_replace", False, _optional(_COUNT), "an integer (MoE models), or null", "3"
+    ),
     FieldRule(
         "quantization_method",
         False,

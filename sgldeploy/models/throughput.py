@@ -217,18 +217,28 @@ class Throughput:
 
 
 def model_shape(model: LockedModel, weight_bytes: float, kv_bytes_per_token: float) -> ModelShape:
-    """A locked model's shape. The lock records how many experts a MoE model has but not how many a token
-    uses, so its every weight is read per step: an upper bound on decode time."""
+    """A locked model's shape. For a mixture of experts, the routed experts' parameters are counted from its
+    config (MoE layers × experts × the three matrices of a gated MLP); a lock entry without the routing fields
+    (written before they were recorded) is read as dense: every weight per step, a floor on throughput."""
+    c = model.config
+    experts, per_token = c.get("num_experts") or 0, c.get("num_experts_per_tok") or 0
+    expert_width = c.get("moe_intermediate_size") or c.get("intermediate_size")
+    hidden = int(c.get("hidden_size") or model.num_attention_heads * model.head_dim)
+    routed = 0.0
+    if experts and per_token and expert_width:
+        moe_layers = model.num_layers - int(c.get("first_k_dense_replace") or 0)
+        routed = min(float(model.parameters), moe_layers * experts * 3 * hidden * float(expert_width))
+    bytes_per_parameter = weight_bytes / model.parameters
     return ModelShape(
         weight_bytes=weight_bytes,
-        expert_weight_bytes=0,
-        experts=0,
-        experts_per_token=0,
-        active_parameters=model.parameters,
+        expert_weight_bytes=routed * bytes_per_parameter,
+        experts=experts if routed else 0,
+        experts_per_token=per_token if routed else 0,
+        active_parameters=model.parameters - routed * (1 - per_token / experts) if routed else model.parameters,
         kv_bytes_per_token=kv_bytes_per_token,
         kv_replicated=model.kv_lora_rank > 0,
         layers=model.num_layers,
-        hidden_size=int(model.config.get("hidden_size") or model.num_attention_heads * model.head_dim),
+        hidden_size=hidden,
         attention_width=model.num_attention_heads * model.head_dim,
     )
 
@@ -275,8 +285,8 @@ def for_placement(
     notes = [BASIS]
     if found.kv_batch_limit is not None and found.kv_batch_limit < concurrency:
         notes.append(f"the KV pool holds {found.kv_batch_limit} such requests, fewer than max_concurrency")
-    if model.config.get("num_experts"):
-        notes.append("a mixture of experts read as dense: the lock records no experts per token")
+    if model.config.get("num_experts") and not shape.experts:
+        notes.append("a mixture of experts read as dense: its lock entry records no experts per token")
     if device.link != "nvlink" and tp > 1:
         notes.append(f"all-reduce over {device.link}, which no calibration row measures")
     return Throughput(
