@@ -125,7 +125,7 @@ class GpuNodePool(pulumi.ComponentResource):
         placement_group: aws.ec2.PlacementGroup | None,
     ) -> aws.ec2.LaunchTemplate:
         """How the managed node group's nodes launch: IMDSv2 only, an encrypted root volume, the placement
-        group, and the node-local cache's disk setup."""
+        group, the node-local cache's disk setup, and the capacity reservation."""
         user_data = node_pool.node_cache_user_data() if args.spec.cache_storage == "node-local" else None
         return aws.ec2.LaunchTemplate(
             f"{name}-launch-template",
@@ -133,6 +133,7 @@ class GpuNodePool(pulumi.ComponentResource):
             block_device_mappings=network.encrypted_root_volume(args.sizing.disk_gib),
             user_data=_base64(user_data) if user_data is not None else None,
             placement={"group_name": placement_group.name} if placement_group else None,
+            **node_pool.launch_template_reservation(args.spec),
             tag_specifications=[{"resource_type": "instance", "tags": tags}],
             tags=tags,
             opts=pulumi.ResourceOptions(parent=self),

@@ -174,6 +174,22 @@ def gpu_nodes(item: LoadedDeployment, region: str, idle: int) -> CostItem:
         what += f" (no spot price known; capacity {spec.resources.capacity} may cost less)"
     if p.price_basis == "spot":
         what += " (the highest per-zone spot price seen; spot prices move)"
+    reservation = spec.resources.reservation if spec.resources.capacity.startswith("reserved") else None
+    if reservation is not None:
+        # Reserved hours are committed spend: billed whether or not replicas run, not a price per replica.
+        reserved = reservation.instances or nodes_max
+        fallback = spec.resources.capacity == "reserved-fallback"
+        nodes_min, nodes_max = reserved, max(reserved, nodes_max) if fallback else reserved
+        what = (
+            f"{p.instance_type} × {reserved} reserved instance(s): committed spend, billed whether or not "
+            "replicas run"
+            + (f"; on demand beyond them, up to {nodes_max} nodes" if nodes_max > reserved else "")
+            + (
+                "; a Capacity Block has a price of its own: the on-demand rate is shown"
+                if reservation.capacity_block
+                else ""
+            )
+        )
     price = _node_price(item, region)
     drivers = {
         "instance_type": p.instance_type,

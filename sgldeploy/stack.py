@@ -94,7 +94,7 @@ def load(
         raise InvalidInput(_unique(problems))
     ready = [d for d in loaded if d is not None]  # all of them: a deployment not loaded left a problem
     warnings = tuple(eks_support.version_warnings(spec.platform.cluster, day)) + tuple(
-        w for i, d in enumerate(ready) for w in slo_warnings(d, i)
+        w for i, d in enumerate(ready) for w in [*slo_warnings(d, i), *reservation_warnings(d.spec, i, day)]
     )
     stand_ins = {}
     gated = list(
@@ -356,6 +356,29 @@ def _placement_problems(
             )
         )
     return out
+
+
+RESERVATION_HORIZON_DAYS = 30  # how far ahead a plan looks for the end of a reservation
+
+
+def reservation_warnings(dep: DeploymentSpec, i: int, today: date) -> list[ConfigWarning]:
+    """A reservation that ends within the horizon: its instances are reclaimed then (a Capacity Block's are
+    terminated), and the replicas on them with them."""
+    r = dep.resources.reservation
+    if r is None or r.ends_at is None or not dep.resources.capacity.startswith("reserved"):
+        return []
+    days = (date.fromisoformat(r.ends_at) - today).days
+    if days > RESERVATION_HORIZON_DAYS:
+        return []
+    when = f"in {days} days" if days > 1 else "tomorrow" if days == 1 else "today" if days == 0 else "already"
+    return [
+        ConfigWarning(
+            config_path("deployments", (i, "resources", "reservation", "ends_at")),
+            f"is {r.ends_at}: the reservation ends {when}, and its instances are reclaimed with the replicas "
+            "on them",
+            "extend or replace the reservation, or move the deployment to other capacity before then",
+        )
+    ]
 
 
 def slo_warnings(item: LoadedDeployment, i: int) -> list[ConfigWarning]:

@@ -112,6 +112,11 @@ SENT: dict[str, dict[str, str]] = {
             )
         },
         "placement.groupName": "ec2.CreateLaunchTemplate.LaunchTemplateData.Placement.GroupName",
+        "capacityReservationSpecification.capacityReservationTarget.capacityReservationId": (
+            "ec2.CreateLaunchTemplate.LaunchTemplateData.CapacityReservationSpecification"
+            ".CapacityReservationTarget.CapacityReservationId"
+        ),
+        "instanceMarketOptions.marketType": "ec2.CreateLaunchTemplate.LaunchTemplateData.InstanceMarketOptions.MarketType",
         "userData": "ec2.CreateLaunchTemplate.LaunchTemplateData.UserData",
         "tagSpecifications[].resourceType": "ec2.CreateLaunchTemplate.LaunchTemplateData.TagSpecifications[].ResourceType",
         "tagSpecifications[].tags{key}": "ec2.CreateLaunchTemplate.LaunchTemplateData.TagSpecifications[].Tags[].Key",

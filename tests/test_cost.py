@@ -733,3 +733,27 @@ def test_a_control_plane_eks_does_not_offer_is_priced_nothing_under_its_own_name
         None,
         drivers={"kubernetes_version": version, "support": support},
     )
+
+
+@pytest.mark.parametrize(
+    "capacity, reservation, nodes",
+    [
+        ("reserved", {"ids": ["cr-0a"], "instances": 2}, (2, 2)),  # committed: 2 whatever the replicas do
+        ("reserved", {"ids": ["cr-0a"]}, (3, 3)),  # no count given: max replicas' nodes
+        ("reserved-fallback", {"tags": {"team": "llm"}, "instances": 1}, (1, 3)),  # on demand beyond it
+        ("reserved-fallback", {"tags": {"team": "llm"}, "instances": 5}, (5, 5)),
+    ],
+)
+def test_reserved_hours_are_committed_spend_not_a_price_per_replica(capacity, reservation, nodes):
+    dep = deployment(
+        resources={"gpu": "L40S", "gpu_count": 1, "capacity": capacity, "reservation": reservation},
+        scaling={"min_replicas": 1, "max_replicas": 3},
+    )
+    est = estimate(dep)
+    [item] = [i for i in est.items if i.resource == "qwen/gpu-nodes"]
+    g6e = 1.861  # g6e.xlarge on demand, what an On-Demand Capacity Reservation bills at
+    assert lines(est)["qwen/gpu-nodes"] == (round(nodes[0] * g6e * 730, 2), round(nodes[1] * g6e * 730, 2))
+    assert item.description.startswith(
+        f"g6e.xlarge × {nodes[0]} reserved instance(s): committed spend, billed whether or not replicas run"
+    )
+    assert ("on demand beyond them, up to 3 nodes" in item.description) is (nodes[1] > nodes[0])

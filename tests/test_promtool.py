@@ -104,8 +104,9 @@ def targets() -> list[Target]:
                 continue
             name, namespace = r.inputs["metadata"]["name"], r.inputs["metadata"]["namespace"]
             world = pw.world_of(resources, name, namespace)
-            if specs[name].state == "stopped":  # no autoscaler: it runs and scales nothing, its rules stay
-                scaled, max_replicas, triggers = world.workloads[0], 0, []
+            fixed = specs[name].min_replicas == specs[name].max_replicas  # stopped (0) or of a fixed size
+            if fixed:  # no autoscaler: nothing scales it, its rules stay
+                scaled, max_replicas, triggers = world.workloads[0], specs[name].max_replicas, []
             else:
                 scaled, max_replicas, triggers = _autoscaler(resources, namespace, world.workloads)
             [board] = [

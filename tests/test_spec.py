@@ -296,9 +296,9 @@ INVALID = [
     (
         "capacity unknown",
         None,
-        [deployment(resources={"capacity": "reserved"})],
+        [deployment(resources={"capacity": "savings-plan"})],
         "sgldeploy:deployments[0].resources.capacity",
-        "spot-fallback",
+        "reserved-fallback",
     ),
     (
         "canary percent without canary",

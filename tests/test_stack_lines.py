@@ -107,3 +107,28 @@ def test_a_latency_target_the_placement_misses_is_a_warning_with_the_numbers():
     ]
     met = stack.load(PLATFORM, [deployment(slo={"ttft_p95_seconds": 60})], LOCK, set(), offline=True)
     assert met.warnings == ()
+
+
+@pytest.mark.parametrize(
+    "ends_at, when",
+    [("2027-01-01", None), ("2026-12-31", "in 30 days"), ("2026-12-02", "tomorrow"), ("2026-12-01", "today"),
+     ("2026-11-30", "already")],
+)  # fmt: skip
+def test_a_reservation_ending_within_30_days_is_a_warning(ends_at, when):
+    """Today is 2026-12-01 for the tests (SGLDEPLOY_TODAY); 2027-01-01 is 31 days away."""
+    from datetime import date
+
+    resources = {"gpu": "H100", "gpu_count": 1, "capacity": "reserved", "reservation": {"ids": ["cr-0a"],
+                                                                                        "ends_at": ends_at}}  # fmt: skip
+    dep = deployment(resources=resources, scaling={"min_replicas": 1, "max_replicas": 1})
+    loaded = stack.load(PLATFORM, [dep], LOCK, set(), offline=True, today=date(2026, 12, 1))
+    expected = (
+        []
+        if when is None
+        else [
+            f"warning: sgldeploy:deployments[0].resources.reservation.ends_at: is {ends_at}: the reservation "
+            f"ends {when}, and its instances are reclaimed with the replicas on them; extend or replace the "
+            "reservation, or move the deployment to other capacity before then"
+        ]
+    )
+    assert [w.line() for w in loaded.warnings] == expected

@@ -304,3 +304,85 @@ def test_a_workload_longer_than_the_context_is_named_and_one_that_fits_is_not():
     assert lines_of(deployment(workload={"input_tokens": 4000, "output_tokens": 96})) == []
     # The defaults (1024 + 256) describe a typical request, not a limit: a shorter context takes them.
     assert lines_of(deployment(serving={"context_length": 1024, "max_concurrency": 4})) == []
+
+
+# ---- capacity reservations ---------------------------------------------------------------------------------
+
+RESERVED = {"gpu": "H100", "gpu_count": 1, "capacity": "reserved"}
+MNG = {"node_provisioner": "managed-node-group"}
+
+
+@pytest.mark.parametrize(
+    "platform, resources, line",
+    [
+        (
+            {},
+            RESERVED,
+            f"{D0}.resources.reservation: must name the reservations that capacity reserved launches into; set "
+            "resources.reservation.ids: [cr-…], or resources.reservation.tags",
+        ),
+        (
+            {},
+            {**RESERVED, "capacity": "reserved-fallback", "reservation": {"capacity_block": True}},
+            f"{D0}.resources.reservation: must name the reservations that capacity reserved-fallback launches "
+            "into; set resources.reservation.ids: [cr-…], or resources.reservation.tags",
+        ),
+        (
+            {},
+            {"capacity": "spot", "reservation": {"ids": ["cr-0a"]}},
+            f"{D0}.resources.reservation: is only used with capacity reserved or reserved-fallback, and capacity "
+            "is spot; set resources.capacity: reserved, or remove the reservation",
+        ),
+        (
+            MNG,
+            {**RESERVED, "reservation": {"ids": ["cr-0a", "cr-0b"]}},
+            f"{D0}.resources.reservation.ids: must be exactly one id with managed node groups: a launch template "
+            "targets one reservation (got cr-0a, cr-0b); name one reservation id and no tags, or use "
+            "node_provisioner: karpenter",
+        ),
+        (
+            MNG,
+            {**RESERVED, "reservation": {"tags": {"team": "llm"}}},
+            f"{D0}.resources.reservation.ids: must be exactly one id with managed node groups: a launch template "
+            "targets one reservation (got tags); name one reservation id and no tags, or use node_provisioner: "
+            "karpenter",
+        ),
+        (
+            MNG,
+            {**RESERVED, "capacity": "reserved-fallback", "reservation": {"ids": ["cr-0a"]}},
+            f"{D0}.resources.capacity: cannot fall back with a managed node group, which has one capacity type "
+            "(got 'reserved-fallback'); use capacity: reserved, or node_provisioner: karpenter",
+        ),
+        (
+            {},
+            {**RESERVED, "reservation": {"ids": ["cr-0A"]}},
+            f"{D0}.resources.reservation.ids: must hold reservation ids like cr-0123456789abcdef0 (got 'cr-0A'); "
+            "correct it",
+        ),
+        (
+            {},
+            {**RESERVED, "reservation": {"ids": ["cr-0a"], "ends_at": "next week"}},
+            f"{D0}.resources.reservation.ends_at: must be a date, YYYY-MM-DD (got 'next week'); write the day "
+            "the reservation ends",
+        ),
+    ],
+    ids=["none", "neither-ids-nor-tags", "not-reserved", "mng-two-ids", "mng-tags", "mng-fallback", "bad-id",
+         "bad-date"],
+)  # fmt: skip
+def test_a_reservation_that_cannot_work_is_one_line(platform, resources, line):
+    assert lines_of(deployment(resources=resources), platform=platform) == [line]
+
+
+@pytest.mark.parametrize(
+    "platform, resources",
+    [
+        ({}, {**RESERVED, "reservation": {"ids": ["cr-0a", "cr-0b"], "tags": {"team": "llm"}}}),
+        ({}, {**RESERVED, "capacity": "reserved-fallback", "reservation": {"tags": {"team": "*"}}}),
+        (
+            MNG,
+            {**RESERVED, "reservation": {"ids": ["cr-0a"], "capacity_block": True, "ends_at": "2027-01-31"}},
+        ),
+    ],
+)
+def test_a_reservation_that_can_work_is_valid(platform, resources):
+    assert lines_of(deployment(resources=resources), platform=platform) == []

@@ -1,7 +1,7 @@
 """The stacks every real-engine check runs over: the committed ones and generated variants that reach the
 code paths the committed stacks do not (a created cluster, managed node groups, a replica spanning nodes,
-shared caches, every add-on at once, scale from zero, the router, blue-green and canary rollouts, and the
-knobs none of those set).
+shared caches, every add-on at once, scale from zero, the router, blue-green and canary rollouts, capacity
+reservations, and the knobs none of those set).
 
 `rendered_variants()` renders each once per test session; checks iterate over the result.
 """
@@ -23,6 +23,15 @@ ALB_INTERNAL = {"exposure": "internal", "load_balancer": "alb"}
 CREATED = {"cluster": {"name": "v", "create": True, "vpc_cidr": "10.60.0.0/16"}, "namespace": "llm"}
 EXISTING = {"cluster": {"name": "v"}, "namespace": "llm"}
 PREFETCH_IMAGE = "registry.example/sgl:1"
+BLOCK = {  # a Capacity Block for ML, by its one id (what a managed node group's launch template can target)
+    "capacity": "reserved",
+    "reservation": {
+        "ids": ["cr-0123456789abcdef0"],
+        "capacity_block": True,
+        "instances": 1,
+        "ends_at": "2027-03-01",
+    },
+}
 
 
 def _lock_with_second_commit(path: Path) -> None:
@@ -46,7 +55,11 @@ def variant_stack_files(root: Path) -> dict[str, Path]:
     files["managed-node-groups"] = write_stack(
         root / "managed-node-groups",
         platform={**CREATED, "node_provisioner": "managed-node-group", "addons": {"leader_worker_set": True}},
-        deployments=[deployment(name="mng"), multi_node(name="mng-big")],
+        deployments=[
+            deployment(name="mng"),
+            multi_node(name="mng-big"),
+            deployment(name="mng-block", resources={**BLOCK, "gpu": "H100", "gpu_count": 1}),
+        ],
         extra={"sgldeploy:hfToken": {"secure": "v1:AAAAAAAAAAAAAAAA:opaque-ciphertext"}},
     )
     files["multi-node"] = write_stack(
@@ -100,6 +113,30 @@ def variant_stack_files(root: Path) -> dict[str, Path]:
                 scaling={"min_replicas": 1, "max_replicas": 3},
                 endpoint={**ALB_INTERNAL, "algorithm": "cache-aware"},
             )
+        ],
+    )
+    # Karpenter launching into capacity reservations: by id, and by tags with on-demand beyond them.
+    files["reserved"] = write_stack(
+        root / "reserved",
+        platform=EXISTING,
+        deployments=[
+            deployment(
+                name="held",
+                resources={**BLOCK, "gpu": "H100", "gpu_count": 1},
+                scaling={"min_replicas": 1, "max_replicas": 1},
+                endpoint=dict(ALB_INTERNAL),
+            ),
+            deployment(
+                name="held-or-not",
+                resources={
+                    "gpu": "L40S",
+                    "gpu_count": 1,
+                    "capacity": "reserved-fallback",
+                    "reservation": {"ids": ["cr-0fedcba9876543210"], "tags": {"team": "llm", "pool": "*"}},
+                },
+                scaling={"min_replicas": 1, "max_replicas": 3},
+                endpoint=dict(ALB_INTERNAL),
+            ),
         ],
     )
     # The knobs no other variant sets: a stopped deployment, a public NLB with TLS and sticky sessions, spot

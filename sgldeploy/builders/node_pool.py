@@ -34,9 +34,16 @@ DO_NOT_DISRUPT = {"karpenter.sh/do-not-disrupt": "true"}
 """On serving pods: Karpenter never evicts them voluntarily (consolidation, drift); a node empties when the
 autoscaler removes its replica, and expiry waits TERMINATION_GRACE."""
 
-CAPACITY_TYPES = {"on-demand": ["on-demand"], "spot": ["spot"], "spot-fallback": ["spot", "on-demand"]}
+CAPACITY_TYPES = {
+    "on-demand": ["on-demand"],
+    "spot": ["spot"],
+    "spot-fallback": ["spot", "on-demand"],
+    "reserved": ["reserved"],
+    "reserved-fallback": ["reserved", "on-demand"],
+}
 """Karpenter launches the cheapest capacity type allowed, so spot-fallback means spot first, on-demand when
-spot has none."""
+spot has none; reserved capacity (Karpenter's reservedCapacity feature, on by default in 1.14.1) is priced
+near zero, so reserved-fallback fills the reservations first."""
 
 _MAX_LABEL = 63
 
@@ -236,6 +243,8 @@ def ec2_node_class_spec(
     }
     if dep.cache_storage == "node-local":
         spec["userData"] = node_cache_user_data()
+    if dep.resources.reservation is not None and dep.resources.capacity.startswith("reserved"):
+        spec["capacityReservationSelectorTerms"] = reservation_terms(dep)
     if placement_group:
         spec["placementGroupSelector"] = {"name": placement_group}
     return spec
@@ -244,9 +253,37 @@ def ec2_node_class_spec(
 # ---- EKS managed node groups ------------------------------------------------------------------------
 
 
+def reservation_terms(dep: DeploymentSpec) -> list[dict[str, Any]]:
+    """Karpenter's capacityReservationSelectorTerms: one per id (an id stands alone in its term), and one of
+    the tags; the terms are ORed."""
+    r = dep.resources.reservation
+    assert r is not None
+    return [{"id": rid} for rid in r.ids] + ([{"tags": dict(r.tags)}] if r.tags else [])
+
+
 def managed_capacity_type(dep: DeploymentSpec) -> str:
-    """A managed node group has one capacity type: spot-fallback runs on demand (Karpenter can mix them)."""
+    """A managed node group has one capacity type: spot-fallback runs on demand (Karpenter can mix them); a
+    Capacity Block is its own type."""
+    r = dep.resources.reservation
+    if dep.resources.capacity == "reserved" and r is not None and r.capacity_block:
+        return "CAPACITY_BLOCK"
     return "SPOT" if dep.resources.capacity == "spot" else "ON_DEMAND"
+
+
+def launch_template_reservation(dep: DeploymentSpec) -> dict[str, Any]:
+    """The launch template's arguments that put a managed node group's instances into its one reservation
+    (validation allows exactly one id there): targeted, and a Capacity Block's market."""
+    r = dep.resources.reservation
+    if dep.resources.capacity != "reserved" or r is None:
+        return {}
+    out: dict[str, Any] = {
+        "capacity_reservation_specification": {
+            "capacity_reservation_target": {"capacity_reservation_id": r.ids[0]}
+        }
+    }
+    if r.capacity_block:
+        out["instance_market_options"] = {"market_type": "capacity-block"}
+    return out
 
 
 def autoscaler_tags(cluster: str, pool: str, sizing: Sizing) -> dict[str, str]:

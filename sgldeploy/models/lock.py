@@ -261,12 +261,14 @@ CONFIG_FIELD_RULES: tuple[FieldRule, ...] = (
         "num_experts_per_tok", False, _optional(_POSITIVE), "a positive integer (MoE models), or null", "8"
     ),
     FieldRule(
-        "moe_intermediate_size", False, _optional(_POSITIVE), "a positive integer (MoE models), or null", "2048"
+        "moe_intermediate_size",
+        False,
+        _optional(_POSITIVE),
+        "a positive integer (MoE models), or null",
+        "2048",
     ),
     FieldRule("intermediate_size", False, _optional(_POSITIVE), "a positive integer, or null", "18944"),
-    FieldRule(
-        "first_k_dense_replace", False, _optional(_COUNT), "an integer (MoE models), or null", "3"
-    ),
+    FieldRule("first_k_dense_replace", False, _optional(_COUNT), "an integer (MoE models), or null", "3"),
     FieldRule(
         "quantization_method",
         False,

@@ -490,7 +490,7 @@ def candidates(
     allowed: tuple[str, ...] = (),
 ) -> list[Candidate]:
     """Every whole-node placement of the catalog, feasible or not, within the given constraints."""
-    spot = dep.resources.capacity != "on-demand"
+    spot = dep.resources.capacity in ("spot", "spot-fallback")  # a reservation bills at the on-demand rate
     found = []
     for inst in instance_types().values():
         # GPUs outside the spec's list (V100) are below what SGLang's default kernels need.

@@ -234,7 +234,9 @@ def model_shape(model: LockedModel, weight_bytes: float, kv_bytes_per_token: flo
         expert_weight_bytes=routed * bytes_per_parameter,
         experts=experts if routed else 0,
         experts_per_token=per_token if routed else 0,
-        active_parameters=model.parameters - routed * (1 - per_token / experts) if routed else model.parameters,
+        active_parameters=model.parameters - routed * (1 - per_token / experts)
+        if routed
+        else model.parameters,
         kv_bytes_per_token=kv_bytes_per_token,
         kv_replicated=model.kv_lora_rank > 0,
         layers=model.num_layers,

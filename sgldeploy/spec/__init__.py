@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import re
+from datetime import date
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypedDict
 
 from pydantic import (
@@ -532,6 +533,51 @@ class ServingSpec(Model):
     )
 
 
+class ReservationSpec(Model):
+    """EC2 capacity reservations the GPU nodes launch into: On-Demand Capacity Reservations, or Capacity Blocks
+    for ML, named by id or selected by tags."""
+
+    ids: list[str] = Field(default_factory=list, description="Reservation ids (cr-…).")
+    tags: dict[str, str] = Field(
+        default_factory=dict, description="Select reservations by these tags ('*' matches any value)."
+    )
+    capacity_block: bool = Field(
+        False,
+        description="The reservations are Capacity Blocks for ML (reclaimed at ends_at). Default false.",
+    )
+    instances: int | None = Field(
+        None, gt=0, description="Instances reserved: the committed spend the plan prices; null for max nodes."
+    )
+    ends_at: str | None = Field(
+        None, description="When the reservation ends (YYYY-MM-DD); the plan warns 30 days before."
+    )
+
+    @field_validator("ids")
+    @classmethod
+    def _ids(cls, value: list[str]) -> list[str]:
+        for rid in value:
+            if not re.fullmatch(r"cr-[0-9a-z]+", rid):
+                raise SpecValueError(
+                    Problem(
+                        THIS_FIELD, "must hold reservation ids like cr-0123456789abcdef0", "correct it", rid
+                    )
+                )
+        return value
+
+    @field_validator("ends_at", mode="before")
+    @classmethod
+    def _ends_at(cls, value: Any) -> str | None:
+        """YAML reads an unquoted date as one; Pulumi's config hands the program a string."""
+        if value is None or isinstance(value, date):
+            return None if value is None else value.isoformat()[:10]
+        try:
+            return date.fromisoformat(str(value)).isoformat()
+        except ValueError:
+            raise SpecValueError(
+                Problem(THIS_FIELD, "must be a date, YYYY-MM-DD", "write the day the reservation ends", value)
+            ) from None
+
+
 class ResourcesSpec(Model):
     gpu: GpuChoice = Field("auto", description="GPU model, or auto for the cheapest that fits. Default auto.")
     gpu_count: AutoPositiveInt = Field(
@@ -542,9 +588,13 @@ class ResourcesSpec(Model):
     instance_types: list[str] = Field(
         default_factory=list, description="Allowed EC2 instance types; empty for any that carries the GPU."
     )
-    capacity: Literal["on-demand", "spot", "spot-fallback"] = Field(
+    capacity: Literal["on-demand", "spot", "spot-fallback", "reserved", "reserved-fallback"] = Field(
         "on-demand",
-        description="EC2 capacity: on-demand, spot, or spot with on-demand fallback. Default on-demand.",
+        description="EC2 capacity: on-demand, spot, spot with on-demand fallback, the reservations of "
+        "resources.reservation, or those with on-demand fallback. Default on-demand.",
+    )
+    reservation: ReservationSpec | None = Field(
+        None, description="The capacity reservations of capacity reserved or reserved-fallback."
     )
     cpu: AutoPositiveNumber = Field(
         "auto", description="CPU cores requested per replica, or auto. Default auto."

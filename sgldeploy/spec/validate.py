@@ -118,6 +118,7 @@ def _deployment_rules(
         + _serving_rules(dep, at)
         + _env_rules(dep, at)
         + _workload_rules(dep, at)
+        + _reservation_rules(platform, dep, at)
     )
 
 
@@ -270,6 +271,56 @@ def _serving_rules(dep: DeploymentSpec, at: Callable[..., str]) -> list[Problem]
                 "has no tag or digest, so a restart may pull another version",
                 f"pin it, e.g. {SGLANG_IMAGE}",
                 sv.image,
+            )
+        )
+    return out
+
+
+def _reservation_rules(
+    platform: PlatformSpec | None, dep: DeploymentSpec, at: Callable[..., str]
+) -> list[Problem]:
+    res = dep.resources
+    reserved = res.capacity in ("reserved", "reserved-fallback")
+    r = res.reservation
+    if not reserved:
+        if r is None:
+            return []
+        return [
+            Problem(
+                at("resources", "reservation"),
+                f"is only used with capacity reserved or reserved-fallback, and capacity is {res.capacity}",
+                "set resources.capacity: reserved, or remove the reservation",
+                show_got=False,
+            )
+        ]
+    if r is None or not (r.ids or r.tags):
+        return [
+            Problem(
+                at("resources", "reservation"),
+                f"must name the reservations that capacity {res.capacity} launches into",
+                "set resources.reservation.ids: [cr-…], or resources.reservation.tags",
+                show_got=False,
+            )
+        ]
+    if platform is None or platform.node_provisioner != "managed-node-group":
+        return []
+    out = []
+    if r.tags or len(r.ids) != 1:  # a launch template targets one reservation
+        out.append(
+            Problem(
+                at("resources", "reservation", "ids"),
+                "must be exactly one id with managed node groups: a launch template targets one reservation",
+                "name one reservation id and no tags, or use node_provisioner: karpenter",
+                Verbatim(", ".join(r.ids) or "tags"),
+            )
+        )
+    if res.capacity == "reserved-fallback":
+        out.append(
+            Problem(
+                at("resources", "capacity"),
+                "cannot fall back with a managed node group, which has one capacity type",
+                "use capacity: reserved, or node_provisioner: karpenter",
+                res.capacity,
             )
         )
     return out
