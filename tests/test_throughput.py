@@ -38,6 +38,11 @@ MOE = ModelShape(
     hidden_size=4096,
     attention_width=4096,
 )
+def exactly(value: float):
+    """Equal but for float rounding: a factor changed by one part in a billion (1e9 → 1000000001) shows."""
+    return pytest.approx(value, rel=1e-12)
+
+
 BW, DEC, PRE, STEP = (
     t.HBM_EFFICIENCY,
     t.DECODE_COMPUTE_EFFICIENCY,
@@ -49,23 +54,26 @@ BW, DEC, PRE, STEP = (
 def test_decode_at_batch_1_reads_the_weights_and_one_context_at_the_calibrated_bandwidth():
     context = 1000
     read = 16e9 + context * 131072
-    assert t.decode_step_seconds(DENSE, H100, 1, 1, context) == pytest.approx(read / (3350e9 * BW) + STEP)
+    assert t.decode_step_seconds(DENSE, H100, 1, 1, context) == exactly(read / (3350e9 * BW) + STEP)
 
 
-def test_decode_turns_compute_bound_at_the_knee_and_not_one_below():
-    context = 100
-    knee = t.compute_bound_batch(DENSE, H100, 1, context)
+@pytest.mark.parametrize("context", [0, 1, 10, 100, 300, 800])  # from about 895 tokens, no knee at all
+@pytest.mark.parametrize("tp", [1, 2, 8])
+def test_decode_turns_compute_bound_at_the_knee_and_not_one_below(context, tp):
+    knee = t.compute_bound_batch(DENSE, H100, tp, context)
     assert knee is not None
 
     def memory(b: int) -> float:
-        return (16e9 + b * context * 131072) / (3350e9 * BW)
+        return (16e9 + b * context * 131072) / tp / (3350e9 * BW)
 
     def compute(b: int) -> float:
-        return 2 * 8e9 * b / (989e12 * DEC)
+        return 2 * 8e9 * b / tp / (989e12 * DEC)
 
-    assert compute(knee) >= memory(knee) and compute(knee - 1) < memory(knee - 1)
-    at_knee = t.decode_step_seconds(DENSE, H100, 1, knee, context)
-    assert at_knee == pytest.approx(compute(knee) + STEP)
+    assert compute(knee) >= memory(knee) and (knee == 1 or compute(knee - 1) < memory(knee - 1))
+    if context != 100 or tp != 1:
+        return
+    at_knee = t.decode_step_seconds(DENSE, H100, tp, knee, context)
+    assert at_knee == exactly(compute(knee) + STEP)
 
 
 def test_no_batch_is_compute_bound_when_the_kv_reads_outgrow_the_flops():
@@ -78,10 +86,10 @@ def test_tensor_parallel_splits_the_reads_and_adds_two_ring_all_reduces_per_laye
     read = (16e9 + batch * context * 131072) / 2
     ring = t.ALL_REDUCE_LATENCY_SECONDS["nvlink"] + 2 * (2 - 1) / 2 * batch * 4096 * 2 / 450e9
     expected = read / (3350e9 * BW) + 2 * 32 * ring + STEP
-    assert t.decode_step_seconds(DENSE, H100, 2, batch, context) == pytest.approx(expected)
+    assert t.decode_step_seconds(DENSE, H100, 2, batch, context) == exactly(expected)
     pcie = t.ALL_REDUCE_LATENCY_SECONDS["pcie"] + batch * 4096 * 2 / 31.5e9
     slow = read / (300e9 * BW) + 2 * 32 * pcie + STEP
-    assert t.decode_step_seconds(DENSE, L4, 2, batch, context) == pytest.approx(slow)
+    assert t.decode_step_seconds(DENSE, L4, 2, batch, context) == exactly(slow)
 
 
 def test_a_replicated_kv_cache_is_read_whole_on_every_gpu():
@@ -90,7 +98,7 @@ def test_a_replicated_kv_cache_is_read_whole_on_every_gpu():
     kv = batch * context * 131072
     split = t.decode_step_seconds(DENSE, H100, 4, batch, context)
     whole = t.decode_step_seconds(mla, H100, 4, batch, context)
-    assert whole - split == pytest.approx((kv - kv / 4) / (3350e9 * BW))
+    assert whole - split == exactly((kv - kv / 4) / (3350e9 * BW))
 
 
 @pytest.mark.parametrize("batch", [1, 2, 16, 200])
@@ -98,15 +106,15 @@ def test_a_mixture_of_experts_reads_the_experts_its_batch_routes_to(batch):
     touched = 1 - (1 - 4 / 64) ** batch  # the expected share of 64 experts that `batch` tokens of 4 reach
     read = 10e9 + 90e9 * touched + batch * 10 * 65536
     step = t.decode_step_seconds(MOE, H100, 1, batch, 10)
-    assert step == pytest.approx(max(read / (3350e9 * BW), 2 * 8e9 * batch / (989e12 * DEC)) + STEP)
+    assert step == exactly(max(read / (3350e9 * BW), 2 * 8e9 * batch / (989e12 * DEC)) + STEP)
 
 
 def test_prefill_is_the_gemms_and_the_causal_attention_at_the_prefill_rate():
     tokens = 4000
     flops = 2 * 8e9 * tokens + 2 * 32 * 4096 * tokens * tokens
-    assert t.prefill_seconds(DENSE, H100, 1, tokens) == pytest.approx(flops / (989e12 * PRE))
+    assert t.prefill_seconds(DENSE, H100, 1, tokens) == exactly(flops / (989e12 * PRE))
     # A short prompt costs at least one read of the weights.
-    assert t.prefill_seconds(DENSE, H100, 1, 1) == pytest.approx(16e9 / (3350e9 * BW))
+    assert t.prefill_seconds(DENSE, H100, 1, 1) == exactly(16e9 / (3350e9 * BW))
 
 
 def test_a_request_waits_for_its_prefill_and_shares_the_others_prefills_over_its_output():
@@ -115,12 +123,12 @@ def test_a_request_waits_for_its_prefill_and_shares_the_others_prefills_over_its
     step = t.decode_step_seconds(DENSE, H100, 1, 8, 2000 + 250)
     prefill = t.prefill_seconds(DENSE, H100, 1, 2000)
     assert found.batch == 8 and found.kv_batch_limit is None
-    assert found.ttft_seconds == pytest.approx(prefill + step)
-    assert found.itl_seconds == pytest.approx(step + 7 * prefill / 500)
-    assert found.output_tokens_per_second_per_request == pytest.approx(1 / found.itl_seconds)
-    assert found.output_tokens_per_second_per_replica == pytest.approx(8 / found.itl_seconds)
+    assert found.ttft_seconds == exactly(prefill + step)
+    assert found.itl_seconds == exactly(step + 7 * prefill / 500)
+    assert found.output_tokens_per_second_per_request == exactly(1 / found.itl_seconds)
+    assert found.output_tokens_per_second_per_replica == exactly(8 / found.itl_seconds)
     alone = t.estimate(DENSE, H100, 1, Workload(2000, 500, 1))
-    assert alone.itl_seconds == pytest.approx(t.decode_step_seconds(DENSE, H100, 1, 1, 2250))
+    assert alone.itl_seconds == exactly(t.decode_step_seconds(DENSE, H100, 1, 1, 2250))
 
 
 @pytest.mark.parametrize("capacity, batch", [(2500 * 3 - 1, 2), (2500 * 3, 3), (2500 * 100, 8), (10, 1)])
@@ -130,7 +138,7 @@ def test_the_kv_pool_caps_the_batch_at_whole_requests(capacity, batch):
 
 
 def test_a_million_tokens_cost_the_hour_over_the_tokens_an_hour_serves():
-    assert t.usd_per_million_output_tokens(3.6, 1000) == pytest.approx(1.0)  # 3.6 M tokens an hour for $3.60
+    assert t.usd_per_million_output_tokens(3.6, 1000) == exactly(1.0)  # 3.6 M tokens an hour for $3.60
 
 
 def test_the_accelerator_of_a_catalog_gpu_takes_fp8_only_where_it_has_fp8_tensor_cores():
@@ -256,3 +264,113 @@ def test_a_lock_entry_without_the_routing_fields_is_read_as_dense_and_says_so():
         locked({}), dense, instance_types()["p5.48xlarge"], gpu_models()["H100"], 8, 1, "bf16", WorkloadSpec(), 8,
         4096, 10**6, 98.32,
     ).basis  # fmt: skip
+
+
+# ---- a placement's figures for a deployment ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "context, shape",
+    [(1280, (1024, 256)), (4096, (1024, 256)), (640, (512, 128)), (2, (1, 1))],
+)
+def test_the_default_request_is_shortened_in_proportion_to_a_short_context(context, shape):
+    from sgldeploy.spec import WorkloadSpec
+
+    assert t.request_shape(WorkloadSpec(), context) == shape
+
+
+def for_h100(model, shape, *, nodes=1, tp=1, workload=None, concurrency=8, capacity=10**6, price=6.88):
+    from sgldeploy.catalog import gpu_models, instance_types
+    from sgldeploy.spec import WorkloadSpec
+
+    instance = instance_types()["p5.48xlarge" if nodes > 1 or tp > 1 else "p5.4xlarge"]
+    return t.for_placement(
+        model, shape, instance, gpu_models()["H100"], tp, nodes, "bf16", workload or WorkloadSpec(), concurrency,
+        4096, capacity, price,
+    )  # fmt: skip
+
+
+def test_the_replicas_for_a_request_rate_are_its_tokens_over_a_replicas():
+    from sgldeploy.spec import WorkloadSpec
+
+    dense = locked({})
+    shape = t.model_shape(dense, 2 * dense.parameters, 131072)
+    alone = for_h100(dense, shape)
+    rate = alone.estimate.output_tokens_per_second_per_replica
+    assert alone.replicas_for_workload is None
+    # A rate a replica's tokens just cover needs one; a hair more needs two.
+    exact = for_h100(dense, shape, workload=WorkloadSpec(requests_per_second=rate / 256))
+    more = for_h100(dense, shape, workload=WorkloadSpec(requests_per_second=rate / 256 * 1.001))
+    assert (exact.replicas_for_workload, more.replicas_for_workload) == (1, 2)
+    assert alone.usd_per_million_output_tokens == pytest.approx(6.88 / (rate * 3600) * 1e6)
+    assert for_h100(dense, shape, price=None).usd_per_million_output_tokens is None
+    assert (alone.input_tokens, alone.output_tokens) == (1024, 256)
+
+
+def test_the_basis_names_what_the_figures_assume():
+    dense = locked({})
+    shape = t.model_shape(dense, 2 * dense.parameters, 131072)
+    plain = for_h100(dense, shape)
+    assert plain.basis == t.BASIS
+    full = for_h100(dense, shape, concurrency=8, capacity=1280 * 3)  # the pool holds 3 requests of 1024 + 256
+    assert full.estimate.batch == 3
+    assert full.basis == f"{t.BASIS}; the KV pool holds 3 such requests, fewer than max_concurrency"
+    across = for_h100(dense, shape, nodes=2, tp=16)
+    assert across.basis == f"{t.BASIS}; all-reduce over efa, which no calibration row measures"
+    on_nvlink = for_h100(dense, shape, tp=8)
+    assert on_nvlink.basis == t.BASIS
+
+
+def test_a_replica_across_nodes_all_reduces_over_each_gpus_share_of_the_network():
+    from sgldeploy.catalog import instance_types
+
+    dense = locked({})
+    shape = t.model_shape(dense, 2 * dense.parameters, 131072)
+    p5 = instance_types()["p5.48xlarge"]
+    efa = t.Accelerator("H100", 3350, 989, "efa", p5.network_gbps / 8 / p5.gpu_count)
+    across = for_h100(dense, shape, nodes=2, tp=16)
+    assert across.estimate.decode_step_seconds == pytest.approx(
+        t.decode_step_seconds(shape, efa, 16, 8, 1024 + 128)
+    )
+
+
+@pytest.mark.parametrize("weights", [1e6, 1e9, 90e9])
+def test_the_knee_of_a_mixture_of_experts_is_its_smallest_compute_bound_batch(weights):
+    moe = ModelShape(**{**MOE.__dict__, "expert_weight_bytes": weights})
+
+    def bound(b: int) -> bool:
+        read = (100e9 - weights) + weights * (1 - (1 - 4 / 64) ** b) + b * 10 * 65536
+        return 2 * 8e9 * b / (989e12 * DEC) >= read / (3350e9 * BW)
+
+    knee = t.compute_bound_batch(moe, H100, 1, 10)
+    assert knee is not None and bound(knee) and not bound(knee - 1)
+
+
+def test_a_dense_model_that_is_compute_bound_from_batch_1_has_its_knee_there():
+    tiny = ModelShape(**{**DENSE.__dict__, "weight_bytes": 1.0, "active_parameters": 8e9})
+    assert t.compute_bound_batch(tiny, H100, 1, 0) == 1
+
+
+def test_an_estimate_carries_its_parts():
+    found = t.estimate(DENSE, H100, 1, Workload(2000, 500, 8))
+    assert found.prefill_seconds == exactly(t.prefill_seconds(DENSE, H100, 1, 2000))
+    assert found.decode_step_seconds == exactly(t.decode_step_seconds(DENSE, H100, 1, 8, 2250))
+    assert found.compute_bound_batch == t.compute_bound_batch(DENSE, H100, 1, 2250)
+
+
+def test_a_locked_shape_takes_the_heads_width_and_mla_from_the_config():
+    mla = locked({"kv_lora_rank": 512, "qk_rope_head_dim": 64, "head_dim": 128, "hidden_size": None})
+    shape = t.model_shape(mla, 2 * mla.parameters, 70272)
+    assert shape.kv_replicated and shape.hidden_size == 32 * 128 and shape.attention_width == 32 * 128
+    assert (shape.layers, shape.kv_bytes_per_token, shape.weight_bytes) == (32, 70272, 2 * mla.parameters)
+    plain = t.model_shape(locked({"kv_lora_rank": 0}), 2.0, 1.0)
+    assert not plain.kv_replicated and plain.hidden_size == 4096
+    width_only = t.model_shape(locked({"moe_intermediate_size": 2048, "num_experts_per_tok": 2}), 2.0, 1.0)
+    assert (width_only.experts, width_only.expert_weight_bytes) == (0, 0)  # no experts: dense
+
+
+def test_the_accelerator_names_its_gpu():
+    from sgldeploy.catalog import gpu_models
+
+    assert t.accelerator(gpu_models()["L40S"], "g6e", "bf16") == t.Accelerator("L40S", 864, 362, "pcie", 31.5)
+    assert t.accelerator(gpu_models()["L40S"], "g6e", "fp8").dense_tflops == 733
