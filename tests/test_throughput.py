@@ -38,6 +38,8 @@ MOE = ModelShape(
     hidden_size=4096,
     attention_width=4096,
 )
+
+
 def exactly(value: float):
     """Equal but for float rounding: a factor changed by one part in a billion (1e9 → 1000000001) shows."""
     return pytest.approx(value, rel=1e-12)
