@@ -376,3 +376,37 @@ def test_the_accelerator_names_its_gpu():
 
     assert t.accelerator(gpu_models()["L40S"], "g6e", "bf16") == t.Accelerator("L40S", 864, 362, "pcie", 31.5)
     assert t.accelerator(gpu_models()["L40S"], "g6e", "fp8").dense_tflops == 733
+
+
+def test_the_basis_notes_start_at_their_boundaries():
+    from sgldeploy.catalog import gpu_models, instance_types
+    from sgldeploy.spec import WorkloadSpec
+
+    dense = locked({})
+    shape = t.model_shape(dense, 2 * dense.parameters, 131072)
+    # The pool holding exactly max_concurrency requests caps nothing.
+    assert for_h100(dense, shape, concurrency=3, capacity=1280 * 3).basis == t.BASIS
+    # One GPU on a PCIe instance all-reduces nothing: no note about its link.
+    one_l40s = t.for_placement(
+        dense, shape, instance_types()["g6e.xlarge"], gpu_models()["L40S"], 1, 1, "bf16", WorkloadSpec(), 8,
+        4096, 10**6, 1.861,
+    )  # fmt: skip
+    assert one_l40s.basis == t.BASIS
+    two_l40s = t.for_placement(
+        dense, shape, instance_types()["g6e.12xlarge"], gpu_models()["L40S"], 2, 1, "bf16", WorkloadSpec(), 8,
+        4096, 10**6, 10.49,
+    )  # fmt: skip
+    assert two_l40s.basis == f"{t.BASIS}; all-reduce over pcie, which no calibration row measures"
+
+
+def test_a_request_that_just_fits_the_context_is_kept_whole():
+    from sgldeploy.spec import WorkloadSpec
+
+    assert t.request_shape(WorkloadSpec(input_tokens=1000, output_tokens=24), 1024) == (1000, 24)
+    assert t.request_shape(WorkloadSpec(input_tokens=1000, output_tokens=25), 1024) == (1000, 24)
+
+
+def test_the_hidden_size_is_the_configs_not_the_heads_product():
+    wide = locked({"hidden_size": 5120, "head_dim": 128})  # 32 heads × 128 = 4096 of attention
+    shape = t.model_shape(wide, 2.0, 1.0)
+    assert (shape.hidden_size, shape.attention_width) == (5120, 4096)
