@@ -315,3 +315,24 @@ def test_a_rule_using_a_function_the_engine_lacks_fails_loudly():
     }
     with pytest.raises(UnsupportedRule, match="optionalOldSelf"):
         check_rules("x", optional)
+
+
+def test_reservation_terms_as_rendered_are_admitted_and_an_id_beside_tags_in_one_term_is_refused():
+    """One term per id, one for the tags (node_pool.reservation_terms): Karpenter refuses an id beside
+    anything else in the same term."""
+    node_class = next(
+        o
+        for o in custom_resources("reserved")
+        if o["kind"] == "EC2NodeClass" and len(o["spec"].get("capacityReservationSelectorTerms", [])) == 2
+    )
+    assert violated(node_class) == []
+    merged = copy.deepcopy(node_class)
+    terms = merged["spec"]["capacityReservationSelectorTerms"]
+    merged["spec"]["capacityReservationSelectorTerms"] = [{**terms[0], **terms[1]}]
+    assert violated(merged) == [
+        (
+            "spec.capacityReservationSelectorTerms",
+            "'id' is mutually exclusive, cannot be set along with other fields in a capacity reservation "
+            "selector term",
+        )
+    ]
