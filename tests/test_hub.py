@@ -418,3 +418,40 @@ def test_current_sha_asks_the_hub_that_hf_endpoint_names(loopback):
     second = repo.commit(sharded_model(extra={"README.md": b"new"}))
     assert hub.current_sha("org/moving", "main", retry=NO_WAIT) == second
     assert [p for m, p in loopback.requests if m == "GET" and p.startswith("/api/models/org/moving")]
+
+
+def test_lock_check_judges_every_deployment_past_a_pinned_or_failing_one(loopback, tmp_path):
+    from sgldeploy.models import lock_stack
+    from sgldeploy.spec.problems import InvalidInput
+    from sgldeploy.spec.stackfile import read_stack_file
+
+    from .test_lock_from_cache import stack_file
+
+    pinned = loopback.add(Repo("org/pinned")).commit(sharded_model())
+    moving = loopback.add(Repo("org/moving"))
+    old = moving.commit(sharded_model())
+    loopback.add(Repo("org/broken")).commit(sharded_model())
+    first = tmp_path / "first"
+    first.mkdir()
+    everything = [("org/pinned", pinned), ("org/moving", "main"), ("org/broken", "main")]
+    lock_stack.lock(read_stack_file(stack_file(first, everything)), endpoint=loopback.endpoint, retry=NO_WAIT)
+    new = moving.commit(sharded_model(extra={"README.md": b"new"}))
+
+    # A commit cannot move: the branch after it is still compared.
+    two = read_stack_file(stack_file(first, [("org/pinned", pinned), ("org/moving", "main")]))
+    assert lock_stack.check(two, endpoint=loopback.endpoint, retry=NO_WAIT).drift == [
+        f"sgldeploy:deployments[1].model.revision: org/moving@main moved: locked {old}, now {new}; review the "
+        f"change, then run sgldeploy lock (or pin revision: {new})"
+    ]
+    # An entry not locked and a Hub that fails are each a problem, and neither stops the rest.
+    loopback.fail(r"^/api/models/org/broken", 503, times=1000)
+    failing = [("org/absent", "main"), ("org/broken", "main"), ("org/absent2", "main")]
+    with pytest.raises(InvalidInput) as err:
+        lock_stack.check(
+            read_stack_file(stack_file(first, failing)), endpoint=loopback.endpoint, retry=NO_WAIT
+        )
+    assert [(p.path, p.got) for p in err.value.problems] == [
+        ("sgldeploy:deployments[0].model.revision", "main"),
+        ("sgldeploy:deployments[1].model.repo", "org/broken"),
+        ("sgldeploy:deployments[2].model.revision", "main"),
+    ]

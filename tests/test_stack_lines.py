@@ -132,3 +132,11 @@ def test_a_reservation_ending_within_30_days_is_a_warning(ends_at, when):
         ]
     )
     assert [w.line() for w in loaded.warnings] == expected
+
+
+def test_offline_a_gated_model_gets_a_stand_in_token_only_while_none_is_set(tmp_path):
+    gated = lock_with(tmp_path, gated=True)
+    without = stack.load(PLATFORM, [deployment()], gated, set(), offline=True)
+    assert list(without.stand_in_secrets) == ["sgldeploy:hfToken"]
+    with_token = stack.load(PLATFORM, [deployment()], gated, {"hfToken"}, offline=True)
+    assert with_token.stand_in_secrets == {}
