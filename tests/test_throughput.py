@@ -410,3 +410,21 @@ def test_the_hidden_size_is_the_configs_not_the_heads_product():
     wide = locked({"hidden_size": 5120, "head_dim": 128})  # 32 heads × 128 = 4096 of attention
     shape = t.model_shape(wide, 2.0, 1.0)
     assert (shape.hidden_size, shape.attention_width) == (5120, 4096)
+
+
+def test_the_constants_are_the_fit_of_the_calibration_rows(capsys):
+    """bench/throughput.py --fit searches its grid over the rows: the module's constants are its answer, so a
+    changed row or a changed model shows here."""
+    import runpy
+    from pathlib import Path
+
+    bench = runpy.run_path(str(Path(__file__).resolve().parent.parent / "bench" / "throughput.py"))
+    bench["fit"]()
+    chosen = dict(line.strip().split(" = ") for line in capsys.readouterr().out.splitlines()[1:])
+    assert {name: float(value) for name, value in chosen.items()} == {
+        "HBM_EFFICIENCY": t.HBM_EFFICIENCY,
+        "DECODE_COMPUTE_EFFICIENCY": t.DECODE_COMPUTE_EFFICIENCY,
+        "PREFILL_COMPUTE_EFFICIENCY": t.PREFILL_COMPUTE_EFFICIENCY,
+        "STEP_OVERHEAD_SECONDS": t.STEP_OVERHEAD_SECONDS,
+        "nvlink all-reduce latency": t.ALL_REDUCE_LATENCY_SECONDS["nvlink"],
+    }
