@@ -308,18 +308,30 @@ def test_the_mirror_is_the_variable_s_directory_else_none(tmp_path):
 
 
 def test_make_names_the_mirror_beside_the_project_only_when_the_variable_is_unset(tmp_path):
-    """The fallback to a ../shared beside the checkout is the Makefile's, not the fetch code's."""
-    root = SCRIPT.parent.parent
+    """The fallback to a ../shared beside the checkout is the Makefile's, not the fetch code's. The project's
+    Makefile runs from a checkout of the test's own making, so what sits beside the real one plays no part."""
+    makefile = SCRIPT.parent.parent / "Makefile"
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
 
     def fetch_line(env: dict[str, str]) -> str:
-        dry = subprocess.run(["make", "-n", "upstream"], cwd=root, env=env, capture_output=True, text=True)
+        dry = subprocess.run(
+            ["make", "-n", "-f", str(makefile), "upstream"],
+            cwd=checkout,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
         [line] = [line for line in dry.stdout.splitlines() if "fetch_upstream.py" in line]
         return line
 
     base = {k: v for k, v in os.environ.items() if k != MIRROR_ENV}
-    assert f"{MIRROR_ENV}='{tmp_path}' " in fetch_line({**base, MIRROR_ENV: str(tmp_path)})
-    beside = root.parent / "shared"
-    assert f"{MIRROR_ENV}='{beside if beside.is_dir() else ''}' " in fetch_line(base)
+    named = tmp_path / "named"
+    assert f"{MIRROR_ENV}='{named}' " in fetch_line({**base, MIRROR_ENV: str(named)})
+    assert f"{MIRROR_ENV}='' " in fetch_line(base)  # nothing beside: the fetch downloads
+    (tmp_path / "shared").mkdir()
+    assert f"{MIRROR_ENV}='{tmp_path / 'shared'}' " in fetch_line(base)
+    assert f"{MIRROR_ENV}='{named}' " in fetch_line({**base, MIRROR_ENV: str(named)})  # the variable wins
 
 
 def test_the_tests_read_nothing_from_a_cache_not_verified_against_the_lock(tmp_path, monkeypatch):
