@@ -62,6 +62,15 @@ def download(server: LoopbackHub, repo: str, names: list[str], cache: Path, revi
         hf_hub_download(repo, name, revision=revision, cache_dir=str(cache), endpoint=server.endpoint)
 
 
+def cached_tiny(server: LoopbackHub, cache: Path) -> str:
+    """org/tiny committed on the loopback Hub and downloaded whole into `cache`, as a user's `hf download`
+    would: its commit."""
+    files = model_files()
+    sha = server.add(Repo("org/tiny")).commit(files)
+    download(server, "org/tiny", sorted(files), cache)
+    return sha
+
+
 def closed_port_endpoint() -> str:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -171,9 +180,7 @@ def test_lock_from_cache_with_no_network_gives_the_hub_entry(loopback, tmp_path)
 
 
 def test_a_model_not_in_the_lock_names_the_offline_fix_and_that_fix_works(loopback, tmp_path):
-    files = model_files()
-    loopback.add(Repo("org/tiny")).commit(files)
-    download(loopback, "org/tiny", sorted(files), tmp_path / "hub")
+    cached_tiny(loopback, tmp_path / "hub")
     stack = stack_file(tmp_path, [("org/tiny", "main")])
 
     refused = sgldeploy("validate", "--config", str(stack))
@@ -243,10 +250,8 @@ def test_a_partial_snapshot_gives_one_line_per_missing_file(loopback, tmp_path):
 
 
 def test_a_damaged_safetensors_header_is_one_line(loopback, tmp_path):
-    files = model_files()
-    sha = loopback.add(Repo("org/tiny")).commit(files)
     cache = tmp_path / "cache"
-    download(loopback, "org/tiny", sorted(files), cache)
+    sha = cached_tiny(loopback, cache)
     shard = cache / "models--org--tiny" / "snapshots" / sha / SHARD_1
     shard.resolve().write_bytes(b"\xff" * 16)
     with pytest.raises(hub.HubError) as err:
@@ -273,10 +278,8 @@ def test_a_partial_snapshot_names_the_commit_by_its_first_12_hex_in_process(loop
 
 
 def test_an_entry_from_a_cache_warns_that_gating_is_unknown_in_process(loopback, tmp_path):
-    files = model_files()
-    sha = loopback.add(Repo("org/tiny")).commit(files)
     cache = tmp_path / "hf-home" / "hub"
-    download(loopback, "org/tiny", sorted(files), cache)
+    sha = cached_tiny(loopback, cache)
     stack = read_stack_file(stack_file(tmp_path, [("org/tiny", "main")]))
     report = lock_stack.lock(stack, from_cache=cache)
     assert report.written == [f"org/tiny@main → {sha} (local-cache)"] and report.problems == []
@@ -516,10 +519,8 @@ def test_an_entry_without_a_dtype_is_read_as_bfloat16():
 
 
 def test_a_damaged_weights_index_in_the_cache_names_the_repo(loopback, tmp_path):
-    files = model_files()
-    sha = loopback.add(Repo("org/tiny")).commit(files)
     cache = tmp_path / "cache"
-    download(loopback, "org/tiny", sorted(files), cache)
+    sha = cached_tiny(loopback, cache)
     index = cache / "models--org--tiny" / "snapshots" / sha / "model.safetensors.index.json"
     index.resolve().write_bytes(b"{not json")
     with pytest.raises(hub.HubError) as err:
@@ -588,10 +589,8 @@ def test_lock_options_that_cannot_work_are_one_line_and_touch_nothing(tmp_path, 
 
 
 def test_lock_prints_each_entry_written_or_kept_then_the_lock_file(loopback, tmp_path):
-    files = model_files()
-    sha = loopback.add(Repo("org/tiny")).commit(files)
     cache = tmp_path / "hub"
-    download(loopback, "org/tiny", sorted(files), cache)
+    sha = cached_tiny(loopback, cache)
     lock_file = tmp_path / "models.lock.json"
     stack = stack_file(tmp_path, [("org/tiny", "main")])
 

@@ -4,6 +4,7 @@ published measurement it is calibrated against (a regression table: a change of 
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 
@@ -26,17 +27,14 @@ DENSE = ModelShape(
     attention_width=4096,
 )
 # A mixture of experts: 90 of its 100 GB in 64 routed experts, 4 per token.
-MOE = ModelShape(
+MOE = replace(
+    DENSE,
     weight_bytes=100e9,
     expert_weight_bytes=90e9,
     experts=64,
     experts_per_token=4,
-    active_parameters=8e9,
     kv_bytes_per_token=65536,
-    kv_replicated=False,
     layers=24,
-    hidden_size=4096,
-    attention_width=4096,
 )
 
 
@@ -95,7 +93,7 @@ def test_tensor_parallel_splits_the_reads_and_adds_two_ring_all_reduces_per_laye
 
 
 def test_a_replicated_kv_cache_is_read_whole_on_every_gpu():
-    mla = ModelShape(**{**DENSE.__dict__, "kv_replicated": True})
+    mla = replace(DENSE, kv_replicated=True)
     batch, context = 16, 4000
     kv = batch * context * 131072
     split = t.decode_step_seconds(DENSE, H100, 4, batch, context)
@@ -338,7 +336,7 @@ def test_a_replica_across_nodes_all_reduces_over_each_gpus_share_of_the_network(
 
 @pytest.mark.parametrize("weights", [1e6, 1e9, 90e9])
 def test_the_knee_of_a_mixture_of_experts_is_its_smallest_compute_bound_batch(weights):
-    moe = ModelShape(**{**MOE.__dict__, "expert_weight_bytes": weights})
+    moe = replace(MOE, expert_weight_bytes=weights)
 
     def bound(b: int) -> bool:
         read = (100e9 - weights) + weights * (1 - (1 - 4 / 64) ** b) + b * 10 * 65536
@@ -349,7 +347,7 @@ def test_the_knee_of_a_mixture_of_experts_is_its_smallest_compute_bound_batch(we
 
 
 def test_a_dense_model_that_is_compute_bound_from_batch_1_has_its_knee_there():
-    tiny = ModelShape(**{**DENSE.__dict__, "weight_bytes": 1.0, "active_parameters": 8e9})
+    tiny = replace(DENSE, weight_bytes=1.0)
     assert t.compute_bound_batch(tiny, H100, 1, 0) == 1
 
 
