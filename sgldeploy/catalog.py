@@ -55,6 +55,10 @@ class InstanceType:
     gpu_link: str = "pcie"  # how the instance's GPUs reach each other: nvlink or pcie (gpu-interconnect.csv)
     gpu_link_gbs: float = 0.0  # per GPU, each way
 
+    @property
+    def family(self) -> str:
+        return self.name.split(".")[0]
+
     def hourly_usd(self, spot: bool) -> float | None:
         """Spot where asked and known (upper bound), else on-demand."""
         return (
@@ -102,13 +106,19 @@ def gpu_models() -> dict[str, GpuModel]:
 
 
 @cache
+def gpu_links() -> dict[str, tuple[str, float]]:
+    """How the GPUs of each instance family reach each other: (nvlink or pcie, GB/s per GPU each way)."""
+    with open(DATA / "gpu-interconnect.csv", newline="") as f:
+        return {r["family"]: (r["link"], float(r["link_gbs_per_gpu"])) for r in csv.DictReader(f)}
+
+
+@cache
 def instance_types() -> dict[str, InstanceType]:
     with open(DATA / "aws-gpu-instances.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     with open(DATA / "aws-gpu-efa.csv", newline="") as f:
         efa = {r["instance_type"]: int(r["efa_interfaces"]) for r in csv.DictReader(f)}
-    with open(DATA / "gpu-interconnect.csv", newline="") as f:
-        links = {r["family"]: (r["link"], float(r["link_gbs_per_gpu"])) for r in csv.DictReader(f)}
+    links = gpu_links()
     return {
         r["instance_type"]: InstanceType(
             name=r["instance_type"],

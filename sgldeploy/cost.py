@@ -153,7 +153,7 @@ def _line(
 # ---- one deployment ------------------------------------------------------------------------------
 
 
-def _node_price(item: LoadedDeployment, region: str) -> float | None:
+def node_price(item: LoadedDeployment, region: str) -> float | None:
     """One GPU node of the placement, per hour; None where the catalog has no price."""
     p = item.sizing.placement
     if region != PRICED_REGION or p.hourly_usd_per_replica is None:
@@ -190,7 +190,7 @@ def gpu_nodes(item: LoadedDeployment, region: str, idle: int) -> CostItem:
                 else ""
             )
         )
-    price = _node_price(item, region)
+    price = node_price(item, region)
     drivers = {
         "instance_type": p.instance_type,
         "price_basis": p.price_basis,
@@ -314,7 +314,7 @@ def rollout_tracks(item: LoadedDeployment, region: str) -> CostItem | None:
     return _line(
         f"{spec.name}/rollout-tracks",
         f"{extra} {role} replica(s) of {p.instance_type}, {p.price_basis} price, running at all times",
-        _node_price(item, region),
+        node_price(item, region),
         nodes,
         nodes,
         region,

@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import csv
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 
-from sgldeploy.catalog import DATA, GpuModel, InstanceType, gpu_models, instance_types
+from sgldeploy.catalog import DATA, GpuModel, InstanceType, gpu_links, gpu_models
 from sgldeploy.models.lock import LockedModel
 from sgldeploy.spec import WorkloadSpec
 
@@ -113,20 +113,25 @@ def _bytes_read_per_gpu(shape: ModelShape, tp: int, batch: int, context: float) 
     return weights / tp + (kv if shape.kv_replicated else kv / tp)
 
 
-def decode_step_seconds(shape: ModelShape, gpu: Accelerator, tp: int, batch: int, context: float) -> float:
-    """One decode step of `batch` requests, each holding `context` tokens of KV cache."""
+def _decode_rooflines(
+    shape: ModelShape, gpu: Accelerator, tp: int, batch: int, context: float
+) -> tuple[float, float]:
+    """A decode step's two floors on one GPU: the time its reads take, and the time its FLOPs take."""
     memory = _bytes_read_per_gpu(shape, tp, batch, context) / (gpu.hbm_gbs * 1e9 * HBM_EFFICIENCY)
     compute = 2 * shape.active_parameters * batch / tp / (gpu.dense_tflops * 1e12 * DECODE_COMPUTE_EFFICIENCY)
+    return memory, compute
+
+
+def decode_step_seconds(shape: ModelShape, gpu: Accelerator, tp: int, batch: int, context: float) -> float:
+    """One decode step of `batch` requests, each holding `context` tokens of KV cache."""
     comm = 2 * shape.layers * _all_reduce_seconds(gpu, tp, batch, shape.hidden_size)
-    return max(memory, compute) + comm + STEP_OVERHEAD_SECONDS
+    return max(_decode_rooflines(shape, gpu, tp, batch, context)) + comm + STEP_OVERHEAD_SECONDS
 
 
 def prefill_seconds(shape: ModelShape, gpu: Accelerator, tp: int, tokens: int) -> float:
     """One prompt of `tokens`: its GEMMs, its causal attention (half the token pairs), and its all-reduces."""
     gemm = 2 * shape.active_parameters * tokens
-    attention = (
-        2 * shape.layers * shape.attention_width * tokens * tokens
-    )  # QKᵀ and AV over the lower triangle
+    attention = 2 * shape.layers * shape.attention_width * tokens * tokens  # QKᵀ and AV, the lower triangle
     compute = (gemm + attention) / tp / (gpu.dense_tflops * 1e12 * PREFILL_COMPUTE_EFFICIENCY)
     weights = shape.weight_bytes / tp / (gpu.hbm_gbs * 1e9 * HBM_EFFICIENCY)
     comm = 2 * shape.layers * _all_reduce_seconds(gpu, tp, tokens, shape.hidden_size)
@@ -139,28 +144,20 @@ MAX_BATCH = 65536
 def compute_bound_batch(shape: ModelShape, gpu: Accelerator, tp: int, context: float) -> int | None:
     """The smallest batch whose decode FLOPs outlast its reads (the knee of the roofline); None when the KV
     reads grow as fast as the FLOPs, so that no batch is compute-bound."""
-    per_flop = 1 / (gpu.dense_tflops * 1e12 * DECODE_COMPUTE_EFFICIENCY)
-    per_byte = 1 / (gpu.hbm_gbs * 1e9 * HBM_EFFICIENCY)
+
+    def bound(batch: int) -> bool:
+        memory, compute = _decode_rooflines(shape, gpu, tp, batch, context)
+        return compute >= memory
+
     batch = 1
-    while batch <= MAX_BATCH:  # doubling, then a bisection: both sides grow monotonically in the batch
-        if (
-            2 * shape.active_parameters * batch / tp * per_flop
-            >= _bytes_read_per_gpu(shape, tp, batch, context) * per_byte
-        ):
-            break
+    while not bound(batch):  # doubling, then a bisection: both sides grow monotonically in the batch
         batch *= 2
-    else:
-        return None
+        if batch > MAX_BATCH:
+            return None
     low = batch // 2
     while batch - low > 1:
         mid = (low + batch) // 2
-        if (
-            2 * shape.active_parameters * mid / tp * per_flop
-            >= _bytes_read_per_gpu(shape, tp, mid, context) * per_byte
-        ):
-            batch = mid
-        else:
-            low = mid
+        batch, low = (mid, low) if bound(mid) else (batch, mid)
     return batch
 
 
@@ -171,9 +168,8 @@ def estimate(
     per_request = workload.input_tokens + workload.output_tokens
     kv_limit = kv_capacity_tokens // per_request if kv_capacity_tokens is not None else None
     batch = max(1, min(workload.concurrency, kv_limit)) if kv_limit is not None else workload.concurrency
-    context = (
-        workload.input_tokens + workload.output_tokens / 2
-    )  # a running request is halfway through, on average
+    # A running request is halfway through its output, on average.
+    context = workload.input_tokens + workload.output_tokens / 2
     step = decode_step_seconds(shape, gpu, tp, batch, context)
     prefill = prefill_seconds(shape, gpu, tp, workload.input_tokens)
     # Each request's output_tokens steps also carry the prefills of the batch's other requests that start meanwhile.
@@ -269,11 +265,9 @@ def for_placement(
     kv_capacity_tokens: int,
     hourly_usd: float | None,
 ) -> Throughput:
-    family = instance.name.split(".")[0]
-    device = accelerator(gpu, family, precision)
+    device = accelerator(gpu, instance.family, precision)
     if nodes > 1:  # the all-reduces cross nodes: each GPU's share of the instance's network
-        device = Accelerator(device.name, device.hbm_gbs, device.dense_tflops, "efa",
-                             instance.network_gbps / 8 / instance.gpu_count)  # fmt: skip
+        device = replace(device, link="efa", link_gbs=instance.network_gbps / 8 / instance.gpu_count)
     input_tokens, output_tokens = request_shape(workload, context_length)
     found = estimate(
         shape, device, tp, Workload(input_tokens, output_tokens, concurrency), kv_capacity_tokens
@@ -310,8 +304,8 @@ def accelerator(gpu: GpuModel, instance_family: str, precision: str) -> Accelera
     rates = dict(gpu.dense_tflops)
     rate = rates.get("fp8") if precision == "fp8" and gpu.fp8 else None
     rate = rate or rates.get("bf16") or rates["fp16"]
-    family = next(t for t in instance_types().values() if t.name.split(".")[0] == instance_family)
-    return Accelerator(gpu.name, gpu.memory_bandwidth_gbs, rate, family.gpu_link, family.gpu_link_gbs)
+    link, link_gbs = gpu_links()[instance_family]
+    return Accelerator(gpu.name, gpu.memory_bandwidth_gbs, rate, link, link_gbs)
 
 
 # ---- the calibration rows ------------------------------------------------------------------------------

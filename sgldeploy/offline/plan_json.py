@@ -94,8 +94,7 @@ def _throughput(item: LoadedDeployment, estimate: cost.Estimate) -> dict[str, An
     if t is None:
         return None
     e = t.estimate
-    nodes = next(i for i in estimate.of(item.spec.name) if i.resource.endswith("/gpu-nodes"))
-    priced = nodes.drivers.get("usd_per_node_hour") is not None  # the stack's region has a price
+    priced = cost.node_price(item, estimate.region) is not None  # the stack's region has a price
     return {
         "output_tokens_per_second_per_replica": round(e.output_tokens_per_second_per_replica, 1),
         "output_tokens_per_second_per_request": round(e.output_tokens_per_second_per_request, 2),
