@@ -202,3 +202,14 @@ def test_a_scan_that_cannot_run_exits_2_with_one_line_per_problem(tmp_path, caps
     out, err = capsys.readouterr()
     assert (code, out) == (2, "") and err.startswith(f"scan: error: cannot run {missing}: ")
     assert err.endswith("; install it with `make scan`\n") and err.count("\n") == 1
+
+
+def test_a_why_of_five_words_is_a_reason_and_four_are_not(tmp_path):
+    path = tmp_path / "skips.yaml"
+    path.write_text(
+        "- {check: CKV_K8S_11, objects: ['Deployment.*'], why: 'serving pods throttle under limits'}"
+    )
+    assert read_skips(path) == [Skip("CKV_K8S_11", ("Deployment.*",), "serving pods throttle under limits")]
+    path.write_text("- {check: CKV_K8S_11, objects: ['Deployment.*'], why: 'pods throttle under limits'}")
+    with pytest.raises(ScanError, match="a why of a sentence"):
+        read_skips(path)

@@ -363,6 +363,7 @@ def test_a_locked_shape_takes_the_heads_width_and_mla_from_the_config():
     shape = t.model_shape(mla, 2 * mla.parameters, 70272)
     assert shape.kv_replicated and shape.hidden_size == 32 * 128 and shape.attention_width == 32 * 128
     assert (shape.layers, shape.kv_bytes_per_token, shape.weight_bytes) == (32, 70272, 2 * mla.parameters)
+    assert t.model_shape(locked({"kv_lora_rank": 1}), 2.0, 1.0).kv_replicated  # any latent rank at all
     plain = t.model_shape(locked({"kv_lora_rank": 0}), 2.0, 1.0)
     assert not plain.kv_replicated and plain.hidden_size == 4096
     width_only = t.model_shape(locked({"moe_intermediate_size": 2048, "num_experts_per_tok": 2}), 2.0, 1.0)
