@@ -26,6 +26,7 @@ from sgldeploy.spec.stackfile import read_stack_file
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCK = ROOT / "stacks" / "models.lock.json"
+COMMITTED_STACKS = ("dev", "staging", "prod", "large-moe")
 QWEN = {"repo": "Qwen/Qwen2.5-7B-Instruct", "revision": "a09a35458c702b33eeacc393d103063234e8bc28"}
 LLAMA_8B = {
     "repo": "meta-llama/Llama-3.1-8B-Instruct",
@@ -35,6 +36,8 @@ LLAMA_70B = {
     "repo": "meta-llama/Llama-3.1-70B-Instruct",
     "revision": "1605565b47bb9346c5515c34102e054115b4f98b",
 }
+DEEPSEEK_V3 = {"repo": "deepseek-ai/DeepSeek-V3", "revision": "e815299b0bcbac849fa540c768ef21845365c9eb"}
+QWEN3_235B = {"repo": "Qwen/Qwen3-235B-A22B", "revision": "8efa61729e24bd65b1d152b5ab5409052aa80e65"}
 
 
 @pytest.fixture(scope="session")

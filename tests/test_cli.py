@@ -17,7 +17,7 @@ import yaml
 
 from sgldeploy.cli import main
 
-from .conftest import QWEN, ROOT, deployment, write_stack
+from .conftest import COMMITTED_STACKS, QWEN, ROOT, deployment, write_stack
 
 CIPHERTEXT = "v1:Q2lwaGVydGV4dC1uZXZlci1zaG93bg=="
 
@@ -284,26 +284,35 @@ def test_a_broken_lock_is_one_clear_line(tmp_path):
 # config.json at the commit (https://huggingface.co/<repo>/blob/<commit>/config.json: sizes, heads, dtype,
 # architecture, max_position_embeddings), its model card and page (https://huggingface.co/<repo>: pipeline tag,
 # gating, the safetensors parameter count). Llama-3.1-70B's parameter count is the one quoted for
-# Llama-3.3-70B-Instruct, the same architecture (as ../shared/data/models.csv notes).
+# Llama-3.3-70B-Instruct, the same architecture (as ../shared/data/models.csv notes). The mixtures of experts add
+# their routing (num_experts, num_experts_per_tok, moe_intermediate_size, intermediate_size,
+# first_k_dense_replace), DeepSeek-V3 its MLA latent (kv_lora_rank, qk_rope_head_dim), its multi-token-prediction
+# layer (num_nextn_predict_layers), its RoPE scaling (yarn) and FP8 method (quantization_config.quant_method), from config.json at the
+# commit (the same fields as ai-dynamo/aiconfigurator's aic-core/src/aiconfigurator_core/model_configs/
+# deepseek-ai--DeepSeek-V3_config.json and Qwen--Qwen3-235B-A22B_config.json at 095f58a); DeepSeek-V3's
+# parameters by safetensors dtype are its Hub page's (BF16, F8_E4M3, F32: 684,531,386,000 in all, 671B of the
+# decoder and 14B of the MTP layer), Qwen3-235B-A22B's its page's BF16 count.
 PUBLISHED_MODEL_FACTS = """\
-repo_id,revision_sha,total_params,torch_dtype,hidden_size,num_hidden_layers,num_attention_heads,num_key_value_heads,head_dim,vocab_size,max_position_embeddings,tie_word_embeddings,gated,pipeline_tag,architecture,num_experts
-Qwen/Qwen2.5-7B-Instruct,a09a35458c702b33eeacc393d103063234e8bc28,7615616512,bfloat16,3584,28,28,4,128,152064,32768,false,false,text-generation,Qwen2ForCausalLM,
-meta-llama/Llama-3.1-8B-Instruct,0e9e39f249a16976918f6564b8830bc894c89659,8030261248,bfloat16,4096,32,32,8,128,128256,131072,false,true,text-generation,LlamaForCausalLM,
-meta-llama/Llama-3.1-70B-Instruct,1605565b47bb9346c5515c34102e054115b4f98b,70553706496,bfloat16,8192,80,64,8,128,128256,131072,false,true,text-generation,LlamaForCausalLM,
+repo_id,revision_sha,total_params,torch_dtype,hidden_size,num_hidden_layers,num_attention_heads,num_key_value_heads,head_dim,vocab_size,max_position_embeddings,tie_word_embeddings,gated,pipeline_tag,architecture,num_experts,quantization_method,parameters_by_dtype,num_experts_per_tok,moe_intermediate_size,intermediate_size,first_k_dense_replace,kv_lora_rank,qk_rope_head_dim,num_nextn_predict_layers,rope_scaling
+Qwen/Qwen2.5-7B-Instruct,a09a35458c702b33eeacc393d103063234e8bc28,7615616512,bfloat16,3584,28,28,4,128,152064,32768,false,false,text-generation,Qwen2ForCausalLM,,,,,,,,,,,
+meta-llama/Llama-3.1-8B-Instruct,0e9e39f249a16976918f6564b8830bc894c89659,8030261248,bfloat16,4096,32,32,8,128,128256,131072,false,true,text-generation,LlamaForCausalLM,,,,,,,,,,,
+meta-llama/Llama-3.1-70B-Instruct,1605565b47bb9346c5515c34102e054115b4f98b,70553706496,bfloat16,8192,80,64,8,128,128256,131072,false,true,text-generation,LlamaForCausalLM,,,,,,,,,,,
+deepseek-ai/DeepSeek-V3,e815299b0bcbac849fa540c768ef21845365c9eb,684531386000,bfloat16,7168,61,128,128,,129280,163840,false,false,text-generation,DeepseekV3ForCausalLM,256,fp8,BF16:3918786560;F8_E4M3:680571043840;F32:41555600,8,2048,18432,3,512,64,1,"{""type"": ""yarn"", ""factor"": 40, ""original_max_position_embeddings"": 4096, ""beta_fast"": 32, ""beta_slow"": 1, ""mscale"": 1.0, ""mscale_all_dim"": 1.0}"
+Qwen/Qwen3-235B-A22B,8efa61729e24bd65b1d152b5ab5409052aa80e65,235093634560,bfloat16,4096,94,64,4,128,151936,40960,false,false,text-generation,Qwen3MoeForCausalLM,128,,,8,1536,12288,,,,,
 """
 
 
 def test_committed_lock_regenerates_from_the_published_facts(tmp_path):
     from sgldeploy.models.lock import read_lock_entries
 
-    from .conftest import LLAMA_8B, LLAMA_70B, QWEN
+    from .conftest import DEEPSEEK_V3, LLAMA_8B, LLAMA_70B, QWEN, QWEN3_235B
     from .public_facts import lock_entries
 
     facts = tmp_path / "models.csv"
     facts.write_text(PUBLISHED_MODEL_FACTS)
     entries = lock_entries(
         facts,
-        {ref["repo"]: [ref["revision"]] for ref in (QWEN, LLAMA_8B, LLAMA_70B)},
+        {ref["repo"]: [ref["revision"]] for ref in (QWEN, LLAMA_8B, LLAMA_70B, DEEPSEEK_V3, QWEN3_235B)},
     )
     assert entries == read_lock_entries(ROOT / "stacks" / "models.lock.json")
 
@@ -322,11 +331,11 @@ def test_an_unknown_stack_name_lists_the_stacks_that_exist(tmp_path, capsys):
     committed = sorted(
         p.name.removeprefix("Pulumi.").removesuffix(".yaml") for p in (ROOT / "stacks").glob("Pulumi.*.yaml")
     )
-    assert committed == ["dev", "prod", "staging"]
+    assert committed == sorted(COMMITTED_STACKS) == ["dev", "large-moe", "prod", "staging"]
     assert main(["validate", "--stack", "prdo"], root=ROOT) == 2
     assert one_error(capsys) == (
         f"error: {ROOT}/stacks/Pulumi.prdo.yaml: stack file not found (got --stack 'prdo'); the stacks in "
-        f"{ROOT}/stacks are dev, prod, staging: pass one as --stack NAME, create stacks/Pulumi.prdo.yaml, or "
+        f"{ROOT}/stacks are dev, large-moe, prod, staging: pass one as --stack NAME, create stacks/Pulumi.prdo.yaml, or "
         "pass --config FILE"
     )
     for name in ("b", "a"):  # another project's stacks: the list is theirs

@@ -27,7 +27,17 @@ from sgldeploy.spec.problems import InvalidInput
 from sgldeploy.spec.stackfile import read_stack_file
 from sgldeploy.stack import load
 
-from .conftest import LLAMA_70B, LOCK, QWEN, ROOT, deployment, render_stack, with_secret, write_stack
+from .conftest import (
+    COMMITTED_STACKS,
+    LLAMA_70B,
+    LOCK,
+    QWEN,
+    ROOT,
+    deployment,
+    render_stack,
+    with_secret,
+    write_stack,
+)
 
 PLATFORM = {"cluster": {"name": "test"}, "namespace": "llm"}
 # The EKS Kubernetes release calendar, by hand from
@@ -229,7 +239,7 @@ def test_one_number_only_where_min_equals_max():
 
 
 def test_committed_stacks_price_every_line_and_preview_outputs_agree(tmp_path):
-    for name in ("dev", "staging", "prod"):
+    for name in COMMITTED_STACKS:
         path = with_secret(LOCK.parent / f"Pulumi.{name}.yaml", tmp_path)
         plan = render_stack(path)
         totals = plan.estimate.stack_totals()

@@ -366,6 +366,33 @@ def test_the_sizing_worked_example_is_the_dev_plans():
     )
 
 
+def test_the_attention_groups_worked_example_is_the_large_moe_plans():
+    d = next(d for d in rendered("large-moe").loaded.deployments if d.spec.name == "deepseek-v3")
+    m, model = d.sizing.memory, d.model
+    routed_gib = round(_routed_per_gpu(d), 2)
+    latent = model.num_layers * (model.kv_lora_rank + model.qk_rope_head_dim) * 2
+    groups = d.spec.serving.parallelism.data_parallel_attention
+    requests, ctx = d.spec.serving.max_concurrency, d.sizing.context_length
+    sentence = (
+        f"take {routed_gib:.2f} GiB per GPU split eight ways and the rest "
+        f"{m.weights_gib_per_gpu - routed_gib:.2f} GiB on each, {m.weights_gib_per_gpu:g} GiB; "
+        f"{requests // groups} requests of {ctx:,} tokens at {latent:,} B per token (61 × (512 + 64) × 2) take "
+        f"{m.kv_cache_gib_per_gpu:g} GiB; {m.weights_gib_per_gpu:g} + {m.kv_cache_gib_per_gpu:g} + "
+        f"{m.reserve_gib_per_gpu:g} reserve = {m.required_gib_per_gpu:g} of {m.gpu_memory_gib:g} GiB. Without the "
+        f"groups, every GPU would cache all {requests} requests' latents, {requests * ctx * latent / 2**30:g} GiB."
+    )
+    assert sentence in prose(), (
+        f"README.md's attention-groups example should read (edit it by hand):\n{sentence}"
+    )
+
+
+def _routed_per_gpu(d) -> float:
+    from sgldeploy.models.sizing import routed_expert_bytes, weight_bytes
+
+    weights = weight_bytes(d.spec, d.model, d.sizing.dtype)
+    return routed_expert_bytes(d.model, weights) / d.sizing.placement.tensor_parallel / 2**30
+
+
 def test_the_cold_start_figures_are_the_dev_plans():
     from sgldeploy.offline.plan_json import plan_json
 

@@ -104,7 +104,7 @@ def test_stacks_are_scanned_with_their_secrets_stood_in():
 
 CHECKOV = os.environ.get("SGLDEPLOY_CHECKOV", str(ROOT / ".venv-checkov" / "bin" / "checkov"))
 SCAN_LINE = re.compile(
-    r"scan: (?P<stack>[a-z]+): (?P<manifests>\d+) manifests, (?P<passed>\d+) checks passed, "
+    r"scan: (?P<stack>[a-z-]+): (?P<manifests>\d+) manifests, (?P<passed>\d+) checks passed, "
     r"(?P<failed>\d+) failed, (?P<skipped>\d+) skipped as justified"
 )
 COMMITTED = sorted(p.name.split(".")[1] for p in (ROOT / "stacks").glob("Pulumi.*.yaml"))

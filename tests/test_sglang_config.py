@@ -138,6 +138,12 @@ def case(stack_file: Path, args: list[str], env: dict[str, str]) -> dict[str, An
     return {"args": args, "env": env, "config": entry["config"], "dtype": entry["dtype"]}
 
 
+def case_for_args(ref: dict[str, str], args: list[str]) -> dict[str, Any]:
+    """A case of the committed lock's entry for a model reference, with flags written by the test."""
+    entry = json.loads(LOCK.read_text())["models"][f"{ref['repo']}@{ref['revision']}"]
+    return {"args": args, "env": {}, "config": entry["config"], "dtype": entry["dtype"]}
+
+
 def flag(args: list[str], name: str) -> str:
     return args[args.index(name) + 1]
 
@@ -166,9 +172,18 @@ def test_every_server_of_every_variant_starts_past_sglangs_own_checks(sglang):
         assert result["tp_size"] == tp and result["dtype"] == flag(args, "--dtype"), label
         quantization = flag(args, "--quantization") if "--quantization" in args else None
         assert result["quantization"] == (quantization or config.get("quantization_method")), label
-        # The heads each rank holds, as the attention module split them (KV heads replicated below tp).
-        assert result["attention_heads_per_rank"] == config["num_attention_heads"] // tp, label
-        assert result["kv_heads_per_rank"] == max(1, config["num_key_value_heads"] // tp), label
+        # The parallel sizes as SGLang resolved them: the flags' (an all-to-all backend would set expert = tp).
+        groups = int(flag(args, "--attn-dp-size")) if "--attn-dp-size" in args else 1
+        experts = int(flag(args, "--ep-size")) if "--ep-size" in args else 1
+        assert (result["attn_dp_size"], result["ep_size"]) == (groups, experts), label
+        # The heads each rank holds, as the attention module split them over its attention group's tp / groups
+        # GPUs (KV heads replicated below that; an MLA module holds a latent, no KV heads).
+        attention_tp = tp // groups
+        assert result["attention_heads_per_rank"] == config["num_attention_heads"] // attention_tp, label
+        kv_heads = (
+            None if config.get("kv_lora_rank") else max(1, config["num_key_value_heads"] // attention_tp)
+        )
+        assert result["kv_heads_per_rank"] == kv_heads, label
     assert not failures, "\n".join(failures)
 
 

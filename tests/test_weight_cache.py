@@ -13,7 +13,7 @@ from sgldeploy.models import cold_start
 from sgldeploy.spec.problems import InvalidInput
 from sgldeploy.spec.validate import parse_stack
 
-from .conftest import QWEN, ROOT, deployment, render_stack, resources_of, write_stack
+from .conftest import COMMITTED_STACKS, QWEN, ROOT, deployment, render_stack, resources_of, write_stack
 
 sys.path.insert(0, str(ROOT / "sglang_image"))
 import prefetch
@@ -576,7 +576,7 @@ def test_every_committed_stack_and_variant_plans_without_a_prefetch_image():
     ConfigMap's tool (named in the same plan, with the tool's bytes); where one is set, it runs its own."""
     from .variants import PREFETCH_IMAGE, rendered_variants
 
-    for name in ("dev", "staging", "prod"):
+    for name in COMMITTED_STACKS:
         assert "prefetch_image" not in (ROOT / "stacks" / f"Pulumi.{name}.yaml").read_text(), name
     overridden = built_in = 0
     for variant, plan in rendered_variants().items():

@@ -1,7 +1,7 @@
 """The stacks every real-engine check runs over: the committed ones and generated variants that reach the
 code paths the committed stacks do not (a created cluster, managed node groups, a replica spanning nodes,
 shared caches, every add-on at once, scale from zero, the router, blue-green and canary rollouts, capacity
-reservations, and the knobs none of those set).
+reservations, the serving modes, and the knobs none of those set).
 
 `rendered_variants()` renders each once per test session; checks iterate over the result.
 """
@@ -16,7 +16,19 @@ from pathlib import Path
 
 from sgldeploy.offline.render import Plan
 
-from .conftest import LOCK, QWEN, ROOT, deployment, multi_node, render_stack, with_secret, write_stack
+from .conftest import (
+    COMMITTED_STACKS,
+    DEEPSEEK_V3,
+    LOCK,
+    QWEN,
+    QWEN3_235B,
+    ROOT,
+    deployment,
+    multi_node,
+    render_stack,
+    with_secret,
+    write_stack,
+)
 
 SECOND_COMMIT = "b" * 40
 ALB_INTERNAL = {"exposure": "internal", "load_balancer": "alb"}
@@ -49,7 +61,7 @@ def _lock_with_second_commit(path: Path) -> None:
 def variant_stack_files(root: Path) -> dict[str, Path]:
     """Stack files (each with its lock beside it) by variant name, written under `root`."""
     files: dict[str, Path] = {}
-    for name in ("dev", "staging", "prod"):
+    for name in COMMITTED_STACKS:
         (root / f"committed-{name}").mkdir(parents=True)
         files[name] = with_secret(ROOT / "stacks" / f"Pulumi.{name}.yaml", root / f"committed-{name}")
     files["managed-node-groups"] = write_stack(
@@ -180,6 +192,66 @@ def variant_stack_files(root: Path) -> dict[str, Path]:
             ),
         ],
         extra={"sgldeploy:apiKey": {"secure": "v1:AAAAAAAAAAAAAAAA:opaque-ciphertext"}},
+    )
+    # SGLang's hierarchical KV cache: a ratio with a file tier on one GPU, a fixed size on a replica over nodes.
+    files["hierarchical-cache"] = write_stack(
+        root / "hierarchical-cache",
+        platform={**EXISTING, "addons": {"leader_worker_set": True, "efa_device_plugin": True}},
+        deployments=[
+            deployment(
+                name="tiered",
+                resources={"gpu": "L40S", "gpu_count": 1},
+                serving={
+                    "context_length": 8192,
+                    "max_concurrency": 8,
+                    "hierarchical_cache": {"ratio": 2.5, "storage": "file", "storage_gib": 50},
+                },
+                scaling={"min_replicas": 1, "max_replicas": 2},
+                endpoint=dict(ALB_INTERNAL),
+            ),
+            multi_node(
+                name="tiered-big",
+                serving={
+                    "context_length": 16384,
+                    "max_concurrency": 8,
+                    "hierarchical_cache": {"size_gib": 64},
+                },
+            ),
+        ],
+        extra={"sgldeploy:hfToken": {"secure": "v1:AAAAAAAAAAAAAAAA:opaque-ciphertext"}},
+    )
+    # Large mixtures of experts beyond the committed stack: DeepEP's all-to-all on one NVLink node, and attention
+    # groups and expert parallelism across two nodes (a LeaderWorkerSet over EFA).
+    files["expert-parallel"] = write_stack(
+        root / "expert-parallel",
+        platform={**EXISTING, "addons": {"leader_worker_set": True, "efa_device_plugin": True}},
+        deployments=[
+            deployment(
+                name="qwen3-deepep",
+                model=dict(QWEN3_235B),
+                serving={
+                    "context_length": 16384,
+                    "max_concurrency": 16,
+                    "parallelism": {"expert": 8, "all_to_all": "deepep"},
+                },
+                resources={"gpu": "H200"},
+                scaling={"min_replicas": 1, "max_replicas": 1},
+                endpoint=dict(ALB_INTERNAL),
+            ),
+            deployment(
+                name="deepseek-two-nodes",
+                model=dict(DEEPSEEK_V3),
+                serving={
+                    "context_length": 16384,
+                    "max_concurrency": 64,
+                    "parallelism": {"data_parallel_attention": 8, "expert": 16},
+                },
+                resources={"gpu": "H100", "gpu_count": 16},
+                scaling={"min_replicas": 1, "max_replicas": 1},
+                endpoint=dict(ALB_INTERNAL),
+            ),
+        ],
+        extra={"sgldeploy:hfToken": {"secure": "v1:AAAAAAAAAAAAAAAA:opaque-ciphertext"}},
     )
     for strategy, rollout in (
         ("blue-green", {"strategy": "blue-green", "previous_revision": SECOND_COMMIT}),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sgldeploy.builders import hierarchical_cache
 from sgldeploy.models.lock import LockedModel
 from sgldeploy.models.sizing import Sizing
 from sgldeploy.spec import DeploymentSpec
@@ -74,12 +75,30 @@ def server_flags(
                 "--speculative-draft-model-revision",
                 s.speculative.draft_revision,
             ]
+    flags += parallelism_flags(dep)
+    if sizing.host_cache:
+        flags += hierarchical_cache.flags(sizing.host_cache)
     if api_key:
         flags += ["--api-key", f"$({API_KEY_ENV})"]
     if "--load-format" in flags and any(arg.split("=")[0] == "--load-format" for arg in s.extra_args):
         at = flags.index("--load-format")
         del flags[at : at + 2]  # the user's own choice (e.g. runai_streamer); the policy pack still checks it
     return flags + list(s.extra_args)
+
+
+def parallelism_flags(dep: DeploymentSpec) -> list[str]:
+    """SGLang 0.5.23's spellings: `--attn-dp-size` replaces `--dp-size N --enable-dp-attention` (deprecated, and
+    to be removed after 2026-12-31); the vocabulary then splits within each attention group too, so no all-gather
+    crosses the groups."""
+    par = dep.serving.parallelism
+    flags = []
+    if par.data_parallel_attention > 1:
+        flags += ["--attn-dp-size", str(par.data_parallel_attention), "--enable-dp-lm-head"]
+    if par.expert > 1:
+        flags += ["--ep-size", str(par.expert)]
+    if par.all_to_all == "deepep":
+        flags += ["--moe-a2a-backend", "deepep"]
+    return flags
 
 
 def launch_command(

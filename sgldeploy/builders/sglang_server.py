@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from sgldeploy.builders import node_pool, pod_security, rollout, weight_cache
+from sgldeploy.builders import hierarchical_cache, node_pool, pod_security, rollout, weight_cache
 from sgldeploy.builders.gpu import GPU_RESOURCE, gpu_toleration
 from sgldeploy.builders.rollout import Track
 from sgldeploy.builders.sglang_args import API_KEY_ENV, SERVER_PORT, launch_command
@@ -152,6 +152,9 @@ def pod_template(
                 },
             }
         ]
+    tiers = sizing.host_cache
+    if tiers:
+        extra_env += hierarchical_cache.env(tiers)
     fabric = {node_pool.EFA_RESOURCE: str(efa)} if efa else {}
     if efa:  # NCCL's libfabric plugin (aws-ofi-nccl, when the image has it) then runs over EFA, not TCP
         extra_env += [{"name": "FI_PROVIDER", "value": "efa"}]
@@ -167,7 +170,11 @@ def pod_template(
             # No CPU limit: throttling the tokenizer and scheduler threads only adds latency.
             "limits": {"memory": memory, GPU_RESOURCE: str(gpus), **fabric},
         },
-        "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}, *cache.server_mounts],
+        "volumeMounts": [
+            {"name": "dshm", "mountPath": "/dev/shm"},
+            *cache.server_mounts,
+            *(hierarchical_cache.mounts(tiers) if tiers else []),
+        ],
         # EFA's registered memory must stay locked in RAM: the one capability a replica over EFA needs.
         "securityContext": pod_security.container(*(["IPC_LOCK"] if efa else [])),
         # Ranks ≥ 1 of a multi-node replica serve no HTTP at all: only the leader and single pods are probed.
@@ -195,6 +202,7 @@ def pod_template(
                 # NCCL and the tokenizer workers use /dev/shm; Docker's 64 MB default is too small.
                 {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": f"{sizing.shm_gib}Gi"}},
                 *cache.volumes,
+                *(hierarchical_cache.volumes(tiers) if tiers else []),
             ],
         },
     }

@@ -52,6 +52,8 @@ CONFIG_FIELDS = (
     "moe_intermediate_size",
     "intermediate_size",
     "first_k_dense_replace",
+    # extensions: DeepSeek's multi-token-prediction layers, which SGLang skips unless it drafts with them
+    "num_nextn_predict_layers",
 )
 
 

@@ -34,6 +34,12 @@ from typing import Any
 from sgldeploy.catalog import GpuModel, InstanceType, gpu_models, instance_types
 from sgldeploy.models import cold_start
 from sgldeploy.models import throughput as throughput_model
+from sgldeploy.models.host_cache import (
+    RANK_RESIDENT_GIB,
+    SGLANG_RESERVE_GIB,
+    HostCache,
+    host_cache,
+)
 from sgldeploy.models.lock import LockedModel
 from sgldeploy.spec import GPU_MODELS, QUANTIZATIONS, DeploymentSpec
 from sgldeploy.spec.problems import Problem, ProblemError
@@ -122,6 +128,7 @@ class MemoryFit:
     mem_fraction_static: float
     kv_bytes_per_token: int  # one token's K and V over all layers and heads (tp = 1)
     kv_capacity_tokens: int  # tokens the KV pool holds per replica once weights are loaded
+    kv_pool_gib_per_gpu: float = 0.0  # the KV pool SGLang allocates per GPU: its static share less weights
 
     @property
     def fits(self) -> bool:
@@ -142,10 +149,16 @@ class Candidate:
     hourly_usd: float | None  # per replica (all its nodes)
     price_basis: str  # on-demand | spot
     problem: str | None = None  # the GPU cannot run this configuration at all
+    pod_memory_gib: float = 0.0  # the memory each pod requests on this instance type
+    host: HostCache | None = None  # the hierarchical cache's host tier on each node, when there is one
+
+    @property
+    def host_fits(self) -> bool:
+        return self.host is None or self.host.required_gib_per_node <= self.pod_memory_gib
 
     @property
     def feasible(self) -> bool:
-        return self.problem is None and self.memory.fits
+        return self.problem is None and self.memory.fits and self.host_fits
 
     @property
     def label(self) -> str:
@@ -190,6 +203,7 @@ class Sizing:
     dearer: tuple[Candidate, ...] = ()  # the next two feasible options up in price
     throughput: throughput_model.Throughput | None = None  # what the placement delivers for the workload
     choice: str | None = None  # why the placement beat the cheapest memory fit (None: it is that fit)
+    host_cache: HostCache | None = None  # the hierarchical cache's host tier, when serving has one
 
 
 class SizingError(ProblemError):
@@ -364,6 +378,22 @@ def tp_split_problem(model: LockedModel, tp: int) -> str | None:
 # ---- the formula --------------------------------------------------------------------------------
 
 
+def parallel_split_problem(
+    dep: DeploymentSpec, model: LockedModel, inst: InstanceType, nodes: int
+) -> str | None:
+    """Why this many nodes of this instance cannot run the spec's parallelism, or None: the attention groups and
+    the expert split must divide the GPUs (SGLang asserts it at start), each group's GPUs must split the heads,
+    and DeepEP's kernels run over NVLink inside one node with the experts split over all its GPUs (SGLang sets
+    expert = tensor for any all-to-all backend; DeepEP's internode path needs InfiniBand, which EFA is not)."""
+    par, tp = dep.serving.parallelism, inst.gpu_count * nodes
+    for size, name in ((par.data_parallel_attention, "attention groups"), (par.expert, "expert split")):
+        if tp % size:
+            return f"its {tp} GPUs do not divide into the {name} of {size}"
+    if par.all_to_all == "deepep" and (nodes > 1 or inst.gpu_link != "nvlink" or par.expert != tp):
+        return "DeepEP needs one NVLink node whose GPUs all split the experts"
+    return tp_split_problem(model, tp // par.data_parallel_attention)
+
+
 def serving_dtype(dep: DeploymentSpec, model: LockedModel, gpu: GpuModel) -> str:
     """The `--dtype` to pass: the spec's, or bf16/fp16 as the checkpoint and the GPU allow."""
     if dep.serving.precision != "auto":
@@ -376,6 +406,19 @@ def serving_dtype(dep: DeploymentSpec, model: LockedModel, gpu: GpuModel) -> str
 
 
 def weight_bytes(dep: DeploymentSpec, model: LockedModel, dtype: str) -> float:
+    """What the served layers weigh on the GPUs."""
+    return _checkpoint_bytes(dep, model, dtype) * served_share(model)
+
+
+def served_share(model: LockedModel) -> float:
+    """The share of the checkpoint SGLang loads: it skips DeepSeek's multi-token-prediction layers (stored after
+    the decoder's, `num_nextn_predict_layers`) unless it drafts with them (models/deepseek_common/
+    deepseek_weight_loader.py); such a layer is counted as an average one."""
+    extra = int(model.config.get("num_nextn_predict_layers") or 0)
+    return model.num_layers / (model.num_layers + extra)
+
+
+def _checkpoint_bytes(dep: DeploymentSpec, model: LockedModel, dtype: str) -> float:
     if model.quantization_method:  # pre-quantized: the checkpoint's own bytes
         if model.safetensors_bytes:
             return float(model.safetensors_bytes)
@@ -423,13 +466,19 @@ def sglang_auto_fraction(gpu_memory_gib: float, tp: int) -> float:
 def memory_fit(
     dep: DeploymentSpec, model: LockedModel, gpu: GpuModel, tp: int, context_length: int, dtype: str
 ) -> MemoryFit:
+    """With data-parallel attention in `a` groups (SGLang's attn_dp_size), each group's tp / a GPUs hold the
+    attention and the other dense weights whole between them (a copies in a replica: the routed experts alone stay
+    split over all tp GPUs), and the KV cache of their own requests only: SGLang gives each group
+    max_running_requests / a of them (mem_cache/kv_cache_configurator.py)."""
     weights = weight_bytes(dep, model, dtype)
+    groups = dep.serving.parallelism.data_parallel_attention
     tokens = context_length * dep.serving.max_concurrency
-    per_gpu_token = kv_bytes_per_token(dep, model, dtype, tp)
+    per_gpu_token = kv_bytes_per_token(dep, model, dtype, tp // groups)
     frac = dep.serving.mem_fraction_static
     fraction = sglang_auto_fraction(gpu.memory_gib, tp) if frac == "auto" else float(frac)
-    weights_gpu = weights / tp / GIB
-    kv_gpu = per_gpu_token * tokens / GIB
+    routed = routed_expert_bytes(model, weights)
+    weights_gpu = (routed + (weights - routed) * groups) / tp / GIB
+    kv_gpu = per_gpu_token * context_length * math.ceil(dep.serving.max_concurrency / groups) / GIB
     reserve = gpu.memory_gib * (1 - fraction)
     pool = gpu.memory_gib * fraction - weights_gpu
     return MemoryFit(
@@ -443,7 +492,15 @@ def memory_fit(
         gpu_memory_gib=gpu.memory_gib,
         mem_fraction_static=fraction,
         kv_bytes_per_token=kv_bytes_per_token(dep, model, dtype, 1),
-        kv_capacity_tokens=max(0, int(pool * GIB // per_gpu_token)),
+        kv_capacity_tokens=max(0, int(pool * GIB // per_gpu_token)) * groups,
+        kv_pool_gib_per_gpu=max(0.0, pool),
+    )
+
+
+def routed_expert_bytes(model: LockedModel, weights: float) -> float:
+    """The routed experts' share of the weights (0 for a dense model)."""
+    return (
+        throughput_model.routed_expert_parameters(model) * weights / (model.parameters * served_share(model))
     )
 
 
@@ -499,22 +556,26 @@ def candidates(
         counts = (1,) + (MULTI_NODE_COUNTS if inst.gpu_count >= MULTI_NODE_MIN_GPUS else ())
         for nodes in counts:
             tp = inst.gpu_count * nodes
-            if (gpu_count and tp != gpu_count) or tp_split_problem(model, tp):
+            if (gpu_count and tp != gpu_count) or parallel_split_problem(dep, model, inst, nodes):
                 continue
             gpu_model = gpu_models()[inst.gpu]
             dtype = serving_dtype(dep, model, gpu_model)
             price = inst.hourly_usd(spot)
             basis = "spot" if spot and inst.spot_usd_per_hour is not None else "on-demand"
+            fit = memory_fit(dep, model, gpu_model, tp, context, dtype)
+            tiers = dep.serving.hierarchical_cache
             found.append(
                 Candidate(
                     instance=inst,
                     nodes=nodes,
                     tp=tp,
                     dtype=dtype,
-                    memory=memory_fit(dep, model, gpu_model, tp, context, dtype),
+                    memory=fit,
                     hourly_usd=None if price is None else price * nodes,
                     price_basis=basis,  # rounded only when shown
                     problem=capability_problem(dep, model, gpu_model, dtype),
+                    pod_memory_gib=pod_memory_gib(dep, inst),
+                    host=host_cache(tiers, fit.kv_pool_gib_per_gpu, inst.gpu_count) if tiers else None,
                 )
             )
     return sorted(found, key=Candidate.rank)
@@ -523,7 +584,7 @@ def candidates(
 def size(dep: DeploymentSpec, model: LockedModel) -> Sizing:
     """The cheapest feasible placement within the spec's constraints, or SizingError saying what would fit."""
     res = dep.resources
-    refused = context_problem(dep, model) or quantization_problem(dep, model)
+    refused = context_problem(dep, model) or quantization_problem(dep, model) or experts_problem(dep, model)
     if refused:
         raise SizingError(refused)
     context = dep.serving.context_length or context_limit(model)[0]
@@ -538,9 +599,13 @@ def size(dep: DeploymentSpec, model: LockedModel) -> Sizing:
             )
         )
     gpu = None if res.gpu == "auto" else res.gpu
-    gpu_count = None if res.gpu_count == "auto" else int(res.gpu_count)
+    tensor = dep.serving.parallelism.tensor
+    count = res.gpu_count if res.gpu_count != "auto" else tensor
+    gpu_count = None if count == "auto" else int(count)
     allowed = tuple(res.instance_types)
     options = candidates(dep, model, context, gpu=gpu, gpu_count=gpu_count, allowed=allowed)
+    if not options and not _default_parallelism(dep):
+        raise SizingError(_parallelism_unplaceable(dep, model, gpu, gpu_count, allowed))
     feasible = [c for c in options if c.feasible]
     if not feasible:
         raise SizingError(
@@ -570,6 +635,61 @@ def size(dep: DeploymentSpec, model: LockedModel) -> Sizing:
         price_basis=best.price_basis,
     )
     return _finish(dep, best, placement, context, cheaper, dearer, delivers, choice)
+
+
+def experts_problem(dep: DeploymentSpec, model: LockedModel) -> Problem | None:
+    """Expert parallelism needs routed experts, split evenly (SGLang asserts it as it builds each MoE layer)."""
+    split = dep.serving.parallelism.expert
+    if split == 1:
+        return None
+    experts = int(model.config.get("num_experts") or 0)
+    if not experts:
+        return Problem(
+            "serving.parallelism.expert",
+            f"splits routed experts, and {model.repo} has none (a dense model)",
+            "set expert: 1",
+            split,
+        )
+    if experts % split:
+        return Problem(
+            "serving.parallelism.expert",
+            f"must divide the {experts} routed experts of {model.repo}",
+            "pick a divisor of the experts that also divides the tensor size",
+            split,
+        )
+    return None
+
+
+def _default_parallelism(dep: DeploymentSpec) -> bool:
+    par = dep.serving.parallelism
+    return par.data_parallel_attention == 1 and par.expert == 1 and par.all_to_all != "deepep"
+
+
+def _parallelism_unplaceable(
+    dep: DeploymentSpec, model: LockedModel, gpu: str | None, gpu_count: int | None, allowed: tuple[str, ...]
+) -> Problem:
+    """No shape of the catalog runs the spec's parallelism: the reason of the largest shape within the other
+    constraints (the one most likely meant), and the GPU counts that would."""
+    shapes = sorted(
+        (inst.gpu_count * nodes, inst.name, inst, nodes)
+        for inst in instance_types().values()
+        if (not gpu or inst.gpu == gpu) and (not allowed or inst.name in allowed) and inst.gpu in GPU_MODELS
+        for nodes in (1,) + (MULTI_NODE_COUNTS if inst.gpu_count >= MULTI_NODE_MIN_GPUS else ())
+        if not gpu_count or inst.gpu_count * nodes == gpu_count
+    )
+    par = dep.serving.parallelism
+    got = f"data_parallel_attention {par.data_parallel_attention}, expert {par.expert}, all_to_all {par.all_to_all}"
+    if not shapes:
+        return _no_placement(dep, model, 0, "resources.gpu_count", gpu_count)
+    tp, name, inst, nodes = shapes[-1]
+    reason = parallel_split_problem(dep, model, inst, nodes)
+    where = name if nodes == 1 else f"{nodes}× {name}"
+    return Problem(
+        "serving.parallelism",
+        f"fits no placement: on {where} ({tp} GPUs), {reason}",
+        "choose sizes that divide the GPUs of a placement and split the heads, or leave resources.gpu_count auto",
+        got,
+    )
 
 
 def keeps_checkpoint_dtype(dep: DeploymentSpec, model: LockedModel, option: Candidate) -> bool:
@@ -632,8 +752,12 @@ def delivered(
 ) -> throughput_model.Throughput:
     """What a placement serves of the deployment's workload at max_concurrency, and at what cost per token."""
     method = dep.serving.quantization if dep.serving.quantization != "none" else model.quantization_method
-    shape = throughput_model.model_shape(
-        model, weight_bytes(dep, model, option.dtype), option.memory.kv_bytes_per_token
+    shape = throughput_model.with_attention_groups(
+        throughput_model.model_shape(
+            model, weight_bytes(dep, model, option.dtype), option.memory.kv_bytes_per_token
+        ),
+        option.tp,
+        dep.serving.parallelism.data_parallel_attention,
     )
     return throughput_model.for_placement(
         model,
@@ -679,6 +803,9 @@ def _infeasible(
             "choose another GPU, or change serving.quantization or serving.precision",
             got,
         )
+    short_of_host = [c for c in capable if c.memory.fits and not c.host_fits]
+    if short_of_host:
+        return _host_memory_problem(dep, short_of_host)
     closest = min(capable, key=lambda c: c.memory.required_gib_per_gpu - c.memory.gpu_memory_gib)
     m = closest.memory
     what = (
@@ -697,6 +824,42 @@ def _infeasible(
                 got,
             )
     return Problem(field, what, _what_would_fit(dep, capable, context), got)
+
+
+def _host_memory_problem(dep: DeploymentSpec, short: list[Candidate]) -> Problem:
+    """Every placement whose GPUs hold the model lacks the host memory its hierarchical cache needs: name the
+    roomiest, and the largest host tier that fits it."""
+    tiers = dep.serving.hierarchical_cache
+    assert tiers is not None  # only a host tier can fall short of host memory
+
+    def spare(c: Candidate) -> float:  # what a node's pods hold for the pools, beyond the rest
+        return c.pod_memory_gib - SGLANG_RESERVE_GIB - RANK_RESIDENT_GIB * c.instance.gpu_count
+
+    roomiest = max(short, key=lambda c: (spare(c) / c.instance.gpu_count, c.instance.name))
+    host = roomiest.host
+    assert host is not None
+    what = (
+        f"leaves too little host memory for the hierarchical cache: {roomiest.label} needs "
+        f"{round(host.required_gib_per_node, 2):g} GiB per node ({host.gpus_per_node} × "
+        f"{host.pool_gib_per_gpu:.2f} GiB "
+        f"host pools + SGLang's {SGLANG_RESERVE_GIB} GiB reserve + {RANK_RESIDENT_GIB} GiB per GPU for its "
+        f"ranks), its pods get {roomiest.pod_memory_gib:g} GiB"
+    )
+    per_gpu = max(0.0, spare(roomiest) / host.gpus_per_node)
+    if tiers.size_gib is not None:
+        smaller = f"size_gib ≤ {math.floor(per_gpu)}"
+    else:
+        smaller = f"ratio ≤ {math.floor(10 * per_gpu / roomiest.memory.kv_pool_gib_per_gpu) / 10:g}"
+    if dep.resources.memory_gib != "auto":
+        fix = (
+            f"raise resources.memory_gib to {math.ceil(host.required_gib_per_node)} (within the node), or set "
+            f"serving.hierarchical_cache.{smaller}"
+        )
+        memory = float(dep.resources.memory_gib)
+        return Problem("resources.memory_gib", what, fix, int(memory) if memory.is_integer() else memory)
+    fix = f"set {smaller} (it fits {roomiest.label}), or allow instance types with more memory per GPU"
+    got = f"size_gib {tiers.size_gib}" if tiers.size_gib is not None else f"ratio {host.ratio:g}"
+    return Problem("serving.hierarchical_cache", what, fix, got)
 
 
 def offered_gpu_counts(gpu: str | None, allowed: tuple[str, ...] = ()) -> list[int]:
@@ -778,6 +941,14 @@ def _what_would_fit(dep: DeploymentSpec, capable: list[Candidate], context: int)
     return "; ".join(hints) or "no placement in the catalog can hold this model"
 
 
+def pod_memory_gib(dep: DeploymentSpec, node: InstanceType) -> float:
+    """The spec's memory, or the node's less a fifth and a GiB for the kubelet, system daemons and the device
+    plugin."""
+    if dep.resources.memory_gib != "auto":
+        return float(dep.resources.memory_gib)
+    return float(max(4, math.floor(node.memory_gib * 0.8) - 1))
+
+
 def _finish(
     dep: DeploymentSpec,
     best: Candidate,
@@ -789,20 +960,18 @@ def _finish(
     choice: str | None,
 ) -> Sizing:
     node = best.instance
-    # Leave a core and a fifth of memory for the kubelet, system daemons and the device plugin.
+    # Leave a core for the kubelet, system daemons and the device plugin.
     cpu = float(dep.resources.cpu) if dep.resources.cpu != "auto" else float(max(1, node.vcpu - 1))
-    mem = (
-        float(dep.resources.memory_gib)
-        if dep.resources.memory_gib != "auto"
-        else float(max(4, math.floor(node.memory_gib * 0.8) - 1))
-    )
+    mem = best.pod_memory_gib
     # NCCL needs /dev/shm beyond Docker's 64 MB once GPUs talk to each other; one GPU needs little.
     shm = 1 if best.tp == 1 else min(16, max(2, int(mem // 8)))
     weights_per_node = best.memory.weights_gib / best.nodes
     disk = (
         int(dep.resources.disk_gib)
         if dep.resources.disk_gib != "auto"
-        else int(math.ceil((100 + 2 * weights_per_node) / 50) * 50)
+        else int(
+            math.ceil((100 + 2 * weights_per_node + (best.host.volume_gib if best.host else 0)) / 50) * 50
+        )
     )
     warm = cold_start.cold_start(dep, best.memory.weights_gib, best.nodes, warm_node=True)
     # Twice the expected load and engine start, plus ten minutes for kernels compiled cold (JIT caches empty).
@@ -826,4 +995,5 @@ def _finish(
         dearer=dearer,
         throughput=throughput,
         choice=choice,
+        host_cache=best.host,
     )

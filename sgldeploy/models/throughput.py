@@ -212,18 +212,27 @@ class Throughput:
     basis: str
 
 
+def routed_expert_parameters(model: LockedModel) -> float:
+    """The routed experts' parameters of a mixture of experts, from its config (MoE layers × experts × the three
+    matrices of a gated MLP); 0 for a dense model or a lock entry without the routing fields."""
+    c = model.config
+    experts, per_token = c.get("num_experts") or 0, c.get("num_experts_per_tok") or 0
+    expert_width = c.get("moe_intermediate_size") or c.get("intermediate_size")
+    if not (experts and per_token and expert_width):
+        return 0.0
+    hidden = int(c.get("hidden_size") or model.num_attention_heads * model.head_dim)
+    moe_layers = model.num_layers - int(c.get("first_k_dense_replace") or 0)
+    return min(float(model.parameters), moe_layers * experts * 3 * hidden * float(expert_width))
+
+
 def model_shape(model: LockedModel, weight_bytes: float, kv_bytes_per_token: float) -> ModelShape:
     """A locked model's shape. For a mixture of experts, the routed experts' parameters are counted from its
     config (MoE layers × experts × the three matrices of a gated MLP); a lock entry without the routing fields
     (written before they were recorded) is read as dense: every weight per step, a floor on throughput."""
     c = model.config
     experts, per_token = c.get("num_experts") or 0, c.get("num_experts_per_tok") or 0
-    expert_width = c.get("moe_intermediate_size") or c.get("intermediate_size")
     hidden = int(c.get("hidden_size") or model.num_attention_heads * model.head_dim)
-    routed = 0.0
-    if experts and per_token and expert_width:
-        moe_layers = model.num_layers - int(c.get("first_k_dense_replace") or 0)
-        routed = min(float(model.parameters), moe_layers * experts * 3 * hidden * float(expert_width))
+    routed = routed_expert_parameters(model)
     bytes_per_parameter = weight_bytes / model.parameters
     return ModelShape(
         weight_bytes=weight_bytes,
@@ -238,6 +247,22 @@ def model_shape(model: LockedModel, weight_bytes: float, kv_bytes_per_token: flo
         layers=model.num_layers,
         hidden_size=hidden,
         attention_width=model.num_attention_heads * model.head_dim,
+    )
+
+
+def with_attention_groups(shape: ModelShape, tp: int, groups: int) -> ModelShape:
+    """The shape as each GPU meets it when attention runs in `groups` data-parallel groups of tp / groups GPUs:
+    every group holds the dense weights whole between its GPUs (so `groups` copies are read per step, with the
+    routed experts still split over all tp), and an MLA latent only on the GPUs of the group that serves its
+    request (replicated tp / groups times, not tp)."""
+    if groups == 1:
+        return shape
+    dense = shape.weight_bytes - shape.expert_weight_bytes
+    return replace(
+        shape,
+        weight_bytes=shape.expert_weight_bytes + dense * groups,
+        kv_bytes_per_token=shape.kv_bytes_per_token * (tp // groups if shape.kv_replicated else 1),
+        kv_replicated=False,
     )
 
 

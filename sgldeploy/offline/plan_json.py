@@ -9,6 +9,7 @@ from sgldeploy.builders import autoscaler, rollout, router, weight_cache
 from sgldeploy.builders.autoscaler import replicas_when_idle
 from sgldeploy.catalog import HOURS_PER_MONTH
 from sgldeploy.models import cold_start
+from sgldeploy.models.host_cache import HostCache
 from sgldeploy.models.sizing import Candidate
 from sgldeploy.offline.engine import normalize
 from sgldeploy.offline.render import Plan
@@ -34,6 +35,9 @@ def deployment_json(item: LoadedDeployment, estimate: cost.Estimate, addons: Add
             "gpus_per_replica": p.gpus_per_replica,
             "nodes_per_replica": p.nodes_per_replica,
             "tensor_parallel": p.tensor_parallel,
+            "attention_data_parallel": spec.serving.parallelism.data_parallel_attention,
+            "expert_parallel": spec.serving.parallelism.expert,
+            "all_to_all": "deepep" if spec.serving.parallelism.all_to_all == "deepep" else "none",
             "alternatives": list(p.alternatives),
             "why": item.sizing.choice,
         },
@@ -50,6 +54,8 @@ def deployment_json(item: LoadedDeployment, estimate: cost.Estimate, addons: Add
             "kv_tokens": m.kv_tokens,
             "kv_capacity_tokens": m.kv_capacity_tokens,
             "dtype": item.sizing.dtype,
+            "pod_memory_gib": item.sizing.memory_request_gib,
+            "host_cache": _host_cache(item.sizing.host_cache),
         },
         "alternatives": {
             "cheaper_infeasible": [_candidate(c) for c in item.sizing.cheaper_infeasible],
@@ -163,4 +169,19 @@ def plan_json(plan: Plan) -> dict[str, Any]:
         },
         "policy": {"pack": pack.PACK_NAME, "violations": [v.as_json() for v in plan.violations]},
         "outputs": normalize(plan.recording.outputs),
+    }
+
+
+def _host_cache(host: HostCache | None) -> dict[str, Any] | None:
+    """The hierarchical cache's host tier on each node, and what the pod's memory must hold for it."""
+    if host is None:
+        return None
+    return {
+        "ratio": host.ratio,
+        "size_gb": host.size_gb,
+        "pool_gib_per_gpu": round(host.pool_gib_per_gpu, 2),
+        "pools_gib_per_node": round(host.pools_gib_per_node, 2),
+        "required_gib_per_node": round(host.required_gib_per_node, 2),
+        "storage": host.storage,
+        "storage_gib": host.storage_gib if host.storage == "file" else 0,
     }

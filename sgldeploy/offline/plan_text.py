@@ -52,7 +52,11 @@ def _rollout_line(r: dict[str, Any]) -> list[str]:
 
 def _alternatives(sizing: Sizing) -> list[str]:
     def show(c: Candidate) -> str:
-        why = c.problem or f"needs {c.memory.required_gib_per_gpu:g} of {c.memory.gpu_memory_gib:g} GiB"
+        why = c.problem or (
+            f"needs {c.memory.required_gib_per_gpu:g} of {c.memory.gpu_memory_gib:g} GiB"
+            if not c.memory.fits or c.host is None
+            else f"needs {c.host.required_gib_per_node:g} GiB of host memory, its pods get {c.pod_memory_gib:g}"
+        )
         return f"{c.label} {_money(c.hourly_usd)}/h ({why})"
 
     lines = []
@@ -66,6 +70,26 @@ def _alternatives(sizing: Sizing) -> list[str]:
 
 
 _money = cost.money
+
+
+def _parallel_split(p: dict[str, Any]) -> str:
+    groups, experts = p["attention_data_parallel"], p["expert_parallel"]
+    out = f" (attention in {groups} data-parallel groups)" if groups > 1 else ""
+    if experts > 1:
+        out += f" · EP {experts}" + (" over DeepEP" if p["all_to_all"] == "deepep" else "")
+    return out
+
+
+def _host_cache_line(h: dict[str, Any] | None, pod_memory_gib: float) -> list[str]:
+    if h is None:
+        return []
+    size = f"ratio {h['ratio']:g} of the KV pool" if h["ratio"] is not None else f"{h['size_gb']} GB"
+    disk = f"; a file tier of {h['storage_gib']} GiB on the node's disk" if h["storage"] == "file" else ""
+    return [
+        f"  host cache {h['pool_gib_per_gpu']:g} GiB pinned host memory per GPU ({size}), "
+        f"{h['pools_gib_per_node']:g} GiB per node; pods need {h['required_gib_per_node']:g} of the "
+        f"{pod_memory_gib:g} GiB they request{disk}"
+    ]
 
 
 def _throughput_line(t: dict[str, Any] | None, requests_per_second: float | None) -> list[str]:
@@ -94,13 +118,14 @@ def summary(plan: Plan) -> str:
         lines += [
             f"{d.spec.name}: {d.spec.model.repo}@{d.model.sha[:12]} ({d.model.source})",
             f"  placement  {p['instance_type']} · {p['gpus_per_replica']}× {p['gpu_model']} ({gpu_mem:g} GiB) · "
-            f"TP {p['tensor_parallel']} · {p['nodes_per_replica']} node(s) per replica",
+            f"TP {p['tensor_parallel']}{_parallel_split(p)} · {p['nodes_per_replica']} node(s) per replica",
             *([f"  chosen     {p['why']}"] if p["why"] else []),
             f"  memory     per GPU {m['weights_gib_per_gpu']:g} weights + {m['kv_cache_gib_per_gpu']:g} KV "
             f"({m['context_length']:,} tokens × {d.spec.serving.max_concurrency} requests) + "
             f"{m['reserve_gib_per_gpu']:g} reserve = {m['required_gib_per_gpu']:g} of {gpu_mem:g} GiB "
             f"({m['dtype']}, mem_fraction_static {m['mem_fraction_static']:g}; KV pool ≈ "
             f"{m['kv_capacity_tokens']:,} tokens)",
+            *_host_cache_line(m["host_cache"], m["pod_memory_gib"]),
             *_alternatives(d.sizing),
             *_throughput_line(j["throughput"], d.spec.workload.requests_per_second),
             f"  replicas   {j['replicas']['min']}–{j['replicas']['max']}, {j['replicas']['running_when_idle']} "

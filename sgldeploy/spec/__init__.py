@@ -461,6 +461,64 @@ class SpeculativeSpec(Model):
     _repo = field_validator("draft_repo")(lambda cls, v: v if v is None else ModelRef._repo(v))
 
 
+class HierarchicalCacheSpec(Model):
+    """SGLang's hierarchical KV cache (HiCache): a tier of pinned host memory under each GPU's KV pool, and
+    optionally a tier on the node's disk under that, so a prefix evicted from the GPU is reloaded, not
+    recomputed. Pays where prompts share long prefixes (multi-turn chat, agents, RAG over the same documents)."""
+
+    ratio: float | None = Field(
+        None,
+        gt=1,
+        le=64,
+        description="Host tier per GPU as a multiple of its KV pool (`--hicache-ratio`); set this or "
+        "size_gib. Default 2 (SGLang's) when both are null.",
+    )
+    size_gib: int | None = Field(
+        None,
+        gt=0,
+        description="Host tier per GPU in GiB (`--hicache-size`, which SGLang counts in GB); set this or ratio.",
+    )
+    storage: Literal["none", "file"] = Field(
+        "none",
+        description="A third tier: file keeps pages on the node's disk (`--hicache-storage-backend file`), "
+        "none keeps GPU and host only. Default none.",
+    )
+    storage_gib: int = Field(
+        100, gt=0, description="Disk the file tier may fill on each node (GiB), LRU-evicted. Default 100."
+    )
+
+
+class ParallelismSpec(Model):
+    """How a replica's GPUs share the model. Tensor parallelism spans all of them; for a large mixture of experts,
+    attention can run in data-parallel groups inside it (each group its own requests and KV cache) and the routed
+    experts can be split across the GPUs (expert parallelism), as SGLang's DeepSeek and Qwen3 MoE guides run them."""
+
+    tensor: AutoPositiveInt = Field(
+        "auto",
+        description="GPUs of a replica (`--tp-size`); auto: resources.gpu_count, else the placement's. Default auto.",
+    )
+    data_parallel_attention: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Attention groups inside the tensor-parallel GPUs (`--attn-dp-size`, with "
+        "`--enable-dp-lm-head`); must divide the tensor size. 1: none. Default 1.",
+    )
+    expert: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="GPUs the routed experts are split across (`--ep-size`); must divide the tensor size and "
+        "the model's experts. 1: none. Default 1.",
+    )
+    all_to_all: Literal["auto", "none", "deepep"] = Field(
+        "auto",
+        description="How tokens reach their experts (`--moe-a2a-backend`): none (SGLang's default, all-reduce "
+        "over NCCL), deepep (DeepEP kernels over NVLink: one 8-GPU NVLink node, expert = tensor); auto: none. "
+        "Default auto.",
+    )
+
+
 class ServingSpec(Model):
     image: str = Field(SGLANG_IMAGE, min_length=1, description=f"Serving image. Default {SGLANG_IMAGE}.")
     precision: Literal["auto", "bfloat16", "float16", "float32"] = Field(
@@ -527,6 +585,12 @@ class ServingSpec(Model):
         "auto", description="GPU memory share for weights and KV cache, 0.5–0.95, or auto. Default auto."
     )
     speculative: SpeculativeSpec | None = Field(None, description="Speculative decoding; null for none.")
+    hierarchical_cache: HierarchicalCacheSpec | None = Field(
+        None, description="A host-memory (and disk) tier under the GPU's KV cache; null for none."
+    )
+    parallelism: ParallelismSpec = Field(
+        default_factory=ParallelismSpec, description="Tensor, attention-data and expert parallelism."
+    )
     extra_args: list[str] = Field(
         default_factory=list,
         description='Extra SGLang flags appended verbatim (e.g. ["--enable-torch-compile"]).',

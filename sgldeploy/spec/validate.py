@@ -40,6 +40,19 @@ MANAGED_FLAGS = {
     "--trust-remote-code": "model.trust_remote_code",
     "--speculative-algorithm": "serving.speculative",
     "--speculative-draft-model-path": "serving.speculative",
+    "--enable-hierarchical-cache": "serving.hierarchical_cache",
+    "--enable-hicache": "serving.hierarchical_cache",
+    "--hicache-ratio": "serving.hierarchical_cache.ratio",
+    "--hicache-size": "serving.hierarchical_cache.size_gib",
+    "--hicache-storage-backend": "serving.hierarchical_cache.storage",
+    "--attn-dp-size": "serving.parallelism.data_parallel_attention",
+    "--attention-data-parallel-size": "serving.parallelism.data_parallel_attention",
+    "--enable-dp-attention": "serving.parallelism.data_parallel_attention",
+    "--enable-dp-lm-head": "serving.parallelism.data_parallel_attention",
+    "--ep-size": "serving.parallelism.expert",
+    "--expert-parallel-size": "serving.parallelism.expert",
+    "--ep": "serving.parallelism.expert",
+    "--moe-a2a-backend": "serving.parallelism.all_to_all",
 }
 _DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -116,6 +129,7 @@ def _deployment_rules(
         + _trust_rules(platform, dep, at)
         + _endpoint_rules(dep, at)
         + _serving_rules(dep, at)
+        + _parallelism_rules(dep, at)
         + _env_rules(dep, at)
         + _workload_rules(dep, at)
         + _reservation_rules(platform, dep, at)
@@ -264,6 +278,16 @@ def _serving_rules(dep: DeploymentSpec, at: Callable[..., str]) -> list[Problem]
             out.append(
                 Problem(at("serving", "extra_args", j), f"{flag} is generated from the spec", fix, arg)
             )
+    hc = sv.hierarchical_cache
+    if hc and hc.ratio is not None and hc.size_gib is not None:
+        out.append(
+            Problem(
+                at("serving", "hierarchical_cache"),
+                "sets both ratio and size_gib, and SGLang's --hicache-size overrides --hicache-ratio",
+                "keep one of them",
+                f"ratio {hc.ratio:g}, size_gib {hc.size_gib}",
+            )
+        )
     if sv.image != SGLANG_IMAGE and ":" not in sv.image.rsplit("/", 1)[-1] and "@" not in sv.image:
         out.append(
             Problem(
@@ -271,6 +295,43 @@ def _serving_rules(dep: DeploymentSpec, at: Callable[..., str]) -> list[Problem]
                 "has no tag or digest, so a restart may pull another version",
                 f"pin it, e.g. {SGLANG_IMAGE}",
                 sv.image,
+            )
+        )
+    return out
+
+
+def _parallelism_rules(dep: DeploymentSpec, at: Callable[..., str]) -> list[Problem]:
+    """What SGLang 0.5.23 asserts of the sizes at start (arg_groups/parallel_hook.py, overrides.py), where the
+    spec fixes the tensor size; with it on auto, sizing only offers placements that satisfy them."""
+    out: list[Problem] = []
+    par, gpus = dep.serving.parallelism, dep.resources.gpu_count
+    if par.tensor != "auto" and gpus != "auto" and par.tensor != gpus:
+        out.append(
+            Problem(
+                at("serving", "parallelism", "tensor"),
+                f"differs from resources.gpu_count {gpus}: SGLang's tensor parallelism spans a replica's GPUs",
+                "set one of them, or both to the same count",
+                par.tensor,
+            )
+        )
+    tensor = par.tensor if par.tensor != "auto" else gpus
+    for name, size in (("data_parallel_attention", par.data_parallel_attention), ("expert", par.expert)):
+        if tensor != "auto" and size > 1 and int(tensor) % size:
+            out.append(
+                Problem(
+                    at("serving", "parallelism", name),
+                    f"must divide the tensor-parallel size {tensor}",
+                    f"pick a divisor of {tensor}, or 1",
+                    size,
+                )
+            )
+    if par.all_to_all == "deepep" and par.expert == 1:
+        out.append(
+            Problem(
+                at("serving", "parallelism", "all_to_all"),
+                "dispatches tokens to experts split across GPUs, and expert is 1",
+                "set serving.parallelism.expert to the tensor size, or all_to_all: auto",
+                "deepep",
             )
         )
     return out

@@ -36,9 +36,10 @@ What is adjusted to run on a CPU, and why none of it touches the checks above:
   SGLang imports it, at import time only, for image preprocessing constants (srt/multimodal/internvl_utils.py):
   a stub module stands in, after transformers has recorded torchvision as absent.
 - The attention module's rotary embedding picks a CUDA (or sgl-kernel CPU) kernel, absent here: the module's
-  `get_rope` returns None. It runs after the head checks and checks nothing about them.
-- The process group is not built: `get_parallel().override(tp_size=N, tp_rank=0)` states this rank's place in
-  it, which is all the attention constructor reads.
+  `get_rope` (`get_rope_wrapper` in DeepSeek's) returns None. It runs after the head checks and checks nothing about them.
+- The process group is not built: the attention module is built in a scheduler's context of the resolved
+  arguments (`create_context(server_args, role="scheduler")`), with `get_parallel().override` stating this rank's
+  place (rank 0 of the tensor-parallel group and of its attention group), which is all its constructor reads.
 - SGLANG_IS_IN_CI is cleared: `_derive_context_length` lets a longer context pass in CI too.
 - With `gpu_capability`, the reads of the device that `_verify_quantization` makes through the methods'
   `override_quantization_method` (which checkpoints convert to Marlin kernels or to moe_wna16) answer as on a CUDA
@@ -164,11 +165,13 @@ def _with_model_dir(args: list[str], model_dir: str) -> list[str]:
     return [*out, "--device", "cpu"]
 
 
-def _attention(model_config: Any, tp_size: int) -> dict[str, int]:
-    """Build the architecture's attention module at this tp size, as its decoder layer does."""
+def _attention(model_config: Any, server_args: Any) -> dict[str, int | None]:
+    """Build the architecture's attention module at this tp size, as its decoder layer does: over the
+    tp / attn_dp_size GPUs of one attention group (all tp without data-parallel attention). An MLA module
+    (DeepSeek's) takes the latent's sizes instead of KV heads, and holds no KV heads to count."""
     import torch
     from sglang.srt.model_loader.utils import get_model_architecture
-    from sglang.srt.runtime_context import get_parallel
+    from sglang.srt.runtime_context import create_context, get_parallel, use_context
     from torch import nn
 
     model_class, _ = get_model_architecture(model_config)
@@ -178,9 +181,10 @@ def _attention(model_config: Any, tp_size: int) -> dict[str, int]:
         for name, obj in vars(module).items()
         if isinstance(obj, type)
         and issubclass(obj, nn.Module)
-        and name.endswith("Attention")
+        and (name.endswith("Attention") or name.endswith("AttentionMLA"))
         and obj.__module__ == module.__name__
-        and {"num_heads", "num_kv_heads"} <= set(inspect.signature(obj).parameters)
+        and "num_heads" in inspect.signature(obj).parameters
+        and ({"num_kv_heads", "kv_lora_rank"} & set(inspect.signature(obj).parameters))
     )
     text = model_config.hf_text_config
     offered = {
@@ -192,12 +196,33 @@ def _attention(model_config: Any, tp_size: int) -> dict[str, int]:
         "layer_id": 0,
         "max_position_embeddings": text.max_position_embeddings,
         "quant_config": None,
+        **{
+            name: getattr(text, name, None)
+            for name in ("qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim", "q_lora_rank", "kv_lora_rank")
+        },
     }
     wanted = inspect.signature(attention).parameters
-    module.get_rope = lambda *a, **k: None  # the rotary kernel: see the module docstring
-    with torch.device("meta"), get_parallel().override(tp_size=tp_size, tp_rank=0):
+    for name in ("get_rope", "get_rope_wrapper"):  # the rotary kernel: see the module docstring
+        if hasattr(module, name):
+            setattr(module, name, lambda *a, **k: None)
+    # The scheduler's view of the resolved arguments (its config bags), and this rank's place: rank 0 of the
+    # tensor-parallel group and of its attention group. The process groups themselves are not built.
+    ranks = {"tp_rank": 0, "attn_tp_rank": 0, "attn_dp_rank": 0, "attn_cp_rank": 0, "moe_ep_rank": 0}
+    ranks = {k: v for k, v in ranks.items() if k in _parallel_field_names()}
+    with (
+        use_context(create_context(server_args, role="scheduler")),
+        torch.device("meta"),
+        get_parallel().override(**ranks),
+    ):
         built = attention(**{k: v for k, v in offered.items() if k in wanted})
-    return {"attention_heads_per_rank": built.num_heads, "kv_heads_per_rank": built.num_kv_heads}
+    heads = getattr(built, "num_local_heads", None) or built.num_heads
+    return {"attention_heads_per_rank": heads, "kv_heads_per_rank": getattr(built, "num_kv_heads", None)}
+
+
+def _parallel_field_names() -> frozenset[str]:
+    from sglang.srt.runtime_context import _parallel_fields
+
+    return _parallel_fields()
 
 
 @contextlib.contextmanager
@@ -263,9 +288,12 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
                 quantization=model_config.quantization,
                 dtype=str(model_config.dtype).removeprefix("torch."),
                 tp_size=server_args.tp_size,
+                attn_dp_size=server_args.attn_dp_size,
+                ep_size=server_args.ep_size,
+                moe_a2a_backend=server_args.moe_a2a_backend,
             )
             result["stage"] = "attention"
-            result.update(_attention(model_config, server_args.tp_size))
+            result.update(_attention(model_config, server_args))
             result["stage"] = "done"
         except Exception as exc:  # the checks raise ValueError or assert
             result["error"] = _error(exc)

@@ -30,6 +30,19 @@ FIELDS = (
     "speculative_draft_model_path",
     "speculative_draft_model_revision",
     "enable_torch_compile",
+    "load_format",
+    "enable_hierarchical_cache",
+    "hicache_ratio",
+    "hicache_size",
+    "hicache_storage_backend",
+    "attn_dp_size",
+    "dp_size",
+    "ep_size",
+    "moe_a2a_backend",
+    "enable_dp_lm_head",
+    "nnodes",
+    "node_rank",
+    "dist_init_addr",
 )
 
 
