@@ -16,7 +16,8 @@ What runs, as `sglang.launch_server` runs it (sglang 0.5.23):
 1. `server_args`: argparse (abbreviations disallowed, as sglang_parse.py), `ServerArgs.from_cli_args`, then
    `ServerArgs.resolve_once()`: the resolution pipeline (srt/arg_groups/pipeline.py), which builds the
    `ModelConfig` too (model_config_of) and so checks the context length, the quantization against the
-   checkpoint's and the dtype.
+   checkpoint's and the dtype; then `check_server_args()`, which the launcher runs after it (entrypoints/
+   engine.py): nodes against the tensor size, LoRA's sizes against its adapters, and the rest of its checks.
 2. `model_config`: `ModelConfig.from_server_args`, as the scheduler builds it: `_derive_context_length`
    (context length against the model's, unless SGLANG_ALLOW_OVERWRITE_LONGER_CONTEXT_LEN), `_verify_quantization`
    (`--quantization` against the checkpoint's `quantization_config.quant_method`), `_get_and_verify_dtype`.
@@ -279,6 +280,7 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
             with _quantization_checks() as settled:
                 try:
                     server_args.resolve_once()
+                    server_args.check_server_args()  # the launcher's checks after resolution (engine.py)
                     result["stage"] = "model_config"
                     model_config = ModelConfig.from_server_args(server_args)
                 finally:
