@@ -16,7 +16,7 @@ import pulumi_kubernetes as k8s
 
 from components.platform import ClusterNetwork
 from sgldeploy.builders import weight_cache
-from sgldeploy.models.lock import LockedModel
+from sgldeploy.models.lock import LockedAdapter, LockedModel
 from sgldeploy.spec import DeploymentSpec
 
 NFS_PORT = 2049
@@ -35,6 +35,8 @@ class SharedWeightCacheArgs:
     tags: dict[str, str]
     volume_name: str
     """Name of the (cluster-wide) PersistentVolume: unique per stack namespace and deployment."""
+    adapters: tuple[LockedAdapter, ...] = ()
+    """LoRA adapters the prefetch Job fills beside the model."""
 
 
 class SharedWeightCache(pulumi.ComponentResource):
@@ -137,7 +139,7 @@ class SharedWeightCache(pulumi.ComponentResource):
             # One Job per commit: a new revision fills a new directory while the old one keeps serving.
             f"{name}-prefetch-{args.model.sha[:12]}",
             metadata={"namespace": args.namespace, "labels": {"app.kubernetes.io/instance": dep.name}},
-            spec=weight_cache.prefetch_job_spec(dep, args.model, args.token_env),
+            spec=weight_cache.prefetch_job_spec(dep, args.model, args.token_env, args.adapters),
             # The Job writes through the claim, which must be bound first.
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.claim]),
         )

@@ -14,9 +14,12 @@ from typing import Any
 
 from sgldeploy.builders import autoscaler, endpoint, rollout, router, weight_cache
 from sgldeploy.catalog import calendar_date
+from sgldeploy.models import adapters
 from sgldeploy.models.lock import (
+    NOT_LOCKED_FIX,
     SERVABLE_PIPELINES,
     LockContents,
+    LockedAdapter,
     LockedModel,
     LockError,
     lock_key,
@@ -29,11 +32,6 @@ from sgldeploy.spec.stackfile import StackFile
 from sgldeploy.spec.validate import parse_stack
 
 SECRET_KEYS = ("hfToken", "apiKey")
-# The fix for a revision absent from the lock: the Hub resolves it, and so does a local Hugging Face cache.
-NOT_LOCKED_FIX = (
-    "run `sgldeploy lock` to resolve it on the Hub, or `sgldeploy lock --from-cache DIR` to resolve it from a "
-    "Hugging Face cache without the Hub"
-)
 
 
 @dataclass(frozen=True)
@@ -42,6 +40,7 @@ class LoadedDeployment:
     model: LockedModel
     sizing: Sizing
     cache_reason: str = ""  # how `auto` chose the cache, for the plan
+    adapters: tuple[LockedAdapter, ...] = ()  # model.adapters as locked, in spec order
 
 
 @dataclass(frozen=True)
@@ -154,16 +153,20 @@ def _load_deployment(
         model = models.resolve_missing(dep.model.repo, dep.model.revision, problems, at)
     problems += _model_problems(spec, dep, model, models.lock_file, secrets, at)
     problems += _rollout_lock_problems(dep, model, models, problems, at)
-    if model is None:
+    production = spec.platform.environment == "production"
+    locked, refused = adapters.locked_adapters(dep, model, models.lock, models.lock_file, production, at)
+    problems += refused
+    if model is None or refused:
         return None
+    lora = adapters.load_of(dep, locked)
     try:
-        sizing = size(dep, model)
+        sizing = size(dep, model, lora)
     except SizingError as exc:
         problems.append(_in_deployment(exc.problem, at))
         return None
     dep, sizing, reason = _choose_cache(spec, dep, model, sizing)
     problems += _placement_problems(spec, dep, sizing, at, model.sha)
-    return LoadedDeployment(dep, model, sizing, reason)
+    return LoadedDeployment(dep, model, sizing, reason, tuple(locked))
 
 
 def _choose_cache(
@@ -177,7 +180,7 @@ def _choose_cache(
         dep, spec.platform.addons, sizing.memory.weights_gib, sizing.placement.nodes_per_replica
     )
     dep = dep.model_copy(update={"cache": dep.cache.model_copy(update={"storage": storage})})
-    return dep, size(dep, model), reason
+    return dep, size(dep, model, sizing.lora), reason
 
 
 def _in_deployment(problem: Problem, at: Callable[..., str]) -> Problem:

@@ -81,7 +81,7 @@ def test_a_pool_and_node_class_per_deployment_valid_against_the_crds(karpenter):
         assert node_class["blockDeviceMappings"][0]["ebs"]["encrypted"] is True
         assert node_class["role"] == "KarpenterNodeRole-test"
         zones = ["a"] if name == "llm-big" else ["a", "b"]  # a cluster placement group lives in one zone
-        assert node_class["subnetSelectorTerms"] == [{"id": f"subnet-offline-{z}"} for z in zones]
+        assert node_class["subnetSelectorTerms"] == [{"id": f"subnet-0000000000000000{z}"} for z in zones]
         assert node_class["securityGroupSelectorTerms"] == [{"id": "sg-offline-cluster"}]
 
 
@@ -256,7 +256,7 @@ def test_managed_node_group_mode(tmp_path):
 # ---- a cluster placement group lives in one Availability Zone: one subnet per multi-node pool -----------
 # Auto Scaling refuses a cluster placement group with subnets in several zones (CreateAutoScalingGroup,
 # PlacementGroup), and Karpenter offers every zone of its node class's subnets whatever the group. The
-# offline cluster has two subnets, subnet-offline-a and -b (sgldeploy/offline/engine.py), one per zone.
+# offline cluster has two subnets, subnet-0000000000000000a and …b (sgldeploy/offline/engine.py), one per zone.
 
 
 def subnet_ids(node_class: dict) -> list[str]:
@@ -266,10 +266,10 @@ def subnet_ids(node_class: dict) -> list[str]:
 def test_a_multi_node_karpenter_pool_launches_in_one_subnet_and_others_in_all(karpenter):
     classes = by_name(karpenter, NODE_CLASS)
     assert classes["llm-big"]["spec"]["placementGroupSelector"] == {"name": "llm-big"}
-    assert subnet_ids(classes["llm-big"]) == ["subnet-offline-a"]
+    assert subnet_ids(classes["llm-big"]) == ["subnet-0000000000000000a"]
     for name in ("llm-qwen", "llm-four"):  # no placement group: every zone the cluster has
         assert "placementGroupSelector" not in classes[name]["spec"]
-        assert subnet_ids(classes[name]) == ["subnet-offline-a", "subnet-offline-b"]
+        assert subnet_ids(classes[name]) == ["subnet-0000000000000000a", "subnet-0000000000000000b"]
 
 
 def test_a_multi_node_managed_node_group_launches_in_one_subnet(tmp_path):
@@ -289,5 +289,5 @@ def test_a_multi_node_managed_node_group_launches_in_one_subnet(tmp_path):
     assert (
         placement_group.urn in big_template.dependencies and placement_group.inputs["strategy"] == "cluster"
     )
-    assert groups["llm-big"].inputs["subnetIds"] == ["subnet-offline-a"]
-    assert groups["llm-qwen"].inputs["subnetIds"] == ["subnet-offline-a", "subnet-offline-b"]
+    assert groups["llm-big"].inputs["subnetIds"] == ["subnet-0000000000000000a"]
+    assert groups["llm-qwen"].inputs["subnetIds"] == ["subnet-0000000000000000a", "subnet-0000000000000000b"]

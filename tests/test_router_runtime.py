@@ -78,7 +78,7 @@ class Worker(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self, delay: float) -> None:
-        self.delay, self.auth = delay, []
+        self.delay, self.auth, self.bodies = delay, [], []
         super().__init__(("127.0.0.1", 0), _Handler)
 
 
@@ -111,10 +111,11 @@ class _Handler(BaseHTTPRequestHandler):
             )
 
     def do_POST(self) -> None:
-        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         if self._refused():
             return
         self.server.auth.append(self.headers.get("Authorization"))
+        self.server.bodies.append(json.loads(body or b"{}"))
         time.sleep(self.server.delay)
         choice = {"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}
         self._json({"id": "x", "object": "chat.completion", "choices": [choice]})
@@ -229,6 +230,16 @@ def test_clients_need_the_key_and_the_replica_receives_it():
         status, _, text = http(f"{base}/v1/chat/completions", CHAT, key=KEY)
         assert status == 200 and json.loads(text)["choices"][0]["message"]["content"] == "hi"
         assert w.auth == [f"Bearer {KEY}"]  # the key the replica's own --api-key checks
+
+
+def test_a_lora_adapter_chosen_by_model_name_reaches_the_replica_as_sent():
+    """Every replica loads every adapter, so the router may send any request anywhere: what matters is that
+    `model: "<served name>:<adapter>"`, SGLang's way to pick one, arrives unchanged."""
+    with worker() as w, gateway(f"http://127.0.0.1:{w.server_address[1]}") as base:
+        assert ready(base) == 200
+        status, _, _ = http(f"{base}/v1/chat/completions", {**CHAT, "model": "m:support"}, key=KEY)
+        assert status == 200
+        assert [b["model"] for b in w.bodies] == ["m:support"]
 
 
 def test_past_the_burst_clients_get_429_at_once_without_retry_after():

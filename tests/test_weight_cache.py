@@ -254,7 +254,10 @@ def test_efs_cache_is_filled_by_a_job_before_pods_roll(tmp_path):
         (2049, 2049, ["sg-offline-cluster"])
     ]
     targets = resources_of(plan, "aws:efs/mountTarget:MountTarget")
-    assert sorted(t.inputs["subnetId"] for t in targets) == ["subnet-offline-a", "subnet-offline-b"]
+    assert sorted(t.inputs["subnetId"] for t in targets) == [
+        "subnet-0000000000000000a",
+        "subnet-0000000000000000b",
+    ]
     volume = one(plan, "kubernetes:core/v1:PersistentVolume").inputs
     assert volume["metadata"]["name"] == "llm-qwen-weights"
     assert volume["spec"]["csi"]["driver"] == "efs.csi.aws.com"
@@ -294,7 +297,7 @@ def test_fsx_cache_is_sized_in_lustre_steps(tmp_path):
     plan = shared(tmp_path, "fsx-lustre")
     fs = one(plan, "aws:fsx/lustreFileSystem:LustreFileSystem").inputs
     assert fs["storageCapacity"] == 1200 and fs["deploymentType"] == "PERSISTENT_2"
-    assert fs["subnetIds"] == "subnet-offline-a"  # one subnet: a Lustre file system lives in one zone
+    assert fs["subnetIds"] == "subnet-0000000000000000a"  # one subnet: a Lustre file system lives in one zone
     ports = sorted(
         (r["fromPort"], r["toPort"])
         for r in one(plan, "aws:ec2/securityGroup:SecurityGroup").inputs["ingress"]

@@ -58,6 +58,39 @@ def _lock_with_second_commit(path: Path) -> None:
     path.write_text(json.dumps(lock))
 
 
+SUPPORT = {"repo": "org/qwen-support-lora", "revision": "c" * 40}
+LEGAL = {"repo": "org/qwen-legal-lora", "revision": "e" * 40}
+
+
+def _lock_with_adapters(path: Path) -> None:
+    """The committed lock plus two adapters of Qwen, as `sgldeploy lock` writes them (rank 16 on attention; rank
+    32 on attention and MLP)."""
+    lock = json.loads(path.read_text())
+    lock["adapters"] = {
+        f"{ref['repo']}@{ref['revision']}": {
+            **ref,
+            "sha": ref["revision"],
+            "parameters": params,
+            "parameters_by_dtype": {"BF16": params},
+            "safetensors_bytes": 2 * params,
+            "files": [],
+            "source": "hub",
+            "adapter": {
+                "rank": rank,
+                "alpha": 2 * rank,
+                "target_modules": modules,
+                "base_model": QWEN["repo"],
+                "use_dora": False,
+            },
+        }
+        for ref, rank, modules, params in (
+            (SUPPORT, 16, ["k_proj", "o_proj", "q_proj", "v_proj"], 10_092_544),
+            (LEGAL, 32, ["down_proj", "gate_proj", "o_proj", "q_proj", "up_proj", "v_proj"], 80_740_352),
+        )
+    }
+    path.write_text(json.dumps(lock))
+
+
 def variant_stack_files(root: Path) -> dict[str, Path]:
     """Stack files (each with its lock beside it) by variant name, written under `root`."""
     files: dict[str, Path] = {}
@@ -253,6 +286,29 @@ def variant_stack_files(root: Path) -> dict[str, Path]:
         ],
         extra={"sgldeploy:hfToken": {"secure": "v1:AAAAAAAAAAAAAAAA:opaque-ciphertext"}},
     )
+    # LoRA adapters on a node-local cache (two, one with sizes set) and on a shared one (the prefetch Job).
+    files["lora"] = write_stack(
+        root / "lora",
+        platform={**EXISTING, "addons": {"efs_csi": True}},
+        deployments=[
+            deployment(
+                name="tuned",
+                model={**QWEN, "adapters": [{"name": "support", **SUPPORT}, {"name": "legal", **LEGAL}]},
+                serving={"context_length": 4096, "max_concurrency": 4, "lora": {"max_loras_per_batch": 2}},
+                cache={"storage": "node-local"},
+                scaling={"min_replicas": 1, "max_replicas": 2},
+                endpoint=dict(ALB_INTERNAL),
+            ),
+            deployment(
+                name="tuned-shared",
+                model={**QWEN, "adapters": [{"name": "support", **SUPPORT}]},
+                cache={"storage": "efs"},
+                scaling={"min_replicas": 1, "max_replicas": 1},
+                endpoint=dict(ALB_INTERNAL),
+            ),
+        ],
+    )
+    _lock_with_adapters(files["lora"].parent / LOCK.name)
     for strategy, rollout in (
         ("blue-green", {"strategy": "blue-green", "previous_revision": SECOND_COMMIT}),
         ("canary", {"strategy": "canary", "canary_revision": SECOND_COMMIT, "canary_percent": 25}),

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sgldeploy.builders import hierarchical_cache
+from sgldeploy.builders import hierarchical_cache, weight_cache
 from sgldeploy.models.lock import LockedModel
+from sgldeploy.models.lora import LoraLoad
 from sgldeploy.models.sizing import Sizing
 from sgldeploy.spec import DeploymentSpec
 
@@ -76,6 +77,8 @@ def server_flags(
                 s.speculative.draft_revision,
             ]
     flags += parallelism_flags(dep)
+    if sizing.lora:
+        flags += lora_flags(dep, sizing.lora)
     if sizing.host_cache:
         flags += hierarchical_cache.flags(sizing.host_cache)
     if api_key:
@@ -99,6 +102,28 @@ def parallelism_flags(dep: DeploymentSpec) -> list[str]:
     if par.all_to_all == "deepep":
         flags += ["--moe-a2a-backend", "deepep"]
     return flags
+
+
+def lora_flags(dep: DeploymentSpec, lora: LoraLoad) -> list[str]:
+    """Every adapter by name from its cached commit (the prefetch containers verified it), and the LoRA buffers'
+    sizes explicit, so SGLang allocates what sizing counted."""
+    paths = [
+        f"{ref.name}={weight_cache.local_model_dir(a.repo, a.sha)}"
+        for ref, a in zip(dep.model.adapters, lora.adapters, strict=True)
+    ]
+    loaded = dep.serving.lora.max_loaded_loras
+    return [
+        "--enable-lora",
+        "--lora-paths",
+        *paths,
+        "--max-loras-per-batch",
+        str(lora.slots),
+        "--max-lora-rank",
+        str(lora.rank),
+        "--lora-target-modules",
+        *lora.target_modules,
+        *(["--max-loaded-loras", str(loaded)] if loaded else []),
+    ]
 
 
 def launch_command(

@@ -28,7 +28,7 @@ from typing import Any
 
 from sgldeploy.builders import pod_security
 from sgldeploy.builders.gpu import gpu_toleration
-from sgldeploy.models.lock import LockedModel
+from sgldeploy.models.lock import LockedAdapter, LockedModel
 from sgldeploy.spec import READINESS_DEFAULTS, AddonsSpec, DeploymentSpec
 from sgldeploy.spec.problems import Problem
 
@@ -124,9 +124,15 @@ def local_model_dir(repo: str, sha: str) -> str:
 
 
 def layout(
-    dep: DeploymentSpec, model: LockedModel, disk_gib: int, token_env: dict[str, Any] | None
+    dep: DeploymentSpec,
+    model: LockedModel,
+    disk_gib: int,
+    token_env: dict[str, Any] | None,
+    adapters: tuple[LockedAdapter, ...] = (),
 ) -> CacheLayout:
-    """The cache of `dep`'s effective storage. `token_env` is the HF_TOKEN env entry (a Secret reference)."""
+    """The cache of `dep`'s effective storage. `token_env` is the HF_TOKEN env entry (a Secret reference).
+    LoRA `adapters` (locked, in spec order) go into the same cache beside the model, fetched and verified by the
+    same tool: by init containers on a node-local cache, by the prefetch Job on a shared one."""
     storage = dep.cache_storage
     if storage == "none":
         return CacheLayout(
@@ -137,12 +143,10 @@ def layout(
             server_env=[{"name": "HF_HOME", "value": "/root/.cache/huggingface"}],
         )
     if storage in SHARED:
-        wait = prefetch_container(dep, model, None, read_only=True)
-        wait.update(
-            name="wait-for-cache",
-            args=wait["args"] + ["--wait-complete", str(WAIT_FOR_CACHE_SECONDS)],
-            resources={"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "256Mi"}},
-        )
+        waits = [
+            _waiting(prefetch_container(dep, repo, sha, None, name=name, read_only=True))
+            for name, repo, sha in _fetched(dep, model, adapters, "wait-for-cache")
+        ]
         return CacheLayout(
             storage=storage,
             model_path=local_model_dir(dep.model.repo, model.sha),
@@ -158,7 +162,7 @@ def layout(
                 {"name": "HF_HUB_OFFLINE", "value": "1"},
                 {"name": "SGLANG_CACHE_DIR", "value": JIT_MOUNT},
             ],
-            init_containers=[wait],
+            init_containers=waits,
             hub_on_start=False,
         )
     return CacheLayout(
@@ -183,9 +187,30 @@ def layout(
             {"name": "HF_HUB_OFFLINE", "value": "1"},
             {"name": "SGLANG_CACHE_DIR", "value": JIT_MOUNT},
         ],
-        init_containers=[prefetch_container(dep, model, token_env)],
+        init_containers=[
+            prefetch_container(dep, repo, sha, token_env, name=name)
+            for name, repo, sha in _fetched(dep, model, adapters, "prefetch")
+        ],
         hub_on_start=False,
     )
+
+
+def _fetched(
+    dep: DeploymentSpec, model: LockedModel, adapters: tuple[LockedAdapter, ...], role: str
+) -> list[tuple[str, str, str]]:
+    """(container name, repo, commit) of the model and then each adapter the cache holds."""
+    return [(role, dep.model.repo, model.sha)] + [
+        (f"{role}-adapter-{j}", a.repo, a.sha) for j, a in enumerate(adapters)
+    ]
+
+
+def _waiting(container: dict[str, Any]) -> dict[str, Any]:
+    """The tool waiting for a commit's `.complete` on a shared cache, which the prefetch Job fills."""
+    return {
+        **container,
+        "args": container["args"] + ["--wait-complete", str(WAIT_FOR_CACHE_SECONDS)],
+        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "256Mi"}},
+    }
 
 
 PAUSE_IMAGE = "registry.k8s.io/pause:3.10"
@@ -254,18 +279,24 @@ def claim_name(dep: DeploymentSpec) -> str:
 
 
 def prefetch_container(
-    dep: DeploymentSpec, model: LockedModel, token_env: dict[str, Any] | None, read_only: bool = False
+    dep: DeploymentSpec,
+    repo: str,
+    sha: str,
+    token_env: dict[str, Any] | None,
+    name: str = "prefetch",
+    read_only: bool = False,
 ) -> dict[str, Any]:
-    """The prefetch tool for the locked commit, writing under /models (init container or Job): the ConfigMap's
-    copy run by the serving image's Python, or the tool inside `cache.prefetch_image`."""
+    """The prefetch tool for one locked commit (the model's or an adapter's), writing under /models (init
+    container or Job): the ConfigMap's copy run by the serving image's Python, or the tool inside
+    `cache.prefetch_image`."""
     builtin = builtin_tool(dep)
     return {
-        "name": "prefetch",
+        "name": name,
         "image": dep.serving.image if builtin else dep.cache.prefetch_image,
         "command": [*IMAGE_PYTHON, f"{TOOL_MOUNT}/{TOOL_KEY}"]
         if builtin
         else [PREFETCH_PYTHON, PREFETCH_TOOL],
-        "args": ["--repo", dep.model.repo, "--revision", model.sha, "--dest", MODELS_MOUNT],
+        "args": ["--repo", repo, "--revision", sha, "--dest", MODELS_MOUNT],
         "env": [{"name": "HF_HUB_DISABLE_TELEMETRY", "value": "1"}, *([token_env] if token_env else [])],
         "volumeMounts": [
             {"name": "model-cache", "mountPath": MODELS_MOUNT, **({"readOnly": True} if read_only else {})},
@@ -278,9 +309,13 @@ def prefetch_container(
 
 
 def prefetch_job_spec(
-    dep: DeploymentSpec, model: LockedModel, token_env: dict[str, Any] | None
+    dep: DeploymentSpec,
+    model: LockedModel,
+    token_env: dict[str, Any] | None,
+    adapters: tuple[LockedAdapter, ...] = (),
 ) -> dict[str, Any]:
-    """A Job that fills a shared cache with one commit; re-running it over a complete cache costs nothing."""
+    """A Job that fills a shared cache with one commit (and the adapters served on it, each by its own container);
+    re-running it over a complete cache costs nothing."""
     labels = {
         "app.kubernetes.io/instance": dep.name,
         "app.kubernetes.io/component": "prefetch",
@@ -293,7 +328,10 @@ def prefetch_job_spec(
             "spec": {
                 "restartPolicy": "OnFailure",
                 **pod_security.without_api_token(),
-                "containers": [prefetch_container(dep, model, token_env)],
+                "containers": [
+                    prefetch_container(dep, repo, sha, token_env, name=name)
+                    for name, repo, sha in _fetched(dep, model, adapters, "prefetch")
+                ],
                 "volumes": [
                     {"name": "model-cache", "persistentVolumeClaim": {"claimName": claim_name(dep)}},
                     *tool_volumes(dep),
@@ -373,6 +411,11 @@ def choose(
 ) -> tuple[str, str]:
     """`cache.storage: auto`: (storage, why) from the readiness level, the model's size and the replica bounds."""
     default = READINESS_DEFAULTS[dep.readiness]["cache_storage"]
+    if default == "none" and dep.model.adapters:
+        return "node-local", (
+            f"auto: readiness {dep.readiness} keeps nothing warm, but the LoRA adapters are served from a cache "
+            "(SGLang would fetch an adapter's default branch, not its locked commit)"
+        )
     if default == "none":
         return default, f"auto: readiness {dep.readiness} keeps nothing warm"
     nodes = max(1, dep.max_replicas) * nodes_per_replica

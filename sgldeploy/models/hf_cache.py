@@ -28,7 +28,16 @@ from huggingface_hub.file_download import repo_folder_name
 from huggingface_hub.repocard import metadata_load
 from safetensors import SafetensorError, safe_open
 
-from sgldeploy.models.hub import PICKLE_WEIGHTS, HubError, ResolvedFacts, lock_entry, refuse_unservable
+from sgldeploy.models.hub import (
+    ADAPTER_CONFIG,
+    PICKLE_WEIGHTS,
+    HubError,
+    ResolvedFacts,
+    adapter_lock_entry,
+    lock_entry,
+    refuse_unservable,
+    refuse_unservable_adapter,
+)
 
 SOURCE = "local-cache"
 COMMIT = re.compile(r"[0-9a-f]{40}")  # huggingface_hub's REGEX_COMMIT_HASH
@@ -82,6 +91,26 @@ def resolve(cache: Path, repo: str, revision: str) -> dict[str, Any]:
     by_dtype = _parameters_by_dtype(snapshot, _weight_files(snapshot, names, repo), repo)
     facts = ResolvedFacts(repo, revision, sha, pipeline_tag, None, config, by_dtype, files)
     return lock_entry(facts, source=SOURCE)
+
+
+def resolve_adapter(cache: Path, repo: str, revision: str) -> dict[str, Any]:
+    """An `adapters` lock entry for a LoRA adapter from the cache, or HubError / MissingFiles naming the gap."""
+    folder = cache / repo_folder_name(repo_id=repo, repo_type="model")
+    if not folder.is_dir():
+        raise HubError(
+            f"{repo} is not in the Hugging Face cache {cache} (no {folder.name}/)",
+            f"download it with `hf download {repo} --revision {revision} --cache-dir {cache}`, "
+            "or pass the cache that holds it",
+        )
+    sha = _commit(folder, repo, revision)
+    snapshot = folder / "snapshots" / sha
+    files = _snapshot_files(snapshot)
+    names = [f["path"] for f in files]
+    refuse_unservable_adapter(repo, names)
+    shards = sorted(n for n in names if n.endswith(".safetensors"))
+    config = _json(snapshot / ADAPTER_CONFIG, repo)
+    by_dtype = _parameters_by_dtype(snapshot, shards, repo)
+    return adapter_lock_entry(repo, revision, sha, config, by_dtype, files, source=SOURCE)
 
 
 def _commit(folder: Path, repo: str, revision: str) -> str:

@@ -9,6 +9,7 @@ since the client retries neither `model_info` nor 5xx answers (../shared/referen
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -31,6 +32,7 @@ from sgldeploy.models.lock import CONFIG_FIELDS, SERVABLE_PIPELINES
 from sgldeploy.spec.problems import THIS_FIELD, Problem, ProblemError
 
 PICKLE_WEIGHTS = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+ADAPTER_CONFIG = "adapter_config.json"
 TOKEN_FIX = (
     "accept the licence on the model's Hub page, then set the token with pulumi config set --secret "
     "sgldeploy:hfToken hf_…"
@@ -173,7 +175,16 @@ def resolve(
         repo, "safetensors headers", lambda: api.get_safetensors_metadata(repo, revision=sha), retry
     )
     by_dtype: dict[str, int] = {str(dtype): int(n) for dtype, n in sorted(metadata.parameter_count.items())}
-    files: list[dict[str, Any]] = [
+    files = file_list(siblings)
+    return lock_entry(
+        ResolvedFacts(repo, revision, str(sha), info.pipeline_tag, bool(info.gated), config, by_dtype, files),
+        source="hub",
+    )
+
+
+def file_list(siblings: list[Any]) -> list[dict[str, Any]]:
+    """Every file of a commit with its size and sha256 (LFS) or git blob id, as the lock records them."""
+    return [
         {
             "path": s.rfilename,
             "size": s.lfs.size if s.lfs else s.size,
@@ -182,10 +193,94 @@ def resolve(
         }
         for s in sorted(siblings, key=lambda s: s.rfilename)
     ]
-    return lock_entry(
-        ResolvedFacts(repo, revision, str(sha), info.pipeline_tag, bool(info.gated), config, by_dtype, files),
-        source="hub",
+
+
+def resolve_adapter(
+    repo: str,
+    revision: str,
+    *,
+    token: str | None = None,
+    endpoint: str | None = None,
+    retry: Retry = Retry(),
+    cache_dir: str | None = None,
+) -> dict[str, Any]:
+    """A lock entry of the `adapters` section for a LoRA adapter `repo@revision`, or HubError."""
+    endpoint = endpoint or os.environ.get("HF_ENDPOINT")
+    cache_dir = cache_dir or os.environ.get("HF_HUB_CACHE")
+    api = HfApi(endpoint=endpoint, token=token)
+    info = call(
+        repo, "model_info", lambda: api.model_info(repo, revision=revision, files_metadata=True), retry
     )
+    siblings = info.siblings or []
+    names = [s.rfilename for s in siblings]
+    refuse_unservable_adapter(repo, names)
+    config_path = call(
+        repo,
+        ADAPTER_CONFIG,
+        lambda: hf_hub_download(
+            repo, ADAPTER_CONFIG, revision=info.sha, token=token, endpoint=endpoint, cache_dir=cache_dir
+        ),
+        retry,
+    )
+    with open(config_path) as f:
+        config = json.load(f)
+    # The Hub's get_safetensors_metadata knows model.safetensors only: each adapter file's header instead.
+    by_dtype: dict[str, int] = {}
+    for name in sorted(n for n in names if n.endswith(".safetensors")):
+        read_header = functools.partial(api.parse_safetensors_file_metadata, repo, name, revision=info.sha)
+        header = call(repo, f"{name} header", read_header, retry)
+        for dtype, n in header.parameter_count.items():
+            by_dtype[str(dtype)] = by_dtype.get(str(dtype), 0) + int(n)
+    files = file_list(siblings)
+    return adapter_lock_entry(repo, revision, str(info.sha), config, by_dtype, files, source="hub")
+
+
+def refuse_unservable_adapter(repo: str, names: list[str]) -> None:
+    """An adapter needs its adapter_config.json and safetensors weights (SGLang's LoRA loader reads both)."""
+    _check_paths(repo, names)
+    if ADAPTER_CONFIG not in names:
+        raise HubError(
+            f"{repo} has no {ADAPTER_CONFIG}, so it is no LoRA adapter SGLang can load",
+            "name a PEFT LoRA adapter repo in model.adapters (a merged model goes in model.repo)",
+        )
+    if not any(n.endswith(".safetensors") for n in names):
+        raise HubError(
+            f"{repo} has no safetensors weights",
+            "pickle weights can run code when loaded; choose an adapter (or a revision) that ships "
+            "adapter_model.safetensors",
+        )
+
+
+def adapter_lock_entry(
+    repo: str,
+    revision: str,
+    sha: str,
+    config: dict[str, Any],
+    by_dtype: dict[str, int],
+    files: list[dict[str, Any]],
+    source: str,
+) -> dict[str, Any]:
+    """What SGLang's LoRAConfig reads from adapter_config.json (srt/lora/lora_config.py: r, lora_alpha,
+    target_modules, use_dora), and the base model it was trained on."""
+    modules = config.get("target_modules") or []
+    return {
+        "repo": repo,
+        "revision": revision,
+        "sha": sha,
+        "parameters": sum(by_dtype.values()),
+        "parameters_by_dtype": dict(sorted(by_dtype.items())),
+        "safetensors_bytes": sum(f["size"] or 0 for f in files if f["path"].endswith(".safetensors")),
+        "files": files,
+        "source": source,
+        "adapter": {
+            "rank": config.get("r"),
+            "alpha": config.get("lora_alpha"),
+            # PEFT writes a single module name as a string (or "all-linear"); SGLang takes a list.
+            "target_modules": [modules] if isinstance(modules, str) else sorted(modules),
+            "base_model": config.get("base_model_name_or_path"),
+            "use_dora": bool(config.get("use_dora")),
+        },
+    }
 
 
 def refuse_unservable(repo: str, names: list[str], pipeline_tag: str | None) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,11 @@ LOCK_NAME = "models.lock.json"
 # gating is unknown), or published model facts (shared data's models.csv, no file list).
 SOURCES = ("hub", "local-cache", "public-facts")
 RELOCK = "or re-create the entry with `sgldeploy lock --refresh`"
+# The fix for a revision absent from the lock: the Hub resolves it, and so does a local Hugging Face cache.
+NOT_LOCKED_FIX = (
+    "run `sgldeploy lock` to resolve it on the Hub, or `sgldeploy lock --from-cache DIR` to resolve it from a "
+    "Hugging Face cache without the Hub"
+)
 
 CONFIG_FIELDS = (
     "architectures",
@@ -374,17 +379,117 @@ def entry_problems(key: str, entry: Any, check_key: bool = True) -> list[EntryPr
     return problems
 
 
+# ---- LoRA adapters: their own section of the lock, `adapters`, keyed by `repo@revision` -----------------
+
+
+@dataclass(frozen=True)
+class LockedAdapter:
+    """One adapter entry: the commit, and what its adapter_config.json says SGLang will load."""
+
+    repo: str
+    revision: str
+    sha: str
+    rank: int  # `r`
+    alpha: float  # `lora_alpha`
+    target_modules: tuple[str, ...]
+    base_model: str | None  # `base_model_name_or_path`: a repo id, a local path, or absent
+    use_dora: bool
+    parameters: int
+    safetensors_bytes: int | None
+    source: str
+
+    @classmethod
+    def from_entry(cls, entry: dict[str, Any]) -> LockedAdapter:
+        a = entry["adapter"]
+        return cls(
+            repo=entry["repo"],
+            revision=entry["revision"],
+            sha=entry["sha"],
+            rank=a["rank"],
+            alpha=float(a["alpha"]),
+            target_modules=tuple(a["target_modules"]),
+            base_model=a.get("base_model"),
+            use_dora=bool(a.get("use_dora")),
+            parameters=entry["parameters"],
+            safetensors_bytes=entry.get("safetensors_bytes"),
+            source=entry.get("source", "hub"),
+        )
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and v > 0
+
+
+_ADAPTER_ENTRY_NAMES = (
+    "repo",
+    "revision",
+    "sha",
+    "parameters",
+    "parameters_by_dtype",
+    "safetensors_bytes",
+    "files",
+    "source",
+)
+ADAPTER_ENTRY_FIELDS: tuple[FieldRule, ...] = (
+    *(rule for rule in ENTRY_FIELDS if rule.name in _ADAPTER_ENTRY_NAMES),
+    FieldRule(
+        "adapter", True, lambda v: isinstance(v, dict), "an object of adapter_config.json fields", "{}"
+    ),
+)
+ADAPTER_CONFIG_RULES: tuple[FieldRule, ...] = (
+    FieldRule("rank", True, _POSITIVE, "a positive integer (adapter_config.json's r)", "16"),
+    FieldRule("alpha", True, _number, "a positive number (adapter_config.json's lora_alpha)", "32"),
+    FieldRule(
+        "target_modules",
+        True,
+        lambda v: isinstance(v, list) and bool(v) and all(_text(m) for m in v),
+        "a list of module names",
+        '["q_proj", "v_proj"]',
+    ),
+    FieldRule("base_model", False, _optional(_text), "the base model's repo id, or null", "org/name"),
+    FieldRule("use_dora", False, lambda v: isinstance(v, bool), "true or false", "false"),
+)
+
+
+def adapter_entry_problems(key: str, entry: Any) -> list[EntryProblem]:
+    """Every damaged field of one adapter entry, each named."""
+    if not isinstance(entry, dict):
+        return [EntryProblem(key, Problem("", "must be an object", RELOCK[3:], entry))]
+    problems = _field_problems(key, entry, ADAPTER_ENTRY_FIELDS, "")
+    if isinstance(entry.get("adapter"), dict):
+        problems += _field_problems(key, entry["adapter"], ADAPTER_CONFIG_RULES, "adapter.")
+    named = f"{entry.get('repo')}@{entry.get('revision')}"
+    if not problems and key != named:
+        problems.append(
+            EntryProblem(
+                key,
+                Problem(
+                    "",
+                    "is keyed by another repo@revision than it holds",
+                    f"key it by its repo@revision, {RELOCK}",
+                    Verbatim(named),
+                ),
+            )
+        )
+    return problems
+
+
 @dataclass(frozen=True)
 class LockContents:
-    """The lock's usable models by `repo@revision`, and the damaged entries' problems by the same key."""
+    """The lock's usable models (and adapters) by `repo@revision`, and the damaged entries' problems by the same
+    key."""
 
     entries: dict[str, dict[str, Any]]
     models: dict[str, LockedModel]
     damaged: dict[str, list[EntryProblem]]
+    adapter_entries: dict[str, dict[str, Any]] = field(default_factory=dict)
+    adapters: dict[str, LockedAdapter] = field(default_factory=dict)
+    damaged_adapters: dict[str, list[EntryProblem]] = field(default_factory=dict)
 
 
-def read_lock_entries(path: Path) -> dict[str, dict[str, Any]]:
-    """The lock's entries as written (damaged ones included); an absent file is an empty lock."""
+def read_lock_entries(path: Path, section: str = "models") -> dict[str, dict[str, Any]]:
+    """The lock's entries of one section (`models` or `adapters`) as written (damaged ones included); an absent
+    file is an empty lock."""
     if not path.exists():
         return {}
     try:
@@ -397,9 +502,11 @@ def read_lock_entries(path: Path) -> dict[str, dict[str, Any]]:
         raise LockError(
             f"{path}: not a version {LOCK_VERSION} model lock; re-create it with `sgldeploy lock`"
         )
-    entries = data.get("models", {})
+    entries = data.get(section, {})
     if not isinstance(entries, dict):
-        raise LockError(f"{path}: `models` is not an object of entries; re-create it with `sgldeploy lock`")
+        raise LockError(
+            f"{path}: `{section}` is not an object of entries; re-create it with `sgldeploy lock`"
+        )
     return dict(entries)
 
 
@@ -413,7 +520,15 @@ def read_lock_contents(path: Path) -> LockContents:
             damaged[key] = problems
         else:
             models[key] = LockedModel.from_entry(entry, key)
-    return LockContents(entries, models, damaged)
+    adapter_entries = read_lock_entries(path, "adapters")
+    adapters, damaged_adapters = {}, {}
+    for key, entry in adapter_entries.items():
+        problems = adapter_entry_problems(key, entry)
+        if problems:
+            damaged_adapters[key] = problems
+        else:
+            adapters[key] = LockedAdapter.from_entry(entry)
+    return LockContents(entries, models, damaged, adapter_entries, adapters, damaged_adapters)
 
 
 def read_lock(path: Path) -> dict[str, LockedModel]:
@@ -425,8 +540,12 @@ def read_lock(path: Path) -> dict[str, LockedModel]:
     return contents.models
 
 
-def write_lock(path: Path, entries: dict[str, dict[str, Any]]) -> None:
-    """Write atomically (temp file, then rename), sorted and stable: the same entries give the same bytes."""
-    write_atomic(
-        path, json.dumps({"version": LOCK_VERSION, "models": entries}, indent=2, sort_keys=True) + "\n"
-    )
+def write_lock(
+    path: Path, entries: dict[str, dict[str, Any]], adapters: dict[str, dict[str, Any]] | None = None
+) -> None:
+    """Write atomically (temp file, then rename), sorted and stable: the same entries give the same bytes. The
+    `adapters` section is written only when there are adapters."""
+    data: dict[str, Any] = {"version": LOCK_VERSION, "models": entries}
+    if adapters:
+        data["adapters"] = adapters
+    write_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")

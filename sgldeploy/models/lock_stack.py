@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -21,7 +21,14 @@ from typing import Any, NamedTuple
 from huggingface_hub.constants import ENV_VARS_TRUE_VALUES
 
 from sgldeploy.models import hf_cache, hub
-from sgldeploy.models.lock import lock_key, lock_path_for, read_lock_contents, write_lock
+from sgldeploy.models.lock import (
+    LockedAdapter,
+    LockedModel,
+    lock_key,
+    lock_path_for,
+    read_lock_contents,
+    write_lock,
+)
 from sgldeploy.spec import is_commit
 from sgldeploy.spec.problems import ConfigWarning, InvalidInput, Problem, config_path
 from sgldeploy.spec.stackfile import StackFile
@@ -73,7 +80,15 @@ class ServedRevision(NamedTuple):
     @property
     def at(self) -> str:
         """The config path of the field that names this revision, where a problem with it is reported."""
-        return config_path("deployments", (self.deployment, *self.field.split(".")))
+        return self._path(self.field.split("."))
+
+    def beside(self, name: str) -> str:
+        """The config path of a field next to the revision (an adapter's `repo`)."""
+        return self._path([*self.field.split(".")[:-1], name])
+
+    def _path(self, parts: list[str]) -> str:
+        """An adapter's index (`model.adapters.0.revision`) is a list index in the path."""
+        return config_path("deployments", (self.deployment, *(int(p) if p.isdigit() else p for p in parts)))
 
 
 def _models(stack: StackFile) -> list[ServedRevision]:
@@ -86,6 +101,18 @@ def _models(stack: StackFile) -> list[ServedRevision]:
             if (dep.model.repo, revision) not in seen:
                 seen.add((dep.model.repo, revision))
                 out.append(ServedRevision(i, field_path, dep.model.repo, revision))
+    return out
+
+
+def _adapters(stack: StackFile) -> list[ServedRevision]:
+    """Each LoRA adapter (repo, revision) the stack serves, once, named by the first field that gives it."""
+    spec = parse_stack(stack.object("sgldeploy:platform"), stack.object("sgldeploy:deployments"))
+    seen, out = set(), []
+    for i, dep in enumerate(spec.deployments):
+        for j, adapter in enumerate(dep.model.adapters):
+            if (adapter.repo, adapter.revision) not in seen:
+                seen.add((adapter.repo, adapter.revision))
+                out.append(ServedRevision(i, f"model.adapters.{j}.revision", adapter.repo, adapter.revision))
     return out
 
 
@@ -134,15 +161,29 @@ def lock(
             report.kept.append(f"{key} (pinned; --refresh resolves it again)")
         else:
             todo.append((i, repo, revision))
-    offline = None if from_cache else offline_problem([lock_key(r, rev) for _, r, rev in todo])
+    adapters = dict(contents.adapter_entries)
+    todo_adapters = []
+    for served in _adapters(stack):
+        key = lock_key(served.repo, served.revision)
+        if not refresh and is_commit(served.revision) and key in contents.adapters:
+            report.kept.append(f"{key} (pinned; --refresh resolves it again)")
+        else:
+            todo_adapters.append(served)
+    wanted = [lock_key(r, rev) for _, r, rev in todo] + [lock_key(a.repo, a.revision) for a in todo_adapters]
+    offline = None if from_cache else offline_problem(wanted)
     if offline is not None:
         raise InvalidInput([offline])
     resolver: Resolver
+    adapter_resolver: Resolver
     if from_cache is not None:
         cache = hf_cache.hub_cache(from_cache)
         resolver = lambda repo, revision: hf_cache.resolve(cache, repo, revision)  # noqa: E731
+        adapter_resolver = lambda repo, revision: hf_cache.resolve_adapter(cache, repo, revision)  # noqa: E731
     else:
         resolver = lambda repo, revision: hub.resolve(  # noqa: E731
+            repo, revision, token=token, endpoint=endpoint, retry=retry
+        )
+        adapter_resolver = lambda repo, revision: hub.resolve_adapter(  # noqa: E731
             repo, revision, token=token, endpoint=endpoint, retry=retry
         )
     for i, repo, revision in todo:
@@ -161,16 +202,28 @@ def lock(
                     "before `pulumi up`, or run `sgldeploy lock --refresh` where the Hub is reachable",
                 )
             )
-    report.unchanged = entries == contents.entries
+    for served in todo_adapters:
+        entry = _resolve_at(adapter_resolver, served.beside("repo"), served.repo, served.revision, report)
+        if entry is not None:
+            adapters[lock_key(served.repo, served.revision)] = entry
+            report.written.append(
+                f"{served.repo}@{served.revision} → {entry['sha']} ({entry['source']}, adapter)"
+            )
+    report.unchanged = entries == contents.entries and adapters == contents.adapter_entries
     if not report.unchanged:
-        write_lock(path, entries)
+        write_lock(path, entries, adapters)
     return report
 
 
 def _resolve_one(
     resolver: Resolver, i: int, repo: str, revision: str, report: LockReport
 ) -> dict[str, Any] | None:
-    at = config_path("deployments", (i, "model", "repo"))
+    return _resolve_at(resolver, config_path("deployments", (i, "model", "repo")), repo, revision, report)
+
+
+def _resolve_at(
+    resolver: Resolver, at: str, repo: str, revision: str, report: LockReport
+) -> dict[str, Any] | None:
     try:
         return resolver(repo, revision)
     except hf_cache.MissingFiles as missing:
@@ -187,30 +240,32 @@ def check(
     endpoint: str | None = None,
     retry: hub.Retry = DEFAULT_RETRY,
 ) -> LockReport:
-    """Compare each locked branch or tag with the commit it points to now."""
+    """Compare each locked branch or tag (of models and adapters) with the commit it points to now."""
     lock_file = lock_path_for(stack.path)
     contents = read_lock_contents(lock_file)
     report = LockReport()
     problems: list[Problem] = []
-    models = _models(stack)
-    offline = offline_problem([lock_key(m.repo, m.revision) for m in models if not is_commit(m.revision)])
+    served_revisions: list[
+        tuple[ServedRevision, Mapping[str, LockedModel | LockedAdapter], Mapping[str, Any]]
+    ] = [
+        *((m, contents.models, contents.damaged) for m in _models(stack)),
+        *((a, contents.adapters, contents.damaged_adapters) for a in _adapters(stack)),
+    ]
+    offline = offline_problem(
+        [lock_key(s.repo, s.revision) for s, _, _ in served_revisions if not is_commit(s.revision)]
+    )
     if offline is not None:
         raise InvalidInput([offline])
-    for served in models:
-        i, repo, revision = served.deployment, served.repo, served.revision
+    for served, locked, damaged in served_revisions:
+        repo, revision = served.repo, served.revision
         key = lock_key(repo, revision)
-        if key in contents.damaged:
-            problems += [damage.in_lock(lock_file) for damage in contents.damaged[key]]
+        if key in damaged:
+            problems += [damage.in_lock(lock_file) for damage in damaged[key]]
             continue
-        entry = contents.models.get(key)
+        entry = locked.get(key)
         if entry is None:
             problems.append(
-                Problem(
-                    served.at,
-                    f"{repo}@{revision} is not locked",
-                    "run sgldeploy lock",
-                    revision,
-                )
+                Problem(served.at, f"{repo}@{revision} is not locked", "run sgldeploy lock", revision)
             )
             continue
         if is_commit(revision):
@@ -218,7 +273,7 @@ def check(
         try:
             now = hub.current_sha(repo, revision, token=token, endpoint=endpoint, retry=retry)
         except hub.HubError as err:
-            problems.append(err.at(config_path("deployments", (i, "model", "repo")), repo))
+            problems.append(err.at(served.beside("repo"), repo))
             continue
         if now != entry.sha:
             report.drift.append(

@@ -28,11 +28,12 @@ go to fewer GPUs, then to more memory headroom.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sgldeploy.catalog import GpuModel, InstanceType, gpu_models, instance_types
 from sgldeploy.models import cold_start
+from sgldeploy.models import lora as lora_model
 from sgldeploy.models import throughput as throughput_model
 from sgldeploy.models.host_cache import (
     RANK_RESIDENT_GIB,
@@ -41,6 +42,7 @@ from sgldeploy.models.host_cache import (
     host_cache,
 )
 from sgldeploy.models.lock import LockedModel
+from sgldeploy.models.lora import LoraLoad
 from sgldeploy.spec import GPU_MODELS, QUANTIZATIONS, DeploymentSpec
 from sgldeploy.spec.problems import Problem, ProblemError
 
@@ -129,6 +131,7 @@ class MemoryFit:
     kv_bytes_per_token: int  # one token's K and V over all layers and heads (tp = 1)
     kv_capacity_tokens: int  # tokens the KV pool holds per replica once weights are loaded
     kv_pool_gib_per_gpu: float = 0.0  # the KV pool SGLang allocates per GPU: its static share less weights
+    lora_gib_per_gpu: float = 0.0  # LoRA's A and B buffers for max_loras_per_batch adapters
 
     @property
     def fits(self) -> bool:
@@ -204,6 +207,7 @@ class Sizing:
     throughput: throughput_model.Throughput | None = None  # what the placement delivers for the workload
     choice: str | None = None  # why the placement beat the cheapest memory fit (None: it is that fit)
     host_cache: HostCache | None = None  # the hierarchical cache's host tier, when serving has one
+    lora: LoraLoad | None = None  # what the adapters ask of every replica, when there are adapters
 
 
 class SizingError(ProblemError):
@@ -464,12 +468,19 @@ def sglang_auto_fraction(gpu_memory_gib: float, tp: int) -> float:
 
 
 def memory_fit(
-    dep: DeploymentSpec, model: LockedModel, gpu: GpuModel, tp: int, context_length: int, dtype: str
+    dep: DeploymentSpec,
+    model: LockedModel,
+    gpu: GpuModel,
+    tp: int,
+    context_length: int,
+    dtype: str,
+    lora: LoraLoad | None = None,
 ) -> MemoryFit:
     """With data-parallel attention in `a` groups (SGLang's attn_dp_size), each group's tp / a GPUs hold the
     attention and the other dense weights whole between them (a copies in a replica: the routed experts alone stay
     split over all tp GPUs), and the KV cache of their own requests only: SGLang gives each group
-    max_running_requests / a of them (mem_cache/kv_cache_configurator.py)."""
+    max_running_requests / a of them (mem_cache/kv_cache_configurator.py). LoRA's buffers (models/lora.py) come
+    out of the static share before the KV pool does."""
     weights = weight_bytes(dep, model, dtype)
     groups = dep.serving.parallelism.data_parallel_attention
     tokens = context_length * dep.serving.max_concurrency
@@ -480,7 +491,10 @@ def memory_fit(
     weights_gpu = (routed + (weights - routed) * groups) / tp / GIB
     kv_gpu = per_gpu_token * context_length * math.ceil(dep.serving.max_concurrency / groups) / GIB
     reserve = gpu.memory_gib * (1 - fraction)
-    pool = gpu.memory_gib * fraction - weights_gpu
+    adapters = (
+        lora_model.buffer_bytes_per_gpu(model, lora, tp, DTYPE_BYTES.get(dtype, 2)) / GIB if lora else 0.0
+    )
+    pool = gpu.memory_gib * fraction - weights_gpu - adapters
     return MemoryFit(
         weights_gib=round(weights / GIB, 2),
         kv_cache_gib=round(kv_gpu * tp, 2),
@@ -488,12 +502,13 @@ def memory_fit(
         weights_gib_per_gpu=round(weights_gpu, 2),
         kv_cache_gib_per_gpu=round(kv_gpu, 2),
         reserve_gib_per_gpu=round(reserve, 2),
-        required_gib_per_gpu=round(weights_gpu + kv_gpu + reserve, 2),
+        required_gib_per_gpu=round(weights_gpu + adapters + kv_gpu + reserve, 2),
         gpu_memory_gib=gpu.memory_gib,
         mem_fraction_static=fraction,
         kv_bytes_per_token=kv_bytes_per_token(dep, model, dtype, 1),
         kv_capacity_tokens=max(0, int(pool * GIB // per_gpu_token)) * groups,
         kv_pool_gib_per_gpu=max(0.0, pool),
+        lora_gib_per_gpu=round(adapters, 2),
     )
 
 
@@ -545,8 +560,10 @@ def candidates(
     gpu: str | None = None,
     gpu_count: int | None = None,
     allowed: tuple[str, ...] = (),
+    lora: LoraLoad | None = None,
 ) -> list[Candidate]:
-    """Every whole-node placement of the catalog, feasible or not, within the given constraints."""
+    """Every whole-node placement of the catalog, feasible or not, within the given constraints (and with the
+    adapters' LoRA buffers, when `lora`)."""
     spot = dep.resources.capacity in ("spot", "spot-fallback")  # a reservation bills at the on-demand rate
     found = []
     for inst in instance_types().values():
@@ -562,7 +579,7 @@ def candidates(
             dtype = serving_dtype(dep, model, gpu_model)
             price = inst.hourly_usd(spot)
             basis = "spot" if spot and inst.spot_usd_per_hour is not None else "on-demand"
-            fit = memory_fit(dep, model, gpu_model, tp, context, dtype)
+            fit = memory_fit(dep, model, gpu_model, tp, context, dtype, lora)
             tiers = dep.serving.hierarchical_cache
             found.append(
                 Candidate(
@@ -581,8 +598,9 @@ def candidates(
     return sorted(found, key=Candidate.rank)
 
 
-def size(dep: DeploymentSpec, model: LockedModel) -> Sizing:
-    """The cheapest feasible placement within the spec's constraints, or SizingError saying what would fit."""
+def size(dep: DeploymentSpec, model: LockedModel, lora: LoraLoad | None = None) -> Sizing:
+    """The cheapest feasible placement within the spec's constraints, or SizingError saying what would fit;
+    `lora`: what the deployment's adapters add to every GPU."""
     res = dep.resources
     refused = context_problem(dep, model) or quantization_problem(dep, model) or experts_problem(dep, model)
     if refused:
@@ -603,13 +621,13 @@ def size(dep: DeploymentSpec, model: LockedModel) -> Sizing:
     count = res.gpu_count if res.gpu_count != "auto" else tensor
     gpu_count = None if count == "auto" else int(count)
     allowed = tuple(res.instance_types)
-    options = candidates(dep, model, context, gpu=gpu, gpu_count=gpu_count, allowed=allowed)
+    options = candidates(dep, model, context, gpu=gpu, gpu_count=gpu_count, allowed=allowed, lora=lora)
     if not options and not _default_parallelism(dep):
         raise SizingError(_parallelism_unplaceable(dep, model, gpu, gpu_count, allowed))
     feasible = [c for c in options if c.feasible]
     if not feasible:
         raise SizingError(
-            _infeasible(dep, model, context, options, constrained=any((gpu, gpu_count, allowed)))
+            _infeasible(dep, model, context, options, constrained=any((gpu, gpu_count, allowed)), lora=lora)
         )
     best, delivers, choice = choose(dep, model, context, feasible)
     same_shape = tuple(
@@ -634,7 +652,8 @@ def size(dep: DeploymentSpec, model: LockedModel) -> Sizing:
         hourly_usd_per_replica=best.hourly_usd,
         price_basis=best.price_basis,
     )
-    return _finish(dep, best, placement, context, cheaper, dearer, delivers, choice)
+    sized = _finish(dep, best, placement, context, cheaper, dearer, delivers, choice)
+    return replace(sized, lora=lora) if lora else sized
 
 
 def experts_problem(dep: DeploymentSpec, model: LockedModel) -> Problem | None:
@@ -776,7 +795,12 @@ def delivered(
 
 
 def _infeasible(
-    dep: DeploymentSpec, model: LockedModel, context: int, options: list[Candidate], constrained: bool
+    dep: DeploymentSpec,
+    model: LockedModel,
+    context: int,
+    options: list[Candidate],
+    constrained: bool,
+    lora: LoraLoad | None = None,
 ) -> Problem:
     field = (
         "resources.gpu"
@@ -808,13 +832,14 @@ def _infeasible(
         return _host_memory_problem(dep, short_of_host)
     closest = min(capable, key=lambda c: c.memory.required_gib_per_gpu - c.memory.gpu_memory_gib)
     m = closest.memory
+    adapters = f"{m.lora_gib_per_gpu:g} LoRA buffers + " if m.lora_gib_per_gpu else ""
     what = (
         f"does not fit: needs {m.required_gib_per_gpu:g} GiB per GPU on {closest.label} "
-        f"({m.weights_gib_per_gpu:g} weights + {m.kv_cache_gib_per_gpu:g} KV for {m.kv_tokens:,} tokens + "
-        f"{m.reserve_gib_per_gpu:g} reserve), the GPU has {m.gpu_memory_gib:g} GiB"
+        f"({m.weights_gib_per_gpu:g} weights + {adapters}{m.kv_cache_gib_per_gpu:g} KV for {m.kv_tokens:,} "
+        f"tokens + {m.reserve_gib_per_gpu:g} reserve), the GPU has {m.gpu_memory_gib:g} GiB"
     )
     if constrained:
-        elsewhere = [c for c in candidates(dep, model, context) if c.feasible]
+        elsewhere = [c for c in candidates(dep, model, context, lora=lora) if c.feasible]
         if elsewhere:
             return Problem(
                 field,

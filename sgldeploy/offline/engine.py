@@ -243,7 +243,7 @@ def default_invokes(region: str) -> dict[str, Callable[[dict[str, Any]], dict[st
             "tags": {},
             "vpcConfig": {
                 "vpcId": "vpc-offline",
-                "subnetIds": ["subnet-offline-a", "subnet-offline-b"],
+                "subnetIds": ["subnet-0000000000000000a", "subnet-0000000000000000b"],
                 "securityGroupIds": [],
                 "clusterSecurityGroupId": "sg-offline-cluster",
                 "endpointPrivateAccess": True,

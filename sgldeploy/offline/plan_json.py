@@ -41,6 +41,7 @@ def deployment_json(item: LoadedDeployment, estimate: cost.Estimate, addons: Add
             "alternatives": list(p.alternatives),
             "why": item.sizing.choice,
         },
+        "adapters": _adapters(item),
         "memory": {
             "weights_gib": m.weights_gib,
             "kv_cache_gib": m.kv_cache_gib,
@@ -54,6 +55,7 @@ def deployment_json(item: LoadedDeployment, estimate: cost.Estimate, addons: Add
             "kv_tokens": m.kv_tokens,
             "kv_capacity_tokens": m.kv_capacity_tokens,
             "dtype": item.sizing.dtype,
+            "lora_gib_per_gpu": m.lora_gib_per_gpu,
             "pod_memory_gib": item.sizing.memory_request_gib,
             "host_cache": _host_cache(item.sizing.host_cache),
         },
@@ -185,3 +187,19 @@ def _host_cache(host: HostCache | None) -> dict[str, Any] | None:
         "storage": host.storage,
         "storage_gib": host.storage_gib if host.storage == "file" else 0,
     }
+
+
+def _adapters(item: LoadedDeployment) -> list[dict[str, Any]]:
+    """Each LoRA adapter as clients select it: `model: "<served name>:<name>"`."""
+    return [
+        {
+            "name": ref.name,
+            "repo": a.repo,
+            "revision": a.revision,
+            "sha": a.sha,
+            "rank": a.rank,
+            "target_modules": list(a.target_modules),
+            "model": f"{item.spec.served_name}:{ref.name}",
+        }
+        for ref, a in zip(item.spec.model.adapters, item.adapters, strict=True)
+    ]

@@ -80,6 +80,16 @@ def _parallel_split(p: dict[str, Any]) -> str:
     return out
 
 
+def _adapters_line(adapters: list[dict[str, Any]], sizing: Sizing) -> list[str]:
+    if not adapters or sizing.lora is None:
+        return []
+    each = ", ".join(f"{a['model']} ({a['repo']}@{a['sha'][:8]}, rank {a['rank']})" for a in adapters)
+    return [
+        f"  adapters   {each}; {sizing.lora.slots} per batch at rank ≤ {sizing.lora.rank}, cached and verified "
+        "beside the model"
+    ]
+
+
 def _host_cache_line(h: dict[str, Any] | None, pod_memory_gib: float) -> list[str]:
     if h is None:
         return []
@@ -120,12 +130,15 @@ def summary(plan: Plan) -> str:
             f"  placement  {p['instance_type']} · {p['gpus_per_replica']}× {p['gpu_model']} ({gpu_mem:g} GiB) · "
             f"TP {p['tensor_parallel']}{_parallel_split(p)} · {p['nodes_per_replica']} node(s) per replica",
             *([f"  chosen     {p['why']}"] if p["why"] else []),
-            f"  memory     per GPU {m['weights_gib_per_gpu']:g} weights + {m['kv_cache_gib_per_gpu']:g} KV "
+            f"  memory     per GPU {m['weights_gib_per_gpu']:g} weights + "
+            + (f"{m['lora_gib_per_gpu']:g} LoRA buffers + " if m["lora_gib_per_gpu"] else "")
+            + f"{m['kv_cache_gib_per_gpu']:g} KV "
             f"({m['context_length']:,} tokens × {d.spec.serving.max_concurrency} requests) + "
             f"{m['reserve_gib_per_gpu']:g} reserve = {m['required_gib_per_gpu']:g} of {gpu_mem:g} GiB "
             f"({m['dtype']}, mem_fraction_static {m['mem_fraction_static']:g}; KV pool ≈ "
             f"{m['kv_capacity_tokens']:,} tokens)",
             *_host_cache_line(m["host_cache"], m["pod_memory_gib"]),
+            *_adapters_line(j["adapters"], d.sizing),
             *_alternatives(d.sizing),
             *_throughput_line(j["throughput"], d.spec.workload.requests_per_second),
             f"  replicas   {j['replicas']['min']}–{j['replicas']['max']}, {j['replicas']['running_when_idle']} "

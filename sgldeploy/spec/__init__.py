@@ -420,6 +420,51 @@ class PlatformSpec(Model):
 # ---- one deployment ----------------------------------------------------------------------------
 
 
+def repo_id(value: str) -> str:
+    """A Hugging Face repo id, `org/name`, or the one problem with it."""
+    parts = value.split("/")
+    if len(parts) != 2 or not all(_REPO_PART.match(p) for p in parts) or ".." in value:
+        raise SpecValueError(
+            Problem(
+                THIS_FIELD,
+                what="must be a Hugging Face repo id `org/name` of letters, digits, '.', '_' and '-'",
+                fix="copy the id from the model page, e.g. Qwen/Qwen2.5-7B-Instruct",
+                got=value,
+            )
+        )
+    return value
+
+
+_ADAPTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+class AdapterRef(Model):
+    """A LoRA adapter served on the deployment's base model: clients pick it by `model: "<served name>:<name>"`."""
+
+    name: str = Field(..., description="The name clients select it by (letters, digits, '.', '_', '-').")
+    repo: str = Field(..., description="Hugging Face repo id of the adapter, `org/name`.")
+    revision: Revision = Field(
+        "main", description="Branch, tag or 40-hex commit; production stacks must pin a commit. Default main."
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _ADAPTER_NAME.match(value):
+            raise SpecValueError(
+                Problem(
+                    THIS_FIELD,
+                    "must be 1–64 letters, digits, '.', '_' or '-', starting with a letter or digit (SGLang "
+                    "splits `model` at ':' into base and adapter)",
+                    "rename it, e.g. support-v2",
+                    value,
+                )
+            )
+        return value
+
+    _repo = field_validator("repo")(lambda cls, v: repo_id(v))
+
+
 class ModelRef(Model):
     repo: str = Field(..., description="Hugging Face repo id, `org/name`.")
     revision: Revision = Field(
@@ -436,21 +481,15 @@ class ModelRef(Model):
         description="Run Python code shipped in the model repo; refused "
         "unless `platform.allow_trust_remote_code`. Default false.",
     )
+    adapters: list[AdapterRef] = Field(
+        default_factory=list,
+        description="LoRA adapters served on this model, each locked and cached like it. Default none.",
+    )
 
     @field_validator("repo")
     @classmethod
     def _repo(cls, value: str) -> str:
-        parts = value.split("/")
-        if len(parts) != 2 or not all(_REPO_PART.match(p) for p in parts) or ".." in value:
-            raise SpecValueError(
-                Problem(
-                    THIS_FIELD,
-                    what="must be a Hugging Face repo id `org/name` of letters, digits, '.', '_' and '-'",
-                    fix="copy the id from the model page, e.g. Qwen/Qwen2.5-7B-Instruct",
-                    got=value,
-                )
-            )
-        return value
+        return repo_id(value)
 
 
 class SpeculativeSpec(Model):
@@ -459,6 +498,27 @@ class SpeculativeSpec(Model):
     draft_revision: Revision = Field("main", description="Draft model branch, tag or commit. Default main.")
 
     _repo = field_validator("draft_repo")(lambda cls, v: v if v is None else ModelRef._repo(v))
+
+
+class LoraSpec(Model):
+    """How many LoRA adapters SGLang serves at once, and the largest it takes (its LoRA flags)."""
+
+    max_loras_per_batch: int = Field(
+        8,
+        ge=1,
+        le=256,
+        description="Adapters in one batch (`--max-loras-per-batch`); GPU buffers for each. Default 8.",
+    )
+    max_loaded_loras: int | None = Field(
+        None,
+        ge=1,
+        description="Adapters kept in host memory (`--max-loaded-loras`); null: every adapter. At least "
+        "max_loras_per_batch and the adapters' count.",
+    )
+    max_lora_rank: AutoPositiveInt = Field(
+        "auto",
+        description="The largest rank served (`--max-lora-rank`); auto: the adapters' largest. Default auto.",
+    )
 
 
 class HierarchicalCacheSpec(Model):
@@ -591,6 +651,7 @@ class ServingSpec(Model):
     parallelism: ParallelismSpec = Field(
         default_factory=ParallelismSpec, description="Tensor, attention-data and expert parallelism."
     )
+    lora: LoraSpec = Field(default_factory=LoraSpec, description="LoRA serving sizes (with model.adapters).")
     extra_args: list[str] = Field(
         default_factory=list,
         description='Extra SGLang flags appended verbatim (e.g. ["--enable-torch-compile"]).',

@@ -53,6 +53,12 @@ MANAGED_FLAGS = {
     "--expert-parallel-size": "serving.parallelism.expert",
     "--ep": "serving.parallelism.expert",
     "--moe-a2a-backend": "serving.parallelism.all_to_all",
+    "--enable-lora": "model.adapters",
+    "--lora-paths": "model.adapters",
+    "--max-loras-per-batch": "serving.lora.max_loras_per_batch",
+    "--max-loaded-loras": "serving.lora.max_loaded_loras",
+    "--max-lora-rank": "serving.lora.max_lora_rank",
+    "--lora-target-modules": "model.adapters",
 }
 _DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -130,6 +136,7 @@ def _deployment_rules(
         + _endpoint_rules(dep, at)
         + _serving_rules(dep, at)
         + _parallelism_rules(dep, at)
+        + _adapter_rules(dep, at)
         + _env_rules(dep, at)
         + _workload_rules(dep, at)
         + _reservation_rules(platform, dep, at)
@@ -332,6 +339,56 @@ def _parallelism_rules(dep: DeploymentSpec, at: Callable[..., str]) -> list[Prob
                 "dispatches tokens to experts split across GPUs, and expert is 1",
                 "set serving.parallelism.expert to the tensor size, or all_to_all: auto",
                 "deepep",
+            )
+        )
+    return out
+
+
+def _adapter_rules(dep: DeploymentSpec, at: Callable[..., str]) -> list[Problem]:
+    """What SGLang 0.5.23 asserts of its LoRA sizes at start (arg_groups/lora_hook.py), and names clients can
+    tell apart."""
+    out: list[Problem] = []
+    adapters, lora = dep.model.adapters, dep.serving.lora
+    seen: set[str] = set()
+    for j, adapter in enumerate(adapters):
+        if adapter.name in seen:
+            out.append(
+                Problem(
+                    at("model", "adapters", j, "name"),
+                    "is the name of an earlier adapter",
+                    "give each adapter its own name",
+                    adapter.name,
+                )
+            )
+        seen.add(adapter.name)
+    if adapters and dep.cache.storage == "none":
+        out.append(
+            Problem(
+                at("cache", "storage"),
+                "cannot hold the LoRA adapters, and SGLang would fetch each adapter's default branch from the "
+                "Hub, not its locked commit",
+                "set node-local (or efs, fsx-lustre), or auto",
+                "none",
+            )
+        )
+    loaded = lora.max_loaded_loras
+    if loaded is not None and loaded < lora.max_loras_per_batch:
+        out.append(
+            Problem(
+                at("serving", "lora", "max_loaded_loras"),
+                f"must be at least max_loras_per_batch ({lora.max_loras_per_batch}): a batch's adapters are all "
+                "loaded",
+                f"raise it to {lora.max_loras_per_batch}, or lower max_loras_per_batch",
+                loaded,
+            )
+        )
+    if loaded is not None and len(adapters) > loaded:
+        out.append(
+            Problem(
+                at("serving", "lora", "max_loaded_loras"),
+                f"is fewer than the {len(adapters)} adapters SGLang loads at start",
+                f"raise it to {len(adapters)}, or leave it null",
+                loaded,
             )
         )
     return out

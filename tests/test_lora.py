@@ -1,0 +1,397 @@
+"""LoRA adapters: locked through a loopback Hub with the real huggingface_hub client (and from a local cache),
+cached and verified by the prefetch tool beside the model, served with SGLang's flags as its own parser and
+start-up checks read them, their buffers in the memory fit (derived here from SGLang's buffer shapes), and a
+refusal with a field and a fix wherever SGLang or the base model would fail."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from unittest import mock
+
+import numpy as np
+import pytest
+import yaml
+from safetensors.numpy import save
+
+from sgldeploy import stack
+from sgldeploy.builders.sglang_args import launch_command
+from sgldeploy.builders.sglang_server import SecretRefs, pod_template
+from sgldeploy.models import lora
+from sgldeploy.models.lock import LockedAdapter, read_lock_contents
+from sgldeploy.spec.problems import InvalidInput
+from sgldeploy.spec.validate import parse_stack
+
+from .conftest import LOCK, QWEN, deployment
+from .hub_server import LoopbackHub, Repo
+from .test_cli import run_cli
+from .test_hub import CONFIG, sharded_model
+from .test_lock_from_cache import download, sgldeploy
+from .test_sglang_args import sglang_parse
+from .test_sglang_config import Engine
+
+HIDDEN, LAYERS = CONFIG["hidden_size"], CONFIG["num_hidden_layers"]
+BASE_CONFIG = {**CONFIG, "intermediate_size": 512}
+
+
+def adapter_files(
+    base: str = "org/tiny", rank: int = 8, targets: tuple[str, ...] = ("q_proj", "v_proj"), **config: object
+) -> dict[str, bytes]:
+    """A PEFT LoRA adapter as `save_pretrained` writes one: its config and A/B matrices in safetensors."""
+    tensors = {}
+    for layer in range(LAYERS):
+        for module in targets:
+            prefix = f"base_model.model.model.layers.{layer}.self_attn.{module}"
+            tensors[f"{prefix}.lora_A.weight"] = np.zeros((rank, HIDDEN), dtype=np.float16)
+            tensors[f"{prefix}.lora_B.weight"] = np.zeros((HIDDEN, rank), dtype=np.float16)
+    settings = {
+        "peft_type": "LORA",
+        "r": rank,
+        "lora_alpha": 2 * rank,
+        "target_modules": list(targets),
+        "base_model_name_or_path": base,
+        **config,
+    }
+    return {
+        "adapter_config.json": json.dumps(settings).encode(),
+        "adapter_model.safetensors": save(tensors),
+        "README.md": b"---\nlibrary_name: peft\n---\n",
+    }
+
+
+def adapter_parameters(rank: int = 8, targets: int = 2) -> int:
+    return LAYERS * targets * 2 * rank * HIDDEN
+
+
+def write_stack(directory: Path, adapters: list[dict], **serving: object) -> Path:
+    deployment_ = {
+        "name": "tiny",
+        "model": {"repo": "org/tiny", "revision": "main", "adapters": adapters},
+        "resources": {"gpu": "L4", "gpu_count": 1},
+        "serving": {"max_concurrency": 4, "context_length": 4096, **serving},
+        "cache": {"storage": "node-local"},
+    }
+    path = directory / "Pulumi.test.yaml"
+    config = {
+        "sgldeploy:platform": {"environment": "development", "cluster": {"name": "x"}},
+        "sgldeploy:deployments": [deployment_],
+    }
+    path.write_text(yaml.safe_dump({"config": config}))
+    return path
+
+
+@pytest.fixture
+def hub(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    with LoopbackHub() as server:
+        monkeypatch.setenv("HF_ENDPOINT", server.endpoint)
+        yield server
+
+
+def lock_with_hub(server: LoopbackHub, stack_file: Path):
+    env = {"HF_ENDPOINT": server.endpoint, "HF_HUB_DISABLE_TELEMETRY": "1", "HF_HOME": str(stack_file.parent)}
+    with mock.patch.dict("os.environ", env):
+        return run_cli("lock", "--config", str(stack_file))
+
+
+def test_an_adapter_is_locked_with_its_commit_files_rank_modules_and_base(hub, tmp_path):
+    hub.add(Repo("org/tiny")).commit(sharded_model(BASE_CONFIG))
+    files = adapter_files()
+    sha = hub.add(Repo("org/tiny-support", pipeline_tag=None)).commit(files)
+    result = lock_with_hub(hub, write_stack(tmp_path, [{"name": "support", "repo": "org/tiny-support"}]))
+    assert result.returncode == 0, result.stderr
+    assert f"org/tiny-support@main → {sha} (hub, adapter)" in result.stdout
+    entry = json.loads((tmp_path / "models.lock.json").read_text())["adapters"]["org/tiny-support@main"]
+    assert entry["sha"] == sha and entry["source"] == "hub"
+    assert entry["adapter"] == {
+        "rank": 8,
+        "alpha": 16,
+        "target_modules": ["q_proj", "v_proj"],
+        "base_model": "org/tiny",
+        "use_dora": False,
+    }
+    assert entry["parameters"] == adapter_parameters() and entry["parameters_by_dtype"] == {
+        "F16": adapter_parameters()
+    }
+    by_path = {f["path"]: f for f in entry["files"]}
+    weights = files["adapter_model.safetensors"]
+    assert by_path["adapter_model.safetensors"]["size"] == len(weights)
+    assert entry["safetensors_bytes"] == len(weights)
+    again = lock_with_hub(hub, write_stack(tmp_path, [{"name": "support", "repo": "org/tiny-support"}]))
+    assert again.returncode == 0 and "unchanged" in again.stdout
+
+
+def test_a_repo_without_an_adapter_config_is_refused_at_its_field(hub, tmp_path):
+    hub.add(Repo("org/tiny")).commit(sharded_model(BASE_CONFIG))
+    hub.add(Repo("org/merged")).commit(sharded_model(BASE_CONFIG))
+    result = lock_with_hub(hub, write_stack(tmp_path, [{"name": "m", "repo": "org/merged"}]))
+    assert result.returncode == 2
+    assert (
+        "error: sgldeploy:deployments[0].model.adapters[0].repo: org/merged has no adapter_config.json, so it is "
+        "no LoRA adapter SGLang can load (got 'org/merged'); name a PEFT LoRA adapter repo in model.adapters (a "
+        "merged model goes in model.repo)"
+    ) in result.stderr
+
+
+def test_an_adapter_is_locked_from_a_local_cache_too(hub, tmp_path):
+    hub.add(Repo("org/tiny")).commit(files := sharded_model(BASE_CONFIG))
+    adapter = adapter_files()
+    sha = hub.add(Repo("org/tiny-support")).commit(adapter)
+    cache = tmp_path / "cache"
+    download(hub, "org/tiny", sorted(files), cache)
+    download(hub, "org/tiny-support", sorted(adapter), cache)
+    stack_file = write_stack(tmp_path, [{"name": "support", "repo": "org/tiny-support"}])
+    result = sgldeploy("lock", "--config", str(stack_file), "--from-cache", str(cache))
+    assert "org/tiny-support@main → " + sha + " (local-cache, adapter)" in result.stdout, result.stderr
+    [locked] = read_lock_contents(tmp_path / "models.lock.json").adapters.values()
+    assert (locked.sha, locked.rank, locked.base_model, locked.source) == (sha, 8, "org/tiny", "local-cache")
+
+
+# ---- serving: against the committed lock, with adapter entries written as `sgldeploy lock` writes them ------
+
+
+QWEN_ADAPTER = {"repo": "org/qwen-support", "revision": "c" * 40}
+
+
+def adapter_entry(
+    repo: str = QWEN_ADAPTER["repo"],
+    revision: str = QWEN_ADAPTER["revision"],
+    rank: int = 16,
+    targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj"),
+    base: str | None = QWEN["repo"],
+    **adapter: object,
+) -> dict:
+    return {
+        "repo": repo,
+        "revision": revision,
+        "sha": revision if len(revision) == 40 else "d" * 40,
+        "parameters": 10_092_544,
+        "parameters_by_dtype": {"BF16": 10_092_544},
+        "safetensors_bytes": 20_185_088,
+        "files": [],
+        "source": "hub",
+        "adapter": {
+            "rank": rank,
+            "alpha": 32,
+            "target_modules": list(targets),
+            "base_model": base,
+            **adapter,
+        },
+    }
+
+
+def lock_with_adapters(tmp_path: Path, *entries: dict) -> Path:
+    lock = json.loads(LOCK.read_text())
+    lock["adapters"] = {f"{e['repo']}@{e['revision']}": e for e in entries}
+    path = tmp_path / "models.lock.json"
+    path.write_text(json.dumps(lock))
+    return path
+
+
+def served(names: tuple[str, ...] = ("support",), **sizes: object) -> dict:
+    """Qwen2.5-7B with adapters of QWEN_ADAPTER's commit; `sizes` are serving.lora's."""
+    return deployment(
+        model={**QWEN, "adapters": [{"name": n, **QWEN_ADAPTER} for n in names]},
+        serving={"context_length": 4096, "max_concurrency": 4, "lora": sizes},
+        cache={"storage": "node-local"},
+    )
+
+
+def lines(raw: dict, lock_file: Path, environment: str = "development") -> list[str]:
+    try:
+        stack.load(
+            {"cluster": {"name": "c"}, "environment": environment}, [raw], lock_file, set(), offline=True
+        )
+    except InvalidInput as invalid:
+        return [p.line() for p in invalid.problems]
+    return []
+
+
+def loaded(raw: dict, lock_file: Path, **platform: object):
+    [d] = stack.load(
+        {"cluster": {"name": "c"}, **platform}, [raw], lock_file, set(), offline=True
+    ).deployments
+    return d
+
+
+def test_the_adapters_buffers_are_sglangs_shapes_and_come_out_of_the_kv_pool(tmp_path):
+    locked = lock_with_adapters(tmp_path, adapter_entry())
+    plain = loaded(deployment(cache={"storage": "node-local"}), locked)
+    d = loaded(served(), locked)
+    # Qwen2.5-7B: 28 layers, hidden 3584, 28 heads and 4 KV heads of 128; rank 16, 8 slots, bf16, one GPU:
+    # qkv_proj A [8, 3 × 16, 3584], B [8, (28 + 2 × 4) × 128, 16]; o_proj A [8, 16, 28 × 128], B [8, 3584, 16].
+    qkv = 3 * 16 * 3584 + (28 + 2 * 4) * 128 * 16
+    o = 16 * 28 * 128 + 3584 * 16
+    expected = 2 * 8 * 28 * (qkv + o) / 2**30
+    assert d.sizing.memory.lora_gib_per_gpu == pytest.approx(expected, abs=0.01)
+    m, p = d.sizing.memory, plain.sizing.memory
+    assert m.required_gib_per_gpu == pytest.approx(p.required_gib_per_gpu + expected, abs=0.02)
+    assert m.kv_capacity_tokens < p.kv_capacity_tokens
+    assert d.sizing.lora.rank == 16 and d.sizing.lora.modules == {"qkv_proj", "o_proj"}
+
+
+def test_sglang_reads_the_adapter_flags_and_its_start_up_checks_pass(tmp_path):
+    locked = lock_with_adapters(tmp_path, adapter_entry())
+    d = loaded(served(max_loaded_loras=8, max_loras_per_batch=4), locked)
+    args = launch_command(d.spec, d.model, d.sizing, api_key=False).args
+    path = f"/models/{QWEN_ADAPTER['repo']}/{QWEN_ADAPTER['revision']}"
+    at = args.index("--enable-lora")
+    assert args[at : at + 3] == ["--enable-lora", "--lora-paths", f"support={path}"]
+    parsed = sglang_parse(args)
+    assert parsed.returncode == 0, parsed.stderr
+    engine = Engine()
+    try:
+        entry = json.loads(LOCK.read_text())["models"][f"{QWEN['repo']}@{QWEN['revision']}"]
+        [verdict] = engine.start(
+            [{"args": args, "env": {}, "config": entry["config"], "dtype": entry["dtype"]}]
+        )
+    finally:
+        engine.close()
+    assert verdict["error"] is None, verdict
+
+
+def test_sglang_and_sgldeploy_refuse_more_adapters_than_it_may_load(tmp_path):
+    second = {**QWEN_ADAPTER, "repo": "org/qwen-legal"}
+    locked = lock_with_adapters(tmp_path, adapter_entry(), adapter_entry(repo=second["repo"]))
+    raw = served(max_loaded_loras=1, max_loras_per_batch=1)
+    raw["model"]["adapters"] = [{"name": "support", **QWEN_ADAPTER}, {"name": "legal", **second}]
+    assert lines(raw, locked) == [
+        "error: sgldeploy:deployments[0].serving.lora.max_loaded_loras: is fewer than the 2 adapters SGLang loads "
+        "at start (got 1); raise it to 2, or leave it null"
+    ]
+    args = [
+        "--model-path", "m", "--enable-lora", "--lora-paths", "support=/a", "legal=/b", "--max-loras-per-batch",
+        "1", "--max-loaded-loras", "1", "--max-lora-rank", "16", "--lora-target-modules", "q_proj",
+    ]  # fmt: skip
+    engine = Engine()
+    try:
+        entry = json.loads(LOCK.read_text())["models"][f"{QWEN['repo']}@{QWEN['revision']}"]
+        [verdict] = engine.start(
+            [{"args": args, "env": {}, "config": entry["config"], "dtype": entry["dtype"]}]
+        )
+    finally:
+        engine.close()
+    assert "The number of LoRA paths should not exceed max_loaded_loras" in verdict["error"]
+
+
+def test_each_adapter_is_fetched_and_verified_beside_the_model(tmp_path):
+    locked = lock_with_adapters(tmp_path, adapter_entry())
+    d = loaded(served(), locked)
+    pod = pod_template(d.spec, d.model, d.sizing, SecretRefs(None, None), [d.sizing.placement.instance_type])
+    inits = {c["name"]: c for c in pod["spec"]["initContainers"]}
+    assert list(inits) == ["prefetch", "prefetch-adapter-0"]
+    assert inits["prefetch-adapter-0"]["args"] == [
+        "--repo", QWEN_ADAPTER["repo"], "--revision", QWEN_ADAPTER["revision"], "--dest", "/models",
+    ]  # fmt: skip
+    assert inits["prefetch-adapter-0"]["volumeMounts"] == inits["prefetch"]["volumeMounts"]
+
+
+def test_a_shared_cache_fills_adapters_in_the_prefetch_job_and_pods_wait_for_each(tmp_path):
+    from sgldeploy.builders.weight_cache import layout, prefetch_job_spec
+
+    locked = lock_with_adapters(tmp_path, adapter_entry())
+    raw = served()
+    raw["cache"] = {"storage": "efs"}
+    d = loaded(raw, locked, addons={"efs_csi": True})
+    adapters = d.sizing.lora.adapters
+    job = prefetch_job_spec(d.spec, d.model, None, adapters)["template"]["spec"]["containers"]
+    assert [c["name"] for c in job] == ["prefetch", "prefetch-adapter-0"]
+    waits = layout(d.spec, d.model, d.sizing.disk_gib, None, adapters).init_containers
+    assert [c["name"] for c in waits] == ["wait-for-cache", "wait-for-cache-adapter-0"]
+    assert waits[1]["args"][:4] == ["--repo", QWEN_ADAPTER["repo"], "--revision", QWEN_ADAPTER["revision"]]
+    assert waits[1]["args"][-2] == "--wait-complete"
+
+
+def test_refusals_name_the_field_and_the_fix(tmp_path):
+    cases = {
+        "another base": (
+            adapter_entry(base="meta-llama/Llama-3.1-8B-Instruct"),
+            {},
+            "error: sgldeploy:deployments[0].model.adapters[0].repo: was trained on meta-llama/Llama-3.1-8B-Instruct, "
+            f"not on the deployment's {QWEN['repo']} (its adapter_config.json's base_model_name_or_path) (got "
+            f"'{QWEN_ADAPTER['repo']}'); serve it on a deployment of meta-llama/Llama-3.1-8B-Instruct, or choose an "
+            f"adapter trained on {QWEN['repo']}",
+        ),
+        "DoRA": (
+            adapter_entry(use_dora=True),
+            {},
+            "error: sgldeploy:deployments[0].model.adapters[0].repo: is a DoRA adapter, which SGLang 0.5.23 refuses "
+            f"to load (lora_manager.py validate_new_adapter) (got '{QWEN_ADAPTER['repo']}'); choose a plain LoRA "
+            "adapter (adapter_config.json use_dora: false)",
+        ),
+        "modules": (
+            adapter_entry(targets=("q_proj", "mlp.fc1")),
+            {},
+            "error: sgldeploy:deployments[0].model.adapters[0].repo: targets modules sgldeploy does not size LoRA "
+            f"for: mlp.fc1 (got '{QWEN_ADAPTER['repo']}'); choose an adapter of the attention and MLP projections "
+            "(q/k/v/o, gate/up/down), embed_tokens or lm_head",
+        ),
+        "rank": (
+            adapter_entry(rank=64),
+            {"max_lora_rank": 32},
+            "error: sgldeploy:deployments[0].serving.lora.max_lora_rank: is below the rank 64 of "
+            f"{QWEN_ADAPTER['repo']}: SGLang's LoRA buffers hold ranks up to it (got 32); raise it to 64, or set "
+            "it to auto",
+        ),
+    }
+    for name, (entry, serving, line) in cases.items():
+        raw = served(**serving)
+        assert lines(raw, lock_with_adapters(tmp_path, entry)) == [line], name
+
+
+def test_an_adapter_missing_from_the_lock_or_unpinned_in_production(tmp_path):
+    locked = lock_with_adapters(tmp_path)
+    assert lines(served(), locked) == [
+        "error: sgldeploy:deployments[0].model.adapters[0].revision: "
+        f"{QWEN_ADAPTER['repo']}@{QWEN_ADAPTER['revision']} is not in models.lock.json (got "
+        f"'{QWEN_ADAPTER['revision']}'); run `sgldeploy lock` to resolve it on the Hub, or `sgldeploy lock "
+        "--from-cache DIR` to resolve it from a Hugging Face cache without the Hub"
+    ]
+    on_main = lock_with_adapters(tmp_path, adapter_entry(revision="main"))
+    raw = served()
+    raw["model"]["adapters"][0]["revision"] = "main"
+    assert lines(raw, on_main, environment="production") == [
+        "error: sgldeploy:deployments[0].model.adapters[0].revision: must be a 40-hex commit in a production "
+        f"stack (got 'main'); pin the commit the branch or tag resolves to; it is locked at {'d' * 40}"
+    ]
+
+
+def test_spec_rules_for_adapters():
+    raw = served(("support", "support"), max_loaded_loras=2, max_loras_per_batch=4)
+    raw["cache"] = {"storage": "none"}
+    raw["serving"]["extra_args"] = ["--lora-paths", "x=/y"]
+    try:
+        parse_stack(None, [raw])
+        got: list[str] = []
+    except InvalidInput as invalid:
+        got = [p.line() for p in invalid.problems]
+    assert got == [
+        "error: sgldeploy:deployments[0].serving.extra_args[0]: --lora-paths is generated from the spec (got "
+        "'--lora-paths'); set model.adapters in the spec instead",
+        "error: sgldeploy:deployments[0].model.adapters[1].name: is the name of an earlier adapter (got 'support'); "
+        "give each adapter its own name",
+        "error: sgldeploy:deployments[0].cache.storage: cannot hold the LoRA adapters, and SGLang would fetch each "
+        "adapter's default branch from the Hub, not its locked commit (got 'none'); set node-local (or efs, "
+        "fsx-lustre), or auto",
+        "error: sgldeploy:deployments[0].serving.lora.max_loaded_loras: must be at least max_loras_per_batch (4): "
+        "a batch's adapters are all loaded (got 2); raise it to 4, or lower max_loras_per_batch",
+    ]
+
+
+def test_normalized_modules_follow_sglangs_mapping():
+    def adapter(*targets: str) -> LockedAdapter:
+        return LockedAdapter("o/a", "main", "e" * 40, 8, 16.0, targets, None, False, 1, None, "hub")
+
+    assert lora.normalized_modules(adapter("q_proj", "k_proj", "gate_proj", "up_proj", "down_proj")) == {
+        "qkv_proj",
+        "gate_up_proj",
+        "down_proj",
+    }
+    assert lora.normalized_modules(adapter("all-linear")) == {
+        "qkv_proj",
+        "o_proj",
+        "gate_up_proj",
+        "down_proj",
+    }
+    assert lora.normalized_modules(adapter("model.layers.0.self_attn.o_proj")) == {"o_proj"}
+    assert lora.normalized_modules(adapter("fc1")) is None
