@@ -141,3 +141,23 @@ _EXTERNAL_CACHES = ("tests.aws_api", "tests.k8s_schemas", "tests.upstream")
 
 def _caches_product_output(module: str, value: Any) -> bool:
     return module not in _EXTERNAL_CACHES and getattr(value, "__name__", "") != "big_model"
+
+
+@pytest.fixture(scope="session")
+def sglang_engine():
+    """SGLang's start-up checks (tests/contract/sglang_config.py), started once for the session."""
+    from .test_sglang_config import Engine
+
+    engine = Engine()
+    yield engine
+    engine.close()
+
+
+def sized(lock, raw: dict):
+    """A raw deployment parsed, its locked model, and its sizing."""
+    from sgldeploy.models.sizing import size
+    from sgldeploy.spec.validate import parse_stack
+
+    dep = parse_stack(None, [raw]).deployments[0]
+    model = lock[f"{dep.model.repo}@{dep.model.revision}"]
+    return dep, model, size(dep, model)

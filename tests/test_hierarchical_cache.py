@@ -12,11 +12,9 @@ from sgldeploy import stack
 from sgldeploy.builders.sglang_args import launch_command
 from sgldeploy.builders.sglang_server import SecretRefs, pod_template
 from sgldeploy.catalog import gpu_models, instance_types
-from sgldeploy.models.sizing import size
 from sgldeploy.spec.problems import InvalidInput
-from sgldeploy.spec.validate import parse_stack
 
-from .conftest import LOCK, deployment, multi_node
+from .conftest import LOCK, deployment, multi_node, sized
 from .test_sglang_args import sglang_parse
 
 GIB = 1024**3
@@ -25,16 +23,6 @@ QWEN_PARAMETERS = 7_615_616_512  # the lock's Qwen2.5-7B-Instruct, served in bf1
 # allowance sgldeploy adds for what each rank holds before its pool (sgldeploy/models/host_cache.py says why).
 SGLANG_RESERVE_GIB = 10
 RANK_GIB = 4
-
-
-def spec_of(raw: dict):
-    return parse_stack(None, [raw]).deployments[0]
-
-
-def sized(lock, raw: dict):
-    dep = spec_of(raw)
-    model = lock[f"{dep.model.repo}@{dep.model.revision}"]
-    return dep, model, size(dep, model)
 
 
 def pod_memory_gib(instance: str) -> int:

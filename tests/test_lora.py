@@ -28,7 +28,7 @@ from .test_cli import run_cli
 from .test_hub import CONFIG, sharded_model
 from .test_lock_from_cache import download, sgldeploy
 from .test_sglang_args import sglang_parse
-from .test_sglang_config import Engine
+from .test_sglang_config import case_for_args
 
 HIDDEN, LAYERS = CONFIG["hidden_size"], CONFIG["num_hidden_layers"]
 BASE_CONFIG = {**CONFIG, "intermediate_size": 512}
@@ -230,7 +230,7 @@ def test_the_adapters_buffers_are_sglangs_shapes_and_come_out_of_the_kv_pool(tmp
     assert d.sizing.lora.rank == 16 and d.sizing.lora.modules == {"qkv_proj", "o_proj"}
 
 
-def test_sglang_reads_the_adapter_flags_and_its_start_up_checks_pass(tmp_path):
+def test_sglang_reads_the_adapter_flags_and_its_start_up_checks_pass(tmp_path, sglang_engine):
     locked = lock_with_adapters(tmp_path, adapter_entry())
     d = loaded(served(max_loaded_loras=8, max_loras_per_batch=4), locked)
     args = launch_command(d.spec, d.model, d.sizing, api_key=False).args
@@ -239,18 +239,11 @@ def test_sglang_reads_the_adapter_flags_and_its_start_up_checks_pass(tmp_path):
     assert args[at : at + 3] == ["--enable-lora", "--lora-paths", f"support={path}"]
     parsed = sglang_parse(args)
     assert parsed.returncode == 0, parsed.stderr
-    engine = Engine()
-    try:
-        entry = json.loads(LOCK.read_text())["models"][f"{QWEN['repo']}@{QWEN['revision']}"]
-        [verdict] = engine.start(
-            [{"args": args, "env": {}, "config": entry["config"], "dtype": entry["dtype"]}]
-        )
-    finally:
-        engine.close()
+    [verdict] = sglang_engine.start([case_for_args(QWEN, args)])
     assert verdict["error"] is None, verdict
 
 
-def test_sglang_and_sgldeploy_refuse_more_adapters_than_it_may_load(tmp_path):
+def test_sglang_and_sgldeploy_refuse_more_adapters_than_it_may_load(tmp_path, sglang_engine):
     second = {**QWEN_ADAPTER, "repo": "org/qwen-legal"}
     locked = lock_with_adapters(tmp_path, adapter_entry(), adapter_entry(repo=second["repo"]))
     raw = served(max_loaded_loras=1, max_loras_per_batch=1)
@@ -263,14 +256,7 @@ def test_sglang_and_sgldeploy_refuse_more_adapters_than_it_may_load(tmp_path):
         "--model-path", "m", "--enable-lora", "--lora-paths", "support=/a", "legal=/b", "--max-loras-per-batch",
         "1", "--max-loaded-loras", "1", "--max-lora-rank", "16", "--lora-target-modules", "q_proj",
     ]  # fmt: skip
-    engine = Engine()
-    try:
-        entry = json.loads(LOCK.read_text())["models"][f"{QWEN['repo']}@{QWEN['revision']}"]
-        [verdict] = engine.start(
-            [{"args": args, "env": {}, "config": entry["config"], "dtype": entry["dtype"]}]
-        )
-    finally:
-        engine.close()
+    [verdict] = sglang_engine.start([case_for_args(QWEN, args)])
     assert "The number of LoRA paths should not exceed max_loaded_loras" in verdict["error"]
 
 

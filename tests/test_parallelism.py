@@ -13,14 +13,12 @@ from sgldeploy import stack
 from sgldeploy.builders.sglang_args import launch_command
 from sgldeploy.catalog import gpu_models
 from sgldeploy.models import throughput
-from sgldeploy.models.sizing import size
 from sgldeploy.offline.plan_text import summary
 from sgldeploy.spec.problems import InvalidInput
-from sgldeploy.spec.validate import parse_stack
 
-from .conftest import DEEPSEEK_V3, LOCK, QWEN, QWEN3_235B, deployment, render_stack, write_stack
+from .conftest import DEEPSEEK_V3, LOCK, QWEN, QWEN3_235B, deployment, render_stack, sized, write_stack
 from .test_sglang_args import sglang_parse
-from .test_sglang_config import Engine, case_for_args
+from .test_sglang_config import case_for_args
 
 GIB = 1024**3
 # DeepSeek-V3's published facts (tests/test_cli.py PUBLISHED_MODEL_FACTS): the safetensors parameters by dtype,
@@ -30,24 +28,6 @@ DEEPSEEK_BYTES = 3_918_786_560 * 2 + 680_571_043_840 * 1 + 41_555_600 * 4
 DEEPSEEK_PARAMETERS = 684_531_386_000
 DEEPSEEK_ROUTED = 58 * 256 * 3 * 7168 * 2048
 DEEPSEEK_LATENT_BYTES = 61 * (512 + 64) * 2  # bf16 KV cache
-
-
-@pytest.fixture(scope="module")
-def sglang():
-    """SGLang's start-up checks (tests/contract/sglang_config.py), started once for the module."""
-    engine = Engine()
-    yield engine
-    engine.close()
-
-
-def dep_of(raw: dict):
-    return parse_stack(None, [raw]).deployments[0]
-
-
-def sized(lock, raw: dict):
-    dep = dep_of(raw)
-    model = lock[f"{dep.model.repo}@{dep.model.revision}"]
-    return dep, model, size(dep, model)
 
 
 def deepseek(groups: int = 8, experts: int = 8, **serving) -> dict:
@@ -133,7 +113,9 @@ def test_attention_groups_use_the_flag_sglang_0_5_23_keeps_not_the_deprecated_on
     "groups, sglang_refuses",
     [(8, False), (4, False), (2, False), (3, True), (16, True)],
 )
-def test_sglangs_start_up_checks_and_sgldeploy_agree_on_attention_groups(sglang, groups, sglang_refuses):
+def test_sglangs_start_up_checks_and_sgldeploy_agree_on_attention_groups(
+    sglang_engine, groups, sglang_refuses
+):
     """SGLang's resolution (tests/contract/sglang_config.py) on the command sgldeploy would render for 8 GPUs,
     against sgldeploy's own verdict on the spec."""
     raw = deepseek(groups=groups, experts=8, context_length=4096, max_concurrency=16)
@@ -144,7 +126,7 @@ def test_sglangs_start_up_checks_and_sgldeploy_agree_on_attention_groups(sglang,
         "--model-path", "m", "--tp-size", "8", "--attn-dp-size", str(groups), "--ep-size", "8",
         "--context-length", "4096", "--load-format", "safetensors",
     ]  # fmt: skip
-    [verdict] = sglang.start([case_for_args(DEEPSEEK_V3, args)])
+    [verdict] = sglang_engine.start([case_for_args(DEEPSEEK_V3, args)])
     assert (verdict["error"] is not None) == sglang_refuses, verdict
     if sglang_refuses:
         assert refused == [

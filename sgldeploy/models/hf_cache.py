@@ -70,8 +70,8 @@ def _children(directory: Path) -> list[Path]:
         return []
 
 
-def resolve(cache: Path, repo: str, revision: str) -> dict[str, Any]:
-    """A version 1 lock entry for `repo@revision` from the cache, or HubError / MissingFiles naming the gap."""
+def _snapshot(cache: Path, repo: str, revision: str) -> tuple[str, Path, list[dict[str, Any]]]:
+    """The commit `revision` resolves to in the cache, its snapshot folder and its files."""
     folder = cache / repo_folder_name(repo_id=repo, repo_type="model")
     if not folder.is_dir():
         raise HubError(
@@ -81,7 +81,12 @@ def resolve(cache: Path, repo: str, revision: str) -> dict[str, Any]:
         )
     sha = _commit(folder, repo, revision)
     snapshot = folder / "snapshots" / sha
-    files = _snapshot_files(snapshot)
+    return sha, snapshot, _snapshot_files(snapshot)
+
+
+def resolve(cache: Path, repo: str, revision: str) -> dict[str, Any]:
+    """A version 1 lock entry for `repo@revision` from the cache, or HubError / MissingFiles naming the gap."""
+    sha, snapshot, files = _snapshot(cache, repo, revision)
     names = [f["path"] for f in files]
     _check_complete(cache, repo, sha, snapshot, names)
     tag = _card(snapshot / CARD, repo).get("pipeline_tag")
@@ -95,16 +100,7 @@ def resolve(cache: Path, repo: str, revision: str) -> dict[str, Any]:
 
 def resolve_adapter(cache: Path, repo: str, revision: str) -> dict[str, Any]:
     """An `adapters` lock entry for a LoRA adapter from the cache, or HubError / MissingFiles naming the gap."""
-    folder = cache / repo_folder_name(repo_id=repo, repo_type="model")
-    if not folder.is_dir():
-        raise HubError(
-            f"{repo} is not in the Hugging Face cache {cache} (no {folder.name}/)",
-            f"download it with `hf download {repo} --revision {revision} --cache-dir {cache}`, "
-            "or pass the cache that holds it",
-        )
-    sha = _commit(folder, repo, revision)
-    snapshot = folder / "snapshots" / sha
-    files = _snapshot_files(snapshot)
+    sha, snapshot, files = _snapshot(cache, repo, revision)
     names = [f["path"] for f in files]
     refuse_unservable_adapter(repo, names)
     shards = sorted(n for n in names if n.endswith(".safetensors"))

@@ -140,6 +140,20 @@ def _describe(error: Exception | None) -> str:
 # ---- resolution ---------------------------------------------------------------------------------
 
 
+def _commit_info(
+    repo: str, revision: str, token: str | None, endpoint: str | None, retry: Retry, cache_dir: str | None
+) -> tuple[str | None, str | None, HfApi, Any]:
+    """The endpoint and cache in effect, the client, and the revision's model info with its files."""
+    # The client reads HF_ENDPOINT and HF_HUB_CACHE once, at import; read them at call time instead.
+    endpoint = endpoint or os.environ.get("HF_ENDPOINT")
+    cache_dir = cache_dir or os.environ.get("HF_HUB_CACHE")
+    api = HfApi(endpoint=endpoint, token=token)
+    info = call(
+        repo, "model_info", lambda: api.model_info(repo, revision=revision, files_metadata=True), retry
+    )
+    return endpoint, cache_dir, api, info
+
+
 def resolve(
     repo: str,
     revision: str,
@@ -150,13 +164,7 @@ def resolve(
     cache_dir: str | None = None,
 ) -> dict[str, Any]:
     """A version 1 lock entry for `repo@revision`, or HubError naming what is wrong."""
-    # The client reads HF_ENDPOINT and HF_HUB_CACHE once, at import; read them at call time instead.
-    endpoint = endpoint or os.environ.get("HF_ENDPOINT")
-    cache_dir = cache_dir or os.environ.get("HF_HUB_CACHE")
-    api = HfApi(endpoint=endpoint, token=token)
-    info = call(
-        repo, "model_info", lambda: api.model_info(repo, revision=revision, files_metadata=True), retry
-    )
+    endpoint, cache_dir, api, info = _commit_info(repo, revision, token, endpoint, retry, cache_dir)
     sha = info.sha
     siblings = info.siblings or []
     names = [s.rfilename for s in siblings]
@@ -205,12 +213,7 @@ def resolve_adapter(
     cache_dir: str | None = None,
 ) -> dict[str, Any]:
     """A lock entry of the `adapters` section for a LoRA adapter `repo@revision`, or HubError."""
-    endpoint = endpoint or os.environ.get("HF_ENDPOINT")
-    cache_dir = cache_dir or os.environ.get("HF_HUB_CACHE")
-    api = HfApi(endpoint=endpoint, token=token)
-    info = call(
-        repo, "model_info", lambda: api.model_info(repo, revision=revision, files_metadata=True), retry
-    )
+    endpoint, cache_dir, api, info = _commit_info(repo, revision, token, endpoint, retry, cache_dir)
     siblings = info.siblings or []
     names = [s.rfilename for s in siblings]
     refuse_unservable_adapter(repo, names)

@@ -363,20 +363,27 @@ def entry_problems(key: str, entry: Any, check_key: bool = True) -> list[EntryPr
                     ),
                 )
             )
-    named = f"{entry.get('repo')}@{entry.get('revision')}"
-    if check_key and not problems and key != named:
-        problems.append(
-            EntryProblem(
-                key,
-                Problem(
-                    "",
-                    "is keyed by another repo@revision than it holds",
-                    f"key it by its repo@revision, {RELOCK}",
-                    Verbatim(named),
-                ),
-            )
-        )
+    if check_key and not problems:
+        problems += _key_problems(key, entry)
     return problems
+
+
+def _key_problems(key: str, entry: dict[str, Any]) -> list[EntryProblem]:
+    """An entry must be keyed by the repo@revision it holds."""
+    named = f"{entry.get('repo')}@{entry.get('revision')}"
+    if key == named:
+        return []
+    return [
+        EntryProblem(
+            key,
+            Problem(
+                "",
+                "is keyed by another repo@revision than it holds",
+                f"key it by its repo@revision, {RELOCK}",
+                Verbatim(named),
+            ),
+        )
+    ]
 
 
 # ---- LoRA adapters: their own section of the lock, `adapters`, keyed by `repo@revision` -----------------
@@ -458,19 +465,8 @@ def adapter_entry_problems(key: str, entry: Any) -> list[EntryProblem]:
     problems = _field_problems(key, entry, ADAPTER_ENTRY_FIELDS, "")
     if isinstance(entry.get("adapter"), dict):
         problems += _field_problems(key, entry["adapter"], ADAPTER_CONFIG_RULES, "adapter.")
-    named = f"{entry.get('repo')}@{entry.get('revision')}"
-    if not problems and key != named:
-        problems.append(
-            EntryProblem(
-                key,
-                Problem(
-                    "",
-                    "is keyed by another repo@revision than it holds",
-                    f"key it by its repo@revision, {RELOCK}",
-                    Verbatim(named),
-                ),
-            )
-        )
+    if not problems:
+        problems += _key_problems(key, entry)
     return problems
 
 
