@@ -68,6 +68,7 @@ WANTED = (
     "chat_template.jinja",
     "preprocessor_config.json",
     "processor_config.json",
+    "adapter_config.json",  # a LoRA adapter's: SGLang's LoRAConfig reads r, lora_alpha, target_modules
 )
 REPO_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 COMMIT = re.compile(r"^[0-9a-f]{40}$")

@@ -161,3 +161,15 @@ def sized(lock, raw: dict):
     dep = parse_stack(None, [raw]).deployments[0]
     model = lock[f"{dep.model.repo}@{dep.model.revision}"]
     return dep, model, size(dep, model)
+
+
+def problem_lines(deployments: list[dict], lock_file: Path = LOCK, **platform: Any) -> list[str]:
+    """Each problem `validate` and `plan` print for these deployments on cluster `c` (none: an empty list)."""
+    from sgldeploy import stack
+    from sgldeploy.spec.problems import InvalidInput
+
+    try:
+        stack.load({"cluster": {"name": "c"}, **platform}, deployments, lock_file, set(), offline=True)
+    except InvalidInput as invalid:
+        return [p.line() for p in invalid.problems]
+    return []

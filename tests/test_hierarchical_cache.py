@@ -8,13 +8,11 @@ import json
 
 import pytest
 
-from sgldeploy import stack
 from sgldeploy.builders.sglang_args import launch_command
 from sgldeploy.builders.sglang_server import SecretRefs, pod_template
 from sgldeploy.catalog import gpu_models, instance_types
-from sgldeploy.spec.problems import InvalidInput
 
-from .conftest import LOCK, deployment, multi_node, sized
+from .conftest import deployment, multi_node, problem_lines, sized
 from .test_sglang_args import sglang_parse
 
 GIB = 1024**3
@@ -136,11 +134,7 @@ def test_the_file_tier_is_a_capped_directory_on_a_node_disk_volume_a_tenth_large
 
 
 def lines(raw: dict) -> list[str]:
-    try:
-        stack.load({"cluster": {"name": "c"}}, [raw], LOCK, set(), offline=True)
-    except InvalidInput as invalid:
-        return [p.line() for p in invalid.problems]
-    return []
+    return problem_lines([raw])
 
 
 def test_no_instance_with_the_memory_is_refused_with_the_largest_tier_that_fits():

@@ -22,7 +22,7 @@ from sgldeploy.models.lock import LockedAdapter, read_lock_contents
 from sgldeploy.spec.problems import InvalidInput
 from sgldeploy.spec.validate import parse_stack
 
-from .conftest import LOCK, QWEN, deployment
+from .conftest import LOCK, QWEN, deployment, problem_lines
 from .hub_server import LoopbackHub, Repo
 from .test_cli import run_cli
 from .test_hub import CONFIG, sharded_model
@@ -147,6 +147,34 @@ def test_an_adapter_is_locked_from_a_local_cache_too(hub, tmp_path):
     assert (locked.sha, locked.rank, locked.base_model, locked.source) == (sha, 8, "org/tiny", "local-cache")
 
 
+def test_the_prefetch_tool_fetches_and_verifies_an_adapter_as_sglang_loads_it(hub, tmp_path):
+    from .test_prefetch import run as prefetch
+
+    files = adapter_files()
+    sha = hub.add(Repo("org/tiny-support")).commit(files)
+    result = prefetch(hub, tmp_path / "cache", repo="org/tiny-support")
+    assert result.returncode == 0, result.stderr
+    target = tmp_path / "cache" / "org" / "tiny-support" / sha
+    marker = json.loads((target / ".complete").read_text())
+    assert sorted(f["path"] for f in marker["files"]) == ["adapter_config.json", "adapter_model.safetensors"]
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        assert (target / name).read_bytes() == files[name]
+
+
+def test_an_adapter_locked_from_the_hub_for_another_base_model_is_refused(hub, tmp_path):
+    hub.add(Repo("org/tiny")).commit(sharded_model(BASE_CONFIG))
+    hub.add(Repo("org/other-support")).commit(adapter_files(base="org/other"))
+    stack_file = write_stack(tmp_path, [{"name": "support", "repo": "org/other-support"}])
+    assert lock_with_hub(hub, stack_file).returncode == 0
+    result = run_cli("validate", "--config", str(stack_file))
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "error: sgldeploy:deployments[0].model.adapters[0].repo: was trained on org/other, not on the "
+        "deployment's org/tiny (its adapter_config.json's base_model_name_or_path) (got 'org/other-support'); "
+        "serve it on a deployment of org/other, or choose an adapter trained on org/tiny"
+    )
+
+
 # ---- serving: against the committed lock, with adapter entries written as `sgldeploy lock` writes them ------
 
 
@@ -198,13 +226,7 @@ def served(names: tuple[str, ...] = ("support",), **sizes: object) -> dict:
 
 
 def lines(raw: dict, lock_file: Path, environment: str = "development") -> list[str]:
-    try:
-        stack.load(
-            {"cluster": {"name": "c"}, "environment": environment}, [raw], lock_file, set(), offline=True
-        )
-    except InvalidInput as invalid:
-        return [p.line() for p in invalid.problems]
-    return []
+    return problem_lines([raw], lock_file, environment=environment)
 
 
 def loaded(raw: dict, lock_file: Path, **platform: object):

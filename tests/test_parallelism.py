@@ -9,14 +9,21 @@ import json
 
 import pytest
 
-from sgldeploy import stack
 from sgldeploy.builders.sglang_args import launch_command
 from sgldeploy.catalog import gpu_models
 from sgldeploy.models import throughput
 from sgldeploy.offline.plan_text import summary
-from sgldeploy.spec.problems import InvalidInput
 
-from .conftest import DEEPSEEK_V3, LOCK, QWEN, QWEN3_235B, deployment, render_stack, sized, write_stack
+from .conftest import (
+    DEEPSEEK_V3,
+    QWEN,
+    QWEN3_235B,
+    deployment,
+    problem_lines,
+    render_stack,
+    sized,
+    write_stack,
+)
 from .test_sglang_args import sglang_parse
 from .test_sglang_config import case_for_args
 
@@ -45,11 +52,7 @@ def deepseek(groups: int = 8, experts: int = 8, **serving) -> dict:
 
 
 def lines(raw: dict) -> list[str]:
-    try:
-        stack.load({"cluster": {"name": "c"}}, [raw], LOCK, set(), offline=True)
-    except InvalidInput as invalid:
-        return [p.line() for p in invalid.problems]
-    return []
+    return problem_lines([raw])
 
 
 def test_attention_groups_hold_the_dense_weights_each_and_only_their_requests_latents(lock):
