@@ -294,9 +294,9 @@ def test_a_broken_lock_is_one_clear_line(tmp_path):
 # decoder and 14B of the MTP layer), Qwen3-235B-A22B's its page's BF16 count.
 PUBLISHED_MODEL_FACTS = """\
 repo_id,revision_sha,total_params,torch_dtype,hidden_size,num_hidden_layers,num_attention_heads,num_key_value_heads,head_dim,vocab_size,max_position_embeddings,tie_word_embeddings,gated,pipeline_tag,architecture,num_experts,quantization_method,parameters_by_dtype,num_experts_per_tok,moe_intermediate_size,intermediate_size,first_k_dense_replace,kv_lora_rank,qk_rope_head_dim,num_nextn_predict_layers,rope_scaling
-Qwen/Qwen2.5-7B-Instruct,a09a35458c702b33eeacc393d103063234e8bc28,7615616512,bfloat16,3584,28,28,4,128,152064,32768,false,false,text-generation,Qwen2ForCausalLM,,,,,,,,,,,
-meta-llama/Llama-3.1-8B-Instruct,0e9e39f249a16976918f6564b8830bc894c89659,8030261248,bfloat16,4096,32,32,8,128,128256,131072,false,true,text-generation,LlamaForCausalLM,,,,,,,,,,,
-meta-llama/Llama-3.1-70B-Instruct,1605565b47bb9346c5515c34102e054115b4f98b,70553706496,bfloat16,8192,80,64,8,128,128256,131072,false,true,text-generation,LlamaForCausalLM,,,,,,,,,,,
+Qwen/Qwen2.5-7B-Instruct,a09a35458c702b33eeacc393d103063234e8bc28,7615616512,bfloat16,3584,28,28,4,128,152064,32768,false,false,text-generation,Qwen2ForCausalLM,,,,,,18944,,,,,
+meta-llama/Llama-3.1-8B-Instruct,0e9e39f249a16976918f6564b8830bc894c89659,8030261248,bfloat16,4096,32,32,8,128,128256,131072,false,true,text-generation,LlamaForCausalLM,,,,,,14336,,,,,
+meta-llama/Llama-3.1-70B-Instruct,1605565b47bb9346c5515c34102e054115b4f98b,70553706496,bfloat16,8192,80,64,8,128,128256,131072,false,true,text-generation,LlamaForCausalLM,,,,,,28672,,,,,
 deepseek-ai/DeepSeek-V3,e815299b0bcbac849fa540c768ef21845365c9eb,684531386000,bfloat16,7168,61,128,128,,129280,163840,false,false,text-generation,DeepseekV3ForCausalLM,256,fp8,BF16:3918786560;F8_E4M3:680571043840;F32:41555600,8,2048,18432,3,512,64,1,"{""type"": ""yarn"", ""factor"": 40, ""original_max_position_embeddings"": 4096, ""beta_fast"": 32, ""beta_slow"": 1, ""mscale"": 1.0, ""mscale_all_dim"": 1.0}"
 Qwen/Qwen3-235B-A22B,8efa61729e24bd65b1d152b5ab5409052aa80e65,235093634560,bfloat16,4096,94,64,4,128,151936,40960,false,false,text-generation,Qwen3MoeForCausalLM,128,,,8,1536,12288,,,,,
 """

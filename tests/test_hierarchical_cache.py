@@ -112,6 +112,18 @@ def test_without_a_tier_no_flag_and_no_volume(lock):
     assert not [e for e in pod["spec"]["containers"][0]["env"] if "HICACHE" in e["name"]]
 
 
+def test_a_tier_in_host_memory_alone_has_no_volume_and_a_gigabyte_is_one(lock):
+    dep, model, sizing = sized(lock, tiered(ratio=2.5))
+    assert sizing.host_cache.size_gb is None and sizing.host_cache.volume_gib == 0
+    pod = pod_template(dep, model, sizing, SecretRefs(None, None), [sizing.placement.instance_type])
+    container = pod["spec"]["containers"][0]
+    assert "hicache" not in [m["name"] for m in container["volumeMounts"]]
+    assert "hicache" not in [v["name"] for v in pod["spec"]["volumes"]]
+    assert not [e for e in container["env"] if "HICACHE" in e["name"]]
+    _, _, one = sized(lock, tiered(size_gib=1))
+    assert (one.host_cache.size_gb, one.host_cache.ratio) == (1, None)  # 1 GiB is 1.07 GB
+
+
 def test_the_file_tier_is_a_capped_directory_on_a_node_disk_volume_a_tenth_larger(lock):
     raw = tiered(ratio=2.5)
     raw["serving"]["hierarchical_cache"] |= {"storage": "file", "storage_gib": 50}

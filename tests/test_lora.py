@@ -6,6 +6,7 @@ refusal with a field and a fix wherever SGLang or the base model would fail."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from unittest import mock
 
@@ -18,11 +19,11 @@ from sgldeploy import stack
 from sgldeploy.builders.sglang_args import launch_command
 from sgldeploy.builders.sglang_server import SecretRefs, pod_template
 from sgldeploy.models import lora
-from sgldeploy.models.lock import LockedAdapter, read_lock_contents
+from sgldeploy.models.lock import LockedAdapter, read_lock, read_lock_contents
 from sgldeploy.spec.problems import InvalidInput
 from sgldeploy.spec.validate import parse_stack
 
-from .conftest import LOCK, QWEN, deployment, problem_lines
+from .conftest import LLAMA_70B, LOCK, QWEN, deployment, problem_lines
 from .hub_server import LoopbackHub, Repo
 from .test_cli import run_cli
 from .test_hub import CONFIG, sharded_model
@@ -383,6 +384,182 @@ def test_spec_rules_for_adapters():
         "fsx-lustre), or auto",
         "error: sgldeploy:deployments[0].serving.lora.max_loaded_loras: must be at least max_loras_per_batch (4): "
         "a batch's adapters are all loaded (got 2); raise it to 4, or lower max_loras_per_batch",
+    ]
+
+
+BUFFERS = Path(__file__).parent / "contract" / "sglang_lora_buffers.py"
+EVERY_MODULE = ("qkv_proj", "o_proj", "gate_up_proj", "down_proj", "embed_tokens", "lm_head")
+
+
+def sglang_buffer_elements(ref: dict, modules: tuple[str, ...], rank: int, tp: int, attention_tp: int) -> int:
+    """The elements SGLang's own LoRAMemoryPool shape code allocates on one GPU (tests/contract)."""
+    import subprocess
+
+    from .test_sglang_args import SGLANG_PYTHON
+
+    entry = json.loads(LOCK.read_text())["models"][f"{ref['repo']}@{ref['revision']}"]
+    case = {"config": entry["config"], "dtype": entry["dtype"], "modules": list(modules), "rank": rank}
+    case |= {"slots": 1, "tp": tp, "attn_tp": attention_tp}
+    done = subprocess.run(
+        [SGLANG_PYTHON, str(BUFFERS), json.dumps(case)], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout)["elements"]
+
+
+@pytest.mark.parametrize(
+    "ref, modules, rank, tp, attention_tp",
+    [
+        (QWEN, ("qkv_proj", "o_proj"), 16, 1, 1),
+        (QWEN, EVERY_MODULE, 8, 2, 2),  # 4 KV heads over 2 GPUs: split
+        (QWEN, EVERY_MODULE, 32, 8, 8),  # over 8 GPUs: each holds a copy of one KV head
+        (QWEN, ("qkv_proj", "o_proj", "down_proj"), 16, 8, 2),  # attention in 4 groups of 2 GPUs
+        (LLAMA_70B, EVERY_MODULE, 64, 8, 8),
+    ],
+)
+def test_the_buffers_are_what_sglangs_own_shape_code_allocates(ref, modules, rank, tp, attention_tp):
+    model = read_lock(LOCK)[f"{ref['repo']}@{ref['revision']}"]
+    load = lora.LoraLoad(rank=rank, modules=frozenset(modules), slots=1)
+    ours = lora.buffer_bytes_per_gpu(model, load, tp, 1, attention_tp)
+    assert ours == sglang_buffer_elements(ref, modules, rank, tp, attention_tp)
+    # Slots and element size scale it, as init_buffers allocates one slice per slot in the model's dtype.
+    assert lora.buffer_bytes_per_gpu(model, replace(load, slots=8), tp, 2, attention_tp) == 16 * ours
+
+
+def test_an_mlp_adapter_needs_the_models_intermediate_size(tmp_path):
+    lock = json.loads(LOCK.read_text())
+    del lock["models"][f"{QWEN['repo']}@{QWEN['revision']}"]["config"]["intermediate_size"]
+    lock["adapters"] = {
+        f"{QWEN_ADAPTER['repo']}@{QWEN_ADAPTER['revision']}": adapter_entry(targets=("down_proj",))
+    }
+    (tmp_path / "models.lock.json").write_text(json.dumps(lock))
+    assert lines(served(), tmp_path / "models.lock.json") == [
+        "error: sgldeploy:deployments[0].model.adapters[0].repo: adapts the MLP, and the lock entry of "
+        f"{QWEN['repo']} has no config.intermediate_size, which sizes its LoRA buffers (got "
+        f"'{QWEN_ADAPTER['repo']}'); re-create the entry with `sgldeploy lock --refresh`, or add "
+        f"config.intermediate_size from {QWEN['repo']}'s config.json"
+    ]
+
+
+def test_an_adapter_of_a_mixture_of_experts_is_refused(tmp_path):
+    from .conftest import QWEN3_235B
+
+    entry = adapter_entry(base=QWEN3_235B["repo"])
+    raw = deployment(
+        model={**QWEN3_235B, "adapters": [{"name": "support", **QWEN_ADAPTER}]},
+        serving={"context_length": 4096, "max_concurrency": 4},
+        resources={"gpu": "H200"},
+        cache={"storage": "node-local"},
+    )
+    assert lines(raw, lock_with_adapters(tmp_path, entry)) == [
+        "error: sgldeploy:deployments[0].model.adapters[0].repo: is an adapter of a mixture of experts "
+        f"({QWEN3_235B['repo']}), whose expert LoRA buffers sgldeploy does not size yet (got "
+        f"'{QWEN_ADAPTER['repo']}'); serve adapters on a dense model, or merge this one into the weights"
+    ]
+
+
+def test_the_rank_is_the_adapters_largest_unless_set_and_an_equal_rank_fits(tmp_path):
+    small, large = adapter_entry(rank=8), adapter_entry(repo="org/qwen-legal", rank=32)
+    locked = lock_with_adapters(tmp_path, small, large)
+    raw = served()
+    raw["model"]["adapters"].append(
+        {"name": "legal", "repo": "org/qwen-legal", "revision": QWEN_ADAPTER["revision"]}
+    )
+    assert loaded(raw, locked).sizing.lora.rank == 32
+    raw["serving"]["lora"] = {"max_lora_rank": 32}
+    assert loaded(raw, locked).sizing.lora.rank == 32
+    raw["serving"]["lora"] = {"max_lora_rank": 48}
+    d = loaded(raw, locked)
+    assert d.sizing.lora.rank == 48
+    args = launch_command(d.spec, d.model, d.sizing, api_key=False).args
+    at = args.index("--max-lora-rank")
+    assert args[at : at + 7] == [
+        "--max-lora-rank",
+        "48",
+        "--lora-target-modules",
+        "k_proj",
+        "o_proj",
+        "q_proj",
+        "v_proj",
+    ]
+
+
+def test_the_modules_are_named_as_sglangs_own_mapping_names_them():
+    import subprocess
+
+    from .test_sglang_args import SGLANG_PYTHON
+
+    names = [*lora.NORMALIZED, "model.layers.0.self_attn.q_proj", "model.layers.3.mlp.down_proj"]
+    code = (
+        "import json, sys; sys.path.insert(0, sys.argv[1]); from sglang_config import _import_sglang; "
+        "_import_sglang(); from sglang.srt.lora.utils import get_normalized_target_modules as n; "
+        "print(json.dumps({m: sorted(n([m])) for m in json.loads(sys.argv[2])}))"
+    )
+    done = subprocess.run(
+        [SGLANG_PYTHON, "-c", code, str(BUFFERS.parent), json.dumps(names)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    sglang = json.loads(done.stdout.strip().splitlines()[-1])
+
+    def ours(name: str) -> list[str]:
+        entry = LockedAdapter("o/a", "main", "e" * 40, 8, 16.0, (name,), None, False, 1, None, "hub")
+        return sorted(lora.normalized_modules(entry) or [])
+
+    assert {name: ours(name) for name in names} == sglang
+
+
+def test_more_problems_with_adapters_are_reported_together(tmp_path):
+    legal = {"repo": "org/qwen-legal", "revision": QWEN_ADAPTER["revision"]}
+    locked = lock_with_adapters(
+        tmp_path,
+        adapter_entry(targets=("model.layers.0.self_attn.q_proj", "fc1", "fc2")),
+        adapter_entry(repo=legal["repo"], rank=64),
+        adapter_entry(repo="org/qwen-math", rank=40, base="./trained-from-a-local-copy"),
+    )
+    raw = served(max_lora_rank=32)
+    raw["model"]["adapters"] += [
+        {"name": "legal", **legal},
+        {"name": "math", "repo": "org/qwen-math", "revision": QWEN_ADAPTER["revision"]},
+        {"name": "absent", "repo": "org/absent", "revision": "f" * 40},
+    ]
+    got = lines(raw, locked)
+    assert got[0].startswith(
+        "error: sgldeploy:deployments[0].model.adapters[0].repo: targets modules sgldeploy does not size LoRA "
+        "for: fc1, fc2 (got"
+    )
+    assert got[1].startswith("error: sgldeploy:deployments[0].model.adapters[3].revision: org/absent@ffff")
+    # A base model named by a local path cannot be checked, so it is not refused; the largest rank over the limit
+    # is the one named.
+    assert got[2:] == [
+        "error: sgldeploy:deployments[0].serving.lora.max_lora_rank: is below the rank 64 of org/qwen-legal: "
+        "SGLang's LoRA buffers hold ranks up to it (got 32); raise it to 64, or set it to auto"
+    ]
+
+
+@pytest.mark.parametrize("base", ["./base", "~/base", "/mnt/models/base", "base", QWEN["repo"].upper()])
+def test_a_base_model_that_is_no_other_repo_id_is_not_refused(tmp_path, base):
+    assert lines(served(), lock_with_adapters(tmp_path, adapter_entry(base=base))) == []
+
+
+def test_a_damaged_adapter_entry_is_named_by_field_and_an_unlocked_branch_in_production_too(tmp_path):
+    broken = adapter_entry()
+    broken["adapter"]["rank"] = "sixteen"
+    assert lines(served(), lock_with_adapters(tmp_path, broken)) == [
+        f'error: {tmp_path}/models.lock.json: models["{QWEN_ADAPTER["repo"]}@{QWEN_ADAPTER["revision"]}"]'
+        ".adapter.rank: must be a positive integer (adapter_config.json's r) (got 'sixteen'); write e.g. 16, or "
+        "re-create the entry with `sgldeploy lock --refresh`"
+    ]
+    raw = served()
+    raw["model"]["adapters"][0]["revision"] = "main"
+    assert lines(raw, lock_with_adapters(tmp_path), environment="production") == [
+        "error: sgldeploy:deployments[0].model.adapters[0].revision: must be a 40-hex commit in a production "
+        "stack (got 'main'); pin the commit the branch or tag resolves to",
+        f"error: sgldeploy:deployments[0].model.adapters[0].revision: {QWEN_ADAPTER['repo']}@main is not in "
+        "models.lock.json (got 'main'); run `sgldeploy lock` to resolve it on the Hub, or `sgldeploy lock "
+        "--from-cache DIR` to resolve it from a Hugging Face cache without the Hub",
     ]
 
 

@@ -51,8 +51,7 @@ def locked_adapters(
             continue
         problems += _adapter_problems(dep, model, adapter, j, at)
         found.append(adapter)
-    if found and not problems:
-        problems += _rank_problems(dep, found, at)
+    problems += _rank_problems(dep, found, at)
     return found, problems
 
 
@@ -89,6 +88,18 @@ def _adapter_problems(
                 f"targets modules sgldeploy does not size LoRA for: {', '.join(unknown)}",
                 "choose an adapter of the attention and MLP projections (q/k/v/o, gate/up/down), embed_tokens "
                 "or lm_head",
+                adapter.repo,
+            )
+        )
+    modules = lora.normalized_modules(adapter) or set()
+    if model is not None and modules & set(lora.MLP) and not model.config.get("intermediate_size"):
+        out.append(
+            Problem(
+                repo_at,
+                f"adapts the MLP, and the lock entry of {dep.model.repo} has no config.intermediate_size, which "
+                "sizes its LoRA buffers",
+                f"re-create the entry with `sgldeploy lock --refresh`, or add config.intermediate_size from "
+                f"{dep.model.repo}'s config.json",
                 adapter.repo,
             )
         )

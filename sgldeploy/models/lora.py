@@ -32,6 +32,8 @@ NORMALIZED = {
     "lm_head": "lm_head",
 }
 ALL_LINEAR = ("qkv_proj", "o_proj", "gate_up_proj", "down_proj")
+MLP = ("gate_up_proj", "down_proj")
+VOCAB_PADDING = 64  # layers/vocab_parallel_embedding.py DEFAULT_VOCAB_PADDING_SIZE
 
 
 @dataclass(frozen=True)
@@ -71,23 +73,32 @@ def load(adapters: Iterable[LockedAdapter], slots: int, rank: int | None) -> Lor
     )
 
 
-def buffer_bytes_per_gpu(model: LockedModel, lora: LoraLoad, tp: int, element_bytes: int) -> int:
-    """The A and B buffers one GPU of a tp-way replica allocates (mem_pool.py's shapes, per module)."""
-    c, r = model.config, lora.rank
+def buffer_bytes_per_gpu(
+    model: LockedModel, lora: LoraLoad, tp: int, element_bytes: int, attention_tp: int | None = None
+) -> int:
+    """The A and B buffers one GPU of a tp-way replica allocates (mem_pool.py's shapes, per module); attention's
+    projections shard over the GPUs of an attention group (`attention_tp`, tp without data-parallel attention)."""
+    c, r, at = model.config, lora.rank, attention_tp or tp
     hidden = int(c.get("hidden_size") or model.num_attention_heads * model.head_dim)
     heads, kv_heads, head_dim = model.num_attention_heads, model.num_kv_heads, model.head_dim
-    inter = int(c.get("intermediate_size") or 4 * hidden)
+    inter = int(
+        c.get("intermediate_size") or 0
+    )  # adapters of the MLP are refused without it (models/adapters.py)
     vocab = int(c.get("vocab_size") or 0)
-    qkv_out = (
-        (heads * head_dim // tp + 2 * head_dim) if kv_heads < tp else (heads + 2 * kv_heads) * head_dim // tp
-    )
+    # A KV head is copied onto each GPU of its share when the GPUs outnumber the KV heads (QKVParallelLinear).
+    if kv_heads < at:
+        qkv_out = heads * head_dim // at + 2 * head_dim
+    else:
+        qkv_out = (heads + 2 * kv_heads) * head_dim // at
+    # lm_head's B follows ParallelLMHead's split: the vocabulary padded to a multiple of 64, then divided.
+    vocab_per_gpu = math.ceil(vocab / VOCAB_PADDING) * VOCAB_PADDING // tp if tp > 1 else vocab
     per_layer = {
         "qkv_proj": 3 * r * hidden + r * qkv_out,
-        "o_proj": r * heads * head_dim // tp + hidden * r,
+        "o_proj": r * heads * head_dim // at + hidden * r,
         "gate_up_proj": 2 * r * hidden + 2 * inter * r // tp,
         "down_proj": r * inter // tp + hidden * r,
     }
-    once = {"embed_tokens": r * vocab + hidden * r, "lm_head": r * hidden + r * math.ceil(vocab / tp)}
+    once = {"embed_tokens": r * vocab + hidden * r, "lm_head": r * hidden + r * vocab_per_gpu}
     elements = model.num_layers * sum(per_layer[m] for m in lora.modules if m in per_layer) + sum(
         once[m] for m in lora.modules if m in once
     )

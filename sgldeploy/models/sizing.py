@@ -492,7 +492,9 @@ def memory_fit(
     kv_gpu = per_gpu_token * context_length * math.ceil(dep.serving.max_concurrency / groups) / GIB
     reserve = gpu.memory_gib * (1 - fraction)
     adapters = (
-        lora_model.buffer_bytes_per_gpu(model, lora, tp, DTYPE_BYTES.get(dtype, 2)) / GIB if lora else 0.0
+        lora_model.buffer_bytes_per_gpu(model, lora, tp, DTYPE_BYTES.get(dtype, 2), tp // groups) / GIB
+        if lora
+        else 0.0
     )
     pool = gpu.memory_gib * fraction - weights_gpu - adapters
     return MemoryFit(
