@@ -19,7 +19,7 @@ from sgldeploy import stack
 from sgldeploy.builders.sglang_args import launch_command
 from sgldeploy.builders.sglang_server import SecretRefs, pod_template
 from sgldeploy.models import lora
-from sgldeploy.models.lock import LockedAdapter, read_lock, read_lock_contents
+from sgldeploy.models.lock import LockedAdapter, LockedModel, read_lock, read_lock_contents
 from sgldeploy.spec.problems import InvalidInput
 from sgldeploy.spec.validate import parse_stack
 
@@ -391,13 +391,14 @@ BUFFERS = Path(__file__).parent / "contract" / "sglang_lora_buffers.py"
 EVERY_MODULE = ("qkv_proj", "o_proj", "gate_up_proj", "down_proj", "embed_tokens", "lm_head")
 
 
-def sglang_buffer_elements(ref: dict, modules: tuple[str, ...], rank: int, tp: int, attention_tp: int) -> int:
-    """The elements SGLang's own LoRAMemoryPool shape code allocates on one GPU (tests/contract)."""
+def sglang_buffer_elements(
+    entry: dict, modules: tuple[str, ...], rank: int, tp: int, attention_tp: int
+) -> int:
+    """The elements SGLang's own LoRAMemoryPool shape code allocates on one GPU for a lock entry (tests/contract)."""
     import subprocess
 
     from .test_sglang_args import SGLANG_PYTHON
 
-    entry = json.loads(LOCK.read_text())["models"][f"{ref['repo']}@{ref['revision']}"]
     case = {"config": entry["config"], "dtype": entry["dtype"], "modules": list(modules), "rank": rank}
     case |= {"slots": 1, "tp": tp, "attn_tp": attention_tp}
     done = subprocess.run(
@@ -418,12 +419,62 @@ def sglang_buffer_elements(ref: dict, modules: tuple[str, ...], rank: int, tp: i
     ],
 )
 def test_the_buffers_are_what_sglangs_own_shape_code_allocates(ref, modules, rank, tp, attention_tp):
-    model = read_lock(LOCK)[f"{ref['repo']}@{ref['revision']}"]
+    key = f"{ref['repo']}@{ref['revision']}"
+    model = read_lock(LOCK)[key]
     load = lora.LoraLoad(rank=rank, modules=frozenset(modules), slots=1)
     ours = lora.buffer_bytes_per_gpu(model, load, tp, 1, attention_tp)
-    assert ours == sglang_buffer_elements(ref, modules, rank, tp, attention_tp)
+    assert ours == sglang_buffer_elements(
+        json.loads(LOCK.read_text())["models"][key], modules, rank, tp, attention_tp
+    )
     # Slots and element size scale it, as init_buffers allocates one slice per slot in the model's dtype.
     assert lora.buffer_bytes_per_gpu(model, replace(load, slots=8), tp, 2, attention_tp) == 16 * ours
+
+
+@pytest.mark.parametrize("tp", [1, 2])
+def test_a_vocabulary_off_the_padding_splits_as_sglangs_lm_head_does(tp):
+    """1,000 tokens: SGLang pads the vocabulary to 1,024 before it divides it among the GPUs."""
+    from sgldeploy.models.hub import config_fields
+
+    entry = {"config": config_fields(BASE_CONFIG), "dtype": "bfloat16"}
+    model = LockedModel.from_entry(
+        {"repo": "org/tiny", "revision": "main", "sha": "a" * 40, "parameters": 1, **entry}
+    )
+    load = lora.LoraLoad(rank=8, modules=frozenset(("lm_head", "embed_tokens", "gate_up_proj")), slots=1)
+    assert lora.buffer_bytes_per_gpu(model, load, tp, 1) == sglang_buffer_elements(
+        entry, tuple(load.modules), 8, tp, tp
+    )
+
+
+def test_an_adapter_of_the_mlp_loads_where_the_lock_has_the_models_intermediate_size(tmp_path):
+    locked = lock_with_adapters(tmp_path, adapter_entry(targets=("gate_proj", "up_proj", "down_proj")))
+    assert lines(served(), locked) == []
+    assert loaded(served(), locked).sizing.lora.modules == {"gate_up_proj", "down_proj"}
+
+
+def test_a_damaged_or_missing_adapter_does_not_hide_the_next(tmp_path):
+    broken = adapter_entry(repo="org/broken")
+    del broken["adapter"]["alpha"]
+    locked = lock_with_adapters(tmp_path, adapter_entry(base="org/other"), broken)
+    raw = served()
+    raw["model"]["adapters"] = [
+        {"name": "other", **QWEN_ADAPTER},
+        {"name": "broken", "repo": "org/broken", "revision": QWEN_ADAPTER["revision"]},
+        {"name": "absent", "repo": "org/absent", "revision": QWEN_ADAPTER["revision"]},
+        {"name": "other-too", "repo": "org/other-too", "revision": QWEN_ADAPTER["revision"]},
+    ]
+    got = lines(raw, locked)
+    assert len(got) == 4
+    for line, place in zip(
+        got,
+        [
+            "sgldeploy:deployments[0].model.adapters[0].repo",
+            f'{tmp_path}/models.lock.json: models["org/broken@{QWEN_ADAPTER["revision"]}"].adapter.alpha',
+            "sgldeploy:deployments[0].model.adapters[2].revision",
+            "sgldeploy:deployments[0].model.adapters[3].revision",
+        ],
+        strict=True,
+    ):
+        assert line.startswith(f"error: {place}: "), line
 
 
 def test_an_mlp_adapter_needs_the_models_intermediate_size(tmp_path):
@@ -572,11 +623,7 @@ def test_normalized_modules_follow_sglangs_mapping():
         "gate_up_proj",
         "down_proj",
     }
-    assert lora.normalized_modules(adapter("all-linear")) == {
-        "qkv_proj",
-        "o_proj",
-        "gate_up_proj",
-        "down_proj",
-    }
+    for every in ("all-linear", "all"):  # PEFT's and SGLang's names for every linear layer
+        assert lora.normalized_modules(adapter(every)) == {"qkv_proj", "o_proj", "gate_up_proj", "down_proj"}
     assert lora.normalized_modules(adapter("model.layers.0.self_attn.o_proj")) == {"o_proj"}
     assert lora.normalized_modules(adapter("fc1")) is None
