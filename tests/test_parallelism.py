@@ -17,7 +17,6 @@ from sgldeploy.offline.plan_text import summary
 from .conftest import (
     DEEPSEEK_V3,
     QWEN,
-    QWEN3_235B,
     deployment,
     problem_lines,
     render_stack,
@@ -26,6 +25,7 @@ from .conftest import (
 )
 from .test_sglang_args import sglang_parse
 from .test_sglang_config import case_for_args
+from .variants import qwen3_over_deepep
 
 GIB = 1024**3
 # DeepSeek-V3's published facts (tests/test_cli.py PUBLISHED_MODEL_FACTS): the safetensors parameters by dtype,
@@ -81,19 +81,7 @@ def test_without_attention_groups_deepseek_v3_at_that_load_fits_no_placement():
 
 
 def test_a_mixture_of_experts_split_over_experts_keeps_tp_memory_and_the_flags_parse(lock):
-    dep, model, sizing = sized(
-        lock,
-        deployment(
-            name="q",
-            model=dict(QWEN3_235B),
-            serving={
-                "context_length": 16384,
-                "max_concurrency": 16,
-                "parallelism": {"expert": 8, "all_to_all": "deepep"},
-            },
-            resources={"gpu": "H200"},
-        ),
-    )
+    dep, model, sizing = sized(lock, qwen3_over_deepep())
     assert sizing.memory.weights_gib_per_gpu == pytest.approx(235_093_634_560 * 2 / 8 / GIB, abs=0.01)
     result = sglang_parse(launch_command(dep, model, sizing, api_key=False).args)
     assert result.returncode == 0, result.stderr

@@ -13,6 +13,7 @@ import json
 import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 from sgldeploy.offline.render import Plan
 
@@ -89,6 +90,21 @@ def _lock_with_adapters(path: Path) -> None:
         )
     }
     path.write_text(json.dumps(lock))
+
+
+def qwen3_over_deepep(**fields: Any) -> dict:
+    """Qwen3-235B-A22B on one 8 × H200 node, its experts split over the eight by DeepEP's kernels."""
+    return deployment(
+        name="qwen3-deepep",
+        model=dict(QWEN3_235B),
+        serving={
+            "context_length": 16384,
+            "max_concurrency": 16,
+            "parallelism": {"expert": 8, "all_to_all": "deepep"},
+        },
+        resources={"gpu": "H200"},
+        **fields,
+    )
 
 
 def variant_stack_files(root: Path) -> dict[str, Path]:
@@ -259,18 +275,7 @@ def variant_stack_files(root: Path) -> dict[str, Path]:
         root / "expert-parallel",
         platform={**EXISTING, "addons": {"leader_worker_set": True, "efa_device_plugin": True}},
         deployments=[
-            deployment(
-                name="qwen3-deepep",
-                model=dict(QWEN3_235B),
-                serving={
-                    "context_length": 16384,
-                    "max_concurrency": 16,
-                    "parallelism": {"expert": 8, "all_to_all": "deepep"},
-                },
-                resources={"gpu": "H200"},
-                scaling={"min_replicas": 1, "max_replicas": 1},
-                endpoint=dict(ALB_INTERNAL),
-            ),
+            qwen3_over_deepep(scaling={"min_replicas": 1, "max_replicas": 1}, endpoint=dict(ALB_INTERNAL)),
             deployment(
                 name="deepseek-two-nodes",
                 model=dict(DEEPSEEK_V3),
