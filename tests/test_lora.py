@@ -492,6 +492,14 @@ def test_an_mlp_adapter_needs_the_models_intermediate_size(tmp_path):
     ]
 
 
+def test_an_attention_adapter_needs_no_intermediate_size(tmp_path):
+    lock = json.loads(LOCK.read_text())
+    del lock["models"][f"{QWEN['repo']}@{QWEN['revision']}"]["config"]["intermediate_size"]
+    lock["adapters"] = {f"{QWEN_ADAPTER['repo']}@{QWEN_ADAPTER['revision']}": adapter_entry()}
+    (tmp_path / "models.lock.json").write_text(json.dumps(lock))
+    assert lines(served(), tmp_path / "models.lock.json") == []
+
+
 def test_an_adapter_of_a_mixture_of_experts_is_refused(tmp_path):
     from .conftest import QWEN3_235B
 
