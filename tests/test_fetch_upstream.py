@@ -329,8 +329,10 @@ def test_make_names_the_mirror_beside_the_project_only_when_the_variable_is_unse
     named = tmp_path / "named"
     assert f"{MIRROR_ENV}='{named}' " in fetch_line({**base, MIRROR_ENV: str(named)})
     assert f"{MIRROR_ENV}='' " in fetch_line(base)  # nothing beside: the fetch downloads
-    (tmp_path / "shared").mkdir()
-    assert f"{MIRROR_ENV}='{tmp_path / 'shared'}' " in fetch_line(base)
+    # The folder name the Makefile looks for beside the checkout, as it spells it: the test lays one out.
+    beside = re.search(r"\$\(wildcard \$\(abspath \.\.\)/([\w.-]+)\)", makefile.read_text()).group(1)
+    (tmp_path / beside).mkdir()
+    assert f"{MIRROR_ENV}='{tmp_path / beside}' " in fetch_line(base)
     assert f"{MIRROR_ENV}='{named}' " in fetch_line({**base, MIRROR_ENV: str(named)})  # the variable wins
 
 
