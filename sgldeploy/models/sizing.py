@@ -28,6 +28,7 @@ go to fewer GPUs, then to more memory headroom.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -568,36 +569,45 @@ def candidates(
     adapters' LoRA buffers, when `lora`)."""
     spot = dep.resources.capacity in ("spot", "spot-fallback")  # a reservation bills at the on-demand rate
     found = []
+    tiers = dep.serving.hierarchical_cache
+    for inst, nodes in shapes(gpu, allowed, gpu_count):
+        tp = inst.gpu_count * nodes
+        if parallel_split_problem(dep, model, inst, nodes):
+            continue
+        gpu_model = gpu_models()[inst.gpu]
+        dtype = serving_dtype(dep, model, gpu_model)
+        price = inst.hourly_usd(spot)
+        basis = "spot" if spot and inst.spot_usd_per_hour is not None else "on-demand"
+        fit = memory_fit(dep, model, gpu_model, tp, context, dtype, lora)
+        found.append(
+            Candidate(
+                instance=inst,
+                nodes=nodes,
+                tp=tp,
+                dtype=dtype,
+                memory=fit,
+                hourly_usd=None if price is None else price * nodes,
+                price_basis=basis,  # rounded only when shown
+                problem=capability_problem(dep, model, gpu_model, dtype),
+                pod_memory_gib=pod_memory_gib(dep, inst),
+                host=host_cache(tiers, fit.kv_pool_gib_per_gpu, inst.gpu_count) if tiers else None,
+            )
+        )
+    return sorted(found, key=Candidate.rank)
+
+
+def shapes(
+    gpu: str | None, allowed: tuple[str, ...] = (), gpu_count: int | None = None
+) -> Iterator[tuple[InstanceType, int]]:
+    """(instance type, nodes) of every whole-node replica shape the catalog offers within the constraints: one
+    node's GPUs, or 2 or 4 nodes of an 8-GPU type."""
     for inst in instance_types().values():
         # GPUs outside the spec's list (V100) are below what SGLang's default kernels need.
         if (gpu and inst.gpu != gpu) or (allowed and inst.name not in allowed) or inst.gpu not in GPU_MODELS:
             continue
-        counts = (1,) + (MULTI_NODE_COUNTS if inst.gpu_count >= MULTI_NODE_MIN_GPUS else ())
-        for nodes in counts:
-            tp = inst.gpu_count * nodes
-            if (gpu_count and tp != gpu_count) or parallel_split_problem(dep, model, inst, nodes):
-                continue
-            gpu_model = gpu_models()[inst.gpu]
-            dtype = serving_dtype(dep, model, gpu_model)
-            price = inst.hourly_usd(spot)
-            basis = "spot" if spot and inst.spot_usd_per_hour is not None else "on-demand"
-            fit = memory_fit(dep, model, gpu_model, tp, context, dtype, lora)
-            tiers = dep.serving.hierarchical_cache
-            found.append(
-                Candidate(
-                    instance=inst,
-                    nodes=nodes,
-                    tp=tp,
-                    dtype=dtype,
-                    memory=fit,
-                    hourly_usd=None if price is None else price * nodes,
-                    price_basis=basis,  # rounded only when shown
-                    problem=capability_problem(dep, model, gpu_model, dtype),
-                    pod_memory_gib=pod_memory_gib(dep, inst),
-                    host=host_cache(tiers, fit.kv_pool_gib_per_gpu, inst.gpu_count) if tiers else None,
-                )
-            )
-    return sorted(found, key=Candidate.rank)
+        for nodes in (1,) + (MULTI_NODE_COUNTS if inst.gpu_count >= MULTI_NODE_MIN_GPUS else ()):
+            if not gpu_count or inst.gpu_count * nodes == gpu_count:
+                yield inst, nodes
 
 
 def size(dep: DeploymentSpec, model: LockedModel, lora: LoraLoad | None = None) -> Sizing:
@@ -691,18 +701,14 @@ def _parallelism_unplaceable(
 ) -> Problem:
     """No shape of the catalog runs the spec's parallelism: the reason of the largest shape within the other
     constraints (the one most likely meant), and the GPU counts that would."""
-    shapes = sorted(
-        (inst.gpu_count * nodes, inst.name, inst, nodes)
-        for inst in instance_types().values()
-        if (not gpu or inst.gpu == gpu) and (not allowed or inst.name in allowed) and inst.gpu in GPU_MODELS
-        for nodes in (1,) + (MULTI_NODE_COUNTS if inst.gpu_count >= MULTI_NODE_MIN_GPUS else ())
-        if not gpu_count or inst.gpu_count * nodes == gpu_count
+    offered = sorted(
+        (inst.gpu_count * nodes, inst.name, inst, nodes) for inst, nodes in shapes(gpu, allowed, gpu_count)
     )
     par = dep.serving.parallelism
     got = f"data_parallel_attention {par.data_parallel_attention}, expert {par.expert}, all_to_all {par.all_to_all}"
-    if not shapes:
+    if not offered:
         return _no_placement(dep, model, 0, "resources.gpu_count", gpu_count)
-    tp, name, inst, nodes = shapes[-1]
+    tp, name, inst, nodes = offered[-1]
     reason = parallel_split_problem(dep, model, inst, nodes)
     where = name if nodes == 1 else f"{nodes}× {name}"
     return Problem(
@@ -892,13 +898,7 @@ def _host_memory_problem(dep: DeploymentSpec, short: list[Candidate]) -> Problem
 def offered_gpu_counts(gpu: str | None, allowed: tuple[str, ...] = ()) -> list[int]:
     """GPUs per replica the catalog offers for a GPU (any when None) among the allowed instance types: one
     node's GPUs, or 2 or 4 nodes of 8 (the shapes `candidates` builds, before the model's constraints)."""
-    counts: set[int] = set()
-    for inst in instance_types().values():
-        if (gpu and inst.gpu != gpu) or (allowed and inst.name not in allowed) or inst.gpu not in GPU_MODELS:
-            continue
-        nodes = (1,) + (MULTI_NODE_COUNTS if inst.gpu_count >= MULTI_NODE_MIN_GPUS else ())
-        counts.update(inst.gpu_count * n for n in nodes)
-    return sorted(counts)
+    return sorted({inst.gpu_count * nodes for inst, nodes in shapes(gpu, allowed)})
 
 
 def _no_placement(dep: DeploymentSpec, model: LockedModel, context: int, field: str, got: object) -> Problem:
