@@ -282,7 +282,7 @@ class ModelDeployment(pulumi.ComponentResource):
                 token_env=sglang_server.token_env(refs),
                 tags=args.tags or {},
                 volume_name=f"{args.namespace_name}-{dep.name}-weights",
-                adapters=args.sizing.lora.adapters if args.sizing.lora else (),
+                adapters=args.sizing.adapters,
             ),
             # The Job reads the token Secret and the tool's ConfigMap, and mounts through the CSI driver.
             opts=pulumi.ResourceOptions(parent=self, depends_on=[*job_inputs, *_installed(args, csi_driver)]),

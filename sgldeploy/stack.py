@@ -19,7 +19,6 @@ from sgldeploy.models.lock import (
     NOT_LOCKED_FIX,
     SERVABLE_PIPELINES,
     LockContents,
-    LockedAdapter,
     LockedModel,
     LockError,
     lock_key,
@@ -40,7 +39,6 @@ class LoadedDeployment:
     model: LockedModel
     sizing: Sizing
     cache_reason: str = ""  # how `auto` chose the cache, for the plan
-    adapters: tuple[LockedAdapter, ...] = ()  # model.adapters as locked, in spec order
 
 
 @dataclass(frozen=True)
@@ -166,7 +164,7 @@ def _load_deployment(
         return None
     dep, sizing, reason = _choose_cache(spec, dep, model, sizing)
     problems += _placement_problems(spec, dep, sizing, at, model.sha)
-    return LoadedDeployment(dep, model, sizing, reason, tuple(locked))
+    return LoadedDeployment(dep, model, sizing, reason)
 
 
 def _choose_cache(

@@ -118,8 +118,7 @@ def pod_template(
 ) -> dict[str, Any]:
     """The pod of a one-node replica (`server`), or of the `leader` or a `worker` of a multi-node one; on the
     deployment's own node pool when `pool` names it, with `efa` Elastic Fabric Adapters for NCCL."""
-    adapters = sizing.lora.adapters if sizing.lora else ()
-    cache = weight_cache.layout(dep, model, sizing.disk_gib, token_env(secrets), adapters)
+    cache = weight_cache.layout(dep, model, sizing.disk_gib, token_env(secrets), sizing.adapters)
     launch = launch_command(
         dep,
         model,

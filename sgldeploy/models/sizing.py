@@ -42,7 +42,7 @@ from sgldeploy.models.host_cache import (
     HostCache,
     host_cache,
 )
-from sgldeploy.models.lock import LockedModel
+from sgldeploy.models.lock import LockedAdapter, LockedModel
 from sgldeploy.models.lora import LoraLoad
 from sgldeploy.spec import GPU_MODELS, QUANTIZATIONS, DeploymentSpec
 from sgldeploy.spec.problems import Problem, ProblemError
@@ -209,6 +209,11 @@ class Sizing:
     choice: str | None = None  # why the placement beat the cheapest memory fit (None: it is that fit)
     host_cache: HostCache | None = None  # the hierarchical cache's host tier, when serving has one
     lora: LoraLoad | None = None  # what the adapters ask of every replica, when there are adapters
+
+    @property
+    def adapters(self) -> tuple[LockedAdapter, ...]:
+        """The LoRA adapters served, as locked, in the order of model.adapters."""
+        return self.lora.adapters if self.lora else ()
 
 
 class SizingError(ProblemError):

@@ -201,5 +201,5 @@ def _adapters(item: LoadedDeployment) -> list[dict[str, Any]]:
             "target_modules": list(a.target_modules),
             "model": f"{item.spec.served_name}:{ref.name}",
         }
-        for ref, a in zip(item.spec.model.adapters, item.adapters, strict=True)
+        for ref, a in zip(item.spec.model.adapters, item.sizing.adapters, strict=True)
     ]
