@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pulumi
 
+from components.disaggregated_deployment import DisaggregatedDeployment, DisaggregatedDeploymentArgs
 from components.model_deployment import ModelDeployment, ModelDeploymentArgs, NodesArgs
 from components.platform import Platform, PlatformArgs
 from sgldeploy import cost
@@ -92,41 +93,42 @@ platform = Platform(
     ),
 )
 
-summaries, api_keys = {}, {}
-for item in stack.deployments:
-    deployment = ModelDeployment(
-        item.spec.name,
-        ModelDeploymentArgs(
-            spec=item.spec,
-            model=item.model,
-            sizing=item.sizing,
-            namespace=platform.namespace,
-            hf_token=secrets["hfToken"],
-            api_key=secrets["apiKey"],
-            network=platform.network,
-            namespace_name=stack.spec.platform.namespace,
-            tags=stack.spec.platform.tags,
-            facts=deployment_facts(item, stack.spec.platform, region, estimate),
-            nodes=NodesArgs(
-                provisioner=stack.spec.platform.node_provisioner,
-                cluster_name=stack.spec.platform.cluster.name,
-                node_role_name=platform.node_role_name,
-                node_role_arn=platform.node_role_arn,
-            ),
-            addons=stack.spec.platform.addons,
-            prometheus_url=stack.spec.platform.prometheus_url or DEFAULT_PROMETHEUS,
-            addon_releases=platform.addons.releases,
-            network_policies=stack.spec.platform.network_policies,
+
+def deployment_args(item):
+    """What the ModelDeployment of one loaded deployment (or of one role of a disaggregated one) is given."""
+    return ModelDeploymentArgs(
+        spec=item.spec,
+        model=item.model,
+        sizing=item.sizing,
+        namespace=platform.namespace,
+        hf_token=secrets["hfToken"],
+        api_key=secrets["apiKey"],
+        network=platform.network,
+        namespace_name=stack.spec.platform.namespace,
+        tags=stack.spec.platform.tags,
+        facts=deployment_facts(item, stack.spec.platform, region, estimate),
+        nodes=NodesArgs(
+            provisioner=stack.spec.platform.node_provisioner,
+            cluster_name=stack.spec.platform.cluster.name,
+            node_role_name=platform.node_role_name,
+            node_role_arn=platform.node_role_arn,
         ),
-        opts=pulumi.ResourceOptions(providers={"kubernetes": platform.provider}),
+        addons=stack.spec.platform.addons,
+        prometheus_url=stack.spec.platform.prometheus_url or DEFAULT_PROMETHEUS,
+        addon_releases=platform.addons.releases,
+        network_policies=stack.spec.platform.network_policies,
     )
+
+
+def summarize(item, deployment, service_name):
+    """The deployment's line in the `deployments` output, and its cost in the log."""
     placement = item.sizing.placement
     spend = estimate.deployment_totals(item.spec.name)
     pulumi.log.info(f"cost {cost.one_line(item.spec.name, spend)}", deployment)
     summaries[item.spec.name] = {
         "model": item.spec.model.repo,
         "revision": item.model.sha,
-        "serviceName": deployment.server.service_name,
+        "serviceName": service_name,
         "instanceType": placement.instance_type,
         "gpusPerReplica": placement.gpus_per_replica,
         "minReplicas": item.spec.min_replicas,
@@ -135,8 +137,32 @@ for item in stack.deployments:
         "estimatedMonthlyCostMax": spend["monthly_usd_max"],
         "nodePool": deployment.node_pool.name if deployment.node_pool is not None else None,
     }
+
+
+summaries, api_keys, roles = {}, {}, {}
+kubernetes = pulumi.ResourceOptions(providers={"kubernetes": platform.provider})
+for item in stack.deployments:
+    role = item.spec.serving_role
+    if role is not None:  # declared with the other role, below
+        roles.setdefault(role.deployment, {})[role.role] = item
+        continue
+    deployment = ModelDeployment(item.spec.name, deployment_args(item), opts=kubernetes)
+    summarize(item, deployment, deployment.server.service_name)
     if deployment.api_key is not None:
         api_keys[item.spec.name] = deployment.api_key
+for spec in stack.spec.deployments:
+    if spec.name not in roles:
+        continue
+    items = roles[spec.name]
+    disaggregated = DisaggregatedDeployment(
+        spec.name,
+        DisaggregatedDeploymentArgs(spec=spec, roles={r: deployment_args(i) for r, i in items.items()}),
+        opts=kubernetes,
+    )
+    for r, item in items.items():  # clients reach each role through the router
+        summarize(item, disaggregated.roles[r], disaggregated.router.service_name)
+    if disaggregated.api_key is not None:
+        api_keys[spec.name] = disaggregated.api_key
 
 pulumi.export("clusterName", platform.cluster_name)
 pulumi.export("namespace", platform.namespace)

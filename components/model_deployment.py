@@ -183,16 +183,7 @@ class ModelDeployment(pulumi.ComponentResource):
         return self._secret(f"{name}-hf-token", secret_name, "HF_TOKEN", args.hf_token, args, choices)
 
     def _api_key(self, name: str, args: ModelDeploymentArgs) -> pulumi.Output[str] | None:
-        """The key clients send (a secret output): the stack config's, else one generated; None with auth none."""
-        if args.spec.endpoint.auth != "api-key":
-            return None
-        key = args.api_key
-        if key is None:
-            # No key in the stack config: generate one and keep it, secret, in the stack state.
-            key = random.RandomPassword(
-                f"{name}-api-key", length=48, special=False, opts=pulumi.ResourceOptions(parent=self)
-            ).result
-        return pulumi.Output.secret(key)
+        return client_api_key(self, name, args.spec, args.api_key)
 
     def _api_key_secret(
         self, name: str, args: ModelDeploymentArgs, choices: _Choices, key: pulumi.Output[str] | None
@@ -212,14 +203,7 @@ class ModelDeployment(pulumi.ComponentResource):
         args: ModelDeploymentArgs,
         choices: _Choices,
     ) -> k8s.core.v1.Secret:
-        return k8s.core.v1.Secret(
-            resource_name,
-            metadata={"name": secret_name, "namespace": args.namespace, "labels": choices.labels},
-            type="Opaque",
-            string_data={key: pulumi.Output.secret(value)},  # type: ignore[arg-type]  # the SDK's stub infers Never
-            # Pods reference the Secret by this fixed name; a replacement must free it first.
-            opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True),
-        )
+        return named_secret(self, resource_name, secret_name, {key: value}, args.namespace, choices.labels)
 
     def _node_pool(self, name: str, args: ModelDeploymentArgs, pool: str | None) -> GpuNodePool | None:
         """GPU nodes of its own; None when it runs on GPU nodes the cluster already has."""
@@ -237,7 +221,7 @@ class ModelDeployment(pulumi.ComponentResource):
                 node_role_name=args.nodes.node_role_name,
                 node_role_arn=args.nodes.node_role_arn,
                 tags=args.tags or {},
-                crds=_installed(args, "karpenter"),
+                crds=installed(args, "karpenter"),
             ),
             opts=pulumi.ResourceOptions(parent=self),
         )
@@ -285,7 +269,7 @@ class ModelDeployment(pulumi.ComponentResource):
                 adapters=args.sizing.adapters,
             ),
             # The Job reads the token Secret and the tool's ConfigMap, and mounts through the CSI driver.
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[*job_inputs, *_installed(args, csi_driver)]),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[*job_inputs, *installed(args, csi_driver)]),
         )
 
     def _server(
@@ -296,10 +280,16 @@ class ModelDeployment(pulumi.ComponentResource):
         refs: sglang_server.SecretRefs,
         pod_inputs: list[pulumi.Resource],
     ) -> SglangServer:
-        # With the EFA device plugin running, replicas spanning nodes request the adapters.
-        efa_plugin = args.nodes is not None and args.addons is not None and args.addons.efa_device_plugin
+        # With the EFA device plugin running, replicas spanning nodes (and a disaggregated deployment's roles,
+        # which send KV caches to each other) request the adapters.
+        kv_transfer = args.spec.serving_role is not None
+        efa_plugin = (
+            (args.nodes is not None or kv_transfer)
+            and args.addons is not None
+            and args.addons.efa_device_plugin
+        )
         # The LeaderWorkerSet CRD must exist before a workload of its kind.
-        crds = _installed(args, "leader_worker_set") if choices.multi_node else []
+        crds = installed(args, "leader_worker_set") if choices.multi_node else []
         return SglangServer(
             f"{name}-server",
             SglangServerArgs(
@@ -310,7 +300,7 @@ class ModelDeployment(pulumi.ComponentResource):
                 secrets=refs,
                 pool=choices.pool,
                 autoscaled=choices.autoscaled,
-                efa=node_pool.efa_interfaces(args.sizing) if efa_plugin else 0,
+                efa=node_pool.efa_interfaces(args.sizing, kv_transfer) if efa_plugin else 0,
                 tracks=choices.tracks,
             ),
             # Pods reference the Secrets and the tool's ConfigMap by name, and a shared cache must hold the
@@ -322,7 +312,7 @@ class ModelDeployment(pulumi.ComponentResource):
         """KEDA's scaler of the server; None when nothing scales it (no KEDA, fixed bounds, stopped)."""
         if not choices.autoscaled:
             return None
-        http = _installed(args, "keda_http") if choices.through_interceptor else []
+        http = installed(args, "keda_http") if choices.through_interceptor else []
         return Autoscaler(
             f"{name}-autoscaler",
             AutoscalerArgs(
@@ -332,7 +322,7 @@ class ModelDeployment(pulumi.ComponentResource):
                 namespace=args.namespace,
                 namespace_name=args.namespace_name,
                 prometheus=args.prometheus_url,
-                crds=_installed(args, "keda") + http,
+                crds=installed(args, "keda") + http,
                 workload=choices.tracks[0].name if choices.tracks else None,
             ),
             # It scales the workload, which must exist first.
@@ -360,7 +350,7 @@ class ModelDeployment(pulumi.ComponentResource):
                 namespace_name=args.namespace_name,
                 multi_node=choices.multi_node,
                 api_key_secret=refs.api_key,
-                monitoring_crds=_installed(args, "prometheus") if monitored else None,
+                monitoring_crds=installed(args, "prometheus") if monitored else None,
                 track_labels=choices.tracks[0].labels if choices.tracks else None,
             ),
             # Its pods read the API key Secret by name; it sends to the active commit once that is ready.
@@ -370,8 +360,9 @@ class ModelDeployment(pulumi.ComponentResource):
         )
 
     def _endpoint(self, name: str, args: ModelDeploymentArgs, choices: _Choices) -> Endpoint | None:
-        """The load balancer clients reach; None with `exposure: cluster`."""
-        if args.spec.endpoint.exposure == "cluster":
+        """The load balancer clients reach; None with `exposure: cluster`, and for a role of a disaggregated
+        deployment (its PD router has the deployment's one)."""
+        if args.spec.endpoint.exposure == "cluster" or args.spec.serving_role is not None:
             return None
         return Endpoint(
             f"{name}-endpoint",
@@ -385,7 +376,7 @@ class ModelDeployment(pulumi.ComponentResource):
             # The AWS Load Balancer Controller turns these into load balancers, once it runs.
             opts=pulumi.ResourceOptions(
                 parent=self,
-                depends_on=_installed(args, "aws_load_balancer_controller")
+                depends_on=installed(args, "aws_load_balancer_controller")
                 + ([self.router] if self.router else []),
             ),
         )
@@ -425,7 +416,7 @@ class ModelDeployment(pulumi.ComponentResource):
                 namespace=args.namespace,
                 namespace_name=args.namespace_name,
                 tracks=choices.tracks,
-                crds=_installed(args, "prometheus"),
+                crds=installed(args, "prometheus"),
             ),
             opts=pulumi.ResourceOptions(parent=self),
         )
@@ -437,16 +428,20 @@ class ModelDeployment(pulumi.ComponentResource):
         if not args.network_policies or args.network is None:
             return []
         dep, vpc_cidr = args.spec, args.network.vpc_cidr
-        specs = {
-            "deny-ingress": network_policy.deny_all_spec(dep),
-            "server-ingress": network_policy.server_ingress_spec(
+        server = (
+            network_policy.role_ingress_spec(
+                dep, prometheus=choices.prometheus, multi_node=choices.multi_node
+            )
+            if dep.serving_role
+            else network_policy.server_ingress_spec(
                 dep,
                 vpc_cidr=vpc_cidr,
                 through_interceptor=choices.through_interceptor,
                 prometheus=choices.prometheus,
                 multi_node=choices.multi_node,
-            ),
-        }
+            )
+        )
+        specs = {"deny-ingress": network_policy.deny_all_spec(dep), "server-ingress": server}
         if router.enabled(dep):
             specs["router-ingress"] = network_policy.router_ingress_spec(
                 dep,
@@ -454,16 +449,7 @@ class ModelDeployment(pulumi.ComponentResource):
                 through_interceptor=choices.through_interceptor,
                 prometheus=choices.prometheus,
             )
-        labels = sglang_server.labels(dep, "network-policy")
-        return [
-            k8s.networking.v1.NetworkPolicy(
-                f"{name}-{role}",
-                metadata={"name": f"{dep.name}-{role}", "namespace": args.namespace, "labels": labels},
-                spec=spec,
-                opts=pulumi.ResourceOptions(parent=self),
-            )
-            for role, spec in specs.items()
-        ]
+        return network_policies(self, name, dep, args.namespace, specs)
 
     def _disruption_budget(
         self, name: str, args: ModelDeploymentArgs, choices: _Choices
@@ -478,6 +464,59 @@ class ModelDeployment(pulumi.ComponentResource):
         )
 
 
+def client_api_key(
+    parent: pulumi.Resource, name: str, dep: DeploymentSpec, configured: pulumi.Output[str] | None
+) -> pulumi.Output[str] | None:
+    """The key clients send (a secret output): the stack config's, else one generated; None with auth none."""
+    if dep.endpoint.auth != "api-key":
+        return None
+    key = configured
+    if key is None:
+        # No key in the stack config: generate one and keep it, secret, in the stack state.
+        key = random.RandomPassword(
+            f"{name}-api-key", length=48, special=False, opts=pulumi.ResourceOptions(parent=parent)
+        ).result
+    return pulumi.Output.secret(key)
+
+
+def named_secret(
+    parent: pulumi.Resource,
+    resource_name: str,
+    secret_name: str,
+    data: dict[str, pulumi.Output[str]],
+    namespace: pulumi.Input[str],
+    labels: dict[str, str],
+) -> k8s.core.v1.Secret:
+    return k8s.core.v1.Secret(
+        resource_name,
+        metadata={"name": secret_name, "namespace": namespace, "labels": labels},
+        type="Opaque",
+        string_data={k: pulumi.Output.secret(v) for k, v in data.items()},  # type: ignore[arg-type]  # the stub infers Never
+        # Pods reference the Secret by this fixed name; a replacement must free it first.
+        opts=pulumi.ResourceOptions(parent=parent, delete_before_replace=True),
+    )
+
+
+def network_policies(
+    parent: pulumi.Resource,
+    name: str,
+    dep: DeploymentSpec,
+    namespace: pulumi.Input[str],
+    specs: dict[str, dict[str, Any]],
+) -> list[k8s.networking.v1.NetworkPolicy]:
+    """One NetworkPolicy per spec, named `<deployment>-<key>`."""
+    labels = sglang_server.labels(dep, "network-policy")
+    return [
+        k8s.networking.v1.NetworkPolicy(
+            f"{name}-{key}",
+            metadata={"name": f"{dep.name}-{key}", "namespace": namespace, "labels": labels},
+            spec=spec,
+            opts=pulumi.ResourceOptions(parent=parent),
+        )
+        for key, spec in specs.items()
+    ]
+
+
 def _validate(args: ModelDeploymentArgs) -> None:
     dep = args.spec
     if dep.cache_storage in weight_cache.SHARED and args.network is None:
@@ -489,7 +528,7 @@ def _own_nodes(args: ModelDeploymentArgs) -> bool:
     return args.nodes is not None and args.network is not None
 
 
-def _installed(args: ModelDeploymentArgs, addon: str) -> list[Any]:
+def installed(args: ModelDeploymentArgs, addon: str) -> list[Any]:
     """The add-on's Helm release when this stack installs it; nothing when it already exists or is unused."""
     release = args.addon_releases.get(addon)
     return [release] if release is not None else []

@@ -46,7 +46,9 @@ class GpuNodePool(pulumi.ComponentResource):
     def __init__(self, name: str, args: GpuNodePoolArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("sgldeploy:nodes:GpuNodePool", name, None, opts)
         tags = {**args.tags, "sgldeploy.io/node-pool": args.pool}
-        subnets = node_pool.pool_subnets(args.sizing, args.network.subnet_ids)
+        subnets = node_pool.pool_subnets(
+            args.sizing, args.network.subnet_ids, kv_transfer=args.spec.serving_role is not None
+        )
         placement_group = self._placement_group(name, args, tags)
         if args.provisioner == "karpenter":
             node_class = self._node_class(name, args, tags, subnets, placement_group)

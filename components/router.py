@@ -1,6 +1,7 @@
-"""The SGLang router in front of a deployment's replicas (`algorithm: cache-aware`): its service account and
-read-only pod access for discovery, the Deployment and Service, a ServiceMonitor for its metrics and, with more
-than one router pod, a disruption budget. Specs in sgldeploy/builders/router.py."""
+"""The SGLang router in front of a deployment's replicas (`algorithm: cache-aware`), or in PD mode in front of a
+disaggregated deployment's two roles: its service account and read-only pod access for discovery, the Deployment
+and Service, a ServiceMonitor for its metrics and, with more than one router pod, a disruption budget. Specs in
+sgldeploy/builders/router.py."""
 
 from __future__ import annotations
 
@@ -28,6 +29,9 @@ class RouterArgs:
     """The active track's labels (sgldeploy.builders.rollout): with blue-green only its pods get traffic."""
     monitoring_crds: list[Any] | None = None
     """None: no Prometheus operator, so no ServiceMonitor; else the release whose CRDs come first (or [])."""
+    pd_roles: dict[str, tuple[DeploymentSpec, Sizing]] | None = None
+    """A disaggregated deployment's roles (prefill, decode: each one's spec and sizing), for the router in PD
+    mode; None for one in front of plain replicas."""
 
 
 class Router(pulumi.ComponentResource):
@@ -78,14 +82,12 @@ class Router(pulumi.ComponentResource):
     def _deployment(
         self, name: str, args: RouterArgs, metadata: dict[str, Any], binding: k8s.rbac.v1.RoleBinding
     ) -> k8s.apps.v1.Deployment:
-        spec = router.deployment_spec(
-            args.spec,
-            args.sizing,
-            args.namespace_name,
-            args.multi_node,
-            args.api_key_secret,
-            args.track_labels,
+        container_args = (
+            router.pd_args(args.spec, args.pd_roles, args.namespace_name)
+            if args.pd_roles
+            else router.args(args.spec, args.sizing, args.namespace_name, args.multi_node, args.track_labels)
         )
+        spec = router.deployment_spec(args.spec, container_args, args.api_key_secret)
         return k8s.apps.v1.Deployment(
             f"{name}-deployment",
             metadata=metadata,

@@ -26,7 +26,7 @@ class SglangServerArgs:
     pool: str | None = None
     """The deployment's node pool (sgldeploy.builders.node_pool.pool_id); None for any GPU node."""
     efa: int = 0
-    """Elastic Fabric Adapters each pod of a replica spanning nodes requests (0: none)."""
+    """Elastic Fabric Adapters each pod requests, for NCCL across nodes or a role's KV transfer (0: none)."""
     autoscaled: bool = False
     """An autoscaler owns the replica count after the first apply."""
     pod_spec_overrides: dict[str, Any] = field(default_factory=dict)
@@ -107,6 +107,7 @@ class SglangServer(pulumi.ComponentResource):
                 types,
                 pool=args.pool,
                 track=track,
+                efa=args.efa,
             )
             spec["template"]["spec"].update(args.pod_spec_overrides)
             workloads.append(

@@ -254,9 +254,10 @@ def cache_storage(item: LoadedDeployment, region: str) -> CostItem | None:
 
 
 def endpoint(item: LoadedDeployment, region: str, usage: Usage) -> list[CostItem]:
-    """The load balancer the AWS Load Balancer Controller creates for a public or internal endpoint."""
+    """The load balancer the AWS Load Balancer Controller creates for a public or internal endpoint. A
+    disaggregated deployment has one, in front of its router, priced with its decode role."""
     spec, ep = item.spec, item.spec.endpoint
-    if ep.exposure == "cluster":
+    if ep.exposure == "cluster" or (spec.serving_role and spec.serving_role.role == "prefill"):
         return []
     kind = ep.load_balancer
     units = usage.load_balancer_capacity_units_per_hour

@@ -14,7 +14,8 @@ from typing import Any
 
 from sgldeploy.builders import autoscaler, endpoint, rollout, router, weight_cache
 from sgldeploy.catalog import calendar_date
-from sgldeploy.models import adapters
+from sgldeploy.models import adapters, disaggregation
+from sgldeploy.models.disaggregation import DisaggregationEstimate
 from sgldeploy.models.lock import (
     NOT_LOCKED_FIX,
     SERVABLE_PIPELINES,
@@ -25,7 +26,7 @@ from sgldeploy.models.lock import (
     read_lock_contents,
 )
 from sgldeploy.models.sizing import Sizing, SizingError, size
-from sgldeploy.spec import DeploymentSpec, StackSpec, eks_support, is_commit
+from sgldeploy.spec import PD_ROLES, DeploymentSpec, StackSpec, eks_support, is_commit
 from sgldeploy.spec.problems import ConfigWarning, InvalidInput, Problem, config_path
 from sgldeploy.spec.stackfile import StackFile
 from sgldeploy.spec.validate import parse_stack
@@ -39,6 +40,8 @@ class LoadedDeployment:
     model: LockedModel
     sizing: Sizing
     cache_reason: str = ""  # how `auto` chose the cache, for the plan
+    disaggregation: DisaggregationEstimate | None = None
+    """For a role of a disaggregated deployment: the figures of both roles together (the same on each)."""
 
 
 @dataclass(frozen=True)
@@ -84,14 +87,24 @@ def load(
     # Offline, a missing token is not a problem of each model but one warning for the stack (below).
     checked_secrets = secrets | {"hfToken"} if offline else secrets
     loaded = [
-        _load_deployment(spec, i, dep, models, checked_secrets, problems)
+        _load_deployment(spec, i, unit, models, checked_secrets, problems)
         for i, dep in enumerate(spec.deployments)
+        for unit in dep.serving_units()
     ]
+    problems += [p for i, dep in enumerate(spec.deployments) for p in _roles_problems(dep, loaded, i)]
     if problems:
         raise InvalidInput(_unique(problems))
-    ready = [d for d in loaded if d is not None]  # all of them: a deployment not loaded left a problem
+    ready = _paired([d for d in loaded if d is not None])  # all of them: one not loaded left a problem
+    index = {dep.name: i for i, dep in enumerate(spec.deployments)}
     warnings = tuple(eks_support.version_warnings(spec.platform.cluster, day)) + tuple(
-        w for i, d in enumerate(ready) for w in [*slo_warnings(d, i), *reservation_warnings(d.spec, i, day)]
+        w
+        for d in ready
+        for i in [index[_role_of(d.spec) or d.spec.name]]
+        for w in [
+            *slo_warnings(d, i),
+            *reservation_warnings(d.spec, i, day),
+            *prefill_capacity_warnings(d, i),
+        ]
     )
     stand_ins = {}
     gated = list(
@@ -140,7 +153,7 @@ def _load_deployment(
     """Deployment i's locked model and sizing, or None; what is wrong with it goes on `problems`."""
 
     def at(*loc: object) -> str:
-        return config_path("deployments", (i, *loc))
+        return config_path("deployments", (i, *role_path(dep, loc)))
 
     key = lock_key(dep.model.repo, dep.model.revision)
     if key in models.lock.damaged:  # a hand-written or damaged entry: one line per field, naming the entry
@@ -165,6 +178,69 @@ def _load_deployment(
     dep, sizing, reason = _choose_cache(spec, dep, model, sizing)
     problems += _placement_problems(spec, dep, sizing, at, model.sha)
     return LoadedDeployment(dep, model, sizing, reason)
+
+
+def role_path(dep: DeploymentSpec, loc: tuple[object, ...]) -> tuple[object, ...]:
+    """A path inside a deployment; for a role of a disaggregated one, its own fields sit under
+    `disaggregation.<role>`."""
+    role = dep.serving_role
+    if role is not None and loc and loc[0] in ("resources", "scaling"):
+        return ("disaggregation", role.role, *loc)
+    return loc
+
+
+def _roles_problems(dep: DeploymentSpec, loaded: list[LoadedDeployment | None], i: int) -> list[Problem]:
+    """What a disaggregated deployment's two sized roles need together: prefill and decode never share a node
+    (the pods' anti-affinity), so reservations both roles launch into must hold both roles' minimum nodes."""
+    roles = [d for d in loaded if d is not None and _role_of(d.spec) == dep.name]
+    reserved = [d for d in roles if d.spec.resources.capacity == "reserved" and d.spec.resources.reservation]
+    if len(roles) != 2 or len(reserved) != 2:
+        return []
+    prefill, decode = (d.spec.resources.reservation for d in reserved)
+    assert prefill is not None and decode is not None
+    if (prefill.ids, prefill.tags) != (decode.ids, decode.tags) or decode.instances is None:
+        return []
+    needed = sum(d.spec.min_replicas * d.sizing.placement.nodes_per_replica for d in reserved)
+    if needed <= decode.instances:
+        return []
+    return [
+        Problem(
+            config_path(
+                "deployments", (i, "disaggregation", "decode", "resources", "reservation", "instances")
+            ),
+            f"is {decode.instances}, but both roles launch into this reservation and their min_replicas need "
+            f"{needed} nodes: prefill and decode never share a node",
+            "reserve more instances, lower min_replicas, or give one role other capacity",
+            decode.instances,
+        )
+    ]
+
+
+def _paired(loaded: list[LoadedDeployment]) -> list[LoadedDeployment]:
+    """Each role of a disaggregated deployment with the figures of the two together."""
+    roles = {
+        (d.spec.serving_role.deployment, d.spec.serving_role.role): d for d in loaded if d.spec.serving_role
+    }
+    out = []
+    for d in loaded:
+        role = d.spec.serving_role
+        if role is not None:
+            prefill, decode = (roles[role.deployment, r] for r in PD_ROLES)
+            both = disaggregation.estimate(
+                role.deployment,
+                role.transfer_backend,
+                prefill.sizing,
+                decode.sizing,
+                (prefill.spec.max_replicas, decode.spec.max_replicas),
+            )
+            d = replace(d, disaggregation=both)
+        out.append(d)
+    return out
+
+
+def _role_of(dep: DeploymentSpec) -> str | None:
+    """The disaggregated deployment a spec is a role of; None for any other."""
+    return dep.serving_role.deployment if dep.serving_role else None
 
 
 def _choose_cache(
@@ -374,7 +450,7 @@ def reservation_warnings(dep: DeploymentSpec, i: int, today: date) -> list[Confi
     when = f"in {days} days" if days > 1 else "tomorrow" if days == 1 else "today" if days == 0 else "already"
     return [
         ConfigWarning(
-            config_path("deployments", (i, "resources", "reservation", "ends_at")),
+            config_path("deployments", (i, *role_path(dep, ("resources", "reservation", "ends_at")))),
             f"is {r.ends_at}: the reservation ends {when}, and its instances are reclaimed with the replicas "
             "on them",
             "extend or replace the reservation, or move the deployment to other capacity before then",
@@ -386,24 +462,60 @@ def slo_warnings(item: LoadedDeployment, i: int) -> list[ConfigWarning]:
     """A latency target the placement's modelled figures miss at max_concurrency: a warning with the numbers
     (the model is an estimate; `sgldeploy verify` measures)."""
     t, slo = item.sizing.throughput, item.spec.slo
-    if t is None:
-        return []
     out = []
-    for key, target, modelled, name in (
-        ("ttft_p95_seconds", slo.ttft_p95_seconds, t.estimate.ttft_seconds, "time to first token"),
-        ("itl_p95_seconds", slo.itl_p95_seconds, t.estimate.itl_seconds, "inter-token latency"),
-    ):
-        if target is not None and modelled > target:
+    names = {"ttft_p95_seconds": "time to first token", "itl_p95_seconds": "inter-token latency"}
+    for key, modelled in _modelled_latency(item).items():
+        target = getattr(slo, key)
+        if t is not None and target is not None and modelled > target:
             out.append(
                 ConfigWarning(
                     config_path("deployments", (i, "slo", key)),
-                    f"is {target:g} s, but {item.sizing.placement.instance_type} is modelled at a {name} of "
+                    f"is {target:g} s, but {item.sizing.placement.instance_type} is modelled at a {names[key]} of "
                     f"{modelled:.3g} s with {t.estimate.batch} requests of {t.input_tokens} + "
                     f"{t.output_tokens} tokens running",
                     "lower serving.max_concurrency, or choose a faster GPU or more GPUs per replica",
                 )
             )
     return out
+
+
+def prefill_capacity_warnings(item: LoadedDeployment, i: int) -> list[ConfigWarning]:
+    """On a disaggregated deployment's decode role: prefill replicas too few, at their most, to feed its decode
+    replicas at theirs (the model's ratio of prefill to decode work at full batch)."""
+    role, pd = item.spec.serving_role, item.disaggregation
+    if role is None or role.role != "decode" or pd is None:
+        return []
+    have, need = pd.max_replicas[0], pd.prefill_replicas_needed
+    if have >= need:
+        return []
+    return [
+        ConfigWarning(
+            config_path("deployments", (i, "disaggregation", "prefill", "scaling", "max_replicas")),
+            f"is {have}, but the decode role's {pd.max_replicas[1]} replica(s) at full batch take {need} prefill "
+            f"replicas (each prompt of {pd.input_tokens:,} tokens is modelled at {pd.prefill_seconds:.3g} s): past "
+            f"{have}, requests wait for a prefill",
+            f"raise it to {need}, or lower disaggregation.decode.scaling.max_replicas",
+        )
+    ]
+
+
+def _modelled_latency(item: LoadedDeployment) -> dict[str, float]:
+    """The modelled latencies (by SLO key) a deployment answers for: both, for replicas that do both; for a role
+    of a disaggregated deployment, the two roles' TTFT (prefill) or ITL (decode)."""
+    t, pd, role = item.sizing.throughput, item.disaggregation, item.spec.serving_role
+    if role is None:
+        return (
+            {}
+            if t is None
+            else {"ttft_p95_seconds": t.estimate.ttft_seconds, "itl_p95_seconds": t.estimate.itl_seconds}
+        )
+    if pd is None:
+        return {}
+    return (
+        {"ttft_p95_seconds": pd.ttft_seconds}
+        if role.role == "prefill"
+        else {"itl_p95_seconds": pd.itl_seconds}
+    )
 
 
 def _unique(problems: list[Problem]) -> list[Problem]:

@@ -26,7 +26,7 @@ from sgldeploy.spec.stackfile import read_stack_file
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCK = ROOT / "stacks" / "models.lock.json"
-COMMITTED_STACKS = ("dev", "staging", "prod", "large-moe")
+COMMITTED_STACKS = ("dev", "staging", "prod", "large-moe", "disaggregated")
 QWEN = {"repo": "Qwen/Qwen2.5-7B-Instruct", "revision": "a09a35458c702b33eeacc393d103063234e8bc28"}
 LLAMA_8B = {
     "repo": "meta-llama/Llama-3.1-8B-Instruct",
@@ -73,6 +73,26 @@ def multi_node(**fields: Any) -> dict:
         "cache": {"storage": "none"},
         **fields,
     }
+
+
+def disaggregated(**fields: Any) -> dict:
+    """Qwen 7B disaggregated: prefill and decode each on one L4 of an EFA-capable type, one to two replicas each;
+    fields override top-level keys (`disaggregation` whole)."""
+
+    def role() -> dict[str, Any]:  # one object per role: YAML would write a shared one as an alias
+        return {"resources": {"gpu": "L4", "gpu_count": 1}, "scaling": {"min_replicas": 1, "max_replicas": 2}}
+
+    raw: dict[str, Any] = {
+        "name": "pd",
+        "model": dict(QWEN),
+        "serving": {"context_length": 4096, "max_concurrency": 4},
+        "cache": {"storage": "none"},
+        "disaggregation": {"prefill": role(), "decode": role()},
+    }
+    return {**raw, **fields}
+
+
+PD_PLATFORM = {"cluster": {"name": "t"}, "namespace": "llm", "addons": {"efa_device_plugin": "existing"}}
 
 
 def write_stack(

@@ -347,6 +347,7 @@ class Load:
     """What every scraped pod's SGLang reports: gauges, and counters' increase per minute."""
 
     queue: float = 1
+    decode_prealloc: float = 3  # SGLang exports the gauge in every mode; only decode replicas of PD set it
     running: float = 2
     token_usage: float = 0.5
     requests: int = 600  # per minute, split evenly over is_streaming true/false
@@ -402,6 +403,10 @@ def sglang_series(w: World, load: Load, minutes: int, families: frozenset[str] =
         if "gauges" in families:
             out += [
                 (_series("sglang:num_queue_reqs", scheduler), [float(load.queue)] * n),
+                (
+                    _series("sglang:num_decode_prealloc_queue_reqs", scheduler),
+                    [float(load.decode_prealloc)] * n,
+                ),
                 (_series("sglang:num_running_reqs", scheduler), [float(load.running)] * n),
                 (_series("sglang:token_usage", scheduler), [float(load.token_usage)] * n),
             ]

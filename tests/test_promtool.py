@@ -417,6 +417,9 @@ def expected_trigger(t: Target) -> float:
     load = pw.Load()
     pods = {p.name for _, p in t.world.scraped if p.workload == t.scaled}
     per_pod = {"queue-depth": load.queue, "running-requests": load.running}[t.spec.scaling.metric]
+    role = t.spec.serving_role
+    if t.spec.scaling.metric == "queue-depth" and role is not None and role.role == "decode":
+        per_pod += load.decode_prealloc  # a decode replica's requests waiting for KV memory wait all the same
     return len(pods) * per_pod
 
 

@@ -72,6 +72,14 @@ def resource_tree(stdout: str) -> str:
     return "\n".join(lines[: end + 1])
 
 
+def deployment_summaries(stdout: str) -> str:
+    """The plan's stdout from its first deployment's line up to the stack's cost line."""
+    lines = stdout.splitlines()
+    first = next(i for i, line in enumerate(lines) if re.match(r"[a-z][-a-z0-9]*: \S+@[0-9a-f]{12} ", line))
+    end = next(i for i, line in enumerate(lines) if line.startswith("stack cost "))
+    return "\n".join(lines[first:end])
+
+
 def throughput_calibration() -> str:
     """The calibration table bench/throughput.py prints first."""
     import runpy
@@ -103,6 +111,9 @@ PRINTED: dict[str, Callable[[], str]] = {
     "sgldeploy plan --help": lambda: help_text("plan"),
     "sgldeploy lock --help": lambda: help_text("lock"),
     "bench/throughput.py, the calibration": lambda: throughput_calibration(),
+    "sgldeploy plan --stack disaggregated, its deployments": lambda: deployment_summaries(
+        plan_stdout("disaggregated")
+    ),
 }
 
 

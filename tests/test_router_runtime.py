@@ -139,7 +139,7 @@ def without_discovery(args: list[str]) -> list[str]:
             skip -= 1
         elif arg in DISCOVERY:
             skip = DISCOVERY[arg]
-        elif arg == "--selector":
+        elif arg in ("--selector", "--prefill-selector", "--decode-selector"):
             skip = next((j for j, a in enumerate(args[i + 1 :]) if a.startswith("--")), 0)
         else:
             out.append(arg)

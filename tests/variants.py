@@ -25,6 +25,7 @@ from .conftest import (
     QWEN3_235B,
     ROOT,
     deployment,
+    disaggregated,
     multi_node,
     render_stack,
     with_secret,
@@ -314,6 +315,44 @@ def variant_stack_files(root: Path) -> dict[str, Path]:
         ],
     )
     _lock_with_adapters(files["lora"].parent / LOCK.name)
+    # Prefill/decode disaggregation beyond the committed stack: NIXL on a created cluster behind a public NLB, and a
+    # prefill role whose replicas span two nodes (a LeaderWorkerSet) with a one-node decode role.
+    files["disaggregated-nixl"] = write_stack(
+        root / "disaggregated-nixl",
+        platform={**CREATED, "addons": {"leader_worker_set": True, "efa_device_plugin": True}},
+        deployments=[
+            disaggregated(
+                name="pd-nixl",
+                disaggregation={
+                    "transfer_backend": "nixl",
+                    "prefill": {
+                        "resources": {"gpu": "L40S", "gpu_count": 1},
+                        "scaling": {"min_replicas": 1, "max_replicas": 3, "metric": "running-requests"},
+                    },
+                    "decode": {
+                        "resources": {"gpu": "L4", "gpu_count": 1},
+                        "scaling": {"min_replicas": 1, "max_replicas": 1},
+                    },
+                },
+                endpoint={"exposure": "public", "load_balancer": "nlb", "algorithm": "least-connections"},
+            ),
+            {
+                **{k: v for k, v in multi_node(name="pd-wide").items() if k != "resources"},
+                "disaggregation": {
+                    "prefill": {
+                        "resources": {"gpu": "H100", "gpu_count": 16},
+                        "scaling": {"min_replicas": 1, "max_replicas": 1},
+                    },
+                    "decode": {
+                        "resources": {"gpu": "H200", "gpu_count": 8},
+                        "scaling": {"min_replicas": 1, "max_replicas": 1},
+                    },
+                },
+                "endpoint": dict(ALB_INTERNAL),
+            },
+        ],
+        extra={"sgldeploy:hfToken": {"secure": "v1:AAAAAAAAAAAAAAAA:opaque-ciphertext"}},
+    )
     for strategy, rollout in (
         ("blue-green", {"strategy": "blue-green", "previous_revision": SECOND_COMMIT}),
         ("canary", {"strategy": "canary", "canary_revision": SECOND_COMMIT, "canary_percent": 25}),

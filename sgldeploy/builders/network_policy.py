@@ -13,6 +13,11 @@ With the SGLang router in front (`algorithm: cache-aware`), the router's pods ta
 interceptor's traffic instead, and the serving pods only the namespace's (the router) and Prometheus's.
 
 Pods of one multi-node replica also talk to each other on every port (NCCL picks ports at run time).
+
+The two roles of a disaggregated deployment take requests from the deployment's PD router only (and Prometheus),
+and each other's connections on every port: SGLang's per-rank ZMQ sockets bind at random in 49152–65535, the
+prefill role's bootstrap server listens on 8998, and Mooncake's transfer engine opens a handshake port of its own
+choosing. The KV cache itself moves over EFA, which is not IP traffic and which NetworkPolicies do not see.
 Egress is left open: pods download weights from the Hub and S3. NetworkPolicies are additive, so a
 platform team widens this with policies of its own. They are enforced only where the cluster's network
 plugin does (the VPC CNI with `enableNetworkPolicy`, which sgldeploy turns on for clusters it creates).
@@ -77,6 +82,24 @@ def server_ingress_spec(
     rules: list[dict[str, Any]] = [{"from": peers, "ports": [{"protocol": "TCP", "port": SERVER_PORT}]}]
     if multi_node:
         rules.append({"from": [{"podSelector": {"matchLabels": selector(dep)}}]})
+    return {"podSelector": {"matchLabels": selector(dep)}, "policyTypes": ["Ingress"], "ingress": rules}
+
+
+def role_ingress_spec(dep: DeploymentSpec, *, prometheus: bool, multi_node: bool) -> dict[str, Any]:
+    """Who may reach the pods of one role of a disaggregated deployment: its PD router and Prometheus on the
+    SGLang port, the other role's pods (and the pods of its own multi-node replicas) on any port."""
+    role = dep.serving_role
+    assert role is not None
+    peers: list[dict[str, Any]] = [{"podSelector": {"matchLabels": router.pods_of(role.deployment)}}]
+    if prometheus and dep.observability.metrics:
+        peers.append(_namespace(addon_namespace("prometheus")))
+    servers = [{"app.kubernetes.io/instance": role.peer, "app.kubernetes.io/component": "server"}]
+    if multi_node:
+        servers.append(selector(dep))
+    rules: list[dict[str, Any]] = [
+        {"from": peers, "ports": [{"protocol": "TCP", "port": SERVER_PORT}]},
+        {"from": [{"podSelector": {"matchLabels": labels}} for labels in servers]},
+    ]
     return {"podSelector": {"matchLabels": selector(dep)}, "policyTypes": ["Ingress"], "ingress": rules}
 
 

@@ -113,24 +113,27 @@ def multi_node(sizing: Sizing) -> bool:
     return sizing.placement.nodes_per_replica > 1
 
 
-def pool_subnets(sizing: Sizing, subnet_ids: Sequence[Any]) -> list[Any]:
+def pool_subnets(sizing: Sizing, subnet_ids: Sequence[Any], kv_transfer: bool = False) -> list[Any]:
     """The subnets a pool's nodes launch in. A replica spanning nodes gets a cluster placement group, which
     lives in one Availability Zone: Auto Scaling refuses one with subnets in several zones ("You cannot specify
     multiple Availability Zones and a cluster placement group", CreateAutoScalingGroup PlacementGroup,
     https://docs.aws.amazon.com/autoscaling/ec2/APIReference/API_CreateAutoScalingGroup.html), and Karpenter
     (1.14, pkg/providers/instancetype/offering) offers every zone of its subnets whatever the group, so nodes
-    of one replica could land in two zones. One subnet is one zone: the first of the cluster's. Ids may be
+    of one replica could land in two zones. One subnet is one zone: the first of the cluster's. The two roles of
+    a disaggregated deployment (`kv_transfer`) take the same one: EFA's OS-bypass traffic does not leave its
+    subnet (https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/efa.html, "EFA limitations"). Ids may be
     Pulumi outputs (a created VPC)."""
-    return list(subnet_ids[:1]) if multi_node(sizing) else list(subnet_ids)
+    return list(subnet_ids[:1]) if multi_node(sizing) or kv_transfer else list(subnet_ids)
 
 
 EFA_RESOURCE = "vpc.amazonaws.com/efa"
 
 
-def efa_interfaces(sizing: Sizing) -> int:
-    """EFA interfaces each pod of a replica spanning nodes requests: what every allowed instance type has (one
-    pod per node), or 0 for one-node replicas and types without EFA."""
-    if not multi_node(sizing):
+def efa_interfaces(sizing: Sizing, kv_transfer: bool = False) -> int:
+    """EFA interfaces each pod requests, for NCCL across the nodes of a replica or (`kv_transfer`) a role of a
+    disaggregated deployment sending KV caches to the other: what every allowed instance type has (one pod per
+    node); 0 for other one-node replicas and for types without EFA."""
+    if not (multi_node(sizing) or kv_transfer):
         return 0
     known = catalog.instance_types()
     return min((known[t].efa_interfaces for t in instance_types(sizing) if t in known), default=0)

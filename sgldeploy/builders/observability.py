@@ -46,6 +46,9 @@ METRICS = {  # SGLang's names the queries use; a test checks each against SGLang
     # place SGLang 0.5.23 counts server errors. `num_aborted_requests_total` counts aborts, mostly clients
     # that hung up (tokenizer_manager.py abort_request).
     "responses": "sglang:http_responses_total",
+    # A decode replica of a disaggregated deployment holds a request here until it has KV memory to receive
+    # its cache into (srt/disaggregation/decode.py): requests waiting, as much as those in the waiting queue.
+    "decode_prealloc": "sglang:num_decode_prealloc_queue_reqs",
 }
 # kube-state-metrics' names: docs/metrics/workload/deployment-metrics.md @06d1481, statefulset-metrics.md @098e785,
 # pod-metrics.md @04ee634 (all STABLE).
@@ -186,7 +189,13 @@ def query(dep: DeploymentSpec, namespace: str, what: str) -> str:
     workload it scales (the active commit's; the canary has a Service of its own); KEDA's AverageValue divides
     it by that workload's replicas."""
     own = (dep.name,)
-    return queries(Workloads(namespace, dep.name, False, own, own, dep.name, own))[what]
+    w = Workloads(namespace, dep.name, False, own, own, dep.name, own)
+    found = queries(w)[what]
+    role = dep.serving_role
+    if what == "queue_depth" and role is not None and role.role == "decode":
+        # The decode role's waiting requests also sit in its prealloc queue (none reported reads as none).
+        found += f" + (sum({METRICS['decode_prealloc']}{{{series(w)}}}) or vector(0))"
+    return found
 
 
 def not_ready_minutes(sizing: Sizing) -> int:

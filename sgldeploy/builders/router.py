@@ -31,7 +31,12 @@ HEALTH_PATH = "/readiness"  # 200 once a replica is healthy; /liveness always an
 
 
 def enabled(dep: DeploymentSpec) -> bool:
-    """In front for cache-aware, or wherever `endpoint.router.enabled` asks for it (and a policy maps)."""
+    """In front for cache-aware, or wherever `endpoint.router.enabled` asks for it (and a policy maps); always in
+    front of a disaggregated deployment (in PD mode), never of one of its roles (the deployment's router is)."""
+    if dep.serving_role is not None:
+        return False
+    if dep.disaggregation is not None:
+        return dep.endpoint.algorithm in POLICIES and dep.state == "running"
     asked = dep.endpoint.router.enabled
     wanted = asked if asked is not None else dep.endpoint.algorithm == "cache-aware"
     return wanted and dep.endpoint.algorithm in POLICIES and dep.state == "running"
@@ -65,7 +70,12 @@ def labels(dep: DeploymentSpec) -> dict[str, str]:
 
 
 def pod_selector(dep: DeploymentSpec) -> dict[str, str]:
-    return {"app.kubernetes.io/instance": dep.name, "app.kubernetes.io/component": COMPONENT}
+    return pods_of(dep.name)
+
+
+def pods_of(deployment: str) -> dict[str, str]:
+    """The router pods of the deployment named `deployment`."""
+    return {"app.kubernetes.io/instance": deployment, "app.kubernetes.io/component": COMPONENT}
 
 
 def capacity(dep: DeploymentSpec) -> int:
@@ -75,7 +85,19 @@ def capacity(dep: DeploymentSpec) -> int:
 
 def describe(dep: DeploymentSpec) -> str:
     """One line for the plan: how requests reach the replicas, and what happens past capacity."""
-    ep = dep.endpoint
+    ep, role = dep.endpoint, dep.serving_role
+    if role is not None:
+        admitted = capacity(dep) if role.role == "decode" else None
+        bound = (
+            f"it admits bursts of {admitted} requests and {admitted} more per second (what the decode replicas "
+            "run); beyond that clients get 429 at once"
+            if admitted
+            else "admission is bounded by the decode replicas"
+        )
+        return (
+            f"through the PD router {role.deployment}-router ({ep.router.replicas} pod(s), {ep.router.image}), "
+            f"which sends each request to a prefill and a decode replica; {bound}"
+        )
     if not enabled(dep):
         how = (
             "spread by the ClusterIP Service (kube-proxy picks a pod per connection)"
@@ -101,22 +123,73 @@ def args(
     spans nodes; the active commit's only with blue-green), the policy, load bounds, retries, circuit breaker,
     health checks and metrics."""
     workers = {**selector(dep), **({ROLE_LABEL: "leader"} if multi_node else {}), **(track_labels or {})}
-    out = [
-        "--host",
-        "0.0.0.0",
-        "--port",
-        str(ROUTER_PORT),
+    return [
+        *_listen(),
         "--policy",
         POLICIES[dep.endpoint.algorithm],
         "--service-discovery",
         "--selector",
-        *[f"{k}={v}" for k, v in sorted(workers.items())],
-        "--service-discovery-namespace",
-        namespace,
-        "--service-discovery-port",
-        str(SERVER_PORT),
+        *_labels(workers),
+        *_discovery_scope(namespace),
+        *_bounds(capacity(dep), sizing.startup_budget_seconds),
+        *_auth_and_extra(dep),
+    ]
+
+
+DECODE_POLICIES = {
+    "cache-aware": "power_of_two",
+    "round-robin": "round_robin",
+    "least-connections": "power_of_two",
+}
+"""endpoint.algorithm → the PD router's --decode-policy. Decode replicas keep no radix cache (SGLang disables it
+in decode mode), so cache-aware routing has nothing to aim at there: the less loaded of two replicas instead."""
+
+
+def pd_args(
+    dep: DeploymentSpec, roles: dict[str, tuple[DeploymentSpec, Sizing]], namespace: str
+) -> list[str]:
+    """The router in PD mode for a disaggregated deployment: each request goes to a prefill and a decode
+    replica at once (with the prefill's bootstrap address), and the decode replica's answer streams back. It
+    discovers each role by its labels; the prefill pods' annotation gives their bootstrap port. Admission is
+    bounded by what the decode replicas can run, which hold every running request."""
+    selectors = []
+    for role in ("prefill", "decode"):
+        spec, sizing = roles[role]
+        leaders = {ROLE_LABEL: "leader"} if sizing.placement.nodes_per_replica > 1 else {}
+        selectors += [f"--{role}-selector", *_labels({**selector(spec), **leaders})]
+    decode_spec, _ = roles["decode"]
+    return [
+        *_listen(),
+        "--pd-disaggregation",
+        "--prefill-policy",
+        POLICIES[dep.endpoint.algorithm],
+        "--decode-policy",
+        DECODE_POLICIES[dep.endpoint.algorithm],
+        "--service-discovery",
+        *selectors,
+        *_discovery_scope(namespace),
+        *_bounds(capacity(decode_spec), max(s.startup_budget_seconds for _, s in roles.values())),
+        *_auth_and_extra(dep),
+    ]
+
+
+def _listen() -> list[str]:
+    return ["--host", "0.0.0.0", "--port", str(ROUTER_PORT)]
+
+
+def _labels(labels: dict[str, str]) -> list[str]:
+    return [f"{k}={v}" for k, v in sorted(labels.items())]
+
+
+def _discovery_scope(namespace: str) -> list[str]:
+    return ["--service-discovery-namespace", namespace, "--service-discovery-port", str(SERVER_PORT)]
+
+
+def _bounds(admitted: int, startup_seconds: int) -> list[str]:
+    """Admission, timeouts, retries, circuit breaker, health checks and metrics."""
+    return [
         "--max-concurrent-requests",
-        str(capacity(dep)),
+        str(admitted),
         # No queue: a request the bucket cannot admit gets 429 at once. (A queued one waits about one refill
         # interval and then gets 408, whatever --queue-timeout-secs says.)
         "--queue-size",
@@ -125,7 +198,7 @@ def args(
         str(REQUEST_TIMEOUT_SECONDS),
         # A replica still loading weights is not a failure: wait as long as its startup probe does.
         "--worker-startup-timeout-secs",
-        str(sizing.startup_budget_seconds),
+        str(startup_seconds),
         "--retry-max-retries",
         "3",
         "--cb-failure-threshold",
@@ -145,25 +218,23 @@ def args(
         "--prometheus-port",
         str(METRICS_PORT),
     ]
-    if dep.endpoint.auth == "api-key":
-        # Clients present the same key to the router as to the replicas; the router passes it on.
-        out += ["--api-key", f"$({API_KEY_ENV})"]
-    return out + list(dep.endpoint.router.extra_args)
+
+
+def _auth_and_extra(dep: DeploymentSpec) -> list[str]:
+    # Clients present the same key to the router as to the replicas; the router passes it on.
+    auth = ["--api-key", f"$({API_KEY_ENV})"] if dep.endpoint.auth == "api-key" else []
+    return auth + list(dep.endpoint.router.extra_args)
 
 
 def deployment_spec(
-    dep: DeploymentSpec,
-    sizing: Sizing,
-    namespace: str,
-    multi_node: bool,
-    api_key_secret: str | None,
-    track_labels: dict[str, str] | None = None,
+    dep: DeploymentSpec, container_args: list[str], api_key_secret: str | None
 ) -> dict[str, Any]:
+    """The router's Deployment, running `container_args` (args or pd_args)."""
     env = [sglang_server.api_key_env(api_key_secret)] if api_key_secret else []
     container = {
         "name": "router",
         "image": dep.endpoint.router.image,
-        "args": args(dep, sizing, namespace, multi_node, track_labels),
+        "args": container_args,
         "env": env,
         "ports": [
             {"name": "http", "containerPort": ROUTER_PORT, "protocol": "TCP"},

@@ -77,6 +77,7 @@ def server_flags(
                 s.speculative.draft_revision,
             ]
     flags += parallelism_flags(dep)
+    flags += disaggregation_flags(dep)
     if sizing.lora:
         flags += lora_flags(dep, sizing.lora)
     if sizing.host_cache:
@@ -101,6 +102,28 @@ def parallelism_flags(dep: DeploymentSpec) -> list[str]:
         flags += ["--ep-size", str(par.expert)]
     if par.all_to_all == "deepep":
         flags += ["--moe-a2a-backend", "deepep"]
+    return flags
+
+
+BOOTSTRAP_PORT = 8998
+"""The prefill role's KV bootstrap server (SGLang 0.5.23's default --disaggregation-bootstrap-port, made explicit):
+decode replicas ask it where each request's KV cache comes from."""
+
+
+def disaggregation_flags(dep: DeploymentSpec) -> list[str]:
+    """A role of a disaggregated deployment: its mode and transfer backend; the prefill role also runs the
+    bootstrap server. Nothing for a deployment that prefills and decodes on the same replicas."""
+    role = dep.serving_role
+    if role is None:
+        return []
+    flags = [
+        "--disaggregation-mode",
+        role.role,
+        "--disaggregation-transfer-backend",
+        role.transfer_backend,
+    ]
+    if role.role == "prefill":
+        flags += ["--disaggregation-bootstrap-port", str(BOOTSTRAP_PORT)]
     return flags
 
 

@@ -10,7 +10,14 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from sgldeploy.builders import hierarchical_cache, node_pool, pod_security, rollout, weight_cache
+from sgldeploy.builders import (
+    disaggregation,
+    hierarchical_cache,
+    node_pool,
+    pod_security,
+    rollout,
+    weight_cache,
+)
 from sgldeploy.builders.gpu import GPU_RESOURCE, gpu_toleration
 from sgldeploy.builders.rollout import Track
 from sgldeploy.builders.sglang_args import API_KEY_ENV, SERVER_PORT, launch_command
@@ -155,6 +162,9 @@ def pod_template(
     tiers = sizing.host_cache
     if tiers:
         extra_env += hierarchical_cache.env(tiers)
+    pd = dep.serving_role
+    if pd:
+        extra_env += disaggregation.role_env(pd)
     fabric = {node_pool.EFA_RESOURCE: str(efa)} if efa else {}
     if efa:  # NCCL's libfabric plugin (aws-ofi-nccl, when the image has it) then runs over EFA, not TCP
         extra_env += [{"name": "FI_PROVIDER", "value": "efa"}]
@@ -163,7 +173,10 @@ def pod_template(
         "image": dep.serving.image,
         "command": command,
         "args": args,
-        "ports": [{"name": "http", "containerPort": SERVER_PORT, "protocol": "TCP"}],
+        "ports": [
+            {"name": "http", "containerPort": SERVER_PORT, "protocol": "TCP"},
+            *(disaggregation.container_ports(pd) if pd else []),
+        ],
         "env": env(dep, secrets, cache) + extra_env,
         "resources": {
             "requests": {"cpu": f"{sizing.cpu:g}", "memory": memory, GPU_RESOURCE: str(gpus), **fabric},
@@ -187,6 +200,7 @@ def pod_template(
             "annotations": {
                 "sgldeploy.io/model": f"{dep.model.repo}@{model.sha}",
                 **(node_pool.DO_NOT_DISRUPT if pool else {}),
+                **(disaggregation.pod_annotations(pd) if pd and role != "worker" else {}),
             },
         },
         "spec": {
@@ -197,7 +211,10 @@ def pod_template(
             "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
             **pod_security.without_api_token(),
             **(node_pool.pod_scheduling(pool) if pool else {"tolerations": [gpu_toleration()]}),
-            "affinity": node_pool.instance_type_affinity(instance_types),
+            "affinity": {
+                **node_pool.instance_type_affinity(instance_types),
+                **(disaggregation.peer_anti_affinity(pd) if pd else {}),
+            },
             "volumes": [
                 # NCCL and the tokenizer workers use /dev/shm; Docker's 64 MB default is too small.
                 {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": f"{sizing.shm_gib}Gi"}},
@@ -222,10 +239,11 @@ def deployment_spec(
     instance_types: list[str],
     pool: str | None = None,
     track: Track | None = None,
+    efa: int = 0,
 ) -> dict[str, Any]:
     """One track's Deployment (sgldeploy.builders.rollout): `model` already carries the track's commit."""
     track = track or rollout.tracks(dep, model.sha, dep.initial_replicas)[0]
-    template = pod_template(dep, model, sizing, secrets, instance_types, pool=pool)
+    template = pod_template(dep, model, sizing, secrets, instance_types, pool=pool, efa=efa)
     template["metadata"]["labels"].update(track.labels)
     return {
         "replicas": dep.initial_replicas if track.replicas is None else track.replicas,

@@ -579,6 +579,8 @@ def candidates(
         tp = inst.gpu_count * nodes
         if parallel_split_problem(dep, model, inst, nodes):
             continue
+        if dep.serving_role and not inst.efa_interfaces:  # a role's KV cache crosses nodes over EFA
+            continue
         gpu_model = gpu_models()[inst.gpu]
         dtype = serving_dtype(dep, model, gpu_model)
         price = inst.hourly_usd(spot)
@@ -631,6 +633,18 @@ def size(dep: DeploymentSpec, model: LockedModel, lora: LoraLoad | None = None) 
                 f"has instance types without GPU data: {', '.join(unknown)}",
                 "use GPU instance types listed in sgldeploy/data/aws-gpu-instances.csv",
                 unknown[0],
+            )
+        )
+    without_efa = [t for t in res.instance_types if not instance_types()[t].efa_interfaces]
+    if dep.serving_role and without_efa:
+        raise SizingError(
+            Problem(
+                "resources.instance_types",
+                f"has instance types without EFA: {', '.join(without_efa)}; a {dep.serving_role.role} replica "
+                "sends or receives KV caches over EFA",
+                "choose EFA-capable types (sgldeploy/data/aws-gpu-efa.csv), e.g. p5.48xlarge or g6e.12xlarge, "
+                "or leave instance_types empty",
+                without_efa[0],
             )
         )
     gpu = None if res.gpu == "auto" else res.gpu

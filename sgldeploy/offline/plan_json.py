@@ -93,8 +93,47 @@ def deployment_json(item: LoadedDeployment, estimate: cost.Estimate, addons: Add
         "cold_start_seconds": _cold_start(item),
         "startup_budget_seconds": item.sizing.startup_budget_seconds,
         "cost": spend,
-        "throughput": _throughput(item, estimate),
+        "throughput": None if spec.serving_role else _throughput(item, estimate),
+        "disaggregation": _disaggregation(item),
     }
+
+
+def _disaggregation(item: LoadedDeployment) -> dict[str, Any] | None:
+    """A role's place in its disaggregated deployment, and the throughput model's figures of the two together
+    (a role's own `throughput` is null: alone, neither prefills and decodes a request)."""
+    role, pd = item.spec.serving_role, item.disaggregation
+    if role is None:
+        return None
+    figures = None
+    if pd is not None:
+        c = pd.colocated
+        figures = {
+            "prefill_seconds": round(pd.prefill_seconds, 3),
+            "kv_transfer_seconds": round(pd.kv_transfer_seconds, 4),
+            "ttft_seconds": round(pd.ttft_seconds, 3),
+            "itl_seconds": round(pd.itl_seconds, 4),
+            "running_per_decode_replica": pd.batch,
+            "prefill_replicas_per_decode_replica": round(pd.prefill_replicas_per_decode_replica, 2),
+            "usd_per_million_output_tokens": _usd(pd.usd_per_million_output_tokens),
+            "colocated": {
+                "ttft_seconds": round(c.ttft_seconds, 3),
+                "itl_seconds": round(c.itl_seconds, 4),
+                "usd_per_million_output_tokens": _usd(c.usd_per_million_output_tokens),
+            },
+            "pays": pd.pays,
+            "why": pd.verdict(),
+        }
+    return {
+        "deployment": role.deployment,
+        "role": role.role,
+        "peer": role.peer,
+        "transfer_backend": role.transfer_backend,
+        "estimate": figures,
+    }
+
+
+def _usd(value: float | None) -> float | None:
+    return round(value, 2) if value is not None else None
 
 
 def _throughput(item: LoadedDeployment, estimate: cost.Estimate) -> dict[str, Any] | None:

@@ -119,6 +119,25 @@ def _throughput_line(t: dict[str, Any] | None, requests_per_second: float | None
     return [line]
 
 
+def _disaggregation_lines(pd: dict[str, Any] | None) -> list[str]:
+    """A role's part in its disaggregated deployment, and whether disaggregating pays."""
+    if pd is None:
+        return []
+    line = f"  role       {pd['role']} of {pd['deployment']}, KV caches to and from {pd['peer']} by {pd['transfer_backend']} over EFA"
+    e = pd["estimate"]
+    if e is None:
+        return [line]
+    if pd["role"] == "prefill":
+        figure = (
+            f"{e['prefill_seconds']:g} s a prompt; {e['prefill_replicas_per_decode_replica']:g} prefill replica(s) "
+            "keep one decode replica fed"
+        )
+    else:
+        figure = f"ITL {e['itl_seconds'] * 1000:.1f} ms with {e['running_per_decode_replica']} running and no prefill in its steps"
+    verdict = [f"  pd         {e['why']}"] if pd["role"] == "decode" else []  # the pair's, said once
+    return [f"{line} · {figure}", *verdict]
+
+
 def summary(plan: Plan) -> str:
     lines = []
     for d in plan.loaded.deployments:
@@ -141,6 +160,7 @@ def summary(plan: Plan) -> str:
             *_adapters_line(j["adapters"], d.sizing),
             *_alternatives(d.sizing),
             *_throughput_line(j["throughput"], d.spec.workload.requests_per_second),
+            *_disaggregation_lines(j["disaggregation"]),
             f"  replicas   {j['replicas']['min']}–{j['replicas']['max']}, {j['replicas']['running_when_idle']} "
             f"running when idle (readiness {j['readiness']}, cold-start budget {j['startup_budget_seconds']} s)",
             f"  scaling    {j['replicas']['autoscaling']}"

@@ -129,7 +129,9 @@ def policy_violations(
 
 def policy_resources(recording: Recording, state: bool = False) -> list[Resource]:
     """The recorded resources as a policy sees them under `pulumi preview`: type, name, URN, parent, and the
-    inputs (Analyze), or with `state` the outputs (AnalyzeStack), values unknown until apply as UNKNOWN."""
+    inputs (Analyze), or with `state` the outputs (AnalyzeStack), values unknown until apply as UNKNOWN. In URN
+    order: the mock engine records concurrent registrations (a disaggregated deployment's two roles) in whichever
+    order they complete, and the policy report must not follow it."""
     return [
         Resource(
             type=r.type,
@@ -138,5 +140,5 @@ def policy_resources(recording: Recording, state: bool = False) -> list[Resource
             props=normalize(from_engine(r.wire_state if state else r.wire_inputs)),
             parent=r.parent,
         )
-        for r in recording.resources
+        for r in sorted(recording.resources, key=lambda r: r.urn)
     ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import re
+from dataclasses import dataclass
 from datetime import date
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypedDict
 
@@ -17,6 +18,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainValidator,
+    PrivateAttr,
     WithJsonSchema,
     field_validator,
 )
@@ -962,6 +964,49 @@ class SloSpec(Model):
     )
 
 
+class RoleSpec(Model):
+    """One role of a disaggregated deployment: its own GPUs and replica bounds, the deployment's shape."""
+
+    resources: ResourcesSpec = Field(
+        default_factory=ResourcesSpec, description="The role's GPU and node resources."
+    )
+    scaling: ScalingSpec = Field(
+        default_factory=ScalingSpec, description="The role's replica bounds and autoscaling."
+    )
+
+
+TransferBackend = Literal["mooncake", "nixl"]
+PD_ROLES = ("prefill", "decode")
+
+
+class DisaggregationSpec(Model):
+    """Prefill/decode disaggregation: prompts are prefilled on one set of replicas, their KV caches sent over EFA
+    to another that decodes, and the SGLang router in PD mode is the only way in."""
+
+    transfer_backend: TransferBackend = Field(
+        "mooncake",
+        description="How the KV cache moves from prefill to decode: mooncake (Mooncake's transfer engine) or "
+        "nixl (NVIDIA's NIXL); both over EFA. Default mooncake.",
+    )
+    prefill: RoleSpec = Field(default_factory=RoleSpec, description="The replicas that prefill prompts.")
+    decode: RoleSpec = Field(default_factory=RoleSpec, description="The replicas that decode.")
+
+
+@dataclass(frozen=True)
+class ServingRole:
+    """What a role's spec knows of the disaggregated deployment it belongs to."""
+
+    deployment: str  # the disaggregated deployment's name
+    role: str  # prefill or decode
+    transfer_backend: str
+
+    @property
+    def peer(self) -> str:
+        """The other role's deployment name."""
+        other = next(r for r in PD_ROLES if r != self.role)
+        return f"{self.deployment}-{other}"
+
+
 class DeploymentSpec(Model):
     name: str = Field(
         ..., description="Deployment name: DNS-1035 label, ≤ 40 characters, unique in the stack."
@@ -990,6 +1035,39 @@ class DeploymentSpec(Model):
     env: dict[str, str] = Field(
         default_factory=dict, description="Extra environment variables for the server."
     )
+    disaggregation: DisaggregationSpec | None = Field(
+        None,
+        description="Prefill and decode on separate replicas (each with its own resources and scaling); null "
+        "for replicas that do both. Default null.",
+    )
+    _serving_role: ServingRole | None = PrivateAttr(None)
+
+    # -- a disaggregated deployment's roles --
+
+    @property
+    def serving_role(self) -> ServingRole | None:
+        """Set on the spec of one role of a disaggregated deployment (role_spec); None on any other."""
+        return self._serving_role
+
+    def role_spec(self, role: str) -> DeploymentSpec:
+        """The deployment one role serves as: named `<name>-<role>`, with the role's resources and scaling, and
+        everything else the disaggregated deployment's."""
+        assert self.disaggregation is not None
+        chosen: RoleSpec = getattr(self.disaggregation, role)
+        spec = self.model_copy(
+            update={
+                "name": f"{self.name}-{role}",
+                "resources": chosen.resources,
+                "scaling": chosen.scaling,
+                "disaggregation": None,
+            }
+        )
+        spec._serving_role = ServingRole(self.name, role, self.disaggregation.transfer_backend)
+        return spec
+
+    def serving_units(self) -> list[DeploymentSpec]:
+        """What serves the deployment: itself, or its two roles' specs."""
+        return [self.role_spec(r) for r in PD_ROLES] if self.disaggregation else [self]
 
     # -- effective values: readiness defaults applied, in this one place --
 

@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
-from sgldeploy.spec import SGLANG_IMAGE, DeploymentSpec, PlatformSpec, StackSpec, aws_text
+from sgldeploy.spec import PD_ROLES, SGLANG_IMAGE, DeploymentSpec, PlatformSpec, StackSpec, aws_text
 from sgldeploy.spec.problems import InvalidInput, Problem, SpecValueError, Verbatim, config_path
 
 MAX_NAME = 40
@@ -56,6 +56,9 @@ MANAGED_FLAGS = {
     "--enable-lora": "model.adapters",
     "--lora-paths": "model.adapters",
     "--max-loras-per-batch": "serving.lora.max_loras_per_batch",
+    "--disaggregation-mode": "disaggregation",
+    "--disaggregation-transfer-backend": "disaggregation.transfer_backend",
+    "--disaggregation-bootstrap-port": "disaggregation",
     "--max-loaded-loras": "serving.lora.max_loaded_loras",
     "--max-lora-rank": "serving.lora.max_lora_rank",
     "--lora-target-modules": "model.adapters",
@@ -140,7 +143,100 @@ def _deployment_rules(
         + _env_rules(dep, at)
         + _workload_rules(dep, at)
         + _reservation_rules(platform, dep, at)
+        + _disaggregation_rules(platform, dep, at)
     )
+
+
+def _disaggregation_rules(
+    platform: PlatformSpec | None, dep: DeploymentSpec, at: Callable[..., str]
+) -> list[Problem]:
+    """A disaggregated deployment: what its two roles and the PD router need."""
+    if dep.disaggregation is None:
+        return []
+    out = [
+        Problem(
+            at(key),
+            "is not read with disaggregation: each role has its own",
+            f"move it under disaggregation.prefill.{key} and disaggregation.decode.{key}",
+            show_got=False,
+        )
+        for key in ("resources", "scaling")
+        if key in dep.model_fields_set
+    ]
+    longest = max(len(f"{dep.name}-{role}") for role in PD_ROLES)
+    if longest > MAX_NAME and _is_dns1035(dep.name):
+        out.append(
+            Problem(
+                at("name"),
+                f"must be at most {MAX_NAME - (longest - len(dep.name))} characters with disaggregation: "
+                f"each role is a deployment named <name>-prefill or <name>-decode, of at most {MAX_NAME}",
+                "shorten it",
+                dep.name,
+            )
+        )
+    for role in PD_ROLES:
+        out += _role_rules(platform, dep.role_spec(role), role, at)
+    if dep.rollout.strategy != "rolling":
+        out.append(
+            Problem(
+                at("rollout", "strategy"),
+                "must be rolling with disaggregation: the PD router pairs every prefill with every decode "
+                "replica, whatever commit each serves",
+                "use strategy: rolling",
+                dep.rollout.strategy,
+            )
+        )
+    if dep.endpoint.algorithm == "ip-hash":
+        out.append(
+            Problem(
+                at("endpoint", "algorithm"),
+                "has no PD router policy: with disaggregation the router is the only way in",
+                "use cache-aware, round-robin or least-connections",
+                dep.endpoint.algorithm,
+            )
+        )
+    if dep.endpoint.router.enabled is False:
+        out.append(
+            Problem(
+                at("endpoint", "router", "enabled"),
+                "cannot be false with disaggregation: only the router sends each request to both roles",
+                "leave it unset",
+                False,
+            )
+        )
+    if platform is not None and not platform.addons.efa_device_plugin:
+        out.append(
+            Problem(
+                config_path("platform", ("addons", "efa_device_plugin")),
+                f"must be true: {dep.name} moves KV caches from prefill to decode over EFA, and pods get "
+                "EFA interfaces only through the EFA device plugin",
+                "set it to true (or existing, where the cluster runs it)",
+                platform.addons.efa_device_plugin,
+            )
+        )
+    return out
+
+
+def _role_rules(
+    platform: PlatformSpec | None, role: DeploymentSpec, name: str, at: Callable[..., str]
+) -> list[Problem]:
+    """One role's own scaling and reservation rules, at its paths under `disaggregation`."""
+
+    def role_at(*loc: object) -> str:
+        return at("disaggregation", name, *loc)
+
+    out = _scaling_rules(role, role_at) + _reservation_rules(platform, role, role_at)
+    if role.state == "running" and role.min_replicas == 0:
+        out.append(
+            Problem(
+                role_at("scaling", "min_replicas"),
+                f"must be ≥ 1 with disaggregation (readiness {role.readiness} defaults it to 0): the PD router "
+                "cannot hold a request while a role has no replica",
+                "set it to 1 or more, or choose readiness always-ready",
+                role.min_replicas,
+            )
+        )
+    return out
 
 
 def _scaling_rules(dep: DeploymentSpec, at: Callable[..., str]) -> list[Problem]:

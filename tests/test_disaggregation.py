@@ -1,0 +1,513 @@
+"""Prefill/decode disaggregation as rendered: each role's server in its SGLang mode with the KV transfer over EFA,
+kept off the other role's nodes; the router in PD mode as the only way in; NetworkPolicies that let the router
+and the two roles reach each other and nothing else; a role's problems at its own paths; cost per role, and the
+throughput model's verdict on when disaggregating pays, against figures derived here from the data files."""
+
+from __future__ import annotations
+
+import csv
+import ipaddress
+import math
+from typing import Any
+
+import pytest
+
+from sgldeploy.offline.plan_json import plan_json
+from sgldeploy.offline.plan_text import summary
+
+from .conftest import (
+    PD_PLATFORM,
+    ROOT,
+    disaggregated,
+    problem_lines,
+    render_stack,
+    resources_of,
+    write_stack,
+)
+from .variants import rendered_variants
+
+DATA = ROOT / "sgldeploy" / "data"
+DEPLOYMENT = "kubernetes:apps/v1:Deployment"
+LWS = "kubernetes:leaderworkerset.x-k8s.io/v1:LeaderWorkerSet"
+POLICY = "kubernetes:networking.k8s.io/v1:NetworkPolicy"
+EFA = "vpc.amazonaws.com/efa"
+ON_PLATFORM = {k: v for k, v in PD_PLATFORM.items() if k != "cluster"}
+
+
+def committed():
+    return rendered_variants()["disaggregated"]
+
+
+def by_name(plan, type_: str) -> dict[str, dict]:
+    return {r.inputs["metadata"]["name"]: r.inputs for r in resources_of(plan, type_)}
+
+
+def container(workload: dict) -> dict:
+    [c] = workload["spec"]["template"]["spec"]["containers"]
+    return c
+
+
+def flag(args: list[str], name: str) -> str | None:
+    return args[args.index(name) + 1] if name in args else None
+
+
+def efa_of(instance_type: str) -> int:
+    with open(DATA / "aws-gpu-efa.csv", newline="") as f:
+        return next(
+            int(r["efa_interfaces"]) for r in csv.DictReader(f) if r["instance_type"] == instance_type
+        )
+
+
+def instance_row(instance_type: str) -> dict[str, str]:
+    with open(DATA / "aws-gpu-instances.csv", newline="") as f:
+        return next(r for r in csv.DictReader(f) if r["instance_type"] == instance_type)
+
+
+# ---- the roles' servers --------------------------------------------------------------------------------------
+
+
+def test_each_role_serves_in_its_mode_and_prefill_runs_the_bootstrap_server():
+    workloads = by_name(committed(), DEPLOYMENT)
+    prefill, decode = (container(workloads[f"llama-70b-rag-{r}"])["args"] for r in ("prefill", "decode"))
+    assert flag(prefill, "--disaggregation-mode") == "prefill"
+    assert flag(decode, "--disaggregation-mode") == "decode"
+    assert flag(prefill, "--disaggregation-transfer-backend") == flag(
+        decode, "--disaggregation-transfer-backend"
+    )
+    assert flag(prefill, "--disaggregation-transfer-backend") == "mooncake"
+    prefill_pod = workloads["llama-70b-rag-prefill"]["spec"]["template"]
+    port = prefill_pod["metadata"]["annotations"]["sglang.ai/bootstrap-port"]  # what the PD router reads
+    assert flag(prefill, "--disaggregation-bootstrap-port") == port == "8998"
+    assert {"name": "bootstrap", "containerPort": 8998, "protocol": "TCP"} in container(
+        workloads["llama-70b-rag-prefill"]
+    )["ports"]
+    decode_pod = workloads["llama-70b-rag-decode"]["spec"]["template"]
+    assert "--disaggregation-bootstrap-port" not in decode  # decode learns it per request, from the router
+    assert "sglang.ai/bootstrap-port" not in decode_pod["metadata"]["annotations"]
+    # Both serve the same model under the same name: the router pairs any prefill with any decode replica.
+    assert flag(prefill, "--served-model-name") == flag(decode, "--served-model-name") == "llama-3.1-70b"
+
+
+@pytest.mark.parametrize("role,instance", [("prefill", "p5.48xlarge"), ("decode", "p5en.48xlarge")])
+def test_each_role_requests_every_efa_interface_of_its_type_and_sends_over_efa(role, instance):
+    workload = by_name(committed(), DEPLOYMENT)[f"llama-70b-rag-{role}"]
+    c = container(workload)
+    assert c["resources"]["requests"][EFA] == c["resources"]["limits"][EFA] == str(efa_of(instance))
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert env["MOONCAKE_PROTOCOL"] == "efa" and env["FI_PROVIDER"] == "efa"
+    assert c["securityContext"]["capabilities"]["add"] == ["IPC_LOCK"]
+    affinity = workload["spec"]["template"]["spec"]["affinity"]["nodeAffinity"]
+    [term] = affinity["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    assert term["matchExpressions"][0]["values"][0] == instance
+
+
+def test_prefill_and_decode_pods_never_share_a_node():
+    workloads = by_name(committed(), DEPLOYMENT)
+    labels = {
+        r: workloads[f"llama-70b-rag-{r}"]["spec"]["template"]["metadata"]["labels"]
+        for r in ("prefill", "decode")
+    }
+    for role, other in (("prefill", "decode"), ("decode", "prefill")):
+        spec = workloads[f"llama-70b-rag-{role}"]["spec"]["template"]["spec"]["affinity"]
+        [term] = spec["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+        assert term["topologyKey"] == "kubernetes.io/hostname"
+        wanted = term["labelSelector"]["matchLabels"]
+        assert wanted.items() <= labels[other].items() and not wanted.items() <= labels[role].items()
+
+
+def test_nixl_takes_libfabric_and_a_role_over_two_nodes_is_a_leader_worker_set():
+    plan = rendered_variants()["disaggregated-nixl"]
+    nixl = container(by_name(plan, DEPLOYMENT)["pd-nixl-decode"])
+    env = {e["name"]: e.get("value") for e in nixl["env"]}
+    assert env["SGLANG_DISAGGREGATION_NIXL_BACKEND"] == "LIBFABRIC" and "MOONCAKE_PROTOCOL" not in env
+    assert flag(nixl["args"], "--disaggregation-transfer-backend") == "nixl"
+    lws = by_name(plan, LWS)["pd-wide-prefill"]["spec"]["leaderWorkerTemplate"]
+    leader, worker = lws["leaderTemplate"], lws["workerTemplate"]
+    assert leader["metadata"]["annotations"]["sglang.ai/bootstrap-port"] == "8998"
+    assert (
+        "sglang.ai/bootstrap-port" not in worker["metadata"]["annotations"]
+    )  # rank 0 runs the bootstrap server
+    for pod in (leader, worker):
+        [c] = pod["spec"]["containers"]
+        assert flag(c["args"], "--disaggregation-mode") == "prefill"
+        assert c["resources"]["requests"][EFA] == str(efa_of("p5.48xlarge"))
+
+
+def test_both_roles_node_pools_launch_in_the_same_one_subnet():
+    """EFA's OS-bypass traffic does not leave its subnet, so the two roles' nodes share one."""
+    plan = rendered_variants()["disaggregated-nixl"]
+    classes = by_name(plan, "kubernetes:karpenter.k8s.aws/v1:EC2NodeClass")
+    terms = {n: c["spec"]["subnetSelectorTerms"] for n, c in classes.items() if n.startswith("llm-pd-nixl")}
+    assert len(terms) == 2
+    [prefill, decode] = terms.values()
+    assert prefill == decode and len(prefill) == 1
+
+
+# ---- the PD router ------------------------------------------------------------------------------------------
+
+
+def test_the_pd_router_discovers_each_role_by_its_own_labels_and_is_the_only_way_in():
+    plan = committed()
+    workloads = by_name(plan, DEPLOYMENT)
+    args = container(workloads["llama-70b-rag-router"])["args"]
+    assert "--pd-disaggregation" in args and "--service-discovery" in args and "--selector" not in args
+    pods = {
+        r: workloads[f"llama-70b-rag-{r}"]["spec"]["template"]["metadata"]["labels"]
+        for r in ("prefill", "decode")
+    }
+    for role, other in (("prefill", "decode"), ("decode", "prefill")):
+        start = args.index(f"--{role}-selector") + 1
+        end = next(i for i in range(start, len(args)) if args[i].startswith("--"))
+        wanted = dict(a.split("=", 1) for a in args[start:end])
+        assert wanted.items() <= pods[role].items() and not wanted.items() <= pods[other].items()
+    assert flag(args, "--prefill-policy") == "cache_aware"  # the prefix cache lives on prefill replicas
+    assert flag(args, "--decode-policy") == "power_of_two"
+    # Admission: what the decode replicas run at their most (max_concurrency 64 × 2 replicas).
+    assert flag(args, "--max-concurrent-requests") == str(64 * 2)
+    [ingress] = resources_of(plan, "kubernetes:networking.k8s.io/v1:Ingress")
+    [rule] = ingress.inputs["spec"]["rules"]
+    assert rule["http"]["paths"][0]["backend"]["service"]["name"] == "llama-70b-rag-router"
+    services = by_name(plan, "kubernetes:core/v1:Service")
+    assert all(s["spec"]["type"] == "ClusterIP" for s in services.values())
+    assert [r.name for r in resources_of(plan, "sgldeploy:traffic:Router")] == ["llama-70b-rag-router"]
+
+
+# ---- NetworkPolicies, evaluated --------------------------------------------------------------------------------
+
+
+def _peer_matches(peer: dict, source: dict[str, Any]) -> bool:
+    if "ipBlock" in peer:
+        return source.get("ip") is not None and ipaddress.ip_address(source["ip"]) in ipaddress.ip_network(
+            peer["ipBlock"]["cidr"]
+        )
+    if source.get("ip"):
+        return False
+    namespace_ok = True
+    if "namespaceSelector" in peer:
+        wanted = peer["namespaceSelector"].get("matchLabels", {})
+        namespace_ok = all(source["namespace_labels"].get(k) == v for k, v in wanted.items())
+    elif source["namespace"] != "llm-pd":
+        namespace_ok = False  # a podSelector alone selects pods of the policy's own namespace
+    pods_ok = True
+    if "podSelector" in peer:
+        wanted = peer["podSelector"].get("matchLabels", {})
+        pods_ok = all(source["labels"].get(k) == v for k, v in wanted.items())
+    return namespace_ok and pods_ok
+
+
+def _port_matches(rule: dict, port: int) -> bool:
+    if "ports" not in rule:
+        return True
+    return any(p["port"] <= port <= p.get("endPort", p["port"]) for p in rule["ports"])
+
+
+def admitted(policies: list[dict], target: dict[str, str], source: dict[str, Any], port: int) -> bool:
+    """Kubernetes' ingress semantics: a pod selected by any policy admits only what one of their rules allows."""
+    selecting = [
+        p
+        for p in policies
+        if all(target.get(k) == v for k, v in p["spec"]["podSelector"]["matchLabels"].items())
+    ]
+    if not selecting:
+        return True
+    return any(
+        _port_matches(rule, port) and any(_peer_matches(peer, source) for peer in rule.get("from", []))
+        for p in selecting
+        for rule in p["spec"]["ingress"]
+    )
+
+
+def pod(labels: dict[str, str], namespace: str = "llm-pd") -> dict[str, Any]:
+    return {
+        "labels": labels,
+        "namespace": namespace,
+        "namespace_labels": {"kubernetes.io/metadata.name": namespace},
+    }
+
+
+def test_network_policies_let_the_router_and_the_roles_reach_each_other_and_nothing_else():
+    plan = committed()
+    policies = list(by_name(plan, POLICY).values())
+    workloads = by_name(plan, DEPLOYMENT)
+    labels = {
+        n: workloads[f"llama-70b-rag{s}"]["spec"]["template"]["metadata"]["labels"]
+        for n, s in (("router", "-router"), ("prefill", "-prefill"), ("decode", "-decode"))
+    }
+    router, prefill, decode = (pod(labels[n]) for n in ("router", "prefill", "decode"))
+    neighbour = pod({"app": "notebook"})
+    prometheus = pod({"app.kubernetes.io/name": "prometheus"}, "monitoring")
+    vpc = {"ip": "10.0.3.7"}
+    cases = [
+        # (source, target, port, admitted)
+        (router, "prefill", 30000, True),
+        (router, "decode", 30000, True),
+        (router, "prefill", 8998, False),
+        (decode, "prefill", 8998, True),  # the bootstrap server
+        (decode, "prefill", 49152, True),  # a prefill rank's ZMQ socket
+        (prefill, "decode", 65535, True),  # a decode rank's ZMQ socket
+        (prefill, "decode", 30000, True),
+        (neighbour, "prefill", 30000, False),
+        (neighbour, "decode", 30000, False),
+        (neighbour, "decode", 50000, False),
+        (vpc, "prefill", 30000, False),
+        (prometheus, "decode", 30000, True),
+        (prometheus, "prefill", 8998, False),
+        (neighbour, "router", 8000, True),  # clients in the cluster reach the router
+        (vpc, "router", 8000, True),  # the internal ALB's targets path
+        (vpc, "router", 29000, False),
+        (prometheus, "router", 29000, True),
+    ]
+    got = [(s, t, p, admitted(policies, labels[t], s, p)) for s, t, p, _ in cases]
+    assert got == cases
+
+
+# ---- problems at the roles' own paths ----------------------------------------------------------------------
+
+
+def role_dep(**roles: Any) -> dict:
+    base = {"resources": {"gpu": "L4", "gpu_count": 1}, "scaling": {"min_replicas": 1, "max_replicas": 2}}
+    return disaggregated(
+        disaggregation={"prefill": roles.get("prefill", base), "decode": roles.get("decode", base)}
+    )
+
+
+AT = "error: sgldeploy:deployments[0]"
+
+
+def test_a_valid_disaggregated_deployment_has_no_problem():
+    assert problem_lines([disaggregated()], **ON_PLATFORM) == []
+
+
+def test_without_the_efa_device_plugin_it_is_refused_at_the_add_on():
+    assert problem_lines([disaggregated()]) == [
+        "error: sgldeploy:platform.addons.efa_device_plugin: must be true: pd moves KV caches from prefill to "
+        "decode over EFA, and pods get EFA interfaces only through the EFA device plugin (got false); set it to "
+        "true (or existing, where the cluster runs it)"
+    ]
+
+
+def test_a_role_pinned_to_a_type_without_efa_is_refused_at_its_own_path():
+    pinned = {"resources": {"instance_types": ["g6.xlarge", "g6.12xlarge"]}, "scaling": {"min_replicas": 1}}
+    assert problem_lines([role_dep(prefill=pinned)], **ON_PLATFORM) == [
+        f"{AT}.disaggregation.prefill.resources.instance_types: has instance types without EFA: g6.xlarge; a "
+        "prefill replica sends or receives KV caches over EFA (got 'g6.xlarge'); choose EFA-capable types "
+        "(sgldeploy/data/aws-gpu-efa.csv), e.g. p5.48xlarge or g6e.12xlarge, or leave instance_types empty"
+    ]
+
+
+def test_with_efa_types_only_the_cheapest_l4_with_efa_is_chosen():
+    plan = render_stack(write_stack_pd())
+    pools = {n: p for n, p in by_name(plan, "kubernetes:karpenter.sh/v1:NodePool").items()}
+    chosen = {d["name"]: d["placement"]["instance_type"] for d in plan_json(plan)["deployments"]}
+    assert chosen == {"pd-prefill": "g6.8xlarge", "pd-decode": "g6.8xlarge"}  # g6.xlarge has no EFA
+    assert efa_of("g6.8xlarge") == 1 and efa_of("g6.xlarge") == efa_of("g6.4xlarge") == 0
+    assert len(pools) == 2
+
+
+def write_stack_pd(**fields: Any):
+    import tempfile
+    from pathlib import Path
+
+    root = Path(tempfile.mkdtemp())
+    return write_stack(
+        root, platform={**PD_PLATFORM, "namespace": "llm"}, deployments=[disaggregated(**fields)]
+    )
+
+
+def busy(decode_max: int = 2, prefill_max: int = 2, **fields: Any) -> dict[str, Any]:
+    """Qwen 7B with 32 requests running per replica, each role on one L40S."""
+
+    def role(most: int) -> dict[str, Any]:
+        return {
+            "resources": {"gpu": "L40S", "gpu_count": 1},
+            "scaling": {"min_replicas": 1, "max_replicas": most},
+        }
+
+    return {
+        "serving": {"context_length": 4096, "max_concurrency": 32},
+        "disaggregation": {"prefill": role(prefill_max), "decode": role(decode_max)},
+        **fields,
+    }
+
+
+def test_one_reservation_too_small_for_both_roles_is_refused():
+    """Both roles in one reservation of two instances, with three replicas at least: prefill and decode never
+    share a node, so it cannot hold them."""
+    reserved = {
+        "gpu": "H100",
+        "gpu_count": 1,
+        "capacity": "reserved",
+        "reservation": {"ids": ["cr-0123456789abcdef0"], "instances": 2},
+    }
+    prefill = {"resources": reserved, "scaling": {"min_replicas": 2, "max_replicas": 2}}
+    decode = {"resources": reserved, "scaling": {"min_replicas": 1, "max_replicas": 1}}
+    assert problem_lines([role_dep(prefill=prefill, decode=decode)], **ON_PLATFORM) == [
+        f"{AT}.disaggregation.decode.resources.reservation.instances: is 2, but both roles launch into this "
+        "reservation and their min_replicas need 3 nodes: prefill and decode never share a node (got 2); reserve "
+        "more instances, lower min_replicas, or give one role other capacity"
+    ]
+    enough = {
+        "resources": {**reserved, "reservation": {"ids": ["cr-0123456789abcdef0"], "instances": 3}},
+        "scaling": decode["scaling"],
+    }
+    assert problem_lines([role_dep(prefill=prefill, decode=enough)], **ON_PLATFORM) == []
+
+
+def test_what_a_role_cannot_be_is_refused_at_its_path():
+    no_min = {"resources": {"gpu": "L4", "gpu_count": 1}, "scaling": {"max_replicas": 2}}
+    inverted = {"resources": {"gpu": "L4", "gpu_count": 1}, "scaling": {"min_replicas": 3, "max_replicas": 2}}
+    lines = problem_lines([{**role_dep(prefill=no_min, decode=inverted), "readiness": "fast"}], **ON_PLATFORM)
+    assert lines == [
+        f"{AT}.disaggregation.prefill.scaling.min_replicas: must be ≥ 1 with disaggregation (readiness fast "
+        "defaults it to 0): the PD router cannot hold a request while a role has no replica (got 0); set it to 1 "
+        "or more, or choose readiness always-ready",
+        f"{AT}.disaggregation.decode.scaling.max_replicas: must be ≥ min_replicas (got 2 < 3); raise max_replicas "
+        "or lower min_replicas",
+    ]
+
+
+def test_a_role_that_fits_no_gpu_is_refused_at_its_resources():
+    t4 = {"resources": {"gpu": "T4", "gpu_count": 1}, "scaling": {"min_replicas": 1}}
+    [line] = problem_lines([role_dep(decode=t4)], **ON_PLATFORM)
+    assert line.startswith(f"{AT}.disaggregation.decode.resources.")
+
+
+@pytest.mark.parametrize(
+    "fields,path,what",
+    [
+        ({"resources": {"gpu": "L4"}}, "resources", "is not read with disaggregation: each role has its own"),
+        (
+            {"scaling": {"max_replicas": 2}},
+            "scaling",
+            "is not read with disaggregation: each role has its own",
+        ),
+        ({"name": "a" * 33}, "name", "must be at most 32 characters with disaggregation"),
+        ({"rollout": {"strategy": "canary"}}, "rollout.strategy", "must be rolling with disaggregation"),
+        ({"endpoint": {"algorithm": "ip-hash"}}, "endpoint.algorithm", "has no PD router policy"),
+        ({"endpoint": {"router": {"enabled": False}}}, "endpoint.router.enabled", "cannot be false"),
+    ],
+)
+def test_what_the_pd_router_cannot_do_is_refused(fields, path, what):
+    [line] = problem_lines([disaggregated(**fields)], **ON_PLATFORM)
+    assert line.startswith(f"{AT}.{path}: {what}")
+
+
+def test_a_name_of_32_characters_is_the_longest_allowed():
+    assert problem_lines([disaggregated(name="a" * 32)], **ON_PLATFORM) == []
+
+
+# ---- cost per role, and the throughput model's verdict --------------------------------------------------------
+
+
+def test_each_role_is_priced_on_its_own_nodes_and_the_load_balancer_once():
+    plan = committed()
+    for role, instance in (("prefill", "p5.48xlarge"), ("decode", "p5en.48xlarge")):
+        items = {i.resource.split("/", 1)[1]: i for i in plan.estimate.of(f"llama-70b-rag-{role}")}
+        hourly = float(instance_row(instance)["on_demand_usd_per_hour_us_east_1"])
+        bounds = {"prefill": (2, 4), "decode": (1, 2)}[role]
+        nodes = items["gpu-nodes"]
+        assert (nodes.hourly_usd_min, nodes.hourly_usd_max) == pytest.approx(
+            (bounds[0] * hourly, bounds[1] * hourly)
+        )
+        assert ("load-balancer" in items) == (role == "decode")
+
+
+def test_the_verdict_follows_the_itl_gain_derived_from_the_roles_figures():
+    plan = committed()
+    pd = {d["disaggregation"]["role"]: d for d in plan_json(plan)["deployments"]}
+    e = pd["decode"]["disaggregation"]["estimate"]
+    assert pd["prefill"]["disaggregation"]["estimate"] == e and pd["decode"]["throughput"] is None
+    # Llama-3.1-70B's KV cache per token: 2 (K, V) × 80 layers × 8 KV heads × 128 dims × 2 bytes (bf16).
+    kv_bytes = 2 * 80 * 8 * 128 * 2
+    gbps = min(float(instance_row(t)["network_gbps"]) for t in ("p5.48xlarge", "p5en.48xlarge"))
+    transfer = 4096 * kv_bytes / (gbps / 8 * 1e9 * 0.5)
+    assert e["kv_transfer_seconds"] == pytest.approx(transfer, abs=1e-4)
+    assert e["ttft_seconds"] == pytest.approx(e["prefill_seconds"] + transfer + e["itl_seconds"], abs=2e-3)
+    ratio = e["running_per_decode_replica"] / (512 * e["itl_seconds"]) * e["prefill_seconds"]
+    assert e["prefill_replicas_per_decode_replica"] == pytest.approx(ratio, rel=0.01)
+    hourly = {
+        t: float(instance_row(t)["on_demand_usd_per_hour_us_east_1"])
+        for t in ("p5.48xlarge", "p5en.48xlarge")
+    }
+    usd = (
+        (hourly["p5en.48xlarge"] + ratio * hourly["p5.48xlarge"])
+        * e["itl_seconds"]
+        / e["running_per_decode_replica"]
+        / 3600
+        * 1e6
+    )
+    assert e["usd_per_million_output_tokens"] == pytest.approx(usd, rel=0.01)
+    assert e["pays"] == (e["colocated"]["itl_seconds"] / e["itl_seconds"] >= 1.5) is True
+
+
+@pytest.mark.parametrize("tokens,pays", [((3840, 128), True), ((256, 2048), False)])
+def test_long_prompts_pay_and_short_ones_do_not(tokens, pays):
+    plan = render_stack(
+        write_stack_pd(**busy(workload={"input_tokens": tokens[0], "output_tokens": tokens[1]}))
+    )
+    [decode] = [d for d in plan_json(plan)["deployments"] if d["name"] == "pd-decode"]
+    e = decode["disaggregation"]["estimate"]
+    assert e["pays"] is pays and (e["colocated"]["itl_seconds"] / e["itl_seconds"] >= 1.5) is pays
+    assert (f"  pd         {'pays' if pays else 'does not pay'}: prompts of {tokens[0]:,} tokens") in summary(
+        plan
+    )
+
+
+def loaded_pd(**fields: Any):
+    from sgldeploy.offline.render import load_offline
+    from sgldeploy.spec.stackfile import read_stack_file
+
+    return load_offline(read_stack_file(write_stack_pd(**fields)))
+
+
+LONG = {"input_tokens": 3840, "output_tokens": 128}
+
+
+def capacity_warnings(prefill_max: int) -> list[str]:
+    loaded = loaded_pd(**busy(decode_max=3, prefill_max=prefill_max, workload=LONG))
+    return [w.line() for w in loaded.warnings if "max_replicas" in w.path]
+
+
+def test_too_few_prefill_replicas_to_feed_the_decode_ones_is_a_warning_at_the_boundary():
+    loaded = loaded_pd(**busy(decode_max=3, workload=LONG))
+    pd = next(d.disaggregation for d in loaded.deployments if d.spec.name == "pd-decode")
+    need = math.ceil(3 * pd.prefill_replicas_per_decode_replica)
+    assert need > 1
+    assert capacity_warnings(need) == []
+    [line] = capacity_warnings(need - 1)
+    assert line.startswith(
+        f"warning: sgldeploy:deployments[0].disaggregation.prefill.scaling.max_replicas: is {need - 1}, but the "
+        f"decode role's 3 replica(s) at full batch take {need} prefill replicas"
+    )
+    assert line.endswith(f"raise it to {need}, or lower disaggregation.decode.scaling.max_replicas")
+
+
+def test_the_ttft_target_is_the_prefill_roles_and_the_itl_target_the_decode_roles():
+    loaded = loaded_pd(slo={"ttft_p95_seconds": 0.001, "itl_p95_seconds": 0.0001})
+    warnings = [w.line() for w in loaded.warnings if ".slo." in w.path]
+    assert [w.split(": is")[0] for w in warnings] == [
+        "warning: sgldeploy:deployments[0].slo.ttft_p95_seconds",
+        "warning: sgldeploy:deployments[0].slo.itl_p95_seconds",
+    ]
+
+
+def test_readme_states_the_committed_stacks_short_prompt_figures(tmp_path):
+    """README's sentence on the `disaggregated` stack with prompts of 1,024 tokens for answers of 1,024."""
+    import yaml
+
+    from sgldeploy.offline.render import load_offline
+    from sgldeploy.spec.stackfile import read_stack_file
+
+    stack = yaml.safe_load((ROOT / "stacks" / "Pulumi.disaggregated.yaml").read_text())
+    stack["config"]["sgldeploy:deployments"][0]["workload"] = {"input_tokens": 1024, "output_tokens": 1024}
+    path = tmp_path / "Pulumi.short.yaml"
+    path.write_text(yaml.safe_dump(stack))
+    (tmp_path / "models.lock.json").write_text((ROOT / "stacks" / "models.lock.json").read_text())
+    pd = next(d.disaggregation for d in load_offline(read_stack_file(path)).deployments if d.disaggregation)
+    assert not pd.pays
+    share = 1 - pd.itl_seconds / pd.colocated.itl_seconds
+    said = (
+        f"The same model with prompts of 1,024 tokens for answers of 1,024 does not pay (prefills take {share:.0%} "
+        f"of a colocated\nreplica's ITL: {pd.itl_seconds * 1000:.1f} ms against {pd.colocated.itl_seconds * 1000:.1f} ms)"
+    )
+    assert said in (ROOT / "README.md").read_text()
