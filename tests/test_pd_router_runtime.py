@@ -13,7 +13,7 @@ import threading
 import urllib.request
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -23,8 +23,8 @@ from sgldeploy.builders import router
 from .test_router_runtime import (
     CHAT,
     KEY,
-    OPEN_PATHS,
     RUN,
+    _Handler,
     free_ports,
     http,
     ready,
@@ -58,32 +58,11 @@ class Role(ThreadingHTTPServer):
         return f"http://127.0.0.1:{self.server_address[1]}"
 
 
-class _RoleHandler(BaseHTTPRequestHandler):
-    server: Role
+class _RoleHandler(_Handler):
+    """The plain stand-in's key rule and server facts (GET); completions as each role answers them."""
+
+    server: Role  # type: ignore[assignment]
     protocol_version = "HTTP/1.1"
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-    def _send(self, status: int, body: dict) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def _refused(self) -> bool:
-        if self.path.startswith(OPEN_PATHS) or self.headers.get("Authorization") == f"Bearer {KEY}":
-            return False
-        self._send(401, {"error": "unauthorized"})
-        return True
-
-    def do_GET(self) -> None:
-        if not self._refused():
-            self._send(
-                200, {"model_path": "m", "tokenizer_path": "m", "is_generation": True, "data": [{"id": "m"}]}
-            )
 
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
@@ -92,7 +71,7 @@ class _RoleHandler(BaseHTTPRequestHandler):
         self.server.bodies.append(body)
         self.server.auth.append(self.headers.get("Authorization"))
         if self.server.status != 200:
-            self._send(self.server.status, {"error": {"message": f"{self.server.role} failed"}})
+            self._json({"error": {"message": f"{self.server.role} failed"}}, self.server.status)
         elif self.server.role == "decode" and body.get("stream"):
             self._stream()
         else:
@@ -102,7 +81,7 @@ class _RoleHandler(BaseHTTPRequestHandler):
                 "message": {"role": "assistant", "content": content},
                 "finish_reason": "stop",
             }
-            self._send(200, {"id": self.server.role, "object": "chat.completion", "choices": [choice]})
+            self._json({"id": self.server.role, "object": "chat.completion", "choices": [choice]})
 
     def _stream(self) -> None:
         self.send_response(200)
