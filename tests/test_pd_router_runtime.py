@@ -12,7 +12,7 @@ import json
 import threading
 import urllib.request
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 
@@ -28,6 +28,7 @@ from .test_router_runtime import (
     free_ports,
     http,
     ready,
+    serving,
     set_flag,
     start,
     without_discovery,
@@ -107,16 +108,8 @@ class _RoleHandler(_Handler):
         self.wfile.flush()
 
 
-@contextmanager
-def role(name: str, status: int = 200) -> Iterator[Role]:
-    server = Role(name, status)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server
-    finally:
-        server.shutdown()
-        server.server_close()
+def role(name: str, status: int = 200) -> AbstractContextManager[Role]:
+    return serving(Role(name, status))
 
 
 def rendered() -> tuple[list[str], str]:

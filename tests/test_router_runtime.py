@@ -13,9 +13,10 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -29,6 +30,7 @@ from .conftest import LOCK, deployment
 from .test_sglang_args import SGLANG_PYTHON
 
 RUN = Path(__file__).parent / "contract" / "router_run.py"
+ServerT = TypeVar("ServerT", bound=ThreadingHTTPServer)
 KEY = "test-api-key-0123456789"
 DISCOVERY = {"--service-discovery": 0, "--service-discovery-namespace": 1, "--service-discovery-port": 1}
 CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
@@ -200,8 +202,8 @@ def gateway(
 
 
 @contextmanager
-def worker(delay: float = 0.0) -> Iterator[Worker]:
-    server = Worker(delay)
+def serving(server: ServerT) -> Iterator[ServerT]:
+    """The stand-in answering on its loopback port, from a thread, until the block ends."""
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -209,6 +211,10 @@ def worker(delay: float = 0.0) -> Iterator[Worker]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def worker(delay: float = 0.0) -> AbstractContextManager[Worker]:
+    return serving(Worker(delay))
 
 
 def ready(base: str, timeout: float = 20) -> int:
