@@ -227,8 +227,6 @@ def _paired(loaded: list[LoadedDeployment]) -> list[LoadedDeployment]:
         if role is not None:
             prefill, decode = (roles[role.deployment, r] for r in PD_ROLES)
             both = disaggregation.estimate(
-                role.deployment,
-                role.transfer_backend,
                 prefill.sizing,
                 decode.sizing,
                 (prefill.spec.max_replicas, decode.spec.max_replicas),

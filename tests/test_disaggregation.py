@@ -16,6 +16,7 @@ from sgldeploy.offline.plan_json import plan_json
 from sgldeploy.offline.plan_text import summary
 
 from .conftest import (
+    LLAMA_8B,
     PD_PLATFORM,
     ROOT,
     disaggregated,
@@ -35,7 +36,12 @@ ON_PLATFORM = {k: v for k, v in PD_PLATFORM.items() if k != "cluster"}
 
 
 def committed():
-    return rendered_variants()["disaggregated"]
+    """The committed stack rendered afresh, not from the session's shared renders: each test then runs the code
+    it checks (which is how `make mutate` maps a mutant to the tests that can kill it)."""
+    from sgldeploy.offline.render import render
+    from sgldeploy.spec.stackfile import read_stack_file
+
+    return render(read_stack_file(ROOT / "stacks" / "Pulumi.disaggregated.yaml"))
 
 
 def by_name(plan, type_: str) -> dict[str, dict]:
@@ -511,3 +517,61 @@ def test_readme_states_the_committed_stacks_short_prompt_figures(tmp_path):
         f"of a colocated\nreplica's ITL: {pd.itl_seconds * 1000:.1f} ms against {pd.colocated.itl_seconds * 1000:.1f} ms)"
     )
     assert said in (ROOT / "README.md").read_text()
+
+
+@pytest.mark.parametrize(
+    "variant,name,namespace,leaders",
+    [("disaggregated", "llama-70b-rag", "llm-pd", False), ("disaggregated-nixl", "pd-wide", "llm", True)],
+)
+def test_the_pd_routers_arguments_parse_with_sglang_routers_own_parser(variant, name, namespace, leaders):
+    """Discovery included, as the router image runs them (the gateway tests swap it for fixed URLs)."""
+    from sgldeploy.builders import router
+
+    from .test_router import router_parse
+
+    plan = rendered_variants()[variant]
+    workloads = by_name(plan, DEPLOYMENT)
+    c = container(workloads[f"{name}-router"])
+    parsed = router_parse([a.replace(f"$({router.API_KEY_ENV})", "key-from-the-secret") for a in c["args"]])
+    assert parsed["pd_disaggregation"] is True and parsed["service_discovery"] is True
+    role = {"sgldeploy.io/role": "leader"} if leaders else {}
+    assert parsed["prefill_selector"] == {
+        "app.kubernetes.io/instance": f"{name}-prefill",
+        "app.kubernetes.io/component": "server",
+        **role,
+    }
+    assert parsed["decode_selector"] == {
+        "app.kubernetes.io/instance": f"{name}-decode",
+        "app.kubernetes.io/component": "server",
+    }
+    assert parsed["service_discovery_namespace"] == namespace
+    assert parsed["service_discovery_port"] == 30000
+    assert parsed["api_key"] == "key-from-the-secret"
+    assert parsed["prefill_urls"] == [] and parsed["decode_urls"] == []  # found by discovery, not fixed
+
+
+def test_the_verdict_says_the_figures_it_rests_on():
+    [decode] = [d for d in plan_json(committed())["deployments"] if d["name"] == "llama-70b-rag-decode"]
+    assert decode["disaggregation"]["estimate"]["why"] == (
+        "pays: prompts of 4,096 tokens for answers of 512; prefills take 60% of a colocated replica's ITL · "
+        "ITL 14.2 ms vs 35.2 ms colocated · TTFT 0.192 s (with 6.7 ms of KV transfer) vs 0.186 s · $9.01 vs "
+        "$9.68 per 1M output tokens, at 1.5 prefill replica(s) per decode replica"
+    )
+
+
+def test_a_role_on_a_type_without_a_price_prices_no_token():
+    """p5e.48xlarge has no on-demand price (Capacity Blocks only): the pair's $ per token is none, said so."""
+    roles = busy()["disaggregation"]
+    roles["decode"]["resources"] = {"instance_types": ["p5e.48xlarge"]}
+    loaded = loaded_pd(
+        model=dict(LLAMA_8B), serving={"context_length": 4096, "max_concurrency": 32}, disaggregation=roles
+    )
+    pd = next(d.disaggregation for d in loaded.deployments if d.spec.name == "pd-decode")
+    assert pd.usd_per_million_output_tokens is None and pd.colocated.usd_per_million_output_tokens is None
+    assert "· no price vs no price per 1M output tokens, at " in pd.verdict()
+    priced = loaded_pd(**busy())
+    both = next(d.disaggregation for d in priced.deployments if d.spec.name == "pd-decode")
+    assert (
+        both.usd_per_million_output_tokens is not None
+        and both.colocated.usd_per_million_output_tokens is not None
+    )

@@ -37,8 +37,6 @@ class Colocated:
 
 @dataclass(frozen=True)
 class DisaggregationEstimate:
-    deployment: str
-    transfer_backend: str
     input_tokens: int
     output_tokens: int
     batch: int  # requests running on a decode replica
@@ -97,8 +95,6 @@ def kv_transfer_seconds(prefill: Sizing, decode: Sizing, input_tokens: int) -> f
 
 
 def estimate(
-    deployment: str,
-    transfer_backend: str,
     prefill: Sizing,
     decode: Sizing,
     max_replicas: tuple[int, int],
@@ -120,8 +116,6 @@ def estimate(
         tokens_per_hour = batch / step * 3600
         usd = (hourly[0] + ratio * hourly[1]) / tokens_per_hour * 1e6
     return DisaggregationEstimate(
-        deployment=deployment,
-        transfer_backend=transfer_backend,
         input_tokens=d.input_tokens,
         output_tokens=d.output_tokens,
         batch=batch,
