@@ -93,12 +93,14 @@ bench: $(VENV)/.installed
 # mutant, and bench/mutate.py prints the score per module (how each status counts: its docstring).
 # MUTATE_PATHS restricts the modules, MUTATE_TESTS the tests, MUTATE_CHILDREN the mutants run in parallel, e.g.
 # make mutate MUTATE_PATHS=sgldeploy/builders/rollout.py MUTATE_TESTS=tests/test_rollout.py MUTATE_CHILDREN=1
-# MUTATE_SAMPLE=N runs N mutants drawn at random (MUTATE_SEED) and scores those, with a 95% interval.
+# MUTATE_SAMPLE=N runs N mutants drawn at random (MUTATE_SEED) and scores those, with a 95% interval;
+# MUTATE_FUNCTIONS="role_path Estimate.*" only the mutants of those functions (what a change touched).
 MUTATE_PATHS ?= sgldeploy sglang_image/prefetch.py
 MUTATE_TESTS ?=
 MUTATE_CHILDREN ?=
 MUTATE_SAMPLE ?=
 MUTATE_SEED ?= 1
+MUTATE_FUNCTIONS ?=
 
 $(VENV)/.installed-mutate: $(VENV)/.installed
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -e '.[test,mutate]'
@@ -109,7 +111,8 @@ mutate: $(VENV)/.installed-mutate $(SGLANG_VENV)/.installed $(CHECKOV_VENV)/.ins
 		SGLDEPLOY_CHECKOV=$(abspath $(CHECKOV_VENV))/bin/checkov $(VENV)/bin/python bench/mutate.py \
 		--paths $(MUTATE_PATHS) $(if $(MUTATE_TESTS),--tests $(MUTATE_TESTS)) \
 		$(if $(MUTATE_CHILDREN),--max-children $(MUTATE_CHILDREN)) \
-		$(if $(MUTATE_SAMPLE),--sample $(MUTATE_SAMPLE) --seed $(MUTATE_SEED)))
+		$(if $(MUTATE_SAMPLE),--sample $(MUTATE_SAMPLE) --seed $(MUTATE_SEED)) \
+		$(if $(MUTATE_FUNCTIONS),--functions $(MUTATE_FUNCTIONS)))
 
 clean:
 	rm -rf $(VENV) $(SGLANG_VENV) $(CHECKOV_VENV) *.egg-info .cache/upstream .mutate mutants

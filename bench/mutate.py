@@ -1,7 +1,7 @@
 """Mutation testing with mutmut over the core (sgldeploy/) and the prefetch tool, then the score per module.
 
     .venv/bin/python bench/mutate.py [--paths sgldeploy/builders/rollout.py ...] [--tests tests/test_x.py ...]
-                                     [--max-children N] [--sample N [--seed S]]
+                                     [--max-children N] [--sample N [--seed S] | --functions NAME ...]
 
 The modules fall into two groups, and each group runs mutmut in a folder of its own (.mutate/<group>/, which
 holds the group's pyproject.toml and links to the rest of the checkout; mutmut copies it all into
@@ -21,7 +21,9 @@ changed, so a second run is quick.
 `--sample N` runs N mutants drawn at random (with `--seed`) from every mutant of the selected modules, and
 scores only those: an unbiased estimate of the whole run's score, printed with its 95% interval (Wilson),
 for a run of all 17,000 mutants takes hours on two cores. A sample that guided new tests is no longer an
-unbiased estimate of the score after them: draw another with a new seed.
+unbiased estimate of the score after them: draw another with a new seed. `--functions role_path
+'Estimate.*' ...` runs only the mutants of the functions a change touched (fnmatch patterns; a method is
+`Class.method`), and scores those.
 
 The score of a module is killed / (killed + survived + timeout + suspicious + segfault + no tests): a mutant
 no test reaches counts against the score, as one that survives does; one that made the tests time out or
@@ -246,6 +248,26 @@ def draw(groups_: list[Group], size: int, seed: int) -> dict[str, list[str]]:
     return by_group
 
 
+def of_functions(groups_: list[Group], patterns: list[str]) -> dict[str, list[str]]:
+    """The mutants of the functions (or methods, `Class.method`) whose names match a pattern, by group: what a
+    change touched, without every other mutant of its modules."""
+    by_group: dict[str, list[str]] = {}
+    for g in groups_:
+        by_group[g.name] = [
+            name
+            for names in mutant_names(g).values()
+            for name in names
+            if any(fnmatch(function_of(name), pattern) for pattern in patterns)
+        ]
+    return by_group
+
+
+def function_of(mutant: str) -> str:
+    """`sgldeploy.stack.x_role_path__mutmut_3` → `role_path`; a method's `xǁClassǁm__mutmut_1` → `Class.m`."""
+    name = mutant.rsplit(".", 1)[1].split("__mutmut_")[0]
+    return name.removeprefix("x").strip("ǁ").replace("ǁ", ".") if "ǁ" in name else name.removeprefix("x_")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -258,6 +280,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report-only", action="store_true", help="print the scores of the last run")
     parser.add_argument("--sample", type=int, help="run this many mutants drawn at random, and score those")
     parser.add_argument("--seed", type=int, default=1, help="the sample's seed")
+    parser.add_argument(
+        "--functions", nargs="+", help="run only the mutants of these functions (fnmatch patterns, Class.method)"
+    )
     parser.add_argument(
         "--count", action="store_true", help="print how many mutants each module has; run none"
     )
@@ -273,7 +298,13 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Counter[str]] = {}
     failed = []
     selected = groups(args.paths, args.tests)
-    sample = draw(selected, args.sample, args.seed) if args.sample else None
+    sample = (
+        draw(selected, args.sample, args.seed)
+        if args.sample
+        else of_functions(selected, args.functions)
+        if args.functions
+        else None
+    )
     for group in selected:
         folder = prepare(group)
         names = sample[group.name] if sample is not None else None
@@ -282,9 +313,9 @@ def main(argv: list[str] | None = None) -> int:
         if not args.report_only and run_mutmut(folder, args.max_children, names) != 0:
             failed.append(group.name)
         results.update(statuses(folder, group, set(names) if names is not None else None))
-    if sample is not None:
+    if args.sample:
         print(f"\nsample: {sum(map(len, sample.values()))} mutants, seed {args.seed}")
-    report(results, sampled=sample is not None)
+    report(results, sampled=bool(args.sample))
     if failed:
         print(f"mutate: mutmut failed for {', '.join(failed)} (its output is above)", file=sys.stderr)
     return 1 if failed else 0

@@ -15,6 +15,7 @@ import pytest
 from sgldeploy.offline.plan_json import plan_json
 from sgldeploy.offline.plan_text import summary
 
+from . import k8s_schemas
 from .conftest import (
     LLAMA_8B,
     PD_PLATFORM,
@@ -25,7 +26,6 @@ from .conftest import (
     resources_of,
     write_stack,
 )
-from .variants import rendered_variants
 
 DATA = ROOT / "sgldeploy" / "data"
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
@@ -42,6 +42,20 @@ def committed():
     from sgldeploy.spec.stackfile import read_stack_file
 
     return render(read_stack_file(ROOT / "stacks" / "Pulumi.disaggregated.yaml"))
+
+
+def nixl():
+    """The disaggregated-nixl variant rendered afresh (see committed)."""
+    import tempfile
+    from pathlib import Path
+
+    from sgldeploy.offline.render import render
+    from sgldeploy.spec.stackfile import read_stack_file
+
+    from .variants import variant_stack_files
+
+    files = variant_stack_files(Path(tempfile.mkdtemp()))
+    return render(read_stack_file(files["disaggregated-nixl"]))
 
 
 def by_name(plan, type_: str) -> dict[str, dict]:
@@ -122,11 +136,11 @@ def test_prefill_and_decode_pods_never_share_a_node():
 
 
 def test_nixl_takes_libfabric_and_a_role_over_two_nodes_is_a_leader_worker_set():
-    plan = rendered_variants()["disaggregated-nixl"]
-    nixl = container(by_name(plan, DEPLOYMENT)["pd-nixl-decode"])
-    env = {e["name"]: e.get("value") for e in nixl["env"]}
+    plan = nixl()
+    decode = container(by_name(plan, DEPLOYMENT)["pd-nixl-decode"])
+    env = {e["name"]: e.get("value") for e in decode["env"]}
     assert env["SGLANG_DISAGGREGATION_NIXL_BACKEND"] == "LIBFABRIC" and "MOONCAKE_PROTOCOL" not in env
-    assert flag(nixl["args"], "--disaggregation-transfer-backend") == "nixl"
+    assert flag(decode["args"], "--disaggregation-transfer-backend") == "nixl"
     lws = by_name(plan, LWS)["pd-wide-prefill"]["spec"]["leaderWorkerTemplate"]
     leader, worker = lws["leaderTemplate"], lws["workerTemplate"]
     assert leader["metadata"]["annotations"]["sglang.ai/bootstrap-port"] == "8998"
@@ -141,7 +155,7 @@ def test_nixl_takes_libfabric_and_a_role_over_two_nodes_is_a_leader_worker_set()
 
 def test_both_roles_node_pools_launch_in_the_same_one_subnet():
     """EFA's OS-bypass traffic does not leave its subnet, so the two roles' nodes share one."""
-    plan = rendered_variants()["disaggregated-nixl"]
+    plan = nixl()
     classes = by_name(plan, "kubernetes:karpenter.k8s.aws/v1:EC2NodeClass")
     terms = {n: c["spec"]["subnetSelectorTerms"] for n, c in classes.items() if n.startswith("llm-pd-nixl")}
     assert len(terms) == 2
@@ -181,7 +195,7 @@ def test_the_pd_router_discovers_each_role_by_its_own_labels_and_is_the_only_way
 # ---- NetworkPolicies, evaluated --------------------------------------------------------------------------------
 
 
-def _peer_matches(peer: dict, source: dict[str, Any]) -> bool:
+def _peer_matches(peer: dict, source: dict[str, Any], namespace: str) -> bool:
     if "ipBlock" in peer:
         return source.get("ip") is not None and ipaddress.ip_address(source["ip"]) in ipaddress.ip_network(
             peer["ipBlock"]["cidr"]
@@ -192,7 +206,7 @@ def _peer_matches(peer: dict, source: dict[str, Any]) -> bool:
     if "namespaceSelector" in peer:
         wanted = peer["namespaceSelector"].get("matchLabels", {})
         namespace_ok = all(source["namespace_labels"].get(k) == v for k, v in wanted.items())
-    elif source["namespace"] != "llm-pd":
+    elif source["namespace"] != namespace:
         namespace_ok = False  # a podSelector alone selects pods of the policy's own namespace
     pods_ok = True
     if "podSelector" in peer:
@@ -202,9 +216,13 @@ def _peer_matches(peer: dict, source: dict[str, Any]) -> bool:
 
 
 def _port_matches(rule: dict, port: int) -> bool:
+    """A TCP connection to `port` (a rule's port without a protocol is TCP's, as Kubernetes defaults it)."""
     if "ports" not in rule:
         return True
-    return any(p["port"] <= port <= p.get("endPort", p["port"]) for p in rule["ports"])
+    return any(
+        p.get("protocol", "TCP") == "TCP" and p["port"] <= port <= p.get("endPort", p["port"])
+        for p in rule["ports"]
+    )
 
 
 def admitted(policies: list[dict], target: dict[str, str], source: dict[str, Any], port: int) -> bool:
@@ -217,7 +235,8 @@ def admitted(policies: list[dict], target: dict[str, str], source: dict[str, Any
     if not selecting:
         return True
     return any(
-        _port_matches(rule, port) and any(_peer_matches(peer, source) for peer in rule.get("from", []))
+        _port_matches(rule, port)
+        and any(_peer_matches(peer, source, p["metadata"]["namespace"]) for peer in rule.get("from", []))
         for p in selecting
         for rule in p["spec"]["ingress"]
     )
@@ -234,6 +253,8 @@ def pod(labels: dict[str, str], namespace: str = "llm-pd") -> dict[str, Any]:
 def test_network_policies_let_the_router_and_the_roles_reach_each_other_and_nothing_else():
     plan = committed()
     policies = list(by_name(plan, POLICY).values())
+    for policy in policies:
+        k8s_schemas.validate(policy, "1.35")
     workloads = by_name(plan, DEPLOYMENT)
     labels = {
         n: workloads[f"llama-70b-rag{s}"]["spec"]["template"]["metadata"]["labels"]
@@ -241,6 +262,7 @@ def test_network_policies_let_the_router_and_the_roles_reach_each_other_and_noth
     }
     router, prefill, decode = (pod(labels[n]) for n in ("router", "prefill", "decode"))
     neighbour = pod({"app": "notebook"})
+    other_router = pod({**labels["router"], "app.kubernetes.io/instance": "another-model"})
     prometheus = pod({"app.kubernetes.io/name": "prometheus"}, "monitoring")
     vpc = {"ip": "10.0.3.7"}
     cases = [
@@ -248,6 +270,8 @@ def test_network_policies_let_the_router_and_the_roles_reach_each_other_and_noth
         (router, "prefill", 30000, True),
         (router, "decode", 30000, True),
         (router, "prefill", 8998, False),
+        (other_router, "prefill", 30000, False),  # another deployment's router
+        (other_router, "decode", 30000, False),
         (decode, "prefill", 8998, True),  # the bootstrap server
         (decode, "prefill", 49152, True),  # a prefill rank's ZMQ socket
         (prefill, "decode", 65535, True),  # a decode rank's ZMQ socket
@@ -529,7 +553,7 @@ def test_the_pd_routers_arguments_parse_with_sglang_routers_own_parser(variant, 
 
     from .test_router import router_parse
 
-    plan = rendered_variants()[variant]
+    plan = committed() if variant == "disaggregated" else nixl()
     workloads = by_name(plan, DEPLOYMENT)
     c = container(workloads[f"{name}-router"])
     parsed = router_parse([a.replace(f"$({router.API_KEY_ENV})", "key-from-the-secret") for a in c["args"]])
@@ -575,3 +599,94 @@ def test_a_role_on_a_type_without_a_price_prices_no_token():
         both.usd_per_million_output_tokens is not None
         and both.colocated.usd_per_million_output_tokens is not None
     )
+
+
+def test_the_plan_states_each_roles_part_and_routing():
+    plan = committed()
+    lines = summary(plan).splitlines()
+    role_lines = [line for line in lines if line.startswith(("  role ", "  routing ", "  pd "))]
+    router = "through the PD router llama-70b-rag-router (1 pod(s), lmsysorg/sgl-model-gateway:v0.3.2), which sends each request to a prefill and a decode replica; "
+    assert role_lines == [
+        "  role       prefill of llama-70b-rag, KV caches to and from llama-70b-rag-decode by mooncake over EFA · "
+        "0.171 s a prompt; 1.51 prefill replica(s) keep one decode replica fed",
+        f"  routing    {router}admission is bounded by the decode replicas",
+        "  role       decode of llama-70b-rag, KV caches to and from llama-70b-rag-prefill by mooncake over EFA · "
+        "ITL 14.2 ms with 64 running and no prefill in its steps",
+        f"  pd         {plan_json(plan)['deployments'][1]['disaggregation']['estimate']['why']}",
+        f"  routing    {router}it admits bursts of 128 requests and 128 more per second (what the decode replicas "
+        "run); beyond that clients get 429 at once",
+    ]
+    assert not any(line.startswith("  throughput ") for line in lines)  # a role alone serves no request
+
+
+def test_the_plan_json_says_each_roles_place_and_the_pairs_figures():
+    deployments = {d["name"]: d for d in plan_json(committed())["deployments"]}
+    estimate = {
+        "prefill_seconds": 0.171,
+        "kv_transfer_seconds": 0.0067,
+        "ttft_seconds": 0.192,
+        "itl_seconds": 0.0142,
+        "running_per_decode_replica": 64,
+        "prefill_replicas_per_decode_replica": 1.51,
+        "usd_per_million_output_tokens": 9.01,
+        "colocated": {"ttft_seconds": 0.186, "itl_seconds": 0.0352, "usd_per_million_output_tokens": 9.68},
+        "pays": True,
+    }
+    for role, peer in (("prefill", "decode"), ("decode", "prefill")):
+        d = deployments[f"llama-70b-rag-{role}"]
+        got = d["disaggregation"]
+        assert {k: v for k, v in got.items() if k != "estimate"} == {
+            "deployment": "llama-70b-rag",
+            "role": role,
+            "peer": f"llama-70b-rag-{peer}",
+            "transfer_backend": "mooncake",
+        }
+        assert {k: v for k, v in got["estimate"].items() if k != "why"} == estimate
+        assert d["throughput"] is None and d["routing"]["router"] is True
+        assert d["routing"]["max_in_flight"] == (128 if role == "decode" else None)
+
+
+def test_without_prometheus_no_namespace_of_its_reaches_the_roles():
+    import tempfile
+    from pathlib import Path
+
+    from sgldeploy.offline.render import render
+    from sgldeploy.spec.stackfile import read_stack_file
+
+    platform = {**PD_PLATFORM, "addons": {"efa_device_plugin": "existing", "prometheus": False}}
+    path = write_stack(Path(tempfile.mkdtemp()), platform=platform, deployments=[disaggregated()])
+    plan = render(read_stack_file(path))
+    policies = list(by_name(plan, POLICY).values())
+    labels = by_name(plan, DEPLOYMENT)["pd-decode"]["spec"]["template"]["metadata"]["labels"]
+    prometheus = {
+        "labels": {},
+        "namespace": "monitoring",
+        "namespace_labels": {"kubernetes.io/metadata.name": "monitoring"},
+    }
+    assert not admitted(policies, labels, prometheus, 30000)
+
+
+def test_pods_of_one_replica_of_a_role_over_two_nodes_reach_each_other_and_no_one_else_does():
+    plan = nixl()
+    policies = list(by_name(plan, POLICY).values())
+    lws = by_name(plan, LWS)["pd-wide-prefill"]["spec"]["leaderWorkerTemplate"]
+    leader, worker = (lws[t]["metadata"]["labels"] for t in ("leaderTemplate", "workerTemplate"))
+    at = {"namespace": "llm", "namespace_labels": {"kubernetes.io/metadata.name": "llm"}}
+    assert admitted(policies, leader, {"labels": worker, **at}, 20000)  # torch.distributed's rendezvous
+    assert admitted(policies, worker, {"labels": leader, **at}, 51234)  # NCCL picks its ports
+    assert not admitted(policies, leader, {"labels": {"app": "notebook"}, **at}, 20000)
+
+
+def test_a_plain_deployments_problems_keep_their_own_paths():
+    """Only a role's resources and scaling move under disaggregation."""
+    from .conftest import deployment
+
+    [line] = problem_lines(
+        [
+            deployment(
+                resources={"gpu": "T4", "gpu_count": 1},
+                serving={"context_length": 32768, "max_concurrency": 64},
+            )
+        ]
+    )
+    assert line.startswith("error: sgldeploy:deployments[0].resources.")

@@ -83,15 +83,24 @@ def capacity(dep: DeploymentSpec) -> int:
     return dep.serving.max_concurrency * max(1, dep.max_replicas)
 
 
+def admitted(dep: DeploymentSpec) -> int | None:
+    """The router's burst (and refill per second) in front of the deployment; for a disaggregated deployment's
+    roles, on its decode role (whose replicas run every request); None without a router."""
+    role = dep.serving_role
+    if role is not None:
+        return capacity(dep) if role.role == "decode" else None
+    return capacity(dep) if enabled(dep) else None
+
+
 def describe(dep: DeploymentSpec) -> str:
     """One line for the plan: how requests reach the replicas, and what happens past capacity."""
     ep, role = dep.endpoint, dep.serving_role
     if role is not None:
-        admitted = capacity(dep) if role.role == "decode" else None
+        burst = admitted(dep)
         bound = (
-            f"it admits bursts of {admitted} requests and {admitted} more per second (what the decode replicas "
+            f"it admits bursts of {burst} requests and {burst} more per second (what the decode replicas "
             "run); beyond that clients get 429 at once"
-            if admitted
+            if burst
             else "admission is bounded by the decode replicas"
         )
         return (

@@ -84,8 +84,8 @@ def deployment_json(item: LoadedDeployment, estimate: cost.Estimate, addons: Add
         },
         "routing": {
             "algorithm": spec.endpoint.algorithm,
-            "router": router.enabled(spec),
-            "max_in_flight": router.capacity(spec) if router.enabled(spec) else None,
+            "router": router.enabled(spec) or spec.serving_role is not None,
+            "max_in_flight": router.admitted(spec),
             "why": router.describe(spec),
         },
         "readiness": spec.readiness,
