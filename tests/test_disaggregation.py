@@ -690,3 +690,48 @@ def test_a_plain_deployments_problems_keep_their_own_paths():
         ]
     )
     assert line.startswith("error: sgldeploy:deployments[0].resources.")
+
+
+def test_the_cost_diff_states_the_pairs_price_per_token_on_the_decode_role():
+    from sgldeploy.offline import diff
+
+    new = plan_json(committed())
+    old = {**new, "deployments": []}
+    rows = {d["name"]: d for d in diff.cost_diff(old, new)["deployments"]}
+    [decode] = [d for d in new["deployments"] if d["name"] == "llama-70b-rag-decode"]
+    pair = decode["disaggregation"]["estimate"]["usd_per_million_output_tokens"]
+    assert rows["llama-70b-rag-decode"]["usd_per_million_output_tokens"]["new"] == pair == 9.01
+    assert rows["llama-70b-rag-prefill"]["usd_per_million_output_tokens"]["new"] is None
+
+
+def test_the_decode_roles_queue_depth_also_counts_requests_waiting_for_kv_memory():
+    """Its trigger adds SGLang's decode prealloc queue (promtool evaluates both in tests/test_promtool.py)."""
+    objects = by_name(committed(), "kubernetes:keda.sh/v1alpha1:ScaledObject")
+    queries = {
+        role: objects[f"llama-70b-rag-{role}"]["spec"]["triggers"][0]["metadata"]["query"]
+        for role in ("prefill", "decode")
+    }
+    match = 'namespace="llm-pd",service="llama-70b-rag-decode"'
+    assert queries["decode"] == (
+        f"sum(sglang:num_queue_reqs{{{match}}}) + (sum(sglang:num_decode_prealloc_queue_reqs{{{match}}}) or vector(0))"
+    )
+    assert (
+        queries["prefill"] == 'sum(sglang:num_queue_reqs{namespace="llm-pd",service="llama-70b-rag-prefill"})'
+    )
+
+
+def test_a_roles_reservation_follows_the_managed_node_groups_rules_at_its_path():
+    fallback = {
+        "resources": {
+            "gpu": "H100",
+            "gpu_count": 1,
+            "capacity": "reserved-fallback",
+            "reservation": {"ids": ["cr-0123456789abcdef0"]},
+        },
+        "scaling": {"min_replicas": 1, "max_replicas": 1},
+    }
+    lines = problem_lines([role_dep(decode=fallback)], **ON_PLATFORM, node_provisioner="managed-node-group")
+    assert lines == [
+        f"{AT}.disaggregation.decode.resources.capacity: cannot fall back with a managed node group, which has one "
+        "capacity type (got 'reserved-fallback'); use capacity: reserved, or node_provisioner: karpenter"
+    ]

@@ -224,7 +224,12 @@ def _costs(entry: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def _per_token(entry: dict[str, Any] | None) -> float | None:
-    """The deployment's $ per 1M output tokens (None: removed, unpriced, or a plan from before throughput)."""
+    """The deployment's $ per 1M output tokens (None: removed, unpriced, or a plan from before throughput); a
+    disaggregated deployment's, both roles together, on its decode role (whose replicas produce the tokens)."""
+    pd = (entry or {}).get("disaggregation")
+    if pd is not None:
+        figures = pd["estimate"] if pd["role"] == "decode" else None
+        return (figures or {}).get("usd_per_million_output_tokens")
     return ((entry or {}).get("throughput") or {}).get("usd_per_million_output_tokens")
 
 
