@@ -403,23 +403,42 @@ def test_a_role_that_fits_no_gpu_is_refused_at_its_resources():
 
 
 @pytest.mark.parametrize(
-    "fields,path,what",
+    "fields,line",
     [
-        ({"resources": {"gpu": "L4"}}, "resources", "is not read with disaggregation: each role has its own"),
+        (
+            {"resources": {"gpu": "L4"}},
+            "resources: is not read with disaggregation: each role has its own; move it under "
+            "disaggregation.prefill.resources and disaggregation.decode.resources",
+        ),
         (
             {"scaling": {"max_replicas": 2}},
-            "scaling",
-            "is not read with disaggregation: each role has its own",
+            "scaling: is not read with disaggregation: each role has its own; move it under "
+            "disaggregation.prefill.scaling and disaggregation.decode.scaling",
         ),
-        ({"name": "a" * 33}, "name", "must be at most 32 characters with disaggregation"),
-        ({"rollout": {"strategy": "canary"}}, "rollout.strategy", "must be rolling with disaggregation"),
-        ({"endpoint": {"algorithm": "ip-hash"}}, "endpoint.algorithm", "has no PD router policy"),
-        ({"endpoint": {"router": {"enabled": False}}}, "endpoint.router.enabled", "cannot be false"),
+        (
+            {"name": "a" * 33},
+            "name: must be at most 32 characters with disaggregation: each role is a deployment named "
+            f"<name>-prefill or <name>-decode, of at most 40 (got '{'a' * 33}'); shorten it",
+        ),
+        (
+            {"rollout": {"strategy": "canary"}},
+            "rollout.strategy: must be rolling with disaggregation: the PD router pairs every prefill with every "
+            "decode replica, whatever commit each serves (got 'canary'); use strategy: rolling",
+        ),
+        (
+            {"endpoint": {"algorithm": "ip-hash"}},
+            "endpoint.algorithm: has no PD router policy: with disaggregation the router is the only way in (got "
+            "'ip-hash'); use cache-aware, round-robin or least-connections",
+        ),
+        (
+            {"endpoint": {"router": {"enabled": False}}},
+            "endpoint.router.enabled: cannot be false with disaggregation: only the router sends each request to "
+            "both roles (got false); leave it unset",
+        ),
     ],
 )
-def test_what_the_pd_router_cannot_do_is_refused(fields, path, what):
-    [line] = problem_lines([disaggregated(**fields)], **ON_PLATFORM)
-    assert line.startswith(f"{AT}.{path}: {what}")
+def test_what_the_pd_router_cannot_do_is_refused(fields, line):
+    assert problem_lines([disaggregated(**fields)], **ON_PLATFORM) == [f"{AT}.{line}"]
 
 
 def test_a_name_of_32_characters_is_the_longest_allowed():
@@ -735,3 +754,38 @@ def test_a_roles_reservation_follows_the_managed_node_groups_rules_at_its_path()
         f"{AT}.disaggregation.decode.resources.capacity: cannot fall back with a managed node group, which has one "
         "capacity type (got 'reserved-fallback'); use capacity: reserved, or node_provisioner: karpenter"
     ]
+
+
+def test_a_role_is_a_plain_deployment_with_the_roles_resources_and_scaling():
+    from sgldeploy.spec.validate import parse_stack
+
+    raw = disaggregated()
+    raw["disaggregation"]["decode"]["resources"] = {"gpu": "L40S", "gpu_count": 1}
+    dep = parse_stack(PD_PLATFORM, [raw]).deployments[0]
+    prefill, decode = dep.serving_units()
+    assert (prefill.name, decode.name) == ("pd-prefill", "pd-decode")
+    assert decode.resources.gpu == "L40S" and prefill.resources.gpu == "L4"
+    assert decode.disaggregation is None and decode.serving_units() == [decode]  # nothing left to split
+    assert decode.serving_role is not None and decode.serving_role.peer == "pd-prefill"
+    assert (decode.model, decode.serving, decode.endpoint) == (dep.model, dep.serving, dep.endpoint)
+
+
+@pytest.mark.parametrize(
+    "prefill_res,decode_res",
+    [
+        # Both may fall back to on-demand: the reservation is not all they have.
+        ({"capacity": "reserved-fallback"}, {"capacity": "reserved-fallback"}),
+        # Two reservations, one each.
+        ({}, {"reservation": {"ids": ["cr-0fedcba9876543210"], "instances": 1}}),
+    ],
+)
+def test_a_reservation_is_refused_only_when_both_roles_need_it_alone(prefill_res, decode_res):
+    reserved = {
+        "gpu": "H100",
+        "gpu_count": 1,
+        "capacity": "reserved",
+        "reservation": {"ids": ["cr-0123456789abcdef0"], "instances": 2},
+    }
+    prefill = {"resources": {**reserved, **prefill_res}, "scaling": {"min_replicas": 2, "max_replicas": 2}}
+    decode = {"resources": {**reserved, **decode_res}, "scaling": {"min_replicas": 1, "max_replicas": 1}}
+    assert problem_lines([role_dep(prefill=prefill, decode=decode)], **ON_PLATFORM) == []
