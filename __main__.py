@@ -160,7 +160,7 @@ for spec in stack.spec.deployments:
         opts=kubernetes,
     )
     for r, item in items.items():  # clients reach each role through the router
-        summarize(item, disaggregated.roles[r], disaggregated.router.service_name)
+        summarize(item, disaggregated.roles[r], disaggregated.service_name)
     if disaggregated.api_key is not None:
         api_keys[spec.name] = disaggregated.api_key
 

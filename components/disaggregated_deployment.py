@@ -6,7 +6,8 @@ every child it declares, in the order `DisaggregatedDeployment.__init__` declare
   disaggregation mode, with EFA and kept off the other role's nodes), autoscaler, metrics, NetworkPolicies and
   disruption budget, as any deployment;
 - the API key's Secret for the router;
-- the SGLang router in PD mode (Router), which discovers both roles by label and is the only way in;
+- the SGLang router in PD mode (Router), which discovers both roles by label and is the only way in (none while
+  the deployment is stopped);
 - the load balancer in front of the router (Endpoint, unless `exposure: cluster`);
 - a NetworkPolicy that denies all ingress to the router's pods and one that admits its clients.
 """
@@ -45,15 +46,20 @@ class DisaggregatedDeployment(pulumi.ComponentResource):
     """A disaggregated deployment: the children the module docstring lists."""
 
     roles: dict[str, ModelDeployment]
-    router: Router
+    router: Router | None
+    """The PD router; None while the deployment is stopped (as for any deployment, its endpoint then answers
+    503 itself)."""
     api_key: pulumi.Output[str] | None
     """The key clients send as `Authorization: Bearer …`, a secret output; None when auth is none."""
+    service_name: pulumi.Output[str]
+    """In-cluster DNS name clients use: the router's Service, `<name>-router.<namespace>.svc`."""
 
     def __init__(
         self, name: str, args: DisaggregatedDeploymentArgs, opts: pulumi.ResourceOptions | None = None
     ):
         super().__init__("sgldeploy:serving:DisaggregatedDeployment", name, None, opts)
         dep, decode = args.spec, args.roles["decode"]
+        self.service_name = pulumi.Output.concat(router.name(dep), ".", decode.namespace, ".svc")
         self.api_key = client_api_key(self, name, dep, decode.api_key)
         self.roles = {
             role: ModelDeployment(
@@ -63,10 +69,11 @@ class DisaggregatedDeployment(pulumi.ComponentResource):
             )
             for role in PD_ROLES
         }
-        self.router = self._router(name, args)
+        self.router = self._router(name, args) if router.enabled(dep) else None
         self._endpoint(name, args)
         self._network_policies(name, args)
-        self.register_outputs({"serviceName": self.router.service_name, "apiKey": self.api_key})
+        self.register_outputs({"serviceName": self.service_name, "apiKey": self.api_key})
+
 
     def _router(self, name: str, args: DisaggregatedDeploymentArgs) -> Router:
         dep, decode = args.spec, args.roles["decode"]
@@ -118,7 +125,10 @@ class DisaggregatedDeployment(pulumi.ComponentResource):
             # The AWS Load Balancer Controller turns these into load balancers, once it runs.
             opts=pulumi.ResourceOptions(
                 parent=self,
-                depends_on=[*installed(decode, "aws_load_balancer_controller"), self.router],
+                depends_on=[
+                    *installed(decode, "aws_load_balancer_controller"),
+                    *([self.router] if self.router else []),
+                ],
             ),
         )
 

@@ -461,14 +461,14 @@ def slo_warnings(item: LoadedDeployment, i: int) -> list[ConfigWarning]:
     (the model is an estimate; `sgldeploy verify` measures)."""
     t, slo = item.sizing.throughput, item.spec.slo
     out = []
-    names = {"ttft_p95_seconds": "time to first token", "itl_p95_seconds": "inter-token latency"}
+    names = {"ttft_p95_seconds": "a time to first token", "itl_p95_seconds": "an inter-token latency"}
     for key, modelled in _modelled_latency(item).items():
         target = getattr(slo, key)
         if t is not None and target is not None and modelled > target:
             out.append(
                 ConfigWarning(
                     config_path("deployments", (i, "slo", key)),
-                    f"is {target:g} s, but {item.sizing.placement.instance_type} is modelled at a {names[key]} of "
+                    f"is {target:g} s, but {item.sizing.placement.instance_type} is modelled at {names[key]} of "
                     f"{modelled:.3g} s with {t.estimate.batch} requests of {t.input_tokens} + "
                     f"{t.output_tokens} tokens running",
                     "lower serving.max_concurrency, or choose a faster GPU or more GPUs per replica",
