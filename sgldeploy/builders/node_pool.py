@@ -113,7 +113,7 @@ def multi_node(sizing: Sizing) -> bool:
     return sizing.placement.nodes_per_replica > 1
 
 
-def pool_subnets(sizing: Sizing, subnet_ids: Sequence[Any], kv_transfer: bool = False) -> list[Any]:
+def pool_subnets(sizing: Sizing, subnet_ids: Sequence[Any], kv_transfer: bool) -> list[Any]:
     """The subnets a pool's nodes launch in. A replica spanning nodes gets a cluster placement group, which
     lives in one Availability Zone: Auto Scaling refuses one with subnets in several zones ("You cannot specify
     multiple Availability Zones and a cluster placement group", CreateAutoScalingGroup PlacementGroup,
@@ -129,7 +129,7 @@ def pool_subnets(sizing: Sizing, subnet_ids: Sequence[Any], kv_transfer: bool = 
 EFA_RESOURCE = "vpc.amazonaws.com/efa"
 
 
-def efa_interfaces(sizing: Sizing, kv_transfer: bool = False) -> int:
+def efa_interfaces(sizing: Sizing, kv_transfer: bool) -> int:
     """EFA interfaces each pod requests, for NCCL across the nodes of a replica or (`kv_transfer`) a role of a
     disaggregated deployment sending KV caches to the other: what every allowed instance type has (one pod per
     node); 0 for other one-node replicas and for types without EFA."""
