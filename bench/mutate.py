@@ -281,7 +281,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sample", type=int, help="run this many mutants drawn at random, and score those")
     parser.add_argument("--seed", type=int, default=1, help="the sample's seed")
     parser.add_argument(
-        "--functions", nargs="+", help="run only the mutants of these functions (fnmatch patterns, Class.method)"
+        "--functions",
+        nargs="+",
+        help="run only the mutants of these functions (fnmatch patterns, Class.method)",
     )
     parser.add_argument(
         "--count", action="store_true", help="print how many mutants each module has; run none"

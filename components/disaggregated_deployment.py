@@ -74,7 +74,6 @@ class DisaggregatedDeployment(pulumi.ComponentResource):
         self._network_policies(name, args)
         self.register_outputs({"serviceName": self.service_name, "apiKey": self.api_key})
 
-
     def _router(self, name: str, args: DisaggregatedDeploymentArgs) -> Router:
         dep, decode = args.spec, args.roles["decode"]
         secret = None
