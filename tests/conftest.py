@@ -26,7 +26,7 @@ from sgldeploy.spec.stackfile import read_stack_file
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCK = ROOT / "stacks" / "models.lock.json"
-COMMITTED_STACKS = ("dev", "staging", "prod", "large-moe", "disaggregated")
+COMMITTED_STACKS = ("dev", "staging", "prod", "large-moe", "disaggregated", "multi-turn")
 QWEN = {"repo": "Qwen/Qwen2.5-7B-Instruct", "revision": "a09a35458c702b33eeacc393d103063234e8bc28"}
 LLAMA_8B = {
     "repo": "meta-llama/Llama-3.1-8B-Instruct",

@@ -331,11 +331,15 @@ def test_an_unknown_stack_name_lists_the_stacks_that_exist(tmp_path, capsys):
     committed = sorted(
         p.name.removeprefix("Pulumi.").removesuffix(".yaml") for p in (ROOT / "stacks").glob("Pulumi.*.yaml")
     )
-    assert committed == sorted(COMMITTED_STACKS) == ["dev", "disaggregated", "large-moe", "prod", "staging"]
+    assert (
+        committed
+        == sorted(COMMITTED_STACKS)
+        == ["dev", "disaggregated", "large-moe", "multi-turn", "prod", "staging"]
+    )
     assert main(["validate", "--stack", "prdo"], root=ROOT) == 2
     assert one_error(capsys) == (
         f"error: {ROOT}/stacks/Pulumi.prdo.yaml: stack file not found (got --stack 'prdo'); the stacks in "
-        f"{ROOT}/stacks are dev, disaggregated, large-moe, prod, staging: pass one as --stack NAME, create stacks/Pulumi.prdo.yaml, or "
+        f"{ROOT}/stacks are dev, disaggregated, large-moe, multi-turn, prod, staging: pass one as --stack NAME, create stacks/Pulumi.prdo.yaml, or "
         "pass --config FILE"
     )
     for name in ("b", "a"):  # another project's stacks: the list is theirs

@@ -196,3 +196,21 @@ def test_a_host_tier_no_larger_than_the_gpus_is_refused(ratio):
         f"error: sgldeploy:deployments[0].serving.hierarchical_cache.ratio: must be > 1.0 (got {ratio}); use a "
         "value > 1.0"
     ]
+
+
+def test_the_committed_multi_turn_stack_is_placed_by_its_host_cache():
+    """README's Stacks table: the L40S types below g6e.4xlarge fit the model on the GPU but not the host cache in
+    their memory, so the placement moves up to the first that holds it."""
+    from sgldeploy.offline.render import load_offline
+    from sgldeploy.spec.stackfile import read_stack_file
+
+    from .conftest import ROOT
+
+    [item] = load_offline(read_stack_file(ROOT / "stacks" / "Pulumi.multi-turn.yaml")).deployments
+    assert item.sizing.placement.instance_type == "g6e.4xlarge"
+    host = item.sizing.host_cache
+    assert host is not None and item.sizing.memory_request_gib >= host.required_gib_per_node
+    cheaper = {c.instance.name: c for c in item.sizing.cheaper_infeasible}
+    assert set(cheaper) == {"g6e.xlarge", "g6e.2xlarge"}
+    for c in cheaper.values():
+        assert c.memory.fits and not c.host_fits  # the GPU holds the model; the node's memory not the cache
