@@ -86,8 +86,7 @@ class DisaggregatedDeployment(pulumi.ComponentResource):
                 decode.namespace,
                 router.labels(dep),
             )
-        prometheus = decode.addons is not None and bool(decode.addons.prometheus)
-        monitored = dep.observability.metrics and prometheus
+        monitored = dep.observability.metrics and decode.prometheus
         return Router(
             f"{name}-router",
             RouterArgs(
@@ -136,11 +135,10 @@ class DisaggregatedDeployment(pulumi.ComponentResource):
         dep, decode = args.spec, args.roles["decode"]
         if not decode.network_policies or decode.network is None:
             return
-        prometheus = decode.addons is not None and bool(decode.addons.prometheus)
         specs = {
             "deny-ingress": network_policy.deny_all_spec(dep),
             "router-ingress": network_policy.router_ingress_spec(
-                dep, vpc_cidr=decode.network.vpc_cidr, through_interceptor=False, prometheus=prometheus
+                dep, vpc_cidr=decode.network.vpc_cidr, through_interceptor=False, prometheus=decode.prometheus
             ),
         }
         network_policies(self, name, dep, decode.namespace, specs)

@@ -84,6 +84,11 @@ class ModelDeploymentArgs:
     addon_releases: dict[str, Any] = field(default_factory=dict)
     """Add-ons this stack installs (ClusterAddons.releases): custom resources wait for their CRDs."""
 
+    @property
+    def prometheus(self) -> bool:
+        """The Prometheus operator runs (installed here or existing): its kinds can be declared."""
+        return self.addons is not None and bool(self.addons.prometheus)
+
 
 @dataclass(frozen=True)
 class _Choices:
@@ -122,7 +127,7 @@ class _Choices:
             ),
             tracks=[] if multi_node else rollout.tracks(dep, args.model.sha, dep.initial_replicas),
             pool=node_pool.pool_id(args.namespace_name, dep) if _own_nodes(args) else None,
-            prometheus=args.addons is not None and bool(args.addons.prometheus),
+            prometheus=args.prometheus,
             labels=sglang_server.labels(dep),
         )
 

@@ -6,7 +6,7 @@ All problems (spec, lock, fit, secrets) are gathered and raised once as InvalidI
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
@@ -26,7 +26,7 @@ from sgldeploy.models.lock import (
     read_lock_contents,
 )
 from sgldeploy.models.sizing import Sizing, SizingError, size
-from sgldeploy.spec import PD_ROLES, DeploymentSpec, StackSpec, eks_support, is_commit
+from sgldeploy.spec import DeploymentSpec, StackSpec, eks_support, is_commit
 from sgldeploy.spec.problems import ConfigWarning, InvalidInput, Problem, config_path
 from sgldeploy.spec.stackfile import StackFile
 from sgldeploy.spec.validate import parse_stack
@@ -91,11 +91,11 @@ def load(
         for i, dep in enumerate(spec.deployments)
         for unit in dep.serving_units()
     ]
-    problems += [p for i, dep in enumerate(spec.deployments) for p in _roles_problems(dep, loaded, i)]
+    index = {dep.name: i for i, dep in enumerate(spec.deployments)}
+    problems += _roles_problems(_roles(loaded), index)
     if problems:
         raise InvalidInput(_unique(problems))
     ready = _paired([d for d in loaded if d is not None])  # all of them: one not loaded left a problem
-    index = {dep.name: i for i, dep in enumerate(spec.deployments)}
     warnings = tuple(eks_support.version_warnings(spec.platform.cluster, day)) + tuple(
         w
         for d in ready
@@ -153,7 +153,7 @@ def _load_deployment(
     """Deployment i's locked model and sizing, or None; what is wrong with it goes on `problems`."""
 
     def at(*loc: object) -> str:
-        return config_path("deployments", (i, *role_path(dep, loc)))
+        return config_path("deployments", (i, *dep.path(*loc)))
 
     key = lock_key(dep.model.repo, dep.model.revision)
     if key in models.lock.damaged:  # a hand-written or damaged entry: one line per field, naming the entry
@@ -180,60 +180,64 @@ def _load_deployment(
     return LoadedDeployment(dep, model, sizing, reason)
 
 
-def role_path(dep: DeploymentSpec, loc: tuple[object, ...]) -> tuple[object, ...]:
-    """A path inside a deployment; for a role of a disaggregated one, its own fields sit under
-    `disaggregation.<role>`."""
-    role = dep.serving_role
-    if role is not None and loc and loc[0] in ("resources", "scaling"):
-        return ("disaggregation", role.role, *loc)
-    return loc
+def _roles(loaded: Sequence[LoadedDeployment | None]) -> dict[str, dict[str, LoadedDeployment]]:
+    """The loaded roles of each disaggregated deployment, by its name and then by role."""
+    out: dict[str, dict[str, LoadedDeployment]] = {}
+    for d in loaded:
+        role = d.spec.serving_role if d is not None else None
+        if d is not None and role is not None:
+            out.setdefault(role.deployment, {})[role.role] = d
+    return out
 
 
-def _roles_problems(dep: DeploymentSpec, loaded: list[LoadedDeployment | None], i: int) -> list[Problem]:
-    """What a disaggregated deployment's two sized roles need together: prefill and decode never share a node
+def _roles_problems(roles: dict[str, dict[str, LoadedDeployment]], index: dict[str, int]) -> list[Problem]:
+    """What each disaggregated deployment's two sized roles need together: prefill and decode never share a node
     (the pods' anti-affinity), so reservations both roles launch into must hold both roles' minimum nodes."""
-    roles = [d for d in loaded if d is not None and _role_of(d.spec) == dep.name]
-    reserved = [d for d in roles if d.spec.resources.capacity == "reserved" and d.spec.resources.reservation]
-    if len(roles) != 2 or len(reserved) != 2:
-        return []
-    prefill, decode = (d.spec.resources.reservation for d in reserved)
-    assert prefill is not None and decode is not None
-    if (prefill.ids, prefill.tags) != (decode.ids, decode.tags) or decode.instances is None:
-        return []
-    needed = sum(d.spec.min_replicas * d.sizing.placement.nodes_per_replica for d in reserved)
-    if needed <= decode.instances:
-        return []
-    return [
-        Problem(
-            config_path(
-                "deployments", (i, "disaggregation", "decode", "resources", "reservation", "instances")
-            ),
-            f"is {decode.instances}, but both roles launch into this reservation and their min_replicas need "
-            f"{needed} nodes: prefill and decode never share a node",
-            "reserve more instances, lower min_replicas, or give one role other capacity",
-            decode.instances,
+    out = []
+    for name, pair in roles.items():
+        reserved = [
+            d
+            for d in pair.values()
+            if d.spec.resources.capacity == "reserved" and d.spec.resources.reservation
+        ]
+        if len(pair) != 2 or len(reserved) != 2:
+            continue
+        prefill, decode = (d.spec.resources.reservation for d in reserved)
+        assert prefill is not None and decode is not None
+        if (prefill.ids, prefill.tags) != (decode.ids, decode.tags) or decode.instances is None:
+            continue
+        needed = sum(d.spec.min_replicas * d.sizing.placement.nodes_per_replica for d in reserved)
+        if needed <= decode.instances:
+            continue
+        out.append(
+            Problem(
+                config_path(
+                    "deployments",
+                    (index[name], "disaggregation", "decode", "resources", "reservation", "instances"),
+                ),
+                f"is {decode.instances}, but both roles launch into this reservation and their min_replicas need "
+                f"{needed} nodes: prefill and decode never share a node",
+                "reserve more instances, lower min_replicas, or give one role other capacity",
+                decode.instances,
+            )
         )
-    ]
+    return out
 
 
 def _paired(loaded: list[LoadedDeployment]) -> list[LoadedDeployment]:
-    """Each role of a disaggregated deployment with the figures of the two together."""
-    roles = {
-        (d.spec.serving_role.deployment, d.spec.serving_role.role): d for d in loaded if d.spec.serving_role
+    """Each role of a disaggregated deployment with the figures of the two together, estimated once."""
+    estimates = {
+        name: disaggregation.estimate(
+            pair["prefill"].sizing,
+            pair["decode"].sizing,
+            (pair["prefill"].spec.max_replicas, pair["decode"].spec.max_replicas),
+        )
+        for name, pair in _roles(loaded).items()
     }
-    out = []
-    for d in loaded:
-        role = d.spec.serving_role
-        if role is not None:
-            prefill, decode = (roles[role.deployment, r] for r in PD_ROLES)
-            both = disaggregation.estimate(
-                prefill.sizing,
-                decode.sizing,
-                (prefill.spec.max_replicas, decode.spec.max_replicas),
-            )
-            d = replace(d, disaggregation=both)
-        out.append(d)
-    return out
+    return [
+        replace(d, disaggregation=estimates[parent]) if (parent := _role_of(d.spec)) is not None else d
+        for d in loaded
+    ]
 
 
 def _role_of(dep: DeploymentSpec) -> str | None:
@@ -448,7 +452,7 @@ def reservation_warnings(dep: DeploymentSpec, i: int, today: date) -> list[Confi
     when = f"in {days} days" if days > 1 else "tomorrow" if days == 1 else "today" if days == 0 else "already"
     return [
         ConfigWarning(
-            config_path("deployments", (i, *role_path(dep, ("resources", "reservation", "ends_at")))),
+            config_path("deployments", (i, *dep.path("resources", "reservation", "ends_at"))),
             f"is {r.ends_at}: the reservation ends {when}, and its instances are reclaimed with the replicas "
             "on them",
             "extend or replace the reservation, or move the deployment to other capacity before then",

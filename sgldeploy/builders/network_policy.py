@@ -30,7 +30,7 @@ from typing import Any
 from sgldeploy.builders import router
 from sgldeploy.builders.addons import CHARTS
 from sgldeploy.builders.sglang_args import SERVER_PORT
-from sgldeploy.builders.sglang_server import selector
+from sgldeploy.builders.sglang_server import selector, server_pods
 from sgldeploy.spec import DeploymentSpec
 
 NAMESPACE_LABEL = "kubernetes.io/metadata.name"  # set by Kubernetes on every namespace since 1.21
@@ -93,7 +93,7 @@ def role_ingress_spec(dep: DeploymentSpec, *, prometheus: bool, multi_node: bool
     peers: list[dict[str, Any]] = [{"podSelector": {"matchLabels": router.pods_of(role.deployment)}}]
     if prometheus and dep.observability.metrics:
         peers.append(_namespace(addon_namespace("prometheus")))
-    servers = [{"app.kubernetes.io/instance": role.peer, "app.kubernetes.io/component": "server"}]
+    servers = [server_pods(role.peer)]
     if multi_node:
         servers.append(selector(dep))
     rules: list[dict[str, Any]] = [

@@ -52,7 +52,12 @@ def labels(dep: DeploymentSpec, component: str = "server") -> dict[str, str]:
 
 def selector(dep: DeploymentSpec) -> dict[str, str]:
     """The immutable subset of labels the Deployment, PDB and Service select on."""
-    return {"app.kubernetes.io/instance": dep.name, "app.kubernetes.io/component": "server"}
+    return server_pods(dep.name)
+
+
+def server_pods(deployment: str) -> dict[str, str]:
+    """The serving pods of the deployment named `deployment`."""
+    return {"app.kubernetes.io/instance": deployment, "app.kubernetes.io/component": "server"}
 
 
 def service_selector(dep: DeploymentSpec, multi_node: bool) -> dict[str, str]:

@@ -1065,6 +1065,14 @@ class DeploymentSpec(Model):
         spec._serving_role = ServingRole(self.name, role, self.disaggregation.transfer_backend)
         return spec
 
+    def path(self, *loc: object) -> tuple[object, ...]:
+        """A path inside the deployment as the stack file spells it: a role's own resources and scaling sit under
+        `disaggregation.<role>`."""
+        role = self._serving_role
+        if role is not None and loc and loc[0] in ("resources", "scaling"):
+            return ("disaggregation", role.role, *loc)
+        return loc
+
     def serving_units(self) -> list[DeploymentSpec]:
         """What serves the deployment: itself, or its two roles' specs."""
         return [self.role_spec(r) for r in PD_ROLES] if self.disaggregation else [self]

@@ -223,7 +223,7 @@ def _role_rules(
     """One role's own scaling and reservation rules, at its paths under `disaggregation`."""
 
     def role_at(*loc: object) -> str:
-        return at("disaggregation", name, *loc)
+        return at(*role.path(*loc))
 
     out = _scaling_rules(role, role_at) + _reservation_rules(platform, role, role_at)
     if role.state == "running" and role.min_replicas == 0:
