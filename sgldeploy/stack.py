@@ -15,6 +15,7 @@ from typing import Any
 from sgldeploy.builders import autoscaler, endpoint, rollout, router, weight_cache
 from sgldeploy.catalog import calendar_date
 from sgldeploy.models import adapters, disaggregation
+from sgldeploy.models.cold_start import cold_start
 from sgldeploy.models.disaggregation import DisaggregationEstimate
 from sgldeploy.models.lock import (
     NOT_LOCKED_FIX,
@@ -26,7 +27,7 @@ from sgldeploy.models.lock import (
     read_lock_contents,
 )
 from sgldeploy.models.sizing import Sizing, SizingError, size
-from sgldeploy.spec import DeploymentSpec, StackSpec, eks_support, is_commit
+from sgldeploy.spec import SLO_KEYS, AddonsSpec, DeploymentSpec, StackSpec, eks_support, is_commit
 from sgldeploy.spec.problems import ConfigWarning, InvalidInput, Problem, config_path
 from sgldeploy.spec.stackfile import StackFile
 from sgldeploy.spec.validate import parse_stack
@@ -102,6 +103,7 @@ def load(
         for i in [index[_role_of(d.spec) or d.spec.name]]
         for w in [
             *slo_warnings(d, i),
+            *cold_start_warnings(d, i, spec.platform.addons),
             *reservation_warnings(d.spec, i, day),
             *prefill_capacity_warnings(d, i),
         ]
@@ -481,6 +483,27 @@ def slo_warnings(item: LoadedDeployment, i: int) -> list[ConfigWarning]:
     return out
 
 
+def cold_start_warnings(item: LoadedDeployment, i: int, addons: AddonsSpec) -> list[ConfigWarning]:
+    """A time-to-first-token target that a deployment scaled to zero cannot meet: the first request after an
+    idle period waits for a replica to start."""
+    dep, target = item.spec, item.spec.slo.ttft_p95_seconds
+    if target is None or autoscaler.replicas_when_idle(dep, addons) > 0:
+        return []
+    weights, nodes = item.sizing.memory.weights_gib, item.sizing.placement.nodes_per_replica
+    new, warm = (cold_start(dep, weights, nodes, warm_node=w).total_s for w in (False, True))
+    if new <= target:
+        return []
+    return [
+        ConfigWarning(
+            config_path("deployments", (i, "slo", "ttft_p95_seconds")),
+            f"is {target:g} s, but with no replica (scaled to zero after {dep.idle_timeout_seconds} s idle) the "
+            f"first request waits for one to start: {new:g} s on a new node, {warm:g} s on a warm one",
+            "set scaling.min_replicas to 1 to keep a replica up, or accept that requests after an idle "
+            "period miss the target",
+        )
+    ]
+
+
 def prefill_capacity_warnings(item: LoadedDeployment, i: int) -> list[ConfigWarning]:
     """On a disaggregated deployment's decode role: prefill replicas too few, at their most, to feed its decode
     replicas at theirs (the model's ratio of prefill to decode work at full batch)."""
@@ -502,22 +525,17 @@ def prefill_capacity_warnings(item: LoadedDeployment, i: int) -> list[ConfigWarn
 
 
 def _modelled_latency(item: LoadedDeployment) -> dict[str, float]:
-    """The modelled latencies (by SLO key) a deployment answers for: both, for replicas that do both; for a role
-    of a disaggregated deployment, the two roles' TTFT (prefill) or ITL (decode)."""
-    t, pd, role = item.sizing.throughput, item.disaggregation, item.spec.serving_role
-    if role is None:
-        return (
-            {}
-            if t is None
-            else {"ttft_p95_seconds": t.estimate.ttft_seconds, "itl_p95_seconds": t.estimate.itl_seconds}
-        )
-    if pd is None:
+    """The modelled latencies of the SLO keys a deployment answers for (DeploymentSpec.slo_keys): its own
+    figures, or, for a role of a disaggregated deployment, the two roles' together."""
+    t, pd = item.sizing.throughput, item.disaggregation
+    if item.spec.serving_role is None:
+        found = None if t is None else (t.estimate.ttft_seconds, t.estimate.itl_seconds)
+    else:
+        found = None if pd is None else (pd.ttft_seconds, pd.itl_seconds)
+    if found is None:
         return {}
-    return (
-        {"ttft_p95_seconds": pd.ttft_seconds}
-        if role.role == "prefill"
-        else {"itl_p95_seconds": pd.itl_seconds}
-    )
+    figures = dict(zip(SLO_KEYS, found, strict=True))
+    return {key: figures[key] for key in item.spec.slo_keys}
 
 
 def _unique(problems: list[Problem]) -> list[Problem]:

@@ -34,6 +34,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from prometheus_client.utils import floatToGoString
+
 # Default buckets of SGLang 0.5.23's TokenizerMetricsCollector (srt/observability/metrics_collector.py).
 E2E_BUCKETS = (
     0.1,
@@ -60,6 +62,12 @@ E2E_BUCKETS = (
     2400,
 )
 TTFT_BUCKETS = (0.1, 0.2, 0.4, 0.6, 0.8, 1, 2, 4, 6, 8, 10, 20, 40, 60, 80, 100, 200, 400)
+ITL_BUCKETS = (
+    *(0.002, 0.004, 0.006, 0.008, 0.01, 0.015, 0.02, 0.025, 0.03, 0.035, 0.04, 0.06, 0.08, 0.1, 0.2, 0.4),
+    *(0.6, 0.8, 1, 2, 4, 6, 8),
+)
+BUCKET_FLAGS = {"--bucket-time-to-first-token": "ttft", "--bucket-inter-token-latency": "itl"}
+"""SGLang's flags that replace a histogram's default bounds (srt/arg_groups/fields/observability.py)."""
 ENGINE_TYPE = "unified"  # DisaggregationMode.to_engine_type without disaggregation
 KSM_TARGET = {
     "job": "kube-state-metrics",
@@ -103,6 +111,10 @@ class World:
     container: str
     port: int
     model_name: str
+    ttft_buckets: tuple[float, ...] = (
+        TTFT_BUCKETS  # the bounds the server's arguments give, else SGLang's own
+    )
+    itl_buckets: tuple[float, ...] = ITL_BUCKETS
 
     @property
     def serving_pods(self) -> list[Pod]:
@@ -241,6 +253,12 @@ def world_of(resources: list[Any], name: str, namespace: str) -> World:
     )
     args = [str(a) for a in container.get("args", [])]
     served = args[args.index("--served-model-name") + 1] if "--served-model-name" in args else "model"
+    buckets = {}
+    for flag, family in BUCKET_FLAGS.items():
+        if flag in args:  # nargs="+": the values up to the next flag, as argparse reads them
+            values = args[args.index(flag) + 1 :]
+            end = next((i for i, v in enumerate(values) if v.startswith("--")), len(values))
+            buckets[f"{family}_buckets"] = tuple(float(v) for v in values[:end])
     return World(
         namespace=namespace,
         name=name,
@@ -252,6 +270,7 @@ def world_of(resources: list[Any], name: str, namespace: str) -> World:
         container=container["name"],
         port=int(container["ports"][0]["containerPort"]),
         model_name=served,
+        **buckets,
     )
 
 
@@ -355,6 +374,7 @@ class Load:
     aborted: int = 60
     e2e: dict[float, int] = field(default_factory=lambda: {1: 600})  # observations per minute by bucket bound
     ttft: dict[float, int] = field(default_factory=lambda: {2: 600})
+    itl: dict[float, int] = field(default_factory=lambda: {0.02: 60_000})  # one per generated token
     responses: dict[tuple[str, str], int] = field(
         default_factory=lambda: {
             ("/v1/chat/completions", "200"): 5_940,
@@ -367,14 +387,14 @@ class Load:
 
 
 def _le(bound: float) -> str:
-    return "+Inf" if math.isinf(bound) else repr(float(bound))  # prometheus_client's floatToGoString
+    return floatToGoString(bound)  # how SGLang's prometheus_client labels a bucket
 
 
 def _counter(per_minute: float, minutes: int) -> list[float | None]:
     return [float(per_minute * t) for t in range(minutes + 1)]
 
 
-FAMILIES = frozenset({"gauges", "counters", "e2e", "ttft", "http"})
+FAMILIES = frozenset({"gauges", "counters", "e2e", "ttft", "itl", "http"})
 
 
 def sglang_series(w: World, load: Load, minutes: int, families: frozenset[str] = FAMILIES) -> list[Series]:
@@ -425,10 +445,11 @@ def sglang_series(w: World, load: Load, minutes: int, families: frozenset[str] =
                         _counter(load.generation_tokens / 2, minutes),
                     )
                 )
-        labels = {**tokenizer, "is_streaming": "false"}
-        for family, metric, buckets, observed in (
-            ("e2e", "sglang:e2e_request_latency_seconds", E2E_BUCKETS, load.e2e),
-            ("ttft", "sglang:time_to_first_token_seconds", TTFT_BUCKETS, load.ttft),
+        streamed = {**tokenizer, "is_streaming": "false"}
+        for family, metric, buckets, observed, labels in (
+            ("e2e", "sglang:e2e_request_latency_seconds", E2E_BUCKETS, load.e2e, streamed),
+            ("ttft", "sglang:time_to_first_token_seconds", w.ttft_buckets, load.ttft, streamed),
+            ("itl", "sglang:inter_token_latency_seconds", w.itl_buckets, load.itl, tokenizer),
         ):
             if family not in families:
                 continue

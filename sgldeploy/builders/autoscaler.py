@@ -49,6 +49,14 @@ def choose(dep: DeploymentSpec, keda: bool, keda_http: bool) -> AutoscalerChoice
         )
     if dep.min_replicas == dep.max_replicas:
         return AutoscalerChoice("none", f"min_replicas = max_replicas = {dep.max_replicas}: nothing to scale")
+    if dep.scaling.metric == "slo":
+        held = ", ".join(
+            f"{k.removesuffix('_seconds').replace('_', ' ')} {v:g} s" for k, v in dep.slo_targets().items()
+        )
+        return AutoscalerChoice(
+            "metrics",
+            f"slo ({held}) while requests queue, and queue depth {dep.scaling.target:g} per replica",
+        )
     return AutoscalerChoice("metrics", f"{dep.scaling.metric} with target {dep.scaling.target:g} per replica")
 
 
@@ -59,8 +67,28 @@ def target_ref(dep: DeploymentSpec, sizing: Sizing, workload: str | None = None)
     return {"apiVersion": "apps/v1", "kind": "Deployment", "name": workload or dep.name}
 
 
-def trigger(dep: DeploymentSpec, namespace: str, prometheus: str) -> dict[str, Any]:
-    metric, target = dep.scaling.metric, dep.scaling.target
+def triggers(dep: DeploymentSpec, namespace: str, prometheus: str) -> list[dict[str, Any]]:
+    """The ScaledObject's triggers; the HPA follows whichever asks for the most replicas."""
+    if dep.scaling.metric != "slo":
+        return [trigger(dep, namespace, prometheus, dep.scaling.metric)]
+    return [trigger(dep, namespace, prometheus, "queue-depth")] + [
+        {
+            "type": "prometheus",
+            "name": key.removesuffix("_seconds").replace("_", "-"),
+            # Value, not AverageValue: the HPA scales by p95 / target (twice the target, twice the replicas).
+            "metricType": "Value",
+            "metadata": {
+                "serverAddress": prometheus,
+                "query": observability.slo_query(dep, namespace, key),
+                "threshold": f"{target:g}",
+            },
+        }
+        for key, target in dep.slo_targets().items()
+    ]
+
+
+def trigger(dep: DeploymentSpec, namespace: str, prometheus: str, metric: str) -> dict[str, Any]:
+    target = dep.scaling.target
     if metric in ("cpu-utilization", "memory-utilization"):
         return {
             "type": metric.split("-")[0],
@@ -100,7 +128,7 @@ def scaled_object_spec(
                 }
             }
         },
-        "triggers": [trigger(dep, namespace, prometheus)],
+        "triggers": triggers(dep, namespace, prometheus),
     }
 
 

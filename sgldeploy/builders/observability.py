@@ -28,6 +28,7 @@ from typing import Any
 
 from sgldeploy.builders import rollout
 from sgldeploy.builders.rollout import Track
+from sgldeploy.builders.sglang_args import histogram_bound
 from sgldeploy.builders.sglang_server import labels, selector
 from sgldeploy.models.sizing import Sizing
 from sgldeploy.spec import DeploymentSpec
@@ -38,6 +39,9 @@ METRICS = {  # SGLang's names the queries use; a test checks each against SGLang
     "running": "sglang:num_running_reqs",
     "token_usage": "sglang:token_usage",
     "ttft": "sglang:time_to_first_token_seconds",
+    # One observation per generated token: a chunk's interval over its tokens (metrics_collector.py
+    # observe_inter_token_latency).
+    "itl": "sglang:inter_token_latency_seconds",
     "e2e": "sglang:e2e_request_latency_seconds",
     "requests": "sglang:num_requests_total",
     "aborted": "sglang:num_aborted_requests_total",
@@ -74,6 +78,22 @@ LWS_GROUP_INDEX = "[0-9]+"
 """A LeaderWorkerSet runs its leaders in a StatefulSet named after it and the workers of group i in a StatefulSet
 named after that leader pod, `<name>-<i>` (kubernetes-sigs/lws pkg/controllers/pod_controller.go @004be7e)."""
 MIN_NOT_READY_MINUTES = 15
+SLO_HISTOGRAMS = {"ttft_p95_seconds": "ttft", "itl_p95_seconds": "itl"}
+"""Each `slo` target's histogram (by METRICS key)."""
+SLO_OBJECTIVE = 0.95
+"""The targets are 95th percentiles: 95% of requests (of tokens, for ITL) within the target, 5% the budget."""
+SLO_SCALING_WINDOW = "2m"
+"""The autoscaler's p95 window: eight 15 s scrapes, short enough to follow a burst."""
+BURN_ALERTS = (
+    # (name, burn rate, long window, short window, for, severity): the multiwindow, multi-burn-rate alerts of
+    # Google's SRE workbook (ch. 5, "Alerting on SLOs"): 2% of a 30-day budget spent in an hour, 5% in six.
+    ("FastBurn", 14.4, "1h", "5m", 2, "critical"),
+    ("SlowBurn", 6.0, "6h", "30m", 15, "warning"),
+)
+SLO_NAMES = {  # the alert's name part, and what it counts
+    "ttft_p95_seconds": ("Ttft", "requests' times to first token"),
+    "itl_p95_seconds": ("Itl", "inter-token latencies"),
+}
 DASHBOARD_LABEL = {"grafana_dashboard": "1"}
 """What kube-prometheus-stack's Grafana sidecar loads (values.yaml `grafana.sidecar.dashboards.label`/`labelValue`,
 `searchNamespace: ALL`)."""
@@ -152,8 +172,8 @@ def not_ready_pods(w: Workloads) -> str:
     return f"max by (namespace, pod) (({pending} or {unready}) and on (namespace, pod) {serving_pods(w)})"
 
 
-def _quantile(q: float, metric: str, m: str) -> str:
-    return f"histogram_quantile({q:g}, sum by (le) (rate({metric}_bucket{{{m}}}[5m])))"
+def _quantile(q: float, metric: str, m: str, window: str = "5m") -> str:
+    return f"histogram_quantile({q:g}, sum by (le) (rate({metric}_bucket{{{m}}}[{window}])))"
 
 
 def _responses(m: str, status: str | None = None) -> str:
@@ -196,6 +216,50 @@ def query(dep: DeploymentSpec, namespace: str, what: str) -> str:
         # The decode role's waiting requests also sit in its prealloc queue (none reported reads as none).
         found += f" + (sum({METRICS['decode_prealloc']}{{{series(w)}}}) or vector(0))"
     return found
+
+
+def slo_query(dep: DeploymentSpec, namespace: str, key: str) -> str:
+    """The autoscaler's latency trigger: the p95 of `key`'s histogram over the scaling window, only while requests
+    wait. With an empty queue it gives no result (KEDA reads none as 0): latency then comes from the requests
+    themselves (their prompts, the batch SGLang admits), which more replicas do not shorten, so it holds none."""
+    own = (dep.name,)
+    w = Workloads(namespace, dep.name, False, own, own, dep.name, own)
+    p95 = _quantile(SLO_OBJECTIVE, METRICS[SLO_HISTOGRAMS[key]], series(w), SLO_SCALING_WINDOW)
+    return f"{p95} and on () (({query(dep, namespace, 'queue_depth')}) > 0)"
+
+
+def over_target_share(w: Workloads, key: str, target: float, window: str) -> str:
+    """The share of requests (tokens) over the target in the window, from the bucket the target bounds
+    (sglang_args.slo_bucket_flags makes it one)."""
+    metric, m = METRICS[SLO_HISTOGRAMS[key]], series(w)
+    within = f'sum(rate({metric}_bucket{{{m},le="{histogram_bound(target)}"}}[{window}]))'
+    return f"(1 - {within} / sum(rate({metric}_count{{{m}}}[{window}])))"
+
+
+def burn_alerts(dep: DeploymentSpec, w: Workloads) -> list[dict[str, Any]]:
+    """Per SLO target: the error budget burning fast (both windows over 14.4 times the budget) or slowly (6
+    times). With no requests the share is 0/0, which no comparison passes: silence, not an alert."""
+    budget = 1 - SLO_OBJECTIVE
+    rules = []
+    for key, target in dep.slo_targets().items():
+        short_name, what = SLO_NAMES[key]
+        for name, rate, long, short, minutes, severity in BURN_ALERTS:
+            limit = f"{rate * budget:.4g}"
+            rules.append(
+                {
+                    "alert": f"Sglang{short_name}Budget{name}",
+                    "expr": f"{over_target_share(w, key, target, long)} > {limit} and "
+                    f"{over_target_share(w, key, target, short)} > {limit}",
+                    "for": f"{minutes}m",
+                    "labels": {"severity": severity, "deployment": dep.name, "model": dep.model.repo},
+                    "annotations": {
+                        "summary": f"{dep.name}: more than {100 * rate * budget:.3g}% of {what} over "
+                        f"{target:g} s for {long} (and {short}): the 5% budget of the p95 target burns "
+                        f"{rate:g} times too fast",
+                    },
+                }
+            )
+    return rules
 
 
 def not_ready_minutes(sizing: Sizing) -> int:
@@ -271,6 +335,7 @@ def prometheus_rule_spec(dep: DeploymentSpec, w: Workloads, sizing: Sizing) -> d
         f"{dep.name}: a serving pod not ready for {minutes} minutes, longer than a cold start takes "
         "(no GPU capacity, a stuck load or a crash loop)",
     )
+    rules += burn_alerts(dep, w)
     return {"groups": [{"name": f"sgldeploy-{dep.name}", "rules": rules}]}
 
 

@@ -21,6 +21,19 @@ API_KEY_ENV = "SGLANG_API_KEY"
 """The pod reads the API key from its Secret into this variable; the argv refers to it, never holds it."""
 
 
+# SGLang 0.5.23's default histogram buckets (srt/observability/metrics_collector.py, TokenizerMetricsCollector);
+# a test checks them against its source.
+TTFT_BUCKETS = (0.1, 0.2, 0.4, 0.6, 0.8, 1, 2, 4, 6, 8, 10, 20, 40, 60, 80, 100, 200, 400)
+ITL_BUCKETS = (
+    *(0.002, 0.004, 0.006, 0.008, 0.010, 0.015, 0.020, 0.025, 0.030, 0.035, 0.040, 0.060, 0.080),
+    *(0.100, 0.200, 0.400, 0.600, 0.800, 1.000, 2.000, 4.000, 6.000, 8.000),
+)
+SLO_BUCKET_FLAGS = {
+    "ttft_p95_seconds": ("--bucket-time-to-first-token", TTFT_BUCKETS),
+    "itl_p95_seconds": ("--bucket-inter-token-latency", ITL_BUCKETS),
+}
+
+
 @dataclass(frozen=True)
 class LaunchCommand:
     command: list[str]  # the container's command
@@ -66,7 +79,7 @@ def server_flags(
     if dep.model.trust_remote_code:
         flags.append("--trust-remote-code")
     if dep.observability.metrics:
-        flags.append("--enable-metrics")
+        flags += ["--enable-metrics", *slo_bucket_flags(dep)]
     if s.speculative:
         flags += ["--speculative-algorithm", s.speculative.algorithm]
         if s.speculative.draft_repo:
@@ -88,6 +101,28 @@ def server_flags(
         at = flags.index("--load-format")
         del flags[at : at + 2]  # the user's own choice (e.g. runai_streamer); the policy pack still checks it
     return flags + list(s.extra_args)
+
+
+def slo_histogram_buckets(key: str, target: float) -> tuple[float, ...]:
+    """SGLang's default buckets of the histogram `key` is judged on, with its target as one more bound."""
+    defaults = SLO_BUCKET_FLAGS[key][1]
+    return tuple(sorted({float(b) for b in defaults} | {float(target)}))
+
+
+def slo_bucket_flags(dep: DeploymentSpec) -> list[str]:
+    """The SLO's targets as histogram bounds: the burn alerts count the requests (tokens) within a target by
+    its own bucket, and p95 against it is exact rather than interpolated inside a wider bucket."""
+    flags = []
+    for key, target in dep.slo_targets().items():
+        flag = SLO_BUCKET_FLAGS[key][0]
+        flags += [flag, *(histogram_bound(b) for b in slo_histogram_buckets(key, target))]
+    return flags
+
+
+def histogram_bound(value: float) -> str:
+    """A bucket bound as prometheus_client writes it in `le` (floatToGoString: Python's repr below 1e6), so the
+    flag SGLang reads back with float() and the label the alerts match are one string."""
+    return repr(float(value))
 
 
 def parallelism_flags(dep: DeploymentSpec) -> list[str]:

@@ -758,13 +758,18 @@ class ScalingSpec(Model):
         1, ge=0, le=MAX_REPLICAS, description="Most replicas (at most 1000). Default 1."
     )
     metric: Literal[
-        "queue-depth", "running-requests", "gpu-utilization", "cpu-utilization", "memory-utilization"
-    ] = Field("queue-depth", description="Signal the autoscaler follows. Default queue-depth.")
+        "queue-depth", "running-requests", "gpu-utilization", "cpu-utilization", "memory-utilization", "slo"
+    ] = Field(
+        "queue-depth",
+        description="Signal the autoscaler follows. `slo`: the p95 time to first token and inter-token latency "
+        "against `slo` (a disaggregated deployment's prefill role on TTFT, its decode role on ITL), while "
+        "requests queue, together with queue depth at `target`. Default queue-depth.",
+    )
     target: float = Field(
         4,
         gt=0,
         description="Target value of the metric per replica (requests, or percent "
-        "for utilisations). Default 4.",
+        "for utilisations; with slo, the queue depth). Default 4.",
     )
     idle_timeout_seconds: int | None = Field(
         None, ge=0, description="Seconds without requests before scaling to zero; default from readiness."
@@ -964,6 +969,32 @@ class SloSpec(Model):
     )
 
 
+SLO_KEYS = ("ttft_p95_seconds", "itl_p95_seconds")
+
+
+class VerifySpec(Model):
+    """`sgldeploy verify` in the cluster: a Job that measures the endpoint after each update reaches it."""
+
+    job: bool = Field(
+        False,
+        description="Render a Job (the serving image) that sends the workload to the endpoint once an update "
+        "is ready and fails when the SLO is missed, so `pulumi up` fails with it. Default false.",
+    )
+    concurrency: int | None = Field(
+        None, ge=1, le=4096, description="Requests in flight; default serving.max_concurrency."
+    )
+    requests: int | None = Field(
+        None, ge=1, le=100_000, description="Requests to send; default 4 × concurrency, at least 20."
+    )
+    canary_margin_percent: float = Field(
+        10,
+        ge=0,
+        le=100,
+        description="With a canary: how much worse than the stable commit (p95 TTFT or ITL, percent) the "
+        "canary may measure before the Job fails. Default 10.",
+    )
+
+
 class RoleSpec(Model):
     """One role of a disaggregated deployment: its own GPUs and replica bounds, the deployment's shape."""
 
@@ -1032,6 +1063,9 @@ class DeploymentSpec(Model):
     )
     workload: WorkloadSpec = Field(default_factory=WorkloadSpec, description="The shape of its requests.")
     slo: SloSpec = Field(default_factory=SloSpec, description="Latency targets.")
+    verify: VerifySpec = Field(
+        default_factory=VerifySpec, description="Measure the endpoint against the SLO after each update."
+    )
     env: dict[str, str] = Field(
         default_factory=dict, description="Extra environment variables for the server."
     )
@@ -1072,6 +1106,21 @@ class DeploymentSpec(Model):
         if role is not None and loc and loc[0] in ("resources", "scaling"):
             return ("disaggregation", role.role, *loc)
         return loc
+
+    @property
+    def slo_keys(self) -> tuple[str, ...]:
+        """The `slo` targets this deployment answers for: both where replicas prefill and decode; for a role of a
+        disaggregated deployment, its own half (prefill the time to first token, decode the inter-token
+        latency)."""
+        role = self._serving_role
+        if role is None:
+            return SLO_KEYS
+        return ("ttft_p95_seconds",) if role.role == "prefill" else ("itl_p95_seconds",)
+
+    def slo_targets(self) -> dict[str, float]:
+        """The targets of `slo_keys` that are set, by key."""
+        found = {key: getattr(self.slo, key) for key in self.slo_keys}
+        return {key: value for key, value in found.items() if value is not None}
 
     def serving_units(self) -> list[DeploymentSpec]:
         """What serves the deployment: itself, or its two roles' specs."""

@@ -260,6 +260,8 @@ def _scaling_rules(dep: DeploymentSpec, at: Callable[..., str]) -> list[Problem]
                 s.max_replicas,
             )
         )
+    if s.metric == "slo":
+        out += _slo_scaling_rules(dep, at)
     if dep.state == "running" and dep.readiness == "always-ready" and s.min_replicas == 0:
         out.append(
             Problem(
@@ -267,6 +269,33 @@ def _scaling_rules(dep: DeploymentSpec, at: Callable[..., str]) -> list[Problem]
                 "must be ≥ 1 with readiness always-ready",
                 "raise min_replicas, or choose readiness fast to allow scale to zero",
                 0,
+            )
+        )
+    return out
+
+
+def _slo_scaling_rules(dep: DeploymentSpec, at: Callable[..., str]) -> list[Problem]:
+    """`metric: slo` needs a target to scale on, and replicas a Prometheus trigger can see."""
+    out = []
+    if not dep.slo_targets():
+        keys = " or ".join(f"slo.{key}" for key in dep.slo_keys)
+        whose = f"the {dep.serving_role.role} role scales" if dep.serving_role else "it scales"
+        out.append(
+            Problem(
+                at("scaling", "metric"),
+                f"is slo, but {whose} on {keys}, which is not set",
+                f"set {keys}, or choose another metric",
+                "slo",
+            )
+        )
+    if dep.state == "running" and dep.min_replicas == 0:
+        out.append(
+            Problem(
+                at("scaling", "metric"),
+                f"is slo, but min_replicas is 0 (readiness {dep.readiness} defaults it so): from zero the KEDA "
+                "HTTP add-on scales on requests in flight, and no latency is measured while nothing runs",
+                "set scaling.min_replicas to 1 or more, or choose metric queue-depth",
+                "slo",
             )
         )
     return out

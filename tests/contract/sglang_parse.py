@@ -43,6 +43,8 @@ FIELDS = (
     "nnodes",
     "node_rank",
     "dist_init_addr",
+    "bucket_time_to_first_token",
+    "bucket_inter_token_latency",
 )
 
 
