@@ -1,7 +1,7 @@
 """`sgldeploy`: validate, plan and describe stacks offline (DESIGN.md, CLI contract).
 
-Exit codes: 0 ok; 1 a mandatory policy is violated; 2 invalid input. Bad input is reported one line per
-problem on stderr, never as a traceback.
+Exit codes: 0 ok; 1 a mandatory policy is violated (`verify`: the SLO is missed); 2 invalid input (`verify`: or an
+unreachable endpoint). Bad input is reported one line per problem on stderr, never as a traceback.
 """
 
 from __future__ import annotations
@@ -91,7 +91,35 @@ def build_parser() -> argparse.ArgumentParser:
         help="resolve again the entries already pinned to a commit (kept by default)",
     )
     commands.add_parser("schema", help="print the spec's JSON Schema")
+    _verify_args(commands.add_parser("verify", help="measure a live endpoint against the SLO and the plan"))
     return parser
+
+
+def _verify_args(verify: argparse.ArgumentParser) -> None:
+    _stack_args(verify)
+    verify.add_argument(
+        "--deployment", metavar="NAME", help="the deployment (needed when the stack has several)"
+    )
+    verify.add_argument("--url", required=True, help="the endpoint's base URL, e.g. https://llm.example.com")
+    verify.add_argument(
+        "--stable-url", metavar="URL", help="with a canary at --url: its stable commit, measured the same way"
+    )
+    verify.add_argument(
+        "--api-key-env", metavar="VAR", help="the environment variable holding the endpoint's API key"
+    )
+    verify.add_argument("--concurrency", type=_positive, metavar="N", help="requests in flight")
+    verify.add_argument("--requests", type=_positive, metavar="M", help="requests to send")
+    verify.add_argument("--json", metavar="FILE", type=Path, help="write the measurement as JSON")
+    verify.add_argument(
+        "--markdown", metavar="FILE", type=Path, help="write the report as a markdown comment"
+    )
+
+
+def _positive(text: str) -> int:
+    value = int(text) if text.isdigit() else 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number ≥ 1, got {text!r}")
+    return value
 
 
 def _stack_file(args: argparse.Namespace, root: Path) -> StackFile:
@@ -129,7 +157,7 @@ def _prepare_outputs(args: argparse.Namespace) -> None:
     """Before the plan renders: each output's directory exists (or is created) and is writable, so a bad path
     is one line now, not a traceback after the plan (and never a half-written file)."""
     problems = []
-    targets = [(args.json, False), (args.markdown, False), (args.manifests, True)]
+    targets = [(args.json, False), (args.markdown, False), (getattr(args, "manifests", None), True)]
     for path, is_directory in (t for t in targets if t[0] is not None):
         directory = path if is_directory else path.parent
         try:  # the errors carry no file name: the problem line names the output itself
@@ -186,6 +214,8 @@ def main(argv: Sequence[str] | None = None, root: Path | None = None) -> int:
             return _lock(args, stack)
         if args.command == "validate":
             return _validate(stack)
+        if args.command == "verify":
+            return _verify(args, stack)
         return _plan(args, stack)
     except InvalidInput as invalid:
         return _fail([p.line() for p in invalid.problems])
@@ -204,6 +234,74 @@ def _validate(stack: StackFile) -> int:
         print(warning.line(), file=sys.stderr)
     print(f"{stack.path}: valid")
     return EXIT_OK
+
+
+def _verify(args: argparse.Namespace, stack: StackFile) -> int:
+    from sgldeploy.offline.render import load_offline
+    from sgldeploy.spec.region import REGION_KEY, stack_region
+    from sgldeploy.verify import measure, plan_figures
+
+    problems = _url_problems(args)
+    key = os.environ.get(args.api_key_env) if args.api_key_env else None
+    if args.api_key_env and not key:
+        problems.append(
+            Problem(
+                "--api-key-env",
+                "names a variable that is not set",
+                "export it, or omit the flag",
+                args.api_key_env,
+            )
+        )
+    _prepare_outputs(args)
+    loaded = load_offline(stack)
+    dep, found = plan_figures.choose(loaded, args.deployment)
+    if problems or found or dep is None:
+        raise InvalidInput(problems + found)
+    if dep.endpoint.auth == "api-key" and not key:
+        problems.append(
+            Problem(
+                "--api-key-env",
+                f"is needed: {dep.name} takes requests only with its API key",
+                "pass the variable holding it, e.g. --api-key-env SGLDEPLOY_API_KEY",
+                show_got=False,
+            )
+        )
+        raise InvalidInput(problems)
+    v = plan_figures.verification(
+        loaded, dep, stack_region(stack.config.get(REGION_KEY)), args.concurrency, args.requests
+    )
+    endpoint = measure.Endpoint(args.url.rstrip("/"), key, v.served_model)
+    stable = measure.Endpoint(args.stable_url.rstrip("/"), key, v.served_model) if args.stable_url else None
+    code, results, worse = measure.verify(
+        endpoint, v.settings, v.plan, stable, dep.verify.canary_margin_percent
+    )
+    if results and args.json:
+        measure.write_atomically(
+            str(args.json), json.dumps({"results": dict(results), "canary_worse": worse}, indent=2)
+        )
+    if results and args.markdown:
+        measure.write_atomically(str(args.markdown), measure.markdown(results, worse))
+    return code
+
+
+def _url_problems(args: argparse.Namespace) -> list[Problem]:
+    from urllib.parse import urlsplit
+
+    out = []
+    for flag, url in (("--url", args.url), ("--stable-url", args.stable_url)):
+        if url is None:
+            continue
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.path.strip("/"):
+            out.append(
+                Problem(
+                    flag,
+                    "must be an http(s) base URL without a path",
+                    "pass e.g. https://llm.example.com",
+                    url,
+                )
+            )
+    return out
 
 
 def _lock(args: argparse.Namespace, stack: StackFile) -> int:
