@@ -4,6 +4,7 @@ outputs.
 `pulumi preview` runs this file; so does `sgldeploy plan`, offline, under the Pulumi SDK's mock engine.
 """
 
+import dataclasses
 from pathlib import Path
 
 import pulumi
@@ -18,6 +19,7 @@ from sgldeploy.policy.facts import deployment_facts, platform_facts
 from sgldeploy.spec.problems import InvalidInput
 from sgldeploy.spec.region import stack_region
 from sgldeploy.stack import SECRET_KEYS, load
+from sgldeploy.verify import plan_figures
 
 
 def resolve_online(repo, revision, problems, at):
@@ -146,7 +148,12 @@ for item in stack.deployments:
     if role is not None:  # declared with the other role, below
         roles.setdefault(role.deployment, {})[role.role] = item
         continue
-    deployment = ModelDeployment(item.spec.name, deployment_args(item), opts=kubernetes)
+    verification = plan_figures.job_verification(stack, item.spec, region)
+    deployment = ModelDeployment(
+        item.spec.name,
+        dataclasses.replace(deployment_args(item), verification=verification),
+        opts=kubernetes,
+    )
     summarize(item, deployment, deployment.server.service_name)
     if deployment.api_key is not None:
         api_keys[item.spec.name] = deployment.api_key
@@ -156,7 +163,11 @@ for spec in stack.spec.deployments:
     items = roles[spec.name]
     disaggregated = DisaggregatedDeployment(
         spec.name,
-        DisaggregatedDeploymentArgs(spec=spec, roles={r: deployment_args(i) for r, i in items.items()}),
+        DisaggregatedDeploymentArgs(
+            spec=spec,
+            roles={r: deployment_args(i) for r, i in items.items()},
+            verification=plan_figures.job_verification(stack, spec, region),
+        ),
         opts=kubernetes,
     )
     for r, item in items.items():  # clients reach each role through the router

@@ -29,7 +29,9 @@ from components.model_deployment import (
     network_policies,
 )
 from components.router import Router, RouterArgs
+from components.verify_job import VerifyJob, VerifyJobArgs
 from sgldeploy.builders import network_policy, router
+from sgldeploy.builders.verify_job import Verification
 from sgldeploy.spec import PD_ROLES, DeploymentSpec
 
 
@@ -40,6 +42,8 @@ class DisaggregatedDeploymentArgs:
     roles: dict[str, ModelDeploymentArgs]
     """Each role's deployment (prefill, decode): its spec (DeploymentSpec.role_spec), sizing and facts, with the
     platform's settings; `api_key` is the stack config's key (or None), shared by the three."""
+    verification: Verification | None = None
+    """With `verify.job`: what the in-cluster Job measures through the PD router; None for none."""
 
 
 class DisaggregatedDeployment(pulumi.ComponentResource):
@@ -72,6 +76,7 @@ class DisaggregatedDeployment(pulumi.ComponentResource):
         self.router = self._router(name, args) if router.enabled(dep) else None
         self._endpoint(name, args)
         self._network_policies(name, args)
+        self._verify_job(name, args)
         self.register_outputs({"serviceName": self.service_name, "apiKey": self.api_key})
 
     def _router(self, name: str, args: DisaggregatedDeploymentArgs) -> Router:
@@ -104,6 +109,25 @@ class DisaggregatedDeployment(pulumi.ComponentResource):
                 parent=self,
                 depends_on=[*(r.server for r in self.roles.values()), *([secret] if secret else [])],
             ),
+        )
+
+    def _verify_job(self, name: str, args: DisaggregatedDeploymentArgs) -> VerifyJob | None:
+        """The in-cluster verification through the PD router, once both roles and the router rolled out."""
+        if args.verification is None or self.router is None:
+            return None
+        decode = args.roles["decode"]
+        return VerifyJob(
+            f"{name}-verify",
+            VerifyJobArgs(
+                verification=args.verification,
+                sha=decode.model.sha,
+                namespace=decode.namespace,
+                namespace_name=decode.namespace_name,
+                through_interceptor=False,  # both roles keep a replica up
+                api_key_secret=f"{args.spec.name}-api-key" if self.api_key is not None else None,
+                after=[*(r.server for r in self.roles.values()), self.router],  # both roles and the router
+            ),
+            opts=pulumi.ResourceOptions(parent=self),
         )
 
     def _endpoint(self, name: str, args: DisaggregatedDeploymentArgs) -> Endpoint | None:

@@ -14,7 +14,8 @@ declares them:
 - metrics scrape, alerts and dashboard (Observability, with the Prometheus operator);
 - a NetworkPolicy that denies all ingress and one per way in to its server and router
   (platform.network_policies);
-- the PodDisruptionBudget of its server pods.
+- the PodDisruptionBudget of its server pods;
+- with `verify.job`, the Job that measures the endpoint against its SLO after each update (VerifyJob).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from components.observability import Observability, ObservabilityArgs
 from components.platform import ClusterNetwork
 from components.router import Router, RouterArgs
 from components.sglang_server import SglangServer, SglangServerArgs
+from components.verify_job import VerifyJob, VerifyJobArgs
 from components.weight_cache import SharedWeightCache, SharedWeightCacheArgs
 from sgldeploy.builders import (
     autoscaler,
@@ -43,6 +45,7 @@ from sgldeploy.builders import (
     sglang_server,
     weight_cache,
 )
+from sgldeploy.builders.verify_job import Verification
 from sgldeploy.models.lock import LockedModel
 from sgldeploy.models.sizing import Sizing
 from sgldeploy.spec import AddonsSpec, DeploymentSpec
@@ -83,6 +86,8 @@ class ModelDeploymentArgs:
     """Render the deployment's NetworkPolicies (platform.network_policies)."""
     addon_releases: dict[str, Any] = field(default_factory=dict)
     """Add-ons this stack installs (ClusterAddons.releases): custom resources wait for their CRDs."""
+    verification: Verification | None = None
+    """With `verify.job`: what the in-cluster Job measures (sgldeploy.verify.plan_figures); None for none."""
 
     @property
     def prometheus(self) -> bool:
@@ -174,6 +179,7 @@ class ModelDeployment(pulumi.ComponentResource):
         self._observability(name, args, choices)
         self._network_policies(name, args, choices)
         self._disruption_budget(name, args, choices)
+        self._verify_job(name, args, choices, [s for s in (api_secret,) if s is not None])
         self.register_outputs(
             {**(args.facts or {}), "serviceName": self.server.service_name, "apiKey": self.api_key}
         )
@@ -466,6 +472,28 @@ class ModelDeployment(pulumi.ComponentResource):
             spec=sglang_server.disruption_budget_spec(dep),
             # Fixed name, one per deployment; a replacement must free it first.
             opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True),
+        )
+
+    def _verify_job(
+        self, name: str, args: ModelDeploymentArgs, choices: _Choices, secrets: list[pulumi.Resource]
+    ) -> VerifyJob | None:
+        """The in-cluster verification, after the update reached the endpoint; None without `verify.job` (a
+        disaggregated deployment's is its own)."""
+        if args.verification is None or args.spec.state != "running":
+            return None
+        served = [r for r in (self.server, self.router, self.autoscaler) if r is not None]
+        return VerifyJob(
+            f"{name}-verify",
+            VerifyJobArgs(
+                verification=args.verification,
+                sha=args.model.sha,
+                namespace=args.namespace,
+                namespace_name=args.namespace_name,
+                through_interceptor=choices.through_interceptor,
+                api_key_secret=f"{args.spec.name}-api-key" if secrets else None,
+                after=[*served, *secrets],
+            ),
+            opts=pulumi.ResourceOptions(parent=self),
         )
 
 

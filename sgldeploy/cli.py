@@ -267,11 +267,17 @@ def _verify(args: argparse.Namespace, stack: StackFile) -> int:
             )
         )
         raise InvalidInput(problems)
+    region = stack_region(stack.config.get(REGION_KEY))
+    units = plan_figures.units_of(loaded, dep.name)
     v = plan_figures.verification(
-        loaded, dep, stack_region(stack.config.get(REGION_KEY)), args.concurrency, args.requests
+        units, dep, loaded.spec.platform.addons, region, args.concurrency, args.requests
     )
-    endpoint = measure.Endpoint(args.url.rstrip("/"), key, v.served_model)
-    stable = measure.Endpoint(args.stable_url.rstrip("/"), key, v.served_model) if args.stable_url else None
+    endpoint = measure.Endpoint(args.url.rstrip("/"), key, v.served_model, v.timeout_s)
+    stable = (
+        measure.Endpoint(args.stable_url.rstrip("/"), key, v.served_model, v.timeout_s)
+        if args.stable_url
+        else None
+    )
     code, results, worse = measure.verify(
         endpoint, v.settings, v.plan, stable, dep.verify.canary_margin_percent
     )

@@ -24,6 +24,7 @@ class Behaviour:
     fail_every: int = 0  # every n-th completion answers 500 (0: none)
     admit: int = 0  # completions in flight past which a request gets 429 at once (0: no limit)
     overload_status: int = 429
+    bucket: int = 0  # the router's admission: bursts of this many, refilled at this many a second (0: none)
     cold: float = 0.0  # the first completion waits this much more (a replica starting from zero)
     served: list[dict] = field(default_factory=list)  # each completion's body, as received
 
@@ -37,6 +38,7 @@ class StandIn(ThreadingHTTPServer):
         self.lock = threading.Lock()
         self.in_flight = 0
         self.count = 0
+        self.tokens, self.filled = float(behaviour.bucket), time.monotonic()
         super().__init__(("127.0.0.1", 0), _Handler)
 
     @property
@@ -54,6 +56,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _send(self, status: int, body: dict | None = None) -> None:
         data = json.dumps(body or {}).encode()
         self.send_response(status)
+        self._one_request()
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
@@ -85,6 +88,11 @@ class _Handler(BaseHTTPRequestHandler):
             },
         )
 
+    def _one_request(self) -> None:
+        """One request per connection (as the client makes them): no wait for a next one it never sends."""
+        self.send_header("Connection", "close")
+        self.close_connection = True
+
     def _chunk(self, event: dict | str) -> None:
         data = (f"data: {event if isinstance(event, str) else json.dumps(event)}\n\n").encode()
         self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
@@ -99,7 +107,13 @@ class _Handler(BaseHTTPRequestHandler):
         with s.lock:
             s.count += 1
             n = s.count
-            over = b.admit and s.in_flight >= b.admit
+            if b.bucket:
+                now = time.monotonic()
+                s.tokens = min(b.bucket, s.tokens + (now - s.filled) * b.bucket)
+                s.filled = now
+            over = (b.admit and s.in_flight >= b.admit) or (b.bucket and s.tokens < 1)
+            if b.bucket and not over:
+                s.tokens -= 1
             if not over:
                 s.in_flight += 1
         if over:
@@ -128,6 +142,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, {"id": "x", "object": "chat.completion", "choices": [choice], "usage": usage})
             return
         self.send_response(200)
+        self._one_request()
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()

@@ -397,20 +397,25 @@ def _counter(per_minute: float, minutes: int) -> list[float | None]:
 FAMILIES = frozenset({"gauges", "counters", "e2e", "ttft", "itl", "http"})
 
 
+def target_labels(w: World, service: str, pod: Pod) -> dict[str, str]:
+    """What the ServiceMonitor's scrape adds to each series of `pod` scraped through `service`."""
+    return {
+        "namespace": w.namespace,
+        "service": service,
+        "pod": pod.name,
+        "job": service,
+        "endpoint": "http",
+        "container": w.container,
+        "instance": f"{pod.ip}:{w.port}",
+    }
+
+
 def sglang_series(w: World, load: Load, minutes: int, families: frozenset[str] = FAMILIES) -> list[Series]:
     """Each scraped pod's SGLang series of the given families (fewer series, faster promtool runs)."""
     out: list[Series] = []
     n = minutes + 1
     for service, pod in w.scraped:
-        target = {
-            "namespace": w.namespace,
-            "service": service,
-            "pod": pod.name,
-            "job": service,
-            "endpoint": "http",
-            "container": w.container,
-            "instance": f"{pod.ip}:{w.port}",
-        }
+        target = target_labels(w, service, pod)
         scheduler = {
             **target,
             "model_name": w.model_name,

@@ -14,8 +14,9 @@ ROOT = Path(__file__).resolve().parent.parent
 CORE = ROOT / "sgldeploy"
 
 # Lowest first: an area may import itself and any area listed before it.
-LAYERS = ["catalog", "spec", "models", "builders", "stack", "cost", "policy", "offline", "cli"]
-LEAVES = {"sgldeploy.spec.problems", "sgldeploy.files"}
+LAYERS = ["catalog", "spec", "models", "builders", "stack", "cost", "verify", "policy", "offline", "cli"]
+# verify.measure runs alone in the serving image (the verify Job): the standard library only.
+LEAVES = {"sgldeploy.spec.problems", "sgldeploy.files", "sgldeploy.verify.measure"}
 MAY_USE_PULUMI = {"offline", "cli"}
 
 

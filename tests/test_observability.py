@@ -17,7 +17,7 @@ from sgldeploy.spec import DeploymentSpec
 
 from . import k8s_schemas
 from .conftest import deployment, render_stack, resources_of, write_stack
-from .test_sglang_args import SGLANG_PYTHON
+from .test_sglang_args import SGLANG_PYTHON, sglang_source
 from .variants import rendered_variants
 
 MONITOR = "kubernetes:monitoring.coreos.com/v1:ServiceMonitor"
@@ -149,21 +149,7 @@ def test_every_query_is_valid_promql_for_this_deployment_only(plan):
 
 
 def test_metric_names_exist_in_sglang_0_5_23(plan):
-    if not Path(SGLANG_PYTHON).exists():
-        pytest.fail(f"SGLang is not installed at {SGLANG_PYTHON}; run the tests with `make test`")
-    where = subprocess.run(
-        [
-            SGLANG_PYTHON,
-            "-c",
-            "import importlib.util; print(importlib.util.find_spec('sglang').submodule_search_locations[0])",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    source = "".join(
-        p.read_text() for p in (Path(where.stdout.strip()) / "srt" / "observability").glob("*.py")
-    )
+    source = "".join(p.read_text() for p in (sglang_source() / "srt" / "observability").glob("*.py"))
     used = {name for expr in every_query() for name in metric_names(expr)}
     sglang = {n.removesuffix("_bucket").removesuffix("_count") for n in used if n.startswith("sglang:")}
     assert sglang == set(observability.METRICS.values())

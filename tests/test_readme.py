@@ -110,6 +110,7 @@ PRINTED: dict[str, Callable[[], str]] = {
     "sgldeploy validate --help": lambda: help_text("validate"),
     "sgldeploy plan --help": lambda: help_text("plan"),
     "sgldeploy lock --help": lambda: help_text("lock"),
+    "sgldeploy verify --help": lambda: help_text("verify"),
     "bench/throughput.py, the calibration": lambda: throughput_calibration(),
     "sgldeploy plan --stack disaggregated, its deployments": lambda: deployment_summaries(
         plan_stdout("disaggregated")

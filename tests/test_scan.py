@@ -88,7 +88,7 @@ def test_the_committed_skip_list_is_justified_and_specific():
     assert len({s.check for s in skips}) == len(skips)  # one entry per check
     for skip in skips:
         assert "*" != skip.objects[0] and all(
-            o.split(".")[0] in ("Deployment", "DaemonSet") for o in skip.objects
+            o.split(".")[0] in ("Deployment", "DaemonSet", "Job") for o in skip.objects
         )
 
 
@@ -176,7 +176,9 @@ def test_without_skips_every_justified_failure_fails_by_name(prod_only, tmp_path
     assert code == 1 and line and line["skipped"] == "0", out
     failures = err.splitlines()
     assert len(failures) == int(line["failed"]) > 0
-    failure = re.compile(r"scan: FAILED prod: CKV_K8S_\d+ (Deployment|DaemonSet)\.llm-prod\.[a-z0-9-]+: .+")
+    failure = re.compile(
+        r"scan: FAILED prod: CKV_K8S_\d+ (Deployment|DaemonSet|Job)\.llm-prod\.[a-z0-9-]+: .+"
+    )
     assert [f for f in failures if not failure.fullmatch(f)] == []
     # Each committed skip is needed by this stack or another: every check it names fails somewhere here.
     assert {f.split()[3] for f in failures} <= {s.check for s in read_skips(SKIPS)}

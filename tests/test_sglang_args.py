@@ -21,6 +21,23 @@ PARSER = Path(__file__).parent / "contract" / "sglang_parse.py"
 SGLANG_PYTHON = os.environ.get("SGLANG_PYTHON", str(ROOT / ".venv-sglang" / "bin" / "python"))
 
 
+def sglang_source() -> Path:
+    """Where SGLang 0.5.23's package lies in its virtualenv, to read its source."""
+    if not Path(SGLANG_PYTHON).exists():
+        pytest.fail(f"SGLang is not installed at {SGLANG_PYTHON}; run the tests with `make test`")
+    where = subprocess.run(
+        [
+            SGLANG_PYTHON,
+            "-c",
+            "import importlib.util; print(importlib.util.find_spec('sglang').submodule_search_locations[0])",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return Path(where.stdout.strip())
+
+
 def sglang_parse(args: list[str]) -> subprocess.CompletedProcess:
     if not Path(SGLANG_PYTHON).exists():
         pytest.fail(f"SGLang's parser is not installed at {SGLANG_PYTHON}; run the tests with `make test`")

@@ -25,7 +25,7 @@ from sgldeploy.builders import sglang_args
 
 from . import prometheus_world as pw
 from .conftest import LOCK, PD_PLATFORM, deployment, disaggregated, problem_lines, resources_of
-from .test_sglang_args import SGLANG_PYTHON, sglang_parse
+from .test_sglang_args import sglang_parse, sglang_source
 from .variants import rendered_variants
 
 PROMTOOL = shutil.which("promtool")
@@ -74,13 +74,7 @@ def _series(w: pw.World, family: str, by_minute: list[dict[float, int]], neighbo
         per_minute = minutes or [worst] * len(by_minute)
         for service, pod in world.scraped:
             labels = {
-                "namespace": world.namespace,
-                "service": service,
-                "pod": pod.name,
-                "job": service,
-                "endpoint": "http",
-                "container": world.container,
-                "instance": f"{pod.ip}:{world.port}",
+                **pw.target_labels(world, service, pod),
                 "model_name": world.model_name,
                 "engine_type": pw.ENGINE_TYPE,
             }
@@ -239,19 +233,7 @@ def test_slo_triggers_give_the_p95_while_requests_queue_and_nothing_when_none_do
 
 
 def test_sglangs_default_buckets_are_the_ones_sgldeploy_extends():
-    if not Path(SGLANG_PYTHON).exists():
-        pytest.fail(f"SGLang is not installed at {SGLANG_PYTHON}; run the tests with `make test`")
-    where = subprocess.run(
-        [
-            SGLANG_PYTHON,
-            "-c",
-            "import importlib.util; print(importlib.util.find_spec('sglang').submodule_search_locations[0])",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    source = (Path(where.stdout.strip()) / "srt" / "observability" / "metrics_collector.py").read_text()
+    source = (sglang_source() / "srt" / "observability" / "metrics_collector.py").read_text()
 
     def defaults(name: str) -> tuple[float, ...]:
         found = re.search(rf"if {name} is None:\s*{name} = \[([^\]]*)\]", source)

@@ -93,7 +93,8 @@ def test_a_latency_target_the_placement_misses_is_a_warning_with_the_numbers():
     from sgldeploy.models.sizing import size
     from sgldeploy.spec.validate import parse_stack
 
-    fields = {"slo": {"ttft_p95_seconds": 0.01, "itl_p95_seconds": 10}}
+    # A replica always up: no cold start to warn of as well.
+    fields = {"slo": {"ttft_p95_seconds": 0.01, "itl_p95_seconds": 10}, "scaling": {"min_replicas": 1}}
     loaded = stack.load(PLATFORM, [deployment(**fields)], LOCK, set(), offline=True)
     dep = parse_stack(None, [deployment(**fields)]).deployments[0]
     sizing = size(dep, read_lock(LOCK)[QWEN_KEY])  # the same placement, sized on its own
@@ -105,7 +106,13 @@ def test_a_latency_target_the_placement_misses_is_a_warning_with_the_numbers():
         f"{t.estimate.ttft_seconds:.3g} s with 4 requests of 1024 + 256 tokens running; lower "
         "serving.max_concurrency, or choose a faster GPU or more GPUs per replica"
     ]
-    met = stack.load(PLATFORM, [deployment(slo={"ttft_p95_seconds": 60})], LOCK, set(), offline=True)
+    met = stack.load(
+        PLATFORM,
+        [deployment(slo={"ttft_p95_seconds": 60}, scaling={"min_replicas": 1})],
+        LOCK,
+        set(),
+        offline=True,
+    )
     assert met.warnings == ()
 
 

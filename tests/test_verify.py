@@ -4,10 +4,11 @@ admission each test sets (tests/openai_stand_in.py), and against the router gate
 
 from __future__ import annotations
 
+import io
 import json
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+import os
+import re
+from contextlib import AbstractContextManager, redirect_stdout
 from pathlib import Path
 
 import pytest
@@ -17,21 +18,13 @@ from sgldeploy.verify import measure
 
 from .conftest import deployment, write_stack
 from .openai_stand_in import TEMPLATE_TOKENS, Behaviour, StandIn
-from .test_router_runtime import KEY, free_ports, gateway
+from .test_router_runtime import KEY, free_ports, gateway, serving
 
 WITHIN = 0.10
 
 
-@contextmanager
-def stand_in(**behaviour: object) -> Iterator[StandIn]:
-    server = StandIn(Behaviour(**behaviour))  # type: ignore[arg-type]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server
-    finally:
-        server.shutdown()
-        server.server_close()
+def stand_in(**behaviour: object) -> AbstractContextManager[StandIn]:
+    return serving(StandIn(Behaviour(**behaviour)))  # type: ignore[arg-type]
 
 
 def close(measured: float | None, expected: float) -> bool:
@@ -276,3 +269,39 @@ def test_the_command_refuses_bad_input_with_one_line_each(tmp_path, monkeypatch,
     )
     [line] = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and "--deployment: is not a deployment of the stack" in line and "qwen" in line
+
+
+# ---- README's report -------------------------------------------------------------------------------------
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+REPORT_MARKER = "<!-- verify report: prod llama-8b against tests/openai_stand_in.py -->"
+NUMBER = re.compile(r"\d[\d,]*(\.\d+)?")
+
+
+def readme_report(monkeypatch: pytest.MonkeyPatch) -> str:
+    """What `sgldeploy verify --stack prod --deployment llama-8b` prints against the stand-in README names."""
+    monkeypatch.setenv("SGLDEPLOY_API_KEY", KEY)
+    out = io.StringIO()
+    with stand_in(ttft=0.2, itl=0.02, model="llama-3.1-8b-instruct", bucket=192) as s, redirect_stdout(out):
+        argv = ["verify", "--stack", "prod", "--deployment", "llama-8b", "--url", s.url]
+        code = cli.main(
+            [*argv, "--api-key-env", "SGLDEPLOY_API_KEY", "--concurrency", "4", "--requests", "8"],
+            root=README.parent,
+        )
+    assert code == 0, out.getvalue()
+    return out.getvalue().rstrip("\n").replace(s.url, "http://127.0.0.1:PORT")
+
+
+def test_readmes_verify_report_is_what_verify_prints(monkeypatch):
+    real = readme_report(monkeypatch)
+    lines = README.read_text().split("\n")
+    start = lines.index(REPORT_MARKER) + 2  # past the fence
+    end = lines.index("```", start)
+    if os.environ.get("SGLDEPLOY_UPDATE_README"):
+        lines[start:end] = real.split("\n")
+        README.write_text("\n".join(lines))
+        end = start + len(real.split("\n"))
+    shown = "\n".join(lines[start:end])
+    assert NUMBER.sub("#", shown) == NUMBER.sub("#", real), (
+        f"README's verify report:\n{shown}\n\nnow:\n{real}"
+    )

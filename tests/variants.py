@@ -353,6 +353,19 @@ def variant_stack_files(root: Path) -> dict[str, Path]:
         ],
         extra={"sgldeploy:hfToken": {"secure": "v1:AAAAAAAAAAAAAAAA:opaque-ciphertext"}},
     )
+    files["verify-from-zero"] = write_stack(
+        root / "verify-from-zero",
+        platform={**EXISTING, "addons": {"keda_http": True}},
+        deployments=[
+            deployment(
+                name="sleepy",
+                readiness="fast",
+                scaling={"max_replicas": 2},
+                slo={"ttft_p95_seconds": 2},
+                verify={"job": True, "concurrency": 3, "requests": 9},
+            )
+        ],
+    )
     for strategy, rollout in (
         ("blue-green", {"strategy": "blue-green", "previous_revision": SECOND_COMMIT}),
         ("canary", {"strategy": "canary", "canary_revision": SECOND_COMMIT, "canary_percent": 25}),
@@ -366,6 +379,8 @@ def variant_stack_files(root: Path) -> dict[str, Path]:
                     scaling={"min_replicas": 2, "max_replicas": 4},
                     endpoint=ALB_INTERNAL,
                     rollout=rollout,
+                    slo={"ttft_p95_seconds": 1.5, "itl_p95_seconds": 0.1},
+                    verify={"job": True, "canary_margin_percent": 15},
                 )
             ],
         )

@@ -16,6 +16,7 @@ from sgldeploy.offline.render import Plan
 from sgldeploy.policy import pack
 from sgldeploy.spec import AddonsSpec
 from sgldeploy.stack import LoadedDeployment
+from sgldeploy.verify import plan_figures
 
 PLAN_VERSION = 1
 
@@ -95,6 +96,24 @@ def deployment_json(item: LoadedDeployment, estimate: cost.Estimate, addons: Add
         "cost": spend,
         "throughput": None if spec.serving_role else _throughput(item, estimate),
         "disaggregation": _disaggregation(item),
+        "verify": _verify(item),
+    }
+
+
+def _verify(item: LoadedDeployment) -> dict[str, Any] | None:
+    """The in-cluster verification (`verify.job`), on the deployment whose replicas answer (a pair's decode
+    role); None without one."""
+    dep, role = item.spec, item.spec.serving_role
+    if not dep.verify.job or dep.state != "running" or (role is not None and role.role != "decode"):
+        return None
+    concurrency, requests = plan_figures.load_shape(dep)
+    return {
+        "deployment": role.deployment if role else dep.name,
+        "concurrency": concurrency,
+        "requests": requests,
+        "ttft_p95_seconds": dep.slo.ttft_p95_seconds,
+        "itl_p95_seconds": dep.slo.itl_p95_seconds,
+        "canary_margin_percent": dep.verify.canary_margin_percent,
     }
 
 

@@ -170,6 +170,7 @@ def summary(plan: Plan) -> str:
                 else ""
             ),
             f"  routing    {j['routing']['why']}",
+            *_verify_line(j["verify"]),
             *_rollout_line(j["rollout"]),
             f"  cache      {j['cache']['why']}",
             f"  cold start {j['cold_start_seconds']['new_node']['total']} s on a new node "
@@ -188,6 +189,21 @@ def summary(plan: Plan) -> str:
         f"{plan.region} prices, {usage}"
     )
     return "\n".join(lines)
+
+
+def _verify_line(v: dict[str, Any] | None) -> list[str]:
+    if v is None:
+        return []
+    targets = [
+        f"{name} p95 {v[key]:g} s"
+        for name, key in (("TTFT", "ttft_p95_seconds"), ("ITL", "itl_p95_seconds"))
+        if v[key]
+    ]
+    against = f"against {' and '.join(targets)}" if targets else "against its contract only (no slo set)"
+    return [
+        f"  verify     after each update, a Job sends {v['requests']} requests, {v['concurrency']} at a time, to "
+        f"{v['deployment']}, {against}; `pulumi up` fails when it misses"
+    ]
 
 
 def _cost_lines(items: list[cost.CostItem]) -> list[str]:

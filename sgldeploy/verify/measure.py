@@ -539,7 +539,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--url", required=True)
     p.add_argument("--stable-url", help="a canary's stable commit, measured the same way")
     p.add_argument("--model", required=True)
-    p.add_argument("--api-key-env", help="the variable holding the API key")
+    key = p.add_mutually_exclusive_group()
+    key.add_argument("--api-key-env", help="the variable holding the API key")
+    key.add_argument("--api-key-file", help="the file holding the API key (a mounted Secret)")
     p.add_argument("--input-tokens", type=int, required=True)
     p.add_argument("--output-tokens", type=int, required=True)
     p.add_argument("--concurrency", type=int, required=True)
@@ -549,6 +551,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--admitted", type=int)
     p.add_argument("--from-zero", action="store_true")
     p.add_argument("--margin-percent", type=float, default=10.0)
+    p.add_argument("--timeout-seconds", type=float, default=600.0, help="a request's longest wait")
     p.add_argument("--plan", help="the plan's figures, JSON")
     p.add_argument("--json", help="write the results here")
     return p
@@ -558,7 +561,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """The Job's entry point: every setting on the command line, the key from the environment."""
     a = _parser().parse_args(argv)
     key = os.environ.get(a.api_key_env) if a.api_key_env else None
-    endpoint = Endpoint(a.url, key, a.model)
+    if a.api_key_file:
+        with open(a.api_key_file, encoding="utf-8") as f:
+            key = f.read().strip()
+    endpoint = Endpoint(a.url, key, a.model, a.timeout_seconds)
     settings = Settings(
         a.input_tokens,
         a.output_tokens,
@@ -569,7 +575,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         a.from_zero,
     )
     plan = Plan(**json.loads(a.plan)) if a.plan else None
-    stable = Endpoint(a.stable_url, key, a.model) if a.stable_url else None
+    stable = Endpoint(a.stable_url, key, a.model, a.timeout_seconds) if a.stable_url else None
     code, results, worse = verify(endpoint, settings, plan, stable, a.margin_percent)
     if a.json and results:
         write_atomically(a.json, json.dumps({"results": dict(results), "canary_worse": worse}, indent=2))

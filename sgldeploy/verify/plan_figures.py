@@ -3,26 +3,17 @@ modelled figures and price, from the loaded stack (the same load `sgldeploy plan
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from sgldeploy import cost
 from sgldeploy.builders import autoscaler, router
+from sgldeploy.builders.verify_job import Verification
 from sgldeploy.models.cold_start import cold_start
-from sgldeploy.spec import DeploymentSpec
+from sgldeploy.spec import AddonsSpec, DeploymentSpec
 from sgldeploy.spec.problems import Problem
 from sgldeploy.stack import LoadedDeployment, LoadedStack
 from sgldeploy.verify.measure import Plan, Settings, Targets
 
 MIN_REQUESTS = 20
 REQUESTS_PER_SLOT = 4  # each of `concurrency` slots sends this many: p95 from enough requests
-
-
-@dataclass(frozen=True)
-class Verification:
-    spec: DeploymentSpec  # the deployment as the stack file names it (a disaggregated one: not a role)
-    served_model: str
-    settings: Settings
-    plan: Plan
 
 
 def units_of(loaded: LoadedStack, name: str) -> list[LoadedDeployment]:
@@ -32,6 +23,21 @@ def units_of(loaded: LoadedStack, name: str) -> list[LoadedDeployment]:
         for d in loaded.deployments
         if d.spec.name == name or (d.spec.serving_role and d.spec.serving_role.deployment == name)
     ]
+
+
+def load_shape(
+    dep: DeploymentSpec, concurrency: int | None = None, requests: int | None = None
+) -> tuple[int, int]:
+    """Requests in flight and in all: the command line's, else `verify`'s, else one replica's batch, four times."""
+    c = concurrency or dep.verify.concurrency or dep.serving.max_concurrency
+    return c, requests or dep.verify.requests or max(MIN_REQUESTS, REQUESTS_PER_SLOT * c)
+
+
+def job_verification(loaded: LoadedStack, dep: DeploymentSpec, region: str) -> Verification | None:
+    """What the in-cluster Job measures (`verify.job`); None without one, or while stopped."""
+    if not dep.verify.job or dep.state != "running":
+        return None
+    return verification(units_of(loaded, dep.name), dep, loaded.spec.platform.addons, region)
 
 
 def choose(loaded: LoadedStack, name: str | None) -> tuple[DeploymentSpec | None, list[Problem]]:
@@ -54,18 +60,18 @@ def choose(loaded: LoadedStack, name: str | None) -> tuple[DeploymentSpec | None
 
 
 def verification(
-    loaded: LoadedStack,
+    units: list[LoadedDeployment],
     dep: DeploymentSpec,
+    addons: AddonsSpec,
     region: str,
     concurrency: int | None = None,
     requests: int | None = None,
 ) -> Verification:
-    units = units_of(loaded, dep.name)
+    """`units`: the loaded deployments serving `dep` (units_of)."""
     running = [u for u in units if not u.spec.serving_role or u.spec.serving_role.role == "decode"]
     [front] = running  # the unit whose replicas answer: the deployment, or its decode role
-    c = concurrency or dep.verify.concurrency or dep.serving.max_concurrency
-    n = requests or dep.verify.requests or max(MIN_REQUESTS, REQUESTS_PER_SLOT * c)
-    from_zero = autoscaler.replicas_when_idle(front.spec, loaded.spec.platform.addons) == 0
+    c, n = load_shape(dep, concurrency, requests)
+    from_zero = autoscaler.replicas_when_idle(front.spec, addons) == 0
     settings = Settings(
         input_tokens=dep.workload.input_tokens,
         output_tokens=dep.workload.output_tokens,

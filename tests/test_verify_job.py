@@ -1,0 +1,198 @@
+"""The in-cluster verification (`verify.job`): the rendered Job and its ConfigMap, valid Kubernetes objects that
+run after the update they measure; and the rendered command itself, run here (the ConfigMap's file, the Job's
+arguments and environment) against the loopback stand-in, where its exit code is the gate."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+from sgldeploy.builders import autoscaler
+from sgldeploy.verify import measure
+
+from . import k8s_schemas
+from .conftest import resources_of
+from .openai_stand_in import Behaviour
+from .test_verify import stand_in
+from .variants import rendered_variants
+
+JOB = "kubernetes:batch/v1:Job"
+CONFIG_MAP = "kubernetes:core/v1:ConfigMap"
+SERVICE = "kubernetes:core/v1:Service"
+
+
+def _verify(variant: str) -> tuple[Any, Any, Any]:
+    plan = rendered_variants()[variant]
+    [job] = [
+        j
+        for j in resources_of(plan, JOB)
+        if j.inputs["metadata"]["labels"].get("app.kubernetes.io/component") == "verify"
+    ]
+    [tool] = [
+        c
+        for c in resources_of(plan, CONFIG_MAP)
+        if c.inputs["metadata"]["labels"].get("app.kubernetes.io/component") == "verify"
+    ]
+    return plan, job, tool
+
+
+def _args(job: Any) -> dict[str, Any]:
+    container = job.inputs["spec"]["template"]["spec"]["containers"][0]
+    return vars(measure._parser().parse_args([str(a) for a in container["args"]]))
+
+
+def _service_url(plan: Any, name: str) -> str:
+    [service] = [s for s in resources_of(plan, SERVICE) if s.inputs["metadata"]["name"] == name]
+    meta = service.inputs["metadata"]
+    return f"http://{name}.{meta['namespace']}.svc:{int(service.inputs['spec']['ports'][0]['port'])}"
+
+
+def test_only_deployments_that_ask_get_a_job_and_it_is_valid():
+    plan, job, tool = _verify("prod")
+    assert job.inputs["metadata"]["name"].startswith("llama-70b-verify-")  # llama-8b sets no verify.job
+    for r in (job, tool):
+        assert k8s_schemas.validate(r.inputs, "1.33")
+    spec = job.inputs["spec"]
+    assert spec["backoffLimit"] == 0 and spec["template"]["spec"]["restartPolicy"] == "Never"
+    container = spec["template"]["spec"]["containers"][0]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert spec["template"]["spec"]["automountServiceAccountToken"] is False
+    # The measurement is this project's file, byte for byte, mounted from the ConfigMap the Job names.
+    assert tool.inputs["data"]["measure.py"] == open(measure.__file__, encoding="utf-8").read()
+    [volume] = [v for v in spec["template"]["spec"]["volumes"] if "configMap" in v]
+    assert volume["configMap"]["name"] == tool.inputs["metadata"]["name"]
+    assert container["command"][-1] == f"{container['volumeMounts'][0]['mountPath']}/measure.py"
+    assert container["image"] == next(
+        d.spec.serving.image for d in plan.loaded.deployments if d.spec.name == "llama-70b"
+    )
+
+
+def test_the_job_measures_the_deployments_own_workload_against_its_targets():
+    plan, job, _ = _verify("prod")
+    dep = next(d.spec for d in plan.loaded.deployments if d.spec.name == "llama-70b")
+    a = _args(job)
+    assert a["url"] == _service_url(plan, "llama-70b")  # no router, no canary running: its Service
+    assert a["model"] == dep.served_name
+    assert (a["input_tokens"], a["output_tokens"]) == (dep.workload.input_tokens, dep.workload.output_tokens)
+    assert (
+        a["concurrency"] == dep.serving.max_concurrency and a["requests"] == 4 * dep.serving.max_concurrency
+    )
+    assert (a["ttft_p95"], a["itl_p95"]) == (dep.slo.ttft_p95_seconds, dep.slo.itl_p95_seconds)
+    assert a["admitted"] is None and not a["from_zero"] and a["stable_url"] is None
+    figures = json.loads(a["plan"])
+    loaded = next(d for d in plan.loaded.deployments if d.spec.name == "llama-70b")
+    assert figures["ttft_seconds"] == loaded.sizing.throughput.estimate.ttft_seconds
+    # The key as a file from the deployment's Secret, readable by the pod's group (nobody) only; never in env.
+    pod = job.inputs["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    [mount] = [m for m in container["volumeMounts"] if a["api_key_file"].startswith(m["mountPath"] + "/")]
+    [volume] = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    assert volume["secret"] == {"secretName": "llama-70b-api-key", "defaultMode": 0o440}
+    assert a["api_key_file"].endswith("/API_KEY") and a["api_key_env"] is None
+    assert pod["securityContext"]["runAsUser"] == pod["securityContext"]["fsGroup"] == 65534
+    assert [e["name"] for e in container["env"]] == ["PYTHONUNBUFFERED"]
+
+
+def test_the_job_runs_after_the_workload_and_the_secret_it_reads():
+    plan, job, tool = _verify("prod")
+    urns = {r.urn: r for r in plan.recording.resources}
+    waits = {
+        (urns[u].type, urns[u].inputs.get("metadata", {}).get("name")) for u in job.dependencies if u in urns
+    }
+    sha = next(d.model.sha for d in plan.loaded.deployments if d.spec.name == "llama-70b")
+    assert ("kubernetes:apps/v1:Deployment", f"llama-70b-{sha[:8]}") in waits  # the stable commit's rollout
+    assert ("kubernetes:core/v1:Secret", "llama-70b-api-key") in waits
+    assert (CONFIG_MAP, tool.inputs["metadata"]["name"]) in waits
+
+
+def test_a_canary_is_measured_against_its_stable_commit():
+    plan, job, _ = _verify("canary")
+    a = _args(job)
+    assert a["url"] == _service_url(plan, "canary-canary") and a["stable_url"] == _service_url(plan, "canary")
+    assert a["margin_percent"] == 15 and a["admitted"] is None
+
+
+def test_a_deployment_at_zero_is_woken_through_the_interceptor_and_given_a_cold_starts_time():
+    plan, job, _ = _verify("verify-from-zero")
+    loaded = plan.loaded.deployments[0]
+    a = _args(job)
+    assert a["url"] == f"http://{autoscaler.proxy_host(loaded.spec, 'llm')}:{autoscaler.INTERCEPTOR_PORT}"
+    assert a["from_zero"] and (a["concurrency"], a["requests"]) == (3, 9)
+    wait = autoscaler.wait_seconds(loaded.spec, loaded.sizing)  # what the interceptor holds a request for
+    assert a["timeout_seconds"] >= wait
+    assert job.inputs["spec"]["activeDeadlineSeconds"] > wait
+
+
+def test_a_disaggregated_deployment_is_measured_through_its_pd_router():
+    plan, job, _ = _verify("disaggregated")
+    a = _args(job)
+    assert a["url"] == _service_url(plan, "llama-70b-rag-router")
+    decode = next(d.spec for d in plan.loaded.deployments if d.spec.name == "llama-70b-rag-decode")
+    assert a["admitted"] == decode.serving.max_concurrency * decode.max_replicas
+
+
+def test_a_new_commit_or_spec_is_a_new_job_and_an_unchanged_one_is_not():
+    from sgldeploy.builders import verify_job
+
+    plan, job, _ = _verify("prod")
+    dep = next(d.spec for d in plan.loaded.deployments if d.spec.name == "llama-70b")
+    args = [str(x) for x in job.inputs["spec"]["template"]["spec"]["containers"][0]["args"]]
+    sha = next(d.model.sha for d in plan.loaded.deployments if d.spec.name == "llama-70b")
+    assert verify_job.job_name(dep, sha, args) == job.inputs["metadata"]["name"]
+    assert verify_job.job_name(dep, "f" * 40, args) != job.inputs["metadata"]["name"]
+    wider = dep.model_copy(update={"scaling": dep.scaling.model_copy(update={"max_replicas": 3})})
+    assert verify_job.job_name(wider, sha, args) != job.inputs["metadata"]["name"]
+
+
+@pytest.mark.parametrize(("itl", "code"), [(0.02, 0), (0.12, 1)])
+def test_the_rendered_command_is_the_gate(tmp_path, itl, code):
+    """The ConfigMap's file run with the Job's arguments (the URL swapped for the stand-in's) and its key from the
+    environment, in a bare interpreter as the serving image's `python3 -I -B` runs it: exit 0 within the
+    targets, 1 past them (prod's llama-70b: ITL p95 0.08 s)."""
+    _, job, tool = _verify("prod")
+    script = tmp_path / "measure.py"
+    script.write_text(tool.inputs["data"]["measure.py"])
+    args = [str(a) for a in job.inputs["spec"]["template"]["spec"]["containers"][0]["args"]]
+    with stand_in(ttft=0.05, itl=itl, model=_args(job)["model"]) as s:
+        args[args.index("--url") + 1] = s.url
+        for flag, value in (("--concurrency", "2"), ("--requests", "4"), ("--output-tokens", "6")):
+            args[args.index(flag) + 1] = value
+        key_file = tmp_path / "API_KEY"
+        key_file.write_text(f"{Behaviour().key}\n")  # as a Secret's file holds it
+        args[args.index("--api-key-file") + 1] = str(key_file)
+        env = {"PATH": os.environ["PATH"]}
+        done = subprocess.run(
+            [sys.executable, "-I", "-B", str(script), *args, "--json", str(tmp_path / "r.json")],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert done.returncode == code, done.stdout + done.stderr
+    assert ("SLO holds" in done.stdout) is (code == 0)
+    result = json.loads((tmp_path / "r.json").read_text())["results"]["endpoint"]
+    assert result["settings"]["input_tokens"] == 1024
+
+
+def test_the_plan_says_what_the_job_measures_once_per_deployment():
+    from sgldeploy.offline.plan_json import plan_json
+
+    by_name = {d["name"]: d for d in plan_json(rendered_variants()["prod"])["deployments"]}
+    assert by_name["llama-8b"]["verify"] is None
+    assert by_name["llama-70b"]["verify"] == {
+        "deployment": "llama-70b",
+        "concurrency": 16,  # serving.max_concurrency
+        "requests": 64,  # four per slot
+        "ttft_p95_seconds": 2,
+        "itl_p95_seconds": 0.08,
+        "canary_margin_percent": 10,
+    }
+    pd = {d["name"]: d["verify"] for d in plan_json(rendered_variants()["disaggregated"])["deployments"]}
+    assert pd["llama-70b-rag-prefill"] is None and pd["llama-70b-rag-decode"]["deployment"] == "llama-70b-rag"
+    zero = plan_json(rendered_variants()["verify-from-zero"])["deployments"][0]["verify"]
+    assert (zero["concurrency"], zero["requests"]) == (3, 9)
