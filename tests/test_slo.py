@@ -26,7 +26,7 @@ from sgldeploy.builders import sglang_args
 from . import prometheus_world as pw
 from .conftest import LOCK, PD_PLATFORM, deployment, disaggregated, problem_lines, resources_of
 from .test_sglang_args import sglang_parse, sglang_source
-from .variants import rendered_variants
+from .variants import RenderedVariants
 
 PROMTOOL = shutil.which("promtool")
 needs_promtool = pytest.mark.skipif(
@@ -39,8 +39,17 @@ FAST = {"rate": 14.4, "long": 60, "short": 5, "for": 2}
 SLOW = {"rate": 6.0, "long": 360, "short": 30, "for": 15}
 
 
-def _rendered(variant: str, name: str) -> tuple[Any, dict[str, Any], dict[str, Any], pw.World]:
-    plan = rendered_variants()[variant]
+@pytest.fixture
+def variants() -> RenderedVariants:
+    """Each test's own renders, not the session's shared ones: `make mutate` then maps the rendering code to every
+    test here that checks it, and each run renders with the mutant it tests."""
+    return RenderedVariants()
+
+
+def _rendered(
+    variants: RenderedVariants, variant: str, name: str
+) -> tuple[Any, dict[str, Any], dict[str, Any], pw.World]:
+    plan = variants[variant]
     res = plan.recording.resources
     [rule] = [r for r in resources_of(plan, RULE) if r.inputs["metadata"]["name"] == name]
     [scaled] = [r for r in resources_of(plan, SCALED) if r.inputs["metadata"]["name"] == name]
@@ -117,8 +126,8 @@ BURN_CASES = [
 
 @needs_promtool
 @pytest.mark.parametrize(("variant", "name", "family"), BURN_CASES)
-def test_burn_alerts_fire_on_the_workbooks_rates_and_windows(tmp_path, variant, name, family):
-    spec, rule_file, _, w = _rendered(variant, name)
+def test_burn_alerts_fire_on_the_workbooks_rates_and_windows(variants, tmp_path, variant, name, family):
+    spec, rule_file, _, w = _rendered(variants, variant, name)
     key = {"ttft": "ttft_p95_seconds", "itl": "itl_p95_seconds"}[family]
     target = getattr(spec.slo, key)
     buckets = w.ttft_buckets if family == "ttft" else w.itl_buckets
@@ -200,9 +209,9 @@ SCALING_CASES = [
 @needs_promtool
 @pytest.mark.parametrize(("variant", "name", "latency"), SCALING_CASES)
 def test_slo_triggers_give_the_p95_while_requests_queue_and_nothing_when_none_do(
-    tmp_path, variant, name, latency
+    variants, tmp_path, variant, name, latency
 ):
-    spec, rule_file, scaled, w = _rendered(variant, name)
+    spec, rule_file, scaled, w = _rendered(variants, variant, name)
     triggers = {t.get("name", "queue"): t for t in scaled["triggers"]}
     assert set(triggers) == {"queue", *latency}  # TTFT drives prefill, ITL decode; queue depth alongside
     assert triggers["queue"]["metricType"] == "AverageValue"
@@ -246,9 +255,9 @@ def test_sglangs_default_buckets_are_the_ones_sgldeploy_extends():
     assert pw.ITL_BUCKETS == defaults("bucket_inter_token_latency")
 
 
-def test_targets_become_bucket_bounds_sglang_parses():
+def test_targets_become_bucket_bounds_sglang_parses(variants):
     """The rendered flags, read back by SGLang 0.5.23's own parser, as floats: the defaults and the target."""
-    plan = rendered_variants()["prod"]
+    plan = variants["prod"]
     [dep] = [
         d
         for d in resources_of(plan, "kubernetes:apps/v1:Deployment")

@@ -9,6 +9,7 @@ import json
 import os
 import re
 from contextlib import AbstractContextManager, redirect_stdout
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -304,4 +305,96 @@ def test_readmes_verify_report_is_what_verify_prints(monkeypatch):
     shown = "\n".join(lines[start:end])
     assert NUMBER.sub("#", shown) == NUMBER.sub("#", real), (
         f"README's verify report:\n{shown}\n\nnow:\n{real}"
+    )
+
+
+# ---- the figures and the report, from outcomes set by hand -----------------------------------------------
+
+
+def _outcome(start: float, ttft: float, gaps: list[float], status: int = 200) -> measure.Outcome:
+    chunks, t = [start + ttft], start + ttft
+    for gap in gaps:
+        t += gap
+        chunks.append(t)
+    return measure.Outcome(status=status, started=start, chunks=chunks, done=t, completion_tokens=len(chunks))
+
+
+def test_figures_and_report_lines_from_known_outcomes():
+    # Two requests of 5 tokens: TTFT 0.2 and 0.4 s, every gap 25 ms; one 503 with nothing streamed.
+    outcomes = [
+        _outcome(0.0, 0.2, [0.025] * 4),
+        _outcome(0.0, 0.4, [0.025] * 4),
+        measure.Outcome(status=503, started=0.0, done=0.01),
+    ]
+    r = measure.summarize(outcomes, 0.5, measure.Targets(0.3, 0.03))
+    assert r["ttft_seconds"] == {
+        "p50": pytest.approx(0.3),
+        "p95": pytest.approx(0.39),
+        "p99": pytest.approx(0.398),
+    }
+    assert r["itl_seconds"]["p50"] == pytest.approx(0.025) and r["errors"] == {"503": 1}
+    assert r["output_tokens_per_second_per_request"] == pytest.approx(
+        40.0
+    )  # 4 tokens after the first in 0.1 s
+    assert r["output_tokens_per_second"] == pytest.approx(10 / 0.5)
+    # Within both targets: the first request only (the second's TTFT is 0.4 s), in half a second.
+    assert r["goodput"] == {"requests_per_second": pytest.approx(2.0), "share": pytest.approx(1 / 3)}
+    r["checks"] = [{"check": "401 without the key", "passed": True, "got": 401}]
+    r["settings"] = {
+        "url": "http://x",
+        "model": "m",
+        "concurrency": 2,
+        "input_tokens": 100,
+        "output_tokens": 5,
+        "targets": {"ttft_p95_seconds": 0.3, "itl_p95_seconds": 0.03},
+    }
+    r["plan"] = asdict(
+        measure.Plan(ttft_seconds=0.15, itl_seconds=0.02, output_tokens_per_second_per_request=50)
+    )
+    r["usd_per_million_output_tokens"] = None
+    r["verdict"] = measure.verdict(r, measure.Targets(0.3, 0.03))
+    assert r["verdict"] == {
+        "holds": False,
+        "reasons": ["ttft_p95 390.0 ms > 0.3 s", "1 of 3 requests failed (more than 5%)"],
+    }
+    lines = measure.report_lines(r, "endpoint")
+    assert (
+        lines[2]
+        == "  TTFT       p50 300.0 ms · p95 390.0 ms · p99 398.0 ms  (target p95 300.0 ms; plan 150.0 ms)"
+    )
+    assert lines[4] == "  tokens/s   40.00 per request (plan 50.00), 20.0 in total"
+    assert lines[5] == "  goodput    2.00 requests/s within the targets (33.3% of requests)"
+    assert lines[6] == "  errors     503: 1"
+    assert (
+        lines[-1]
+        == "  verdict    SLO missed: ttft_p95 390.0 ms > 0.3 s; 1 of 3 requests failed (more than 5%)"
+    )
+
+
+def test_the_jobs_entry_point_reads_the_key_from_a_file_and_writes_json(tmp_path, capsys):
+    key_file = tmp_path / "API_KEY"
+    key_file.write_text(KEY + "\n")
+    with stand_in(ttft=0.05, itl=0.01) as s:
+        args = ["--url", s.url, "--model", "m", "--api-key-file", str(key_file), "--input-tokens", "50"]
+        args += ["--output-tokens", "4", "--concurrency", "2", "--requests", "4", "--ttft-p95", "0.2"]
+        args += ["--itl-p95", "0.05", "--timeout-seconds", "30", "--json", str(tmp_path / "r.json")]
+        code = measure.main(args)
+    assert code == measure.EXIT_HOLDS, capsys.readouterr().out
+    result = json.loads((tmp_path / "r.json").read_text())["results"]["endpoint"]
+    assert result["settings"]["targets"] == {"ttft_p95_seconds": 0.2, "itl_p95_seconds": 0.05}
+    assert result["succeeded"] == 4 and KEY not in (tmp_path / "r.json").read_text()
+
+
+def test_a_stack_of_several_deployments_needs_one_named(capsys):
+    root = README.parent
+    code = cli.main(["verify", "--stack", "prod", "--url", "http://127.0.0.1:9"], root=root)
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert line == "error: --deployment: is required: the stack has several; pass one of llama-8b, llama-70b"
+    code = cli.main(
+        ["verify", "--stack", "prod", "--deployment", "llama", "--url", "http://127.0.0.1:9"], root=root
+    )
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line == (
+        "error: --deployment: is not a deployment of the stack (got 'llama'); pass one of llama-8b, llama-70b"
     )

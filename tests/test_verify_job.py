@@ -4,10 +4,12 @@ arguments and environment) against the loopback stand-in, where its exit code is
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,15 +21,22 @@ from . import k8s_schemas
 from .conftest import resources_of
 from .openai_stand_in import Behaviour
 from .test_verify import stand_in
-from .variants import rendered_variants
+from .variants import RenderedVariants
 
 JOB = "kubernetes:batch/v1:Job"
 CONFIG_MAP = "kubernetes:core/v1:ConfigMap"
 SERVICE = "kubernetes:core/v1:Service"
 
 
-def _verify(variant: str) -> tuple[Any, Any, Any]:
-    plan = rendered_variants()[variant]
+@pytest.fixture
+def variants() -> RenderedVariants:
+    """Each test's own renders, not the session's shared ones: `make mutate` then maps the rendering code to every
+    test here that checks it, and each run renders with the mutant it tests."""
+    return RenderedVariants()
+
+
+def _verify(variants: RenderedVariants, variant: str) -> tuple[Any, Any, Any]:
+    plan = variants[variant]
     [job] = [
         j
         for j in resources_of(plan, JOB)
@@ -52,8 +61,8 @@ def _service_url(plan: Any, name: str) -> str:
     return f"http://{name}.{meta['namespace']}.svc:{int(service.inputs['spec']['ports'][0]['port'])}"
 
 
-def test_only_deployments_that_ask_get_a_job_and_it_is_valid():
-    plan, job, tool = _verify("prod")
+def test_only_deployments_that_ask_get_a_job_and_it_is_valid(variants):
+    plan, job, tool = _verify(variants, "prod")
     assert job.inputs["metadata"]["name"].startswith("llama-70b-verify-")  # llama-8b sets no verify.job
     for r in (job, tool):
         assert k8s_schemas.validate(r.inputs, "1.33")
@@ -72,8 +81,8 @@ def test_only_deployments_that_ask_get_a_job_and_it_is_valid():
     )
 
 
-def test_the_job_measures_the_deployments_own_workload_against_its_targets():
-    plan, job, _ = _verify("prod")
+def test_the_job_measures_the_deployments_own_workload_against_its_targets(variants):
+    plan, job, _ = _verify(variants, "prod")
     dep = next(d.spec for d in plan.loaded.deployments if d.spec.name == "llama-70b")
     a = _args(job)
     assert a["url"] == _service_url(plan, "llama-70b")  # no router, no canary running: its Service
@@ -98,8 +107,8 @@ def test_the_job_measures_the_deployments_own_workload_against_its_targets():
     assert [e["name"] for e in container["env"]] == ["PYTHONUNBUFFERED"]
 
 
-def test_the_job_runs_after_the_workload_and_the_secret_it_reads():
-    plan, job, tool = _verify("prod")
+def test_the_job_runs_after_the_workload_and_the_secret_it_reads(variants):
+    plan, job, tool = _verify(variants, "prod")
     urns = {r.urn: r for r in plan.recording.resources}
     waits = {
         (urns[u].type, urns[u].inputs.get("metadata", {}).get("name")) for u in job.dependencies if u in urns
@@ -110,15 +119,15 @@ def test_the_job_runs_after_the_workload_and_the_secret_it_reads():
     assert (CONFIG_MAP, tool.inputs["metadata"]["name"]) in waits
 
 
-def test_a_canary_is_measured_against_its_stable_commit():
-    plan, job, _ = _verify("canary")
+def test_a_canary_is_measured_against_its_stable_commit(variants):
+    plan, job, _ = _verify(variants, "canary")
     a = _args(job)
     assert a["url"] == _service_url(plan, "canary-canary") and a["stable_url"] == _service_url(plan, "canary")
     assert a["margin_percent"] == 15 and a["admitted"] is None
 
 
-def test_a_deployment_at_zero_is_woken_through_the_interceptor_and_given_a_cold_starts_time():
-    plan, job, _ = _verify("verify-from-zero")
+def test_a_deployment_at_zero_is_woken_through_the_interceptor_and_given_a_cold_starts_time(variants):
+    plan, job, _ = _verify(variants, "verify-from-zero")
     loaded = plan.loaded.deployments[0]
     a = _args(job)
     assert a["url"] == f"http://{autoscaler.proxy_host(loaded.spec, 'llm')}:{autoscaler.INTERCEPTOR_PORT}"
@@ -126,20 +135,27 @@ def test_a_deployment_at_zero_is_woken_through_the_interceptor_and_given_a_cold_
     wait = autoscaler.wait_seconds(loaded.spec, loaded.sizing)  # what the interceptor holds a request for
     assert a["timeout_seconds"] >= wait
     assert job.inputs["spec"]["activeDeadlineSeconds"] > wait
+    # The plan's cold start on a new node, with a third as margin: the longest a request waits, and then the load.
+    from sgldeploy.offline.plan_json import plan_json
+
+    cold = plan_json(plan)["deployments"][0]["cold_start_seconds"]["new_node"]["total"]
+    assert a["timeout_seconds"] == max(600, cold * 4 / 3)
+    assert job.inputs["spec"]["activeDeadlineSeconds"] == int(cold * 4 / 3) + 1800
+    assert json.loads(a["plan"])["cold_start_seconds"] == cold
 
 
-def test_a_disaggregated_deployment_is_measured_through_its_pd_router():
-    plan, job, _ = _verify("disaggregated")
+def test_a_disaggregated_deployment_is_measured_through_its_pd_router(variants):
+    plan, job, _ = _verify(variants, "disaggregated")
     a = _args(job)
     assert a["url"] == _service_url(plan, "llama-70b-rag-router")
     decode = next(d.spec for d in plan.loaded.deployments if d.spec.name == "llama-70b-rag-decode")
     assert a["admitted"] == decode.serving.max_concurrency * decode.max_replicas
 
 
-def test_a_new_commit_or_spec_is_a_new_job_and_an_unchanged_one_is_not():
+def test_a_new_commit_or_spec_is_a_new_job_and_an_unchanged_one_is_not(variants):
     from sgldeploy.builders import verify_job
 
-    plan, job, _ = _verify("prod")
+    plan, job, _ = _verify(variants, "prod")
     dep = next(d.spec for d in plan.loaded.deployments if d.spec.name == "llama-70b")
     args = [str(x) for x in job.inputs["spec"]["template"]["spec"]["containers"][0]["args"]]
     sha = next(d.model.sha for d in plan.loaded.deployments if d.spec.name == "llama-70b")
@@ -150,11 +166,11 @@ def test_a_new_commit_or_spec_is_a_new_job_and_an_unchanged_one_is_not():
 
 
 @pytest.mark.parametrize(("itl", "code"), [(0.02, 0), (0.12, 1)])
-def test_the_rendered_command_is_the_gate(tmp_path, itl, code):
+def test_the_rendered_command_is_the_gate(variants, tmp_path, itl, code):
     """The ConfigMap's file run with the Job's arguments (the URL swapped for the stand-in's) and its key from the
     environment, in a bare interpreter as the serving image's `python3 -I -B` runs it: exit 0 within the
     targets, 1 past them (prod's llama-70b: ITL p95 0.08 s)."""
-    _, job, tool = _verify("prod")
+    _, job, tool = _verify(variants, "prod")
     script = tmp_path / "measure.py"
     script.write_text(tool.inputs["data"]["measure.py"])
     args = [str(a) for a in job.inputs["spec"]["template"]["spec"]["containers"][0]["args"]]
@@ -179,10 +195,10 @@ def test_the_rendered_command_is_the_gate(tmp_path, itl, code):
     assert result["settings"]["input_tokens"] == 1024
 
 
-def test_the_plan_says_what_the_job_measures_once_per_deployment():
+def test_the_plan_says_what_the_job_measures_once_per_deployment(variants):
     from sgldeploy.offline.plan_json import plan_json
 
-    by_name = {d["name"]: d for d in plan_json(rendered_variants()["prod"])["deployments"]}
+    by_name = {d["name"]: d for d in plan_json(variants["prod"])["deployments"]}
     assert by_name["llama-8b"]["verify"] is None
     assert by_name["llama-70b"]["verify"] == {
         "deployment": "llama-70b",
@@ -192,7 +208,71 @@ def test_the_plan_says_what_the_job_measures_once_per_deployment():
         "itl_p95_seconds": 0.08,
         "canary_margin_percent": 10,
     }
-    pd = {d["name"]: d["verify"] for d in plan_json(rendered_variants()["disaggregated"])["deployments"]}
+    pd = {d["name"]: d["verify"] for d in plan_json(variants["disaggregated"])["deployments"]}
     assert pd["llama-70b-rag-prefill"] is None and pd["llama-70b-rag-decode"]["deployment"] == "llama-70b-rag"
-    zero = plan_json(rendered_variants()["verify-from-zero"])["deployments"][0]["verify"]
+    zero = plan_json(variants["verify-from-zero"])["deployments"][0]["verify"]
     assert (zero["concurrency"], zero["requests"]) == (3, 9)
+
+
+def test_the_plan_text_says_it_once(variants):
+    from sgldeploy.offline.plan_text import summary
+
+    text = summary(variants["prod"]).split("\n")
+    assert [line for line in text if line.startswith("  verify ")] == [
+        "  verify     after each update, a Job sends 64 requests, 16 at a time, to llama-70b, against TTFT p95 2 s "
+        "and ITL p95 0.08 s; `pulumi up` fails when it misses"
+    ]
+
+
+def test_the_whole_job_as_rendered(variants):
+    """Every field of prod's verify Job, written out here (the arguments are checked above)."""
+    plan, job, tool = _verify(variants, "prod")
+    spec = job.inputs["spec"]
+    template = spec["template"]
+    container = template["spec"]["containers"][0]
+    labels = {
+        "app.kubernetes.io/instance": "llama-70b",
+        "app.kubernetes.io/component": "verify",
+        "app.kubernetes.io/managed-by": "sgldeploy",
+    }
+    assert job.inputs["metadata"]["labels"] == labels == template["metadata"]["labels"]
+    assert tool.inputs["metadata"]["labels"] == labels and tool.inputs["immutable"] is True
+    digest = hashlib.sha256(Path(measure.__file__).read_bytes()).hexdigest()
+    assert tool.inputs["metadata"]["name"] == f"llama-70b-verify-tool-{digest[:10]}"
+    assert tool.inputs["metadata"]["annotations"] == {"sgldeploy.io/sha256": digest}
+    assert {k: v for k, v in spec.items() if k != "template"} == {
+        "backoffLimit": 0,
+        "activeDeadlineSeconds": 1800,
+    }
+    assert {k: v for k, v in container.items() if k != "args"} == {
+        "name": "verify",
+        "image": "lmsysorg/sglang:v0.5.23",
+        "command": ["python3", "-I", "-B", "/opt/sgldeploy-verify/measure.py"],
+        "env": [{"name": "PYTHONUNBUFFERED", "value": "1"}],
+        "volumeMounts": [
+            {"name": "verify-tool", "mountPath": "/opt/sgldeploy-verify", "readOnly": True},
+            {"name": "api-key", "mountPath": "/var/run/sgldeploy-api-key", "readOnly": True},
+        ],
+        "resources": {"requests": {"cpu": "1", "memory": "512Mi"}, "limits": {"memory": "1Gi"}},
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "readOnlyRootFilesystem": True,
+        },
+    }
+    assert template["spec"]["restartPolicy"] == "Never"
+    assert template["spec"]["volumes"][0] == {
+        "name": "verify-tool",
+        "configMap": {
+            "name": tool.inputs["metadata"]["name"],
+            "items": [{"key": "measure.py", "path": "measure.py"}],
+            "defaultMode": 0o444,
+        },
+    }
+    assert template["spec"]["securityContext"] == {
+        "runAsNonRoot": True,
+        "runAsUser": 65534,
+        "runAsGroup": 65534,
+        "fsGroup": 65534,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
