@@ -190,7 +190,10 @@ def _trigger_tests(
     prealloc: float,
     expected: list,
 ) -> dict:
-    series = _series(w, family, [minutes] * 10, neighbours_bad=True)
+    """Ten minutes: seven within the target, then three of `minutes`. At minute 9 the 2-minute window sees only
+    the last two, so its p95 is theirs (a 5-minute one would mix in the good minutes)."""
+    good = {min(minutes): sum(minutes.values())}
+    series = _series(w, family, [good] * 7 + [minutes] * 3, neighbours_bad=True)
     series += pw.sglang_series(w, pw.Load(queue=queue, decode_prealloc=prealloc), 10, frozenset({"gauges"}))
     return {
         "interval": "1m",

@@ -4,6 +4,7 @@ arguments and environment) against the loopback stand-in, where its exit code is
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -276,3 +277,31 @@ def test_the_whole_job_as_rendered(variants):
         "fsGroup": 65534,
         "seccompProfile": {"type": "RuntimeDefault"},
     }
+
+
+def test_without_a_key_or_targets_the_job_passes_neither():
+    from sgldeploy.builders import verify_job
+    from sgldeploy.offline.plan_text import _verify_line
+    from sgldeploy.spec.validate import parse_stack
+
+    from .conftest import deployment
+
+    dep = parse_stack(None, [deployment(endpoint={"auth": "none"}, verify={"job": True})]).deployments[0]
+    settings = measure.Settings(100, 10, 2, 8, measure.Targets(None, None))
+    v = verify_job.Verification(dep, "m", settings, measure.Plan())
+    args = verify_job.argv(v, "http://qwen.llm.svc:80", None, api_key=False)
+    assert not {"--api-key-file", "--api-key-env", "--ttft-p95", "--itl-p95", "--admitted"} & set(args)
+    assert vars(measure._parser().parse_args(args))["plan"] == json.dumps(dataclasses.asdict(measure.Plan()))
+    spec = verify_job.job_spec(dep, args, None, "qwen-verify-tool-x", 1800)
+    assert [v["name"] for v in spec["template"]["spec"]["volumes"]] == ["verify-tool"]
+    plan_line = {
+        "deployment": "qwen",
+        "requests": 8,
+        "concurrency": 2,
+        "ttft_p95_seconds": None,
+        "itl_p95_seconds": None,
+    }
+    assert _verify_line(plan_line) == [
+        "  verify     after each update, a Job sends 8 requests, 2 at a time, to qwen, against its contract only "
+        "(no slo set); `pulumi up` fails when it misses"
+    ]

@@ -222,9 +222,8 @@ def slo_query(dep: DeploymentSpec, namespace: str, key: str) -> str:
     """The autoscaler's latency trigger: the p95 of `key`'s histogram over the scaling window, only while requests
     wait. With an empty queue it gives no result (KEDA reads none as 0): latency then comes from the requests
     themselves (their prompts, the batch SGLang admits), which more replicas do not shorten, so it holds none."""
-    own = (dep.name,)
-    w = Workloads(namespace, dep.name, False, own, own, dep.name, own)
-    p95 = _quantile(SLO_OBJECTIVE, METRICS[SLO_HISTOGRAMS[key]], series(w), SLO_SCALING_WINDOW)
+    own = f'namespace="{namespace}",service="{dep.name}"'  # the Service `<name>`, as `query` reads it
+    p95 = _quantile(SLO_OBJECTIVE, METRICS[SLO_HISTOGRAMS[key]], own, SLO_SCALING_WINDOW)
     return f"{p95} and on () (({query(dep, namespace, 'queue_depth')}) > 0)"
 
 

@@ -122,7 +122,7 @@ def argv(v: Verification, url: str, stable: str | None, api_key: bool) -> list[s
         *(("--from-zero",) if s.from_zero else ()),
         *("--timeout-seconds", f"{v.timeout_s:g}"),
         *("--margin-percent", f"{v.spec.verify.canary_margin_percent:g}"),
-        *("--plan", json.dumps(asdict(v.plan), sort_keys=True)),
+        *("--plan", json.dumps(asdict(v.plan))),
     ]
     return out
 
@@ -135,7 +135,7 @@ def deadline_seconds(v: Verification) -> int:
 
 def job_name(dep: DeploymentSpec, sha: str, args: list[str]) -> str:
     """`<name>-verify-<digest>`: new whenever the spec, the commit, the measurement or the tool changes."""
-    key = json.dumps([dep.model_dump(mode="json"), sha, args, tool_digest()], sort_keys=True)
+    key = json.dumps([dep.model_dump(mode="json"), sha, args, tool_digest()])  # fields in the models' order
     return f"{dep.name}-verify-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
 
 
