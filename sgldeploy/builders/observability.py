@@ -204,12 +204,17 @@ def queries(w: Workloads) -> dict[str, str]:
     }
 
 
+def _scaled_service(dep: DeploymentSpec, namespace: str) -> Workloads:
+    """The Service `<name>` alone: its pods are exactly those of the workload the autoscaler scales."""
+    own = (dep.name,)
+    return Workloads(namespace, dep.name, False, own, own, dep.name, own)
+
+
 def query(dep: DeploymentSpec, namespace: str, what: str) -> str:
     """The autoscaler's trigger: the total over the Service `<name>`, whose pods are exactly those of the
     workload it scales (the active commit's; the canary has a Service of its own); KEDA's AverageValue divides
     it by that workload's replicas."""
-    own = (dep.name,)
-    w = Workloads(namespace, dep.name, False, own, own, dep.name, own)
+    w = _scaled_service(dep, namespace)
     found = queries(w)[what]
     role = dep.serving_role
     if what == "queue_depth" and role is not None and role.role == "decode":
@@ -222,7 +227,7 @@ def slo_query(dep: DeploymentSpec, namespace: str, key: str) -> str:
     """The autoscaler's latency trigger: the p95 of `key`'s histogram over the scaling window, only while requests
     wait. With an empty queue it gives no result (KEDA reads none as 0): latency then comes from the requests
     themselves (their prompts, the batch SGLang admits), which more replicas do not shorten, so it holds none."""
-    own = f'namespace="{namespace}",service="{dep.name}"'  # the Service `<name>`, as `query` reads it
+    own = series(_scaled_service(dep, namespace))
     p95 = _quantile(SLO_OBJECTIVE, METRICS[SLO_HISTOGRAMS[key]], own, SLO_SCALING_WINDOW)
     return f"{p95} and on () (({query(dep, namespace, 'queue_depth')}) > 0)"
 

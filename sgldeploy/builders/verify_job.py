@@ -16,14 +16,13 @@ Pure: the URLs, the container's argv and the Job's spec.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import sgldeploy.verify.measure as measure  # a leaf: the package above it is not
-from sgldeploy.builders import autoscaler, pod_security, rollout, router, sglang_server
+from sgldeploy.builders import autoscaler, pod_security, rollout, router, sglang_server, tool_file
 from sgldeploy.builders.weight_cache import IMAGE_PYTHON
 from sgldeploy.spec import DeploymentSpec
 
@@ -62,20 +61,9 @@ def tool_text() -> str:
     return TOOL_SOURCE.read_bytes().decode("utf-8")
 
 
-def tool_digest() -> str:
-    return hashlib.sha256(tool_text().encode("utf-8")).hexdigest()
-
-
 def tool_config_map(dep: DeploymentSpec) -> dict[str, Any]:
     """The measurement as a file, named by its content (a changed tool is a new ConfigMap)."""
-    return {
-        "metadata": {
-            "name": f"{dep.name}-verify-tool-{tool_digest()[:10]}",
-            "labels": labels(dep),
-            "annotations": {"sgldeploy.io/sha256": tool_digest()},
-        },
-        "data": {TOOL_KEY: tool_text()},
-    }
+    return tool_file.config_map(f"{dep.name}-verify-tool", labels(dep), TOOL_KEY, tool_text())
 
 
 def labels(dep: DeploymentSpec) -> dict[str, str]:
@@ -135,8 +123,10 @@ def deadline_seconds(v: Verification) -> int:
 
 def job_name(dep: DeploymentSpec, sha: str, args: list[str]) -> str:
     """`<name>-verify-<digest>`: new whenever the spec, the commit, the measurement or the tool changes."""
-    key = json.dumps([dep.model_dump(mode="json"), sha, args, tool_digest()])  # fields in the models' order
-    return f"{dep.name}-verify-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
+    key = json.dumps(
+        [dep.model_dump(mode="json"), sha, args, tool_file.digest(tool_text())]
+    )  # fields in the models' order
+    return f"{dep.name}-verify-{tool_file.digest(key)[:10]}"
 
 
 def job_spec(
@@ -144,16 +134,7 @@ def job_spec(
 ) -> dict[str, Any]:
     """The Job: one try (a missed SLO is a verdict, not a flake to retry), bounded by `deadline` seconds."""
     mounts = [{"name": TOOL_VOLUME, "mountPath": TOOL_MOUNT, "readOnly": True}]
-    volumes: list[dict[str, Any]] = [
-        {
-            "name": TOOL_VOLUME,
-            "configMap": {
-                "name": tool_map,
-                "items": [{"key": TOOL_KEY, "path": TOOL_KEY}],
-                "defaultMode": 0o444,
-            },
-        }
-    ]
+    volumes = [tool_file.volume(TOOL_VOLUME, tool_map, TOOL_KEY)]
     if api_key_secret:
         mounts.append({"name": KEY_VOLUME, "mountPath": KEY_MOUNT, "readOnly": True})
         # Readable by the pod's group (fsGroup nobody) and no one else.

@@ -20,13 +20,12 @@ Pulumi; what a cold start costs is models/cold_start.py).
 from __future__ import annotations
 
 import functools
-import hashlib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sgldeploy.builders import pod_security
+from sgldeploy.builders import pod_security, tool_file
 from sgldeploy.builders.gpu import gpu_toleration
 from sgldeploy.models.lock import LockedAdapter, LockedModel
 from sgldeploy.spec import READINESS_DEFAULTS, AddonsSpec, DeploymentSpec
@@ -73,45 +72,25 @@ def prefetch_tool_text() -> str:
     return PREFETCH_TOOL_SOURCE.read_bytes().decode("utf-8")
 
 
-def prefetch_tool_digest() -> str:
-    return hashlib.sha256(prefetch_tool_text().encode("utf-8")).hexdigest()
-
-
 def tool_config_map_name(dep: DeploymentSpec) -> str:
     """Named by the tool's content: a changed tool is a new ConfigMap, so the pods that mount it roll."""
-    return f"{dep.name}-prefetch-tool-{prefetch_tool_digest()[:10]}"
+    return tool_file.config_map_name(f"{dep.name}-prefetch-tool", prefetch_tool_text())
 
 
 def tool_config_map(dep: DeploymentSpec) -> dict[str, Any]:
-    """The ConfigMap's metadata (less the namespace) and data: the tool's exact text under one key."""
-    return {
-        "metadata": {
-            "name": tool_config_map_name(dep),
-            "labels": {
-                "app.kubernetes.io/instance": dep.name,
-                "app.kubernetes.io/component": "prefetch-tool",
-                "app.kubernetes.io/managed-by": "sgldeploy",
-            },
-            "annotations": {"sgldeploy.io/sha256": prefetch_tool_digest()},
-        },
-        "data": {TOOL_KEY: prefetch_tool_text()},
+    labels = {
+        "app.kubernetes.io/instance": dep.name,
+        "app.kubernetes.io/component": "prefetch-tool",
+        "app.kubernetes.io/managed-by": "sgldeploy",
     }
+    return tool_file.config_map(f"{dep.name}-prefetch-tool", labels, TOOL_KEY, prefetch_tool_text())
 
 
 def tool_volumes(dep: DeploymentSpec) -> list[dict[str, Any]]:
     """The tool's ConfigMap as a read-only file, for pods whose prefetch containers run the built-in tool."""
     if not builtin_tool(dep):
         return []
-    return [
-        {
-            "name": TOOL_VOLUME,
-            "configMap": {
-                "name": tool_config_map_name(dep),
-                "items": [{"key": TOOL_KEY, "path": TOOL_KEY}],
-                "defaultMode": 0o444,
-            },
-        }
-    ]
+    return [tool_file.volume(TOOL_VOLUME, tool_config_map_name(dep), TOOL_KEY)]
 
 
 def serves_through_entrypoint(dep: DeploymentSpec) -> bool:
