@@ -13,9 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from sgldeploy.builders import autoscaler, endpoint, rollout, router, weight_cache
-from sgldeploy.catalog import calendar_date
-from sgldeploy.models import adapters, disaggregation
-from sgldeploy.models.cold_start import cold_start
+from sgldeploy.catalog import calendar_date, instance_types
+from sgldeploy.models import adapters, cold_start, disaggregation, weight_path
 from sgldeploy.models.disaggregation import DisaggregationEstimate
 from sgldeploy.models.lock import (
     NOT_LOCKED_FIX,
@@ -37,10 +36,11 @@ SECRET_KEYS = ("hfToken", "apiKey")
 
 @dataclass(frozen=True)
 class LoadedDeployment:
-    spec: DeploymentSpec  # with `cache.storage: auto` replaced by the storage chosen for it
+    spec: DeploymentSpec  # with `cache.storage` and `cache.loader` auto replaced by what was chosen for it
     model: LockedModel
     sizing: Sizing
     cache_reason: str = ""  # how `auto` chose the cache, for the plan
+    loader_reason: str = ""  # how `auto` chose the loader, for the plan
     disaggregation: DisaggregationEstimate | None = None
     """For a role of a disaggregated deployment: the figures of both roles together (the same on each)."""
 
@@ -178,8 +178,9 @@ def _load_deployment(
         problems.append(_in_deployment(exc.problem, at))
         return None
     dep, sizing, reason = _choose_cache(spec, dep, model, sizing)
+    dep, sizing, loader_reason = _choose_loader(dep, model, sizing)
     problems += _placement_problems(spec, dep, sizing, at, model.sha)
-    return LoadedDeployment(dep, model, sizing, reason)
+    return LoadedDeployment(dep, model, sizing, reason, loader_reason=loader_reason)
 
 
 def _roles(loaded: Sequence[LoadedDeployment | None]) -> dict[str, dict[str, LoadedDeployment]]:
@@ -258,6 +259,25 @@ def _choose_cache(
         dep, spec.platform.addons, sizing.memory.weights_gib, sizing.placement.nodes_per_replica
     )
     dep = dep.model_copy(update={"cache": dep.cache.model_copy(update={"storage": storage})})
+    return dep, size(dep, model, sizing.lora), reason
+
+
+def _choose_loader(
+    dep: DeploymentSpec, model: LockedModel, sizing: Sizing
+) -> tuple[DeploymentSpec, Sizing, str]:
+    """`cache.loader: auto` is decided once the storage is known, then the deployment is sized again with it (the
+    startup budget follows the loader): (deployment, sizing, how auto chose)."""
+    if dep.cache.loader != "auto":
+        return dep, sizing, ""
+    p = sizing.placement
+    loader, reason = weight_path.choose(
+        dep,
+        sizing.memory.weights_gib,
+        instance_types()[p.instance_type],
+        p.gpus_per_replica,
+        p.nodes_per_replica,
+    )
+    dep = dep.model_copy(update={"cache": dep.cache.model_copy(update={"loader": loader})})
     return dep, size(dep, model, sizing.lora), reason
 
 
@@ -417,6 +437,9 @@ def _placement_problems(
     from_zero = autoscaler.for_stack(dep, spec.platform.addons).kind == "http"
     nodes = sizing.placement.nodes_per_replica
     found = [weight_cache.size_problem(dep), endpoint.problem(dep, from_zero), router.problem(dep)]
+    found += weight_path.problems(
+        dep, instance_types()[sizing.placement.instance_type], sizing.placement.gpus_per_replica, nodes
+    )
     found += rollout.problems(
         dep,
         multi_node=nodes > 1,
@@ -489,8 +512,7 @@ def cold_start_warnings(item: LoadedDeployment, i: int, addons: AddonsSpec) -> l
     dep, target = item.spec, item.spec.slo.ttft_p95_seconds
     if target is None or autoscaler.replicas_when_idle(dep, addons) > 0:
         return []
-    weights, nodes = item.sizing.memory.weights_gib, item.sizing.placement.nodes_per_replica
-    new, warm = (cold_start(dep, weights, nodes, warm_node=w).total_s for w in (False, True))
+    new, warm = (cold_start.from_zero(dep, item.sizing, warm_node=w).total_s for w in (False, True))
     if new <= target:
         return []
     return [

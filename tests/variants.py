@@ -139,6 +139,42 @@ def variant_stack_files(root: Path) -> dict[str, Path]:
             deployment(name="fsx", cache={"storage": "fsx-lustre"}),
         ],
     )
+
+    # The weight loaders beyond SGLang's own, in the image built from sglang_image/ that carries them: fastsafetensors
+    # on the node's NVMe (chosen by auto, and written), the streamer reading a shared file system.
+    def built() -> dict[str, Any]:  # a fresh dict each: the YAML writer would alias a shared one
+        return {"context_length": 4096, "max_concurrency": 4, "image": PREFETCH_IMAGE}
+
+    files["weight-loaders"] = write_stack(
+        root / "weight-loaders",
+        platform={**CREATED, "addons": {"fsx_csi": True}},
+        deployments=[
+            deployment(
+                name="fast-auto",
+                serving=built(),
+                cache={"storage": "node-local", "prefetch_image": PREFETCH_IMAGE},
+            ),
+            deployment(
+                name="fast-nvme",
+                serving=built(),
+                cache={
+                    "storage": "node-local",
+                    "loader": "fastsafetensors",
+                    "prefetch_image": PREFETCH_IMAGE,
+                },
+            ),
+            deployment(
+                name="streamed",
+                serving=built(),
+                cache={
+                    "storage": "fsx-lustre",
+                    "loader": "runai-streamer",
+                    "prefetch_image": PREFETCH_IMAGE,
+                    "streamer": {"concurrency": 16, "chunk_mib": 16, "memory_limit_gib": 4},
+                },
+            ),
+        ],
+    )
     # Every add-on installed at once (External Secrets is in no other variant), so each pinned chart is checked.
     files["every-add-on"] = write_stack(
         root / "every-add-on",

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sgldeploy.builders import observability, router, sglang_server
-from sgldeploy.models.cold_start import cold_start
+from sgldeploy.models import cold_start
 from sgldeploy.models.sizing import Sizing
 from sgldeploy.spec import AddonsSpec, DeploymentSpec
 
@@ -140,7 +140,7 @@ def proxy_host(dep: DeploymentSpec, namespace: str) -> str:
 
 def wait_seconds(dep: DeploymentSpec, sizing: Sizing) -> int:
     """How long the first request may wait: a cold start on a new node, with a third as margin."""
-    start = cold_start(dep, sizing.memory.weights_gib, sizing.placement.nodes_per_replica, warm_node=False)
+    start = cold_start.from_zero(dep, sizing, warm_node=False)
     return int(start.total_s * 4 / 3)
 
 

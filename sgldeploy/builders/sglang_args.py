@@ -6,13 +6,14 @@ here is spelled out and the tests parse the result with abbreviations disallowed
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from sgldeploy.builders import hierarchical_cache, weight_cache
 from sgldeploy.models.lock import LockedModel
 from sgldeploy.models.lora import LoraLoad
 from sgldeploy.models.sizing import Sizing
-from sgldeploy.spec import DeploymentSpec
+from sgldeploy.spec import LOAD_FORMATS, DeploymentSpec
 
 SERVER_PORT = 30000
 ENTRYPOINT = ("python3", "-m", "sglang.launch_server")
@@ -69,9 +70,7 @@ def server_flags(
         "--mem-fraction-static",
         f"{sizing.memory.mem_fraction_static:g}",
     ]
-    if s.quantization not in NON_SAFETENSORS_QUANTIZATIONS:
-        # Never unpickle weights: SGLang's `auto` falls back to .bin files when a repo has both.
-        flags += ["--load-format", "safetensors"]
+    flags += loader_flags(dep)
     if s.quantization != "none":
         flags += ["--quantization", s.quantization]
     if s.kv_cache_dtype != "auto":
@@ -97,10 +96,31 @@ def server_flags(
         flags += hierarchical_cache.flags(sizing.host_cache)
     if api_key:
         flags += ["--api-key", f"$({API_KEY_ENV})"]
-    if "--load-format" in flags and any(arg.split("=")[0] == "--load-format" for arg in s.extra_args):
-        at = flags.index("--load-format")
-        del flags[at : at + 2]  # the user's own choice (e.g. runai_streamer); the policy pack still checks it
     return flags + list(s.extra_args)
+
+
+def loader_flags(dep: DeploymentSpec) -> list[str]:
+    """`cache.loader` as SGLang's `--load-format`, never `auto`: SGLang's `auto` falls back to unpickling .bin
+    files when a repo has both. The streamer's readers per process come from the spec (the loader sets
+    RUNAI_STREAMER_CONCURRENCY and RUNAI_STREAMER_MEMORY_LIMIT from them: srt/model_loader/weight_utils.py)."""
+    if dep.serving.quantization in NON_SAFETENSORS_QUANTIZATIONS:
+        return []  # these load through SGLang's loader of that format
+    loader = "safetensors" if dep.cache.loader == "auto" else dep.cache.loader
+    flags = ["--load-format", LOAD_FORMATS[loader]]
+    if loader == "runai-streamer":
+        streamer = dep.cache.streamer
+        extra: dict[str, int] = {"concurrency": streamer.concurrency}
+        if streamer.memory_limit_gib != "auto":
+            extra["memory_limit"] = int(streamer.memory_limit_gib) * 2**30
+        flags += ["--model-loader-extra-config", json.dumps(extra, separators=(",", ":"))]
+    return flags
+
+
+def loader_env(dep: DeploymentSpec) -> list[dict[str, str]]:
+    """What the streamer reads from the environment alone: the bytes each read asks for."""
+    if dep.cache.loader != "runai-streamer":
+        return []
+    return [{"name": "RUNAI_STREAMER_CHUNK_BYTESIZE", "value": str(dep.cache.streamer.chunk_mib * 2**20)}]
 
 
 def slo_histogram_buckets(key: str, target: float) -> tuple[float, ...]:

@@ -16,6 +16,7 @@ from sgldeploy.builders import (
     node_pool,
     pod_security,
     rollout,
+    sglang_args,
     weight_cache,
 )
 from sgldeploy.builders.gpu import GPU_RESOURCE, gpu_toleration
@@ -114,6 +115,7 @@ def env(dep: DeploymentSpec, secrets: SecretRefs, cache: CacheLayout) -> list[di
         out.append(token)
     if secrets.api_key:
         out.append(api_key_env(secrets.api_key))
+    out += sglang_args.loader_env(dep)
     out += [{"name": k, "value": v} for k, v in sorted(dep.env.items())]
     return out
 

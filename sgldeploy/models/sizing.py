@@ -33,7 +33,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from sgldeploy.catalog import GpuModel, InstanceType, gpu_models, instance_types
-from sgldeploy.models import cold_start
+from sgldeploy.models import cold_start, weight_path
 from sgldeploy.models import lora as lora_model
 from sgldeploy.models import throughput as throughput_model
 from sgldeploy.models.host_cache import (
@@ -1019,13 +1019,26 @@ def _finish(
             math.ceil((100 + 2 * weights_per_node + (best.host.volume_gib if best.host else 0)) / 50) * 50
         )
     )
-    warm = cold_start.cold_start(dep, best.memory.weights_gib, best.nodes, warm_node=True)
+    # The slowest start the server itself may take: remote-instance falls back to the cache when no replica runs.
+    server_s = max(
+        start.load_s + start.engine_s + start.graphs_s
+        for start in (
+            cold_start.cold_start(dep, best.memory.weights_gib, node, best.nodes, best.tp, True, loader)
+            for loader in weight_path.startup_loaders(dep)
+        )
+    )
     # Twice the expected load and engine start, plus ten minutes for kernels compiled cold (JIT caches empty).
-    budget = min(3600, 2 * (warm.weights_s + warm.engine_s) + 600)
+    budget = min(3600, 2 * server_s + 600)
     first_download = (
-        int(weights_per_node * 1073.741824 / cold_start.HUB_MB_S) if dep.cache_storage != "none" else 0
-    )  # the prefetch init container, before the server starts
-    deadline = cold_start.NODE_PROVISIONING_S + cold_start.IMAGE_PULL_S + first_download + budget
+        int(weights_per_node * cold_start.MB_PER_GIB / cold_start.figure("hub_mb_s"))
+        if dep.cache_storage != "none"
+        else 0
+    )  # the prefetch (init container or Job), before the server starts
+    deadline = (
+        int(cold_start.figure("node_provisioning") + cold_start.figure("image_pull"))
+        + first_download
+        + budget
+    )
     return Sizing(
         placement=placement,
         memory=best.memory,

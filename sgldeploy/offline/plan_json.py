@@ -7,8 +7,8 @@ from typing import Any
 from sgldeploy import cost
 from sgldeploy.builders import autoscaler, rollout, router, weight_cache
 from sgldeploy.builders.autoscaler import replicas_when_idle
-from sgldeploy.catalog import HOURS_PER_MONTH
-from sgldeploy.models import cold_start
+from sgldeploy.catalog import HOURS_PER_MONTH, instance_types
+from sgldeploy.models import cold_start, weight_path
 from sgldeploy.models.host_cache import HostCache
 from sgldeploy.models.sizing import Candidate
 from sgldeploy.offline.engine import normalize
@@ -178,19 +178,70 @@ def _throughput(item: LoadedDeployment, estimate: cost.Estimate) -> dict[str, An
 
 
 def _cold_start(item: LoadedDeployment) -> dict[str, Any]:
-    p, spec = item.sizing.placement, item.spec
-    out: dict[str, Any] = {}
-    for case, warm in (("new_node", False), ("warm_node", True)):
-        c = cold_start.cold_start(spec, item.sizing.memory.weights_gib, p.nodes_per_replica, warm_node=warm)
-        out[case] = {
-            "node": c.node_s,
-            "image": c.image_s,
-            "weights": c.weights_s,
-            "engine": c.engine_s,
-            "total": c.total_s,
-            "assumes": c.note,
-        }
+    """The deployment's own weight path from zero, term by term, then every path it could take (what each buys,
+    and why one is refused), and which readiness levels meet its TTFT target from zero."""
+    spec, sizing = item.spec, item.sizing
+    out: dict[str, Any] = {
+        case: _start_terms(cold_start.from_zero(spec, sizing, warm_node=warm))
+        for case, warm in (("new_node", False), ("warm_node", True))
+    }
+    out["loader"] = spec.cache.loader
+    out["why"] = item.loader_reason
+    out["paths"] = [_path(item, loader, storage) for loader, storage in weight_path.paths(spec)]
+    out["from_zero"] = _from_zero(item, out)
     return out
+
+
+def _start_terms(c: cold_start.ColdStart) -> dict[str, Any]:
+    return {
+        "node": c.node_s,
+        "image": c.image_s,
+        "fetch": c.fetch_s,
+        "load": c.load_s,
+        "weights": c.weights_s,
+        "engine": c.engine_s + c.graphs_s,
+        "graphs": c.graphs_s,
+        "total": c.total_s,
+        "assumes": c.note,
+    }
+
+
+def _path(item: LoadedDeployment, loader: str, storage: str) -> dict[str, Any]:
+    """One weight path for this deployment: its starts on a new and a warm node, and what refuses it."""
+    spec = item.spec.model_copy(
+        update={"cache": item.spec.cache.model_copy(update={"loader": loader, "storage": storage})}
+    )
+    p = item.sizing.placement
+    refused = weight_path.problems(
+        spec, instance_types()[p.instance_type], p.gpus_per_replica, p.nodes_per_replica
+    )
+    return {
+        "loader": loader,
+        "storage": storage,
+        "chosen": (loader, storage) == (item.spec.cache.loader, item.spec.cache_storage),
+        "new_node": cold_start.of(spec, item.sizing, warm_node=False).total_s,
+        "warm_node": cold_start.of(spec, item.sizing, warm_node=True).total_s,
+        "refused": "; ".join(x.what for x in refused) or None,
+    }
+
+
+def _from_zero(item: LoadedDeployment, starts: dict[str, Any]) -> dict[str, Any] | None:
+    """TTFT from zero at each readiness level: always-ready never starts from zero; fast wakes on a warm node
+    (its image pre-pulled, its cache kept); cold-start waits for a new node. None without a TTFT target."""
+    target, t = item.spec.slo.ttft_p95_seconds, item.sizing.throughput
+    if target is None or t is None:
+        return None
+    ttft = t.estimate.ttft_seconds
+    seconds = {
+        "always-ready": ttft,
+        "fast": starts["warm_node"]["total"] + ttft,
+        "cold-start": starts["new_node"]["total"] + ttft,
+    }
+    return {
+        "ttft_p95_seconds": target,
+        "ttft_seconds": {level: round(s, 1) for level, s in seconds.items()},
+        "meets": [level for level, s in seconds.items() if s <= target],
+    }
 
 
 def _candidate(c: Candidate) -> dict[str, Any]:

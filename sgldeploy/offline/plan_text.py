@@ -173,9 +173,7 @@ def summary(plan: Plan) -> str:
             *_verify_line(j["verify"]),
             *_rollout_line(j["rollout"]),
             f"  cache      {j['cache']['why']}",
-            f"  cold start {j['cold_start_seconds']['new_node']['total']} s on a new node "
-            f"({j['cold_start_seconds']['new_node']['assumes']}), "
-            f"{j['cold_start_seconds']['warm_node']['total']} s on a warm one",
+            *_cold_start_lines(j["cold_start_seconds"]),
             f"  cost       {cost.span(c['hourly_usd_min'], c['hourly_usd_max'])}/h · "
             f"{cost.span(c['monthly_usd_min'], c['monthly_usd_max'])}/month",
             *_cost_lines(plan.estimate.of(d.spec.name)),
@@ -189,6 +187,34 @@ def summary(plan: Plan) -> str:
         f"{plan.region} prices, {usage}"
     )
     return "\n".join(lines)
+
+
+def _cold_start_lines(c: dict[str, Any]) -> list[str]:
+    """The deployment's own start from zero, then what every other weight path would take."""
+    new, warm = c["new_node"], c["warm_node"]
+    lines = [
+        f"  cold start {new['total']} s on a new node ({new['assumes']}), {warm['total']} s on a warm one",
+        f"  loader     {c['loader']}"
+        + (f" ({c['why']})" if c["why"] else "")
+        + f"; new node {new['node']} + image {new['image']} + fetch {new['fetch']} + load {new['load']} + "
+        f"engine {new['engine'] - new['graphs']} + CUDA graphs {new['graphs']} s",
+    ]
+    others = [
+        f"{p['loader']} from {p['storage']} {p['new_node']}/{p['warm_node']} s"
+        + (f" (refused: {p['refused']})" if p["refused"] else "")
+        for p in c["paths"]
+        if not p["chosen"]
+    ]
+    if others:
+        lines.append("  paths      new/warm node: " + "; ".join(others))
+    z = c["from_zero"]
+    if z:
+        lines.append(
+            f"  from zero  TTFT p95 target {z['ttft_p95_seconds']:g} s: "
+            + ", ".join(f"{level} {s:g} s" for level, s in z["ttft_seconds"].items())
+            + f"; met by {', '.join(z['meets']) or 'no readiness level'}"
+        )
+    return lines
 
 
 def _verify_line(v: dict[str, Any] | None) -> list[str]:

@@ -511,8 +511,10 @@ def budget(resources: list[Resource], config: dict[str, Any]) -> list[tuple[str,
     total = round(sum(r.props["cost"].get("monthlyUsdMax") or 0 for r in parts), 2)
     if total <= limit:  # with a cost unknown, the known ones alone are within it: undetermined
         return unknown
+    # Ties by name: the engine sends resources in no set order, and the message must be the same each time.
     biggest = sorted(
-        (r for r in parts if is_deployment(r)), key=lambda r: -(r.props["cost"].get("monthlyUsdMax") or 0)
+        (r for r in parts if is_deployment(r)),
+        key=lambda r: (-(r.props["cost"].get("monthlyUsdMax") or 0), r.name),
     )
     top = ", ".join(f"{r.name} ${r.props['cost']['monthlyUsdMax']:,.0f}" for r in biggest[:3])
     return [

@@ -94,7 +94,15 @@ USAGE_FILE_KEY = "sgldeploy:usageFile"  # stack config: the usage file `pulumi p
 MAX_REPLICAS = 1000  # a bound that catches typos in orders of magnitude, far above any GPU quota
 
 Readiness = Literal["always-ready", "fast", "cold-start"]
-CacheStorage = Literal["auto", "node-local", "efs", "fsx-lustre", "none"]
+CacheStorage = Literal["auto", "node-local", "efs", "fsx-lustre", "s3", "none"]
+CacheLoader = Literal["auto", "safetensors", "fastsafetensors", "runai-streamer", "remote-instance"]
+LOAD_FORMATS = {
+    "safetensors": "safetensors",
+    "fastsafetensors": "fastsafetensors",
+    "runai-streamer": "runai_streamer",
+    "remote-instance": "remote_instance",
+}
+"""`cache.loader` → SGLang 0.5.23's `--load-format` (srt/arg_groups/choices.py LOAD_FORMAT_CHOICES)."""
 
 
 class ReadinessDefaults(TypedDict):
@@ -779,12 +787,35 @@ class ScalingSpec(Model):
     )
 
 
+class StreamerSpec(Model):
+    """The Run:ai Model Streamer's reads (`cache.loader: runai-streamer`), per serving process."""
+
+    concurrency: int = Field(
+        32,
+        ge=1,
+        le=256,
+        description="Parallel S3 reads per process (the streamer's concurrency); more saturate a faster network. "
+        "Default 32.",
+    )
+    chunk_mib: int = Field(
+        8,
+        ge=1,
+        le=1024,
+        description="Bytes each read asks for, in MiB (RUNAI_STREAMER_CHUNK_BYTESIZE). Default 8.",
+    )
+    memory_limit_gib: AutoPositiveInt = Field(
+        "auto",
+        description="CPU buffer the streamer stages tensors in, in GiB; auto leaves the streamer's own bound. "
+        "Default auto.",
+    )
+
+
 class CacheSpec(Model):
     storage: CacheStorage = Field(
         "auto",
         description="Where weights are cached: node-local (the GPU node's "
-        "NVMe), efs, fsx-lustre, none (download on start), or auto "
-        "(follows readiness). Default auto.",
+        "NVMe), efs, fsx-lustre, s3 (streamed by cache.loader runai-streamer), none (download on start), "
+        "or auto (follows readiness). Default auto.",
     )
     size_gib: AutoPositiveInt = Field(
         "auto", description="Cache size (GiB), or auto from the model size. Default auto."
@@ -794,6 +825,24 @@ class CacheSpec(Model):
         min_length=1,
         description="Image whose own prefetch tool fills the cache (built from "
         "sglang_image/). Default: none, the serving image runs the tool from a ConfigMap.",
+    )
+    loader: CacheLoader = Field(
+        "auto",
+        description="How a replica loads the weights into GPU memory: safetensors (SGLang's own loader, from "
+        "the cache), fastsafetensors (parallel reads from the node's NVMe), runai-streamer (streamed from "
+        "cache.storage s3), remote-instance (copied from a running replica over NCCL, the cache when none "
+        "runs), or auto (chosen from the storage, the image and the placement). Default auto.",
+    )
+    bucket: str | None = Field(
+        None,
+        min_length=3,
+        max_length=63,
+        description="cache.storage s3: an existing bucket to keep the weights in; null creates one "
+        "(encrypted, private, keeping two commits). Default null.",
+    )
+    streamer: StreamerSpec = Field(
+        default_factory=lambda: StreamerSpec(),
+        description="The runai-streamer loader's reads from S3.",
     )
 
 
@@ -1156,6 +1205,8 @@ class DeploymentSpec(Model):
     def cache_storage(self) -> str:
         if self.cache.storage != "auto":
             return self.cache.storage
+        if self.cache.loader == "runai-streamer":  # the streamer is there to read S3
+            return "s3"
         return READINESS_DEFAULTS[self.readiness]["cache_storage"]
 
     @property

@@ -62,6 +62,11 @@ MANAGED_FLAGS = {
     "--max-loaded-loras": "serving.lora.max_loaded_loras",
     "--max-lora-rank": "serving.lora.max_lora_rank",
     "--lora-target-modules": "model.adapters",
+    "--load-format": "cache.loader",
+    "--model-loader-extra-config": "cache.streamer",
+    "--remote-instance-weight-loader-seed-instance-ip": "cache.loader",
+    "--remote-instance-weight-loader-seed-instance-service-port": "cache.loader",
+    "--remote-instance-weight-loader-send-weights-group-ports": "cache.loader",
 }
 _DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -144,7 +149,80 @@ def _deployment_rules(
         + _workload_rules(dep, at)
         + _reservation_rules(platform, dep, at)
         + _disaggregation_rules(platform, dep, at)
+        + _cache_rules(dep, at)
     )
+
+
+# S3 bucket names (docs.aws.amazon.com/AmazonS3/latest/userguide/bucketnamingrules.html): 3-63 lower-case
+# letters, digits, dots and hyphens, a letter or digit at each end, no two dots together, not an IP address.
+_BUCKET = re.compile(r"^(?!\d+\.\d+\.\d+\.\d+$)(?!.*\.\.)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_FILE_LOADERS = ("safetensors", "fastsafetensors")
+
+
+def _cache_rules(dep: DeploymentSpec, at: Callable[..., str]) -> list[Problem]:
+    """The loader against the storage it reads: each loader reads some storages only."""
+    c, storage, out = dep.cache, dep.cache_storage, []
+    if storage == "s3" and c.loader in _FILE_LOADERS:
+        out.append(
+            Problem(
+                at("cache", "loader"),
+                "reads files, but cache.storage s3 keeps the weights as objects",
+                "use runai-streamer (or remote-instance, which falls back to it), or another cache.storage",
+                c.loader,
+            )
+        )
+    if c.loader == "fastsafetensors" and storage not in ("node-local", "s3"):
+        out.append(
+            Problem(
+                at("cache", "loader"),
+                f"reads the weights from the GPU node's NVMe, but cache.storage is {storage}",
+                "set cache.storage: node-local, or choose safetensors",
+                c.loader,
+            )
+        )
+    if c.loader in ("runai-streamer", "remote-instance") and storage == "none":
+        what = (
+            "streams from a cache"
+            if c.loader == "runai-streamer"
+            else "falls back to the cache when no replica runs"
+        )
+        out.append(
+            Problem(
+                at("cache", "storage"),
+                f"keeps no cache, but cache.loader {c.loader} {what}",
+                "set cache.storage: s3 (or node-local, efs, fsx-lustre)",
+                storage,
+            )
+        )
+    if c.loader != "auto" and dep.serving.quantization in ("gguf", "bitsandbytes"):
+        out.append(
+            Problem(
+                at("cache", "loader"),
+                f"is not how {dep.serving.quantization} weights load: SGLang reads them with that format's loader",
+                "leave cache.loader auto",
+                c.loader,
+            )
+        )
+    if c.bucket is not None and storage != "s3":
+        out.append(
+            Problem(
+                at("cache", "bucket"),
+                f"names a bucket, but cache.storage is {storage}",
+                "set cache.storage: s3, or remove cache.bucket",
+                c.bucket,
+            )
+        )
+    if c.bucket is not None and not _BUCKET.match(c.bucket):
+        out.append(
+            Problem(
+                at("cache", "bucket"),
+                "is not an S3 bucket name: 3-63 lower-case letters, digits, dots and hyphens, a letter or digit "
+                "at each end",
+                "use the bucket's name as S3 lists it, or leave it null to create one",
+                c.bucket,
+            )
+        )
+    return out
 
 
 def _disaggregation_rules(

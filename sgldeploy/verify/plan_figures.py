@@ -6,7 +6,7 @@ from __future__ import annotations
 from sgldeploy import cost
 from sgldeploy.builders import autoscaler, router
 from sgldeploy.builders.verify_job import Verification
-from sgldeploy.models.cold_start import cold_start
+from sgldeploy.models import cold_start
 from sgldeploy.spec import AddonsSpec, DeploymentSpec
 from sgldeploy.spec.problems import Problem
 from sgldeploy.stack import LoadedDeployment, LoadedStack
@@ -97,9 +97,7 @@ def _plan(units: list[LoadedDeployment], front: LoadedDeployment, region: str, f
             for p, u in zip(prices, units, strict=True)
         )
     )
-    start = cold_start(
-        front.spec, front.sizing.memory.weights_gib, front.sizing.placement.nodes_per_replica, warm_node=False
-    )
+    start = cold_start.from_zero(front.spec, front.sizing, warm_node=False)
     ttft: float | None
     itl: float | None
     usd: float | None

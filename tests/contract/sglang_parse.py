@@ -31,6 +31,7 @@ FIELDS = (
     "speculative_draft_model_revision",
     "enable_torch_compile",
     "load_format",
+    "model_loader_extra_config",
     "enable_hierarchical_cache",
     "hicache_ratio",
     "hicache_size",
