@@ -177,8 +177,7 @@ def _load_deployment(
     except SizingError as exc:
         problems.append(_in_deployment(exc.problem, at))
         return None
-    dep, sizing, reason = _choose_cache(spec, dep, model, sizing)
-    dep, sizing, loader_reason = _choose_loader(dep, model, sizing)
+    dep, sizing, reason, loader_reason = _choose_auto(spec, dep, model, sizing)
     problems += _placement_problems(spec, dep, sizing, at, model.sha)
     return LoadedDeployment(dep, model, sizing, reason, loader_reason=loader_reason)
 
@@ -248,37 +247,31 @@ def _role_of(dep: DeploymentSpec) -> str | None:
     return dep.serving_role.deployment if dep.serving_role else None
 
 
-def _choose_cache(
+def _choose_auto(
     spec: StackSpec, dep: DeploymentSpec, model: LockedModel, sizing: Sizing
-) -> tuple[DeploymentSpec, Sizing, str]:
-    """`cache.storage: auto` is decided by readiness, size and replica bounds, then the deployment is sized again
-    with the storage chosen: (deployment, sizing, how auto chose). Any other storage stays as written."""
-    if dep.cache.storage != "auto":
-        return dep, sizing, ""
-    storage, reason = weight_cache.choose(
-        dep, spec.platform.addons, sizing.memory.weights_gib, sizing.placement.nodes_per_replica
-    )
-    dep = dep.model_copy(update={"cache": dep.cache.model_copy(update={"storage": storage})})
-    return dep, size(dep, model, sizing.lora), reason
-
-
-def _choose_loader(
-    dep: DeploymentSpec, model: LockedModel, sizing: Sizing
-) -> tuple[DeploymentSpec, Sizing, str]:
-    """`cache.loader: auto` is decided once the storage is known, then the deployment is sized again with it (the
-    startup budget follows the loader): (deployment, sizing, how auto chose)."""
-    if dep.cache.loader != "auto":
-        return dep, sizing, ""
-    p = sizing.placement
-    loader, reason = weight_path.choose(
-        dep,
-        sizing.memory.weights_gib,
-        instance_types()[p.instance_type],
-        p.gpus_per_replica,
-        p.nodes_per_replica,
-    )
-    dep = dep.model_copy(update={"cache": dep.cache.model_copy(update={"loader": loader})})
-    return dep, size(dep, model, sizing.lora), reason
+) -> tuple[DeploymentSpec, Sizing, str, str]:
+    """`cache.storage: auto` is decided by readiness, size and replica bounds, then `cache.loader: auto` by the
+    storage, the image and the placement; the deployment is then sized once more with what was chosen (the startup
+    budget follows both): (deployment, sizing, how auto chose the storage, how it chose the loader). Anything
+    written in the spec stays as written."""
+    p, cache, reasons = sizing.placement, dep.cache, ["", ""]
+    if cache.storage == "auto":
+        storage, reasons[0] = weight_cache.choose(
+            dep, spec.platform.addons, sizing.memory.weights_gib, p.nodes_per_replica
+        )
+        dep = dep.model_copy(update={"cache": cache.model_copy(update={"storage": storage})})
+    if cache.loader == "auto":
+        loader, reasons[1] = weight_path.choose(
+            dep,
+            sizing.memory.weights_gib,
+            instance_types()[p.instance_type],
+            p.gpus_per_replica,
+            p.nodes_per_replica,
+        )
+        dep = dep.model_copy(update={"cache": dep.cache.model_copy(update={"loader": loader})})
+    if dep.cache != cache:
+        sizing = size(dep, model, sizing.lora)
+    return dep, sizing, reasons[0], reasons[1]
 
 
 def _in_deployment(problem: Problem, at: Callable[..., str]) -> Problem:

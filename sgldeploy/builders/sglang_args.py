@@ -13,11 +13,10 @@ from sgldeploy.builders import hierarchical_cache, weight_cache
 from sgldeploy.models.lock import LockedModel
 from sgldeploy.models.lora import LoraLoad
 from sgldeploy.models.sizing import Sizing
-from sgldeploy.spec import LOAD_FORMATS, DeploymentSpec
+from sgldeploy.spec import LOAD_FORMATS, OWN_LOADER_QUANTIZATIONS, DeploymentSpec
 
 SERVER_PORT = 30000
 ENTRYPOINT = ("python3", "-m", "sglang.launch_server")
-NON_SAFETENSORS_QUANTIZATIONS = ("gguf", "bitsandbytes")  # these load through their own loaders
 API_KEY_ENV = "SGLANG_API_KEY"
 """The pod reads the API key from its Secret into this variable; the argv refers to it, never holds it."""
 
@@ -103,7 +102,7 @@ def loader_flags(dep: DeploymentSpec) -> list[str]:
     """`cache.loader` as SGLang's `--load-format`, never `auto`: SGLang's `auto` falls back to unpickling .bin
     files when a repo has both. The streamer's readers per process come from the spec (the loader sets
     RUNAI_STREAMER_CONCURRENCY and RUNAI_STREAMER_MEMORY_LIMIT from them: srt/model_loader/weight_utils.py)."""
-    if dep.serving.quantization in NON_SAFETENSORS_QUANTIZATIONS:
+    if dep.serving.quantization in OWN_LOADER_QUANTIZATIONS:
         return []  # these load through SGLang's loader of that format
     loader = "safetensors" if dep.cache.loader == "auto" else dep.cache.loader
     flags = ["--load-format", LOAD_FORMATS[loader]]

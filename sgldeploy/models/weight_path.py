@@ -6,10 +6,8 @@ loader after it, from the storage, the image, the readiness level, the model's s
 from __future__ import annotations
 
 from sgldeploy.catalog import InstanceType
-from sgldeploy.spec import SGLANG_IMAGE, DeploymentSpec
+from sgldeploy.spec import OWN_LOADER_QUANTIZATIONS, SGLANG_IMAGE, DeploymentSpec
 from sgldeploy.spec.problems import Problem
-
-OWN_FORMAT_QUANTIZATIONS = ("gguf", "bitsandbytes")  # these load through SGLang's loader of that format
 
 STOCK_IMAGE_LOADERS = frozenset({"safetensors", "runai-streamer", "remote-instance"})
 """What the stock lmsysorg/sglang image can load with: SGLang's own loaders, and the Run:ai streamer its Dockerfile
@@ -88,7 +86,7 @@ def choose(
     if dep.cache.loader != "auto":
         return dep.cache.loader, ""
     storage, carried = dep.cache_storage, image_loaders(dep) or frozenset({"safetensors"})
-    if dep.serving.quantization in OWN_FORMAT_QUANTIZATIONS:
+    if dep.serving.quantization in OWN_LOADER_QUANTIZATIONS:
         return "safetensors", f"auto: {dep.serving.quantization} weights load through SGLang's own loader"
     if storage == "s3":
         return "runai-streamer", "auto: the weights are in S3, which only the streamer reads"
@@ -122,15 +120,12 @@ def problems(
     """The loader against the placement and the image (paths inside the deployment)."""
     loader, out = dep.cache.loader, []
     carried = image_loaders(dep)
-    for path, value, what in (
-        ("cache.storage", dep.cache_storage, "s3" if dep.cache_storage == "s3" else None),
-        ("cache.loader", loader, "remote-instance" if loader == "remote-instance" else None),
-    ):
-        if what:
+    for path, value in (("cache.storage", dep.cache_storage), ("cache.loader", loader)):
+        if value in NOT_YET:
             out.append(
                 Problem(
                     path,
-                    f"{what} is modelled in the plan but not declared by this version yet ({NOT_YET[what]})",
+                    f"{value} is modelled in the plan but not declared by this version yet ({NOT_YET[value]})",
                     "use node-local, efs or fsx-lustre, with safetensors, fastsafetensors or runai-streamer",
                     value,
                 )

@@ -96,6 +96,8 @@ MAX_REPLICAS = 1000  # a bound that catches typos in orders of magnitude, far ab
 Readiness = Literal["always-ready", "fast", "cold-start"]
 CacheStorage = Literal["auto", "node-local", "efs", "fsx-lustre", "s3", "none"]
 CacheLoader = Literal["auto", "safetensors", "fastsafetensors", "runai-streamer", "remote-instance"]
+OWN_LOADER_QUANTIZATIONS = ("gguf", "bitsandbytes")
+"""Quantizations whose weights SGLang reads with that format's own loader, never with `--load-format`."""
 LOAD_FORMATS = {
     "safetensors": "safetensors",
     "fastsafetensors": "fastsafetensors",

@@ -15,7 +15,15 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
-from sgldeploy.spec import PD_ROLES, SGLANG_IMAGE, DeploymentSpec, PlatformSpec, StackSpec, aws_text
+from sgldeploy.spec import (
+    OWN_LOADER_QUANTIZATIONS,
+    PD_ROLES,
+    SGLANG_IMAGE,
+    DeploymentSpec,
+    PlatformSpec,
+    StackSpec,
+    aws_text,
+)
 from sgldeploy.spec.problems import InvalidInput, Problem, SpecValueError, Verbatim, config_path
 
 MAX_NAME = 40
@@ -194,7 +202,7 @@ def _cache_rules(dep: DeploymentSpec, at: Callable[..., str]) -> list[Problem]:
                 storage,
             )
         )
-    if c.loader != "auto" and dep.serving.quantization in ("gguf", "bitsandbytes"):
+    if c.loader != "auto" and dep.serving.quantization in OWN_LOADER_QUANTIZATIONS:
         out.append(
             Problem(
                 at("cache", "loader"),
